@@ -1,0 +1,18 @@
+//! Database migrations, one file per change, applied in name order.
+#![expect(
+    elided_lifetimes_in_paths,
+    reason = "MigrationTrait elides the SchemaManager lifetime; naming it breaks the impl"
+)]
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261127_000001_foundation;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261127_000001_foundation::Migration)]
+    }
+}

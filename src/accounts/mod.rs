@@ -1,0 +1,188 @@
+//! Accounts (the vendors using Millwright), their API keys and their credit pool totals.
+
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    sea_query::{Expr, ExprTrait},
+};
+use uuid::Uuid;
+
+use crate::{
+    auth::{self, TokenKind},
+    db::Db,
+    error::{AppError, AppResult},
+    ids::new_id,
+};
+use entity::{account, api_key};
+
+/// Largest pool an account may hold; GraphQL `Int` is 32 bits.
+pub const MAX_CREDITS: i64 = i32::MAX as i64;
+const MAX_NAME_LEN: usize = 200;
+
+pub struct NewAccount {
+    pub account: account::Model,
+    pub api_key: api_key::Model,
+    /// The first API key, shown once.
+    pub key: String,
+}
+
+pub fn validate_name(field: &str, name: &str) -> AppResult<String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(AppError::bad_input(format!("`{field}` must not be empty")));
+    }
+    if name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+        return Err(AppError::bad_input(format!(
+            "`{field}` must be at most {MAX_NAME_LEN} printable characters"
+        )));
+    }
+    Ok(name.to_owned())
+}
+
+fn validate_credits(credits: i64) -> AppResult<i64> {
+    if !(0..=MAX_CREDITS).contains(&credits) {
+        return Err(AppError::bad_input(format!(
+            "`credits` must be between 0 and {MAX_CREDITS}"
+        )));
+    }
+    Ok(credits)
+}
+
+#[tracing::instrument(skip_all, err(level = "debug"))]
+pub async fn create_account(db: &Db, name: &str, credits: i64) -> AppResult<NewAccount> {
+    let name = validate_name("name", name)?;
+    let credits = validate_credits(credits)?;
+    let txn = db.begin_write().await?;
+    let account = account::ActiveModel {
+        id: Set(new_id()),
+        name: Set(name),
+        credits_total: Set(credits),
+        credits_used: Set(0),
+        created_at: Set(Utc::now()),
+    }
+    .insert(&*txn)
+    .await?;
+    let (api_key, key) = insert_api_key(&*txn, account.id, "default").await?;
+    txn.commit().await?;
+    tracing::info!(account.id = %account.id, "account created");
+    Ok(NewAccount {
+        account,
+        api_key,
+        key,
+    })
+}
+
+pub async fn find_account(db: &impl ConnectionTrait, id: Uuid) -> AppResult<account::Model> {
+    account::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or(AppError::NotFound("account"))
+}
+
+/// Adds `amount` credits to the account's pool total.
+#[tracing::instrument(skip_all, fields(account.id = %account_id), err(level = "debug"))]
+pub async fn grant_credits(db: &Db, account_id: Uuid, amount: i64) -> AppResult<account::Model> {
+    if !(1..=MAX_CREDITS).contains(&amount) {
+        return Err(AppError::bad_input(format!(
+            "`amount` must be between 1 and {MAX_CREDITS}"
+        )));
+    }
+    let txn = db.begin_write().await?;
+    // One conditional statement: concurrent grants add up and the total never overflows.
+    let result = account::Entity::update_many()
+        .col_expr(
+            account::Column::CreditsTotal,
+            Expr::col(account::Column::CreditsTotal).add(amount),
+        )
+        .filter(account::Column::Id.eq(account_id))
+        .filter(account::Column::CreditsTotal.lte(MAX_CREDITS - amount))
+        .exec(&*txn)
+        .await?;
+    if result.rows_affected == 0 {
+        find_account(&*txn, account_id).await?;
+        return Err(AppError::bad_input(format!(
+            "the pool cannot exceed {MAX_CREDITS} credits"
+        )));
+    }
+    let account = find_account(&*txn, account_id).await?;
+    txn.commit().await?;
+    Ok(account)
+}
+
+async fn insert_api_key(
+    db: &impl ConnectionTrait,
+    account_id: Uuid,
+    name: &str,
+) -> AppResult<(api_key::Model, String)> {
+    let token = auth::generate(TokenKind::ApiKey);
+    let model = api_key::ActiveModel {
+        id: Set(new_id()),
+        account_id: Set(account_id),
+        name: Set(name.to_owned()),
+        prefix: Set(token.display_prefix),
+        token_hash: Set(token.hash),
+        created_at: Set(Utc::now()),
+        last_used_at: Set(None),
+        revoked_at: Set(None),
+    }
+    .insert(db)
+    .await?;
+    Ok((model, token.token))
+}
+
+#[tracing::instrument(skip_all, fields(account.id = %account_id), err(level = "debug"))]
+pub async fn create_api_key(
+    db: &Db,
+    account_id: Uuid,
+    name: &str,
+) -> AppResult<(api_key::Model, String)> {
+    let name = validate_name("name", name)?;
+    let txn = db.begin_write().await?;
+    let created = insert_api_key(&*txn, account_id, &name).await?;
+    txn.commit().await?;
+    Ok(created)
+}
+
+/// Revokes a key of the account; revoking twice keeps the first revocation time.
+#[tracing::instrument(skip_all, fields(account.id = %account_id), err(level = "debug"))]
+pub async fn revoke_api_key(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<api_key::Model> {
+    let txn = db.begin_write().await?;
+    let key = api_key::Entity::find_by_id(id)
+        .filter(api_key::Column::AccountId.eq(account_id))
+        .one(&*txn)
+        .await?
+        .ok_or(AppError::NotFound("API key"))?;
+    if key.revoked_at.is_some() {
+        return Ok(key);
+    }
+    let mut active: api_key::ActiveModel = key.into();
+    active.revoked_at = Set(Some(Utc::now()));
+    let key = active.update(&*txn).await?;
+    txn.commit().await?;
+    Ok(key)
+}
+
+pub async fn list_api_keys(
+    db: &impl ConnectionTrait,
+    account_id: Uuid,
+) -> AppResult<Vec<api_key::Model>> {
+    Ok(api_key::Entity::find()
+        .filter(api_key::Column::AccountId.eq(account_id))
+        .order_by_asc(api_key::Column::Id)
+        .all(db)
+        .await?)
+}
+
+pub async fn find_api_key(
+    db: &impl ConnectionTrait,
+    account_id: Uuid,
+    id: Uuid,
+) -> AppResult<api_key::Model> {
+    api_key::Entity::find_by_id(id)
+        .filter(api_key::Column::AccountId.eq(account_id))
+        .one(db)
+        .await?
+        .ok_or(AppError::NotFound("API key"))
+}

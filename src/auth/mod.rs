@@ -1,0 +1,112 @@
+//! Who is calling: bearer tokens (account API keys, connection tokens, the admin token),
+//! how they are made and checked, and the `Principal` every request runs as.
+
+mod token;
+
+pub use token::{GeneratedToken, TokenKind, generate, hash_token};
+
+use chrono::{Duration, Utc};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use crate::{config::Secret, db::Db, error::AppError};
+use entity::api_key;
+
+/// How often `lastUsedAt` is written at most; finer tracking would turn every read into a write.
+const LAST_USED_RESOLUTION: Duration = Duration::seconds(60);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    Anonymous,
+    Admin,
+    Account { account_id: Uuid, api_key_id: Uuid },
+}
+
+impl Principal {
+    /// The account whose data this caller may use; the admin has none.
+    pub fn account_id(&self) -> Result<Uuid, AppError> {
+        match self {
+            Principal::Account { account_id, .. } => Ok(*account_id),
+            Principal::Anonymous => Err(unauthenticated("missing bearer token")),
+            Principal::Admin => Err(AppError::Forbidden(
+                "the admin token manages accounts only".into(),
+            )),
+        }
+    }
+
+    pub fn require_admin(&self) -> Result<(), AppError> {
+        match self {
+            Principal::Admin => Ok(()),
+            Principal::Anonymous => Err(unauthenticated("missing bearer token")),
+            Principal::Account { .. } => Err(AppError::Forbidden(
+                "this operation needs the admin token".into(),
+            )),
+        }
+    }
+}
+
+fn unauthenticated(message: &str) -> AppError {
+    AppError::Unauthenticated(message.to_owned())
+}
+
+/// Resolves an `Authorization` header value (or a WebSocket `authorization` field).
+pub async fn authenticate(
+    db: &Db,
+    admin_token: Option<&Secret>,
+    header: Option<&str>,
+) -> Result<Principal, AppError> {
+    let Some(header) = header else {
+        return Ok(Principal::Anonymous);
+    };
+    let token = header
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| unauthenticated("the Authorization header must be `Bearer <token>`"))?;
+    match TokenKind::of(token) {
+        Some(TokenKind::ApiKey) => authenticate_api_key(db, token).await,
+        _ if is_admin_token(admin_token, token) => Ok(Principal::Admin),
+        _ => Err(unauthenticated("invalid token")),
+    }
+}
+
+fn is_admin_token(admin_token: Option<&Secret>, token: &str) -> bool {
+    // Compare hashes so that the comparison takes the same time whatever the lengths.
+    admin_token.is_some_and(|admin| {
+        let expected = hash_token(admin.expose());
+        bool::from(expected.as_bytes().ct_eq(hash_token(token).as_bytes()))
+    })
+}
+
+async fn authenticate_api_key(db: &Db, token: &str) -> Result<Principal, AppError> {
+    let key = api_key::Entity::find()
+        .filter(api_key::Column::TokenHash.eq(hash_token(token)))
+        .one(db.conn())
+        .await?
+        .filter(|key| key.revoked_at.is_none())
+        .ok_or_else(|| unauthenticated("invalid or revoked API key"))?;
+    let now = Utc::now();
+    if key
+        .last_used_at
+        .is_none_or(|at| now - at > LAST_USED_RESOLUTION)
+    {
+        touch_api_key(db, key.id, now).await?;
+    }
+    Ok(Principal::Account {
+        account_id: key.account_id,
+        api_key_id: key.id,
+    })
+}
+
+async fn touch_api_key(db: &Db, id: Uuid, now: chrono::DateTime<Utc>) -> Result<(), AppError> {
+    let txn = db.begin_write().await?;
+    let update = api_key::ActiveModel {
+        id: Set(id),
+        last_used_at: Set(Some(now)),
+        ..Default::default()
+    };
+    update.update(&*txn).await?;
+    txn.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! Typed configuration: built-in defaults, then an optional TOML file, then `MILLWRIGHT_*`
+//! environment variables (these win). Every field is validated at start; errors name the key.
+
+use std::{fmt, net::SocketAddr, path::Path, time::Duration};
+
+use base64::Engine;
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Environment variables are read with this prefix; `MILLWRIGHT_DATABASE_URL` sets `database_url`.
+pub const ENV_PREFIX: &str = "MILLWRIGHT_";
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `sqlite://…` (embedded, the default) or `postgres://…` (production, multi-instance).
+    pub database_url: String,
+    /// Largest number of pooled database connections.
+    pub database_max_connections: u32,
+    /// HTTP listen address; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Operator token for `createAccount` and `grantCredits`; unset turns the admin API off.
+    pub admin_token: Option<Secret>,
+    /// Base64 of 32 bytes; encrypts connection credentials at rest.
+    pub encryption_key: Option<Secret>,
+    /// Allow webhook URLs that resolve to loopback or private addresses.
+    pub webhook_allow_private_targets: bool,
+    /// `pretty` or `json`.
+    pub log_format: LogFormat,
+    /// Seconds to wait before each webhook retry, e.g. `5,300,1800`.
+    #[serde(deserialize_with = "seconds_list", serialize_with = "seconds_list_out")]
+    pub webhook_retry_schedule: Vec<u64>,
+    /// Run the background workers in this process.
+    pub workers: bool,
+    /// A request that takes longer is answered 408.
+    pub request_timeout_secs: u64,
+    /// Largest accepted request body.
+    pub body_limit_bytes: usize,
+    /// Most GraphQL operations in one batched request.
+    pub max_batch_size: usize,
+    /// Deepest selection nesting a query may have.
+    pub max_query_depth: usize,
+    /// Highest complexity (number of selected fields, aliases included) a query may have.
+    pub max_query_complexity: usize,
+    /// A WebSocket that sends no `connection_init` within this many seconds is closed (4408).
+    pub ws_init_timeout_secs: u64,
+    /// The server pings idle WebSockets this often, to keep proxies from dropping them.
+    pub ws_ping_interval_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: "sqlite://millwright.db?mode=rwc".into(),
+            database_max_connections: 10,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_token: None,
+            encryption_key: None,
+            webhook_allow_private_targets: false,
+            log_format: LogFormat::Pretty,
+            webhook_retry_schedule: vec![5, 300, 1800, 7200, 18000, 36000, 36000],
+            workers: true,
+            request_timeout_secs: 30,
+            body_limit_bytes: 1024 * 1024,
+            max_batch_size: 10,
+            max_query_depth: 15,
+            max_query_complexity: 500,
+            ws_init_timeout_secs: 10,
+            ws_ping_interval_secs: 30,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// A configuration value that must never be printed.
+#[derive(Clone, Serialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    /// Environment values that look like numbers arrive as numbers; a secret takes any scalar.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Scalar {
+            S(String),
+            I(i64),
+            U(u64),
+            F(f64),
+            B(bool),
+        }
+        Ok(Secret(match Scalar::deserialize(d)? {
+            Scalar::S(s) => s,
+            Scalar::I(v) => v.to_string(),
+            Scalar::U(v) => v.to_string(),
+            Scalar::F(v) => v.to_string(),
+            Scalar::B(v) => v.to_string(),
+        }))
+    }
+}
+
+fn seconds_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<u64>),
+        One(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::List(v) => Ok(v),
+        Raw::One(v) => Ok(vec![v]),
+        Raw::Text(s) => s
+            .split(',')
+            .map(|part| part.trim().parse::<u64>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| serde::de::Error::custom("expected comma-separated whole seconds")),
+    }
+}
+
+fn seconds_list_out<S: serde::Serializer>(v: &[u64], s: S) -> Result<S::Ok, S::Error> {
+    v.serialize(s)
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("listen", &self.listen)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field(
+                "encryption_key",
+                &self.encryption_key.as_ref().map(|_| "[redacted]"),
+            )
+            .field("log_format", &self.log_format)
+            .field("workers", &self.workers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Hides a password in a database URL.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}://{user}:***{}", &url[..scheme_end], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Keys that may come from the environment; other `MILLWRIGHT_*` variables (for tests and
+/// tools) are not configuration and are ignored.
+const KEYS: &[&str] = &[
+    "database_url",
+    "database_max_connections",
+    "listen",
+    "admin_token",
+    "encryption_key",
+    "webhook_allow_private_targets",
+    "log_format",
+    "webhook_retry_schedule",
+    "workers",
+    "request_timeout_secs",
+    "body_limit_bytes",
+    "max_batch_size",
+    "max_query_depth",
+    "max_query_complexity",
+    "ws_init_timeout_secs",
+    "ws_ping_interval_secs",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("invalid configuration: `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Config {
+    /// Defaults, then the file (if given; a missing file is an error), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Invalid {
+                    key: "--config",
+                    message: format!("file {} not found", path.display()),
+                });
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let env = Env::prefixed(ENV_PREFIX).filter(|key| {
+            KEYS.iter()
+                .any(|known| key.as_str().eq_ignore_ascii_case(known))
+        });
+        let config: Config = figment.merge(env).extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres"))
+        {
+            return invalid("database_url", "must start with sqlite: or postgres://");
+        }
+        if self.database_max_connections == 0 {
+            return invalid("database_max_connections", "must be at least 1");
+        }
+        if let Some(key) = &self.encryption_key {
+            let decoded = base64::engine::general_purpose::STANDARD.decode(key.expose().trim());
+            if decoded.map(|k| k.len()) != Ok(32) {
+                return invalid("encryption_key", "must be the base64 encoding of 32 bytes");
+            }
+        }
+        if self
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| t.expose().len() < 16)
+        {
+            return invalid("admin_token", "must be at least 16 characters");
+        }
+        if self.webhook_retry_schedule.is_empty() {
+            return invalid("webhook_retry_schedule", "needs at least one delay");
+        }
+        for (key, value) in [
+            ("request_timeout_secs", self.request_timeout_secs),
+            ("body_limit_bytes", self.body_limit_bytes as u64),
+            ("max_batch_size", self.max_batch_size as u64),
+            ("max_query_depth", self.max_query_depth as u64),
+            ("max_query_complexity", self.max_query_complexity as u64),
+            ("ws_init_timeout_secs", self.ws_init_timeout_secs),
+            ("ws_ping_interval_secs", self.ws_ping_interval_secs),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be greater than 0");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url.starts_with("sqlite:")
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_database_password() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn debug_never_prints_secrets() {
+        let config = Config {
+            admin_token: Some(Secret::new("super-secret-admin-token")),
+            ..Config::default()
+        };
+        assert!(!format!("{config:?}").contains("super-secret"));
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let config = Config {
+            encryption_key: Some(Secret::new("short")),
+            ..Config::default()
+        };
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("encryption_key")
+        );
+    }
+}

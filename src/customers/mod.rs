@@ -1,0 +1,161 @@
+//! Customers of an account: the owners of connections. Every function is scoped to the
+//! caller's account, so another account's customer is simply not found.
+
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, EntityTrait, ModelTrait, QueryFilter,
+    sea_query::{Expr, ExprTrait, Func, LikeExpr},
+};
+use uuid::Uuid;
+
+use crate::{
+    accounts::validate_name,
+    db::Db,
+    error::{AppError, AppResult},
+    ids::new_id,
+    pagination::{Page, PageRequest, fetch_page},
+};
+use entity::customer;
+
+const MAX_EXTERNAL_ID_LEN: usize = 200;
+const MAX_SEARCH_LEN: usize = 200;
+
+pub struct NewCustomer {
+    pub name: String,
+    pub external_id: Option<String>,
+}
+
+pub struct CustomerChanges {
+    pub name: Option<String>,
+    /// `Some(None)` clears the external id.
+    pub external_id: Option<Option<String>>,
+}
+
+fn validate_external_id(external_id: Option<String>) -> AppResult<Option<String>> {
+    let Some(external_id) = external_id.map(|e| e.trim().to_owned()) else {
+        return Ok(None);
+    };
+    if external_id.is_empty()
+        || external_id.len() > MAX_EXTERNAL_ID_LEN
+        || external_id.chars().any(char::is_control)
+    {
+        return Err(AppError::bad_input(format!(
+            "`externalId` must be 1 to {MAX_EXTERNAL_ID_LEN} printable characters"
+        )));
+    }
+    Ok(Some(external_id))
+}
+
+fn conflict_on_external_id(err: sea_orm::DbErr) -> AppError {
+    if AppError::is_unique_violation(&err) {
+        AppError::Conflict("another customer of this account has this `externalId`".into())
+    } else {
+        err.into()
+    }
+}
+
+#[tracing::instrument(skip_all, fields(account.id = %account_id), err(level = "debug"))]
+pub async fn create(db: &Db, account_id: Uuid, input: NewCustomer) -> AppResult<customer::Model> {
+    let name = validate_name("name", &input.name)?;
+    let external_id = validate_external_id(input.external_id)?;
+    let now = Utc::now();
+    let txn = db.begin_write().await?;
+    let model = customer::ActiveModel {
+        id: Set(new_id()),
+        account_id: Set(account_id),
+        external_id: Set(external_id),
+        name: Set(name),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(&*txn)
+    .await
+    .map_err(conflict_on_external_id)?;
+    txn.commit().await?;
+    Ok(model)
+}
+
+pub async fn find(
+    db: &impl ConnectionTrait,
+    account_id: Uuid,
+    id: Uuid,
+) -> AppResult<customer::Model> {
+    customer::Entity::find_by_id(id)
+        .filter(customer::Column::AccountId.eq(account_id))
+        .one(db)
+        .await?
+        .ok_or(AppError::NotFound("customer"))
+}
+
+#[tracing::instrument(skip_all, fields(account.id = %account_id, customer.id = %id), err(level = "debug"))]
+pub async fn update(
+    db: &Db,
+    account_id: Uuid,
+    id: Uuid,
+    changes: CustomerChanges,
+) -> AppResult<customer::Model> {
+    let name = changes
+        .name
+        .map(|n| validate_name("name", &n))
+        .transpose()?;
+    let external_id = changes.external_id.map(validate_external_id).transpose()?;
+    let txn = db.begin_write().await?;
+    let mut active: customer::ActiveModel = find(&*txn, account_id, id).await?.into();
+    if let Some(name) = name {
+        active.name = Set(name);
+    }
+    if let Some(external_id) = external_id {
+        active.external_id = Set(external_id);
+    }
+    active.updated_at = Set(Utc::now());
+    let model = active
+        .update(&*txn)
+        .await
+        .map_err(conflict_on_external_id)?;
+    txn.commit().await?;
+    Ok(model)
+}
+
+#[tracing::instrument(skip_all, fields(account.id = %account_id, customer.id = %id), err(level = "debug"))]
+pub async fn delete(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<()> {
+    let txn = db.begin_write().await?;
+    let model = find(&*txn, account_id, id).await?;
+    model.delete(&*txn).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Lists the account's customers, optionally those whose name or external id contains `search`.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    account_id: Uuid,
+    search: Option<&str>,
+    page: PageRequest,
+) -> AppResult<Page<customer::Model>> {
+    let mut select = customer::Entity::find().filter(customer::Column::AccountId.eq(account_id));
+    if let Some(search) = search.map(str::trim).filter(|s| !s.is_empty()) {
+        if search.chars().count() > MAX_SEARCH_LEN {
+            return Err(AppError::bad_input(format!(
+                "`search` must be at most {MAX_SEARCH_LEN} characters"
+            )));
+        }
+        let pattern = format!("%{}%", escape_like(&search.to_lowercase()));
+        let lower = |col: customer::Column| Expr::expr(Func::lower(Expr::col(col)));
+        let like = |col| lower(col).like(LikeExpr::new(pattern.clone()).escape('\\'));
+        select = select.filter(
+            sea_orm::Condition::any()
+                .add(like(customer::Column::Name))
+                .add(like(customer::Column::ExternalId)),
+        );
+    }
+    Ok(fetch_page(db, select, customer::Column::Id, page).await?)
+}
+
+/// Escapes LIKE wildcards so that a search for `50%` finds exactly that.
+fn escape_like(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}

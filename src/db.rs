@@ -1,0 +1,102 @@
+//! The database handle: SQLite (embedded default) or PostgreSQL, and write transactions.
+//!
+//! SQLite allows one writer at a time and fails a deferred transaction that tries to upgrade
+//! to a write while another writer holds the lock ("database is locked"). Writes therefore
+//! take an in-process lock before `BEGIN`, so they queue instead of failing; reads run in
+//! parallel under WAL. On PostgreSQL the lock is absent and row locks do the work.
+
+use std::{ops::Deref, sync::Arc, time::Duration};
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbErr,
+    TransactionTrait,
+    sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
+};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::config::Config;
+
+#[derive(Clone)]
+pub struct Db {
+    conn: DatabaseConnection,
+    write_lock: Option<Arc<Mutex<()>>>,
+}
+
+impl Db {
+    pub async fn connect(config: &Config) -> Result<Self, DbErr> {
+        let mut options = ConnectOptions::new(config.database_url.clone());
+        options
+            .max_connections(config.database_max_connections)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .sqlx_logging(false);
+        let sqlite = config.is_sqlite();
+        if sqlite {
+            options.map_sqlx_sqlite_opts(|opts| {
+                opts.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+                    .create_if_missing(true)
+            });
+        }
+        let conn = Database::connect(options).await?;
+        Ok(Self {
+            conn,
+            write_lock: sqlite.then(|| Arc::new(Mutex::new(()))),
+        })
+    }
+
+    pub async fn migrate(&self) -> Result<(), DbErr> {
+        let _guard = self.lock_writes().await;
+        Migrator::up(&self.conn, None).await
+    }
+
+    /// The pool, for reads.
+    pub fn conn(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+
+    /// Begins a transaction that may write.
+    pub async fn begin_write(&self) -> Result<WriteTxn, DbErr> {
+        let guard = self.lock_writes().await;
+        let txn = self.conn.begin().await?;
+        Ok(WriteTxn { txn, _guard: guard })
+    }
+
+    async fn lock_writes(&self) -> Option<OwnedMutexGuard<()>> {
+        match &self.write_lock {
+            Some(lock) => Some(lock.clone().lock_owned().await),
+            None => None,
+        }
+    }
+
+    /// Answers whether the database responds.
+    pub async fn ping(&self) -> Result<(), DbErr> {
+        self.conn.execute_unprepared("SELECT 1").await.map(|_| ())
+    }
+
+    pub async fn close(self) -> Result<(), DbErr> {
+        self.conn.close().await
+    }
+}
+
+/// A write transaction; on SQLite it holds the write lock until commit or drop.
+pub struct WriteTxn {
+    txn: DatabaseTransaction,
+    _guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl WriteTxn {
+    pub async fn commit(self) -> Result<(), DbErr> {
+        self.txn.commit().await
+    }
+}
+
+impl Deref for WriteTxn {
+    type Target = DatabaseTransaction;
+    fn deref(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
+}

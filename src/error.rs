@@ -1,0 +1,72 @@
+//! The one error type of Millwright and its GraphQL `extensions.code`.
+//!
+//! Domain functions return `AppError`. Use `NotFound` for anything the caller may not see
+//! (another tenant's object looks missing), `BadUserInput` with a message naming the field,
+//! `Conflict` for uniqueness and state clashes, and `Internal` for everything unexpected:
+//! its detail is logged once by the GraphQL layer and never shown to the client.
+
+use std::sync::Arc;
+
+use sea_orm::{DbErr, SqlErr};
+
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    BadUserInput(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("insufficient credits: {needed} needed, {available} available")]
+    InsufficientCredits { needed: i64, available: i64 },
+    #[error("{0}")]
+    ConnectionFailed(String),
+    #[error("rate limited, retry after {retry_after_seconds} s")]
+    RateLimited { retry_after_seconds: u64 },
+    #[error("{0}")]
+    QueryTooComplex(String),
+    #[error("internal error")]
+    Internal(Arc<anyhow::Error>),
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+impl AppError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::Unauthenticated(_) => "UNAUTHENTICATED",
+            AppError::Forbidden(_) => "FORBIDDEN",
+            AppError::NotFound(_) => "NOT_FOUND",
+            AppError::BadUserInput(_) => "BAD_USER_INPUT",
+            AppError::Conflict(_) => "CONFLICT",
+            AppError::InsufficientCredits { .. } => "INSUFFICIENT_CREDITS",
+            AppError::ConnectionFailed(_) => "CONNECTION_FAILED",
+            AppError::RateLimited { .. } => "RATE_LIMITED",
+            AppError::QueryTooComplex(_) => "QUERY_TOO_COMPLEX",
+            AppError::Internal(_) => "INTERNAL",
+        }
+    }
+
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        AppError::BadUserInput(message.into())
+    }
+
+    pub fn internal(error: impl Into<anyhow::Error>) -> Self {
+        AppError::Internal(Arc::new(error.into()))
+    }
+
+    /// True when the database refused a row because of a unique constraint.
+    pub fn is_unique_violation(err: &DbErr) -> bool {
+        matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+    }
+}
+
+impl From<DbErr> for AppError {
+    fn from(err: DbErr) -> Self {
+        AppError::Internal(Arc::new(err.into()))
+    }
+}

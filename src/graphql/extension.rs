@@ -1,0 +1,130 @@
+//! A GraphQL extension that gives every error its `extensions.code`, keeps internal details
+//! out of responses (logging them once), and records per-operation metrics.
+
+use std::{sync::Arc, time::Instant};
+
+use async_graphql::{
+    Response, ServerError, Value,
+    extensions::{
+        Extension, ExtensionContext, ExtensionFactory, NextExecute, NextRequest, NextSubscribe,
+    },
+    futures_util::stream::BoxStream,
+};
+use futures_util::StreamExt;
+
+use crate::{error::AppError, metrics::Metrics};
+
+pub struct Observe {
+    pub metrics: Metrics,
+}
+
+impl ExtensionFactory for Observe {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(ObserveRequest {
+            metrics: self.metrics.clone(),
+        })
+    }
+}
+
+struct ObserveRequest {
+    metrics: Metrics,
+}
+
+#[async_trait::async_trait]
+impl Extension for ObserveRequest {
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        normalize(next.run(ctx).await)
+    }
+
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        next.run(ctx, stream).map(normalize).boxed()
+    }
+
+    async fn execute(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> Response {
+        let started = Instant::now();
+        let response = next.run(ctx, operation_name).await;
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics
+            .observe_graphql(operation_name, response.errors.is_empty(), seconds);
+        response
+    }
+}
+
+pub fn normalize(mut response: Response) -> Response {
+    for error in &mut response.errors {
+        classify(error);
+    }
+    response
+}
+
+/// Sets `extensions.code`; replaces the message of anything unexpected with an opaque one.
+pub fn classify(error: &mut ServerError) {
+    if error
+        .extensions
+        .as_ref()
+        .is_some_and(|e| e.get("code").is_some())
+    {
+        return;
+    }
+    let code = match error.source::<AppError>().cloned() {
+        Some(app) => {
+            if let AppError::Internal(detail) = &app {
+                tracing::error!(error = format!("{detail:#}"), path = ?error.path, "internal error");
+            }
+            if let AppError::RateLimited {
+                retry_after_seconds,
+            } = &app
+            {
+                set_extension(
+                    error,
+                    "retryAfterSeconds",
+                    Value::from(*retry_after_seconds),
+                );
+            }
+            app.code()
+        }
+        None => classify_library_error(error),
+    };
+    set_extension(error, "code", Value::from(code));
+}
+
+/// Errors raised by async-graphql itself: parsing, validation, limits, argument coercion.
+fn classify_library_error(error: &mut ServerError) -> &'static str {
+    let message = error.message.as_str();
+    let too_complex = [
+        "nested too deep",
+        "too complex",
+        "recursion depth",
+        "number of directives",
+    ];
+    if too_complex.iter().any(|needle| message.contains(needle)) {
+        return "QUERY_TOO_COMPLEX";
+    }
+    if error.path.is_empty()
+        || message.starts_with("Failed to parse")
+        || message.starts_with("Invalid value")
+        || message.starts_with("Internal error: Failed to parse")
+    {
+        return "BAD_USER_INPUT";
+    }
+    tracing::error!(error = %error.message, path = ?error.path, "unclassified resolver error");
+    error.message = "internal error".to_owned();
+    "INTERNAL"
+}
+
+fn set_extension(error: &mut ServerError, key: &str, value: Value) {
+    error
+        .extensions
+        .get_or_insert_with(Default::default)
+        .set(key, value);
+}

@@ -1,0 +1,47 @@
+//! The GraphQL API: schema assembly and context helpers. Resolvers are thin: they parse ids
+//! and arguments, call a domain function, and wrap what it returns.
+
+mod account;
+mod customer;
+mod extension;
+mod mutation;
+mod node;
+mod query;
+
+use async_graphql::{Context, EmptySubscription, Schema};
+
+pub use extension::{classify, normalize};
+
+use crate::{auth::Principal, config::Config, db::Db, error::AppError, metrics::Metrics};
+
+pub type AppSchema = Schema<query::Query, mutation::Mutation, EmptySubscription>;
+
+pub fn build_schema(db: Db, metrics: Metrics, config: &Config) -> AppSchema {
+    Schema::build(query::Query, mutation::Mutation, EmptySubscription)
+        .data(db)
+        .limit_depth(config.max_query_depth)
+        .limit_complexity(config.max_query_complexity)
+        .limit_recursive_depth(32)
+        .limit_directives(16)
+        .extension(extension::Observe { metrics })
+        .finish()
+}
+
+/// The SDL that `millwright schema` prints and `schema.graphql` holds.
+pub fn sdl() -> String {
+    Schema::build(query::Query, mutation::Mutation, EmptySubscription)
+        .finish()
+        .sdl()
+}
+
+pub(crate) fn db<'a>(ctx: &Context<'a>) -> &'a Db {
+    ctx.data_unchecked::<Db>()
+}
+
+pub(crate) fn principal<'a>(ctx: &Context<'a>) -> &'a Principal {
+    ctx.data_opt::<Principal>().unwrap_or(&Principal::Anonymous)
+}
+
+pub(crate) fn account_id(ctx: &Context<'_>) -> Result<uuid::Uuid, AppError> {
+    principal(ctx).account_id()
+}

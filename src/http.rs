@@ -1,0 +1,194 @@
+//! The HTTP surface: routes, the GraphQL endpoint, health, metrics and the shared layers
+//! (request ids, tracing, body limit, timeout).
+
+use std::{sync::Arc, time::Duration};
+
+use async_graphql::{BatchRequest, BatchResponse, http::GraphiQLSource};
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
+    http::{HeaderMap, HeaderName, StatusCode, header},
+    middleware::{self, Next},
+    response::{Html, IntoResponse, Response},
+    routing::get,
+};
+use serde_json::json;
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
+
+use crate::{
+    auth::{self, Principal},
+    config::Config,
+    db::Db,
+    error::AppError,
+    graphql::AppSchema,
+    metrics::Metrics,
+    ws,
+};
+
+pub struct AppState {
+    pub db: Db,
+    pub schema: AppSchema,
+    pub metrics: Metrics,
+    pub config: Config,
+    /// Fires when the server stops; long-lived sockets close on it.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let timeout = state.config.request_timeout();
+    let body_limit = state.config.body_limit_bytes;
+    let graphql = Router::new()
+        .route("/graphql", get(graphiql).post(graphql_post))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ));
+    Router::new()
+        .merge(graphql)
+        .route("/graphql/ws", get(ws::upgrade))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let request_id = request
+                .headers()
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id)
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn count_requests(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(request).await;
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&[route.as_str(), response.status().as_str()])
+        .inc();
+    response
+}
+
+async fn graphiql() -> Html<String> {
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .finish(),
+    )
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match tokio::time::timeout(Duration::from_secs(2), state.db.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready").into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response(),
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// A GraphQL-shaped error body for requests rejected before execution.
+fn reject(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    (status, axum::Json(body)).into_response()
+}
+
+async fn graphql_post(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = match parse_body(&body, state.config.max_batch_size) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("\u{0}"));
+    let principal = match auth::authenticate(
+        &state.db,
+        state.config.admin_token.as_ref(),
+        authorization,
+    )
+    .await
+    {
+        Ok(principal) => principal,
+        Err(AppError::Unauthenticated(message)) => {
+            return reject(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", &message);
+        }
+        Err(err) => {
+            tracing::error!(error = %format!("{:#}", anyhow::Error::from(err)), "authentication failed");
+            return reject(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "INTERNAL",
+                "internal error",
+            );
+        }
+    };
+    let response = execute(&state.schema, request, principal).await;
+    axum::Json(response).into_response()
+}
+
+async fn execute(schema: &AppSchema, request: BatchRequest, principal: Principal) -> BatchResponse {
+    match request {
+        BatchRequest::Single(request) => {
+            BatchResponse::Single(schema.execute(request.data(principal)).await)
+        }
+        BatchRequest::Batch(requests) => {
+            let mut responses = Vec::with_capacity(requests.len());
+            for request in requests {
+                responses.push(schema.execute(request.data(principal.clone())).await);
+            }
+            BatchResponse::Batch(responses)
+        }
+    }
+}
+
+/// Parses a JSON GraphQL request (or batch) whatever the content type claims; anything else
+/// is HTTP 400 with a code.
+fn parse_body(body: &[u8], max_batch: usize) -> Result<BatchRequest, Response> {
+    let request: BatchRequest = serde_json::from_slice(body).map_err(|err| {
+        reject(
+            StatusCode::BAD_REQUEST,
+            "BAD_USER_INPUT",
+            &format!("not a GraphQL request: {err}"),
+        )
+    })?;
+    if let BatchRequest::Batch(batch) = &request {
+        if batch.is_empty() || batch.len() > max_batch {
+            return Err(reject(
+                StatusCode::BAD_REQUEST,
+                "BAD_USER_INPUT",
+                &format!("a batch holds 1 to {max_batch} operations"),
+            ));
+        }
+    }
+    Ok(request)
+}

@@ -1,0 +1,56 @@
+//! Millwright: a self-hosted unified API for industrial systems (CMMS, EAM, ERP).
+//!
+//! [`run`] serves the GraphQL API on a listener until the shutdown token fires; the binary
+//! and the tests both start the server through it.
+
+pub mod accounts;
+pub mod auth;
+pub mod config;
+pub mod customers;
+pub mod db;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod ids;
+pub mod metrics;
+pub mod pagination;
+pub mod telemetry;
+pub mod ws;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{config::Config, db::Db, http::AppState, metrics::Metrics};
+
+/// Migrates the database, then serves HTTP and WebSocket on `listener` until `shutdown`.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let db = Db::connect(&config)
+        .await
+        .context("connecting to the database")?;
+    db.migrate().await.context("migrating the database")?;
+    let metrics = Metrics::new();
+    let schema = graphql::build_schema(db.clone(), metrics.clone(), &config);
+    let state = Arc::new(AppState {
+        db: db.clone(),
+        schema,
+        metrics,
+        config,
+        shutdown: shutdown.clone(),
+    });
+    let app = http::router(state);
+    tracing::info!("listening on {}", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("serving HTTP")?;
+    db.close().await.context("closing the database")?;
+    tracing::info!("stopped");
+    Ok(())
+}

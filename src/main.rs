@@ -1,0 +1,190 @@
+//! The `millwright` binary: parses the command line and calls the library.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use millwright::{accounts, config::Config, db::Db, graphql, ids, telemetry};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "millwright",
+    version,
+    about = "Self-hosted unified API for industrial systems"
+)]
+struct Cli {
+    /// Path of a TOML configuration file; `MILLWRIGHT_*` variables override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Migrate the database, then serve the API and run the background workers (the default).
+    Serve,
+    /// Apply pending migrations and exit.
+    Migrate,
+    /// Print the GraphQL SDL.
+    Schema,
+    /// Manage accounts.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Manage connection credits.
+    #[command(subcommand)]
+    Credits(CreditsCommand),
+}
+
+#[derive(Subcommand)]
+enum AccountCommand {
+    /// Create an account and print its first API key (shown once).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value_t = 0)]
+        credits: i64,
+        /// Print `{"account_id": …, "api_key": …}`.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CreditsCommand {
+    /// Add credits to an account's pool.
+    Grant {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        amount: i64,
+        #[arg(long)]
+        note: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Schema) = cli.command {
+        return print(&graphql::sdl());
+    }
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln_safe(&format!("millwright: {err}"));
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(config.log_format);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(dispatch(cli.command.unwrap_or(Command::Serve), config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "millwright failed");
+            eprintln_safe(&format!("millwright: {err:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            Db::connect(&config).await?.migrate().await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Schema => Ok(()),
+        Command::Account(AccountCommand::Create {
+            name,
+            credits,
+            json,
+        }) => {
+            let db = connect_migrated(&config).await?;
+            let created = accounts::create_account(&db, &name, credits).await?;
+            let account_id = ids::encode(ids::Kind::Account, created.account.id);
+            if json {
+                let out = serde_json::json!({ "account_id": account_id, "api_key": created.key });
+                print(&out.to_string());
+            } else {
+                print(&format!(
+                    "account {account_id} created\nAPI key (shown once): {}",
+                    created.key
+                ));
+            }
+            Ok(())
+        }
+        Command::Credits(CreditsCommand::Grant {
+            account,
+            amount,
+            note,
+        }) => {
+            let db = connect_migrated(&config).await?;
+            let account_id = ids::decode(ids::Kind::Account, &account)?;
+            let account = accounts::grant_credits(&db, account_id, amount).await?;
+            tracing::info!(account.id = %account_id, amount, note = note.as_deref(), "credits granted");
+            print(&format!(
+                "granted {amount} credits; pool total {}, available {}",
+                account.credits_total,
+                account.credits_total - account.credits_used
+            ));
+            Ok(())
+        }
+    }
+}
+
+async fn connect_migrated(config: &Config) -> anyhow::Result<Db> {
+    let db = Db::connect(config)
+        .await
+        .context("connecting to the database")?;
+    db.migrate().await.context("migrating the database")?;
+    Ok(db)
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    millwright::run(config, listener, shutdown).await
+}
+
+/// SIGINT or SIGTERM start a graceful shutdown.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown requested");
+    shutdown.cancel();
+}
+
+#[expect(clippy::print_stdout, reason = "the CLI's output is its interface")]
+fn print(text: &str) -> ExitCode {
+    println!("{text}");
+    ExitCode::SUCCESS
+}
+
+#[expect(
+    clippy::print_stderr,
+    reason = "configuration errors come before logging exists"
+)]
+fn eprintln_safe(text: &str) {
+    eprintln!("{text}");
+}
