@@ -20,7 +20,7 @@ pub struct Mutation;
 pub struct CreateAccountInput {
     pub name: String,
     #[graphql(default = 0)]
-    pub credits: i32,
+    pub credits: Option<i32>,
 }
 
 #[Object]
@@ -33,7 +33,8 @@ impl Mutation {
     ) -> AppResult<CreateAccountPayload> {
         super::principal(ctx).require_admin()?;
         let created =
-            accounts::create_account(super::db(ctx), &input.name, input.credits.into()).await?;
+            accounts::create_account(super::db(ctx), &input.name, input.credits.unwrap_or(0).into())
+                .await?;
         Ok(CreateAccountPayload {
             account: Account(created.account),
             api_key: created.key,
