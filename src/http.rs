@@ -127,7 +127,7 @@ async fn graphql_post(
 ) -> Response {
     let request = match parse_body(&body, state.config.max_batch_size) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(message) => return reject(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &message),
     };
     let authorization = headers
         .get(header::AUTHORIZATION)
@@ -173,22 +173,24 @@ async fn execute(schema: &AppSchema, request: BatchRequest, principal: Principal
 
 /// Parses a JSON GraphQL request (or batch) whatever the content type claims; anything else
 /// is HTTP 400 with a code.
-fn parse_body(body: &[u8], max_batch: usize) -> Result<BatchRequest, Response> {
-    let request: BatchRequest = serde_json::from_slice(body).map_err(|err| {
-        reject(
-            StatusCode::BAD_REQUEST,
-            "BAD_USER_INPUT",
-            &format!("not a GraphQL request: {err}"),
-        )
-    })?;
-    if let BatchRequest::Batch(batch) = &request {
-        if batch.is_empty() || batch.len() > max_batch {
-            return Err(reject(
-                StatusCode::BAD_REQUEST,
-                "BAD_USER_INPUT",
-                &format!("a batch holds 1 to {max_batch} operations"),
-            ));
+fn parse_body(body: &[u8], max_batch: usize) -> Result<BatchRequest, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|err| format!("the body is not JSON: {err}"))?;
+    let parse_one = |value: serde_json::Value| -> Result<async_graphql::Request, String> {
+        if !value.get("query").is_some_and(serde_json::Value::is_string) {
+            return Err("not a GraphQL request: `query` must be a string".into());
         }
+        serde_json::from_value(value).map_err(|err| format!("not a GraphQL request: {err}"))
+    };
+    let serde_json::Value::Array(items) = value else {
+        return parse_one(value).map(BatchRequest::Single);
+    };
+    if items.is_empty() || items.len() > max_batch {
+        return Err(format!("a batch holds 1 to {max_batch} operations"));
     }
-    Ok(request)
+    let batch = items
+        .into_iter()
+        .map(parse_one)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(BatchRequest::Batch(batch))
 }

@@ -50,7 +50,7 @@ enum ClientMessage {
     Pong {},
     Subscribe {
         id: String,
-        payload: GqlRequest,
+        payload: Box<GqlRequest>,
     },
     Complete {
         id: String,
@@ -140,14 +140,14 @@ impl Session {
     }
 
     async fn on_outgoing(&mut self, out: Outgoing) -> Flow {
-        if let Some((id, generation)) = out.finished {
-            if self
+        // A finished subscription frees its id, unless the id was already reused.
+        if let Some((id, generation)) = out.finished
+            && self
                 .subscriptions
                 .get(&id)
                 .is_some_and(|(g, _)| *g == generation)
-            {
-                self.subscriptions.remove(&id);
-            }
+        {
+            self.subscriptions.remove(&id);
         }
         self.send_text(out.text).await
     }
@@ -175,7 +175,7 @@ impl Session {
                 self.send_json(pong).await
             }
             ClientMessage::Pong {} => Flow::Continue,
-            ClientMessage::Subscribe { id, payload } => self.on_subscribe(id, payload).await,
+            ClientMessage::Subscribe { id, payload } => self.on_subscribe(id, *payload).await,
             ClientMessage::Complete { id } => {
                 if let Some((_, handle)) = self.subscriptions.remove(&id) {
                     handle.abort();

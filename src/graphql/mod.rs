@@ -8,7 +8,7 @@ mod mutation;
 mod node;
 mod query;
 
-use async_graphql::{Context, EmptySubscription, Schema};
+use async_graphql::{Context, EmptySubscription, Schema, SchemaBuilder};
 
 pub use extension::{classify, normalize};
 
@@ -16,8 +16,12 @@ use crate::{auth::Principal, config::Config, db::Db, error::AppError, metrics::M
 
 pub type AppSchema = Schema<query::Query, mutation::Mutation, EmptySubscription>;
 
-pub fn build_schema(db: Db, metrics: Metrics, config: &Config) -> AppSchema {
+fn builder() -> SchemaBuilder<query::Query, mutation::Mutation, EmptySubscription> {
     Schema::build(query::Query, mutation::Mutation, EmptySubscription)
+}
+
+pub fn build_schema(db: Db, metrics: Metrics, config: &Config) -> AppSchema {
+    builder()
         .data(db)
         .limit_depth(config.max_query_depth)
         .limit_complexity(config.max_query_complexity)

@@ -32,9 +32,12 @@ impl Mutation {
         input: CreateAccountInput,
     ) -> AppResult<CreateAccountPayload> {
         super::principal(ctx).require_admin()?;
-        let created =
-            accounts::create_account(super::db(ctx), &input.name, input.credits.unwrap_or(0).into())
-                .await?;
+        let created = accounts::create_account(
+            super::db(ctx),
+            &input.name,
+            input.credits.unwrap_or(0).into(),
+        )
+        .await?;
         Ok(CreateAccountPayload {
             account: Account(created.account),
             api_key: created.key,

@@ -1,1 +1,11 @@
-fn main() {}
+//! Integration tests: each starts the real server on port 0 against a fresh database
+//! (SQLite by default, PostgreSQL when `MILLWRIGHT_TEST_POSTGRES_URL` is set) and talks to it
+//! over HTTP and WebSocket as a client would.
+
+mod auth;
+mod cli;
+mod customers;
+mod harness;
+mod hygiene;
+mod schema;
+mod websocket;

@@ -1,0 +1,174 @@
+//! The command line: `account create --json`, `credits grant`, `migrate`, configuration errors.
+
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+
+use crate::harness::{TestApp, TestDb, error_code, test_config};
+
+fn millwright(db_url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_millwright"))
+        .args(args)
+        .env("MILLWRIGHT_DATABASE_URL", db_url)
+        .env("MILLWRIGHT_LOG_FORMAT", "json")
+        .output()
+        .expect("run millwright")
+}
+
+#[tokio::test]
+async fn account_create_json_prints_a_working_key() {
+    let db = TestDb::new().await;
+    let output = millwright(
+        &db.url,
+        &[
+            "account",
+            "create",
+            "--name",
+            "Acme Robotics",
+            "--credits",
+            "12",
+            "--json",
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&output.stdout).expect("one JSON object on stdout");
+    let account_id = printed["account_id"].as_str().unwrap().to_owned();
+    let key = printed["api_key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("mwk_"));
+
+    let grant = millwright(
+        &db.url,
+        &[
+            "credits",
+            "grant",
+            "--account",
+            &account_id,
+            "--amount",
+            "8",
+            "--note",
+            "pilot",
+        ],
+    );
+    assert!(
+        grant.status.success(),
+        "{}",
+        String::from_utf8_lossy(&grant.stderr)
+    );
+
+    let config = test_config(&db);
+    let app = TestApp::start(db, config).await;
+    let data = app
+        .ok(
+            &key,
+            "{ viewer { account { id name credits { total used available } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(data["viewer"]["account"]["id"], account_id.as_str());
+    assert_eq!(data["viewer"]["account"]["name"], "Acme Robotics");
+    assert_eq!(
+        data["viewer"]["account"]["credits"],
+        json!({ "total": 20, "used": 0, "available": 20 })
+    );
+    let (status, body) = app
+        .post(
+            Some("mwk_not-the-printed-key"),
+            json!({ "query": "{ viewer { account { id } } }" }),
+        )
+        .await;
+    assert_eq!((status, error_code(&body)), (401, "UNAUTHENTICATED"));
+}
+
+#[tokio::test]
+async fn cli_rejects_bad_input_with_a_clear_message() {
+    let db = TestDb::new().await;
+    let output = millwright(
+        &db.url,
+        &[
+            "credits",
+            "grant",
+            "--account",
+            "acc_nothex",
+            "--amount",
+            "1",
+        ],
+    );
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not a valid account id"));
+    let output = millwright(&db.url, &["account", "create", "--name", "", "--json"]);
+    assert!(!output.status.success());
+    let output = millwright(&db.url, &["migrate"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn invalid_configuration_names_the_key() {
+    let run = |var: &str, value: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_millwright"))
+            .arg("migrate")
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{var}={value}");
+        String::from_utf8_lossy(&output.stderr).to_lowercase()
+    };
+    assert!(run("MILLWRIGHT_LISTEN", "not-an-address").contains("listen"));
+    assert!(run("MILLWRIGHT_DATABASE_URL", "mysql://x").contains("database_url"));
+    assert!(run("MILLWRIGHT_ENCRYPTION_KEY", "too-short").contains("encryption_key"));
+    assert!(run("MILLWRIGHT_LOG_FORMAT", "xml").contains("log_format"));
+    assert!(run("MILLWRIGHT_WORKERS", "maybe").contains("workers"));
+    assert!(run("MILLWRIGHT_WEBHOOK_RETRY_SCHEDULE", "5,soon").contains("webhook_retry_schedule"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("millwright.toml");
+    std::fs::write(&file, "listen = \"127.0.0.1:9\"\nlisen = \"typo\"\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_millwright"))
+        .args(["--config", file.to_str().unwrap(), "migrate"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("lisen"));
+}
+
+#[test]
+fn config_file_then_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("millwright.toml");
+    let db = dir.path().join("from-file.db");
+    std::fs::write(
+        &file,
+        format!("database_url = \"sqlite://{}?mode=rwc\"\n", db.display()),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_millwright"))
+        .args(["--config", file.to_str().unwrap(), "migrate"])
+        .env_remove("MILLWRIGHT_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(db.exists(), "the file's database_url was used");
+
+    let env_db = dir.path().join("from-env.db");
+    let output = Command::new(env!("CARGO_BIN_EXE_millwright"))
+        .args(["--config", file.to_str().unwrap(), "migrate"])
+        .env(
+            "MILLWRIGHT_DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", env_db.display()),
+        )
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(env_db.exists(), "the environment wins over the file");
+}

@@ -1,0 +1,225 @@
+//! Spawns a server per test and speaks GraphQL to it.
+
+use std::{net::SocketAddr, time::Duration};
+
+use millwright::config::{Config, Secret};
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A throwaway database: a SQLite file in a temp dir, or a fresh PostgreSQL database.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    postgres: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        match std::env::var("MILLWRIGHT_TEST_POSTGRES_URL") {
+            Ok(base) if !base.is_empty() => Self::postgres(base).await,
+            _ => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
+                Self {
+                    url,
+                    _dir: Some(dir),
+                    postgres: None,
+                }
+            }
+        }
+    }
+
+    async fn postgres(base: String) -> Self {
+        let name = format!("mw_test_{}", uuid::Uuid::now_v7().simple());
+        let admin = Database::connect(&base)
+            .await
+            .expect("connect to the test server");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
+        admin.close().await.ok();
+        let (prefix, _) = base.rsplit_once('/').expect("postgres URL with a database");
+        Self {
+            url: format!("{prefix}/{name}"),
+            _dir: None,
+            postgres: Some((base, name)),
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((base, name)) = self.postgres.take() else {
+            return;
+        };
+        // Drop runs outside async code; a small runtime of its own removes the database.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let admin = Database::connect(&base).await.ok()?;
+                let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                admin.execute_unprepared(&sql).await.ok()?;
+                admin.close().await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    // Declared last: the database outlives the server.
+    pub db: TestDb,
+}
+
+pub fn test_config(db: &TestDb) -> Config {
+    Config {
+        database_url: db.url.clone(),
+        database_max_connections: 5,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_token: Some(Secret::new(ADMIN_TOKEN)),
+        ..Config::default()
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let db = TestDb::new().await;
+        let mut config = test_config(&db);
+        adjust(&mut config);
+        Self::start(db, config).await
+    }
+
+    pub async fn start(db: TestDb, config: Config) -> Self {
+        let listener = TcpListener::bind(config.listen).await.expect("bind port 0");
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(millwright::run(config, listener, shutdown.clone()));
+        let app = Self {
+            addr,
+            http: reqwest::Client::new(),
+            shutdown,
+            server: Some(server),
+            db,
+        };
+        app.wait_ready().await;
+        app
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..500 {
+            let response = self.http.get(self.url("/readyz")).send().await;
+            if response.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("server did not become ready");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/graphql/ws", self.addr)
+    }
+
+    /// Posts a GraphQL request and returns the status and the JSON body.
+    pub async fn post(&self, token: Option<&str>, body: Value) -> (u16, Value) {
+        let mut request = self.http.post(self.url("/graphql")).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON response"))
+    }
+
+    /// Runs a GraphQL operation and returns the whole response body.
+    pub async fn gql(&self, token: &str, query: &str, variables: Value) -> Value {
+        self.post(
+            Some(token),
+            json!({ "query": query, "variables": variables }),
+        )
+        .await
+        .1
+    }
+
+    /// Runs an operation that must succeed; returns `data`.
+    pub async fn ok(&self, token: &str, query: &str, variables: Value) -> Value {
+        let body = self.gql(token, query, variables).await;
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+
+    /// Creates an account through the admin API; returns (account id, API key).
+    pub async fn create_account(&self, name: &str, credits: i32) -> (String, String) {
+        let data = self
+            .ok(
+                ADMIN_TOKEN,
+                "mutation($name: String!, $credits: Int) {
+                    createAccount(input: {name: $name, credits: $credits}) { account { id } apiKey }
+                }",
+                json!({ "name": name, "credits": credits }),
+            )
+            .await;
+        let payload = &data["createAccount"];
+        (
+            payload["account"]["id"].as_str().unwrap().to_owned(),
+            payload["apiKey"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub async fn create_customer(&self, key: &str, name: &str, external_id: Option<&str>) -> Value {
+        let data = self
+            .ok(
+                key,
+                "mutation($input: CreateCustomerInput!) {
+                    createCustomer(input: $input) { id name externalId createdAt updatedAt }
+                }",
+                json!({ "input": { "name": name, "externalId": external_id } }),
+            )
+            .await;
+        data["createCustomer"].clone()
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server stopped cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The `extensions.code` of the first error.
+pub fn error_code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {body}"))
+}

@@ -1,0 +1,212 @@
+//! GraphQL and HTTP hygiene: bad bodies, limits, error codes, introspection, health, metrics.
+
+use serde_json::{Value, json};
+
+use crate::harness::{TestApp, error_code};
+
+async fn raw_post(app: &TestApp, body: &'static str) -> (u16, Value) {
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_graphql_requests_get_400() {
+    let app = TestApp::spawn().await;
+    for body in [
+        "not json",
+        "{",
+        "",
+        "[]",
+        "{\"query\": 5}",
+        "{\"foo\": 1}",
+        "null",
+        "\"query\"",
+        "[1, 2]",
+    ] {
+        let (status, json) = raw_post(&app, body).await;
+        assert_eq!(status, 400, "body {body:?}");
+        assert_eq!(error_code(&json), "BAD_USER_INPUT", "body {body:?}");
+    }
+}
+
+#[tokio::test]
+async fn syntax_and_validation_errors_are_bad_user_input() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_account("A", 0).await;
+    for query in [
+        "{ viewer { ",
+        "{ nope }",
+        "{ viewer { account { secret } } }",
+        "query($x: Int!) { viewer { account { id } } }",
+    ] {
+        let body = app.gql(&key, query, json!({})).await;
+        assert_eq!(error_code(&body), "BAD_USER_INPUT", "query {query:?}");
+    }
+}
+
+#[tokio::test]
+async fn batches_work_and_are_capped() {
+    let app = TestApp::spawn_with(|c| c.max_batch_size = 3).await;
+    let (_, key) = app.create_account("A", 0).await;
+    let one = json!({ "query": "{ viewer { account { name } } }" });
+    let (status, body) = app.post(Some(&key), json!([one, one])).await;
+    assert_eq!(status, 200);
+    assert_eq!(body[1]["data"]["viewer"]["account"]["name"], "A");
+    let (status, body) = app.post(Some(&key), json!([one, one, one, one])).await;
+    assert_eq!((status, error_code(&body)), (400, "BAD_USER_INPUT"));
+}
+
+#[tokio::test]
+async fn deep_queries_and_alias_bombs_are_too_complex() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_account("A", 0).await;
+    let deep = format!(
+        "{{ __schema {{ types {{ {}name{} }} }} }}",
+        "ofType { ".repeat(30),
+        " }".repeat(30)
+    );
+    let body = app.gql(&key, &deep, json!({})).await;
+    assert_eq!(error_code(&body), "QUERY_TOO_COMPLEX");
+
+    let aliases: String = (0..2000)
+        .map(|i| format!("a{i}: viewer {{ account {{ name }} }} "))
+        .collect();
+    let body = app.gql(&key, &format!("{{ {aliases} }}"), json!({})).await;
+    assert_eq!(error_code(&body), "QUERY_TOO_COMPLEX");
+    assert!(body["data"].is_null());
+
+    let fragments: String = (0..50)
+        .map(|i| format!("fragment F{i} on Query {{ ...F{} }} ", i + 1))
+        .collect();
+    let body = app
+        .gql(
+            &key,
+            &format!(
+                "{{ ...F0 }} {fragments} fragment F50 on Query {{ viewer {{ account {{ id }} }} }}"
+            ),
+            json!({}),
+        )
+        .await;
+    assert!(
+        matches!(error_code(&body), "QUERY_TOO_COMPLEX" | "BAD_USER_INPUT"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn graphiql_introspection_still_works() {
+    let app = TestApp::spawn().await;
+    let page = app.http.get(app.url("/graphql")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("graphiql"));
+    let (status, body) = app.post(None, json!({ "query": INTROSPECTION })).await;
+    assert_eq!(status, 200);
+    assert!(body.get("errors").is_none(), "{body}");
+    let types = body["data"]["__schema"]["types"].as_array().unwrap();
+    assert!(types.iter().any(|t| t["name"] == "Customer"));
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused() {
+    let app = TestApp::spawn_with(|c| c.body_limit_bytes = 64 * 1024).await;
+    let query = format!(
+        "{{ viewer {{ account {{ name }} }} }} # {}",
+        "x".repeat(100 * 1024)
+    );
+    let body = json!({ "query": query });
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+}
+
+#[tokio::test]
+async fn health_readiness_metrics_and_request_ids() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_account("A", 0).await;
+    let health = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert!(ready.headers().contains_key("x-request-id"));
+
+    app.ok(
+        &key,
+        "query DashboardCustomers { customers { nodes { id } } }",
+        json!({}),
+    )
+    .await;
+    let body = app
+        .gql(
+            &key,
+            "query Broken { customers(first: 500) { nodes { id } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT");
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"millwright_graphql_requests_total{operation="DashboardCustomers",outcome="ok"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains(r#"millwright_graphql_requests_total{operation="Broken",outcome="error"} 1"#)
+    );
+    assert!(metrics.contains(
+        r#"millwright_graphql_request_duration_seconds_count{operation="DashboardCustomers"} 1"#
+    ));
+    assert!(metrics.contains(r#"millwright_http_requests_total{route="/graphql",status="200"}"#));
+}
+
+#[tokio::test]
+async fn graceful_shutdown_stops_the_server() {
+    let app = TestApp::spawn().await;
+    let addr = app.addr;
+    app.stop().await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+const INTROSPECTION: &str = r#"query IntrospectionQuery {
+  __schema {
+    queryType { name } mutationType { name } subscriptionType { name }
+    types { ...FullType }
+    directives { name description locations args { ...InputValue } }
+  }
+}
+fragment FullType on __Type {
+  kind name description
+  fields(includeDeprecated: true) { name description args { ...InputValue } type { ...TypeRef } isDeprecated deprecationReason }
+  inputFields { ...InputValue }
+  interfaces { ...TypeRef }
+  enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+  possibleTypes { ...TypeRef }
+}
+fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+fragment TypeRef on __Type {
+  kind name
+  ofType { kind name ofType { kind name ofType { kind name ofType { kind name
+    ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } }
+}"#;

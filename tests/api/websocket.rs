@@ -1,0 +1,159 @@
+//! GraphQL over WebSocket (graphql-transport-ws): handshake, auth, timeouts, ping/pong.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream, connect_async,
+    tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
+};
+
+use crate::harness::TestApp;
+
+type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn open(app: &TestApp) -> Socket {
+    let mut request = app.ws_url().into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static("graphql-transport-ws"),
+    );
+    let (socket, response) = connect_async(request).await.expect("websocket handshake");
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        "graphql-transport-ws"
+    );
+    socket
+}
+
+async fn send(socket: &mut Socket, value: Value) {
+    socket
+        .send(Message::Text(value.to_string().into()))
+        .await
+        .unwrap();
+}
+
+/// The next text message as JSON, or the close code.
+async fn next(socket: &mut Socket) -> Result<Value, u16> {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(15), socket.next())
+            .await
+            .expect("a message within 15 s");
+        match message {
+            Some(Ok(Message::Text(text))) => return Ok(serde_json::from_str(&text).unwrap()),
+            Some(Ok(Message::Close(frame))) => {
+                return Err(frame.map(|f| u16::from(f.code)).unwrap_or(1005));
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("socket ended without a close frame: {other:?}"),
+        }
+    }
+}
+
+async fn init(socket: &mut Socket, key: &str) {
+    send(socket, json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {key}") } })).await;
+    assert_eq!(next(socket).await.unwrap()["type"], "connection_ack");
+}
+
+#[tokio::test]
+async fn queries_run_over_the_socket_and_ping_gets_pong() {
+    let app = TestApp::spawn().await;
+    let (account_id, key) = app.create_account("A", 0).await;
+    let mut socket = open(&app).await;
+    init(&mut socket, &key).await;
+    send(
+        &mut socket,
+        json!({ "type": "ping", "payload": { "n": 1 } }),
+    )
+    .await;
+    assert_eq!(
+        next(&mut socket).await.unwrap(),
+        json!({ "type": "pong", "payload": { "n": 1 } })
+    );
+
+    send(&mut socket, json!({ "id": "1", "type": "subscribe", "payload": { "query": "{ viewer { account { id } } }" } })).await;
+    let result = next(&mut socket).await.unwrap();
+    assert_eq!(result["type"], "next");
+    assert_eq!(
+        result["payload"]["data"]["viewer"]["account"]["id"],
+        account_id.as_str()
+    );
+    assert_eq!(
+        next(&mut socket).await.unwrap(),
+        json!({ "id": "1", "type": "complete" })
+    );
+
+    send(
+        &mut socket,
+        json!({ "id": "2", "type": "subscribe", "payload": { "query": "{ nope }" } }),
+    )
+    .await;
+    let error = next(&mut socket).await.unwrap();
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["payload"][0]["extensions"]["code"], "BAD_USER_INPUT");
+}
+
+#[tokio::test]
+async fn bad_or_missing_tokens_close_with_4403() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_account("A", 0).await;
+    for payload in [
+        json!({ "authorization": "Bearer mwk_wrong" }),
+        json!({ "authorization": key }),
+        json!({}),
+        Value::Null,
+    ] {
+        let mut socket = open(&app).await;
+        send(
+            &mut socket,
+            json!({ "type": "connection_init", "payload": payload }),
+        )
+        .await;
+        assert_eq!(next(&mut socket).await, Err(4403), "payload {payload}");
+    }
+}
+
+#[tokio::test]
+async fn no_connection_init_closes_with_4408() {
+    let app = TestApp::spawn_with(|c| c.ws_init_timeout_secs = 1).await;
+    let mut socket = open(&app).await;
+    assert_eq!(next(&mut socket).await, Err(4408));
+}
+
+#[tokio::test]
+async fn protocol_violations_close_the_socket() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_account("A", 0).await;
+
+    let mut socket = open(&app).await;
+    send(&mut socket, json!({ "id": "1", "type": "subscribe", "payload": { "query": "{ viewer { account { id } } }" } })).await;
+    assert_eq!(
+        next(&mut socket).await,
+        Err(4401),
+        "subscribe before the acknowledgement"
+    );
+
+    let mut socket = open(&app).await;
+    init(&mut socket, &key).await;
+    send(&mut socket, json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {key}") } })).await;
+    assert_eq!(next(&mut socket).await, Err(4429), "second connection_init");
+
+    let mut socket = open(&app).await;
+    socket
+        .send(Message::Text("{not json".into()))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut socket).await, Err(4400), "malformed message");
+}
+
+#[tokio::test]
+async fn the_server_pings_idle_sockets() {
+    let app = TestApp::spawn_with(|c| c.ws_ping_interval_secs = 1).await;
+    let (_, key) = app.create_account("A", 0).await;
+    let mut socket = open(&app).await;
+    init(&mut socket, &key).await;
+    assert_eq!(next(&mut socket).await.unwrap(), json!({ "type": "ping" }));
+    send(&mut socket, json!({ "type": "pong" })).await;
+    assert_eq!(next(&mut socket).await.unwrap(), json!({ "type": "ping" }));
+}
