@@ -17,13 +17,16 @@ pub mod pagination;
 pub mod telemetry;
 pub mod ws;
 
-use std::sync::Arc;
+use std::{future::IntoFuture, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{config::Config, db::Db, http::AppState, metrics::Metrics};
+
+/// How long in-flight requests may take to finish once shutdown starts.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Migrates the database, then serves HTTP and WebSocket on `listener` until `shutdown`.
 pub async fn run(
@@ -46,10 +49,19 @@ pub async fn run(
     });
     let app = http::router(state);
     tracing::info!("listening on {}", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .context("serving HTTP")?;
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    // In-flight requests get a grace period; a client that never finishes reading cannot
+    // hold the process open.
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = server => served.context("serving HTTP")?,
+        () = deadline => tracing::warn!("connections still open after the grace period; closing"),
+    }
     db.close().await.context("closing the database")?;
     tracing::info!("stopped");
     Ok(())
