@@ -46,6 +46,8 @@ const PAGE: usize = 50;
 const CLIENTS: usize = 64;
 const WARM_UP: Duration = Duration::from_secs(1);
 const MEASURE: Duration = Duration::from_secs(10);
+/// The measured time of each target is cut into this many alternating slices.
+const SLICES: u32 = 5;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const QUERY: &str =
     r#"{"query":"{ customers(first: 50) { edges { node { id name externalId } } } }"}"#;
@@ -77,8 +79,7 @@ async fn main() {
     let plain = Target::Plain {
         url: format!("http://{plain_addr}/customers"),
     };
-    let graphql = load(&client, graphql).await;
-    let plain = load(&client, plain).await;
+    let (graphql, plain) = load_interleaved(&client, graphql, plain).await;
     report_load(&graphql, &plain);
 
     report_process(&measure_process(&client).await);
@@ -313,6 +314,14 @@ struct Sample {
     elapsed: Duration,
 }
 
+impl Sample {
+    fn absorb(&mut self, other: Sample) {
+        self.latencies.extend(other.latencies);
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+    }
+}
+
 struct Summary {
     name: &'static str,
     requests: usize,
@@ -322,23 +331,34 @@ struct Summary {
     errors: u64,
 }
 
-/// A warm-up that is thrown away, then the measured run.
-async fn load(client: &Client, target: Target) -> Summary {
-    let target = Arc::new(target);
-    run_clients(client, &target, WARM_UP).await;
-    let sample = run_clients(client, &target, MEASURE).await;
-    let summary = summarize(target.name(), sample);
-    println!(
-        "{}: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, errors {} ({} requests in {} s, {CLIENTS} clients)",
-        summary.name,
-        summary.per_second,
-        summary.p50_ms,
-        summary.p99_ms,
-        summary.errors,
-        summary.requests,
-        MEASURE.as_secs(),
+/// A warm-up of each target that is thrown away, then alternating slices of both targets,
+/// so that both see the same machine conditions (a 2-core VM's speed drifts over seconds).
+async fn load_interleaved(client: &Client, graphql: Target, plain: Target) -> (Summary, Summary) {
+    let (graphql, plain) = (Arc::new(graphql), Arc::new(plain));
+    run_clients(client, &graphql, WARM_UP).await;
+    run_clients(client, &plain, WARM_UP).await;
+    let (mut graphql_total, mut plain_total) = (Sample::default(), Sample::default());
+    for _ in 0..SLICES {
+        graphql_total.absorb(run_clients(client, &graphql, MEASURE / SLICES).await);
+        plain_total.absorb(run_clients(client, &plain, MEASURE / SLICES).await);
+    }
+    let summaries = (
+        summarize(graphql.name(), graphql_total),
+        summarize(plain.name(), plain_total),
     );
-    summary
+    for summary in [&summaries.0, &summaries.1] {
+        println!(
+            "{}: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, errors {} ({} requests in {} s as {SLICES} slices, {CLIENTS} clients)",
+            summary.name,
+            summary.per_second,
+            summary.p50_ms,
+            summary.p99_ms,
+            summary.errors,
+            summary.requests,
+            MEASURE.as_secs(),
+        );
+    }
+    summaries
 }
 
 async fn run_clients(client: &Client, target: &Arc<Target>, length: Duration) -> Sample {

@@ -21,11 +21,11 @@ use tower_http::{
 };
 
 use crate::{
-    auth::{self, Principal},
+    auth::{self, AuthCache, Principal},
     config::Config,
     db::Db,
     error::AppError,
-    graphql::AppSchema,
+    graphql::{AppSchema, normalize},
     metrics::Metrics,
     ws,
 };
@@ -34,6 +34,7 @@ pub struct AppState {
     pub db: Db,
     pub schema: AppSchema,
     pub metrics: Metrics,
+    pub auth_cache: Arc<AuthCache>,
     pub config: Config,
     /// Fires when the server stops; long-lived sockets close on it.
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -134,6 +135,7 @@ async fn graphql_post(
         .map(|v| v.to_str().unwrap_or("\u{0}"));
     let principal = match auth::authenticate(
         &state.db,
+        &state.auth_cache,
         state.config.admin_token.as_ref(),
         authorization,
     )
@@ -152,23 +154,62 @@ async fn graphql_post(
             );
         }
     };
-    let response = execute(&state.schema, request, principal).await;
-    axum::Json(response).into_response()
-}
-
-async fn execute(schema: &AppSchema, request: BatchRequest, principal: Principal) -> BatchResponse {
-    match request {
+    let response = match request {
         BatchRequest::Single(request) => {
-            BatchResponse::Single(schema.execute(request.data(principal)).await)
+            BatchResponse::Single(execute(&state, request, principal).await)
         }
         BatchRequest::Batch(requests) => {
             let mut responses = Vec::with_capacity(requests.len());
             for request in requests {
-                responses.push(schema.execute(request.data(principal.clone())).await);
+                responses.push(execute(&state, request, principal.clone()).await);
             }
             BatchResponse::Batch(responses)
         }
+    };
+    axum::Json(response).into_response()
+}
+
+/// Runs one operation, gives its errors their codes and records its metrics.
+async fn execute(
+    state: &AppState,
+    request: async_graphql::Request,
+    principal: Principal,
+) -> async_graphql::Response {
+    let operation = request
+        .operation_name
+        .clone()
+        .or_else(|| operation_name(&request.query).map(str::to_owned));
+    let started = std::time::Instant::now();
+    let response = normalize(state.schema.execute(request.data(principal)).await);
+    let seconds = started.elapsed().as_secs_f64();
+    state
+        .metrics
+        .observe_graphql(operation.as_deref(), response.errors.is_empty(), seconds);
+    response
+}
+
+/// The name of the first operation in a document (`query Name …`), for metrics.
+fn operation_name(query: &str) -> Option<&str> {
+    let mut rest = query;
+    loop {
+        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ',' || c == '\u{feff}');
+        match rest.strip_prefix('#') {
+            Some(comment) => rest = comment.split_once('\n').map_or("", |(_, after)| after),
+            None => break,
+        }
     }
+    let after_keyword = ["query", "mutation", "subscription"]
+        .iter()
+        .find_map(|k| rest.strip_prefix(k))?;
+    let name_start = after_keyword.trim_start();
+    if name_start.len() == after_keyword.len() {
+        return None;
+    }
+    let end = name_start
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(name_start.len());
+    let name = &name_start[..end];
+    (!name.is_empty() && !name.starts_with(|c: char| c.is_ascii_digit())).then_some(name)
 }
 
 /// Parses a JSON GraphQL request (or batch) whatever the content type claims; anything else
@@ -193,4 +234,22 @@ fn parse_body(body: &[u8], max_batch: usize) -> Result<BatchRequest, String> {
         .map(parse_one)
         .collect::<Result<Vec<_>, _>>()?;
     Ok(BatchRequest::Batch(batch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::operation_name;
+
+    #[test]
+    fn finds_the_operation_name() {
+        assert_eq!(operation_name("query Dash { a }"), Some("Dash"));
+        assert_eq!(
+            operation_name("  # hi\n mutation Do($x: Int) { a }"),
+            Some("Do")
+        );
+        assert_eq!(operation_name("{ a }"), None);
+        assert_eq!(operation_name("query { a }"), None);
+        assert_eq!(operation_name("query($x: Int) { a }"), None);
+        assert_eq!(operation_name("queryX { a }"), None);
+    }
 }

@@ -39,11 +39,13 @@ pub async fn run(
         .context("connecting to the database")?;
     db.migrate().await.context("migrating the database")?;
     let metrics = Metrics::new();
-    let schema = graphql::build_schema(db.clone(), metrics.clone(), &config);
+    let auth_cache = Arc::new(auth::AuthCache::default());
+    let schema = graphql::build_schema(db.clone(), auth_cache.clone(), &config);
     let state = Arc::new(AppState {
         db: db.clone(),
         schema,
         metrics,
+        auth_cache,
         config,
         shutdown: shutdown.clone(),
     });

@@ -196,11 +196,14 @@ impl Session {
         let state = &self.state;
         let principal = match authorization {
             None => Err(None),
-            Some(header) => {
-                auth::authenticate(&state.db, state.config.admin_token.as_ref(), Some(header))
-                    .await
-                    .map_err(Some)
-            }
+            Some(header) => auth::authenticate(
+                &state.db,
+                &state.auth_cache,
+                state.config.admin_token.as_ref(),
+                Some(header),
+            )
+            .await
+            .map_err(Some),
         };
         match principal {
             Ok(principal) if principal != Principal::Anonymous => {

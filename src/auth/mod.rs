@@ -5,6 +5,8 @@ mod token;
 
 pub use token::{GeneratedToken, TokenKind, generate, hash_token};
 
+use std::{collections::HashMap, sync::Mutex, time::Instant};
+
 use chrono::{Duration, Utc};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use subtle::ConstantTimeEq;
@@ -50,9 +52,50 @@ fn unauthenticated(message: &str) -> AppError {
     AppError::Unauthenticated(message.to_owned())
 }
 
+/// Recently verified tokens, so that a busy client does not cost a database read per request.
+/// Entries live briefly: a revocation on this instance clears the cache at once, one on
+/// another instance takes effect here within `AUTH_CACHE_TTL`.
+#[derive(Default)]
+pub struct AuthCache {
+    entries: Mutex<HashMap<String, (Principal, Instant)>>,
+}
+
+pub const AUTH_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+const AUTH_CACHE_MAX: usize = 10_000;
+
+impl AuthCache {
+    fn get(&self, hash: &str) -> Option<Principal> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < AUTH_CACHE_TTL)
+            .map(|(p, _)| p.clone())
+    }
+
+    fn put(&self, hash: String, principal: Principal) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= AUTH_CACHE_MAX {
+            entries.retain(|_, (_, at)| at.elapsed() < AUTH_CACHE_TTL);
+            if entries.len() >= AUTH_CACHE_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(hash, (principal, Instant::now()));
+    }
+
+    /// Forgets every cached token; called whenever a key or token is revoked or replaced.
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
 /// Resolves an `Authorization` header value (or a WebSocket `authorization` field).
 pub async fn authenticate(
     db: &Db,
+    cache: &AuthCache,
     admin_token: Option<&Secret>,
     header: Option<&str>,
 ) -> Result<Principal, AppError> {
@@ -65,7 +108,15 @@ pub async fn authenticate(
         .filter(|t| !t.is_empty())
         .ok_or_else(|| unauthenticated("the Authorization header must be `Bearer <token>`"))?;
     match TokenKind::of(token) {
-        Some(TokenKind::ApiKey) => authenticate_api_key(db, token).await,
+        Some(TokenKind::ApiKey) => {
+            let hash = hash_token(token);
+            if let Some(principal) = cache.get(&hash) {
+                return Ok(principal);
+            }
+            let principal = authenticate_api_key(db, &hash).await?;
+            cache.put(hash, principal.clone());
+            Ok(principal)
+        }
         _ if is_admin_token(admin_token, token) => Ok(Principal::Admin),
         _ => Err(unauthenticated("invalid token")),
     }
@@ -79,9 +130,9 @@ fn is_admin_token(admin_token: Option<&Secret>, token: &str) -> bool {
     })
 }
 
-async fn authenticate_api_key(db: &Db, token: &str) -> Result<Principal, AppError> {
+async fn authenticate_api_key(db: &Db, hash: &str) -> Result<Principal, AppError> {
     let key = api_key::Entity::find()
-        .filter(api_key::Column::TokenHash.eq(hash_token(token)))
+        .filter(api_key::Column::TokenHash.eq(hash))
         .one(db.conn())
         .await?
         .filter(|key| key.revoked_at.is_none())

@@ -46,8 +46,12 @@ pub fn generate(kind: TokenKind) -> GeneratedToken {
 }
 
 pub fn hash_token(token: &str) -> String {
+    use std::fmt::Write;
     let digest = Sha256::digest(token.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    digest.iter().fold(String::with_capacity(64), |mut hex, b| {
+        let _ = write!(hex, "{b:02x}");
+        hex
+    })
 }
 
 #[cfg(test)]

@@ -3,16 +3,23 @@
 
 mod account;
 mod customer;
-mod extension;
+mod errors;
 mod mutation;
 mod node;
 mod query;
 
 use async_graphql::{Context, EmptySubscription, Schema, SchemaBuilder};
 
-pub use extension::{classify, normalize};
+pub use errors::{classify, normalize};
 
-use crate::{auth::Principal, config::Config, db::Db, error::AppError, metrics::Metrics};
+use std::sync::Arc;
+
+use crate::{
+    auth::{AuthCache, Principal},
+    config::Config,
+    db::Db,
+    error::AppError,
+};
 
 pub type AppSchema = Schema<query::Query, mutation::Mutation, EmptySubscription>;
 
@@ -20,14 +27,14 @@ fn builder() -> SchemaBuilder<query::Query, mutation::Mutation, EmptySubscriptio
     Schema::build(query::Query, mutation::Mutation, EmptySubscription)
 }
 
-pub fn build_schema(db: Db, metrics: Metrics, config: &Config) -> AppSchema {
+pub fn build_schema(db: Db, auth_cache: Arc<AuthCache>, config: &Config) -> AppSchema {
     builder()
         .data(db)
+        .data(auth_cache)
         .limit_depth(config.max_query_depth)
         .limit_complexity(config.max_query_complexity)
         .limit_recursive_depth(32)
         .limit_directives(16)
-        .extension(extension::Observe { metrics })
         .finish()
 }
 
@@ -48,4 +55,9 @@ pub(crate) fn principal<'a>(ctx: &Context<'a>) -> &'a Principal {
 
 pub(crate) fn account_id(ctx: &Context<'_>) -> Result<uuid::Uuid, AppError> {
     principal(ctx).account_id()
+}
+
+/// Called after a key or token was revoked or replaced: no cached copy may outlive it.
+pub(crate) fn forget_cached_tokens(ctx: &Context<'_>) {
+    ctx.data_unchecked::<Arc<AuthCache>>().clear();
 }

@@ -75,9 +75,9 @@ impl Mutation {
     async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> AppResult<ApiKey> {
         let account_id = super::account_id(ctx)?;
         let id = ids::decode(ids::Kind::ApiKey, &id)?;
-        Ok(ApiKey(
-            accounts::revoke_api_key(super::db(ctx), account_id, id).await?,
-        ))
+        let key = accounts::revoke_api_key(super::db(ctx), account_id, id).await?;
+        super::forget_cached_tokens(ctx);
+        Ok(ApiKey(key))
     }
 
     async fn create_customer(
