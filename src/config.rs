@@ -49,6 +49,8 @@ pub struct Config {
     pub ws_init_timeout_secs: u64,
     /// The server pings idle WebSockets this often, to keep proxies from dropping them.
     pub ws_ping_interval_secs: u64,
+    /// How often the health check probes each live connection.
+    pub health_check_interval_secs: u64,
 }
 
 impl Default for Config {
@@ -70,6 +72,7 @@ impl Default for Config {
             max_query_complexity: 500,
             ws_init_timeout_secs: 10,
             ws_ping_interval_secs: 30,
+            health_check_interval_secs: 300,
         }
     }
 }
@@ -196,6 +199,7 @@ const KEYS: &[&str] = &[
     "max_query_complexity",
     "ws_init_timeout_secs",
     "ws_ping_interval_secs",
+    "health_check_interval_secs",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -266,6 +270,10 @@ impl Config {
             ("max_query_complexity", self.max_query_complexity as u64),
             ("ws_init_timeout_secs", self.ws_init_timeout_secs),
             ("ws_ping_interval_secs", self.ws_ping_interval_secs),
+            (
+                "health_check_interval_secs",
+                self.health_check_interval_secs,
+            ),
         ] {
             if value == 0 {
                 return invalid(key, "must be greater than 0");
@@ -276,6 +284,10 @@ impl Config {
 
     pub fn is_sqlite(&self) -> bool {
         self.database_url.starts_with("sqlite:")
+    }
+
+    pub fn health_check_interval(&self) -> Duration {
+        Duration::from_secs(self.health_check_interval_secs)
     }
 
     pub fn request_timeout(&self) -> Duration {

@@ -25,7 +25,7 @@ use crate::{
     config::Config,
     db::Db,
     error::AppError,
-    graphql::{AppSchema, normalize},
+    graphql::{AppSchema, Loaders, normalize},
     metrics::Metrics,
     ws,
 };
@@ -180,12 +180,30 @@ async fn execute(
         .clone()
         .or_else(|| operation_name(&request.query).map(str::to_owned));
     let started = std::time::Instant::now();
-    let response = normalize(state.schema.execute(request.data(principal)).await);
+    let response = normalize(
+        state
+            .schema
+            .execute(with_context(state, request, principal))
+            .await,
+    );
     let seconds = started.elapsed().as_secs_f64();
     state
         .metrics
         .observe_graphql(operation.as_deref(), response.errors.is_empty(), seconds);
     response
+}
+
+/// Attaches what resolvers need to know about this request: the caller and its DataLoaders.
+pub fn with_context(
+    state: &AppState,
+    request: async_graphql::Request,
+    principal: Principal,
+) -> async_graphql::Request {
+    let request = match principal.scope() {
+        Ok(scope) => request.data(Loaders::new(&state.db, scope.account_id)),
+        Err(_) => request,
+    };
+    request.data(principal)
 }
 
 /// The name of the first operation in a document (`query Name …`), for metrics.

@@ -9,16 +9,29 @@ pub enum Kind {
     Account,
     ApiKey,
     Customer,
+    Connection,
+    CreditEntry,
+    Event,
 }
 
 impl Kind {
-    const ALL: [Kind; 3] = [Kind::Account, Kind::ApiKey, Kind::Customer];
+    const ALL: [Kind; 6] = [
+        Kind::Account,
+        Kind::ApiKey,
+        Kind::Customer,
+        Kind::Connection,
+        Kind::CreditEntry,
+        Kind::Event,
+    ];
 
     pub fn prefix(self) -> &'static str {
         match self {
             Kind::Account => "acc",
             Kind::ApiKey => "key",
             Kind::Customer => "cus",
+            Kind::Connection => "con",
+            Kind::CreditEntry => "crd",
+            Kind::Event => "evt",
         }
     }
 
@@ -27,6 +40,9 @@ impl Kind {
             Kind::Account => "account",
             Kind::ApiKey => "API key",
             Kind::Customer => "customer",
+            Kind::Connection => "connection",
+            Kind::CreditEntry => "credit ledger entry",
+            Kind::Event => "event",
         }
     }
 }

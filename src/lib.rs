@@ -5,10 +5,16 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod catalog;
 pub mod config;
+pub mod connections;
+pub mod connectors;
+pub mod credits;
+pub mod crypto;
 pub mod customers;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod graphql;
 pub mod http;
 pub mod ids;
@@ -34,13 +40,14 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let cipher = crypto::Cipher::from_config(&config)?;
     let db = Db::connect(&config)
         .await
         .context("connecting to the database")?;
     db.migrate().await.context("migrating the database")?;
     let metrics = Metrics::new();
     let auth_cache = Arc::new(auth::AuthCache::default());
-    let schema = graphql::build_schema(db.clone(), auth_cache.clone(), &config);
+    let schema = graphql::build_schema(db.clone(), auth_cache.clone(), cipher.clone(), &config);
     let state = Arc::new(AppState {
         db: db.clone(),
         schema,
@@ -49,6 +56,15 @@ pub async fn run(
         config,
         shutdown: shutdown.clone(),
     });
+    let mut workers = tokio::task::JoinSet::new();
+    if state.config.workers {
+        let health = connections::health::HealthCheck {
+            db: db.clone(),
+            cipher,
+            interval: state.config.health_check_interval(),
+        };
+        workers.spawn(health.run(shutdown.clone()));
+    }
     let app = http::router(state);
     tracing::info!("listening on {}", listener.local_addr()?);
     let server = axum::serve(listener, app)
@@ -64,6 +80,8 @@ pub async fn run(
         served = server => served.context("serving HTTP")?,
         () = deadline => tracing::warn!("connections still open after the grace period; closing"),
     }
+    shutdown.cancel();
+    while workers.join_next().await.is_some() {}
     db.close().await.context("closing the database")?;
     tracing::info!("stopped");
     Ok(())

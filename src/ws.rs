@@ -237,7 +237,8 @@ impl Session {
         }
         self.generation += 1;
         let generation = self.generation;
-        let stream = self.state.schema.execute_stream(request.data(principal));
+        let request = crate::http::with_context(&self.state, request, principal);
+        let stream = self.state.schema.execute_stream(request);
         let task = tokio::spawn(forward(stream, id.clone(), generation, self.tx.clone()));
         self.subscriptions
             .insert(id, (generation, task.abort_handle()));

@@ -2,4 +2,8 @@
 
 pub mod account;
 pub mod api_key;
+pub mod connection;
+pub mod credit_ledger;
 pub mod customer;
+pub mod event;
+pub mod event_sequence;

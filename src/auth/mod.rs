@@ -12,8 +12,8 @@ use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, Quer
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-use crate::{config::Secret, db::Db, error::AppError};
-use entity::api_key;
+use crate::{config::Secret, connections::Scope, db::Db, error::AppError};
+use entity::{api_key, connection};
 
 /// How often `lastUsedAt` is written at most; finer tracking would turn every read into a write.
 const LAST_USED_RESOLUTION: Duration = Duration::seconds(60);
@@ -22,14 +22,25 @@ const LAST_USED_RESOLUTION: Duration = Duration::seconds(60);
 pub enum Principal {
     Anonymous,
     Admin,
-    Account { account_id: Uuid, api_key_id: Uuid },
+    Account {
+        account_id: Uuid,
+        api_key_id: Uuid,
+    },
+    /// A connection token: that connection, its runs, records and events, and nothing else.
+    Connection {
+        account_id: Uuid,
+        connection_id: Uuid,
+    },
 }
 
 impl Principal {
-    /// The account whose data this caller may use; the admin has none.
+    /// The account this caller manages; connection tokens and the admin manage none.
     pub fn account_id(&self) -> Result<Uuid, AppError> {
         match self {
             Principal::Account { account_id, .. } => Ok(*account_id),
+            Principal::Connection { .. } => Err(AppError::Forbidden(
+                "a connection token cannot manage the account; use an account API key".into(),
+            )),
             Principal::Anonymous => Err(unauthenticated("missing bearer token")),
             Principal::Admin => Err(AppError::Forbidden(
                 "the admin token manages accounts only".into(),
@@ -37,11 +48,28 @@ impl Principal {
         }
     }
 
+    /// What this caller may read: its account, narrowed to one connection for a connection token.
+    pub fn scope(&self) -> Result<Scope, AppError> {
+        match self {
+            Principal::Connection {
+                account_id,
+                connection_id,
+            } => Ok(Scope {
+                account_id: *account_id,
+                connection_id: Some(*connection_id),
+            }),
+            other => other.account_id().map(|account_id| Scope {
+                account_id,
+                connection_id: None,
+            }),
+        }
+    }
+
     pub fn require_admin(&self) -> Result<(), AppError> {
         match self {
             Principal::Admin => Ok(()),
             Principal::Anonymous => Err(unauthenticated("missing bearer token")),
-            Principal::Account { .. } => Err(AppError::Forbidden(
+            Principal::Account { .. } | Principal::Connection { .. } => Err(AppError::Forbidden(
                 "this operation needs the admin token".into(),
             )),
         }
@@ -107,19 +135,22 @@ pub async fn authenticate(
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| unauthenticated("the Authorization header must be `Bearer <token>`"))?;
-    match TokenKind::of(token) {
-        Some(TokenKind::ApiKey) => {
-            let hash = hash_token(token);
-            if let Some(principal) = cache.get(&hash) {
-                return Ok(principal);
-            }
-            let principal = authenticate_api_key(db, &hash).await?;
-            cache.put(hash, principal.clone());
-            Ok(principal)
-        }
-        _ if is_admin_token(admin_token, token) => Ok(Principal::Admin),
-        _ => Err(unauthenticated("invalid token")),
+    let Some(kind) = TokenKind::of(token) else {
+        return match is_admin_token(admin_token, token) {
+            true => Ok(Principal::Admin),
+            false => Err(unauthenticated("invalid token")),
+        };
+    };
+    let hash = hash_token(token);
+    if let Some(principal) = cache.get(&hash) {
+        return Ok(principal);
     }
+    let principal = match kind {
+        TokenKind::ApiKey => authenticate_api_key(db, &hash).await?,
+        TokenKind::Connection => authenticate_connection(db, &hash).await?,
+    };
+    cache.put(hash, principal.clone());
+    Ok(principal)
 }
 
 fn is_admin_token(admin_token: Option<&Secret>, token: &str) -> bool {
@@ -147,6 +178,19 @@ async fn authenticate_api_key(db: &Db, hash: &str) -> Result<Principal, AppError
     Ok(Principal::Account {
         account_id: key.account_id,
         api_key_id: key.id,
+    })
+}
+
+async fn authenticate_connection(db: &Db, hash: &str) -> Result<Principal, AppError> {
+    // Disconnecting erases the hash, so only live connections are found.
+    let found = connection::Entity::find()
+        .filter(connection::Column::TokenHash.eq(hash))
+        .one(db.conn())
+        .await?
+        .ok_or_else(|| unauthenticated("invalid or revoked connection token"))?;
+    Ok(Principal::Connection {
+        account_id: found.account_id,
+        connection_id: found.id,
     })
 }
 

@@ -4,7 +4,7 @@ use async_graphql::{Context, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use crate::{accounts, error::AppResult, ids};
-use entity::{account, api_key};
+use entity::{account, api_key, connection};
 
 pub struct Account(pub account::Model);
 
@@ -23,6 +23,7 @@ impl Account {
         CreditBalance::of(&self.0)
     }
     async fn api_keys(&self, ctx: &Context<'_>) -> AppResult<Vec<ApiKey>> {
+        super::account_id(ctx)?;
         let keys = accounts::list_api_keys(super::db(ctx).conn(), self.0.id).await?;
         Ok(keys.into_iter().map(ApiKey).collect())
     }
@@ -74,12 +75,17 @@ impl ApiKey {
 
 pub struct Viewer {
     pub account: account::Model,
+    pub connection: Option<connection::Model>,
 }
 
 #[Object]
 impl Viewer {
     async fn account(&self) -> Account {
         Account(self.account.clone())
+    }
+    /// Set when the caller uses a connection token.
+    async fn connection(&self) -> Option<super::connection::Connection> {
+        self.connection.clone().map(super::connection::Connection)
     }
 }
 

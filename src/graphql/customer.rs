@@ -1,15 +1,18 @@
 //! Customers as GraphQL types, and the Relay connection wrapper shared by lists.
 
 use async_graphql::{
-    ID, InputObject, MaybeUndefined, Object, OutputType,
+    Context, ID, InputObject, MaybeUndefined, Object, OutputType,
     connection::{Connection, Edge},
 };
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{
+    connections::{self, ConnectionStatus, ListFilter},
+    credits,
+    error::AppResult,
     ids,
-    pagination::{Page, encode_cursor},
+    pagination::{Page, PageRequest, encode_cursor},
 };
 use entity::customer;
 
@@ -32,6 +35,29 @@ impl Customer {
     }
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
+    }
+    /// Credits held by this customer's connections that are not disconnected.
+    async fn credits_in_use(&self, ctx: &Context<'_>) -> AppResult<i32> {
+        let used = credits::in_use_by_customer(super::db(ctx).conn(), self.0.account_id, self.0.id)
+            .await?;
+        Ok(used.clamp(0, i64::from(i32::MAX)) as i32)
+    }
+    async fn connections(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        status: Option<ConnectionStatus>,
+    ) -> AppResult<Connection<String, super::connection::Connection>> {
+        let scope = super::principal(ctx).scope()?;
+        let page = PageRequest::from_args(first, after.as_deref(), None, None)?;
+        let filter = ListFilter {
+            customer_id: Some(self.0.id),
+            status,
+            system_key: None,
+        };
+        let page = connections::list(super::db(ctx).conn(), scope, filter, page).await?;
+        Ok(relay(page, |c| c.id, super::connection::Connection))
     }
 }
 

@@ -2,8 +2,11 @@
 //! and arguments, call a domain function, and wrap what it returns.
 
 mod account;
+mod catalog;
+mod connection;
 mod customer;
 mod errors;
+mod loaders;
 mod mutation;
 mod node;
 mod query;
@@ -11,12 +14,14 @@ mod query;
 use async_graphql::{Context, EmptySubscription, Schema, SchemaBuilder};
 
 pub use errors::{classify, normalize};
+pub use loaders::Loaders;
 
 use std::sync::Arc;
 
 use crate::{
     auth::{AuthCache, Principal},
     config::Config,
+    crypto::Cipher,
     db::Db,
     error::AppError,
 };
@@ -27,10 +32,17 @@ fn builder() -> SchemaBuilder<query::Query, mutation::Mutation, EmptySubscriptio
     Schema::build(query::Query, mutation::Mutation, EmptySubscription)
 }
 
-pub fn build_schema(db: Db, auth_cache: Arc<AuthCache>, config: &Config) -> AppSchema {
+pub fn build_schema(
+    db: Db,
+    auth_cache: Arc<AuthCache>,
+    cipher: Cipher,
+    config: &Config,
+) -> AppSchema {
     builder()
         .data(db)
         .data(auth_cache)
+        .data(cipher)
+        .data(config.clone())
         .limit_depth(config.max_query_depth)
         .limit_complexity(config.max_query_complexity)
         .limit_recursive_depth(32)
@@ -51,6 +63,21 @@ pub(crate) fn db<'a>(ctx: &Context<'a>) -> &'a Db {
 
 pub(crate) fn principal<'a>(ctx: &Context<'a>) -> &'a Principal {
     ctx.data_opt::<Principal>().unwrap_or(&Principal::Anonymous)
+}
+
+pub(crate) fn cipher<'a>(ctx: &Context<'a>) -> &'a Cipher {
+    ctx.data_unchecked::<Cipher>()
+}
+
+pub(crate) fn config<'a>(ctx: &Context<'a>) -> &'a Config {
+    ctx.data_unchecked::<Config>()
+}
+
+/// The request's DataLoaders; present for every caller that has an account.
+pub(crate) fn loaders<'a>(ctx: &Context<'a>) -> Result<&'a Loaders, AppError> {
+    principal(ctx).scope()?;
+    ctx.data::<Loaders>()
+        .map_err(|_| AppError::internal(anyhow::anyhow!("request without loaders")))
 }
 
 pub(crate) fn account_id(ctx: &Context<'_>) -> Result<uuid::Uuid, AppError> {

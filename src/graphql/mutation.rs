@@ -1,14 +1,21 @@
 //! Mutation root.
 
-use async_graphql::{Context, ID, InputObject, MaybeUndefined, Object};
+use async_graphql::{Context, ID, InputObject, Json, MaybeUndefined, Object};
 use uuid::Uuid;
 
 use super::{
     account::{Account, ApiKey, CreateAccountPayload, CreateApiKeyPayload, CreditBalance},
+    connection::{
+        ConnectInput, ConnectPayload, Connection, RotateConnectionTokenPayload,
+        UpdateConnectionInput, change,
+    },
     customer::{CreateCustomerInput, Customer, UpdateCustomerInput},
 };
 use crate::{
     accounts,
+    catalog::Deployment,
+    connections::{self, ConnectRequest, ConnectionChanges, Scope},
+    credits,
     customers::{self, CustomerChanges, NewCustomer},
     error::AppResult,
     ids,
@@ -54,8 +61,7 @@ impl Mutation {
     ) -> AppResult<CreditBalance> {
         super::principal(ctx).require_admin()?;
         let account_id = ids::decode(ids::Kind::Account, &account_id)?;
-        let account = accounts::grant_credits(super::db(ctx), account_id, amount.into()).await?;
-        tracing::info!(account.id = %account_id, amount, note = note.as_deref(), "credits granted");
+        let account = credits::grant(super::db(ctx), account_id, amount.into(), note).await?;
         Ok(CreditBalance::of(&account))
     }
 
@@ -122,8 +128,126 @@ impl Mutation {
         customers::delete(super::db(ctx), account_id, customer_id(&id)?).await?;
         Ok(id)
     }
+
+    /// Connects a customer's system: validates, probes (unless `validate: false`), consumes
+    /// credits, and returns the connection token once.
+    async fn connect(&self, ctx: &Context<'_>, input: ConnectInput) -> AppResult<ConnectPayload> {
+        let account_id = super::account_id(ctx)?;
+        let request = ConnectRequest {
+            customer_id: customer_id(&input.customer_id)?,
+            system_key: input.system_key,
+            deployment: input.deployment.unwrap_or(Deployment::Cloud),
+            label: input.label,
+            credentials: input.credentials.0,
+            sync_interval_minutes: input.sync_interval_minutes,
+            webhook_event_types: input.webhook_event_types,
+            metadata: input.metadata.map(|m| m.0),
+            validate: input.validate.unwrap_or(true),
+        };
+        let interval = super::config(ctx).health_check_interval();
+        let (model, token) = connections::connect(
+            super::db(ctx),
+            super::cipher(ctx),
+            account_id,
+            interval,
+            request,
+        )
+        .await?;
+        Ok(ConnectPayload {
+            connection: Connection(model),
+            token,
+        })
+    }
+
+    /// Disconnects and returns the credits; a second call refunds nothing.
+    async fn disconnect(&self, ctx: &Context<'_>, id: ID) -> AppResult<Connection> {
+        let account_id = super::account_id(ctx)?;
+        let model =
+            connections::disconnect(super::db(ctx), account_id, connection_id(&id)?).await?;
+        super::forget_cached_tokens(ctx);
+        Ok(Connection(model))
+    }
+
+    async fn update_connection(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateConnectionInput,
+    ) -> AppResult<Connection> {
+        let account_id = super::account_id(ctx)?;
+        let changes = ConnectionChanges {
+            label: change(input.label),
+            sync_interval_minutes: change(input.sync_interval_minutes),
+            webhook_event_types: input.webhook_event_types,
+            metadata: change(input.metadata).map(|m| m.map(|m| m.0)),
+        };
+        let model = connections::update(
+            super::db(ctx),
+            account_id,
+            connection_id(&input.id)?,
+            changes,
+        )
+        .await?;
+        Ok(Connection(model))
+    }
+
+    /// Replaces the credentials after probing the remote with them.
+    async fn update_connection_credentials(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        credentials: Json<serde_json::Value>,
+    ) -> AppResult<Connection> {
+        let account_id = super::account_id(ctx)?;
+        let (db, cipher) = (super::db(ctx), super::cipher(ctx));
+        let model = connections::update_credentials(
+            db,
+            cipher,
+            account_id,
+            connection_id(&id)?,
+            &credentials.0,
+        )
+        .await?;
+        Ok(Connection(model))
+    }
+
+    /// Issues a new connection token; the old one stops working at once.
+    async fn rotate_connection_token(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> AppResult<RotateConnectionTokenPayload> {
+        let account_id = super::account_id(ctx)?;
+        let (model, token) =
+            connections::rotate_token(super::db(ctx), account_id, connection_id(&id)?).await?;
+        super::forget_cached_tokens(ctx);
+        Ok(RotateConnectionTokenPayload {
+            connection: Connection(model),
+            token,
+        })
+    }
+
+    /// Probes the remote system now and records the outcome as the status.
+    async fn check_connection(&self, ctx: &Context<'_>, id: ID) -> AppResult<Connection> {
+        let account_id = super::account_id(ctx)?;
+        let scope = Scope {
+            account_id,
+            connection_id: None,
+        };
+        let model = connections::check(
+            super::db(ctx),
+            super::cipher(ctx),
+            scope,
+            connection_id(&id)?,
+        )
+        .await?;
+        Ok(Connection(model))
+    }
 }
 
 fn customer_id(id: &ID) -> AppResult<Uuid> {
     ids::decode(ids::Kind::Customer, id)
+}
+
+fn connection_id(id: &ID) -> AppResult<Uuid> {
+    ids::decode(ids::Kind::Connection, id)
 }

@@ -1,9 +1,19 @@
 //! The `Node` interface and `node(id)` lookup by typed id.
 
 use async_graphql::{Context, ID, Interface};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
-use super::{account::Account, account::ApiKey, customer::Customer};
-use crate::{accounts, customers, error::AppResult, ids};
+use super::{
+    account::{Account, ApiKey},
+    connection::{Connection, CreditLedgerEntry},
+    customer::Customer,
+};
+use crate::{
+    accounts, connections, customers,
+    error::{AppError, AppResult},
+    ids::{self, Kind},
+};
+use entity::credit_ledger;
 
 #[derive(Interface)]
 #[graphql(field(name = "id", ty = "ID"))]
@@ -11,6 +21,8 @@ pub enum Node {
     Account(Account),
     ApiKey(ApiKey),
     Customer(Customer),
+    Connection(Connection),
+    CreditLedgerEntry(CreditLedgerEntry),
 }
 
 /// Resolves any id the caller may see; everything else (unknown, foreign, malformed) is null.
@@ -18,21 +30,50 @@ pub async fn resolve(ctx: &Context<'_>, id: &str) -> AppResult<Option<Node>> {
     let Some((kind, uuid)) = ids::parse(id) else {
         return Ok(None);
     };
-    let account_id = super::account_id(ctx)?;
+    let scope = super::principal(ctx).scope()?;
     let db = super::db(ctx).conn();
-    let found = match kind {
-        ids::Kind::Account if uuid == account_id => Some(Node::Account(Account(
-            accounts::find_account(db, uuid).await?,
-        ))),
-        ids::Kind::Account => None,
-        ids::Kind::ApiKey => accounts::find_api_key(db, account_id, uuid)
-            .await
-            .ok()
-            .map(|k| Node::ApiKey(ApiKey(k))),
-        ids::Kind::Customer => customers::find(db, account_id, uuid)
-            .await
-            .ok()
-            .map(|c| Node::Customer(Customer(c))),
+    if let Kind::Connection = kind {
+        return found(
+            connections::find(db, scope, uuid)
+                .await
+                .map(|c| Node::Connection(Connection(c))),
+        );
+    }
+    if scope.connection_id.is_some() {
+        return Ok(None);
+    }
+    let account_id = scope.account_id;
+    let node = match kind {
+        Kind::Account if uuid == account_id => {
+            Node::Account(Account(accounts::find_account(db, uuid).await?))
+        }
+        Kind::ApiKey => match accounts::find_api_key(db, account_id, uuid).await {
+            Ok(key) => Node::ApiKey(ApiKey(key)),
+            other => return found(other.map(|k| Node::ApiKey(ApiKey(k)))),
+        },
+        Kind::Customer => {
+            return found(
+                customers::find(db, account_id, uuid)
+                    .await
+                    .map(|c| Node::Customer(Customer(c))),
+            );
+        }
+        Kind::CreditEntry => {
+            let entry = credit_ledger::Entity::find_by_id(uuid)
+                .filter(credit_ledger::Column::AccountId.eq(account_id))
+                .one(db)
+                .await?;
+            return Ok(entry.map(|e| Node::CreditLedgerEntry(CreditLedgerEntry(e))));
+        }
+        Kind::Account | Kind::Connection | Kind::Event => return Ok(None),
     };
-    Ok(found)
+    Ok(Some(node))
+}
+
+fn found(result: AppResult<Node>) -> AppResult<Option<Node>> {
+    match result {
+        Ok(node) => Ok(Some(node)),
+        Err(AppError::NotFound(_)) => Ok(None),
+        Err(err) => Err(err),
+    }
 }

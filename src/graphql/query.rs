@@ -4,10 +4,20 @@ use async_graphql::{Context, ID, Object, connection::Connection};
 
 use super::{
     account::Viewer,
+    catalog::System,
+    connection::{Connection as ConnectionObject, CreditLedgerEntry},
     customer::{Customer, relay},
     node::{self, Node},
 };
-use crate::{accounts, customers, error::AppResult, ids, pagination::PageRequest};
+use crate::{
+    accounts,
+    catalog::{self, SystemCategory},
+    connections::{self, ConnectionStatus, ListFilter},
+    credits, customers,
+    error::{AppError, AppResult},
+    ids,
+    pagination::PageRequest,
+};
 
 pub struct Query;
 
@@ -18,11 +28,84 @@ impl Query {
         node::resolve(ctx, &id).await
     }
 
-    /// The caller: the account of the API key.
+    /// The caller: its account, and with a connection token its connection.
     async fn viewer(&self, ctx: &Context<'_>) -> AppResult<Viewer> {
+        let scope = super::principal(ctx).scope()?;
+        let db = super::db(ctx).conn();
+        let account = accounts::find_account(db, scope.account_id).await?;
+        let connection = match scope.connection_id {
+            Some(id) => Some(connections::find(db, scope, id).await?),
+            None => None,
+        };
+        Ok(Viewer {
+            account,
+            connection,
+        })
+    }
+
+    /// Every system that can be connected, optionally of one category.
+    async fn systems(&self, category: Option<SystemCategory>) -> Vec<System> {
+        catalog::SYSTEMS
+            .iter()
+            .filter(|s| category.is_none_or(|c| s.category == c))
+            .map(|s| System(s))
+            .collect()
+    }
+
+    async fn system(&self, key: String) -> Option<System> {
+        catalog::find(&key).map(System)
+    }
+
+    /// Connections, oldest first; a connection token sees only its own.
+    #[allow(clippy::too_many_arguments)]
+    async fn connections(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+        customer_id: Option<ID>,
+        status: Option<ConnectionStatus>,
+        system_key: Option<String>,
+    ) -> AppResult<Connection<String, ConnectionObject>> {
+        let scope = super::principal(ctx).scope()?;
+        let page = PageRequest::from_args(first, after.as_deref(), last, before.as_deref())?;
+        let customer_id = customer_id
+            .map(|id| ids::decode(ids::Kind::Customer, &id))
+            .transpose()?;
+        let filter = ListFilter {
+            customer_id,
+            status,
+            system_key,
+        };
+        let page = connections::list(super::db(ctx).conn(), scope, filter, page).await?;
+        Ok(relay(page, |c| c.id, ConnectionObject))
+    }
+
+    async fn connection(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<ConnectionObject>> {
+        let scope = super::principal(ctx).scope()?;
+        let Ok(id) = ids::decode(ids::Kind::Connection, &id) else {
+            return Ok(None);
+        };
+        not_found_as_none(
+            connections::find(super::db(ctx).conn(), scope, id)
+                .await
+                .map(ConnectionObject),
+        )
+    }
+
+    /// Every movement of the account's credit pool, oldest first.
+    async fn credit_ledger(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> AppResult<Connection<String, CreditLedgerEntry>> {
         let account_id = super::account_id(ctx)?;
-        let account = accounts::find_account(super::db(ctx).conn(), account_id).await?;
-        Ok(Viewer { account })
+        let page = PageRequest::from_args(first, after.as_deref(), None, None)?;
+        let page = credits::ledger(super::db(ctx).conn(), account_id, page).await?;
+        Ok(relay(page, |e| e.id, CreditLedgerEntry))
     }
 
     /// The account's customers, oldest first; `search` matches name or external id.
@@ -47,10 +130,19 @@ impl Query {
         let Ok(id) = ids::decode(ids::Kind::Customer, &id) else {
             return Ok(None);
         };
-        match customers::find(super::db(ctx).conn(), account_id, id).await {
-            Ok(model) => Ok(Some(Customer(model))),
-            Err(crate::error::AppError::NotFound(_)) => Ok(None),
-            Err(err) => Err(err),
-        }
+        not_found_as_none(
+            customers::find(super::db(ctx).conn(), account_id, id)
+                .await
+                .map(Customer),
+        )
+    }
+}
+
+/// A single-object lookup answers null for what does not exist or is not the caller's.
+fn not_found_as_none<T>(found: AppResult<T>) -> AppResult<Option<T>> {
+    match found {
+        Ok(value) => Ok(Some(value)),
+        Err(AppError::NotFound(_)) => Ok(None),
+        Err(err) => Err(err),
     }
 }

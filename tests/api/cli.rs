@@ -181,6 +181,7 @@ async fn serve_logs_its_address_and_stops_on_sigterm() {
         .arg("serve")
         .env("MILLWRIGHT_DATABASE_URL", &db.url)
         .env("MILLWRIGHT_LISTEN", "127.0.0.1:0")
+        .env("MILLWRIGHT_ENCRYPTION_KEY", crate::harness::ENCRYPTION_KEY)
         .env("MILLWRIGHT_LOG_FORMAT", "json")
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -9,6 +9,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// base64 of 32 bytes: the credentials key of every test server.
+pub const ENCRYPTION_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 /// A throwaway database: a SQLite file in a temp dir, or a fresh PostgreSQL database.
 pub struct TestDb {
@@ -89,6 +91,7 @@ pub fn test_config(db: &TestDb) -> Config {
         database_max_connections: 5,
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_token: Some(Secret::new(ADMIN_TOKEN)),
+        encryption_key: Some(Secret::new(ENCRYPTION_KEY)),
         ..Config::default()
     }
 }

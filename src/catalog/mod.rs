@@ -1,0 +1,297 @@
+//! The systems catalog: every system with a working connector, its tier, deployments,
+//! entities and credential fields, and what a connection to it costs.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::error::AppError;
+
+/// Implements `as_str` and `parse` for an enum stored as text.
+macro_rules! text_enum {
+    ($name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+pub(crate) use text_enum;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
+pub enum SystemCategory {
+    Cmms,
+    Eam,
+    Erp,
+    Wms,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, async_graphql::Enum)]
+pub enum Deployment {
+    Cloud,
+    OnPremises,
+}
+text_enum!(Deployment { Cloud => "CLOUD", OnPremises => "ON_PREMISES" });
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, async_graphql::Enum)]
+pub enum EntityType {
+    Site,
+    Location,
+    Asset,
+    WorkOrder,
+    Part,
+    PurchaseOrder,
+    Vendor,
+    User,
+}
+text_enum!(EntityType {
+    Site => "SITE", Location => "LOCATION", Asset => "ASSET", WorkOrder => "WORK_ORDER",
+    Part => "PART", PurchaseOrder => "PURCHASE_ORDER", Vendor => "VENDOR", User => "USER",
+});
+
+/// What a credential field accepts.
+#[derive(Clone, Copy, Debug)]
+pub enum FieldKind {
+    Text,
+    Integer { min: i64, max: i64 },
+    OneOf(&'static [&'static str]),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct CredentialField {
+    pub name: &'static str,
+    pub label: &'static str,
+    pub secret: bool,
+    pub required: bool,
+    pub kind: FieldKind,
+}
+
+#[derive(Debug)]
+pub struct System {
+    pub key: &'static str,
+    pub name: &'static str,
+    pub vendor: &'static str,
+    pub category: SystemCategory,
+    /// 1 (simple cloud CMMS), 2 (mid-size ERP) or 3 (SAP-class).
+    pub tier: u8,
+    pub deployments: &'static [Deployment],
+    pub entities: &'static [EntityType],
+    pub writable_entities: &'static [EntityType],
+    pub credential_fields: &'static [CredentialField],
+}
+
+impl fmt::Display for System {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.key)
+    }
+}
+
+/// Credits a connection costs: tier 1 = 1, tier 2 = 2, tier 3 = 4; on-premises doubles.
+pub fn credit_cost(tier: u8, deployment: Deployment) -> i32 {
+    let base = match tier {
+        1 => 1,
+        2 => 2,
+        _ => 4,
+    };
+    match deployment {
+        Deployment::Cloud => base,
+        Deployment::OnPremises => base * 2,
+    }
+}
+
+impl System {
+    pub fn credit_cost(&self, deployment: Deployment) -> i32 {
+        credit_cost(self.tier, deployment)
+    }
+
+    pub fn offers(&self, deployment: Deployment) -> bool {
+        self.deployments.contains(&deployment)
+    }
+
+    /// Checks credentials against the credential fields; errors name the field.
+    pub fn validate_credentials(
+        &self,
+        credentials: &Value,
+    ) -> Result<Map<String, Value>, AppError> {
+        let Value::Object(map) = credentials else {
+            return Err(AppError::bad_input("`credentials` must be a JSON object"));
+        };
+        if let Some(unknown) = map
+            .keys()
+            .find(|k| !self.credential_fields.iter().any(|f| f.name == k.as_str()))
+        {
+            return Err(AppError::bad_input(format!(
+                "`credentials.{unknown:.64}` is not a credential field of {}",
+                self.key
+            )));
+        }
+        for field in self.credential_fields {
+            match map.get(field.name) {
+                None | Some(Value::Null) if field.required => {
+                    return Err(AppError::bad_input(format!(
+                        "`credentials.{}` is required",
+                        field.name
+                    )));
+                }
+                None | Some(Value::Null) => {}
+                Some(value) => check_field(field, value)?,
+            }
+        }
+        Ok(map.clone())
+    }
+
+    /// Credentials with every secret field replaced, safe to show or log.
+    pub fn redact(&self, credentials: &Map<String, Value>) -> Map<String, Value> {
+        credentials
+            .iter()
+            .map(|(name, value)| {
+                let secret = self
+                    .credential_fields
+                    .iter()
+                    .any(|f| f.name == name && f.secret);
+                (
+                    name.clone(),
+                    if secret {
+                        Value::from("[redacted]")
+                    } else {
+                        value.clone()
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+const MAX_TEXT_LEN: usize = 4096;
+
+fn check_field(field: &CredentialField, value: &Value) -> Result<(), AppError> {
+    let name = field.name;
+    match (field.kind, value) {
+        (FieldKind::Text, Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_TEXT_LEN => {
+            Ok(())
+        }
+        (FieldKind::Text, _) => Err(AppError::bad_input(format!(
+            "`credentials.{name}` must be a non-empty string of at most {MAX_TEXT_LEN} bytes"
+        ))),
+        (FieldKind::Integer { min, max }, Value::Number(n))
+            if n.as_i64().is_some_and(|v| (min..=max).contains(&v)) =>
+        {
+            Ok(())
+        }
+        (FieldKind::Integer { min, max }, _) => Err(AppError::bad_input(format!(
+            "`credentials.{name}` must be a whole number from {min} to {max}"
+        ))),
+        (FieldKind::OneOf(options), Value::String(s)) if options.contains(&s.as_str()) => Ok(()),
+        (FieldKind::OneOf(options), _) => Err(AppError::bad_input(format!(
+            "`credentials.{name}` must be one of: {}",
+            options.join(", ")
+        ))),
+    }
+}
+
+const ALL_ENTITIES: &[EntityType] = &[
+    EntityType::Site,
+    EntityType::Location,
+    EntityType::Asset,
+    EntityType::WorkOrder,
+    EntityType::Part,
+    EntityType::PurchaseOrder,
+    EntityType::Vendor,
+    EntityType::User,
+];
+
+/// The simulated CMMS inside the server (see `connectors::demo`).
+pub static DEMO: System = System {
+    key: "demo",
+    name: "Millwright Demo CMMS",
+    vendor: "Millwright",
+    category: SystemCategory::Cmms,
+    tier: 1,
+    deployments: &[Deployment::Cloud, Deployment::OnPremises],
+    entities: ALL_ENTITIES,
+    writable_entities: &[EntityType::Asset, EntityType::WorkOrder],
+    credential_fields: &[
+        CredentialField {
+            name: "api_key",
+            label: "API key",
+            secret: true,
+            required: true,
+            kind: FieldKind::Text,
+        },
+        CredentialField {
+            name: "scale",
+            label: "Records per entity",
+            secret: false,
+            required: false,
+            kind: FieldKind::Integer {
+                min: 0,
+                max: 1_000_000,
+            },
+        },
+        CredentialField {
+            name: "simulate",
+            label: "Simulated behaviour",
+            secret: false,
+            required: false,
+            kind: FieldKind::OneOf(&["none", "auth_expired", "offline", "rate_limited", "flaky"]),
+        },
+    ],
+};
+
+/// Every system with a working connector.
+pub static SYSTEMS: &[&System] = &[&DEMO];
+
+pub fn find(key: &str) -> Option<&'static System> {
+    SYSTEMS.iter().copied().find(|s| s.key == key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn credit_costs_follow_tier_and_deployment() {
+        assert_eq!(credit_cost(1, Deployment::Cloud), 1);
+        assert_eq!(credit_cost(2, Deployment::Cloud), 2);
+        assert_eq!(credit_cost(3, Deployment::Cloud), 4, "cloud SAP S/4HANA");
+        assert_eq!(
+            credit_cost(3, Deployment::OnPremises),
+            8,
+            "on-premises SAP ECC"
+        );
+        assert_eq!(DEMO.credit_cost(Deployment::OnPremises), 2);
+    }
+
+    #[test]
+    fn credentials_are_checked_field_by_field() {
+        assert!(DEMO.validate_credentials(&json!({"api_key": "k"})).is_ok());
+        for (bad, field) in [
+            (json!({}), "api_key"),
+            (json!({"api_key": ""}), "api_key"),
+            (json!({"api_key": 5}), "api_key"),
+            (json!({"api_key": "k", "scale": -1}), "scale"),
+            (json!({"api_key": "k", "scale": "100"}), "scale"),
+            (json!({"api_key": "k", "scale": 1.5}), "scale"),
+            (json!({"api_key": "k", "simulate": "explode"}), "simulate"),
+            (json!({"api_key": "k", "password": "x"}), "password"),
+        ] {
+            let err = DEMO.validate_credentials(&bad).unwrap_err().to_string();
+            assert!(err.contains(field), "{bad} -> {err}");
+        }
+        assert!(DEMO.validate_credentials(&json!([1])).is_err());
+    }
+}

@@ -1,0 +1,537 @@
+//! Connections: one remote system of one customer, with its own token, its encrypted
+//! credentials and the credits it holds. Every status change goes through [`set_status`].
+
+pub mod health;
+
+use chrono::Utc;
+use rand::Rng;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use crate::{
+    auth::{self, TokenKind},
+    catalog::{self, Deployment, System, text_enum},
+    connectors::{self, ConnectorError},
+    credits,
+    crypto::Cipher,
+    customers,
+    db::Db,
+    error::{AppError, AppResult},
+    events::{self, EventType, NewEvent},
+    ids::new_id,
+    pagination::{Page, PageRequest, fetch_page},
+};
+use entity::connection;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
+pub enum ConnectionStatus {
+    Pending,
+    Online,
+    Offline,
+    AuthRequired,
+    Disconnected,
+}
+text_enum!(ConnectionStatus {
+    Pending => "PENDING", Online => "ONLINE", Offline => "OFFLINE",
+    AuthRequired => "AUTH_REQUIRED", Disconnected => "DISCONNECTED",
+});
+
+const MAX_LABEL_LEN: usize = 200;
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// Longest sync interval: 30 days.
+const MAX_SYNC_INTERVAL_MINUTES: i32 = 43_200;
+
+/// Whose connections a caller may see: an account's, or with a connection token, one.
+#[derive(Clone, Copy, Debug)]
+pub struct Scope {
+    pub account_id: Uuid,
+    pub connection_id: Option<Uuid>,
+}
+
+pub struct ConnectRequest {
+    pub customer_id: Uuid,
+    pub system_key: String,
+    pub deployment: Deployment,
+    pub label: Option<String>,
+    pub credentials: Value,
+    pub sync_interval_minutes: Option<i32>,
+    pub webhook_event_types: Option<Vec<EventType>>,
+    pub metadata: Option<Value>,
+    pub validate: bool,
+}
+
+#[derive(Default)]
+pub struct ConnectionChanges {
+    pub label: Option<Option<String>>,
+    pub sync_interval_minutes: Option<Option<i32>>,
+    pub webhook_event_types: Option<Vec<EventType>>,
+    pub metadata: Option<Option<Value>>,
+}
+
+pub fn status(model: &connection::Model) -> ConnectionStatus {
+    ConnectionStatus::parse(&model.status).unwrap_or(ConnectionStatus::Offline)
+}
+
+pub fn system(model: &connection::Model) -> &'static System {
+    catalog::find(&model.system_key).unwrap_or(&catalog::DEMO)
+}
+
+pub fn webhook_event_types(model: &connection::Model) -> Vec<EventType> {
+    let names = model
+        .webhook_event_types
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    names
+        .iter()
+        .filter_map(Value::as_str)
+        .filter_map(EventType::parse)
+        .collect()
+}
+
+fn validate_label(label: Option<String>) -> AppResult<Option<String>> {
+    let label = label.map(|l| l.trim().to_owned()).filter(|l| !l.is_empty());
+    if label
+        .as_ref()
+        .is_some_and(|l| l.chars().count() > MAX_LABEL_LEN || l.chars().any(char::is_control))
+    {
+        return Err(AppError::bad_input(format!(
+            "`label` must be at most {MAX_LABEL_LEN} printable characters"
+        )));
+    }
+    Ok(label)
+}
+
+fn validate_interval(minutes: Option<i32>) -> AppResult<Option<i32>> {
+    if minutes.is_some_and(|m| !(1..=MAX_SYNC_INTERVAL_MINUTES).contains(&m)) {
+        return Err(AppError::bad_input(format!(
+            "`syncIntervalMinutes` must be from 1 to {MAX_SYNC_INTERVAL_MINUTES}, or null for manual syncs"
+        )));
+    }
+    Ok(minutes)
+}
+
+fn validate_metadata(metadata: Option<Value>) -> AppResult<Option<Value>> {
+    if metadata
+        .as_ref()
+        .is_some_and(|m| m.to_string().len() > MAX_METADATA_BYTES)
+    {
+        return Err(AppError::bad_input(format!(
+            "`metadata` must be at most {MAX_METADATA_BYTES} bytes of JSON"
+        )));
+    }
+    Ok(metadata.filter(|m| !m.is_null()))
+}
+
+fn event_types_json(types: Option<Vec<EventType>>) -> Value {
+    let types = types.unwrap_or_else(|| EventType::ALL.to_vec());
+    let mut names: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    json!(names)
+}
+
+/// Maps a probe failure to the connection status it means and a reason to show.
+pub fn status_for(error: &ConnectorError) -> ConnectionStatus {
+    match error {
+        ConnectorError::AuthRejected(_) => ConnectionStatus::AuthRequired,
+        _ => ConnectionStatus::Offline,
+    }
+}
+
+fn seal(cipher: &Cipher, id: Uuid, credentials: &Map<String, Value>) -> Vec<u8> {
+    let plaintext = serde_json::to_vec(credentials).expect("a JSON map serializes");
+    cipher.encrypt(&plaintext, id.as_bytes())
+}
+
+/// The stored credentials of a live connection.
+pub fn credentials(cipher: &Cipher, model: &connection::Model) -> AppResult<Map<String, Value>> {
+    let sealed = model
+        .credentials
+        .as_deref()
+        .ok_or_else(|| AppError::Conflict("the connection is disconnected".into()))?;
+    let plaintext = cipher.decrypt(sealed, model.id.as_bytes()).ok_or_else(|| {
+        AppError::internal(anyhow::anyhow!(
+            "credentials of connection {} do not decrypt",
+            model.id
+        ))
+    })?;
+    serde_json::from_slice(&plaintext).map_err(AppError::internal)
+}
+
+/// A first health check somewhere in the coming interval, so that many connections spread out.
+fn first_check_at(interval: std::time::Duration) -> chrono::DateTime<Utc> {
+    let spread = rand::rng().random_range(0..interval.as_millis().max(1) as i64);
+    Utc::now() + chrono::Duration::milliseconds(spread)
+}
+
+#[tracing::instrument(skip_all, fields(account.id = %account_id, system = %request.system_key), err(level = "debug"))]
+pub async fn connect(
+    db: &Db,
+    cipher: &Cipher,
+    account_id: Uuid,
+    check_interval: std::time::Duration,
+    request: ConnectRequest,
+) -> AppResult<(connection::Model, String)> {
+    let system = catalog::find(&request.system_key).ok_or_else(|| {
+        AppError::bad_input(format!(
+            "`systemKey` {:.64} is not in the catalog",
+            request.system_key
+        ))
+    })?;
+    if !system.offers(request.deployment) {
+        return Err(AppError::bad_input(format!(
+            "{} is not offered as {}",
+            system.key, request.deployment
+        )));
+    }
+    let credentials = system.validate_credentials(&request.credentials)?;
+    let label = validate_label(request.label)?;
+    let sync_interval = validate_interval(request.sync_interval_minutes)?;
+    let metadata = validate_metadata(request.metadata)?;
+    customers::find(db.conn(), account_id, request.customer_id).await?;
+
+    let id = new_id();
+    let status = if request.validate {
+        connectors::probe(connectors::connect(system, id, &credentials).as_ref())
+            .await
+            .map_err(|err| AppError::ConnectionFailed(err.to_string()))?;
+        ConnectionStatus::Online
+    } else {
+        ConnectionStatus::Pending
+    };
+    let token = auth::generate(TokenKind::Connection);
+    let cost = system.credit_cost(request.deployment);
+    let now = Utc::now();
+    let txn = db.begin_write().await?;
+    // The customer may have been deleted while the probe ran.
+    customers::find(&*txn, account_id, request.customer_id).await?;
+    credits::consume(&*txn, account_id, cost, id, request.customer_id).await?;
+    let model = connection::ActiveModel {
+        id: Set(id),
+        account_id: Set(account_id),
+        customer_id: Set(request.customer_id),
+        system_key: Set(system.key.to_owned()),
+        deployment: Set(request.deployment.as_str().to_owned()),
+        label: Set(label),
+        status: Set(status.as_str().to_owned()),
+        status_reason: Set(None),
+        credit_cost: Set(cost),
+        created_at: Set(now),
+        updated_at: Set(now),
+        disconnected_at: Set(None),
+        last_checked_at: Set(request.validate.then_some(now)),
+        next_check_at: Set(Some(first_check_at(check_interval))),
+        token_hash: Set(Some(token.hash)),
+        token_prefix: Set(token.display_prefix),
+        sync_interval_minutes: Set(sync_interval),
+        webhook_event_types: Set(event_types_json(request.webhook_event_types)),
+        metadata: Set(metadata),
+        credentials: Set(Some(seal(cipher, id, &credentials))),
+    }
+    .insert(&*txn)
+    .await?;
+    let created = NewEvent {
+        account_id,
+        customer_id: Some(model.customer_id),
+        connection_id: Some(id),
+        event_type: EventType::ConnectionCreated,
+        data: json!({ "system": system.key, "deployment": request.deployment.as_str(),
+                      "credit_cost": cost, "status": status.as_str() }),
+    };
+    events::record(&*txn, vec![created]).await?;
+    txn.commit().await?;
+    tracing::info!(connection.id = %id, credits = cost, "connection created");
+    Ok((model, token.token))
+}
+
+pub async fn find(
+    db: &impl ConnectionTrait,
+    scope: Scope,
+    id: Uuid,
+) -> AppResult<connection::Model> {
+    if scope.connection_id.is_some_and(|own| own != id) {
+        return Err(AppError::NotFound("connection"));
+    }
+    connection::Entity::find_by_id(id)
+        .filter(connection::Column::AccountId.eq(scope.account_id))
+        .one(db)
+        .await?
+        .ok_or(AppError::NotFound("connection"))
+}
+
+#[derive(Default)]
+pub struct ListFilter {
+    pub customer_id: Option<Uuid>,
+    pub status: Option<ConnectionStatus>,
+    pub system_key: Option<String>,
+}
+
+pub async fn list(
+    db: &impl ConnectionTrait,
+    scope: Scope,
+    filter: ListFilter,
+    page: PageRequest,
+) -> AppResult<Page<connection::Model>> {
+    let mut select =
+        connection::Entity::find().filter(connection::Column::AccountId.eq(scope.account_id));
+    if let Some(own) = scope.connection_id {
+        select = select.filter(connection::Column::Id.eq(own));
+    }
+    if let Some(customer_id) = filter.customer_id {
+        select = select.filter(connection::Column::CustomerId.eq(customer_id));
+    }
+    if let Some(status) = filter.status {
+        select = select.filter(connection::Column::Status.eq(status.as_str()));
+    }
+    if let Some(key) = filter.system_key {
+        select = select.filter(connection::Column::SystemKey.eq(key));
+    }
+    Ok(fetch_page(db, select, connection::Column::Id, page).await?)
+}
+
+/// Moves a connection to `to`, storing `connection.status_changed` (and
+/// `connection.auth_required` when the remote rejected the credentials). No change, no event.
+pub async fn set_status(
+    txn: &impl ConnectionTrait,
+    model: connection::Model,
+    to: ConnectionStatus,
+    reason: Option<String>,
+) -> AppResult<connection::Model> {
+    let from = status(&model);
+    if from == to && model.status_reason == reason {
+        return Ok(model);
+    }
+    let (account_id, customer_id, id) = (model.account_id, model.customer_id, model.id);
+    let mut active: connection::ActiveModel = model.into();
+    active.status = Set(to.as_str().to_owned());
+    active.status_reason = Set(reason.clone());
+    active.updated_at = Set(Utc::now());
+    let model = active.update(txn).await?;
+    if from == to {
+        return Ok(model);
+    }
+    let event = |event_type, data| NewEvent {
+        account_id,
+        customer_id: Some(customer_id),
+        connection_id: Some(id),
+        event_type,
+        data,
+    };
+    let mut stored = vec![event(
+        EventType::ConnectionStatusChanged,
+        json!({ "from": from.as_str(), "to": to.as_str(), "reason": reason }),
+    )];
+    if to == ConnectionStatus::AuthRequired {
+        stored.push(event(
+            EventType::ConnectionAuthRequired,
+            json!({ "reason": reason }),
+        ));
+    }
+    events::record(txn, stored).await?;
+    Ok(model)
+}
+
+/// Disconnects: credits back (once), token revoked, credentials erased. A second call
+/// returns the connection unchanged.
+#[tracing::instrument(skip_all, fields(connection.id = %id), err(level = "debug"))]
+pub async fn disconnect(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<connection::Model> {
+    let txn = db.begin_write().await?;
+    let now = Utc::now();
+    // The status condition makes concurrent disconnects refund exactly once.
+    let updated = connection::Entity::update_many()
+        .col_expr(
+            connection::Column::Status,
+            ConnectionStatus::Disconnected.as_str().into(),
+        )
+        .col_expr(connection::Column::DisconnectedAt, now.into())
+        .col_expr(connection::Column::UpdatedAt, now.into())
+        .col_expr(connection::Column::TokenHash, Option::<String>::None.into())
+        .col_expr(
+            connection::Column::Credentials,
+            Option::<Vec<u8>>::None.into(),
+        )
+        .col_expr(
+            connection::Column::NextCheckAt,
+            Option::<chrono::DateTime<Utc>>::None.into(),
+        )
+        .filter(connection::Column::Id.eq(id))
+        .filter(connection::Column::AccountId.eq(account_id))
+        .filter(connection::Column::Status.ne(ConnectionStatus::Disconnected.as_str()))
+        .exec_with_returning(&*txn)
+        .await?;
+    let Some(model) = updated.into_iter().next() else {
+        return find(
+            db.conn(),
+            Scope {
+                account_id,
+                connection_id: None,
+            },
+            id,
+        )
+        .await;
+    };
+    credits::refund(&*txn, account_id, model.credit_cost, id, model.customer_id).await?;
+    let disconnected = NewEvent {
+        account_id,
+        customer_id: Some(model.customer_id),
+        connection_id: Some(id),
+        event_type: EventType::ConnectionDisconnected,
+        data: json!({ "credits_returned": model.credit_cost }),
+    };
+    events::record(&*txn, vec![disconnected]).await?;
+    txn.commit().await?;
+    connectors::demo::forget(id);
+    tracing::info!(credits = model.credit_cost, "connection disconnected");
+    Ok(model)
+}
+
+fn ensure_live(model: &connection::Model) -> AppResult<()> {
+    if status(model) == ConnectionStatus::Disconnected {
+        return Err(AppError::Conflict("the connection is disconnected".into()));
+    }
+    Ok(())
+}
+
+pub async fn update(
+    db: &Db,
+    account_id: Uuid,
+    id: Uuid,
+    changes: ConnectionChanges,
+) -> AppResult<connection::Model> {
+    let label = changes.label.map(validate_label).transpose()?;
+    let interval = changes
+        .sync_interval_minutes
+        .map(validate_interval)
+        .transpose()?;
+    let metadata = changes.metadata.map(validate_metadata).transpose()?;
+    let txn = db.begin_write().await?;
+    let model = find(
+        &*txn,
+        Scope {
+            account_id,
+            connection_id: None,
+        },
+        id,
+    )
+    .await?;
+    ensure_live(&model)?;
+    let mut active: connection::ActiveModel = model.into();
+    if let Some(label) = label {
+        active.label = Set(label);
+    }
+    if let Some(interval) = interval {
+        active.sync_interval_minutes = Set(interval);
+    }
+    if let Some(types) = changes.webhook_event_types {
+        active.webhook_event_types = Set(event_types_json(Some(types)));
+    }
+    if let Some(metadata) = metadata {
+        active.metadata = Set(metadata);
+    }
+    active.updated_at = Set(Utc::now());
+    let model = active.update(&*txn).await?;
+    txn.commit().await?;
+    Ok(model)
+}
+
+/// Replaces the credentials after probing the remote with them; a connection waiting for
+/// new credentials comes back `ONLINE`.
+pub async fn update_credentials(
+    db: &Db,
+    cipher: &Cipher,
+    account_id: Uuid,
+    id: Uuid,
+    credentials: &Value,
+) -> AppResult<connection::Model> {
+    let scope = Scope {
+        account_id,
+        connection_id: None,
+    };
+    let model = find(db.conn(), scope, id).await?;
+    ensure_live(&model)?;
+    let system = system(&model);
+    let credentials = system.validate_credentials(credentials)?;
+    connectors::probe(connectors::connect(system, id, &credentials).as_ref())
+        .await
+        .map_err(|err| AppError::ConnectionFailed(err.to_string()))?;
+    let txn = db.begin_write().await?;
+    let model = find(&*txn, scope, id).await?;
+    ensure_live(&model)?;
+    let mut active: connection::ActiveModel = model.into();
+    active.credentials = Set(Some(seal(cipher, id, &credentials)));
+    active.last_checked_at = Set(Some(Utc::now()));
+    let model = active.update(&*txn).await?;
+    let model = set_status(&*txn, model, ConnectionStatus::Online, None).await?;
+    txn.commit().await?;
+    Ok(model)
+}
+
+/// Issues a new token; the old one stops working at once.
+pub async fn rotate_token(
+    db: &Db,
+    account_id: Uuid,
+    id: Uuid,
+) -> AppResult<(connection::Model, String)> {
+    let token = auth::generate(TokenKind::Connection);
+    let txn = db.begin_write().await?;
+    let model = find(
+        &*txn,
+        Scope {
+            account_id,
+            connection_id: None,
+        },
+        id,
+    )
+    .await?;
+    ensure_live(&model)?;
+    let mut active: connection::ActiveModel = model.into();
+    active.token_hash = Set(Some(token.hash));
+    active.token_prefix = Set(token.display_prefix);
+    active.updated_at = Set(Utc::now());
+    let model = active.update(&*txn).await?;
+    txn.commit().await?;
+    Ok((model, token.token))
+}
+
+/// Probes the remote now and records the outcome as the connection's status.
+pub async fn check(
+    db: &Db,
+    cipher: &Cipher,
+    scope: Scope,
+    id: Uuid,
+) -> AppResult<connection::Model> {
+    let model = find(db.conn(), scope, id).await?;
+    ensure_live(&model)?;
+    let credentials = credentials(cipher, &model)?;
+    let outcome =
+        connectors::probe(connectors::connect(system(&model), id, &credentials).as_ref()).await;
+    record_check(db, scope, id, outcome).await
+}
+
+/// Stores a probe's outcome: status, reason, `lastCheckedAt`.
+pub async fn record_check(
+    db: &Db,
+    scope: Scope,
+    id: Uuid,
+    outcome: Result<(), ConnectorError>,
+) -> AppResult<connection::Model> {
+    let txn = db.begin_write().await?;
+    let model = find(&*txn, scope, id).await?;
+    if status(&model) == ConnectionStatus::Disconnected {
+        return Ok(model);
+    }
+    let mut active: connection::ActiveModel = model.into();
+    active.last_checked_at = Set(Some(Utc::now()));
+    let model = active.update(&*txn).await?;
+    let (to, reason) = match outcome {
+        Ok(()) => (ConnectionStatus::Online, None),
+        Err(err) => (status_for(&err), Some(err.to_string())),
+    };
+    let model = set_status(&*txn, model, to, reason).await?;
+    txn.commit().await?;
+    Ok(model)
+}

@@ -1,0 +1,125 @@
+//! Remote systems behind one `Connector` trait: probe, read a page, write a batch.
+//! Errors are typed so that callers can tell authentication, reachability, rate limits,
+//! remote validation and remote faults apart.
+
+pub mod demo;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::catalog::{EntityType, System, text_enum};
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("the remote system rejected the credentials: {0}")]
+    AuthRejected(String),
+    #[error("the remote system is unreachable: {0}")]
+    Unreachable(String),
+    #[error("the remote system is rate limiting; retry after {} s", .retry_after.as_secs())]
+    RateLimited { retry_after: Duration },
+    #[error("the remote system refused the input: {0}")]
+    Validation(String),
+    #[error("the remote system failed: {0}")]
+    RemoteFault(String),
+}
+
+impl ConnectorError {
+    /// Worth retrying after a pause (as opposed to needing someone to act).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ConnectorError::RateLimited { .. } | ConnectorError::RemoteFault(_)
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
+pub enum WriteOperation {
+    Create,
+    Update,
+    Delete,
+}
+text_enum!(WriteOperation { Create => "CREATE", Update => "UPDATE", Delete => "DELETE" });
+
+/// Where to read from: a continuation token from the previous page, and for incremental
+/// reads the modification mark of the previous run.
+#[derive(Clone, Debug, Default)]
+pub struct ReadRequest {
+    pub cursor: Option<String>,
+    pub modified_since: Option<String>,
+    pub page_size: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct RemoteRecord {
+    pub key: String,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub data: Value,
+}
+
+#[derive(Clone, Debug)]
+pub struct RemotePage {
+    pub records: Vec<RemoteRecord>,
+    /// Continuation token for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+    /// Modification mark to resume an incremental read from, known on the last page.
+    pub high_water_mark: Option<String>,
+}
+
+/// The result of writing one record: the remote key, or why the remote refused it.
+pub type WriteOutcome = Result<String, String>;
+
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// Probes the remote: `Ok` when it answers and accepts the credentials.
+    async fn check(&self) -> Result<(), ConnectorError>;
+    async fn read_page(
+        &self,
+        entity: EntityType,
+        request: &ReadRequest,
+    ) -> Result<RemotePage, ConnectorError>;
+    /// Writes a batch; one outcome per record, in order, unless the whole batch failed.
+    async fn write_batch(
+        &self,
+        entity: EntityType,
+        operation: WriteOperation,
+        records: &[Value],
+    ) -> Result<Vec<WriteOutcome>, ConnectorError>;
+}
+
+/// A connector for a connection of `system` with validated `credentials`.
+pub fn connect(
+    system: &System,
+    connection_id: Uuid,
+    credentials: &Map<String, Value>,
+) -> Box<dyn Connector> {
+    match system.key {
+        "demo" => Box::new(demo::DemoConnector::new(connection_id, credentials)),
+        other => unreachable!("system {other} is in the catalog without a connector"),
+    }
+}
+
+/// Probes with a few retries of transient answers, as a person clicking "test" would expect.
+pub async fn probe(connector: &dyn Connector) -> Result<(), ConnectorError> {
+    let mut attempt = 0;
+    loop {
+        match connector.check().await {
+            Err(err) if err.is_transient() && attempt < 3 => {
+                attempt += 1;
+                let pause = match &err {
+                    ConnectorError::RateLimited { retry_after } => {
+                        (*retry_after).min(Duration::from_secs(5))
+                    }
+                    _ => Duration::from_millis(200 * attempt),
+                };
+                tokio::time::sleep(pause).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The credit pool of an account: grants, consumption on connect, refunds on disconnect.
+//! Every movement is one conditional UPDATE (never read-modify-write) plus a ledger row and
+//! a `credits.changed` event in the caller's transaction.
+
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+    sea_query::{Expr, ExprTrait},
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::{
+    accounts::{MAX_CREDITS, find_account},
+    catalog::text_enum,
+    db::Db,
+    error::{AppError, AppResult},
+    events::{self, EventType, NewEvent},
+    ids::new_id,
+    pagination::{Page, PageRequest, fetch_page},
+};
+use entity::{account, connection, credit_ledger};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
+pub enum CreditEntryKind {
+    Grant,
+    Connect,
+    Disconnect,
+    Adjustment,
+}
+text_enum!(CreditEntryKind { Grant => "GRANT", Connect => "CONNECT", Disconnect => "DISCONNECT", Adjustment => "ADJUSTMENT" });
+
+const MAX_NOTE_LEN: usize = 500;
+
+/// One movement to book.
+struct Movement {
+    account_id: Uuid,
+    kind: CreditEntryKind,
+    /// Change of the available credits (negative = consumed).
+    amount: i64,
+    connection_id: Option<Uuid>,
+    customer_id: Option<Uuid>,
+    note: Option<String>,
+}
+
+/// Takes `cost` credits for a connection; `INSUFFICIENT_CREDITS` when the pool cannot pay.
+pub async fn consume(
+    txn: &impl ConnectionTrait,
+    account_id: Uuid,
+    cost: i32,
+    connection_id: Uuid,
+    customer_id: Uuid,
+) -> AppResult<()> {
+    let cost = i64::from(cost);
+    let updated = account::Entity::update_many()
+        .col_expr(
+            account::Column::CreditsUsed,
+            Expr::col(account::Column::CreditsUsed).add(cost),
+        )
+        .filter(account::Column::Id.eq(account_id))
+        .filter(
+            Expr::col(account::Column::CreditsTotal)
+                .sub(Expr::col(account::Column::CreditsUsed))
+                .gte(cost),
+        )
+        .exec(txn)
+        .await?;
+    if updated.rows_affected == 0 {
+        let account = find_account(txn, account_id).await?;
+        return Err(AppError::InsufficientCredits {
+            needed: cost,
+            available: account.credits_total - account.credits_used,
+        });
+    }
+    let movement = Movement {
+        account_id,
+        kind: CreditEntryKind::Connect,
+        amount: -cost,
+        connection_id: Some(connection_id),
+        customer_id: Some(customer_id),
+        note: None,
+    };
+    book(txn, movement).await
+}
+
+/// Returns a connection's credits to the pool.
+pub async fn refund(
+    txn: &impl ConnectionTrait,
+    account_id: Uuid,
+    amount: i32,
+    connection_id: Uuid,
+    customer_id: Uuid,
+) -> AppResult<()> {
+    let amount = i64::from(amount);
+    account::Entity::update_many()
+        .col_expr(
+            account::Column::CreditsUsed,
+            Expr::col(account::Column::CreditsUsed).sub(amount),
+        )
+        .filter(account::Column::Id.eq(account_id))
+        .exec(txn)
+        .await?;
+    let movement = Movement {
+        account_id,
+        kind: CreditEntryKind::Disconnect,
+        amount,
+        connection_id: Some(connection_id),
+        customer_id: Some(customer_id),
+        note: None,
+    };
+    book(txn, movement).await
+}
+
+/// Adds `amount` credits to the account's pool total.
+#[tracing::instrument(skip_all, fields(account.id = %account_id), err(level = "debug"))]
+pub async fn grant(
+    db: &Db,
+    account_id: Uuid,
+    amount: i64,
+    note: Option<String>,
+) -> AppResult<account::Model> {
+    if !(1..=MAX_CREDITS).contains(&amount) {
+        return Err(AppError::bad_input(format!(
+            "`amount` must be between 1 and {MAX_CREDITS}"
+        )));
+    }
+    let note = note.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+    if note
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > MAX_NOTE_LEN)
+    {
+        return Err(AppError::bad_input(format!(
+            "`note` must be at most {MAX_NOTE_LEN} characters"
+        )));
+    }
+    let txn = db.begin_write().await?;
+    // One conditional statement: concurrent grants add up and the total never overflows.
+    let result = account::Entity::update_many()
+        .col_expr(
+            account::Column::CreditsTotal,
+            Expr::col(account::Column::CreditsTotal).add(amount),
+        )
+        .filter(account::Column::Id.eq(account_id))
+        .filter(account::Column::CreditsTotal.lte(MAX_CREDITS - amount))
+        .exec(&*txn)
+        .await?;
+    if result.rows_affected == 0 {
+        find_account(&*txn, account_id).await?;
+        return Err(AppError::bad_input(format!(
+            "the pool cannot exceed {MAX_CREDITS} credits"
+        )));
+    }
+    let movement = Movement {
+        account_id,
+        kind: CreditEntryKind::Grant,
+        amount,
+        connection_id: None,
+        customer_id: None,
+        note,
+    };
+    book(&*txn, movement).await?;
+    let account = find_account(&*txn, account_id).await?;
+    txn.commit().await?;
+    Ok(account)
+}
+
+/// Writes the ledger row and the `credits.changed` event for a movement already applied.
+async fn book(txn: &impl ConnectionTrait, movement: Movement) -> AppResult<()> {
+    let account = find_account(txn, movement.account_id).await?;
+    let available = account.credits_total - account.credits_used;
+    credit_ledger::ActiveModel {
+        id: Set(new_id()),
+        account_id: Set(movement.account_id),
+        kind: Set(movement.kind.as_str().to_owned()),
+        amount: Set(movement.amount),
+        balance_after: Set(available),
+        connection_id: Set(movement.connection_id),
+        note: Set(movement.note),
+        created_at: Set(Utc::now()),
+    }
+    .insert(txn)
+    .await?;
+    let event = NewEvent {
+        account_id: movement.account_id,
+        customer_id: movement.customer_id,
+        connection_id: movement.connection_id,
+        event_type: EventType::CreditsChanged,
+        data: json!({ "amount": movement.amount, "available": available, "kind": movement.kind.as_str() }),
+    };
+    events::record(txn, vec![event]).await?;
+    Ok(())
+}
+
+pub async fn ledger(
+    db: &impl ConnectionTrait,
+    account_id: Uuid,
+    page: PageRequest,
+) -> AppResult<Page<credit_ledger::Model>> {
+    let select =
+        credit_ledger::Entity::find().filter(credit_ledger::Column::AccountId.eq(account_id));
+    Ok(fetch_page(db, select, credit_ledger::Column::Id, page).await?)
+}
+
+/// Credits held by a customer's live connections.
+pub async fn in_use_by_customer(
+    db: &impl ConnectionTrait,
+    account_id: Uuid,
+    customer_id: Uuid,
+) -> AppResult<i64> {
+    let sum: Option<Option<i64>> = connection::Entity::find()
+        .select_only()
+        .column_as(Expr::col(connection::Column::CreditCost).sum(), "total")
+        .filter(connection::Column::AccountId.eq(account_id))
+        .filter(connection::Column::CustomerId.eq(customer_id))
+        .filter(connection::Column::Status.ne("DISCONNECTED"))
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(sum.flatten().unwrap_or(0))
+}

@@ -1,0 +1,48 @@
+//! Per-request DataLoaders, scoped to the caller's account so that a batch can only ever
+//! return the caller's own rows.
+
+use std::collections::HashMap;
+
+use async_graphql::dataloader::{DataLoader, Loader};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use uuid::Uuid;
+
+use crate::{db::Db, error::AppError};
+use entity::customer;
+
+pub struct CustomerLoader {
+    db: Db,
+    account_id: Uuid,
+}
+
+impl Loader<Uuid> for CustomerLoader {
+    type Value = customer::Model;
+    type Error = AppError;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, customer::Model>, AppError> {
+        let rows = customer::Entity::find()
+            .filter(customer::Column::AccountId.eq(self.account_id))
+            .filter(customer::Column::Id.is_in(keys.iter().copied()))
+            .all(self.db.conn())
+            .await?;
+        Ok(rows.into_iter().map(|c| (c.id, c)).collect())
+    }
+}
+
+pub struct Loaders {
+    pub customers: DataLoader<CustomerLoader>,
+}
+
+impl Loaders {
+    pub fn new(db: &Db, account_id: Uuid) -> Self {
+        Self {
+            customers: DataLoader::new(
+                CustomerLoader {
+                    db: db.clone(),
+                    account_id,
+                },
+                tokio::spawn,
+            ),
+        }
+    }
+}
