@@ -10,7 +10,7 @@ use std::{ops::Deref, sync::Arc, time::Duration};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbErr,
-    TransactionTrait,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
     sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -61,7 +61,13 @@ impl Db {
     /// Begins a transaction that may write.
     pub async fn begin_write(&self) -> Result<WriteTxn, DbErr> {
         let guard = self.lock_writes().await;
-        let txn = self.conn.begin().await?;
+        // IMMEDIATE takes SQLite's write lock at BEGIN (waiting up to busy_timeout), so a
+        // transaction never fails later when its first write would upgrade a stale read.
+        let options = TransactionOptions {
+            sqlite_transaction_mode: guard.is_some().then_some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        };
+        let txn = self.conn.begin_with_options(options).await?;
         Ok(WriteTxn { txn, _guard: guard })
     }
 

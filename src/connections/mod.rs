@@ -364,8 +364,10 @@ pub async fn disconnect(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<connec
         .exec_with_returning(&*txn)
         .await?;
     let Some(model) = updated.into_iter().next() else {
+        // Already disconnected (or not the caller's): read inside the transaction, so a
+        // burst of disconnects never waits for a second pooled connection.
         return find(
-            db.conn(),
+            &*txn,
             Scope {
                 account_id,
                 connection_id: None,

@@ -166,6 +166,24 @@ pub async fn grant(
     Ok(account)
 }
 
+/// Books the credits an account was created with (already in its pool total).
+pub async fn book_initial_grant(
+    txn: &impl ConnectionTrait,
+    account_id: Uuid,
+    amount: i64,
+) -> AppResult<()> {
+    let note = Some("initial credits".to_owned());
+    let movement = Movement {
+        account_id,
+        kind: CreditEntryKind::Grant,
+        amount,
+        connection_id: None,
+        customer_id: None,
+        note,
+    };
+    book(txn, movement).await
+}
+
 /// Writes the ledger row and the `credits.changed` event for a movement already applied.
 async fn book(txn: &impl ConnectionTrait, movement: Movement) -> AppResult<()> {
     let account = find_account(txn, movement.account_id).await?;

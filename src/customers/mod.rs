@@ -5,7 +5,7 @@ use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait,
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, ModelTrait, QueryFilter,
+    ColumnTrait, ConnectionTrait, EntityTrait, ModelTrait, PaginatorTrait, QueryFilter,
     sea_query::{Expr, ExprTrait, Func, LikeExpr},
 };
 use uuid::Uuid;
@@ -17,7 +17,7 @@ use crate::{
     ids::new_id,
     pagination::{Page, PageRequest, fetch_page},
 };
-use entity::customer;
+use entity::{connection, customer};
 
 const MAX_EXTERNAL_ID_LEN: usize = 200;
 const MAX_SEARCH_LEN: usize = 200;
@@ -118,10 +118,26 @@ pub async fn update(
     Ok(model)
 }
 
+/// Deletes a customer whose connections are all disconnected (`CONFLICT` otherwise), together
+/// with those disconnected connections; the credit ledger and event log keep their history.
 #[tracing::instrument(skip_all, fields(account.id = %account_id, customer.id = %id), err(level = "debug"))]
 pub async fn delete(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<()> {
     let txn = db.begin_write().await?;
     let model = find(&*txn, account_id, id).await?;
+    let live = connection::Entity::find()
+        .filter(connection::Column::CustomerId.eq(id))
+        .filter(connection::Column::Status.ne("DISCONNECTED"))
+        .count(&*txn)
+        .await?;
+    if live > 0 {
+        return Err(AppError::Conflict(format!(
+            "the customer has {live} connection(s) that are not disconnected"
+        )));
+    }
+    connection::Entity::delete_many()
+        .filter(connection::Column::CustomerId.eq(id))
+        .exec(&*txn)
+        .await?;
     model.delete(&*txn).await?;
     txn.commit().await?;
     Ok(())

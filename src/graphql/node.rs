@@ -15,6 +15,10 @@ use crate::{
 };
 use entity::credit_ledger;
 
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a Node lives for one field resolution"
+)]
 #[derive(Interface)]
 #[graphql(field(name = "id", ty = "ID"))]
 pub enum Node {

@@ -102,6 +102,10 @@ impl TestApp {
     }
 
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        // Server logs only when asked for, e.g. `RUST_LOG=debug cargo test name -- --nocapture`.
+        if std::env::var_os("RUST_LOG").is_some() {
+            millwright::telemetry::init(millwright::config::LogFormat::Pretty);
+        }
         let db = TestDb::new().await;
         let mut config = test_config(&db);
         adjust(&mut config);

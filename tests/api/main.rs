@@ -4,6 +4,7 @@
 
 mod auth;
 mod cli;
+mod connections;
 mod customers;
 mod harness;
 mod hygiene;

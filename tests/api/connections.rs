@@ -1,0 +1,755 @@
+//! Connections, the systems catalog and connection credits.
+
+use std::collections::HashSet;
+
+use serde_json::{Value, json};
+
+use crate::harness::{ADMIN_TOKEN, TestApp, error_code};
+
+const CONNECT: &str = "mutation($input: ConnectInput!) {
+    connect(input: $input) { token connection { id status statusReason creditCost deployment tokenPrefix
+        customer { id name } system { key } webhookEventTypes } }
+}";
+const DISCONNECT: &str =
+    "mutation($id: ID!) { disconnect(id: $id) { id status disconnectedAt creditCost } }";
+const CREDITS: &str = "{ viewer { account { credits { total used available } } } }";
+
+pub fn demo_input(customer_id: &str, simulate: &str) -> Value {
+    json!({ "customerId": customer_id, "systemKey": "demo",
+            "credentials": { "api_key": "demo-secret-key-123", "scale": 10, "simulate": simulate } })
+}
+
+pub async fn setup(app: &TestApp, credits: i32) -> (String, String) {
+    let (_, key) = app.create_account("Acme", credits).await;
+    let customer = app.create_customer(&key, "North Plant", None).await;
+    (key, customer["id"].as_str().unwrap().to_owned())
+}
+
+pub async fn connect(app: &TestApp, key: &str, input: Value) -> (String, String) {
+    let data = app.ok(key, CONNECT, json!({ "input": input })).await;
+    let payload = &data["connect"];
+    (
+        payload["connection"]["id"].as_str().unwrap().to_owned(),
+        payload["token"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn credits(app: &TestApp, key: &str) -> Value {
+    app.ok(key, CREDITS, json!({})).await["viewer"]["account"]["credits"].clone()
+}
+
+async fn ledger(app: &TestApp, key: &str) -> Vec<Value> {
+    let mut entries = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let data = app
+            .ok(key, "query($after: String) { creditLedger(first: 100, after: $after) {
+                nodes { kind amount balanceAfter note connection { id } } pageInfo { hasNextPage endCursor } } }",
+                json!({ "after": after }))
+            .await;
+        let page = &data["creditLedger"];
+        entries.extend(page["nodes"].as_array().unwrap().iter().cloned());
+        if page["pageInfo"]["hasNextPage"] == false {
+            return entries;
+        }
+        after = page["pageInfo"]["endCursor"].as_str().map(str::to_owned);
+    }
+}
+
+/// Rows of a table read straight from the database, as text.
+pub async fn raw_rows(app: &TestApp, sql: &str) -> Vec<String> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = sea_orm::Database::connect(&app.db.url).await.unwrap();
+    let rows = db
+        .query_all_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .unwrap();
+    let text = rows.iter().map(|row| format!("{row:?}")).collect();
+    db.close().await.ok();
+    text
+}
+
+pub async fn event_types(app: &TestApp) -> Vec<String> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = sea_orm::Database::connect(&app.db.url).await.unwrap();
+    let sql = "SELECT event_type FROM events ORDER BY position";
+    let rows = db
+        .query_all_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .unwrap();
+    let types = rows
+        .iter()
+        .map(|r| r.try_get::<String>("", "event_type").unwrap())
+        .collect();
+    db.close().await.ok();
+    types
+}
+
+#[tokio::test]
+async fn catalog_lists_demo_with_costs_and_fields() {
+    let app = TestApp::spawn().await;
+    let (key, _) = setup(&app, 0).await;
+    let data = app
+        .ok(&key, "{ systems(category: CMMS) { key tier category deployments cloud: creditCost(deployment: CLOUD)
+            onPrem: creditCost(deployment: ON_PREMISES) entities writableEntities credentialFields { name secret required } }
+            erp: systems(category: ERP) { key } system(key: \"demo\") { name } missing: system(key: \"sap\") { name } }", json!({}))
+        .await;
+    let demo = &data["systems"][0];
+    assert_eq!(demo["key"], "demo");
+    assert_eq!(
+        (
+            demo["tier"].clone(),
+            demo["cloud"].clone(),
+            demo["onPrem"].clone()
+        ),
+        (json!(1), json!(1), json!(2))
+    );
+    assert_eq!(demo["deployments"], json!(["CLOUD", "ON_PREMISES"]));
+    assert_eq!(demo["writableEntities"], json!(["ASSET", "WORK_ORDER"]));
+    assert_eq!(
+        demo["credentialFields"][0],
+        json!({ "name": "api_key", "secret": true, "required": true })
+    );
+    assert_eq!(data["erp"], json!([]));
+    assert_eq!(data["missing"], Value::Null);
+}
+
+#[tokio::test]
+async fn connect_consumes_credits_and_disconnect_returns_them_once() {
+    let app = TestApp::spawn().await;
+    let (key, customer) = setup(&app, 10).await;
+    let mut input = demo_input(&customer, "none");
+    input["deployment"] = json!("ON_PREMISES");
+    input["label"] = json!("Main site");
+    let data = app.ok(&key, CONNECT, json!({ "input": input })).await;
+    let connection = &data["connect"]["connection"];
+    let token = data["connect"]["token"].as_str().unwrap();
+    assert!(
+        token.starts_with("mwc_") && token.starts_with(connection["tokenPrefix"].as_str().unwrap())
+    );
+    assert_eq!(connection["status"], "ONLINE");
+    assert_eq!(connection["creditCost"], 2);
+    assert_eq!(connection["customer"]["id"], customer.as_str());
+    assert_eq!(
+        connection["webhookEventTypes"].as_array().unwrap().len(),
+        13,
+        "all event types by default"
+    );
+    assert_eq!(
+        credits(&app, &key).await,
+        json!({ "total": 10, "used": 2, "available": 8 })
+    );
+    let id = connection["id"].as_str().unwrap();
+    let in_use = app
+        .ok(
+            &key,
+            "query($id: ID!) { customer(id: $id) { creditsInUse connections { nodes { id } } } }",
+            json!({ "id": customer }),
+        )
+        .await;
+    assert_eq!(in_use["customer"]["creditsInUse"], 2);
+
+    // A second instance of the same system is an independent connection.
+    let (second, second_token) = connect(&app, &key, demo_input(&customer, "none")).await;
+    assert_ne!(second, id);
+    assert_ne!(second_token, token);
+    assert_eq!(credits(&app, &key).await["used"], 3);
+
+    let first = app.ok(&key, DISCONNECT, json!({ "id": id })).await;
+    assert_eq!(first["disconnect"]["status"], "DISCONNECTED");
+    let again = app.ok(&key, DISCONNECT, json!({ "id": id })).await;
+    assert_eq!(
+        again["disconnect"]["disconnectedAt"],
+        first["disconnect"]["disconnectedAt"]
+    );
+    assert_eq!(
+        credits(&app, &key).await,
+        json!({ "total": 10, "used": 1, "available": 9 })
+    );
+
+    let entries = ledger(&app, &key).await;
+    let kinds: Vec<_> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap(),
+                e["amount"].as_i64().unwrap(),
+                e["balanceAfter"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("GRANT", 10, 10),
+            ("CONNECT", -2, 8),
+            ("CONNECT", -1, 7),
+            ("DISCONNECT", 2, 9)
+        ]
+    );
+    assert_eq!(entries[1]["connection"]["id"], id);
+
+    // The disconnected connection stays readable, its token no longer works.
+    let read = app
+        .ok(
+            &key,
+            "query($id: ID!) { connection(id: $id) { status creditCost } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(read["connection"]["status"], "DISCONNECTED");
+    let (status, body) = app
+        .post(
+            Some(token),
+            json!({ "query": "{ viewer { connection { id } } }" }),
+        )
+        .await;
+    assert_eq!((status, error_code(&body)), (401, "UNAUTHENTICATED"));
+    let erased = "SELECT id FROM connections WHERE status = 'DISCONNECTED' AND token_hash IS NULL AND credentials IS NULL";
+    let stored = raw_rows(&app, erased).await;
+    assert_eq!(
+        stored.len(),
+        1,
+        "token and credentials erased on disconnect"
+    );
+
+    let types = event_types(&app).await;
+    for expected in [
+        "connection.created",
+        "credits.changed",
+        "connection.disconnected",
+    ] {
+        assert!(
+            types.iter().any(|t| t == expected),
+            "{expected} in {types:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_connect_input_is_rejected_naming_the_field() {
+    let app = TestApp::spawn().await;
+    let (key, customer) = setup(&app, 10).await;
+    let cases = [
+        (
+            json!({ "customerId": customer, "systemKey": "demo", "credentials": {} }),
+            "api_key",
+        ),
+        (
+            json!({ "customerId": customer, "systemKey": "demo", "credentials": { "api_key": "k", "token": "x" } }),
+            "token",
+        ),
+        (
+            json!({ "customerId": customer, "systemKey": "demo", "credentials": { "api_key": "k", "scale": "many" } }),
+            "scale",
+        ),
+        (
+            json!({ "customerId": customer, "systemKey": "demo", "credentials": { "api_key": "k", "scale": 2_000_000 } }),
+            "scale",
+        ),
+        (
+            json!({ "customerId": customer, "systemKey": "demo", "credentials": { "api_key": "k", "simulate": "chaos" } }),
+            "simulate",
+        ),
+        (
+            json!({ "customerId": customer, "systemKey": "demo", "credentials": "k" }),
+            "credentials",
+        ),
+        (
+            json!({ "customerId": customer, "systemKey": "sap-ecc", "credentials": { "api_key": "k" } }),
+            "systemKey",
+        ),
+        (
+            json!({ "customerId": customer, "systemKey": "demo", "credentials": { "api_key": "k" }, "syncIntervalMinutes": 0 }),
+            "syncIntervalMinutes",
+        ),
+        (
+            json!({ "customerId": customer, "systemKey": "demo", "credentials": { "api_key": "k" }, "label": "x".repeat(300) }),
+            "label",
+        ),
+        (
+            json!({ "customerId": customer, "systemKey": "demo", "credentials": { "api_key": "k" }, "metadata": { "blob": "x".repeat(20_000) } }),
+            "metadata",
+        ),
+        (
+            json!({ "customerId": "cus_nope", "systemKey": "demo", "credentials": { "api_key": "k" } }),
+            "customer",
+        ),
+        (
+            json!({ "customerId": customer, "systemKey": "demo", "deployment": "MOON", "credentials": { "api_key": "k" } }),
+            "MOON",
+        ),
+    ];
+    for (input, field) in cases {
+        let body = app.gql(&key, CONNECT, json!({ "input": input })).await;
+        assert_eq!(error_code(&body), "BAD_USER_INPUT", "{input}");
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains(field),
+            "{field}: {body}"
+        );
+    }
+    let (_, other_key) = app.create_account("Other", 10).await;
+    let body = app
+        .gql(
+            &other_key,
+            CONNECT,
+            json!({ "input": demo_input(&customer, "none") }),
+        )
+        .await;
+    assert_eq!(error_code(&body), "NOT_FOUND", "another account's customer");
+    assert_eq!(credits(&app, &key).await["used"], 0);
+    assert!(
+        raw_rows(&app, "SELECT id FROM connections")
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_failed_probe_consumes_nothing_and_leaves_no_row() {
+    let app = TestApp::spawn().await;
+    let (key, customer) = setup(&app, 10).await;
+    for simulate in ["offline", "auth_expired"] {
+        let body = app
+            .gql(
+                &key,
+                CONNECT,
+                json!({ "input": demo_input(&customer, simulate) }),
+            )
+            .await;
+        assert_eq!(error_code(&body), "CONNECTION_FAILED", "{simulate}");
+    }
+    // Transient answers are retried by the probe.
+    connect(&app, &key, demo_input(&customer, "rate_limited")).await;
+    connect(&app, &key, demo_input(&customer, "flaky")).await;
+    assert_eq!(credits(&app, &key).await["used"], 2);
+    assert_eq!(raw_rows(&app, "SELECT id FROM connections").await.len(), 2);
+    assert_eq!(
+        ledger(&app, &key).await.len(),
+        3,
+        "the grant and two connects"
+    );
+}
+
+#[tokio::test]
+async fn insufficient_credits_create_nothing() {
+    let app = TestApp::spawn().await;
+    let (key, customer) = setup(&app, 1).await;
+    let mut input = demo_input(&customer, "none");
+    input["deployment"] = json!("ON_PREMISES");
+    let body = app.gql(&key, CONNECT, json!({ "input": input })).await;
+    assert_eq!(error_code(&body), "INSUFFICIENT_CREDITS");
+    assert!(
+        raw_rows(&app, "SELECT id FROM connections")
+            .await
+            .is_empty()
+    );
+    connect(&app, &key, demo_input(&customer, "none")).await;
+    let body = app
+        .gql(
+            &key,
+            CONNECT,
+            json!({ "input": demo_input(&customer, "none") }),
+        )
+        .await;
+    assert_eq!(error_code(&body), "INSUFFICIENT_CREDITS");
+    assert_eq!(
+        credits(&app, &key).await,
+        json!({ "total": 1, "used": 1, "available": 0 })
+    );
+}
+
+#[tokio::test]
+async fn concurrent_connects_never_overspend_the_pool() {
+    let app = TestApp::spawn().await;
+    let (key, customer) = setup(&app, 37).await;
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let (http, url, key) = (app.http.clone(), app.url("/graphql"), key.clone());
+            let mut input = demo_input(&customer, "none");
+            input["validate"] = json!(false);
+            tokio::spawn(async move {
+                let body: Value = http
+                    .post(url)
+                    .bearer_auth(key)
+                    .json(&json!({ "query": CONNECT, "variables": { "input": input } }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                body
+            })
+        })
+        .collect();
+    let (mut ok, mut refused) = (0, 0);
+    for task in tasks {
+        let body = task.await.unwrap();
+        match body.get("errors") {
+            None => ok += 1,
+            Some(_) => {
+                assert_eq!(error_code(&body), "INSUFFICIENT_CREDITS", "{body}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((ok, refused), (37, 163));
+    assert_eq!(
+        credits(&app, &key).await,
+        json!({ "total": 37, "used": 37, "available": 0 })
+    );
+    let entries = ledger(&app, &key).await;
+    assert_eq!(
+        entries
+            .iter()
+            .map(|e| e["amount"].as_i64().unwrap())
+            .sum::<i64>(),
+        0,
+        "the ledger sums to the pool"
+    );
+    assert_eq!(
+        entries.iter().filter(|e| e["kind"] == "CONNECT").count(),
+        37
+    );
+    assert_eq!(entries.last().unwrap()["balanceAfter"], 0);
+}
+
+#[tokio::test]
+async fn concurrent_double_disconnects_refund_exactly_once() {
+    let app = TestApp::spawn().await;
+    let (key, customer) = setup(&app, 20).await;
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        let mut input = demo_input(&customer, "none");
+        input["validate"] = json!(false);
+        ids.push(connect(&app, &key, input).await.0);
+    }
+    let tasks: Vec<_> = ids
+        .iter()
+        .flat_map(|id| [id.clone(), id.clone()])
+        .map(|id| {
+            let (http, url, key) = (app.http.clone(), app.url("/graphql"), key.clone());
+            tokio::spawn(async move {
+                let body: Value = http
+                    .post(url)
+                    .bearer_auth(key)
+                    .json(&json!({ "query": DISCONNECT, "variables": { "id": id } }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                body
+            })
+        })
+        .collect();
+    for task in tasks {
+        let body = task.await.unwrap();
+        assert_eq!(
+            body["data"]["disconnect"]["status"], "DISCONNECTED",
+            "{body}"
+        );
+    }
+    assert_eq!(
+        credits(&app, &key).await,
+        json!({ "total": 20, "used": 0, "available": 20 })
+    );
+    let entries = ledger(&app, &key).await;
+    assert_eq!(
+        entries.iter().filter(|e| e["kind"] == "DISCONNECT").count(),
+        10
+    );
+    assert_eq!(
+        entries
+            .iter()
+            .map(|e| e["amount"].as_i64().unwrap())
+            .sum::<i64>(),
+        20
+    );
+}
+
+#[tokio::test]
+async fn connection_tokens_see_only_their_connection() {
+    let app = TestApp::spawn().await;
+    let (key, customer) = setup(&app, 10).await;
+    let (id, token) = connect(&app, &key, demo_input(&customer, "none")).await;
+    let (other, _) = connect(&app, &key, demo_input(&customer, "none")).await;
+
+    let data = app
+        .ok(
+            &token,
+            "query($other: ID!) { viewer { connection { id status } account { name } }
+        connections { nodes { id } } mine: connection(id: $other) { id } node(id: $other) { id } }",
+            json!({ "other": other }),
+        )
+        .await;
+    assert_eq!(data["viewer"]["connection"]["id"], id.as_str());
+    assert_eq!(data["connections"]["nodes"], json!([{ "id": id }]));
+    assert_eq!(
+        (data["mine"].clone(), data["node"].clone()),
+        (Value::Null, Value::Null)
+    );
+
+    for query in [
+        "{ customers { nodes { id } } }",
+        "{ creditLedger { nodes { id } } }",
+        "{ viewer { account { apiKeys { id } } } }",
+        "mutation { createCustomer(input: {name: \"x\"}) { id } }",
+        "mutation { createApiKey(name: \"x\") { key } }",
+    ] {
+        let body = app.gql(&token, query, json!({})).await;
+        assert_eq!(error_code(&body), "FORBIDDEN", "{query}");
+    }
+    let body = app
+        .gql(
+            &token,
+            CONNECT,
+            json!({ "input": demo_input(&customer, "none") }),
+        )
+        .await;
+    assert_eq!(error_code(&body), "FORBIDDEN");
+    let body = app.gql(&token, DISCONNECT, json!({ "id": id })).await;
+    assert_eq!(error_code(&body), "FORBIDDEN");
+
+    // Another account cannot see or touch the connection.
+    let (_, other_key) = app.create_account("Other", 5).await;
+    let data = app
+        .ok(
+            &other_key,
+            "query($id: ID!) { connection(id: $id) { id } connections { nodes { id } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        data,
+        json!({ "connection": null, "connections": { "nodes": [] } })
+    );
+    let body = app.gql(&other_key, DISCONNECT, json!({ "id": id })).await;
+    assert_eq!(error_code(&body), "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn rotating_the_token_stops_the_old_one_at_once() {
+    let app = TestApp::spawn().await;
+    let (key, customer) = setup(&app, 10).await;
+    let (id, old) = connect(&app, &key, demo_input(&customer, "none")).await;
+    app.ok(&old, "{ viewer { connection { id } } }", json!({}))
+        .await;
+    let data = app.ok(&key, "mutation($id: ID!) { rotateConnectionToken(id: $id) { token connection { tokenPrefix } } }", json!({ "id": id })).await;
+    let new = data["rotateConnectionToken"]["token"].as_str().unwrap();
+    let (status, _) = app
+        .post(
+            Some(&old),
+            json!({ "query": "{ viewer { connection { id } } }" }),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let data = app
+        .ok(new, "{ viewer { connection { id } } }", json!({}))
+        .await;
+    assert_eq!(data["viewer"]["connection"]["id"], id.as_str());
+}
+
+#[tokio::test]
+async fn status_changes_through_checks_and_new_credentials() {
+    let app = TestApp::spawn().await;
+    let (key, customer) = setup(&app, 10).await;
+    let mut input = demo_input(&customer, "auth_expired");
+    input["validate"] = json!(false);
+    let data = app.ok(&key, CONNECT, json!({ "input": input })).await;
+    let id = data["connect"]["connection"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(data["connect"]["connection"]["status"], "PENDING");
+
+    let check =
+        "mutation($id: ID!) { checkConnection(id: $id) { status statusReason lastCheckedAt } }";
+    let data = app.ok(&key, check, json!({ "id": id })).await;
+    assert_eq!(data["checkConnection"]["status"], "AUTH_REQUIRED");
+    assert!(
+        data["checkConnection"]["statusReason"]
+            .as_str()
+            .unwrap()
+            .contains("401")
+    );
+
+    let update = "mutation($id: ID!, $c: JSON!) { updateConnectionCredentials(id: $id, credentials: $c) { status statusReason } }";
+    let body = app
+        .gql(
+            &key,
+            update,
+            json!({ "id": id, "c": { "api_key": "k", "simulate": "offline" } }),
+        )
+        .await;
+    assert_eq!(error_code(&body), "CONNECTION_FAILED");
+    let body = app
+        .gql(&key, update, json!({ "id": id, "c": { "api_key": "" } }))
+        .await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT");
+    let data = app
+        .ok(
+            &key,
+            update,
+            json!({ "id": id, "c": { "api_key": "new-key", "scale": 5 } }),
+        )
+        .await;
+    assert_eq!(
+        data["updateConnectionCredentials"],
+        json!({ "status": "ONLINE", "statusReason": null })
+    );
+
+    let types = event_types(&app).await;
+    let changes: Vec<_> = types
+        .iter()
+        .filter(|t| t.starts_with("connection."))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            "connection.created",
+            "connection.status_changed",
+            "connection.auth_required",
+            "connection.status_changed"
+        ]
+    );
+
+    let update = "mutation($input: UpdateConnectionInput!) { updateConnection(input: $input) { label syncIntervalMinutes webhookEventTypes metadata } }";
+    let data = app
+        .ok(
+            &key,
+            update,
+            json!({ "input": { "id": id, "label": "Plant 2", "syncIntervalMinutes": 60,
+        "webhookEventTypes": ["SYNC_COMPLETED", "SYNC_FAILED"], "metadata": { "region": "eu" } } }),
+        )
+        .await;
+    assert_eq!(
+        data["updateConnection"],
+        json!({ "label": "Plant 2", "syncIntervalMinutes": 60,
+        "webhookEventTypes": ["SYNC_COMPLETED", "SYNC_FAILED"], "metadata": { "region": "eu" } })
+    );
+    let data = app
+        .ok(
+            &key,
+            update,
+            json!({ "input": { "id": id, "syncIntervalMinutes": null } }),
+        )
+        .await;
+    assert_eq!(data["updateConnection"]["syncIntervalMinutes"], Value::Null);
+    assert_eq!(data["updateConnection"]["label"], "Plant 2");
+}
+
+#[tokio::test]
+async fn the_health_check_moves_statuses() {
+    let app = TestApp::spawn_with(|c| c.health_check_interval_secs = 1).await;
+    let (key, customer) = setup(&app, 10).await;
+    let mut ids = HashSet::new();
+    for simulate in ["none", "offline", "auth_expired"] {
+        let mut input = demo_input(&customer, simulate);
+        input["validate"] = json!(false);
+        ids.insert((connect(&app, &key, input).await.0, simulate));
+    }
+    let expected = |simulate: &str| match simulate {
+        "none" => "ONLINE",
+        "offline" => "OFFLINE",
+        _ => "AUTH_REQUIRED",
+    };
+    for _ in 0..100 {
+        let mut settled = true;
+        for (id, simulate) in &ids {
+            let data = app
+                .ok(
+                    &key,
+                    "query($id: ID!) { connection(id: $id) { status } }",
+                    json!({ "id": id }),
+                )
+                .await;
+            settled &= data["connection"]["status"] == expected(simulate);
+        }
+        if settled {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the health check did not settle every status within 10 s");
+}
+
+#[tokio::test]
+async fn customers_with_live_connections_cannot_be_deleted() {
+    let app = TestApp::spawn().await;
+    let (key, customer) = setup(&app, 10).await;
+    let (id, _) = connect(&app, &key, demo_input(&customer, "none")).await;
+    let delete = "mutation($id: ID!) { deleteCustomer(id: $id) }";
+    let body = app.gql(&key, delete, json!({ "id": customer })).await;
+    assert_eq!(error_code(&body), "CONFLICT");
+    app.ok(&key, DISCONNECT, json!({ "id": id })).await;
+    app.ok(&key, delete, json!({ "id": customer })).await;
+    assert_eq!(ledger(&app, &key).await.len(), 3, "history stays");
+}
+
+#[tokio::test]
+async fn secrets_never_appear_in_plain_text_in_the_database() {
+    let app = TestApp::spawn().await;
+    let (key, customer) = setup(&app, 10).await;
+    let (_, token) = connect(&app, &key, demo_input(&customer, "none")).await;
+    let (id, _) = connect(&app, &key, demo_input(&customer, "none")).await;
+    let update = "mutation($id: ID!, $c: JSON!) { updateConnectionCredentials(id: $id, credentials: $c) { status } }";
+    app.ok(
+        &key,
+        update,
+        json!({ "id": id, "c": { "api_key": "rotated-secret-456" } }),
+    )
+    .await;
+    let token_secret = &token["mwc_".len()..];
+    for table in [
+        "connections",
+        "events",
+        "credit_ledger",
+        "api_keys",
+        "accounts",
+        "customers",
+    ] {
+        for row in raw_rows(&app, &format!("SELECT * FROM {table}")).await {
+            for secret in [
+                "demo-secret-key-123",
+                "rotated-secret-456",
+                token_secret,
+                &key["mwk_".len()..],
+            ] {
+                assert!(
+                    !row.contains(secret),
+                    "{table} holds a secret in plain text: {row}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn grants_are_booked_with_their_note() {
+    let app = TestApp::spawn().await;
+    let (account_id, key) = app.create_account("Acme", 0).await;
+    let grant = "mutation($id: ID!) { grantCredits(accountId: $id, amount: 7, note: \"pilot\") { total available } }";
+    app.ok(ADMIN_TOKEN, grant, json!({ "id": account_id }))
+        .await;
+    let entries = ledger(&app, &key).await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        (
+            entries[0]["kind"].clone(),
+            entries[0]["amount"].clone(),
+            entries[0]["note"].clone()
+        ),
+        (json!("GRANT"), json!(7), json!("pilot"))
+    );
+    assert!(
+        event_types(&app)
+            .await
+            .contains(&"credits.changed".to_owned())
+    );
+}
