@@ -1,0 +1,776 @@
+//! Load benchmark for connections and their credits.
+//!
+//! For SQLite (a fresh temp file) and then PostgreSQL (a fresh database on
+//! `127.0.0.1:5432`, skipped when unreachable), starts the real server in-process, creates an
+//! account with 100,000 credits and one customer over GraphQL, and drives it with 32
+//! concurrent clients for 10 seconds (after a 1 second warm-up that is not counted). Each
+//! client loops `connect` to the demo system (tier 1, CLOUD: 1 credit, no probe) then
+//! `disconnect`: connects and disconnects per second, p50 and p99 latency of each, errors.
+//! Then it checks the accounting over GraphQL: the balance is back to where it started and
+//! the credit ledger holds exactly one CONNECT and one DISCONNECT entry per connection, with
+//! amounts and running balances that add up.
+//!
+//! Run with `cargo bench --bench credits`; everything is reported on stdout, only 127.0.0.1
+//! is used, and the process exits non-zero when the accounting is not exact.
+
+#![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
+
+use std::{
+    net::SocketAddr,
+    process::ExitCode,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow, bail, ensure};
+use millwright::config::{Config, Secret};
+use reqwest::{Client, StatusCode, header::AUTHORIZATION};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
+/// base64 of 32 bytes: the credentials key of the bench server.
+const ENCRYPTION_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+const POSTGRES_PREFIX: &str = "postgres://postgres@127.0.0.1:5432";
+const POSTGRES_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+const INITIAL_CREDITS: i64 = 100_000;
+/// What one connection to the demo system costs: tier 1, CLOUD.
+const CONNECT_COST: i64 = 1;
+const CLIENTS: usize = 32;
+const WARM_UP: Duration = Duration::from_secs(1);
+const MEASURE: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const READY_POLL: Duration = Duration::from_millis(10);
+const READY_DEADLINE: Duration = Duration::from_secs(10);
+const SERVER_STOP_DEADLINE: Duration = Duration::from_secs(15);
+/// Distinct error messages kept per database, to show what went wrong.
+const ERROR_SAMPLES: usize = 5;
+
+const TARGET_SQLITE_CONNECTS_PER_SECOND: f64 = 500.0;
+
+const CREATE_ACCOUNT: &str = "mutation($credits: Int) {
+    createAccount(input: {name: \"bench\", credits: $credits}) { apiKey }
+}";
+const CREATE_CUSTOMER: &str = "mutation { createCustomer(input: {name: \"Plant\"}) { id } }";
+const CONNECT: &str = "mutation($c: ID!) {
+    connect(input: {customerId: $c, systemKey: \"demo\", credentials: {api_key: \"k\", scale: 1}, validate: false}) {
+        connection { id }
+    }
+}";
+const DISCONNECT: &str = "mutation($id: ID!) { disconnect(id: $id) { status } }";
+const BALANCE: &str = "{ viewer { account { credits { total used available } } } }";
+const LEDGER_PAGE: &str = "query($after: String) {
+    creditLedger(first: 100, after: $after) {
+        nodes { kind amount balanceAfter }
+        pageInfo { hasNextPage endCursor }
+    }
+}";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let mut failed = false;
+    let mut sqlite_rate = None;
+    match measure_sqlite().await {
+        Ok(outcome) => {
+            sqlite_rate = Some(outcome.connects_per_second);
+            failed |= !outcome.exact;
+        }
+        Err(err) => {
+            println!("sqlite: FAILED: {err:#}");
+            failed = true;
+        }
+    }
+    match measure_postgres().await {
+        Ok(Some(outcome)) => failed |= !outcome.exact,
+        Ok(None) => {}
+        Err(err) => {
+            println!("postgres: FAILED: {err:#}");
+            failed = true;
+        }
+    }
+    report_target(sqlite_rate);
+    if failed {
+        println!("result: FAILED (see the lines above)");
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn report_target(sqlite_rate: Option<f64>) {
+    let Some(rate) = sqlite_rate else {
+        println!(
+            "target: at least {TARGET_SQLITE_CONNECTS_PER_SECOND:.0} connects/s on SQLite: NOT met (no figure)"
+        );
+        return;
+    };
+    let met = rate >= TARGET_SQLITE_CONNECTS_PER_SECOND;
+    println!(
+        "target: at least {TARGET_SQLITE_CONNECTS_PER_SECOND:.0} connects/s on SQLite: {rate:.0} connects/s, {}",
+        if met { "met" } else { "NOT met" }
+    );
+}
+
+// --- databases ---------------------------------------------------------------------------
+
+/// What `main` needs from one database's run.
+struct Outcome {
+    connects_per_second: f64,
+    exact: bool,
+}
+
+async fn measure_sqlite() -> anyhow::Result<Outcome> {
+    let dir: TempDir = tempfile::tempdir().context("temp dir for the database")?;
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("bench.db").display()
+    );
+    measure("sqlite", url).await
+}
+
+/// `None` when the server is unreachable; the database is dropped whatever happened.
+async fn measure_postgres() -> anyhow::Result<Option<Outcome>> {
+    let Some(admin) = connect_postgres_admin().await else {
+        println!("postgres: skipped (unreachable)");
+        return Ok(None);
+    };
+    let name = format!("mw_bench_{}", uuid::Uuid::now_v7().simple());
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .with_context(|| format!("CREATE DATABASE {name}"))?;
+    // A panic inside the run is caught by its task, so the database is dropped regardless.
+    let run = tokio::spawn(measure("postgres", format!("{POSTGRES_PREFIX}/{name}")));
+    let outcome = run
+        .await
+        .map_err(|err| anyhow!("the run panicked: {err}"))
+        .and_then(|result| result);
+    let dropped = admin
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await;
+    if let Err(err) = dropped {
+        println!("postgres: could not drop database {name}: {err}");
+    }
+    admin.close().await.ok();
+    outcome.map(Some)
+}
+
+async fn connect_postgres_admin() -> Option<DatabaseConnection> {
+    let connecting = Database::connect(POSTGRES_ADMIN_URL);
+    match tokio::time::timeout(POSTGRES_CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok(admin)) => Some(admin),
+        Ok(Err(err)) => {
+            println!("postgres: cannot connect to {POSTGRES_ADMIN_URL}: {err}");
+            None
+        }
+        Err(_) => {
+            println!("postgres: no answer from {POSTGRES_ADMIN_URL} within 5 s");
+            None
+        }
+    }
+}
+
+/// One database: server up, account and customer, load, figures, accounting, server down.
+async fn measure(name: &'static str, database_url: String) -> anyhow::Result<Outcome> {
+    let token = CancellationToken::new();
+    let (server, addr) = start_server(database_url, token.clone()).await?;
+    let result = load_and_check(name, addr).await;
+    token.cancel();
+    stop_server(name, server).await;
+    result
+}
+
+async fn load_and_check(name: &'static str, addr: SocketAddr) -> anyhow::Result<Outcome> {
+    let client = http_client()?;
+    wait_ready(&client, addr).await?;
+    let (api, customer_id) = set_up_account(&client, addr).await?;
+    let api = Arc::new(api);
+    let tally = run_load(&api, &customer_id).await;
+    let figures = Figures::of(&tally);
+    report_load(name, &figures, &tally);
+    let balance = balance(&api).await?;
+    let ledger = read_ledger(&api).await?;
+    let mismatches = check_accounting(&balance, &ledger, &tally);
+    report_accounting(name, &balance, &ledger, &mismatches);
+    Ok(Outcome {
+        connects_per_second: figures.connects_per_second,
+        exact: mismatches.is_empty(),
+    })
+}
+
+// --- server ------------------------------------------------------------------------------
+
+type ServerTask = JoinHandle<anyhow::Result<()>>;
+
+fn config(database_url: String) -> Config {
+    Config {
+        database_url,
+        listen: "127.0.0.1:0".parse().expect("a socket address"),
+        admin_token: Some(Secret::new(ADMIN_TOKEN)),
+        encryption_key: Some(Secret::new(ENCRYPTION_KEY)),
+        health_check_interval_secs: 3600,
+        ..Default::default()
+    }
+}
+
+/// The real server, as the binary runs it.
+async fn start_server(
+    database_url: String,
+    token: CancellationToken,
+) -> anyhow::Result<(ServerTask, SocketAddr)> {
+    let config = config(database_url);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .context("bind 127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(Box::pin(millwright::run(config, listener, token)));
+    Ok((task, addr))
+}
+
+async fn stop_server(name: &str, server: ServerTask) {
+    match tokio::time::timeout(SERVER_STOP_DEADLINE, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(err))) => println!("{name}: server stopped with error: {err:#}"),
+        Ok(Err(err)) => println!("{name}: server task failed: {err}"),
+        Err(_) => println!(
+            "{name}: server did not stop within {} s",
+            SERVER_STOP_DEADLINE.as_secs()
+        ),
+    }
+}
+
+fn http_client() -> anyhow::Result<Client> {
+    Ok(Client::builder()
+        .pool_max_idle_per_host(CLIENTS)
+        .timeout(REQUEST_TIMEOUT)
+        .no_proxy()
+        .build()?)
+}
+
+async fn wait_ready(client: &Client, addr: SocketAddr) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let response = client.get(format!("http://{addr}/readyz")).send().await;
+        if response.is_ok_and(|r| r.status() == StatusCode::OK) {
+            return Ok(());
+        }
+        ensure!(
+            started.elapsed() < READY_DEADLINE,
+            "server not ready within {} s",
+            READY_DEADLINE.as_secs()
+        );
+        tokio::time::sleep(READY_POLL).await;
+    }
+}
+
+// --- GraphQL -----------------------------------------------------------------------------
+
+/// A GraphQL endpoint and the bearer token to call it with.
+struct Api {
+    client: Client,
+    url: String,
+    authorization: String,
+}
+
+impl Api {
+    fn new(client: &Client, addr: SocketAddr, token: &str) -> Self {
+        Self {
+            client: client.clone(),
+            url: format!("http://{addr}/graphql"),
+            authorization: format!("Bearer {token}"),
+        }
+    }
+
+    /// Runs an operation; its `data`, or why it failed (transport, status, GraphQL errors).
+    async fn call(&self, query: &str, variables: Value) -> Result<Value, String> {
+        let response = self
+            .client
+            .post(&self.url)
+            .header(AUTHORIZATION, &self.authorization)
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .map_err(|err| format!("request failed: {err}"))?;
+        let status = response.status();
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|err| format!("HTTP {status}, body not JSON: {err}"))?;
+        if status != StatusCode::OK {
+            return Err(format!("HTTP {status}: {body}"));
+        }
+        if let Some(errors) = body.get("errors") {
+            return Err(format!("GraphQL errors: {errors}"));
+        }
+        body.get("data")
+            .filter(|data| !data.is_null())
+            .cloned()
+            .ok_or_else(|| format!("no data: {body}"))
+    }
+
+    /// [`Api::call`] for setup and checks, where any failure ends the run.
+    async fn data(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
+        self.call(query, variables)
+            .await
+            .map_err(|err| anyhow!(err))
+    }
+}
+
+fn text_at<'a>(data: &'a Value, pointer: &str) -> Result<&'a str, String> {
+    data.pointer(pointer)
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("no string at {pointer} in {data}"))
+}
+
+fn number_at(data: &Value, pointer: &str) -> anyhow::Result<i64> {
+    data.pointer(pointer)
+        .and_then(Value::as_i64)
+        .ok_or_else(|| anyhow!("no integer at {pointer} in {data}"))
+}
+
+/// Creates the account (admin token) and its customer (API key), as a client would.
+async fn set_up_account(client: &Client, addr: SocketAddr) -> anyhow::Result<(Api, String)> {
+    let admin = Api::new(client, addr, ADMIN_TOKEN);
+    let created = admin
+        .data(CREATE_ACCOUNT, json!({ "credits": INITIAL_CREDITS }))
+        .await
+        .context("createAccount")?;
+    let key = text_at(&created, "/createAccount/apiKey").map_err(|err| anyhow!(err))?;
+    let api = Api::new(client, addr, key);
+    let customer = api
+        .data(CREATE_CUSTOMER, json!({}))
+        .await
+        .context("createCustomer")?;
+    let customer_id = text_at(&customer, "/createCustomer/id").map_err(|err| anyhow!(err))?;
+    Ok((api, customer_id.to_owned()))
+}
+
+// --- load --------------------------------------------------------------------------------
+
+/// The counted part of the run: operations that complete inside it are measured.
+#[derive(Clone, Copy)]
+struct Window {
+    from: Instant,
+    until: Instant,
+}
+
+impl Window {
+    fn counts(&self, finished: Instant) -> bool {
+        (self.from..=self.until).contains(&finished)
+    }
+}
+
+/// What the clients saw. Latencies cover the measured window; the counts cover the whole
+/// run (warm-up and the last iterations included), since the ledger holds all of it.
+#[derive(Default)]
+struct Tally {
+    connect_latencies: Vec<Duration>,
+    disconnect_latencies: Vec<Duration>,
+    connects_ok: u64,
+    disconnects_ok: u64,
+    connect_errors: u64,
+    disconnect_errors: u64,
+    error_samples: Vec<String>,
+}
+
+impl Tally {
+    fn absorb(&mut self, other: Tally) {
+        self.connect_latencies.extend(other.connect_latencies);
+        self.disconnect_latencies.extend(other.disconnect_latencies);
+        self.connects_ok += other.connects_ok;
+        self.disconnects_ok += other.disconnects_ok;
+        self.connect_errors += other.connect_errors;
+        self.disconnect_errors += other.disconnect_errors;
+        for sample in other.error_samples {
+            self.sample_error(sample);
+        }
+    }
+
+    fn sample_error(&mut self, message: String) {
+        if self.error_samples.len() < ERROR_SAMPLES && !self.error_samples.contains(&message) {
+            self.error_samples.push(message);
+        }
+    }
+
+    fn errors(&self) -> u64 {
+        self.connect_errors + self.disconnect_errors
+    }
+}
+
+/// All clients, warm-up then the measured window; each stops starting loops at its end.
+async fn run_load(api: &Arc<Api>, customer_id: &str) -> Tally {
+    let from = Instant::now() + WARM_UP;
+    let window = Window {
+        from,
+        until: from + MEASURE,
+    };
+    let customer_id: Arc<str> = customer_id.into();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|_| tokio::spawn(client_loop(api.clone(), customer_id.clone(), window)))
+        .collect();
+    let mut total = Tally::default();
+    for task in tasks {
+        match task.await {
+            Ok(part) => total.absorb(part),
+            Err(err) => {
+                total.connect_errors += 1;
+                total.sample_error(format!("client task failed: {err}"));
+            }
+        }
+    }
+    total
+}
+
+async fn client_loop(api: Arc<Api>, customer_id: Arc<str>, window: Window) -> Tally {
+    let mut tally = Tally::default();
+    while Instant::now() < window.until {
+        let Some(id) = connect_once(&api, &customer_id, window, &mut tally).await else {
+            continue;
+        };
+        disconnect_once(&api, &id, window, &mut tally).await;
+    }
+    tally
+}
+
+async fn connect_once(
+    api: &Api,
+    customer_id: &str,
+    window: Window,
+    tally: &mut Tally,
+) -> Option<String> {
+    let started = Instant::now();
+    let answer = api.call(CONNECT, json!({ "c": customer_id })).await;
+    let finished = Instant::now();
+    let id = answer.and_then(|data| text_at(&data, "/connect/connection/id").map(str::to_owned));
+    match id {
+        Ok(id) => {
+            tally.connects_ok += 1;
+            if window.counts(finished) {
+                tally.connect_latencies.push(finished - started);
+            }
+            Some(id)
+        }
+        Err(err) => {
+            tally.connect_errors += 1;
+            tally.sample_error(format!("connect: {err}"));
+            None
+        }
+    }
+}
+
+async fn disconnect_once(api: &Api, id: &str, window: Window, tally: &mut Tally) {
+    let started = Instant::now();
+    let answer = api.call(DISCONNECT, json!({ "id": id })).await;
+    let finished = Instant::now();
+    let status = answer.and_then(|data| text_at(&data, "/disconnect/status").map(str::to_owned));
+    match status.as_deref() {
+        Ok("DISCONNECTED") => {
+            tally.disconnects_ok += 1;
+            if window.counts(finished) {
+                tally.disconnect_latencies.push(finished - started);
+            }
+        }
+        Ok(other) => {
+            tally.disconnect_errors += 1;
+            tally.sample_error(format!("disconnect: status {other}"));
+        }
+        Err(err) => {
+            tally.disconnect_errors += 1;
+            tally.sample_error(format!("disconnect: {err}"));
+        }
+    }
+}
+
+struct Figures {
+    connects: usize,
+    disconnects: usize,
+    connects_per_second: f64,
+    disconnects_per_second: f64,
+    connect_p50_ms: f64,
+    connect_p99_ms: f64,
+    disconnect_p50_ms: f64,
+    disconnect_p99_ms: f64,
+}
+
+impl Figures {
+    fn of(tally: &Tally) -> Self {
+        let mut connects = tally.connect_latencies.clone();
+        let mut disconnects = tally.disconnect_latencies.clone();
+        connects.sort_unstable();
+        disconnects.sort_unstable();
+        let seconds = MEASURE.as_secs_f64();
+        Self {
+            connects: connects.len(),
+            disconnects: disconnects.len(),
+            connects_per_second: connects.len() as f64 / seconds,
+            disconnects_per_second: disconnects.len() as f64 / seconds,
+            connect_p50_ms: percentile_ms(&connects, 50),
+            connect_p99_ms: percentile_ms(&connects, 99),
+            disconnect_p50_ms: percentile_ms(&disconnects, 50),
+            disconnect_p99_ms: percentile_ms(&disconnects, 99),
+        }
+    }
+}
+
+/// Nearest-rank percentile of sorted latencies, in milliseconds.
+fn percentile_ms(sorted: &[Duration], percent: usize) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (sorted.len() * percent).div_ceil(100).max(1);
+    sorted[rank - 1].as_secs_f64() * 1000.0
+}
+
+fn report_load(name: &str, figures: &Figures, tally: &Tally) {
+    println!(
+        "{name}: connects/s {:.1}, disconnects/s {:.1} ({} connects, {} disconnects completed in {} s, {CLIENTS} clients, after {} s warm-up)",
+        figures.connects_per_second,
+        figures.disconnects_per_second,
+        figures.connects,
+        figures.disconnects,
+        MEASURE.as_secs(),
+        WARM_UP.as_secs(),
+    );
+    println!(
+        "{name}: connect latency p50 {:.2} ms, p99 {:.2} ms",
+        figures.connect_p50_ms, figures.connect_p99_ms
+    );
+    println!(
+        "{name}: disconnect latency p50 {:.2} ms, p99 {:.2} ms",
+        figures.disconnect_p50_ms, figures.disconnect_p99_ms
+    );
+    println!(
+        "{name}: errors {} (connect {}, disconnect {}; whole run incl. warm-up: {} connects and {} disconnects succeeded)",
+        tally.errors(),
+        tally.connect_errors,
+        tally.disconnect_errors,
+        tally.connects_ok,
+        tally.disconnects_ok,
+    );
+    for sample in &tally.error_samples {
+        println!("{name}: error sample: {sample}");
+    }
+}
+
+// --- accounting --------------------------------------------------------------------------
+
+struct Balance {
+    total: i64,
+    used: i64,
+    available: i64,
+}
+
+async fn balance(api: &Api) -> anyhow::Result<Balance> {
+    let data = api
+        .data(BALANCE, json!({}))
+        .await
+        .context("viewer credits")?;
+    let at = |field: &str| number_at(&data, &format!("/viewer/account/credits/{field}"));
+    Ok(Balance {
+        total: at("total")?,
+        used: at("used")?,
+        available: at("available")?,
+    })
+}
+
+/// The whole credit ledger, folded as it is read (oldest first).
+#[derive(Default)]
+struct Ledger {
+    entries: u64,
+    connects: u64,
+    disconnects: u64,
+    /// GRANT entries other than one for the credits of `createAccount` opening the ledger.
+    other_entries: u64,
+    /// A GRANT of the initial credits as the very first entry.
+    opens_with_grant: bool,
+    connect_disconnect_sum: i64,
+    sum: i64,
+    /// CONNECT entries not of `-CONNECT_COST`, DISCONNECT entries not of `+CONNECT_COST`.
+    wrong_amounts: u64,
+    /// Entries whose `balanceAfter` is not the previous one plus their amount.
+    balance_breaks: u64,
+    last_balance: Option<i64>,
+}
+
+impl Ledger {
+    fn add(&mut self, kind: &str, amount: i64, balance_after: i64) {
+        if self.entries == 0 {
+            self.opens_with_grant = kind == "GRANT" && amount == INITIAL_CREDITS;
+        }
+        let opening = self.last_balance.unwrap_or(if self.opens_with_grant {
+            0
+        } else {
+            INITIAL_CREDITS
+        });
+        if balance_after != opening + amount {
+            self.balance_breaks += 1;
+        }
+        match kind {
+            "CONNECT" => {
+                self.connects += 1;
+                self.connect_disconnect_sum += amount;
+                self.wrong_amounts += u64::from(amount != -CONNECT_COST);
+            }
+            "DISCONNECT" => {
+                self.disconnects += 1;
+                self.connect_disconnect_sum += amount;
+                self.wrong_amounts += u64::from(amount != CONNECT_COST);
+            }
+            _ if self.entries == 0 && self.opens_with_grant => {}
+            _ => self.other_entries += 1,
+        }
+        self.entries += 1;
+        self.sum += amount;
+        self.last_balance = Some(balance_after);
+    }
+
+    /// Credits the account held before the first entry: those of `createAccount`, unless the
+    /// ledger books them as its opening GRANT.
+    fn opening_balance(&self) -> i64 {
+        if self.opens_with_grant {
+            0
+        } else {
+            INITIAL_CREDITS
+        }
+    }
+}
+
+async fn read_ledger(api: &Api) -> anyhow::Result<Ledger> {
+    let mut ledger = Ledger::default();
+    let mut after = Value::Null;
+    loop {
+        let data = api
+            .data(LEDGER_PAGE, json!({ "after": after }))
+            .await
+            .context("creditLedger")?;
+        let page = &data["creditLedger"];
+        let Some(nodes) = page["nodes"].as_array() else {
+            bail!("no creditLedger nodes in {data}");
+        };
+        for node in nodes {
+            let kind = node["kind"].as_str().unwrap_or("?");
+            ledger.add(
+                kind,
+                number_at(node, "/amount")?,
+                number_at(node, "/balanceAfter")?,
+            );
+        }
+        if page["pageInfo"]["hasNextPage"] != json!(true) {
+            return Ok(ledger);
+        }
+        after = page["pageInfo"]["endCursor"].clone();
+        ensure!(after.is_string(), "hasNextPage without endCursor: {data}");
+    }
+}
+
+/// Every way the balance and the ledger disagree with each other or with what clients saw.
+fn check_accounting(balance: &Balance, ledger: &Ledger, tally: &Tally) -> Vec<String> {
+    let mut mismatches = Vec::new();
+    let mut expect = |ok: bool, what: String| {
+        if !ok {
+            mismatches.push(what);
+        }
+    };
+    expect(
+        balance.total == INITIAL_CREDITS,
+        format!("total {} != {INITIAL_CREDITS}", balance.total),
+    );
+    expect(balance.used == 0, format!("used {} != 0", balance.used));
+    expect(
+        balance.available == INITIAL_CREDITS,
+        format!("available {} != {INITIAL_CREDITS}", balance.available),
+    );
+    expect(
+        ledger.connect_disconnect_sum == 0,
+        format!(
+            "sum of CONNECT and DISCONNECT amounts {} != 0",
+            ledger.connect_disconnect_sum
+        ),
+    );
+    expect(
+        ledger.connects == tally.connects_ok,
+        format!(
+            "{} CONNECT entries != {} successful connects",
+            ledger.connects, tally.connects_ok
+        ),
+    );
+    expect(
+        ledger.disconnects == tally.connects_ok,
+        format!(
+            "{} DISCONNECT entries != {} successful connects",
+            ledger.disconnects, tally.connects_ok
+        ),
+    );
+    expect(
+        ledger.opening_balance() + ledger.sum == balance.available,
+        format!(
+            "opening balance {} + sum of all amounts {} != available {}",
+            ledger.opening_balance(),
+            ledger.sum,
+            balance.available
+        ),
+    );
+    expect(
+        ledger.last_balance.unwrap_or(ledger.opening_balance()) == balance.available,
+        format!(
+            "last balanceAfter {:?} != available {}",
+            ledger.last_balance, balance.available
+        ),
+    );
+    expect(
+        ledger.wrong_amounts == 0,
+        format!(
+            "{} CONNECT/DISCONNECT entries not of {CONNECT_COST} credit",
+            ledger.wrong_amounts
+        ),
+    );
+    expect(
+        ledger.balance_breaks == 0,
+        format!(
+            "{} entries whose balanceAfter != previous balanceAfter + amount",
+            ledger.balance_breaks
+        ),
+    );
+    expect(
+        ledger.other_entries == 0,
+        format!(
+            "{} GRANT/ADJUSTMENT entries besides an opening grant",
+            ledger.other_entries
+        ),
+    );
+    mismatches
+}
+
+fn report_accounting(name: &str, balance: &Balance, ledger: &Ledger, mismatches: &[String]) {
+    println!(
+        "{name}: credits total {}, used {}, available {}; ledger {} entries: {} CONNECT, {} DISCONNECT, sum of amounts {}",
+        balance.total,
+        balance.used,
+        balance.available,
+        ledger.entries,
+        ledger.connects,
+        ledger.disconnects,
+        ledger.sum,
+    );
+    if ledger.opens_with_grant {
+        println!(
+            "{name}: ledger opens with a GRANT of the {INITIAL_CREDITS} credits of createAccount"
+        );
+    } else {
+        println!(
+            "{name}: ledger has no GRANT entry for the {INITIAL_CREDITS} credits of createAccount: it starts from {INITIAL_CREDITS}, so the sum of all amounts must be available - {INITIAL_CREDITS}"
+        );
+    }
+    if mismatches.is_empty() {
+        println!("{name}: accounting: exact");
+    } else {
+        for mismatch in mismatches {
+            println!("{name}: accounting: MISMATCH: {mismatch}");
+        }
+    }
+}
