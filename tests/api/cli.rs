@@ -232,3 +232,106 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[tokio::test]
+async fn secrets_never_appear_in_the_logs() {
+    use std::io::Read;
+    let db = TestDb::new().await;
+    let admin = "log-test-admin-token-0123456789";
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_millwright"))
+            .arg("serve")
+            .env("MILLWRIGHT_DATABASE_URL", &db.url)
+            .env("MILLWRIGHT_LISTEN", "127.0.0.1:0")
+            .env("MILLWRIGHT_LOG_FORMAT", "json")
+            .env("MILLWRIGHT_ADMIN_TOKEN", admin)
+            .env("MILLWRIGHT_ENCRYPTION_KEY", crate::harness::ENCRYPTION_KEY)
+            .env("RUST_LOG", "trace")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buffer = [0u8; 8192];
+        let mut announced = false;
+        while let Ok(n) = stderr.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buffer[..n]);
+            let text = String::from_utf8_lossy(&all);
+            if !announced && let Some(at) = text.find("listening on ") {
+                let addr: String = text[at + 13..].chars().take_while(|c| *c != '"').collect();
+                let _ = tx.send(addr);
+                announced = true;
+            }
+        }
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    let addr = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("`listening on` logged");
+    let http = reqwest::Client::new();
+    let gql = |token: String, query: &'static str, variables: Value| {
+        let request = http
+            .post(format!("http://{addr}/graphql"))
+            .bearer_auth(token);
+        async move {
+            let body: Value = request
+                .json(&json!({ "query": query, "variables": variables }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert!(body.get("errors").is_none(), "{body}");
+            body["data"].clone()
+        }
+    };
+    let data = gql(
+        admin.into(),
+        "mutation { createAccount(input: {name: \"A\", credits: 5}) { apiKey } }",
+        json!({}),
+    )
+    .await;
+    let key = data["createAccount"]["apiKey"].as_str().unwrap().to_owned();
+    let data = gql(
+        key.clone(),
+        "mutation { createCustomer(input: {name: \"C\"}) { id } }",
+        json!({}),
+    )
+    .await;
+    let customer = data["createCustomer"]["id"].clone();
+    let connect = "mutation($c: ID!) { connect(input: {customerId: $c, systemKey: \"demo\",
+        credentials: {api_key: \"log-secret-credential-77\"}}) { token connection { id } } }";
+    let data = gql(key.clone(), connect, json!({ "c": customer })).await;
+    let token = data["connect"]["token"].as_str().unwrap().to_owned();
+    let id = data["connect"]["connection"]["id"].clone();
+    let update = "mutation($id: ID!) { updateConnectionCredentials(id: $id, credentials: {api_key: \"log-secret-credential-88\"}) { status } }";
+    gql(key.clone(), update, json!({ "id": id })).await;
+    gql(token.clone(), "{ viewer { connection { id } } }", json!({})).await;
+
+    Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = child.0.wait();
+    let logs = reader.join().unwrap();
+    assert!(
+        logs.contains("connection created"),
+        "the logs were captured"
+    );
+    for secret in [
+        "log-secret-credential-77",
+        "log-secret-credential-88",
+        &token[4..],
+        &key[4..],
+        admin,
+    ] {
+        assert!(!logs.contains(secret), "a secret appears in the logs");
+    }
+}
