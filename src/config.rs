@@ -51,6 +51,8 @@ pub struct Config {
     pub ws_ping_interval_secs: u64,
     /// How often the health check probes each live connection.
     pub health_check_interval_secs: u64,
+    /// Events older than this are pruned (default 30 days).
+    pub event_retention_secs: u64,
 }
 
 impl Default for Config {
@@ -73,6 +75,7 @@ impl Default for Config {
             ws_init_timeout_secs: 10,
             ws_ping_interval_secs: 30,
             health_check_interval_secs: 300,
+            event_retention_secs: 30 * 24 * 3600,
         }
     }
 }
@@ -200,6 +203,7 @@ const KEYS: &[&str] = &[
     "ws_init_timeout_secs",
     "ws_ping_interval_secs",
     "health_check_interval_secs",
+    "event_retention_secs",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -270,6 +274,7 @@ impl Config {
             ("max_query_complexity", self.max_query_complexity as u64),
             ("ws_init_timeout_secs", self.ws_init_timeout_secs),
             ("ws_ping_interval_secs", self.ws_ping_interval_secs),
+            ("event_retention_secs", self.event_retention_secs),
             (
                 "health_check_interval_secs",
                 self.health_check_interval_secs,
@@ -284,6 +289,10 @@ impl Config {
 
     pub fn is_sqlite(&self) -> bool {
         self.database_url.starts_with("sqlite:")
+    }
+
+    pub fn event_retention(&self) -> Duration {
+        Duration::from_secs(self.event_retention_secs)
     }
 
     pub fn health_check_interval(&self) -> Duration {

@@ -13,7 +13,7 @@ use sea_orm::{
     SqliteTransactionMode, TransactionOptions, TransactionTrait,
     sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
 };
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 
 use crate::config::Config;
 
@@ -21,6 +21,8 @@ use crate::config::Config;
 pub struct Db {
     conn: DatabaseConnection,
     write_lock: Option<Arc<Mutex<()>>>,
+    /// Signalled after every committed write transaction (the event feed listens).
+    commits: Arc<Notify>,
 }
 
 impl Db {
@@ -45,6 +47,7 @@ impl Db {
         Ok(Self {
             conn,
             write_lock: sqlite.then(|| Arc::new(Mutex::new(()))),
+            commits: Arc::new(Notify::new()),
         })
     }
 
@@ -68,7 +71,11 @@ impl Db {
             ..Default::default()
         };
         let txn = self.conn.begin_with_options(options).await?;
-        Ok(WriteTxn { txn, _guard: guard })
+        Ok(WriteTxn {
+            txn,
+            commits: self.commits.clone(),
+            _guard: guard,
+        })
     }
 
     async fn lock_writes(&self) -> Option<OwnedMutexGuard<()>> {
@@ -76,6 +83,11 @@ impl Db {
             Some(lock) => Some(lock.clone().lock_owned().await),
             None => None,
         }
+    }
+
+    /// Notified after each commit of a write transaction.
+    pub fn commits(&self) -> Arc<Notify> {
+        self.commits.clone()
     }
 
     /// Answers whether the database responds.
@@ -91,12 +103,15 @@ impl Db {
 /// A write transaction; on SQLite it holds the write lock until commit or drop.
 pub struct WriteTxn {
     txn: DatabaseTransaction,
+    commits: Arc<Notify>,
     _guard: Option<OwnedMutexGuard<()>>,
 }
 
 impl WriteTxn {
     pub async fn commit(self) -> Result<(), DbErr> {
-        self.txn.commit().await
+        self.txn.commit().await?;
+        self.commits.notify_one();
+        Ok(())
     }
 }
 

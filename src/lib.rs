@@ -46,8 +46,15 @@ pub async fn run(
         .context("connecting to the database")?;
     db.migrate().await.context("migrating the database")?;
     let metrics = Metrics::new();
+    let feed = events::feed::EventFeed::new(db.clone()).await?;
     let auth_cache = Arc::new(auth::AuthCache::default());
-    let schema = graphql::build_schema(db.clone(), auth_cache.clone(), cipher.clone(), &config);
+    let schema = graphql::build_schema(
+        db.clone(),
+        auth_cache.clone(),
+        cipher.clone(),
+        feed.clone(),
+        &config,
+    );
     let state = Arc::new(AppState {
         db: db.clone(),
         schema,
@@ -57,6 +64,8 @@ pub async fn run(
         shutdown: shutdown.clone(),
     });
     let mut workers = tokio::task::JoinSet::new();
+    let postgres_url = (!state.config.is_sqlite()).then(|| state.config.database_url.clone());
+    workers.spawn(feed.run(postgres_url, shutdown.clone()));
     if state.config.workers {
         let health = connections::health::HealthCheck {
             db: db.clone(),
@@ -64,6 +73,11 @@ pub async fn run(
             interval: state.config.health_check_interval(),
         };
         workers.spawn(health.run(shutdown.clone()));
+        workers.spawn(events::prune_periodically(
+            db.clone(),
+            state.config.event_retention(),
+            shutdown.clone(),
+        ));
     }
     let app = http::router(state);
     tracing::info!("listening on {}", listener.local_addr()?);

@@ -6,12 +6,14 @@ mod catalog;
 mod connection;
 mod customer;
 mod errors;
+mod event;
 mod loaders;
 mod mutation;
 mod node;
 mod query;
 
-use async_graphql::{Context, EmptySubscription, Schema, SchemaBuilder};
+use crate::events::feed::EventFeed;
+use async_graphql::{Context, Schema, SchemaBuilder};
 
 pub use errors::{classify, normalize};
 pub use loaders::Loaders;
@@ -26,22 +28,24 @@ use crate::{
     error::AppError,
 };
 
-pub type AppSchema = Schema<query::Query, mutation::Mutation, EmptySubscription>;
+pub type AppSchema = Schema<query::Query, mutation::Mutation, event::Subscription>;
 
-fn builder() -> SchemaBuilder<query::Query, mutation::Mutation, EmptySubscription> {
-    Schema::build(query::Query, mutation::Mutation, EmptySubscription)
+fn builder() -> SchemaBuilder<query::Query, mutation::Mutation, event::Subscription> {
+    Schema::build(query::Query, mutation::Mutation, event::Subscription)
 }
 
 pub fn build_schema(
     db: Db,
     auth_cache: Arc<AuthCache>,
     cipher: Cipher,
+    feed: EventFeed,
     config: &Config,
 ) -> AppSchema {
     builder()
         .data(db)
         .data(auth_cache)
         .data(cipher)
+        .data(feed)
         .data(config.clone())
         .limit_depth(config.max_query_depth)
         .limit_complexity(config.max_query_complexity)
@@ -52,9 +56,7 @@ pub fn build_schema(
 
 /// The SDL that `millwright schema` prints and `schema.graphql` holds.
 pub fn sdl() -> String {
-    Schema::build(query::Query, mutation::Mutation, EmptySubscription)
-        .finish()
-        .sdl()
+    builder().finish().sdl()
 }
 
 pub(crate) fn db<'a>(ctx: &Context<'a>) -> &'a Db {

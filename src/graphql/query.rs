@@ -7,6 +7,7 @@ use super::{
     catalog::System,
     connection::{Connection as ConnectionObject, CreditLedgerEntry},
     customer::{Customer, relay},
+    event::{Event, EventFilter, filter_for},
     node::{self, Node},
 };
 use crate::{
@@ -15,7 +16,7 @@ use crate::{
     connections::{self, ConnectionStatus, ListFilter},
     credits, customers,
     error::{AppError, AppResult},
-    ids,
+    events, ids,
     pagination::PageRequest,
 };
 
@@ -106,6 +107,29 @@ impl Query {
         let page = PageRequest::from_args(first, after.as_deref(), None, None)?;
         let page = credits::ledger(super::db(ctx).conn(), account_id, page).await?;
         Ok(relay(page, |e| e.id, CreditLedgerEntry))
+    }
+
+    /// Stored events, oldest first; `Event.cursor` values are the continuation tokens.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        filter: Option<EventFilter>,
+    ) -> AppResult<Connection<String, Event>> {
+        let scope = super::principal(ctx).scope()?;
+        let limit = PageRequest::from_args(first, None, None, None)?.limit;
+        let after = after.as_deref().map(events::decode_cursor).transpose()?;
+        let filter = filter_for(scope, filter)?;
+        let (rows, more) = events::list(super::db(ctx).conn(), &filter, after, limit).await?;
+        let mut connection = Connection::new(after.is_some(), more);
+        connection.edges = rows
+            .into_iter()
+            .map(|e| {
+                async_graphql::connection::Edge::new(events::encode_cursor(e.position), Event(e))
+            })
+            .collect();
+        Ok(connection)
     }
 
     /// The account's customers, oldest first; `search` matches name or external id.

@@ -1,0 +1,206 @@
+//! The live event feed. One dispatcher per process reads newly committed events from the
+//! table (the source of truth) and broadcasts them in memory to every subscriber. It wakes
+//! on a commit in this process, on a PostgreSQL `NOTIFY` from any process, and once a second
+//! as a safety net, and always reads from its last position, so a missed wake-up loses
+//! nothing. A subscriber that falls behind the broadcast catches up from the table.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
+
+use futures_util::Stream;
+use sea_orm::{
+    ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sqlx::postgres::PgListener,
+};
+use tokio::sync::{Notify, broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::{Filter, read_after};
+use crate::{db::Db, error::AppResult};
+use entity::{event, event_sequence};
+
+pub const CHANNEL: &str = "millwright_events";
+const BROADCAST_CAPACITY: usize = 4096;
+const READ_BATCH: u64 = 1000;
+/// Events queued for one subscriber before it is left to catch up from the table.
+const SUBSCRIBER_BUFFER: usize = 256;
+const POLL: Duration = Duration::from_secs(1);
+
+pub type Shared = Arc<event::Model>;
+
+#[derive(Clone)]
+pub struct EventFeed {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    sender: broadcast::Sender<Shared>,
+    last: AtomicI64,
+}
+
+impl EventFeed {
+    /// Starts at the current end of the log: subscribers replay older events from the table.
+    pub async fn new(db: Db) -> AppResult<Self> {
+        let last = event_sequence::Entity::find_by_id(1)
+            .one(db.conn())
+            .await?
+            .map_or(0, |s| s.last_position);
+        let (sender, _) = broadcast::channel(BROADCAST_CAPACITY);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                sender,
+                last: AtomicI64::new(last),
+            }),
+        })
+    }
+
+    /// Dispatches until shutdown. `postgres_url` turns on LISTEN for other processes' commits.
+    pub async fn run(self, postgres_url: Option<String>, shutdown: CancellationToken) {
+        let wake = self.inner.db.commits();
+        if let Some(url) = postgres_url {
+            tokio::spawn(listen(url, wake.clone(), shutdown.clone()));
+        }
+        loop {
+            if let Err(err) = self.dispatch().await {
+                tracing::error!(error = %err, "event feed: reading new events failed");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = wake.notified() => {}
+                () = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    async fn dispatch(&self) -> AppResult<()> {
+        loop {
+            let last = self.inner.last.load(Ordering::SeqCst);
+            let rows = event::Entity::find()
+                .filter(event::Column::Position.gt(last))
+                .order_by_asc(event::Column::Position)
+                .limit(READ_BATCH)
+                .all(self.inner.db.conn())
+                .await?;
+            let done = (rows.len() as u64) < READ_BATCH;
+            for row in rows {
+                self.inner.last.store(row.position, Ordering::SeqCst);
+                // No receiver is fine: nobody is listening.
+                let _ = self.inner.sender.send(Arc::new(row));
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Events matching `filter`: those after `after` from the table first (when given), then
+    /// live ones; no gap, no duplicate, in position order.
+    pub fn stream(
+        &self,
+        filter: Filter,
+        after: Option<i64>,
+    ) -> impl Stream<Item = AppResult<Shared>> + use<> {
+        let (tx, mut rx) = mpsc::channel(SUBSCRIBER_BUFFER);
+        tokio::spawn(pump(self.clone(), filter, after, tx));
+        futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    }
+}
+
+type Outbox = mpsc::Sender<AppResult<Shared>>;
+
+/// Feeds one subscriber until it goes away.
+async fn pump(feed: EventFeed, filter: Filter, after: Option<i64>, tx: Outbox) {
+    let mut live = feed.inner.sender.subscribe();
+    let mut last = match after {
+        Some(after) => after,
+        None => feed.inner.last.load(Ordering::SeqCst),
+    };
+    if after.is_some() && catch_up(&feed, &filter, &mut last, &tx).await.is_err() {
+        return;
+    }
+    loop {
+        match live.recv().await {
+            Ok(event) if event.position <= last => {}
+            Ok(event) => {
+                last = event.position;
+                if filter.matches(&event) && tx.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                live = feed.inner.sender.subscribe();
+                if catch_up(&feed, &filter, &mut last, &tx).await.is_err() {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Sends the stored events after `last` until the table has no more. `Err` = subscriber gone.
+async fn catch_up(
+    feed: &EventFeed,
+    filter: &Filter,
+    last: &mut i64,
+    tx: &Outbox,
+) -> Result<(), ()> {
+    loop {
+        let rows = match read_after(feed.inner.db.conn(), filter, *last, READ_BATCH).await {
+            Ok(rows) => rows,
+            Err(err) => {
+                let _ = tx.send(Err(err)).await;
+                return Err(());
+            }
+        };
+        let done = (rows.len() as u64) < READ_BATCH;
+        for row in rows {
+            *last = row.position;
+            tx.send(Ok(Arc::new(row))).await.map_err(|_| ())?;
+        }
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+/// LISTENs for other processes' commits; after a dropped connection it reconnects and wakes
+/// the dispatcher, which reads whatever was committed meanwhile from the table.
+async fn listen(url: String, wake: Arc<Notify>, shutdown: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    while !shutdown.is_cancelled() {
+        match PgListener::connect(&url).await {
+            Ok(mut listener) => match listener.listen(CHANNEL).await {
+                Ok(()) => {
+                    backoff = Duration::from_millis(100);
+                    wake.notify_one();
+                    loop {
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            received = listener.recv() => match received {
+                                Ok(_) => wake.notify_one(),
+                                Err(err) => {
+                                    tracing::warn!(error = %err, "event LISTEN connection lost; reconnecting");
+                                    break;
+                                }
+                            },
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "LISTEN failed"),
+            },
+            Err(err) => tracing::warn!(error = %err, "event LISTEN connection failed"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,150 @@
+//! Events as GraphQL types, the `events` query's filter, and the subscription root.
+
+use async_graphql::{Context, ID, InputObject, Json, Object, Subscription};
+use chrono::{DateTime, Utc};
+use futures_util::{Stream, StreamExt};
+use serde_json::Value;
+
+use super::connection::Connection;
+use crate::{
+    connections::{self, Scope},
+    error::{AppError, AppResult},
+    events::{self, EventType, Filter, feed::EventFeed},
+    ids,
+};
+use entity::event;
+
+pub struct Event(pub event::Model);
+
+#[Object]
+impl Event {
+    pub async fn id(&self) -> ID {
+        ID(ids::encode(ids::Kind::Event, self.0.id))
+    }
+    /// Resume point: pass it as `after` to `events` (query or subscription).
+    async fn cursor(&self) -> String {
+        events::encode_cursor(self.0.position)
+    }
+    #[graphql(name = "type")]
+    async fn event_type(&self) -> AppResult<EventType> {
+        EventType::parse(&self.0.event_type).ok_or_else(|| {
+            AppError::internal(anyhow::anyhow!(
+                "unknown stored event type {}",
+                self.0.event_type
+            ))
+        })
+    }
+    async fn occurred_at(&self) -> DateTime<Utc> {
+        self.0.occurred_at
+    }
+    async fn customer_id(&self) -> Option<ID> {
+        self.0
+            .customer_id
+            .map(|id| ID(ids::encode(ids::Kind::Customer, id)))
+    }
+    async fn connection_id(&self) -> Option<ID> {
+        self.0
+            .connection_id
+            .map(|id| ID(ids::encode(ids::Kind::Connection, id)))
+    }
+    async fn connection(&self, ctx: &Context<'_>) -> AppResult<Option<Connection>> {
+        let Some(id) = self.0.connection_id else {
+            return Ok(None);
+        };
+        let scope = super::principal(ctx).scope()?;
+        match connections::find(super::db(ctx).conn(), scope, id).await {
+            Ok(model) => Ok(Some(Connection(model))),
+            Err(AppError::NotFound(_)) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+    async fn data(&self) -> Json<Value> {
+        Json(self.0.data.clone())
+    }
+}
+
+#[derive(InputObject, Default)]
+pub struct EventFilter {
+    pub types: Option<Vec<EventType>>,
+    pub customer_id: Option<ID>,
+    pub connection_id: Option<ID>,
+}
+
+/// The caller's scope narrowed by its filter.
+pub fn filter_for(scope: Scope, filter: Option<EventFilter>) -> AppResult<Filter> {
+    let filter = filter.unwrap_or_default();
+    Ok(Filter {
+        account_id: scope.account_id,
+        scope_connection_id: scope.connection_id,
+        types: filter.types,
+        customer_id: filter
+            .customer_id
+            .map(|id| ids::decode(ids::Kind::Customer, &id))
+            .transpose()?,
+        connection_id: filter
+            .connection_id
+            .map(|id| ids::decode(ids::Kind::Connection, &id))
+            .transpose()?,
+    })
+}
+
+pub struct Subscription;
+
+#[Subscription]
+impl Subscription {
+    /// Stored events after `after` (an `Event.cursor`) first, then live ones: no gap, no
+    /// duplicate. Without `after`, live events only.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<EventFilter>,
+        after: Option<String>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Event>> + use<>> {
+        let scope = super::principal(ctx).scope()?;
+        let filter = filter_for(scope, filter)?;
+        let after = after.as_deref().map(events::decode_cursor).transpose()?;
+        if let Some(after) = after {
+            events::ensure_retained(super::db(ctx).conn(), after).await?;
+        }
+        let feed = ctx.data_unchecked::<EventFeed>();
+        Ok(feed
+            .stream(filter, after)
+            .map(|item| item.map(|e| Event((*e).clone())).map_err(Into::into)))
+    }
+
+    /// The connection each time one of the filtered connections is created, changes status,
+    /// or is disconnected.
+    async fn connection_status(
+        &self,
+        ctx: &Context<'_>,
+        customer_id: Option<ID>,
+        connection_id: Option<ID>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Connection>> + use<>> {
+        let scope = super::principal(ctx).scope()?;
+        let types = vec![
+            EventType::ConnectionCreated,
+            EventType::ConnectionStatusChanged,
+            EventType::ConnectionDisconnected,
+        ];
+        let filter = filter_for(
+            scope,
+            Some(EventFilter {
+                types: Some(types),
+                customer_id,
+                connection_id,
+            }),
+        )?;
+        let db = super::db(ctx).clone();
+        let feed = ctx.data_unchecked::<EventFeed>();
+        Ok(feed.stream(filter, None).then(move |item| {
+            let db = db.clone();
+            async move {
+                let event = item?;
+                let id = event.connection_id.ok_or_else(|| {
+                    AppError::internal(anyhow::anyhow!("connection event without connection"))
+                })?;
+                Ok(Connection(connections::find(db.conn(), scope, id).await?))
+            }
+        }))
+    }
+}
