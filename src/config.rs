@@ -53,6 +53,9 @@ pub struct Config {
     pub health_check_interval_secs: u64,
     /// Events older than this are pruned (default 30 days).
     pub event_retention_secs: u64,
+    /// Events held in memory for live subscribers; one that falls further behind catches up
+    /// from the database.
+    pub event_feed_capacity: usize,
 }
 
 impl Default for Config {
@@ -76,6 +79,7 @@ impl Default for Config {
             ws_ping_interval_secs: 30,
             health_check_interval_secs: 300,
             event_retention_secs: 30 * 24 * 3600,
+            event_feed_capacity: 4096,
         }
     }
 }
@@ -204,6 +208,7 @@ const KEYS: &[&str] = &[
     "ws_ping_interval_secs",
     "health_check_interval_secs",
     "event_retention_secs",
+    "event_feed_capacity",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -275,6 +280,7 @@ impl Config {
             ("ws_init_timeout_secs", self.ws_init_timeout_secs),
             ("ws_ping_interval_secs", self.ws_ping_interval_secs),
             ("event_retention_secs", self.event_retention_secs),
+            ("event_feed_capacity", self.event_feed_capacity as u64),
             (
                 "health_check_interval_secs",
                 self.health_check_interval_secs,

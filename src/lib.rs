@@ -46,7 +46,7 @@ pub async fn run(
         .context("connecting to the database")?;
     db.migrate().await.context("migrating the database")?;
     let metrics = Metrics::new();
-    let feed = events::feed::EventFeed::new(db.clone()).await?;
+    let feed = events::feed::EventFeed::new(db.clone(), config.event_feed_capacity).await?;
     let auth_cache = Arc::new(auth::AuthCache::default());
     let schema = graphql::build_schema(
         db.clone(),

@@ -24,10 +24,9 @@ use crate::{db::Db, error::AppResult};
 use entity::{event, event_sequence};
 
 pub const CHANNEL: &str = "millwright_events";
-const BROADCAST_CAPACITY: usize = 4096;
 const READ_BATCH: u64 = 1000;
-/// Events queued for one subscriber before it is left to catch up from the table.
-const SUBSCRIBER_BUFFER: usize = 256;
+/// Events queued for one subscriber; beyond that its reader waits (and may lag the broadcast).
+const SUBSCRIBER_BUFFER: usize = 64;
 const POLL: Duration = Duration::from_secs(1);
 
 pub type Shared = Arc<event::Model>;
@@ -45,12 +44,12 @@ struct Inner {
 
 impl EventFeed {
     /// Starts at the current end of the log: subscribers replay older events from the table.
-    pub async fn new(db: Db) -> AppResult<Self> {
+    pub async fn new(db: Db, capacity: usize) -> AppResult<Self> {
         let last = event_sequence::Entity::find_by_id(1)
             .one(db.conn())
             .await?
             .map_or(0, |s| s.last_position);
-        let (sender, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let (sender, _) = broadcast::channel(capacity);
         Ok(Self {
             inner: Arc::new(Inner {
                 db,

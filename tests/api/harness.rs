@@ -82,7 +82,7 @@ pub struct TestApp {
     shutdown: CancellationToken,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     // Declared last: the database outlives the server.
-    pub db: TestDb,
+    pub db: std::sync::Arc<TestDb>,
 }
 
 pub fn test_config(db: &TestDb) -> Config {
@@ -113,6 +113,15 @@ impl TestApp {
     }
 
     pub async fn start(db: TestDb, config: Config) -> Self {
+        Self::start_shared(std::sync::Arc::new(db), config).await
+    }
+
+    /// Another server process on the same database.
+    pub async fn another(&self) -> Self {
+        Self::start_shared(self.db.clone(), test_config(&self.db)).await
+    }
+
+    async fn start_shared(db: std::sync::Arc<TestDb>, config: Config) -> Self {
         let listener = TcpListener::bind(config.listen).await.expect("bind port 0");
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();

@@ -6,6 +6,7 @@ mod auth;
 mod cli;
 mod connections;
 mod customers;
+mod events;
 mod harness;
 mod hygiene;
 mod schema;

@@ -11,9 +11,9 @@ use tokio_tungstenite::{
 
 use crate::harness::TestApp;
 
-type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn open(app: &TestApp) -> Socket {
+pub async fn open(app: &TestApp) -> Socket {
     let mut request = app.ws_url().into_client_request().unwrap();
     request.headers_mut().insert(
         "sec-websocket-protocol",
@@ -27,7 +27,7 @@ async fn open(app: &TestApp) -> Socket {
     socket
 }
 
-async fn send(socket: &mut Socket, value: Value) {
+pub async fn send(socket: &mut Socket, value: Value) {
     socket
         .send(Message::Text(value.to_string().into()))
         .await
@@ -35,7 +35,7 @@ async fn send(socket: &mut Socket, value: Value) {
 }
 
 /// The next text message as JSON, or the close code.
-async fn next(socket: &mut Socket) -> Result<Value, u16> {
+pub async fn next(socket: &mut Socket) -> Result<Value, u16> {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(15), socket.next())
             .await
@@ -51,7 +51,7 @@ async fn next(socket: &mut Socket) -> Result<Value, u16> {
     }
 }
 
-async fn init(socket: &mut Socket, key: &str) {
+pub async fn init(socket: &mut Socket, key: &str) {
     send(socket, json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {key}") } })).await;
     assert_eq!(next(socket).await.unwrap()["type"], "connection_ack");
 }
