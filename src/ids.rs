@@ -12,16 +12,20 @@ pub enum Kind {
     Connection,
     CreditEntry,
     Event,
+    SyncRun,
+    Record,
 }
 
 impl Kind {
-    const ALL: [Kind; 6] = [
+    const ALL: [Kind; 8] = [
         Kind::Account,
         Kind::ApiKey,
         Kind::Customer,
         Kind::Connection,
         Kind::CreditEntry,
         Kind::Event,
+        Kind::SyncRun,
+        Kind::Record,
     ];
 
     pub fn prefix(self) -> &'static str {
@@ -32,6 +36,8 @@ impl Kind {
             Kind::Connection => "con",
             Kind::CreditEntry => "crd",
             Kind::Event => "evt",
+            Kind::SyncRun => "run",
+            Kind::Record => "rec",
         }
     }
 
@@ -43,6 +49,8 @@ impl Kind {
             Kind::Connection => "connection",
             Kind::CreditEntry => "credit ledger entry",
             Kind::Event => "event",
+            Kind::SyncRun => "sync run",
+            Kind::Record => "record",
         }
     }
 }

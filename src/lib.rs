@@ -20,6 +20,8 @@ pub mod http;
 pub mod ids;
 pub mod metrics;
 pub mod pagination;
+pub mod records;
+pub mod sync;
 pub mod telemetry;
 pub mod ws;
 

@@ -7,3 +7,6 @@ pub mod credit_ledger;
 pub mod customer;
 pub mod event;
 pub mod event_sequence;
+pub mod record;
+pub mod sync_cursor;
+pub mod sync_run;

@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261127_000001_foundation;
 mod m20261127_000002_connections;
+mod m20261127_000003_sync;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261127_000001_foundation::Migration),
             Box::new(m20261127_000002_connections::Migration),
+            Box::new(m20261127_000003_sync::Migration),
         ]
     }
 }

@@ -2,7 +2,7 @@
 //! be tried without an external system.
 //!
 //! Its data is a pure function of the API key, `scale` and a generation number. Each sync
-//! session ([`DemoConnector::start_session`]) after the first moves to the next generation:
+//! session (`Connector::begin_sync`) after the first moves to the next generation:
 //! about 1 % of the records change, a few are added and a few deleted (reported as
 //! tombstones to incremental reads). `simulate` makes the remote answer 401, be unreachable,
 //! rate limit every other request, or fail one request in ten.
@@ -102,7 +102,7 @@ impl DemoConnector {
     }
 
     /// Marks the start of a sync: the remote has moved on since the previous one.
-    pub fn start_session(&self) {
+    fn start_session(&self) {
         if self.state.session_started.swap(true, Ordering::SeqCst) {
             self.state.generation.fetch_add(1, Ordering::SeqCst);
         }
@@ -140,6 +140,14 @@ impl DemoConnector {
 impl Connector for DemoConnector {
     async fn check(&self) -> Result<(), ConnectorError> {
         self.gate()
+    }
+
+    fn begin_sync(&self) {
+        self.start_session();
+    }
+
+    fn unify(&self, entity: EntityType, remote: &Value) -> Result<Value, String> {
+        unify(entity, remote)
     }
 
     async fn read_page(
@@ -534,6 +542,44 @@ fn generate(entity: EntityType, key: &str, i: u64, version: u64, scale: u64) -> 
     }
 }
 
+/// The demo's fields in the unified model (names follow the Makini unified model).
+fn unify(entity: EntityType, remote: &Value) -> Result<Value, String> {
+    let Value::Object(r) = remote else {
+        return Err("the remote record is not an object".into());
+    };
+    let text = |name: &str| r.get(name).and_then(Value::as_str).map(str::to_owned);
+    let required =
+        |name: &str| text(name).ok_or_else(|| format!("the remote record has no `{name}`"));
+    Ok(match entity {
+        EntityType::Site => {
+            json!({ "name": required("name")?, "code": text("code"), "timezone": text("timezone") })
+        }
+        EntityType::Location => json!({ "name": required("name")?, "siteKey": text("site_id") }),
+        EntityType::Asset => json!({
+            "name": required("name")?, "description": text("description"), "serialNumber": text("serial_number"),
+            "makeName": text("manufacturer"), "modelName": text("model"), "criticality": text("criticality"),
+            "isActive": r.get("active").and_then(Value::as_bool), "siteKey": text("site_id"),
+            "locationKey": text("location_id"), "parentKey": text("parent_id"),
+        }),
+        EntityType::WorkOrder => json!({
+            "title": required("title")?, "instructions": text("instructions"), "status": text("status"),
+            "severity": text("priority"), "assetKey": text("asset_id"), "locationKey": text("location_id"),
+            "siteKey": text("site_id"), "dueAt": text("due_date"), "scheduledAt": text("scheduled_date"),
+            "completedAt": text("completed_date"),
+        }),
+        EntityType::Part => json!({ "name": required("name")?, "partNumber": text("part_number"),
+            "unitCost": r.get("unit_cost"), "quantity": r.get("quantity") }),
+        EntityType::PurchaseOrder => {
+            json!({ "number": required("number")?, "vendorKey": text("vendor_id"),
+            "status": text("status"), "total": r.get("total") })
+        }
+        EntityType::Vendor => json!({ "name": required("name")?, "email": text("email") }),
+        EntityType::User => {
+            json!({ "name": required("name")?, "email": text("email"), "role": text("role") })
+        }
+    })
+}
+
 fn pick(options: &[&'static str], n: u64) -> &'static str {
     options[(n % options.len() as u64) as usize]
 }
@@ -582,7 +628,7 @@ mod tests {
     #[tokio::test]
     async fn full_then_incremental_reads_follow_the_generations() {
         let connector = demo(1000, "none");
-        connector.start_session();
+        connector.begin_sync();
         let (first, mark) = read_all(&connector, None).await;
         assert_eq!(first.len(), 1000);
         let (again, _) = read_all(&connector, None).await;
@@ -591,7 +637,7 @@ mod tests {
             again.iter().map(|r| &r.data).collect::<Vec<_>>()
         );
 
-        connector.start_session();
+        connector.begin_sync();
         let (changes, _) = read_all(&connector, Some(mark)).await;
         let deleted = changes.iter().filter(|r| r.data["deleted"] == true).count();
         assert!(

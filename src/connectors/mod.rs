@@ -83,6 +83,10 @@ pub trait Connector: Send + Sync {
         entity: EntityType,
         request: &ReadRequest,
     ) -> Result<RemotePage, ConnectorError>;
+    /// Called once at the start of a sync run (not when a run is resumed).
+    fn begin_sync(&self) {}
+    /// Maps a remote record to the unified fields of its entity; `Err` for a malformed record.
+    fn unify(&self, entity: EntityType, remote: &Value) -> Result<Value, String>;
     /// Writes a batch; one outcome per record, in order, unless the whole batch failed.
     async fn write_batch(
         &self,

@@ -69,7 +69,9 @@ pub async fn resolve(ctx: &Context<'_>, id: &str) -> AppResult<Option<Node>> {
                 .await?;
             return Ok(entry.map(|e| Node::CreditLedgerEntry(CreditLedgerEntry(e))));
         }
-        Kind::Account | Kind::Connection | Kind::Event => return Ok(None),
+        Kind::Account | Kind::Connection | Kind::Event | Kind::SyncRun | Kind::Record => {
+            return Ok(None);
+        }
     };
     Ok(Some(node))
 }

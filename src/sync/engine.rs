@@ -1,0 +1,463 @@
+//! Executes one sync run: entity by entity, page by page. Each page, its records, the cursor
+//! that follows it, the run's counts and its lease commit together, so a run that stops
+//! anywhere (failure, cancel, crash) resumes after the last committed page.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use chrono::Utc;
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ConnectionTrait, EntityTrait};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::{SyncKind, SyncStatus, finish, record_run_event, run_summary};
+use crate::{
+    catalog::EntityType,
+    connections::{self, ConnectionStatus, Scope},
+    connectors::{self, Connector, ConnectorError, ReadRequest, RemotePage},
+    crypto::Cipher,
+    db::Db,
+    error::{AppError, AppResult},
+    events::EventType,
+    records::{self, PageOutcome},
+};
+use entity::{connection, sync_cursor, sync_run};
+
+/// Settings every run shares.
+#[derive(Clone)]
+pub struct EngineSettings {
+    pub page_size: usize,
+    pub requests_per_second: u32,
+    pub lease: Duration,
+    /// Retries of an unreachable or failing remote within a run, before the run fails.
+    pub retries: u32,
+}
+
+/// Why a run stopped early.
+enum Stop {
+    Cancelled,
+    Failed {
+        code: &'static str,
+        message: String,
+        status: Option<ConnectionStatus>,
+    },
+    Internal(AppError),
+}
+
+impl From<AppError> for Stop {
+    fn from(err: AppError) -> Self {
+        Stop::Internal(err)
+    }
+}
+
+impl From<sea_orm::DbErr> for Stop {
+    fn from(err: sea_orm::DbErr) -> Self {
+        Stop::Internal(err.into())
+    }
+}
+
+pub struct Engine<'a> {
+    pub db: &'a Db,
+    pub cipher: &'a Cipher,
+    pub settings: &'a EngineSettings,
+    pub worker: &'a str,
+}
+
+/// Counts of one entity in one run (stored in `sync_runs.stats`).
+#[derive(Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct EntityStats {
+    pub added: i64,
+    pub updated: i64,
+    pub deleted: i64,
+    pub unchanged: i64,
+    #[serde(default)]
+    pub skipped: i64,
+    #[serde(default)]
+    pub rate_limited: i64,
+    #[serde(default)]
+    pub done: bool,
+}
+
+pub fn stats_of(run: &sync_run::Model) -> BTreeMap<String, EntityStats> {
+    serde_json::from_value(run.stats.clone()).unwrap_or_default()
+}
+
+struct Progress {
+    run: sync_run::Model,
+    stats: BTreeMap<String, EntityStats>,
+    last_progress_event: Instant,
+    spacing: Duration,
+    last_request: Option<Instant>,
+}
+
+impl Engine<'_> {
+    /// Runs a claimed run to its end (or to a stop that leaves it resumable).
+    pub async fn execute(&self, run: sync_run::Model) -> AppResult<sync_run::Model> {
+        let scope = Scope {
+            account_id: run.account_id,
+            connection_id: None,
+        };
+        let connection = connections::find(self.db.conn(), scope, run.connection_id).await?;
+        if connections::status(&connection) == ConnectionStatus::Disconnected {
+            return self
+                .close(
+                    run,
+                    SyncStatus::Cancelled,
+                    Some(("DISCONNECTED", "the connection was disconnected".into())),
+                )
+                .await;
+        }
+        let credentials = connections::credentials(self.cipher, &connection)?;
+        let system = connections::system(&connection);
+        let connector = connectors::connect(system, connection.id, &credentials);
+        if run.attempts <= 1 {
+            connector.begin_sync();
+            let txn = self.db.begin_write().await?;
+            record_run_event(&*txn, &run, EventType::SyncStarted, run_summary(&run)).await?;
+            txn.commit().await?;
+        }
+        let spacing =
+            Duration::from_secs_f64(1.0 / f64::from(self.settings.requests_per_second.max(1)));
+        let mut progress = Progress {
+            stats: stats_of(&run),
+            run,
+            last_progress_event: Instant::now(),
+            spacing,
+            last_request: None,
+        };
+        for entity in system.entities {
+            match self
+                .sync_entity(&connection, connector.as_ref(), *entity, &mut progress)
+                .await
+            {
+                Ok(()) => {}
+                Err(Stop::Cancelled) => {
+                    return self
+                        .close(
+                            progress.run,
+                            SyncStatus::Cancelled,
+                            Some(("CANCELLED", "cancelled".into())),
+                        )
+                        .await;
+                }
+                Err(Stop::Failed {
+                    code,
+                    message,
+                    status,
+                }) => {
+                    if let Some(status) = status {
+                        self.set_connection_status(&connection, status, &message)
+                            .await?;
+                    }
+                    return self
+                        .close(progress.run, SyncStatus::Failed, Some((code, message)))
+                        .await;
+                }
+                Err(Stop::Internal(err)) => return Err(err),
+            }
+        }
+        if connections::status(&connection) != ConnectionStatus::Online {
+            self.set_connection_status(&connection, ConnectionStatus::Online, "")
+                .await?;
+        }
+        self.close(progress.run, SyncStatus::Succeeded, None).await
+    }
+
+    async fn close(
+        &self,
+        run: sync_run::Model,
+        to: SyncStatus,
+        error: Option<(&str, String)>,
+    ) -> AppResult<sync_run::Model> {
+        let txn = self.db.begin_write().await?;
+        let run = finish(&*txn, run, to, error.map(|(c, m)| (c.to_owned(), m))).await?;
+        txn.commit().await?;
+        Ok(run)
+    }
+
+    async fn set_connection_status(
+        &self,
+        connection: &connection::Model,
+        to: ConnectionStatus,
+        reason: &str,
+    ) -> AppResult<()> {
+        let txn = self.db.begin_write().await?;
+        let scope = Scope {
+            account_id: connection.account_id,
+            connection_id: None,
+        };
+        let current = connections::find(&*txn, scope, connection.id).await?;
+        if connections::status(&current) != ConnectionStatus::Disconnected {
+            let reason = (!reason.is_empty()).then(|| reason.to_owned());
+            connections::set_status(&*txn, current, to, reason).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    async fn sync_entity(
+        &self,
+        connection: &connection::Model,
+        connector: &dyn Connector,
+        entity: EntityType,
+        progress: &mut Progress,
+    ) -> Result<(), Stop> {
+        let name = entity.as_str().to_owned();
+        if progress.stats.get(&name).is_some_and(|s| s.done) {
+            return Ok(());
+        }
+        let kind = SyncKind::parse(&progress.run.kind).unwrap_or(SyncKind::Full);
+        let cursor = self.start_pass(connection.id, entity, kind).await?;
+        let full_read = kind == SyncKind::Full || cursor.mark.is_none();
+        let pass = cursor.pass_id;
+        let mut request = ReadRequest {
+            cursor: cursor.pass_cursor.clone(),
+            modified_since: if full_read { None } else { cursor.mark.clone() },
+            page_size: self.settings.page_size,
+        };
+        let mut changed = Changed::default();
+        loop {
+            self.check_cancel(&progress.run).await?;
+            let page = self.fetch(connector, entity, &request, progress).await?;
+            let next_cursor = page.next_cursor.clone();
+            let high_water = page.high_water_mark.clone();
+            let txn = self.db.begin_write().await?;
+            let outcome = records::apply_page(
+                &*txn,
+                connector,
+                connection.id,
+                entity,
+                page.records,
+                full_read.then_some(pass).flatten(),
+            )
+            .await?;
+            let stats = progress.stats.entry(name.clone()).or_default();
+            count(stats, &outcome);
+            let done = next_cursor.is_none();
+            if done
+                && full_read
+                && let Some(pass) = pass
+            {
+                let gone = records::delete_unseen(&*txn, connection.id, entity, pass).await?;
+                stats.deleted += gone.len() as i64;
+                changed.add(2, gone);
+            }
+            if done {
+                stats.done = true;
+            }
+            changed.add(0, outcome.added);
+            changed.add(1, outcome.updated);
+            changed.add(2, outcome.deleted);
+            let cursor_row = sync_cursor::ActiveModel {
+                connection_id: Set(connection.id),
+                entity: Set(name.clone()),
+                mark: if done {
+                    Set(high_water.or(cursor.mark.clone()))
+                } else {
+                    Set(cursor.mark.clone())
+                },
+                pass_id: Set(pass),
+                pass_kind: Set(Some(kind.as_str().to_owned())),
+                pass_cursor: Set(next_cursor.clone()),
+                pass_done: Set(done),
+            };
+            cursor_row.update(&*txn).await?;
+            self.save_progress(&*txn, progress, done).await?;
+            if done && changed.counts.iter().any(|c| *c > 0) {
+                record_run_event(
+                    &*txn,
+                    &progress.run,
+                    EventType::RecordsChanged,
+                    records_changed(entity, &changed),
+                )
+                .await?;
+            }
+            txn.commit().await?;
+            if done {
+                return Ok(());
+            }
+            request.cursor = next_cursor;
+        }
+    }
+
+    /// The cursor row of the entity, with a pass to continue or a new one.
+    async fn start_pass(
+        &self,
+        connection_id: Uuid,
+        entity: EntityType,
+        kind: SyncKind,
+    ) -> Result<sync_cursor::Model, Stop> {
+        let txn = self.db.begin_write().await?;
+        let existing = sync_cursor::Entity::find_by_id((connection_id, entity.as_str().to_owned()))
+            .one(&*txn)
+            .await?;
+        let resumable = existing.as_ref().is_some_and(|c| {
+            !c.pass_done && c.pass_kind.as_deref() == Some(kind.as_str()) && c.pass_id.is_some()
+        });
+        let cursor = match existing {
+            Some(cursor) if resumable => cursor,
+            Some(cursor) => {
+                let mut active: sync_cursor::ActiveModel = cursor.into();
+                active.pass_id = Set(Some(crate::ids::new_id()));
+                active.pass_kind = Set(Some(kind.as_str().to_owned()));
+                active.pass_cursor = Set(None);
+                active.pass_done = Set(false);
+                active.update(&*txn).await?
+            }
+            None => {
+                sync_cursor::ActiveModel {
+                    connection_id: Set(connection_id),
+                    entity: Set(entity.as_str().to_owned()),
+                    mark: Set(None),
+                    pass_id: Set(Some(crate::ids::new_id())),
+                    pass_kind: Set(Some(kind.as_str().to_owned())),
+                    pass_cursor: Set(None),
+                    pass_done: Set(false),
+                }
+                .insert(&*txn)
+                .await?
+            }
+        };
+        txn.commit().await?;
+        Ok(cursor)
+    }
+
+    async fn check_cancel(&self, run: &sync_run::Model) -> Result<(), Stop> {
+        let current = sync_run::Entity::find_by_id(run.id)
+            .one(self.db.conn())
+            .await?;
+        match current {
+            Some(current) if current.cancel_requested => Err(Stop::Cancelled),
+            Some(current) if current.locked_by.as_deref() != Some(self.worker) => {
+                Err(Stop::Internal(AppError::internal(anyhow::anyhow!(
+                    "the lease of run {} was taken over",
+                    run.id
+                ))))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads one page, pacing requests and riding out rate limits and short outages.
+    async fn fetch(
+        &self,
+        connector: &dyn Connector,
+        entity: EntityType,
+        request: &ReadRequest,
+        progress: &mut Progress,
+    ) -> Result<RemotePage, Stop> {
+        let mut failures = 0;
+        loop {
+            if let Some(last) = progress.last_request {
+                tokio::time::sleep_until(last + progress.spacing).await;
+            }
+            progress.last_request = Some(Instant::now());
+            match connector.read_page(entity, request).await {
+                Ok(page) => return Ok(page),
+                Err(ConnectorError::RateLimited { retry_after }) => {
+                    progress
+                        .stats
+                        .entry(entity.as_str().to_owned())
+                        .or_default()
+                        .rate_limited += 1;
+                    tokio::time::sleep(retry_after.min(Duration::from_secs(60))).await;
+                }
+                Err(ConnectorError::AuthRejected(reason)) => {
+                    return Err(Stop::Failed {
+                        code: "AUTH_REQUIRED",
+                        message: reason,
+                        status: Some(ConnectionStatus::AuthRequired),
+                    });
+                }
+                Err(err @ (ConnectorError::Unreachable(_) | ConnectorError::RemoteFault(_)))
+                    if failures < self.settings.retries =>
+                {
+                    failures += 1;
+                    tracing::debug!(error = %err, failures, "remote failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(250 * 2u64.pow(failures))).await;
+                }
+                Err(ConnectorError::Unreachable(reason)) => {
+                    return Err(Stop::Failed {
+                        code: "OFFLINE",
+                        message: reason,
+                        status: Some(ConnectionStatus::Offline),
+                    });
+                }
+                Err(err) => {
+                    return Err(Stop::Failed {
+                        code: "REMOTE_ERROR",
+                        message: err.to_string(),
+                        status: None,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Stores the run's counts and renews its lease; emits `sync.progress` at most once a second.
+    async fn save_progress(
+        &self,
+        txn: &impl ConnectionTrait,
+        progress: &mut Progress,
+        entity_done: bool,
+    ) -> AppResult<()> {
+        let totals = progress.stats.values().fold((0, 0, 0), |t, s| {
+            (t.0 + s.added, t.1 + s.updated, t.2 + s.deleted)
+        });
+        let mut active: sync_run::ActiveModel = progress.run.clone().into();
+        active.stats = Set(serde_json::to_value(&progress.stats).unwrap_or(Value::Null));
+        active.records_added = Set(totals.0);
+        active.records_updated = Set(totals.1);
+        active.records_deleted = Set(totals.2);
+        active.locked_until = Set(Some(
+            Utc::now() + chrono::Duration::from_std(self.settings.lease).unwrap_or_default(),
+        ));
+        progress.run = active.update(txn).await?;
+        if !entity_done && progress.last_progress_event.elapsed() >= Duration::from_secs(1) {
+            progress.last_progress_event = Instant::now();
+            record_run_event(
+                txn,
+                &progress.run,
+                EventType::SyncProgress,
+                run_summary(&progress.run),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+fn count(stats: &mut EntityStats, outcome: &PageOutcome) {
+    stats.added += outcome.added.len() as i64;
+    stats.updated += outcome.updated.len() as i64;
+    stats.deleted += outcome.deleted.len() as i64;
+    stats.unchanged += outcome.unchanged as i64;
+    stats.skipped += outcome.skipped.len() as i64;
+    for (key, why) in &outcome.skipped {
+        tracing::warn!(record.key = %key, reason = %why, "malformed remote record skipped");
+    }
+}
+
+/// What a pass changed: the first 100 keys of each kind (added, updated, deleted) and counts.
+#[derive(Default)]
+struct Changed {
+    keys: [Vec<String>; 3],
+    counts: [usize; 3],
+}
+
+impl Changed {
+    fn add(&mut self, kind: usize, keys: Vec<String>) {
+        self.counts[kind] += keys.len();
+        let room = 100usize.saturating_sub(self.keys[kind].len());
+        self.keys[kind].extend(keys.into_iter().take(room));
+    }
+}
+
+fn records_changed(entity: EntityType, changed: &Changed) -> Value {
+    json!({
+        "entity": entity.as_str(),
+        "added": changed.keys[0], "added_count": changed.counts[0],
+        "updated": changed.keys[1], "updated_count": changed.counts[1],
+        "deleted": changed.keys[2], "deleted_count": changed.counts[2],
+    })
+}

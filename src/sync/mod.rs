@@ -1,0 +1,285 @@
+//! Sync runs: durable jobs that pull a connection's data into the unified record store.
+//! `QUEUED → RUNNING → SUCCEEDED | FAILED | CANCELLED`; at most one queued-or-running run per
+//! connection (a partial unique index), claimed by workers under a lease.
+
+pub mod engine;
+pub mod scheduler;
+pub mod worker;
+
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait,
+    QueryFilter, QueryOrder, Statement, sea_query::OnConflict,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::{
+    catalog::text_enum,
+    connections::{self, ConnectionStatus, Scope},
+    db::Db,
+    error::{AppError, AppResult},
+    events::{self, EventType, NewEvent},
+    ids::new_id,
+    pagination::{Page, PageRequest, fetch_page},
+};
+use entity::{connection, sync_run};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
+pub enum SyncKind {
+    Full,
+    Incremental,
+}
+text_enum!(SyncKind { Full => "FULL", Incremental => "INCREMENTAL" });
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
+pub enum SyncTrigger {
+    Manual,
+    Schedule,
+    Connect,
+}
+text_enum!(SyncTrigger { Manual => "MANUAL", Schedule => "SCHEDULE", Connect => "CONNECT" });
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
+pub enum SyncStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+text_enum!(SyncStatus {
+    Queued => "QUEUED", Running => "RUNNING", Succeeded => "SUCCEEDED", Failed => "FAILED", Cancelled => "CANCELLED",
+});
+
+impl SyncStatus {
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            SyncStatus::Succeeded | SyncStatus::Failed | SyncStatus::Cancelled
+        )
+    }
+}
+
+pub fn status(run: &sync_run::Model) -> SyncStatus {
+    SyncStatus::parse(&run.status).unwrap_or(SyncStatus::Failed)
+}
+
+/// Queues a run unless the connection already has a queued or running one, which is returned.
+pub async fn enqueue(
+    txn: &impl ConnectionTrait,
+    connection: &connection::Model,
+    kind: SyncKind,
+    trigger: SyncTrigger,
+) -> AppResult<sync_run::Model> {
+    let now = Utc::now();
+    let run = sync_run::ActiveModel {
+        id: Set(new_id()),
+        account_id: Set(connection.account_id),
+        connection_id: Set(connection.id),
+        kind: Set(kind.as_str().to_owned()),
+        trigger: Set(trigger.as_str().to_owned()),
+        status: Set(SyncStatus::Queued.as_str().to_owned()),
+        queued_at: Set(now),
+        started_at: Set(None),
+        finished_at: Set(None),
+        run_after: Set(now),
+        locked_by: Set(None),
+        locked_until: Set(None),
+        attempts: Set(0),
+        cancel_requested: Set(false),
+        records_added: Set(0),
+        records_updated: Set(0),
+        records_deleted: Set(0),
+        stats: Set(json!({})),
+        error_code: Set(None),
+        error_message: Set(None),
+    };
+    sync_run::Entity::insert(run)
+        .on_conflict(OnConflict::new().do_nothing().to_owned())
+        .exec_without_returning(txn)
+        .await?;
+    active_run(txn, connection.id)
+        .await?
+        .ok_or_else(|| AppError::internal(anyhow::anyhow!("queued run vanished")))
+}
+
+pub async fn active_run(
+    db: &impl ConnectionTrait,
+    connection_id: Uuid,
+) -> AppResult<Option<sync_run::Model>> {
+    Ok(sync_run::Entity::find()
+        .filter(sync_run::Column::ConnectionId.eq(connection_id))
+        .filter(
+            sync_run::Column::Status
+                .is_in([SyncStatus::Queued.as_str(), SyncStatus::Running.as_str()]),
+        )
+        .one(db)
+        .await?)
+}
+
+/// `triggerSync`: queues a run, or returns the one already queued or running.
+pub async fn trigger(
+    db: &Db,
+    scope: Scope,
+    connection_id: Uuid,
+    kind: SyncKind,
+) -> AppResult<sync_run::Model> {
+    let txn = db.begin_write().await?;
+    let connection = connections::find(&*txn, scope, connection_id).await?;
+    if connections::status(&connection) == ConnectionStatus::Disconnected {
+        return Err(AppError::Conflict("the connection is disconnected".into()));
+    }
+    let run = enqueue(&*txn, &connection, kind, SyncTrigger::Manual).await?;
+    txn.commit().await?;
+    Ok(run)
+}
+
+pub async fn find(db: &impl ConnectionTrait, scope: Scope, id: Uuid) -> AppResult<sync_run::Model> {
+    let run = sync_run::Entity::find_by_id(id)
+        .filter(sync_run::Column::AccountId.eq(scope.account_id))
+        .one(db)
+        .await?
+        .filter(|run| scope.connection_id.is_none_or(|c| c == run.connection_id))
+        .ok_or(AppError::NotFound("sync run"))?;
+    Ok(run)
+}
+
+pub async fn list(
+    db: &impl ConnectionTrait,
+    connection_id: Uuid,
+    page: PageRequest,
+) -> AppResult<Page<sync_run::Model>> {
+    let select = sync_run::Entity::find().filter(sync_run::Column::ConnectionId.eq(connection_id));
+    Ok(fetch_page(db, select, sync_run::Column::Id, page).await?)
+}
+
+pub async fn last_run(
+    db: &impl ConnectionTrait,
+    connection_id: Uuid,
+) -> AppResult<Option<sync_run::Model>> {
+    Ok(sync_run::Entity::find()
+        .filter(sync_run::Column::ConnectionId.eq(connection_id))
+        .order_by_desc(sync_run::Column::Id)
+        .one(db)
+        .await?)
+}
+
+/// Cancels a queued run at once, a running one at its next page boundary.
+pub async fn cancel(db: &Db, scope: Scope, id: Uuid) -> AppResult<sync_run::Model> {
+    let txn = db.begin_write().await?;
+    let run = find(&*txn, scope, id).await?;
+    let run = match status(&run) {
+        SyncStatus::Queued => finish(&*txn, run, SyncStatus::Cancelled, None).await?,
+        SyncStatus::Running => {
+            let mut active: sync_run::ActiveModel = run.into();
+            active.cancel_requested = Set(true);
+            active.update(&*txn).await?
+        }
+        _ => run,
+    };
+    txn.commit().await?;
+    Ok(run)
+}
+
+/// Ends a run and stores its closing event (`sync.completed`, or `sync.failed` with the error).
+pub async fn finish(
+    txn: &impl ConnectionTrait,
+    run: sync_run::Model,
+    to: SyncStatus,
+    error: Option<(String, String)>,
+) -> AppResult<sync_run::Model> {
+    let mut active: sync_run::ActiveModel = run.into();
+    active.status = Set(to.as_str().to_owned());
+    active.finished_at = Set(Some(Utc::now()));
+    active.locked_by = Set(None);
+    active.locked_until = Set(None);
+    active.error_code = Set(error.as_ref().map(|e| e.0.clone()));
+    active.error_message = Set(error.as_ref().map(|e| e.1.clone()));
+    let run = active.update(txn).await?;
+    let event_type = if to == SyncStatus::Succeeded {
+        EventType::SyncCompleted
+    } else {
+        EventType::SyncFailed
+    };
+    let mut data = run_summary(&run);
+    if let Some((code, message)) = error {
+        data["error"] = json!({ "code": code, "message": message });
+    }
+    record_run_event(txn, &run, event_type, data).await?;
+    Ok(run)
+}
+
+pub fn run_summary(run: &sync_run::Model) -> serde_json::Value {
+    json!({
+        "sync_run_id": crate::ids::encode(crate::ids::Kind::SyncRun, run.id),
+        "kind": run.kind, "status": run.status,
+        "added": run.records_added, "updated": run.records_updated, "deleted": run.records_deleted,
+        "entities": run.stats,
+    })
+}
+
+pub async fn record_run_event(
+    txn: &impl ConnectionTrait,
+    run: &sync_run::Model,
+    event_type: EventType,
+    data: serde_json::Value,
+) -> AppResult<()> {
+    let customer_id = connection::Entity::find_by_id(run.connection_id)
+        .one(txn)
+        .await?
+        .map(|c| c.customer_id);
+    let event = NewEvent {
+        account_id: run.account_id,
+        customer_id,
+        connection_id: Some(run.connection_id),
+        event_type,
+        data,
+    };
+    events::record(txn, vec![event]).await?;
+    Ok(())
+}
+
+/// Claims the next runnable run (queued and due, or running with an expired lease).
+pub async fn claim(
+    db: &Db,
+    worker: &str,
+    lease: std::time::Duration,
+) -> AppResult<Option<sync_run::Model>> {
+    let now = Utc::now();
+    let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+    let backend = db.conn().get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => POSTGRES_CLAIM,
+        _ => SQLITE_CLAIM,
+    };
+    let statement = Statement::from_sql_and_values(
+        backend,
+        sql,
+        [
+            worker.into(),
+            until.into(),
+            now.into(),
+            SyncStatus::Running.as_str().into(),
+            now.into(),
+            now.into(),
+        ],
+    );
+    let txn = db.begin_write().await?;
+    let run = sync_run::Entity::find()
+        .from_raw_sql(statement)
+        .one(&*txn)
+        .await?;
+    txn.commit().await?;
+    Ok(run)
+}
+
+const SQLITE_CLAIM: &str = "UPDATE sync_runs SET locked_by = ?, locked_until = ?, \
+    started_at = COALESCE(started_at, ?), status = ?, attempts = attempts + 1 \
+    WHERE id = (SELECT id FROM sync_runs WHERE (status = 'QUEUED' AND run_after <= ?) \
+    OR (status = 'RUNNING' AND locked_until < ?) ORDER BY run_after LIMIT 1) RETURNING *";
+
+const POSTGRES_CLAIM: &str = "UPDATE sync_runs SET locked_by = $1, locked_until = $2, \
+    started_at = COALESCE(started_at, $3), status = $4, attempts = attempts + 1 \
+    WHERE id = (SELECT id FROM sync_runs WHERE (status = 'QUEUED' AND run_after <= $5) \
+    OR (status = 'RUNNING' AND locked_until < $6) ORDER BY run_after LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING *";

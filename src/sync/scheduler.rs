@@ -1,0 +1,90 @@
+//! The scheduler: queues an incremental run for every connection whose sync interval has
+//! passed since its last run. Connections waiting for new credentials are left alone.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, EntityTrait, QueryFilter, QuerySelect,
+    sea_query::{Expr, ExprTrait},
+};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{SyncKind, SyncTrigger, enqueue};
+use crate::{connections::ConnectionStatus, db::Db, error::AppResult};
+use entity::{connection, sync_run};
+
+pub struct Scheduler {
+    pub db: Db,
+    /// Length of one "minute" of `syncIntervalMinutes` (shortened in tests).
+    pub minute: Duration,
+    pub wake: Arc<Notify>,
+}
+
+impl Scheduler {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let tick = (self.minute / 4).clamp(Duration::from_millis(200), Duration::from_secs(15));
+        loop {
+            if let Err(err) = self.queue_due().await {
+                tracing::error!(error = %err, "scheduling syncs failed");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(tick) => {}
+            }
+        }
+    }
+
+    pub async fn queue_due(&self) -> AppResult<usize> {
+        let scheduled = connection::Entity::find()
+            .filter(connection::Column::SyncIntervalMinutes.is_not_null())
+            .filter(connection::Column::Status.is_in([
+                ConnectionStatus::Online.as_str(),
+                ConnectionStatus::Offline.as_str(),
+                ConnectionStatus::Pending.as_str(),
+            ]))
+            .all(self.db.conn())
+            .await?;
+        if scheduled.is_empty() {
+            return Ok(0);
+        }
+        let latest: HashMap<Uuid, DateTime<Utc>> = sync_run::Entity::find()
+            .select_only()
+            .column(sync_run::Column::ConnectionId)
+            .column_as(Expr::col(sync_run::Column::QueuedAt).max(), "latest")
+            .filter(sync_run::Column::ConnectionId.is_in(scheduled.iter().map(|c| c.id)))
+            .group_by(sync_run::Column::ConnectionId)
+            .into_tuple::<(Uuid, DateTime<Utc>)>()
+            .all(self.db.conn())
+            .await?
+            .into_iter()
+            .collect();
+        let now = Utc::now();
+        let mut queued = 0;
+        for connection in scheduled {
+            let minutes = Ord::max(connection.sync_interval_minutes.unwrap_or(1), 1) as u32;
+            let interval = chrono::Duration::from_std(self.minute * minutes).unwrap_or_default();
+            let due = latest
+                .get(&connection.id)
+                .is_none_or(|last| *last + interval <= now);
+            if due {
+                let txn = self.db.begin_write().await?;
+                enqueue(
+                    &*txn,
+                    &connection,
+                    SyncKind::Incremental,
+                    SyncTrigger::Schedule,
+                )
+                .await?;
+                txn.commit().await?;
+                queued += 1;
+            }
+        }
+        if queued > 0 {
+            self.wake.notify_waiters();
+        }
+        Ok(queued)
+    }
+}

@@ -1,0 +1,76 @@
+//! The sync worker pool: a bounded number of runs at a time, each claimed under a lease so
+//! that a run of a crashed process is taken over after the lease expires.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::engine::{Engine, EngineSettings};
+use crate::{crypto::Cipher, db::Db};
+
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
+#[derive(Clone)]
+pub struct SyncWorkers {
+    pub db: Db,
+    pub cipher: Cipher,
+    pub settings: EngineSettings,
+    pub concurrency: usize,
+    /// Signalled when a run is queued, so that an idle worker starts at once.
+    pub wake: Arc<Notify>,
+}
+
+impl SyncWorkers {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut set = tokio::task::JoinSet::new();
+        for n in 0..self.concurrency.max(1) {
+            let name = format!("{}-sync-{n}", process_name());
+            set.spawn(self.clone().work(name, shutdown.clone()));
+        }
+        while set.join_next().await.is_some() {}
+    }
+
+    async fn work(self, name: String, shutdown: CancellationToken) {
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            match super::claim(&self.db, &name, self.settings.lease).await {
+                Ok(Some(run)) => {
+                    let engine = Engine {
+                        db: &self.db,
+                        cipher: &self.cipher,
+                        settings: &self.settings,
+                        worker: &name,
+                    };
+                    // A stop mid-run leaves the run RUNNING under a lease another worker retakes.
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        result = engine.execute(run) => if let Err(err) = result {
+                            tracing::error!(error = %err, "sync run failed unexpectedly; it will be retried when its lease expires");
+                        }
+                    }
+                }
+                Ok(None) => tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(IDLE_POLL) => {}
+                },
+                Err(err) => {
+                    tracing::error!(error = %err, "claiming a sync run failed");
+                    tokio::time::sleep(IDLE_POLL).await;
+                }
+            }
+        }
+    }
+}
+
+/// Identifies this process in leases.
+fn process_name() -> String {
+    format!(
+        "pid{}-{}",
+        std::process::id(),
+        &crate::ids::new_id().simple().to_string()[24..]
+    )
+}
