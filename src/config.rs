@@ -56,6 +56,18 @@ pub struct Config {
     /// Events held in memory for live subscribers; one that falls further behind catches up
     /// from the database.
     pub event_feed_capacity: usize,
+    /// Sync runs executed at once by this process.
+    pub sync_workers: usize,
+    /// Records asked of the remote per page.
+    pub sync_page_size: usize,
+    /// Most requests per second to one connection's remote system.
+    pub sync_requests_per_second: u32,
+    /// A running sync's lease; a run whose lease expires (its process died) is taken over.
+    pub sync_lease_secs: u64,
+    /// Length in seconds of one minute of `syncIntervalMinutes` (60; shortened in tests).
+    pub sync_schedule_minute_secs: u64,
+    /// Retries of an unreachable or failing remote within a run before the run fails.
+    pub sync_retries: u32,
 }
 
 impl Default for Config {
@@ -80,6 +92,12 @@ impl Default for Config {
             health_check_interval_secs: 300,
             event_retention_secs: 30 * 24 * 3600,
             event_feed_capacity: 4096,
+            sync_workers: 4,
+            sync_page_size: 500,
+            sync_requests_per_second: 10,
+            sync_lease_secs: 30,
+            sync_schedule_minute_secs: 60,
+            sync_retries: 4,
         }
     }
 }
@@ -209,6 +227,12 @@ const KEYS: &[&str] = &[
     "health_check_interval_secs",
     "event_retention_secs",
     "event_feed_capacity",
+    "sync_workers",
+    "sync_page_size",
+    "sync_requests_per_second",
+    "sync_lease_secs",
+    "sync_schedule_minute_secs",
+    "sync_retries",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -281,6 +305,14 @@ impl Config {
             ("ws_ping_interval_secs", self.ws_ping_interval_secs),
             ("event_retention_secs", self.event_retention_secs),
             ("event_feed_capacity", self.event_feed_capacity as u64),
+            ("sync_workers", self.sync_workers as u64),
+            ("sync_page_size", self.sync_page_size as u64),
+            (
+                "sync_requests_per_second",
+                u64::from(self.sync_requests_per_second),
+            ),
+            ("sync_lease_secs", self.sync_lease_secs),
+            ("sync_schedule_minute_secs", self.sync_schedule_minute_secs),
             (
                 "health_check_interval_secs",
                 self.health_check_interval_secs,
@@ -295,6 +327,15 @@ impl Config {
 
     pub fn is_sqlite(&self) -> bool {
         self.database_url.starts_with("sqlite:")
+    }
+
+    pub fn engine_settings(&self) -> crate::sync::engine::EngineSettings {
+        crate::sync::engine::EngineSettings {
+            page_size: self.sync_page_size,
+            requests_per_second: self.sync_requests_per_second,
+            lease: Duration::from_secs(self.sync_lease_secs),
+            retries: self.sync_retries,
+        }
     }
 
     pub fn event_retention(&self) -> Duration {

@@ -49,12 +49,14 @@ pub async fn run(
     db.migrate().await.context("migrating the database")?;
     let metrics = Metrics::new();
     let feed = events::feed::EventFeed::new(db.clone(), config.event_feed_capacity).await?;
+    let sync_wake = Arc::new(tokio::sync::Notify::new());
     let auth_cache = Arc::new(auth::AuthCache::default());
     let schema = graphql::build_schema(
         db.clone(),
         auth_cache.clone(),
         cipher.clone(),
         feed.clone(),
+        sync_wake.clone(),
         &config,
     );
     let state = Arc::new(AppState {
@@ -71,10 +73,24 @@ pub async fn run(
     if state.config.workers {
         let health = connections::health::HealthCheck {
             db: db.clone(),
-            cipher,
+            cipher: cipher.clone(),
             interval: state.config.health_check_interval(),
         };
         workers.spawn(health.run(shutdown.clone()));
+        let scheduler = sync::scheduler::Scheduler {
+            db: db.clone(),
+            minute: Duration::from_secs(state.config.sync_schedule_minute_secs),
+            wake: sync_wake.clone(),
+        };
+        workers.spawn(scheduler.run(shutdown.clone()));
+        let sync_workers = sync::worker::SyncWorkers {
+            db: db.clone(),
+            cipher: cipher.clone(),
+            settings: state.config.engine_settings(),
+            concurrency: state.config.sync_workers,
+            wake: sync_wake.clone(),
+        };
+        workers.spawn(sync_workers.run(shutdown.clone()));
         workers.spawn(events::prune_periodically(
             db.clone(),
             state.config.event_retention(),

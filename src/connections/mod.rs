@@ -243,6 +243,13 @@ pub async fn connect(
                       "credit_cost": cost, "status": status.as_str() }),
     };
     events::record(&*txn, vec![created]).await?;
+    crate::sync::enqueue(
+        &*txn,
+        &model,
+        crate::sync::SyncKind::Full,
+        crate::sync::SyncTrigger::Connect,
+    )
+    .await?;
     txn.commit().await?;
     tracing::info!(connection.id = %id, credits = cost, "connection created");
     Ok((model, token.token))

@@ -12,6 +12,8 @@ use crate::{
     error::{AppError, AppResult},
     events::EventType,
     ids,
+    pagination::PageRequest,
+    sync,
 };
 use entity::{connection, credit_ledger};
 
@@ -70,6 +72,23 @@ impl Connection {
     }
     async fn metadata(&self) -> Option<Json<Value>> {
         self.0.metadata.clone().map(Json)
+    }
+    /// The most recent sync run.
+    async fn last_sync_run(&self, ctx: &Context<'_>) -> AppResult<Option<super::sync::SyncRun>> {
+        Ok(sync::last_run(super::db(ctx).conn(), self.0.id)
+            .await?
+            .map(super::sync::SyncRun))
+    }
+    /// Sync runs, oldest first.
+    async fn sync_runs(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> AppResult<async_graphql::connection::Connection<String, super::sync::SyncRun>> {
+        let page = PageRequest::from_args(first, after.as_deref(), None, None)?;
+        let page = sync::list(super::db(ctx).conn(), self.0.id, page).await?;
+        Ok(super::customer::relay(page, |r| r.id, super::sync::SyncRun))
     }
 }
 

@@ -10,7 +10,7 @@ use crate::{
     connections::{self, Scope},
     error::{AppError, AppResult},
     events::{self, EventType, Filter, feed::EventFeed},
-    ids,
+    ids, sync,
 };
 use entity::event;
 
@@ -110,6 +110,53 @@ impl Subscription {
         Ok(feed
             .stream(filter, after)
             .map(|item| item.map(|e| Event((*e).clone())).map_err(Into::into)))
+    }
+
+    /// The run each time it changes; completes when it ends.
+    async fn sync_run(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<
+        impl Stream<Item = async_graphql::Result<super::sync::SyncRun>> + use<>,
+    > {
+        let scope = super::principal(ctx).scope()?;
+        let id = ids::decode(ids::Kind::SyncRun, &id)?;
+        let db = super::db(ctx).clone();
+        let run = sync::find(db.conn(), scope, id).await?;
+        let types = vec![
+            EventType::SyncStarted,
+            EventType::SyncProgress,
+            EventType::SyncCompleted,
+            EventType::SyncFailed,
+        ];
+        let filter = Filter {
+            connection_id: Some(run.connection_id),
+            types: Some(types),
+            ..filter_for(scope, None)?
+        };
+        let changes = ctx.data_unchecked::<EventFeed>().stream(filter, None);
+        // The current state first, then every change, until the run has ended.
+        let first = futures_util::stream::once(async move { Ok::<_, AppError>(run) });
+        let updates = changes.then(move |item| {
+            let db = db.clone();
+            async move {
+                item?;
+                sync::find(db.conn(), scope, id).await
+            }
+        });
+        let mut ended = false;
+        Ok(first
+            .chain(updates)
+            .take_while(move |item| {
+                let keep = !ended;
+                ended = ended
+                    || item
+                        .as_ref()
+                        .map_or(true, |run| sync::status(run).is_finished());
+                futures_util::future::ready(keep)
+            })
+            .map(|item| item.map(super::sync::SyncRun).map_err(Into::into)))
     }
 
     /// The connection each time one of the filtered connections is created, changes status,

@@ -7,7 +7,7 @@ use async_graphql::dataloader::{DataLoader, Loader};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
-use crate::{db::Db, error::AppError};
+use crate::{db::Db, error::AppError, records::loader::RecordLoader};
 use entity::customer;
 
 pub struct CustomerLoader {
@@ -31,18 +31,18 @@ impl Loader<Uuid> for CustomerLoader {
 
 pub struct Loaders {
     pub customers: DataLoader<CustomerLoader>,
+    pub records: DataLoader<RecordLoader>,
 }
 
 impl Loaders {
     pub fn new(db: &Db, account_id: Uuid) -> Self {
+        let customers = CustomerLoader {
+            db: db.clone(),
+            account_id,
+        };
         Self {
-            customers: DataLoader::new(
-                CustomerLoader {
-                    db: db.clone(),
-                    account_id,
-                },
-                tokio::spawn,
-            ),
+            customers: DataLoader::new(customers, tokio::spawn),
+            records: DataLoader::new(RecordLoader { db: db.clone() }, tokio::spawn),
         }
     }
 }

@@ -11,6 +11,8 @@ mod loaders;
 mod mutation;
 mod node;
 mod query;
+mod records;
+mod sync;
 
 use crate::events::feed::EventFeed;
 use async_graphql::{Context, Schema, SchemaBuilder};
@@ -39,6 +41,7 @@ pub fn build_schema(
     auth_cache: Arc<AuthCache>,
     cipher: Cipher,
     feed: EventFeed,
+    sync_wake: Arc<tokio::sync::Notify>,
     config: &Config,
 ) -> AppSchema {
     builder()
@@ -46,6 +49,7 @@ pub fn build_schema(
         .data(auth_cache)
         .data(cipher)
         .data(feed)
+        .data(SyncWake(sync_wake))
         .data(config.clone())
         .limit_depth(config.max_query_depth)
         .limit_complexity(config.max_query_complexity)
@@ -89,4 +93,11 @@ pub(crate) fn account_id(ctx: &Context<'_>) -> Result<uuid::Uuid, AppError> {
 /// Called after a key or token was revoked or replaced: no cached copy may outlive it.
 pub(crate) fn forget_cached_tokens(ctx: &Context<'_>) {
     ctx.data_unchecked::<Arc<AuthCache>>().clear();
+}
+
+/// Wakes the sync workers when a run is queued.
+pub(crate) struct SyncWake(pub Arc<tokio::sync::Notify>);
+
+pub(crate) fn wake_sync_workers(ctx: &Context<'_>) {
+    ctx.data_unchecked::<SyncWake>().0.notify_waiters();
 }

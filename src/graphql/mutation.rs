@@ -10,6 +10,7 @@ use super::{
         UpdateConnectionInput, change,
     },
     customer::{CreateCustomerInput, Customer, UpdateCustomerInput},
+    sync::SyncRun,
 };
 use crate::{
     accounts,
@@ -19,6 +20,7 @@ use crate::{
     customers::{self, CustomerChanges, NewCustomer},
     error::AppResult,
     ids,
+    sync::{self, SyncKind},
 };
 
 pub struct Mutation;
@@ -241,6 +243,32 @@ impl Mutation {
         )
         .await?;
         Ok(Connection(model))
+    }
+
+    /// Queues a sync run; returns the queued or running one if the connection has one.
+    async fn trigger_sync(
+        &self,
+        ctx: &Context<'_>,
+        connection_id: ID,
+        #[graphql(default_with = "SyncKind::Incremental")] kind: SyncKind,
+    ) -> AppResult<SyncRun> {
+        let scope = super::principal(ctx).scope()?;
+        let run = sync::trigger(
+            super::db(ctx),
+            scope,
+            self::connection_id(&connection_id)?,
+            kind,
+        )
+        .await?;
+        super::wake_sync_workers(ctx);
+        Ok(SyncRun(run))
+    }
+
+    /// Cancels a queued run at once, a running one at its next page boundary.
+    async fn cancel_sync_run(&self, ctx: &Context<'_>, id: ID) -> AppResult<SyncRun> {
+        let scope = super::principal(ctx).scope()?;
+        let id = ids::decode(ids::Kind::SyncRun, &id)?;
+        Ok(SyncRun(sync::cancel(super::db(ctx), scope, id).await?))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Query root.
 
 use async_graphql::{Context, ID, Object, connection::Connection};
+use chrono::{DateTime, Utc};
 
 use super::{
     account::Viewer,
@@ -9,15 +10,19 @@ use super::{
     customer::{Customer, relay},
     event::{Event, EventFilter, filter_for},
     node::{self, Node},
+    records::{self, UnifiedRecord},
+    sync::SyncRun,
 };
 use crate::{
     accounts,
-    catalog::{self, SystemCategory},
+    catalog::{self, EntityType, SystemCategory},
     connections::{self, ConnectionStatus, ListFilter},
     credits, customers,
     error::{AppError, AppResult},
     events, ids,
     pagination::PageRequest,
+    records::RecordFilter,
+    sync,
 };
 
 pub struct Query;
@@ -132,6 +137,201 @@ impl Query {
         Ok(connection)
     }
 
+    async fn sync_run(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<SyncRun>> {
+        let scope = super::principal(ctx).scope()?;
+        let Ok(id) = ids::decode(ids::Kind::SyncRun, &id) else {
+            return Ok(None);
+        };
+        not_found_as_none(
+            sync::find(super::db(ctx).conn(), scope, id)
+                .await
+                .map(SyncRun),
+        )
+    }
+
+    /// Unified records of one connection, by entity type, oldest first. With a connection
+    /// token `connectionId` may be omitted.
+    #[allow(clippy::too_many_arguments)]
+    async fn records(
+        &self,
+        ctx: &Context<'_>,
+        connection_id: Option<ID>,
+        entity: EntityType,
+        first: Option<i32>,
+        after: Option<String>,
+        modified_after: Option<DateTime<Utc>>,
+        #[graphql(default = false)] include_deleted: bool,
+    ) -> AppResult<Connection<String, UnifiedRecord>> {
+        let args = RecordArgs {
+            connection_id,
+            first,
+            after,
+            modified_after,
+            include_deleted,
+        };
+        record_page(ctx, entity, args, UnifiedRecord::of).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn assets(
+        &self,
+        ctx: &Context<'_>,
+        connection_id: Option<ID>,
+        first: Option<i32>,
+        after: Option<String>,
+        modified_after: Option<DateTime<Utc>>,
+        #[graphql(default = false)] include_deleted: bool,
+    ) -> AppResult<Connection<String, records::Asset>> {
+        let args = RecordArgs {
+            connection_id,
+            first,
+            after,
+            modified_after,
+            include_deleted,
+        };
+        record_page(ctx, EntityType::Asset, args, records::Asset).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn work_orders(
+        &self,
+        ctx: &Context<'_>,
+        connection_id: Option<ID>,
+        first: Option<i32>,
+        after: Option<String>,
+        modified_after: Option<DateTime<Utc>>,
+        #[graphql(default = false)] include_deleted: bool,
+    ) -> AppResult<Connection<String, records::WorkOrder>> {
+        let args = RecordArgs {
+            connection_id,
+            first,
+            after,
+            modified_after,
+            include_deleted,
+        };
+        record_page(ctx, EntityType::WorkOrder, args, records::WorkOrder).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn sites(
+        &self,
+        ctx: &Context<'_>,
+        connection_id: Option<ID>,
+        first: Option<i32>,
+        after: Option<String>,
+        modified_after: Option<DateTime<Utc>>,
+        #[graphql(default = false)] include_deleted: bool,
+    ) -> AppResult<Connection<String, records::Site>> {
+        let args = RecordArgs {
+            connection_id,
+            first,
+            after,
+            modified_after,
+            include_deleted,
+        };
+        record_page(ctx, EntityType::Site, args, records::Site).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn locations(
+        &self,
+        ctx: &Context<'_>,
+        connection_id: Option<ID>,
+        first: Option<i32>,
+        after: Option<String>,
+        modified_after: Option<DateTime<Utc>>,
+        #[graphql(default = false)] include_deleted: bool,
+    ) -> AppResult<Connection<String, records::Location>> {
+        let args = RecordArgs {
+            connection_id,
+            first,
+            after,
+            modified_after,
+            include_deleted,
+        };
+        record_page(ctx, EntityType::Location, args, records::Location).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn parts(
+        &self,
+        ctx: &Context<'_>,
+        connection_id: Option<ID>,
+        first: Option<i32>,
+        after: Option<String>,
+        modified_after: Option<DateTime<Utc>>,
+        #[graphql(default = false)] include_deleted: bool,
+    ) -> AppResult<Connection<String, records::Part>> {
+        let args = RecordArgs {
+            connection_id,
+            first,
+            after,
+            modified_after,
+            include_deleted,
+        };
+        record_page(ctx, EntityType::Part, args, records::Part).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn purchase_orders(
+        &self,
+        ctx: &Context<'_>,
+        connection_id: Option<ID>,
+        first: Option<i32>,
+        after: Option<String>,
+        modified_after: Option<DateTime<Utc>>,
+        #[graphql(default = false)] include_deleted: bool,
+    ) -> AppResult<Connection<String, records::PurchaseOrder>> {
+        let args = RecordArgs {
+            connection_id,
+            first,
+            after,
+            modified_after,
+            include_deleted,
+        };
+        record_page(ctx, EntityType::PurchaseOrder, args, records::PurchaseOrder).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn vendors(
+        &self,
+        ctx: &Context<'_>,
+        connection_id: Option<ID>,
+        first: Option<i32>,
+        after: Option<String>,
+        modified_after: Option<DateTime<Utc>>,
+        #[graphql(default = false)] include_deleted: bool,
+    ) -> AppResult<Connection<String, records::Vendor>> {
+        let args = RecordArgs {
+            connection_id,
+            first,
+            after,
+            modified_after,
+            include_deleted,
+        };
+        record_page(ctx, EntityType::Vendor, args, records::Vendor).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn users(
+        &self,
+        ctx: &Context<'_>,
+        connection_id: Option<ID>,
+        first: Option<i32>,
+        after: Option<String>,
+        modified_after: Option<DateTime<Utc>>,
+        #[graphql(default = false)] include_deleted: bool,
+    ) -> AppResult<Connection<String, records::User>> {
+        let args = RecordArgs {
+            connection_id,
+            first,
+            after,
+            modified_after,
+            include_deleted,
+        };
+        record_page(ctx, EntityType::User, args, records::User).await
+    }
+
     /// The account's customers, oldest first; `search` matches name or external id.
     async fn customers(
         &self,
@@ -169,4 +369,42 @@ fn not_found_as_none<T>(found: AppResult<T>) -> AppResult<Option<T>> {
         Err(AppError::NotFound(_)) => Ok(None),
         Err(err) => Err(err),
     }
+}
+
+struct RecordArgs {
+    connection_id: Option<ID>,
+    first: Option<i32>,
+    after: Option<String>,
+    modified_after: Option<DateTime<Utc>>,
+    include_deleted: bool,
+}
+
+/// One page of a connection's records, after checking the caller may read that connection.
+async fn record_page<T: async_graphql::OutputType>(
+    ctx: &Context<'_>,
+    entity: EntityType,
+    args: RecordArgs,
+    wrap: impl Fn(entity::record::Model) -> T,
+) -> AppResult<Connection<String, T>> {
+    let scope = super::principal(ctx).scope()?;
+    let connection_id = match (args.connection_id, scope.connection_id) {
+        (Some(id), _) => ids::decode(ids::Kind::Connection, &id)?,
+        (None, Some(own)) => own,
+        (None, None) => {
+            return Err(AppError::bad_input(
+                "`connectionId` is required with an account API key",
+            ));
+        }
+    };
+    let db = super::db(ctx).conn();
+    connections::find(db, scope, connection_id).await?;
+    let page = PageRequest::from_args(args.first, args.after.as_deref(), None, None)?;
+    let filter = RecordFilter {
+        connection_id,
+        entity,
+        modified_after: args.modified_after,
+        include_deleted: args.include_deleted,
+    };
+    let page = crate::records::list(db, &filter, page).await?;
+    Ok(relay(page, |r| r.id, wrap))
 }

@@ -1,0 +1,105 @@
+//! Sync runs as GraphQL types.
+
+use async_graphql::{ID, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+
+use crate::{
+    catalog::EntityType,
+    ids,
+    sync::{self, SyncKind, SyncStatus, SyncTrigger, engine::stats_of},
+};
+use entity::sync_run;
+
+pub struct SyncRun(pub sync_run::Model);
+
+#[Object]
+impl SyncRun {
+    pub async fn id(&self) -> ID {
+        ID(ids::encode(ids::Kind::SyncRun, self.0.id))
+    }
+    async fn connection(
+        &self,
+        ctx: &async_graphql::Context<'_>,
+    ) -> crate::error::AppResult<super::connection::Connection> {
+        let scope = super::principal(ctx).scope()?;
+        let model =
+            crate::connections::find(super::db(ctx).conn(), scope, self.0.connection_id).await?;
+        Ok(super::connection::Connection(model))
+    }
+    async fn kind(&self) -> SyncKind {
+        SyncKind::parse(&self.0.kind).unwrap_or(SyncKind::Full)
+    }
+    async fn trigger(&self) -> SyncTrigger {
+        SyncTrigger::parse(&self.0.trigger).unwrap_or(SyncTrigger::Manual)
+    }
+    async fn status(&self) -> SyncStatus {
+        sync::status(&self.0)
+    }
+    async fn queued_at(&self) -> DateTime<Utc> {
+        self.0.queued_at
+    }
+    async fn started_at(&self) -> Option<DateTime<Utc>> {
+        self.0.started_at
+    }
+    async fn finished_at(&self) -> Option<DateTime<Utc>> {
+        self.0.finished_at
+    }
+    async fn records_added(&self) -> i32 {
+        clamp(self.0.records_added)
+    }
+    async fn records_updated(&self) -> i32 {
+        clamp(self.0.records_updated)
+    }
+    async fn records_deleted(&self) -> i32 {
+        clamp(self.0.records_deleted)
+    }
+    /// Counts per entity type, in catalog order.
+    async fn entities(&self) -> Vec<EntitySyncStats> {
+        let mut stats: Vec<_> = stats_of(&self.0)
+            .into_iter()
+            .filter_map(|(name, s)| {
+                Some(EntitySyncStats {
+                    entity: EntityType::parse(&name)?,
+                    added: clamp(s.added),
+                    updated: clamp(s.updated),
+                    deleted: clamp(s.deleted),
+                    unchanged: clamp(s.unchanged),
+                    skipped: clamp(s.skipped),
+                    rate_limited: clamp(s.rate_limited),
+                })
+            })
+            .collect();
+        stats.sort_by_key(|s| s.entity);
+        stats
+    }
+    async fn error(&self) -> Option<SyncError> {
+        Some(SyncError {
+            code: self.0.error_code.clone()?,
+            message: self.0.error_message.clone().unwrap_or_default(),
+        })
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct EntitySyncStats {
+    pub entity: EntityType,
+    pub added: i32,
+    pub updated: i32,
+    pub deleted: i32,
+    pub unchanged: i32,
+    /// Malformed remote records that were skipped.
+    pub skipped: i32,
+    /// Requests the remote answered with 429 (waited out, not failures).
+    pub rate_limited: i32,
+}
+
+#[derive(SimpleObject)]
+pub struct SyncError {
+    /// `AUTH_REQUIRED`, `OFFLINE`, `REMOTE_ERROR`, `CANCELLED` or `DISCONNECTED`.
+    pub code: String,
+    pub message: String,
+}
+
+fn clamp(value: i64) -> i32 {
+    value.clamp(0, i64::from(i32::MAX)) as i32
+}
