@@ -10,4 +10,5 @@ mod events;
 mod harness;
 mod hygiene;
 mod schema;
+mod sync;
 mod websocket;

@@ -1,0 +1,391 @@
+//! Sync runs against the demo system: full and incremental counts, deletion detection,
+//! remote faults, cancel, schedules, record queries.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::{
+    connections::setup,
+    harness::{TestApp, error_code},
+};
+
+const RUN_FIELDS: &str = "id status kind trigger recordsAdded recordsUpdated recordsDeleted
+    entities { entity added updated deleted unchanged skipped rateLimited } error { code message }";
+
+fn input(customer: &str, scale: u64, simulate: &str) -> Value {
+    json!({ "customerId": customer, "systemKey": "demo",
+            "credentials": { "api_key": "sync-test-key", "scale": scale, "simulate": simulate } })
+}
+
+async fn connect(app: &TestApp, key: &str, input: Value) -> (String, String) {
+    let data = app
+        .ok(key, "mutation($input: ConnectInput!) { connect(input: $input) { token connection { id } } }", json!({ "input": input }))
+        .await;
+    (
+        data["connect"]["connection"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        data["connect"]["token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Waits until the run has ended; returns it.
+async fn finished(app: &TestApp, key: &str, run_id: &str) -> Value {
+    let query = format!("query($id: ID!) {{ syncRun(id: $id) {{ {RUN_FIELDS} }} }}");
+    for _ in 0..600 {
+        let run = app.ok(key, &query, json!({ "id": run_id })).await["syncRun"].clone();
+        if matches!(
+            run["status"].as_str(),
+            Some("SUCCEEDED" | "FAILED" | "CANCELLED")
+        ) {
+            return run;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("run {run_id} did not end within 30 s");
+}
+
+async fn last_run(app: &TestApp, key: &str, connection: &str) -> Value {
+    let query =
+        format!("query($id: ID!) {{ connection(id: $id) {{ lastSyncRun {{ {RUN_FIELDS} }} }} }}");
+    let data = app.ok(key, &query, json!({ "id": connection })).await;
+    let run = data["connection"]["lastSyncRun"].clone();
+    finished(app, key, run["id"].as_str().unwrap()).await
+}
+
+async fn trigger(app: &TestApp, key: &str, connection: &str, kind: &str) -> Value {
+    let query = format!(
+        "mutation($id: ID!, $kind: SyncKind) {{ triggerSync(connectionId: $id, kind: $kind) {{ id }} }}"
+    );
+    let data = app
+        .ok(key, &query, json!({ "id": connection, "kind": kind }))
+        .await;
+    finished(app, key, data["triggerSync"]["id"].as_str().unwrap()).await
+}
+
+async fn count_assets(app: &TestApp, key: &str, connection: &str, include_deleted: bool) -> usize {
+    let mut total = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let data = app
+            .ok(key, "query($c: ID!, $after: String, $d: Boolean) { assets(connectionId: $c, first: 100, after: $after, includeDeleted: $d) {
+                nodes { key } pageInfo { hasNextPage endCursor } } }", json!({ "c": connection, "after": after, "d": include_deleted }))
+            .await;
+        total += data["assets"]["nodes"].as_array().unwrap().len();
+        if data["assets"]["pageInfo"]["hasNextPage"] == false {
+            return total;
+        }
+        after = data["assets"]["pageInfo"]["endCursor"]
+            .as_str()
+            .map(str::to_owned);
+    }
+}
+
+fn entity<'a>(run: &'a Value, name: &str) -> &'a Value {
+    run["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["entity"] == name)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn full_then_incremental_runs_have_exact_counts() {
+    let app = TestApp::spawn().await;
+    let (key, customer) = setup(&app, 10).await;
+    let (connection, _) = connect(&app, &key, input(&customer, 1000, "none")).await;
+    let first = last_run(&app, &key, &connection).await;
+    assert_eq!(
+        (
+            first["status"].as_str(),
+            first["kind"].as_str(),
+            first["trigger"].as_str()
+        ),
+        (Some("SUCCEEDED"), Some("FULL"), Some("CONNECT"))
+    );
+    assert_eq!(
+        first["recordsAdded"], 8000,
+        "8 entity types of 1,000 records"
+    );
+    assert_eq!(entity(&first, "ASSET")["added"], 1000);
+    assert_eq!(count_assets(&app, &key, &connection, false).await, 1000);
+
+    let incremental = trigger(&app, &key, &connection, "INCREMENTAL").await;
+    assert_eq!(incremental["status"], "SUCCEEDED", "{incremental}");
+    let assets = entity(&incremental, "ASSET").clone();
+    assert_eq!(
+        assets["added"], 2,
+        "the demo adds scale/500 records per generation"
+    );
+    let changed = incremental["recordsUpdated"].as_i64().unwrap()
+        + incremental["recordsDeleted"].as_i64().unwrap();
+    assert!(
+        (20..=300).contains(&changed),
+        "about 1 % of 8,000 changed: {incremental}"
+    );
+    assert_eq!(
+        assets["unchanged"], 0,
+        "an incremental run reads only what changed"
+    );
+    let live = 1000 + 2 - assets["deleted"].as_i64().unwrap() as usize;
+    assert_eq!(count_assets(&app, &key, &connection, false).await, live);
+    assert_eq!(count_assets(&app, &key, &connection, true).await, 1002);
+
+    // A twin connection (same credentials, so the same simulated remote) synced FULL twice
+    // reaches the same remote state: the same changes counted, the same records stored.
+    let (twin, _) = connect(&app, &key, input(&customer, 1000, "none")).await;
+    last_run(&app, &key, &twin).await;
+    let full = trigger(&app, &key, &twin, "FULL").await;
+    for field in ["recordsAdded", "recordsUpdated", "recordsDeleted"] {
+        assert_eq!(
+            full[field], incremental[field],
+            "{field}: full {full} incremental {incremental}"
+        );
+    }
+    assert_eq!(
+        asset_snapshot(&app, &key, &twin).await,
+        asset_snapshot(&app, &key, &connection).await
+    );
+}
+
+/// Every live asset's key and description, by key.
+async fn asset_snapshot(app: &TestApp, key: &str, connection: &str) -> Vec<(String, String)> {
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let data = app
+            .ok(key, "query($c: ID!, $after: String) { assets(connectionId: $c, first: 100, after: $after) {
+                nodes { key description } pageInfo { hasNextPage endCursor } } }", json!({ "c": connection, "after": after }))
+            .await;
+        for node in data["assets"]["nodes"].as_array().unwrap() {
+            all.push((
+                node["key"].as_str().unwrap().to_owned(),
+                node["description"].as_str().unwrap().to_owned(),
+            ));
+        }
+        if data["assets"]["pageInfo"]["hasNextPage"] == false {
+            all.sort();
+            return all;
+        }
+        after = data["assets"]["pageInfo"]["endCursor"]
+            .as_str()
+            .map(str::to_owned);
+    }
+}
+
+#[tokio::test]
+async fn full_runs_detect_deletions() {
+    let app = TestApp::spawn().await;
+    let (key, customer) = setup(&app, 10).await;
+    let (connection, _) = connect(&app, &key, input(&customer, 1000, "none")).await;
+    last_run(&app, &key, &connection).await;
+    let full = trigger(&app, &key, &connection, "FULL").await;
+    let deleted = full["recordsDeleted"].as_i64().unwrap();
+    assert!(
+        deleted > 0,
+        "records the remote no longer has are marked deleted: {full}"
+    );
+    let data = app
+        .ok(&key, "query($c: ID!) { records(connectionId: $c, entity: ASSET, first: 100, includeDeleted: true, modifiedAfter: \"2020-01-01T00:00:00Z\") {
+            nodes { key deletedAt } } }", json!({ "c": connection }))
+        .await;
+    assert!(
+        data["records"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["key"].is_string())
+    );
+}
+
+#[tokio::test]
+async fn records_are_served_with_relations_and_scoped() {
+    let app = TestApp::spawn().await;
+    let (key, customer) = setup(&app, 10).await;
+    let (connection, token) = connect(&app, &key, input(&customer, 60, "none")).await;
+    last_run(&app, &key, &connection).await;
+    let data = app
+        .ok(&token, "{ assets(first: 5) { nodes { key name serialNumber siteKey site { key name } location { name } parent { key } }
+            pageInfo { hasNextPage } } workOrders(first: 2) { nodes { title status asset { key name } } } }", json!({}))
+        .await;
+    let asset = &data["assets"]["nodes"][0];
+    assert!(asset["name"].as_str().unwrap().starts_with("Asset "));
+    assert_eq!(asset["site"]["key"], asset["siteKey"]);
+    assert!(asset["location"]["name"].is_string());
+    assert_eq!(data["assets"]["pageInfo"]["hasNextPage"], true);
+    assert!(data["workOrders"]["nodes"][0]["asset"]["name"].is_string());
+
+    let body = app
+        .gql(&key, "{ assets(first: 1) { nodes { key } } }", json!({}))
+        .await;
+    assert_eq!(
+        error_code(&body),
+        "BAD_USER_INPUT",
+        "an account key names the connection"
+    );
+    let (_, other) = app.create_account("Other", 0).await;
+    let body = app
+        .gql(
+            &other,
+            "query($c: ID!) { assets(connectionId: $c) { nodes { key } } }",
+            json!({ "c": connection }),
+        )
+        .await;
+    assert_eq!(error_code(&body), "NOT_FOUND");
+    for entity in [
+        "SITE",
+        "LOCATION",
+        "PART",
+        "PURCHASE_ORDER",
+        "VENDOR",
+        "USER",
+    ] {
+        let data = app
+            .ok(&token, "query($e: EntityType!) { records(entity: $e, first: 1) { nodes { __typename key entity data } } }", json!({ "e": entity }))
+            .await;
+        assert_eq!(data["records"]["nodes"][0]["entity"], entity);
+    }
+}
+
+#[tokio::test]
+async fn rejected_credentials_fail_the_run_and_stop_schedules() {
+    let app = TestApp::spawn_with(|c| c.sync_schedule_minute_secs = 1).await;
+    let (key, customer) = setup(&app, 10).await;
+    let mut connect_input = input(&customer, 10, "auth_expired");
+    connect_input["validate"] = json!(false);
+    connect_input["syncIntervalMinutes"] = json!(1);
+    let (connection, _) = connect(&app, &key, connect_input).await;
+    let run = last_run(&app, &key, &connection).await;
+    assert_eq!(
+        (run["status"].as_str(), run["error"]["code"].as_str()),
+        (Some("FAILED"), Some("AUTH_REQUIRED"))
+    );
+    let data = app
+        .ok(
+            &key,
+            "query($id: ID!) { connection(id: $id) { status syncRuns { nodes { id } } } }",
+            json!({ "id": connection }),
+        )
+        .await;
+    assert_eq!(data["connection"]["status"], "AUTH_REQUIRED");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let data = app
+        .ok(
+            &key,
+            "query($id: ID!) { connection(id: $id) { syncRuns { nodes { id } } } }",
+            json!({ "id": connection }),
+        )
+        .await;
+    assert_eq!(
+        data["connection"]["syncRuns"]["nodes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "no scheduled runs while AUTH_REQUIRED"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_remote_fails_the_run_offline() {
+    let app = TestApp::spawn_with(|c| c.sync_retries = 1).await;
+    let (key, customer) = setup(&app, 10).await;
+    let mut connect_input = input(&customer, 10, "offline");
+    connect_input["validate"] = json!(false);
+    let (connection, _) = connect(&app, &key, connect_input).await;
+    let run = last_run(&app, &key, &connection).await;
+    assert_eq!(run["error"]["code"], "OFFLINE");
+    let data = app
+        .ok(
+            &key,
+            "query($id: ID!) { connection(id: $id) { status } }",
+            json!({ "id": connection }),
+        )
+        .await;
+    assert_eq!(data["connection"]["status"], "OFFLINE");
+}
+
+#[tokio::test]
+async fn rate_limits_and_flaky_remotes_are_ridden_out() {
+    let app = TestApp::spawn_with(|c| c.sync_page_size = 100).await;
+    let (key, customer) = setup(&app, 10).await;
+    let (flaky, _) = connect(&app, &key, input(&customer, 150, "flaky")).await;
+    let (limited, _) = connect(&app, &key, input(&customer, 5, "rate_limited")).await;
+    let run = last_run(&app, &key, &flaky).await;
+    assert_eq!(
+        (run["status"].clone(), run["recordsAdded"].clone()),
+        (json!("SUCCEEDED"), json!(1200)),
+        "{run}"
+    );
+    let run = last_run(&app, &key, &limited).await;
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    let waited: i64 = run["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["rateLimited"].as_i64().unwrap())
+        .sum();
+    assert!(waited > 0, "429s were waited out and counted: {run}");
+}
+
+#[tokio::test]
+async fn a_running_sync_can_be_cancelled_and_a_second_trigger_returns_it() {
+    let app = TestApp::spawn_with(|c| {
+        c.sync_page_size = 50;
+        c.sync_requests_per_second = 20;
+    })
+    .await;
+    let (key, customer) = setup(&app, 10).await;
+    let mut connect_input = input(&customer, 5000, "none");
+    connect_input["validate"] = json!(false);
+    let (connection, _) = connect(&app, &key, connect_input).await;
+    let query = "mutation($id: ID!) { triggerSync(connectionId: $id, kind: FULL) { id trigger } }";
+    let again = app.ok(&key, query, json!({ "id": connection })).await;
+    assert_eq!(
+        again["triggerSync"]["trigger"], "CONNECT",
+        "the queued or running run is returned"
+    );
+    let id = again["triggerSync"]["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.ok(
+        &key,
+        "mutation($id: ID!) { cancelSyncRun(id: $id) { id } }",
+        json!({ "id": id }),
+    )
+    .await;
+    let run = finished(&app, &key, &id).await;
+    assert_eq!(run["status"], "CANCELLED");
+    assert!(run["recordsAdded"].as_i64().unwrap() < 40_000);
+}
+
+#[tokio::test]
+async fn scheduled_runs_happen_on_time() {
+    let app = TestApp::spawn_with(|c| c.sync_schedule_minute_secs = 1).await;
+    let (key, customer) = setup(&app, 10).await;
+    let mut connect_input = input(&customer, 5, "none");
+    connect_input["syncIntervalMinutes"] = json!(1);
+    let (connection, _) = connect(&app, &key, connect_input).await;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let data = app
+        .ok(
+            &key,
+            "query($id: ID!) { connection(id: $id) { syncRuns(first: 50) { nodes { trigger } } } }",
+            json!({ "id": connection }),
+        )
+        .await;
+    let triggers: Vec<_> = data["connection"]["syncRuns"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["trigger"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(triggers[0], "CONNECT");
+    let scheduled = triggers.iter().filter(|t| *t == "SCHEDULE").count();
+    assert!(
+        (2..=6).contains(&scheduled),
+        "about one scheduled run a second: {triggers:?}"
+    );
+}
