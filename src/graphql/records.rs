@@ -167,6 +167,10 @@ record_type!(User {
     async fn role(&self) -> Option<String> { text(&self.0, "role") }
 });
 
+#[expect(
+    clippy::duplicated_attributes,
+    reason = "each interface field repeats `ty =` by design"
+)]
 #[derive(Interface)]
 #[graphql(
     field(name = "id", ty = "ID"),

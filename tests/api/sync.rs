@@ -56,11 +56,9 @@ async fn last_run(app: &TestApp, key: &str, connection: &str) -> Value {
 }
 
 async fn trigger(app: &TestApp, key: &str, connection: &str, kind: &str) -> Value {
-    let query = format!(
-        "mutation($id: ID!, $kind: SyncKind) {{ triggerSync(connectionId: $id, kind: $kind) {{ id }} }}"
-    );
+    let query = "mutation($id: ID!, $kind: SyncKind) { triggerSync(connectionId: $id, kind: $kind) { id } }";
     let data = app
-        .ok(key, &query, json!({ "id": connection, "kind": kind }))
+        .ok(key, query, json!({ "id": connection, "kind": kind }))
         .await;
     finished(app, key, data["triggerSync"]["id"].as_str().unwrap()).await
 }
