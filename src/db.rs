@@ -51,6 +51,11 @@ impl Db {
         })
     }
 
+    /// Counts every SQL statement (for `/metrics`); call before cloning the handle.
+    pub fn count_statements(&mut self, counter: prometheus::IntCounter) {
+        self.conn.set_metric_callback(move |_| counter.inc());
+    }
+
     pub async fn migrate(&self) -> Result<(), DbErr> {
         let _guard = self.lock_writes().await;
         Migrator::up(&self.conn, None).await

@@ -43,11 +43,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let cipher = crypto::Cipher::from_config(&config)?;
-    let db = Db::connect(&config)
+    let mut db = Db::connect(&config)
         .await
         .context("connecting to the database")?;
-    db.migrate().await.context("migrating the database")?;
     let metrics = Metrics::new();
+    db.count_statements(metrics.db_statements.clone());
+    db.migrate().await.context("migrating the database")?;
     let feed = events::feed::EventFeed::new(db.clone(), config.event_feed_capacity).await?;
     let sync_wake = Arc::new(tokio::sync::Notify::new());
     let auth_cache = Arc::new(auth::AuthCache::default());

@@ -1,7 +1,7 @@
 //! Prometheus metrics of one server instance, served at `/metrics`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
 #[derive(Clone)]
@@ -10,6 +10,7 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub graphql_requests: IntCounterVec,
     pub graphql_duration: HistogramVec,
+    pub db_statements: IntCounter,
 }
 
 impl Metrics {
@@ -42,8 +43,12 @@ impl Metrics {
             &["operation"],
         )
         .expect("valid metric");
+        let db_statements =
+            IntCounter::new("millwright_db_statements_total", "SQL statements executed")
+                .expect("valid metric");
         for collector in [
-            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(db_statements.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http_requests.clone()),
             Box::new(graphql_requests.clone()),
             Box::new(graphql_duration.clone()),
         ] {
@@ -52,6 +57,7 @@ impl Metrics {
                 .expect("metric registered once");
         }
         Self {
+            db_statements,
             registry,
             http_requests,
             graphql_requests,

@@ -387,3 +387,84 @@ async fn scheduled_runs_happen_on_time() {
         "about one scheduled run a second: {triggers:?}"
     );
 }
+
+/// SQL statements the server has run so far, from `/metrics`.
+async fn statements(app: &TestApp) -> u64 {
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("millwright_db_statements_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("statement counter in /metrics")
+}
+
+/// The fewest statements one query took over a few tries (background polls add noise).
+async fn statements_for(app: &TestApp, key: &str, query: &str, variables: Value) -> u64 {
+    let mut fewest = u64::MAX;
+    for _ in 0..5 {
+        let before = statements(app).await;
+        app.ok(key, query, variables.clone()).await;
+        fewest = fewest.min(statements(app).await - before);
+    }
+    fewest
+}
+
+#[tokio::test]
+async fn relations_cost_the_same_number_of_statements_for_10_and_100_rows() {
+    let app = TestApp::spawn().await;
+    let (key, customer) = setup(&app, 10).await;
+    let (connection, token) = connect(&app, &key, input(&customer, 300, "none")).await;
+    last_run(&app, &key, &connection).await;
+    let query =
+        "query($n: Int) { assets(first: $n) { nodes { name site { name } location { name } } } }";
+    let ten = statements_for(&app, &token, query, json!({ "n": 10 })).await;
+    let hundred = statements_for(&app, &token, query, json!({ "n": 100 })).await;
+    assert_eq!(ten, hundred, "no statement per row");
+    assert!(ten <= 6, "{ten} statements");
+}
+
+#[tokio::test]
+async fn paginating_visits_each_record_once_while_a_sync_runs() {
+    let app = TestApp::spawn_with(|c| c.sync_requests_per_second = 1000).await;
+    let (key, customer) = setup(&app, 10).await;
+    let (connection, token) = connect(&app, &key, input(&customer, 3000, "none")).await;
+    last_run(&app, &key, &connection).await;
+    app.ok(
+        &key,
+        "mutation($id: ID!) { triggerSync(connectionId: $id, kind: FULL) { id } }",
+        json!({ "id": connection }),
+    )
+    .await;
+    let mut seen = std::collections::HashSet::new();
+    let mut after: Option<String> = None;
+    let mut visits = 0;
+    loop {
+        let data = app
+            .ok(
+                &token,
+                "query($after: String) { assets(first: 100, after: $after, includeDeleted: true) {
+                nodes { key } pageInfo { hasNextPage endCursor } } }",
+                json!({ "after": after }),
+            )
+            .await;
+        for node in data["assets"]["nodes"].as_array().unwrap() {
+            visits += 1;
+            seen.insert(node["key"].as_str().unwrap().to_owned());
+        }
+        if data["assets"]["pageInfo"]["hasNextPage"] == false {
+            break;
+        }
+        after = data["assets"]["pageInfo"]["endCursor"]
+            .as_str()
+            .map(str::to_owned);
+    }
+    assert_eq!(visits, seen.len(), "no record twice");
+    assert!(seen.len() >= 3000, "every record of the first sync");
+}
