@@ -239,3 +239,76 @@ pub fn error_code(body: &Value) -> &str {
         .as_str()
         .unwrap_or_else(|| panic!("no error code in {body}"))
 }
+
+/// A `millwright serve` child process, killed when dropped.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub addr: String,
+}
+
+impl ServerProcess {
+    /// Starts the binary on `db_url` with extra `MILLWRIGHT_*` settings; waits for its address.
+    pub fn start(db_url: &str, settings: &[(&str, &str)]) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_millwright"));
+        command
+            .arg("serve")
+            .env("MILLWRIGHT_DATABASE_URL", db_url)
+            .env("MILLWRIGHT_LISTEN", "127.0.0.1:0")
+            .env("MILLWRIGHT_LOG_FORMAT", "json")
+            .env("MILLWRIGHT_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("MILLWRIGHT_ENCRYPTION_KEY", ENCRYPTION_KEY)
+            .stderr(std::process::Stdio::piped());
+        for (name, value) in settings {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("start millwright serve");
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if let Some(addr) = event["message"]
+                    .as_str()
+                    .and_then(|m| m.strip_prefix("listening on "))
+                {
+                    let _ = tx.send(addr.to_owned());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("`listening on` logged");
+        Self { child, addr }
+    }
+
+    pub async fn gql(&self, token: &str, query: &str, variables: Value) -> Value {
+        let body: Value = reqwest::Client::new()
+            .post(format!("http://{}/graphql", self.addr))
+            .bearer_auth(token)
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("JSON");
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+
+    /// SIGKILL: no graceful anything.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

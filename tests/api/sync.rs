@@ -468,3 +468,137 @@ async fn paginating_visits_each_record_once_while_a_sync_runs() {
     assert_eq!(visits, seen.len(), "no record twice");
     assert!(seen.len() >= 3000, "every record of the first sync");
 }
+
+#[tokio::test]
+async fn a_run_of_a_killed_process_is_taken_over_and_completed_exactly() {
+    use crate::harness::{ADMIN_TOKEN, ServerProcess, TestDb};
+    let db = TestDb::new().await;
+    let settings = [
+        ("MILLWRIGHT_SYNC_LEASE_SECS", "2"),
+        ("MILLWRIGHT_SYNC_PAGE_SIZE", "50"),
+        ("MILLWRIGHT_SYNC_REQUESTS_PER_SECOND", "40"),
+    ];
+    let server = ServerProcess::start(&db.url, &settings);
+    let data = server
+        .gql(
+            ADMIN_TOKEN,
+            "mutation { createAccount(input: {name: \"A\", credits: 5}) { apiKey } }",
+            json!({}),
+        )
+        .await;
+    let key = data["createAccount"]["apiKey"].as_str().unwrap().to_owned();
+    let data = server
+        .gql(
+            &key,
+            "mutation { createCustomer(input: {name: \"C\"}) { id } }",
+            json!({}),
+        )
+        .await;
+    let mut connect_input = input(data["createCustomer"]["id"].as_str().unwrap(), 400, "none");
+    connect_input["validate"] = json!(false);
+    let data = server
+        .gql(&key, "mutation($i: ConnectInput!) { connect(input: $i) { connection { id lastSyncRun { id } } } }", json!({ "i": connect_input }))
+        .await;
+    let connection = data["connect"]["connection"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let run = data["connect"]["connection"]["lastSyncRun"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let progress = "query($id: ID!) { syncRun(id: $id) { status recordsAdded } }";
+    loop {
+        let data = server.gql(&key, progress, json!({ "id": run })).await;
+        let added = data["syncRun"]["recordsAdded"].as_i64().unwrap();
+        assert_ne!(
+            data["syncRun"]["status"], "SUCCEEDED",
+            "the run ended before it could be interrupted"
+        );
+        if added >= 600 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.kill();
+
+    let server = ServerProcess::start(&db.url, &settings);
+    let mut status = Value::Null;
+    for _ in 0..600 {
+        let data = server.gql(&key, "query($id: ID!) { syncRun(id: $id) { status recordsAdded recordsUpdated recordsDeleted } }", json!({ "id": run })).await;
+        status = data["syncRun"].clone();
+        if status["status"] != "RUNNING" && status["status"] != "QUEUED" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status,
+        json!({ "status": "SUCCEEDED", "recordsAdded": 3200, "recordsUpdated": 0, "recordsDeleted": 0 })
+    );
+    let query = "query($c: ID!, $e: EntityType!) { records(connectionId: $c, entity: $e, first: 100) { pageInfo { hasNextPage } } }";
+    for entity in ["SITE", "ASSET", "USER"] {
+        let data = server
+            .gql(&key, query, json!({ "c": connection, "e": entity }))
+            .await;
+        assert_eq!(data["records"]["pageInfo"]["hasNextPage"], true);
+    }
+    let db_conn = sea_orm::Database::connect(&db.url).await.unwrap();
+    use sea_orm::{ConnectionTrait, Statement};
+    let rows = db_conn
+        .query_all_raw(Statement::from_string(
+            db_conn.get_database_backend(),
+            "SELECT COUNT(*) AS n, COUNT(DISTINCT entity || ':' || key) AS k FROM records",
+        ))
+        .await
+        .unwrap();
+    let (n, k): (i64, i64) = (
+        rows[0].try_get("", "n").unwrap(),
+        rows[0].try_get("", "k").unwrap(),
+    );
+    assert_eq!((n, k), (3200, 3200), "every record once");
+    db_conn.close().await.ok();
+}
+
+#[tokio::test]
+async fn a_run_that_fails_midway_keeps_its_pages_and_the_next_resumes() {
+    let app = TestApp::spawn_with(|c| {
+        c.sync_page_size = 30;
+        c.sync_retries = 0;
+        c.sync_requests_per_second = 1000;
+    })
+    .await;
+    let (key, customer) = setup(&app, 10).await;
+    let mut connect_input = input(&customer, 100, "flaky");
+    connect_input["validate"] = json!(false);
+    let (connection, _) = connect(&app, &key, connect_input).await;
+    // One request in ten fails: the tenth is the second page of assets.
+    let failed = last_run(&app, &key, &connection).await;
+    assert_eq!(
+        (failed["status"].as_str(), failed["error"]["code"].as_str()),
+        (Some("FAILED"), Some("REMOTE_ERROR")),
+        "{failed}"
+    );
+    assert_eq!(
+        entity(&failed, "ASSET")["added"],
+        30,
+        "the first page of assets was committed"
+    );
+    assert_eq!(count_assets(&app, &key, &connection, false).await, 30);
+
+    let update = "mutation($id: ID!, $c: JSON!) { updateConnectionCredentials(id: $id, credentials: $c) { status } }";
+    app.ok(
+        &key,
+        update,
+        json!({ "id": connection, "c": { "api_key": "sync-test-key", "scale": 100 } }),
+    )
+    .await;
+    let resumed = trigger(&app, &key, &connection, "FULL").await;
+    assert_eq!(resumed["status"], "SUCCEEDED", "{resumed}");
+    assert_eq!(
+        entity(&resumed, "ASSET")["added"],
+        70,
+        "the next run continued after the committed page"
+    );
+    assert_eq!(count_assets(&app, &key, &connection, false).await, 100);
+}
