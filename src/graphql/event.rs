@@ -145,18 +145,20 @@ impl Subscription {
                 sync::find(db.conn(), scope, id).await
             }
         });
-        let mut ended = false;
-        Ok(first
-            .chain(updates)
-            .take_while(move |item| {
-                let keep = !ended;
-                ended = ended
-                    || item
-                        .as_ref()
-                        .map_or(true, |run| sync::status(run).is_finished());
-                futures_util::future::ready(keep)
-            })
-            .map(|item| item.map(super::sync::SyncRun).map_err(Into::into)))
+        // Ends right after the state that finishes the run, without waiting for another event.
+        let states = first.chain(updates).boxed();
+        let until_finished =
+            futures_util::stream::unfold((states, false), |(mut states, done)| async move {
+                if done {
+                    return None;
+                }
+                let item = states.next().await?;
+                let finished = item
+                    .as_ref()
+                    .map_or(true, |run| sync::status(run).is_finished());
+                Some((item, (states, finished)))
+            });
+        Ok(until_finished.map(|item| item.map(super::sync::SyncRun).map_err(Into::into)))
     }
 
     /// The connection each time one of the filtered connections is created, changes status,

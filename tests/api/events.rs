@@ -408,3 +408,41 @@ async fn cursors_older_than_the_retention_are_refused() {
         "BAD_USER_INPUT"
     );
 }
+
+#[tokio::test]
+async fn sync_run_subscription_follows_one_run_to_its_end() {
+    let app = TestApp::spawn_with(|c| c.sync_page_size = 20).await;
+    let (key, customer) = setup(&app, 10).await;
+    let mut connect_input = demo_input(&customer, "none");
+    connect_input["validate"] = json!(false);
+    connect_input["credentials"]["scale"] = json!(200);
+    let data = app
+        .ok(&key, "mutation($i: ConnectInput!) { connect(input: $i) { connection { lastSyncRun { id } } } }", json!({ "i": connect_input }))
+        .await;
+    let run = data["connect"]["connection"]["lastSyncRun"]["id"].clone();
+    let mut socket = open(&app).await;
+    init(&mut socket, &key).await;
+    subscribe(
+        &mut socket,
+        "r",
+        "subscription($id: ID!) { syncRun(id: $id) { id status recordsAdded } }",
+        json!({ "id": run }),
+    )
+    .await;
+    let mut statuses = Vec::new();
+    loop {
+        let message = next(&mut socket).await.unwrap();
+        if message["type"] == "complete" {
+            break;
+        }
+        assert_eq!(message["type"], "next", "{message}");
+        let state = &message["payload"]["data"]["syncRun"];
+        assert_eq!(state["id"], run);
+        statuses.push(state["status"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        statuses.last().map(String::as_str),
+        Some("SUCCEEDED"),
+        "{statuses:?}"
+    );
+}

@@ -434,7 +434,7 @@ async fn relations_cost_the_same_number_of_statements_for_10_and_100_rows() {
 async fn paginating_visits_each_record_once_while_a_sync_runs() {
     let app = TestApp::spawn_with(|c| c.sync_requests_per_second = 1000).await;
     let (key, customer) = setup(&app, 10).await;
-    let (connection, token) = connect(&app, &key, input(&customer, 3000, "none")).await;
+    let (connection, token) = connect(&app, &key, input(&customer, 10_000, "none")).await;
     last_run(&app, &key, &connection).await;
     app.ok(
         &key,
@@ -466,7 +466,7 @@ async fn paginating_visits_each_record_once_while_a_sync_runs() {
             .map(str::to_owned);
     }
     assert_eq!(visits, seen.len(), "no record twice");
-    assert!(seen.len() >= 3000, "every record of the first sync");
+    assert!(seen.len() >= 10_000, "every record of the first sync");
 }
 
 #[tokio::test]
