@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use millwright::{accounts, config::Config, db::Db, graphql, ids, telemetry};
+use millwright::{accounts, config::Config, credits, db::Db, graphql, ids, telemetry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -124,8 +124,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         }) => {
             let db = connect_migrated(&config).await?;
             let account_id = ids::decode(ids::Kind::Account, &account)?;
-            let account = accounts::grant_credits(&db, account_id, amount).await?;
-            tracing::info!(account.id = %account_id, amount, note = note.as_deref(), "credits granted");
+            let account = credits::grant(&db, account_id, amount, note).await?;
             print(&format!(
                 "granted {amount} credits; pool total {}, available {}",
                 account.credits_total,

@@ -2,10 +2,8 @@
 
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait,
-    ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    sea_query::{Expr, ExprTrait},
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder,
 };
 use uuid::Uuid;
 
@@ -82,36 +80,6 @@ pub async fn find_account(db: &impl ConnectionTrait, id: Uuid) -> AppResult<acco
         .one(db)
         .await?
         .ok_or(AppError::NotFound("account"))
-}
-
-/// Adds `amount` credits to the account's pool total.
-#[tracing::instrument(skip_all, fields(account.id = %account_id), err(level = "debug"))]
-pub async fn grant_credits(db: &Db, account_id: Uuid, amount: i64) -> AppResult<account::Model> {
-    if !(1..=MAX_CREDITS).contains(&amount) {
-        return Err(AppError::bad_input(format!(
-            "`amount` must be between 1 and {MAX_CREDITS}"
-        )));
-    }
-    let txn = db.begin_write().await?;
-    // One conditional statement: concurrent grants add up and the total never overflows.
-    let result = account::Entity::update_many()
-        .col_expr(
-            account::Column::CreditsTotal,
-            Expr::col(account::Column::CreditsTotal).add(amount),
-        )
-        .filter(account::Column::Id.eq(account_id))
-        .filter(account::Column::CreditsTotal.lte(MAX_CREDITS - amount))
-        .exec(&*txn)
-        .await?;
-    if result.rows_affected == 0 {
-        find_account(&*txn, account_id).await?;
-        return Err(AppError::bad_input(format!(
-            "the pool cannot exceed {MAX_CREDITS} credits"
-        )));
-    }
-    let account = find_account(&*txn, account_id).await?;
-    txn.commit().await?;
-    Ok(account)
 }
 
 async fn insert_api_key(

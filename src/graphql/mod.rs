@@ -33,7 +33,11 @@ use crate::{
 pub type AppSchema = Schema<query::Query, mutation::Mutation, event::Subscription>;
 
 fn builder() -> SchemaBuilder<query::Query, mutation::Mutation, event::Subscription> {
-    Schema::build(query::Query, mutation::Mutation, event::Subscription)
+    Schema::build(
+        query::Query::default(),
+        mutation::Mutation,
+        event::Subscription,
+    )
 }
 
 pub fn build_schema(

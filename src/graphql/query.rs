@@ -1,6 +1,6 @@
 //! Query root.
 
-use async_graphql::{Context, ID, Object, connection::Connection};
+use async_graphql::{Context, ID, MergedObject, Object, connection::Connection};
 use chrono::{DateTime, Utc};
 
 use super::{
@@ -25,10 +25,14 @@ use crate::{
     sync,
 };
 
-pub struct Query;
+#[derive(MergedObject, Default)]
+pub struct Query(BaseQuery, RecordQuery);
+
+#[derive(Default)]
+pub struct BaseQuery;
 
 #[Object]
-impl Query {
+impl BaseQuery {
     /// Any object you may see, by id; null when it does not exist or is not yours.
     async fn node(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<Node>> {
         node::resolve(ctx, &id).await
@@ -172,166 +176,6 @@ impl Query {
         record_page(ctx, entity, args, UnifiedRecord::of).await
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn assets(
-        &self,
-        ctx: &Context<'_>,
-        connection_id: Option<ID>,
-        first: Option<i32>,
-        after: Option<String>,
-        modified_after: Option<DateTime<Utc>>,
-        #[graphql(default = false)] include_deleted: bool,
-    ) -> AppResult<Connection<String, records::Asset>> {
-        let args = RecordArgs {
-            connection_id,
-            first,
-            after,
-            modified_after,
-            include_deleted,
-        };
-        record_page(ctx, EntityType::Asset, args, records::Asset).await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn work_orders(
-        &self,
-        ctx: &Context<'_>,
-        connection_id: Option<ID>,
-        first: Option<i32>,
-        after: Option<String>,
-        modified_after: Option<DateTime<Utc>>,
-        #[graphql(default = false)] include_deleted: bool,
-    ) -> AppResult<Connection<String, records::WorkOrder>> {
-        let args = RecordArgs {
-            connection_id,
-            first,
-            after,
-            modified_after,
-            include_deleted,
-        };
-        record_page(ctx, EntityType::WorkOrder, args, records::WorkOrder).await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn sites(
-        &self,
-        ctx: &Context<'_>,
-        connection_id: Option<ID>,
-        first: Option<i32>,
-        after: Option<String>,
-        modified_after: Option<DateTime<Utc>>,
-        #[graphql(default = false)] include_deleted: bool,
-    ) -> AppResult<Connection<String, records::Site>> {
-        let args = RecordArgs {
-            connection_id,
-            first,
-            after,
-            modified_after,
-            include_deleted,
-        };
-        record_page(ctx, EntityType::Site, args, records::Site).await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn locations(
-        &self,
-        ctx: &Context<'_>,
-        connection_id: Option<ID>,
-        first: Option<i32>,
-        after: Option<String>,
-        modified_after: Option<DateTime<Utc>>,
-        #[graphql(default = false)] include_deleted: bool,
-    ) -> AppResult<Connection<String, records::Location>> {
-        let args = RecordArgs {
-            connection_id,
-            first,
-            after,
-            modified_after,
-            include_deleted,
-        };
-        record_page(ctx, EntityType::Location, args, records::Location).await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn parts(
-        &self,
-        ctx: &Context<'_>,
-        connection_id: Option<ID>,
-        first: Option<i32>,
-        after: Option<String>,
-        modified_after: Option<DateTime<Utc>>,
-        #[graphql(default = false)] include_deleted: bool,
-    ) -> AppResult<Connection<String, records::Part>> {
-        let args = RecordArgs {
-            connection_id,
-            first,
-            after,
-            modified_after,
-            include_deleted,
-        };
-        record_page(ctx, EntityType::Part, args, records::Part).await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn purchase_orders(
-        &self,
-        ctx: &Context<'_>,
-        connection_id: Option<ID>,
-        first: Option<i32>,
-        after: Option<String>,
-        modified_after: Option<DateTime<Utc>>,
-        #[graphql(default = false)] include_deleted: bool,
-    ) -> AppResult<Connection<String, records::PurchaseOrder>> {
-        let args = RecordArgs {
-            connection_id,
-            first,
-            after,
-            modified_after,
-            include_deleted,
-        };
-        record_page(ctx, EntityType::PurchaseOrder, args, records::PurchaseOrder).await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn vendors(
-        &self,
-        ctx: &Context<'_>,
-        connection_id: Option<ID>,
-        first: Option<i32>,
-        after: Option<String>,
-        modified_after: Option<DateTime<Utc>>,
-        #[graphql(default = false)] include_deleted: bool,
-    ) -> AppResult<Connection<String, records::Vendor>> {
-        let args = RecordArgs {
-            connection_id,
-            first,
-            after,
-            modified_after,
-            include_deleted,
-        };
-        record_page(ctx, EntityType::Vendor, args, records::Vendor).await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn users(
-        &self,
-        ctx: &Context<'_>,
-        connection_id: Option<ID>,
-        first: Option<i32>,
-        after: Option<String>,
-        modified_after: Option<DateTime<Utc>>,
-        #[graphql(default = false)] include_deleted: bool,
-    ) -> AppResult<Connection<String, records::User>> {
-        let args = RecordArgs {
-            connection_id,
-            first,
-            after,
-            modified_after,
-            include_deleted,
-        };
-        record_page(ctx, EntityType::User, args, records::User).await
-    }
-
     /// The account's customers, oldest first; `search` matches name or external id.
     async fn customers(
         &self,
@@ -408,3 +252,41 @@ async fn record_page<T: async_graphql::OutputType>(
     let page = crate::records::list(db, &filter, page).await?;
     Ok(relay(page, |r| r.id, wrap))
 }
+
+/// Typed record queries, one per entity type, all alike.
+macro_rules! record_queries {
+    ($($query:ident => $entity:ident),+ $(,)?) => {
+        #[derive(Default)]
+        pub struct RecordQuery;
+
+        #[Object]
+        impl RecordQuery {
+            $(
+                #[allow(clippy::too_many_arguments)]
+                async fn $query(
+                    &self,
+                    ctx: &Context<'_>,
+                    connection_id: Option<ID>,
+                    first: Option<i32>,
+                    after: Option<String>,
+                    modified_after: Option<DateTime<Utc>>,
+                    #[graphql(default = false)] include_deleted: bool,
+                ) -> AppResult<Connection<String, records::$entity>> {
+                    let args = RecordArgs { connection_id, first, after, modified_after, include_deleted };
+                    record_page(ctx, EntityType::$entity, args, records::$entity).await
+                }
+            )+
+        }
+    };
+}
+
+record_queries!(
+    assets => Asset,
+    work_orders => WorkOrder,
+    sites => Site,
+    locations => Location,
+    parts => Part,
+    purchase_orders => PurchaseOrder,
+    vendors => Vendor,
+    users => User,
+);

@@ -74,6 +74,18 @@ async fn account_create_json_prints_a_working_key() {
         data["viewer"]["account"]["credits"],
         json!({ "total": 20, "used": 0, "available": 20 })
     );
+    let ledger = app
+        .ok(
+            &key,
+            "{ creditLedger { nodes { kind amount note } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        ledger["creditLedger"]["nodes"],
+        json!([{ "kind": "GRANT", "amount": 12, "note": "initial credits" }, { "kind": "GRANT", "amount": 8, "note": "pilot" }]),
+        "the CLI's grant is booked in the ledger"
+    );
     let (status, body) = app
         .post(
             Some("mwk_not-the-printed-key"),
