@@ -655,6 +655,22 @@ mod tests {
         assert_eq!(full.len(), 1000 + 2 - deleted);
     }
 
+    #[test]
+    fn malformed_records_are_refused_by_the_mapping() {
+        assert!(
+            unify(EntityType::Asset, &json!({ "id": "AST-1" }))
+                .unwrap_err()
+                .contains("name")
+        );
+        assert!(unify(EntityType::WorkOrder, &json!("text")).is_err());
+        let asset = unify(
+            EntityType::Asset,
+            &json!({ "name": "Pump", "site_id": "SITE-000001" }),
+        )
+        .unwrap();
+        assert_eq!(asset["siteKey"], "SITE-000001");
+    }
+
     #[tokio::test]
     async fn simulated_faults() {
         assert!(matches!(

@@ -285,6 +285,23 @@ async fn an_event_from_another_server_process_reaches_subscribers() {
     // Far above the 100 ms the NOTIFY path takes; the 1 s poll alone would also pass, so
     // the benchmark, not this test, measures latency.
     assert!(started.elapsed() < Duration::from_secs(10));
+
+    // Drop every LISTEN connection: they are re-established and nothing committed meanwhile is lost.
+    use sea_orm::{ConnectionTrait, Statement};
+    let admin = sea_orm::Database::connect(&app.db.url).await.unwrap();
+    let kill = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()";
+    admin
+        .execute_raw(Statement::from_string(admin.get_database_backend(), kill))
+        .await
+        .unwrap();
+    admin.close().await.ok();
+    grant(&app, &account_id, 3).await;
+    let more = receive(&mut socket, "s", 3).await;
+    assert_eq!(
+        more[0].0,
+        events[2].0 + 1,
+        "no gap after the LISTEN connection dropped"
+    );
 }
 
 #[tokio::test]
