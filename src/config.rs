@@ -68,6 +68,12 @@ pub struct Config {
     pub sync_schedule_minute_secs: u64,
     /// Retries of an unreachable or failing remote within a run before the run fails.
     pub sync_retries: u32,
+    /// Continuous delivery failure for this long disables a webhook endpoint (5 days).
+    pub webhook_disable_after_secs: u64,
+    /// Webhook deliveries in flight at once, overall.
+    pub webhook_workers: usize,
+    /// Webhook deliveries in flight at once to one endpoint.
+    pub webhook_max_in_flight_per_endpoint: usize,
 }
 
 impl Default for Config {
@@ -98,6 +104,9 @@ impl Default for Config {
             sync_lease_secs: 30,
             sync_schedule_minute_secs: 60,
             sync_retries: 4,
+            webhook_disable_after_secs: 5 * 24 * 3600,
+            webhook_workers: 32,
+            webhook_max_in_flight_per_endpoint: 8,
         }
     }
 }
@@ -233,6 +242,9 @@ const KEYS: &[&str] = &[
     "sync_lease_secs",
     "sync_schedule_minute_secs",
     "sync_retries",
+    "webhook_disable_after_secs",
+    "webhook_workers",
+    "webhook_max_in_flight_per_endpoint",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -335,6 +347,16 @@ impl Config {
             requests_per_second: self.sync_requests_per_second,
             lease: Duration::from_secs(self.sync_lease_secs),
             retries: self.sync_retries,
+        }
+    }
+
+    pub fn delivery_settings(&self) -> crate::webhooks::deliver::DeliverySettings {
+        crate::webhooks::deliver::DeliverySettings {
+            schedule: self.webhook_retry_schedule.clone(),
+            allow_private: self.webhook_allow_private_targets,
+            disable_after: Duration::from_secs(self.webhook_disable_after_secs),
+            per_endpoint: self.webhook_max_in_flight_per_endpoint,
+            concurrency: self.webhook_workers,
         }
     }
 

@@ -14,10 +14,12 @@ pub enum Kind {
     Event,
     SyncRun,
     Record,
+    WebhookEndpoint,
+    WebhookDelivery,
 }
 
 impl Kind {
-    const ALL: [Kind; 8] = [
+    const ALL: [Kind; 10] = [
         Kind::Account,
         Kind::ApiKey,
         Kind::Customer,
@@ -26,6 +28,8 @@ impl Kind {
         Kind::Event,
         Kind::SyncRun,
         Kind::Record,
+        Kind::WebhookEndpoint,
+        Kind::WebhookDelivery,
     ];
 
     pub fn prefix(self) -> &'static str {
@@ -38,6 +42,8 @@ impl Kind {
             Kind::Event => "evt",
             Kind::SyncRun => "run",
             Kind::Record => "rec",
+            Kind::WebhookEndpoint => "whe",
+            Kind::WebhookDelivery => "whd",
         }
     }
 
@@ -51,6 +57,8 @@ impl Kind {
             Kind::Event => "event",
             Kind::SyncRun => "sync run",
             Kind::Record => "record",
+            Kind::WebhookEndpoint => "webhook endpoint",
+            Kind::WebhookDelivery => "webhook delivery",
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod pagination;
 pub mod records;
 pub mod sync;
 pub mod telemetry;
+pub mod webhooks;
 pub mod ws;
 
 use std::{future::IntoFuture, sync::Arc, time::Duration};
@@ -51,6 +52,7 @@ pub async fn run(
     db.migrate().await.context("migrating the database")?;
     let feed = events::feed::EventFeed::new(db.clone(), config.event_feed_capacity).await?;
     let sync_wake = Arc::new(tokio::sync::Notify::new());
+    let webhook_wake = Arc::new(tokio::sync::Notify::new());
     let auth_cache = Arc::new(auth::AuthCache::default());
     let schema = graphql::build_schema(
         db.clone(),
@@ -58,6 +60,7 @@ pub async fn run(
         cipher.clone(),
         feed.clone(),
         sync_wake.clone(),
+        webhook_wake.clone(),
         &config,
     );
     let state = Arc::new(AppState {
@@ -92,6 +95,18 @@ pub async fn run(
             wake: sync_wake.clone(),
         };
         workers.spawn(sync_workers.run(shutdown.clone()));
+        let dispatcher = webhooks::dispatch::Dispatcher {
+            db: db.clone(),
+            deliveries: webhook_wake.clone(),
+        };
+        workers.spawn(dispatcher.run(db.commits(), shutdown.clone()));
+        let deliveries = webhooks::deliver::DeliveryWorkers::new(
+            db.clone(),
+            cipher.clone(),
+            state.config.delivery_settings(),
+            webhook_wake.clone(),
+        );
+        workers.spawn(deliveries.run(shutdown.clone()));
         workers.spawn(events::prune_periodically(
             db.clone(),
             state.config.event_retention(),

@@ -10,3 +10,7 @@ pub mod event_sequence;
 pub mod record;
 pub mod sync_cursor;
 pub mod sync_run;
+pub mod webhook_attempt;
+pub mod webhook_delivery;
+pub mod webhook_dispatch;
+pub mod webhook_endpoint;

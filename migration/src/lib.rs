@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261127_000001_foundation;
 mod m20261127_000002_connections;
 mod m20261127_000003_sync;
+mod m20261127_000004_webhooks;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000001_foundation::Migration),
             Box::new(m20261127_000002_connections::Migration),
             Box::new(m20261127_000003_sync::Migration),
+            Box::new(m20261127_000004_webhooks::Migration),
         ]
     }
 }

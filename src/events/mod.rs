@@ -37,6 +37,8 @@ pub enum EventType {
     CreditsChanged,
     WebhookEndpointDisabled,
     SystemError,
+    /// A test delivery asked for with `sendTestWebhook`; only ever sent to that endpoint.
+    WebhookTest,
 }
 text_enum!(EventType {
     ConnectionCreated => "connection.created",
@@ -52,6 +54,7 @@ text_enum!(EventType {
     CreditsChanged => "credits.changed",
     WebhookEndpointDisabled => "webhook_endpoint.disabled",
     SystemError => "system.error",
+    WebhookTest => "webhook.test",
 });
 
 /// An event about to be stored.

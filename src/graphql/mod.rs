@@ -13,6 +13,7 @@ mod node;
 mod query;
 mod records;
 mod sync;
+mod webhooks;
 
 use crate::events::feed::EventFeed;
 use async_graphql::{Context, Schema, SchemaBuilder};
@@ -35,7 +36,7 @@ pub type AppSchema = Schema<query::Query, mutation::Mutation, event::Subscriptio
 fn builder() -> SchemaBuilder<query::Query, mutation::Mutation, event::Subscription> {
     Schema::build(
         query::Query::default(),
-        mutation::Mutation,
+        mutation::Mutation::default(),
         event::Subscription,
     )
 }
@@ -46,6 +47,7 @@ pub fn build_schema(
     cipher: Cipher,
     feed: EventFeed,
     sync_wake: Arc<tokio::sync::Notify>,
+    webhook_wake: Arc<tokio::sync::Notify>,
     config: &Config,
 ) -> AppSchema {
     builder()
@@ -54,6 +56,7 @@ pub fn build_schema(
         .data(cipher)
         .data(feed)
         .data(SyncWake(sync_wake))
+        .data(WebhookWake(webhook_wake))
         .data(config.clone())
         .limit_depth(config.max_query_depth)
         .limit_complexity(config.max_query_complexity)
@@ -104,4 +107,11 @@ pub(crate) struct SyncWake(pub Arc<tokio::sync::Notify>);
 
 pub(crate) fn wake_sync_workers(ctx: &Context<'_>) {
     ctx.data_unchecked::<SyncWake>().0.notify_waiters();
+}
+
+/// Wakes the webhook delivery workers when a delivery is queued.
+pub(crate) struct WebhookWake(pub Arc<tokio::sync::Notify>);
+
+pub(crate) fn wake_webhook_workers(ctx: &Context<'_>) {
+    ctx.data_unchecked::<WebhookWake>().0.notify_waiters();
 }

@@ -23,7 +23,11 @@ use crate::{
     sync::{self, SyncKind},
 };
 
-pub struct Mutation;
+#[derive(async_graphql::MergedObject, Default)]
+pub struct Mutation(BaseMutation, super::webhooks::WebhookMutation);
+
+#[derive(Default)]
+pub struct BaseMutation;
 
 #[derive(InputObject)]
 pub struct CreateAccountInput {
@@ -33,7 +37,7 @@ pub struct CreateAccountInput {
 }
 
 #[Object]
-impl Mutation {
+impl BaseMutation {
     /// Admin token only: creates an account and its first API key.
     async fn create_account(
         &self,

@@ -69,7 +69,13 @@ pub async fn resolve(ctx: &Context<'_>, id: &str) -> AppResult<Option<Node>> {
                 .await?;
             return Ok(entry.map(|e| Node::CreditLedgerEntry(CreditLedgerEntry(e))));
         }
-        Kind::Account | Kind::Connection | Kind::Event | Kind::SyncRun | Kind::Record => {
+        Kind::Account
+        | Kind::Connection
+        | Kind::Event
+        | Kind::SyncRun
+        | Kind::Record
+        | Kind::WebhookEndpoint
+        | Kind::WebhookDelivery => {
             return Ok(None);
         }
     };

@@ -26,7 +26,7 @@ use crate::{
 };
 
 #[derive(MergedObject, Default)]
-pub struct Query(BaseQuery, RecordQuery);
+pub struct Query(BaseQuery, RecordQuery, super::webhooks::WebhookQuery);
 
 #[derive(Default)]
 pub struct BaseQuery;

@@ -11,4 +11,5 @@ mod harness;
 mod hygiene;
 mod schema;
 mod sync;
+mod webhooks;
 mod websocket;

@@ -1,0 +1,134 @@
+//! The dispatcher: turns stored events into deliveries, one per enabled endpoint of the
+//! event's account that accepts its type (and, for a connection's event, whose type the
+//! connection sends). Its position moves in the same transaction as the deliveries it
+//! creates, so no event is skipped or routed twice across crashes and restarts.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::Expr,
+};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{event_types, insert_delivery};
+use crate::{connections, db::Db, error::AppResult, events::EventType};
+use entity::{connection, event, webhook_dispatch, webhook_endpoint};
+
+const BATCH: u64 = 500;
+
+/// Event types each connection sends to webhooks, looked up once per batch.
+#[derive(Default)]
+pub struct ConnectionTypes(HashMap<Uuid, Vec<EventType>>);
+
+/// Whether the endpoint wants this event.
+pub async fn wants(
+    db: &impl ConnectionTrait,
+    endpoint: &webhook_endpoint::Model,
+    event: &event::Model,
+    cache: &mut ConnectionTypes,
+) -> AppResult<bool> {
+    let Some(event_type) =
+        EventType::parse(&event.event_type).filter(|t| *t != EventType::WebhookTest)
+    else {
+        return Ok(false);
+    };
+    let accepted = event_types(endpoint);
+    if !accepted.is_empty() && !accepted.contains(&event_type) {
+        return Ok(false);
+    }
+    let Some(connection_id) = event.connection_id else {
+        return Ok(true);
+    };
+    if let Some(types) = cache.0.get(&connection_id) {
+        return Ok(types.contains(&event_type));
+    }
+    let found = connection::Entity::find_by_id(connection_id)
+        .one(db)
+        .await?;
+    let types = found
+        .map(|c| connections::webhook_event_types(&c))
+        .unwrap_or_default();
+    let wanted = types.contains(&event_type);
+    cache.0.insert(connection_id, types);
+    Ok(wanted)
+}
+
+pub struct Dispatcher {
+    pub db: Db,
+    /// Wakes the delivery workers when deliveries were created.
+    pub deliveries: Arc<Notify>,
+}
+
+impl Dispatcher {
+    pub async fn run(self, commits: Arc<Notify>, shutdown: CancellationToken) {
+        loop {
+            match self.dispatch_batch().await {
+                Ok(n) if n as u64 == BATCH => continue,
+                Ok(_) => {}
+                Err(err) => tracing::error!(error = %err, "webhook dispatch failed"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = commits.notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// Routes the next batch of events; returns how many events it read.
+    pub async fn dispatch_batch(&self) -> AppResult<usize> {
+        let txn = self.db.begin_write().await?;
+        // Locks the position row first: one dispatcher at a time across processes.
+        let last = webhook_dispatch::Entity::update_many()
+            .col_expr(
+                webhook_dispatch::Column::LastPosition,
+                Expr::col(webhook_dispatch::Column::LastPosition),
+            )
+            .filter(webhook_dispatch::Column::Id.eq(1))
+            .exec_with_returning(&*txn)
+            .await?
+            .first()
+            .map_or(0, |row| row.last_position);
+        let batch = event::Entity::find()
+            .filter(event::Column::Position.gt(last))
+            .order_by_asc(event::Column::Position)
+            .limit(BATCH)
+            .all(&*txn)
+            .await?;
+        let Some(newest) = batch.last().map(|e| e.position) else {
+            return Ok(0);
+        };
+        let accounts: Vec<Uuid> = batch.iter().map(|e| e.account_id).collect();
+        let endpoints = webhook_endpoint::Entity::find()
+            .filter(webhook_endpoint::Column::AccountId.is_in(accounts))
+            .filter(webhook_endpoint::Column::Enabled.eq(true))
+            .all(&*txn)
+            .await?;
+        let mut cache = ConnectionTypes::default();
+        let mut created = 0;
+        for event in &batch {
+            for endpoint in endpoints
+                .iter()
+                .filter(|e| e.account_id == event.account_id)
+            {
+                if wants(&*txn, endpoint, event, &mut cache).await? {
+                    insert_delivery(&*txn, endpoint, event.position).await?;
+                    created += 1;
+                }
+            }
+        }
+        webhook_dispatch::Entity::update_many()
+            .col_expr(webhook_dispatch::Column::LastPosition, Expr::value(newest))
+            .filter(webhook_dispatch::Column::Id.eq(1))
+            .exec(&*txn)
+            .await?;
+        txn.commit().await?;
+        if created > 0 {
+            self.deliveries.notify_waiters();
+        }
+        Ok(batch.len())
+    }
+}

@@ -1,0 +1,350 @@
+//! Outbound webhooks: endpoints per account, deliveries created from the event log by the
+//! dispatcher, and sent, signed and retried by the delivery workers.
+
+pub mod deliver;
+pub mod dispatch;
+pub mod sign;
+pub mod target;
+
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder,
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::{
+    catalog::text_enum,
+    crypto::Cipher,
+    db::Db,
+    error::{AppError, AppResult},
+    events::{self, EventType, NewEvent},
+    ids::new_id,
+    pagination::{Page, PageRequest, fetch_page},
+};
+use entity::{event, webhook_attempt, webhook_delivery, webhook_endpoint};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
+pub enum DeliveryStatus {
+    Pending,
+    Succeeded,
+    Failed,
+    Exhausted,
+}
+text_enum!(DeliveryStatus { Pending => "PENDING", Succeeded => "SUCCEEDED", Failed => "FAILED", Exhausted => "EXHAUSTED" });
+
+const MAX_DESCRIPTION_LEN: usize = 500;
+/// How long the previous secret keeps signing after a rotation.
+const ROTATION_OVERLAP: chrono::Duration = chrono::Duration::hours(24);
+
+pub struct EndpointInput {
+    pub url: Option<String>,
+    pub description: Option<Option<String>>,
+    pub event_types: Option<Vec<EventType>>,
+    pub enabled: Option<bool>,
+}
+
+pub fn event_types(endpoint: &webhook_endpoint::Model) -> Vec<EventType> {
+    let names = endpoint.event_types.as_array().cloned().unwrap_or_default();
+    names
+        .iter()
+        .filter_map(Value::as_str)
+        .filter_map(EventType::parse)
+        .collect()
+}
+
+fn types_json(types: &[EventType]) -> Value {
+    let mut names: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    json!(names)
+}
+
+fn validate_description(description: Option<String>) -> AppResult<Option<String>> {
+    let description = description
+        .map(|d| d.trim().to_owned())
+        .filter(|d| !d.is_empty());
+    if description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_LEN)
+    {
+        return Err(AppError::bad_input(format!(
+            "`description` must be at most {MAX_DESCRIPTION_LEN} characters"
+        )));
+    }
+    Ok(description)
+}
+
+async fn checked_url(url: &str, allow_private: bool) -> AppResult<String> {
+    let parsed = target::parse(url)?;
+    target::resolve(&parsed, allow_private).await?;
+    Ok(parsed.to_string())
+}
+
+/// Creates an endpoint; returns it with its secret (shown once).
+pub async fn create(
+    db: &Db,
+    cipher: &Cipher,
+    account_id: Uuid,
+    input: EndpointInput,
+    allow_private: bool,
+) -> AppResult<(webhook_endpoint::Model, String)> {
+    let url = checked_url(input.url.as_deref().unwrap_or_default(), allow_private).await?;
+    let description = validate_description(input.description.flatten())?;
+    let id = new_id();
+    let secret = sign::new_secret();
+    let txn = db.begin_write().await?;
+    let endpoint = webhook_endpoint::ActiveModel {
+        id: Set(id),
+        account_id: Set(account_id),
+        url: Set(url),
+        description: Set(description),
+        event_types: Set(types_json(&input.event_types.unwrap_or_default())),
+        enabled: Set(input.enabled.unwrap_or(true)),
+        disabled_reason: Set(None),
+        secret: Set(cipher.encrypt(secret.as_bytes(), id.as_bytes())),
+        previous_secret: Set(None),
+        previous_secret_until: Set(None),
+        failing_since: Set(None),
+        created_at: Set(Utc::now()),
+    }
+    .insert(&*txn)
+    .await?;
+    txn.commit().await?;
+    Ok((endpoint, secret))
+}
+
+pub async fn find(
+    db: &impl ConnectionTrait,
+    account_id: Uuid,
+    id: Uuid,
+) -> AppResult<webhook_endpoint::Model> {
+    webhook_endpoint::Entity::find_by_id(id)
+        .filter(webhook_endpoint::Column::AccountId.eq(account_id))
+        .one(db)
+        .await?
+        .ok_or(AppError::NotFound("webhook endpoint"))
+}
+
+pub async fn list(
+    db: &impl ConnectionTrait,
+    account_id: Uuid,
+    page: PageRequest,
+) -> AppResult<Page<webhook_endpoint::Model>> {
+    let select =
+        webhook_endpoint::Entity::find().filter(webhook_endpoint::Column::AccountId.eq(account_id));
+    Ok(fetch_page(db, select, webhook_endpoint::Column::Id, page).await?)
+}
+
+pub async fn update(
+    db: &Db,
+    account_id: Uuid,
+    id: Uuid,
+    input: EndpointInput,
+    allow_private: bool,
+) -> AppResult<webhook_endpoint::Model> {
+    let url = match input.url.as_deref() {
+        Some(url) => Some(checked_url(url, allow_private).await?),
+        None => None,
+    };
+    let description = input.description.map(validate_description).transpose()?;
+    let txn = db.begin_write().await?;
+    let mut active: webhook_endpoint::ActiveModel = find(&*txn, account_id, id).await?.into();
+    if let Some(url) = url {
+        active.url = Set(url);
+    }
+    if let Some(description) = description {
+        active.description = Set(description);
+    }
+    if let Some(types) = input.event_types {
+        active.event_types = Set(types_json(&types));
+    }
+    if let Some(enabled) = input.enabled {
+        active.enabled = Set(enabled);
+        if enabled {
+            active.disabled_reason = Set(None);
+            active.failing_since = Set(None);
+        }
+    }
+    let endpoint = active.update(&*txn).await?;
+    txn.commit().await?;
+    Ok(endpoint)
+}
+
+pub async fn delete(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<()> {
+    let txn = db.begin_write().await?;
+    find(&*txn, account_id, id).await?;
+    webhook_endpoint::Entity::delete_by_id(id)
+        .exec(&*txn)
+        .await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// A new secret; the previous one keeps signing for 24 hours.
+pub async fn rotate_secret(
+    db: &Db,
+    cipher: &Cipher,
+    account_id: Uuid,
+    id: Uuid,
+) -> AppResult<(webhook_endpoint::Model, String)> {
+    let secret = sign::new_secret();
+    let txn = db.begin_write().await?;
+    let endpoint = find(&*txn, account_id, id).await?;
+    let previous = endpoint.secret.clone();
+    let mut active: webhook_endpoint::ActiveModel = endpoint.into();
+    active.secret = Set(cipher.encrypt(secret.as_bytes(), id.as_bytes()));
+    active.previous_secret = Set(Some(previous));
+    active.previous_secret_until = Set(Some(Utc::now() + ROTATION_OVERLAP));
+    let endpoint = active.update(&*txn).await?;
+    txn.commit().await?;
+    Ok((endpoint, secret))
+}
+
+/// The secrets that sign now: the current one, and the previous one during a rotation.
+pub fn signing_secrets(
+    cipher: &Cipher,
+    endpoint: &webhook_endpoint::Model,
+) -> AppResult<Vec<String>> {
+    let open = |sealed: &[u8]| {
+        cipher
+            .decrypt(sealed, endpoint.id.as_bytes())
+            .and_then(|s| String::from_utf8(s).ok())
+            .ok_or_else(|| {
+                AppError::internal(anyhow::anyhow!(
+                    "secret of endpoint {} does not decrypt",
+                    endpoint.id
+                ))
+            })
+    };
+    let mut secrets = vec![open(&endpoint.secret)?];
+    if let (Some(previous), Some(until)) =
+        (&endpoint.previous_secret, endpoint.previous_secret_until)
+        && until > Utc::now()
+    {
+        secrets.push(open(previous)?);
+    }
+    Ok(secrets)
+}
+
+pub async fn insert_delivery(
+    txn: &impl ConnectionTrait,
+    endpoint: &webhook_endpoint::Model,
+    position: i64,
+) -> AppResult<webhook_delivery::Model> {
+    let now = Utc::now();
+    Ok(webhook_delivery::ActiveModel {
+        id: Set(new_id()),
+        endpoint_id: Set(endpoint.id),
+        account_id: Set(endpoint.account_id),
+        event_position: Set(position),
+        status: Set(DeliveryStatus::Pending.as_str().to_owned()),
+        attempt_count: Set(0),
+        next_attempt_at: Set(Some(now)),
+        locked_by: Set(None),
+        locked_until: Set(None),
+        created_at: Set(now),
+    }
+    .insert(txn)
+    .await?)
+}
+
+/// Stores a `webhook.test` event and a delivery of it to this endpoint only.
+pub async fn send_test(
+    db: &Db,
+    account_id: Uuid,
+    endpoint_id: Uuid,
+) -> AppResult<webhook_delivery::Model> {
+    let txn = db.begin_write().await?;
+    let endpoint = find(&*txn, account_id, endpoint_id).await?;
+    let event = NewEvent {
+        account_id,
+        customer_id: None,
+        connection_id: None,
+        event_type: EventType::WebhookTest,
+        data: json!({ "endpoint_id": crate::ids::encode(crate::ids::Kind::WebhookEndpoint, endpoint_id), "message": "test delivery" }),
+    };
+    let position = events::record(&*txn, vec![event]).await?[0];
+    let delivery = insert_delivery(&*txn, &endpoint, position).await?;
+    txn.commit().await?;
+    Ok(delivery)
+}
+
+pub async fn find_delivery(
+    db: &impl ConnectionTrait,
+    account_id: Uuid,
+    id: Uuid,
+) -> AppResult<webhook_delivery::Model> {
+    webhook_delivery::Entity::find_by_id(id)
+        .filter(webhook_delivery::Column::AccountId.eq(account_id))
+        .one(db)
+        .await?
+        .ok_or(AppError::NotFound("webhook delivery"))
+}
+
+/// Sends a delivery again, now, whatever its status; its attempts are kept.
+pub async fn redeliver(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<webhook_delivery::Model> {
+    let txn = db.begin_write().await?;
+    let mut active: webhook_delivery::ActiveModel =
+        find_delivery(&*txn, account_id, id).await?.into();
+    active.status = Set(DeliveryStatus::Pending.as_str().to_owned());
+    active.next_attempt_at = Set(Some(Utc::now()));
+    active.locked_by = Set(None);
+    active.locked_until = Set(None);
+    let delivery = active.update(&*txn).await?;
+    txn.commit().await?;
+    Ok(delivery)
+}
+
+/// Queues again every stored event since `since` that the endpoint accepts; returns how many.
+pub async fn replay(
+    db: &Db,
+    account_id: Uuid,
+    endpoint_id: Uuid,
+    since: chrono::DateTime<Utc>,
+) -> AppResult<u64> {
+    let txn = db.begin_write().await?;
+    let endpoint = find(&*txn, account_id, endpoint_id).await?;
+    let stored = event::Entity::find()
+        .filter(event::Column::AccountId.eq(account_id))
+        .filter(event::Column::OccurredAt.gte(since))
+        .order_by_asc(event::Column::Position)
+        .all(&*txn)
+        .await?;
+    let mut connections = dispatch::ConnectionTypes::default();
+    let mut queued = 0;
+    for event in stored {
+        if dispatch::wants(&*txn, &endpoint, &event, &mut connections).await? {
+            insert_delivery(&*txn, &endpoint, event.position).await?;
+            queued += 1;
+        }
+    }
+    txn.commit().await?;
+    Ok(queued)
+}
+
+pub async fn deliveries(
+    db: &impl ConnectionTrait,
+    endpoint_id: Uuid,
+    status: Option<DeliveryStatus>,
+    page: PageRequest,
+) -> AppResult<Page<webhook_delivery::Model>> {
+    let mut select = webhook_delivery::Entity::find()
+        .filter(webhook_delivery::Column::EndpointId.eq(endpoint_id));
+    if let Some(status) = status {
+        select = select.filter(webhook_delivery::Column::Status.eq(status.as_str()));
+    }
+    Ok(fetch_page(db, select, webhook_delivery::Column::Id, page).await?)
+}
+
+pub async fn attempts(
+    db: &impl ConnectionTrait,
+    delivery_id: Uuid,
+) -> AppResult<Vec<webhook_attempt::Model>> {
+    Ok(webhook_attempt::Entity::find()
+        .filter(webhook_attempt::Column::DeliveryId.eq(delivery_id))
+        .order_by_asc(webhook_attempt::Column::Id)
+        .all(db)
+        .await?)
+}

@@ -1,0 +1,135 @@
+//! Webhook targets: URLs are http(s) with a host, and (unless private targets are allowed)
+//! every address the host resolves to must be public. Checked at creation and again before
+//! each delivery, since DNS can change; the delivery then connects to the checked address.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use reqwest::Url;
+
+use crate::error::AppError;
+
+const MAX_URL_LEN: usize = 2048;
+
+/// Parses and checks the form of a webhook URL.
+pub fn parse(url: &str) -> Result<Url, AppError> {
+    let invalid = |why: &str| AppError::bad_input(format!("`url` {why}"));
+    if url.len() > MAX_URL_LEN {
+        return Err(invalid("is too long"));
+    }
+    let parsed = Url::parse(url.trim()).map_err(|_| invalid("is not a valid URL"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid("must use http or https"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("needs a host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(invalid("must not carry credentials"));
+    }
+    Ok(parsed)
+}
+
+/// Resolves the URL's host; refuses it when an address is not public (unless allowed).
+pub async fn resolve(url: &Url, allow_private: bool) -> Result<Vec<SocketAddr>, AppError> {
+    let host = url
+        .host_str()
+        .ok_or_else(|| AppError::bad_input("`url` needs a host"))?;
+    let port = url.port_or_known_default().unwrap_or(443);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|_| AppError::bad_input(format!("`url` host {host} does not resolve")))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(AppError::bad_input(format!(
+            "`url` host {host} does not resolve"
+        )));
+    }
+    if !allow_private && let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
+        return Err(AppError::bad_input(format!(
+            "`url` resolves to {}, a loopback, private or reserved address",
+            bad.ip()
+        )));
+    }
+    Ok(addrs)
+}
+
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public_v4(v4),
+            None => is_public_v6(v6),
+        },
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_broadcast()
+        || ip.is_documentation()
+        || ip.is_multicast()
+        || a == 0
+        || (a == 100 && (64..128).contains(&b)) // CGNAT 100.64.0.0/10
+        || (a == 192 && b == 0 && ip.octets()[2] == 0) // IETF 192.0.0.0/24
+        || (a == 198 && (18..20).contains(&b)) // benchmarking 198.18.0.0/15
+        || a >= 240) // reserved 240.0.0.0/4
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    let first = ip.segments()[0];
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
+        || (first & 0xffc0) == 0xfe80 // link local fe80::/10
+        || first == 0x2001 && ip.segments()[1] == 0x0db8 // documentation
+        || first == 0x0064 && ip.segments()[1] == 0xff9b) // NAT64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_addresses() {
+        for private in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "240.0.0.1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn refuses_malformed_urls() {
+        for url in [
+            "ftp://example.com",
+            "not a url",
+            "http://",
+            "https://user:pw@example.com/x",
+            "javascript:alert(1)",
+        ] {
+            assert!(parse(url).is_err(), "{url}");
+        }
+        assert!(parse("https://example.com/hooks?x=1").is_ok());
+    }
+}

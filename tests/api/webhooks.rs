@@ -1,0 +1,412 @@
+//! Outbound webhooks against a real receiver on loopback.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    Router, body::Bytes, extract::State, http::HeaderMap, response::IntoResponse, routing::post,
+};
+use serde_json::{Value, json};
+
+use crate::{
+    connections::{connect, demo_input, setup},
+    harness::{ADMIN_TOKEN, TestApp, error_code},
+};
+
+/// What the receiver got.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub at: std::time::Instant,
+}
+
+/// An HTTP status and an optional `Retry-After` in seconds.
+type Answer = (u16, Option<u64>);
+
+/// A webhook receiver whose answers can be scripted: (status, Retry-After) per request, then 200.
+#[derive(Clone, Default)]
+pub struct Receiver {
+    pub received: Arc<Mutex<Vec<Received>>>,
+    script: Arc<Mutex<VecDeque<Answer>>>,
+    pub url: String,
+}
+
+impl Receiver {
+    pub async fn start(script: &[Answer]) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut receiver = Receiver {
+            url: format!("http://{}/hook", listener.local_addr().unwrap()),
+            ..Default::default()
+        };
+        receiver.script = Arc::new(Mutex::new(script.iter().copied().collect()));
+        let app = Router::new()
+            .route("/hook", post(receive))
+            .with_state(receiver.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        receiver
+    }
+
+    pub fn bodies(&self) -> Vec<Value> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::from_slice(&r.body).unwrap())
+            .collect()
+    }
+
+    pub async fn wait_for(&self, count: usize) -> Vec<Received> {
+        for _ in 0..300 {
+            let got = self.received.lock().unwrap().clone();
+            if got.len() >= count {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "expected {count} webhook requests, got {}",
+            self.received.lock().unwrap().len()
+        );
+    }
+}
+
+async fn receive(
+    State(receiver): State<Receiver>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    receiver.received.lock().unwrap().push(Received {
+        headers,
+        body,
+        at: std::time::Instant::now(),
+    });
+    let next = receiver.script.lock().unwrap().pop_front();
+    let (status, retry_after) = next.unwrap_or((200, None));
+    let mut response = (axum::http::StatusCode::from_u16(status).unwrap(), "ok").into_response();
+    if let Some(seconds) = retry_after {
+        response
+            .headers_mut()
+            .insert("retry-after", seconds.to_string().parse().unwrap());
+    }
+    response
+}
+
+const CREATE: &str = "mutation($input: CreateWebhookEndpointInput!) {
+    createWebhookEndpoint(input: $input) { secret endpoint { id url enabled eventTypes } } }";
+
+async fn create_endpoint(app: &TestApp, key: &str, url: &str, types: Value) -> (String, String) {
+    let data = app
+        .ok(
+            key,
+            CREATE,
+            json!({ "input": { "url": url, "eventTypes": types } }),
+        )
+        .await;
+    let payload = &data["createWebhookEndpoint"];
+    (
+        payload["endpoint"]["id"].as_str().unwrap().to_owned(),
+        payload["secret"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn private_allowed(config: &mut millwright::config::Config) {
+    config.webhook_allow_private_targets = true;
+    config.webhook_retry_schedule = vec![1, 1, 1];
+}
+
+fn verify(secret: &str, received: &Received) -> bool {
+    let verifier = standardwebhooks::Webhook::new(secret).unwrap();
+    verifier.verify(&received.body, &received.headers).is_ok()
+}
+
+#[tokio::test]
+async fn events_are_delivered_signed_and_rotation_signs_with_both_secrets() {
+    let app = TestApp::spawn_with(private_allowed).await;
+    let receiver = Receiver::start(&[]).await;
+    let (account_id, key) = app.create_account("A", 0).await;
+    let (endpoint, secret) = create_endpoint(&app, &key, &receiver.url, json!([])).await;
+    assert!(secret.starts_with("whsec_"));
+    app.ok(
+        ADMIN_TOKEN,
+        "mutation($id: ID!) { grantCredits(accountId: $id, amount: 3) { total } }",
+        json!({ "id": account_id }),
+    )
+    .await;
+    let got = receiver.wait_for(1).await;
+    assert!(
+        verify(&secret, &got[0]),
+        "the signature verifies with the standardwebhooks crate"
+    );
+    let body = &receiver.bodies()[0];
+    assert_eq!(body["type"], "credits.changed");
+    assert_eq!(body["account_id"], account_id.as_str());
+    assert_eq!(body["data"]["amount"], 3);
+    assert_eq!(
+        got[0].headers["webhook-id"].to_str().unwrap(),
+        body["id"].as_str().unwrap()
+    );
+
+    let data = app
+        .ok(
+            &key,
+            "mutation($id: ID!) { rotateWebhookSecret(id: $id) { secret } }",
+            json!({ "id": endpoint }),
+        )
+        .await;
+    let new_secret = data["rotateWebhookSecret"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.ok(
+        ADMIN_TOKEN,
+        "mutation($id: ID!) { grantCredits(accountId: $id, amount: 1) { total } }",
+        json!({ "id": account_id }),
+    )
+    .await;
+    let got = receiver.wait_for(2).await;
+    assert!(
+        verify(&new_secret, &got[1]) && verify(&secret, &got[1]),
+        "both secrets sign during a rotation"
+    );
+}
+
+#[tokio::test]
+async fn routing_follows_endpoint_and_connection_event_types() {
+    let app = TestApp::spawn_with(private_allowed).await;
+    let receiver = Receiver::start(&[]).await;
+    let (key, customer) = setup(&app, 10).await;
+    create_endpoint(
+        &app,
+        &key,
+        &receiver.url,
+        json!([
+            "CONNECTION_CREATED",
+            "CONNECTION_DISCONNECTED",
+            "SYNC_COMPLETED"
+        ]),
+    )
+    .await;
+    let mut quiet = demo_input(&customer, "none");
+    quiet["webhookEventTypes"] = json!(["CONNECTION_DISCONNECTED"]);
+    let (quiet_id, _) = connect(&app, &key, quiet).await;
+    let (loud_id, _) = connect(&app, &key, demo_input(&customer, "none")).await;
+    app.ok(
+        &key,
+        "mutation($id: ID!) { disconnect(id: $id) { id } }",
+        json!({ "id": quiet_id }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut seen: Vec<(String, String)> = receiver
+        .bodies()
+        .iter()
+        .map(|b| {
+            (
+                b["connection_id"].as_str().unwrap().to_owned(),
+                b["type"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut expected = vec![
+        (quiet_id.clone(), "connection.disconnected".to_owned()),
+        (loud_id.clone(), "connection.created".to_owned()),
+        (loud_id.clone(), "sync.completed".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test]
+async fn failures_are_retried_on_schedule_honouring_retry_after() {
+    let app = TestApp::spawn_with(private_allowed).await;
+    let receiver = Receiver::start(&[(500, None), (503, Some(2))]).await;
+    let (account_id, key) = app.create_account("A", 0).await;
+    let (endpoint, _) = create_endpoint(&app, &key, &receiver.url, json!([])).await;
+    app.ok(
+        ADMIN_TOKEN,
+        "mutation($id: ID!) { grantCredits(accountId: $id, amount: 1) { total } }",
+        json!({ "id": account_id }),
+    )
+    .await;
+    let got = receiver.wait_for(3).await;
+    let ids: Vec<_> = got
+        .iter()
+        .map(|r| r.headers["webhook-id"].clone())
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] == w[1]),
+        "the same webhook-id on every attempt"
+    );
+    assert!(
+        got[2].at - got[1].at >= Duration::from_millis(1900),
+        "Retry-After: 2 was honoured"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let data = app
+        .ok(&key, "query($id: ID!) { webhookEndpoint(id: $id) { deliveries { nodes { status attemptCount attempts { responseStatus } } } } }", json!({ "id": endpoint }))
+        .await;
+    let delivery = &data["webhookEndpoint"]["deliveries"]["nodes"][0];
+    assert_eq!(
+        (delivery["status"].clone(), delivery["attemptCount"].clone()),
+        (json!("SUCCEEDED"), json!(3))
+    );
+    assert_eq!(
+        delivery["attempts"],
+        json!([{ "responseStatus": 500 }, { "responseStatus": 503 }, { "responseStatus": 200 }])
+    );
+}
+
+#[tokio::test]
+async fn gone_disables_the_endpoint_at_once_and_exhaustion_ends_retries() {
+    let app = TestApp::spawn_with(|c| {
+        private_allowed(c);
+        c.webhook_retry_schedule = vec![1];
+    })
+    .await;
+    let gone = Receiver::start(&[(410, None)]).await;
+    let failing = Receiver::start(&[(500, None); 10]).await;
+    let (account_id, key) = app.create_account("A", 0).await;
+    let (gone_id, _) = create_endpoint(&app, &key, &gone.url, json!([])).await;
+    let (failing_id, _) = create_endpoint(&app, &key, &failing.url, json!([])).await;
+    app.ok(
+        ADMIN_TOKEN,
+        "mutation($id: ID!) { grantCredits(accountId: $id, amount: 1) { total } }",
+        json!({ "id": account_id }),
+    )
+    .await;
+    failing.wait_for(2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let query = "query($id: ID!) { webhookEndpoint(id: $id) { enabled disabledReason deliveries { nodes { status } } } }";
+    let data = app.ok(&key, query, json!({ "id": gone_id })).await;
+    assert_eq!(data["webhookEndpoint"]["enabled"], false);
+    assert!(
+        data["webhookEndpoint"]["disabledReason"]
+            .as_str()
+            .unwrap()
+            .contains("410")
+    );
+    // The first delivery (the grant) fails twice: its one retry is used up.
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        let data = app.ok(&key, query, json!({ "id": failing_id })).await;
+        status = data["webhookEndpoint"]["deliveries"]["nodes"][0]["status"].clone();
+        if status == "EXHAUSTED" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "EXHAUSTED");
+    let events = app
+        .ok(
+            &key,
+            "{ events(filter: {types: [WEBHOOK_ENDPOINT_DISABLED]}) { nodes { data } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        events["events"]["nodes"][0]["data"]["endpoint_id"],
+        gone_id.as_str()
+    );
+}
+
+#[tokio::test]
+async fn continuous_failure_for_the_window_disables_the_endpoint() {
+    let app = TestApp::spawn_with(|c| {
+        private_allowed(c);
+        c.webhook_retry_schedule = vec![1, 1, 1, 1, 1];
+        c.webhook_disable_after_secs = 1;
+    })
+    .await;
+    let receiver = Receiver::start(&[(500, None); 10]).await;
+    let (account_id, key) = app.create_account("A", 0).await;
+    let (endpoint, _) = create_endpoint(&app, &key, &receiver.url, json!([])).await;
+    app.ok(
+        ADMIN_TOKEN,
+        "mutation($id: ID!) { grantCredits(accountId: $id, amount: 1) { total } }",
+        json!({ "id": account_id }),
+    )
+    .await;
+    receiver.wait_for(2).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let data = app
+        .ok(
+            &key,
+            "query($id: ID!) { webhookEndpoint(id: $id) { enabled disabledReason } }",
+            json!({ "id": endpoint }),
+        )
+        .await;
+    assert_eq!(data["webhookEndpoint"]["enabled"], false, "{data}");
+}
+
+#[tokio::test]
+async fn private_and_reserved_targets_are_refused() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_account("A", 0).await;
+    for url in [
+        "http://127.0.0.1/hook",
+        "http://10.0.0.1/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/hook",
+        "http://localhost:8080/hook",
+        "ftp://example.com/hook",
+        "not a url",
+    ] {
+        let body = app
+            .gql(&key, CREATE, json!({ "input": { "url": url } }))
+            .await;
+        assert_eq!(error_code(&body), "BAD_USER_INPUT", "{url}");
+    }
+}
+
+#[tokio::test]
+async fn test_redeliver_and_replay() {
+    let app = TestApp::spawn_with(private_allowed).await;
+    let receiver = Receiver::start(&[]).await;
+    let (account_id, key) = app.create_account("A", 0).await;
+    let (endpoint, _) = create_endpoint(&app, &key, &receiver.url, json!([])).await;
+    let data = app
+        .ok(
+            &key,
+            "mutation($id: ID!) { sendTestWebhook(endpointId: $id) { id event { type } } }",
+            json!({ "id": endpoint }),
+        )
+        .await;
+    assert_eq!(data["sendTestWebhook"]["event"]["type"], "WEBHOOK_TEST");
+    receiver.wait_for(1).await;
+    assert_eq!(receiver.bodies()[0]["type"], "webhook.test");
+    let delivery = data["sendTestWebhook"]["id"].clone();
+    app.ok(
+        &key,
+        "mutation($id: ID!) { redeliverWebhook(deliveryId: $id) { id } }",
+        json!({ "id": delivery }),
+    )
+    .await;
+    receiver.wait_for(2).await;
+    app.ok(
+        ADMIN_TOKEN,
+        "mutation($id: ID!) { grantCredits(accountId: $id, amount: 1) { total } }",
+        json!({ "id": account_id }),
+    )
+    .await;
+    receiver.wait_for(3).await;
+    let data = app.ok(&key, "mutation($id: ID!) { replayWebhooks(endpointId: $id, since: \"2020-01-01T00:00:00Z\") }", json!({ "id": endpoint })).await;
+    assert_eq!(
+        data["replayWebhooks"], 1,
+        "the grant (test events are not replayed)"
+    );
+    receiver.wait_for(4).await;
+    let (_, other) = app.create_account("B", 0).await;
+    let body = app
+        .gql(
+            &other,
+            "mutation($id: ID!) { sendTestWebhook(endpointId: $id) { id } }",
+            json!({ "id": endpoint }),
+        )
+        .await;
+    assert_eq!(error_code(&body), "NOT_FOUND");
+}
