@@ -74,6 +74,8 @@ pub struct Config {
     pub webhook_workers: usize,
     /// Webhook deliveries in flight at once to one endpoint.
     pub webhook_max_in_flight_per_endpoint: usize,
+    /// A delivery's lease; one whose process died is sent again after this.
+    pub webhook_lease_secs: u64,
 }
 
 impl Default for Config {
@@ -107,6 +109,7 @@ impl Default for Config {
             webhook_disable_after_secs: 5 * 24 * 3600,
             webhook_workers: 32,
             webhook_max_in_flight_per_endpoint: 8,
+            webhook_lease_secs: 60,
         }
     }
 }
@@ -245,6 +248,7 @@ const KEYS: &[&str] = &[
     "webhook_disable_after_secs",
     "webhook_workers",
     "webhook_max_in_flight_per_endpoint",
+    "webhook_lease_secs",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -325,6 +329,12 @@ impl Config {
             ),
             ("sync_lease_secs", self.sync_lease_secs),
             ("sync_schedule_minute_secs", self.sync_schedule_minute_secs),
+            ("webhook_workers", self.webhook_workers as u64),
+            (
+                "webhook_max_in_flight_per_endpoint",
+                self.webhook_max_in_flight_per_endpoint as u64,
+            ),
+            ("webhook_lease_secs", self.webhook_lease_secs),
             (
                 "health_check_interval_secs",
                 self.health_check_interval_secs,
@@ -357,6 +367,7 @@ impl Config {
             disable_after: Duration::from_secs(self.webhook_disable_after_secs),
             per_endpoint: self.webhook_max_in_flight_per_endpoint,
             concurrency: self.webhook_workers,
+            lease: Duration::from_secs(self.webhook_lease_secs),
         }
     }
 

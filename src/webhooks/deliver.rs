@@ -29,7 +29,6 @@ use crate::{
 };
 use entity::{event, webhook_attempt, webhook_delivery, webhook_endpoint};
 
-const LEASE: Duration = Duration::from_secs(60);
 const MAX_BODY_STORED: usize = 4096;
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 const IDLE_POLL: Duration = Duration::from_millis(500);
@@ -43,6 +42,8 @@ pub struct DeliverySettings {
     pub disable_after: Duration,
     pub per_endpoint: usize,
     pub concurrency: usize,
+    /// Longer than a request may take (15 s).
+    pub lease: Duration,
 }
 
 #[derive(Clone)]
@@ -132,7 +133,7 @@ impl DeliveryWorkers {
 
     async fn claim(&self, worker: &str) -> AppResult<Option<webhook_delivery::Model>> {
         let now = Utc::now();
-        let until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
+        let until = now + chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
         let backend = self.db.conn().get_database_backend();
         let sql = match backend {
             DbBackend::Postgres => POSTGRES_CLAIM,

@@ -410,3 +410,82 @@ async fn test_redeliver_and_replay() {
         .await;
     assert_eq!(error_code(&body), "NOT_FOUND");
 }
+
+#[tokio::test]
+async fn deliveries_survive_a_killed_process() {
+    use crate::harness::{ServerProcess, TestDb};
+    let db = TestDb::new().await;
+    let settings = [
+        ("MILLWRIGHT_WEBHOOK_ALLOW_PRIVATE_TARGETS", "true"),
+        ("MILLWRIGHT_WEBHOOK_RETRY_SCHEDULE", "1,1,1,1,1"),
+        ("MILLWRIGHT_WEBHOOK_LEASE_SECS", "2"),
+        ("MILLWRIGHT_MAX_BATCH_SIZE", "100"),
+        ("MILLWRIGHT_MAX_QUERY_COMPLEXITY", "5000"),
+    ];
+    let receivers = [Receiver::start(&[]).await, Receiver::start(&[]).await];
+    let server = ServerProcess::start(&db.url, &settings);
+    let data = server
+        .gql(
+            ADMIN_TOKEN,
+            "mutation { createAccount(input: {name: \"A\"}) { apiKey account { id } } }",
+            json!({}),
+        )
+        .await;
+    let key = data["createAccount"]["apiKey"].as_str().unwrap().to_owned();
+    let account_id = data["createAccount"]["account"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for receiver in &receivers {
+        server
+            .gql(&key, CREATE, json!({ "input": { "url": receiver.url } }))
+            .await;
+    }
+    // A burst of 1,000 events: 10 batches of 100 grants.
+    let batch: Vec<Value> = (0..100)
+        .map(|_| json!({ "query": "mutation($id: ID!) { grantCredits(accountId: $id, amount: 1) { total } }", "variables": { "id": account_id } }))
+        .collect();
+    let http = reqwest::Client::new();
+    for _ in 0..10 {
+        let response = http
+            .post(format!("http://{}/graphql", server.addr))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&batch)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    while receivers[0].received.lock().unwrap().len() < 50 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.kill();
+    let delivered_before = receivers
+        .iter()
+        .map(|r| r.received.lock().unwrap().len())
+        .sum::<usize>();
+
+    let _server = ServerProcess::start(&db.url, &settings);
+    for receiver in &receivers {
+        let mut ids = std::collections::HashSet::new();
+        for _ in 0..600 {
+            ids = receiver
+                .received
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|r| r.headers["webhook-id"].to_str().unwrap().to_owned())
+                .collect();
+            if ids.len() >= 1000 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            ids.len(),
+            1000,
+            "every event reached every endpoint at least once"
+        );
+    }
+    assert!(delivered_before < 2000, "the kill interrupted the burst");
+}
