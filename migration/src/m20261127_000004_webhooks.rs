@@ -74,6 +74,14 @@ impl MigrationTrait for Migration {
                 "idx_webhook_deliveries_due",
                 vec![WebhookDeliveries::Status, WebhookDeliveries::NextAttemptAt],
             ),
+            (
+                "idx_webhook_deliveries_in_flight",
+                vec![
+                    WebhookDeliveries::EndpointId,
+                    WebhookDeliveries::Status,
+                    WebhookDeliveries::LockedUntil,
+                ],
+            ),
         ] {
             let mut index = Index::create()
                 .name(name)

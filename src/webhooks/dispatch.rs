@@ -13,9 +13,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{event_types, insert_delivery};
+use super::{event_types, new_delivery};
 use crate::{connections, db::Db, error::AppResult, events::EventType};
-use entity::{connection, event, webhook_dispatch, webhook_endpoint};
+use entity::{connection, event, webhook_delivery, webhook_dispatch, webhook_endpoint};
 
 const BATCH: u64 = 500;
 
@@ -108,17 +108,22 @@ impl Dispatcher {
             .all(&*txn)
             .await?;
         let mut cache = ConnectionTypes::default();
-        let mut created = 0;
+        let mut created = Vec::new();
         for event in &batch {
             for endpoint in endpoints
                 .iter()
                 .filter(|e| e.account_id == event.account_id)
             {
                 if wants(&*txn, endpoint, event, &mut cache).await? {
-                    insert_delivery(&*txn, endpoint, event.position).await?;
-                    created += 1;
+                    created.push(new_delivery(endpoint, event.position));
                 }
             }
+        }
+        let any = !created.is_empty();
+        for chunk in created.chunks(500) {
+            webhook_delivery::Entity::insert_many(chunk.to_vec())
+                .exec(&*txn)
+                .await?;
         }
         webhook_dispatch::Entity::update_many()
             .col_expr(webhook_dispatch::Column::LastPosition, Expr::value(newest))
@@ -126,7 +131,7 @@ impl Dispatcher {
             .exec(&*txn)
             .await?;
         txn.commit().await?;
-        if created > 0 {
+        if any {
             self.deliveries.notify_waiters();
         }
         Ok(batch.len())

@@ -233,8 +233,16 @@ pub async fn insert_delivery(
     endpoint: &webhook_endpoint::Model,
     position: i64,
 ) -> AppResult<webhook_delivery::Model> {
+    Ok(new_delivery(endpoint, position).insert(txn).await?)
+}
+
+/// A pending delivery of the event at `position` to `endpoint`, due now.
+pub fn new_delivery(
+    endpoint: &webhook_endpoint::Model,
+    position: i64,
+) -> webhook_delivery::ActiveModel {
     let now = Utc::now();
-    Ok(webhook_delivery::ActiveModel {
+    webhook_delivery::ActiveModel {
         id: Set(new_id()),
         endpoint_id: Set(endpoint.id),
         account_id: Set(endpoint.account_id),
@@ -246,8 +254,6 @@ pub async fn insert_delivery(
         locked_until: Set(None),
         created_at: Set(now),
     }
-    .insert(txn)
-    .await?)
 }
 
 /// Stores a `webhook.test` event and a delivery of it to this endpoint only.
