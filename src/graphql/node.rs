@@ -1,19 +1,27 @@
 //! The `Node` interface and `node(id)` lookup by typed id.
 
 use async_graphql::{Context, ID, Interface};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use uuid::Uuid;
 
 use super::{
     account::{Account, ApiKey},
     connection::{Connection, CreditLedgerEntry},
     customer::Customer,
+    event::Event,
+    records::{Asset, Location, Part, PurchaseOrder, Site, UnifiedRecord, User, Vendor, WorkOrder},
+    sync::SyncRun,
+    webhooks::{WebhookDelivery, WebhookEndpoint},
 };
 use crate::{
-    accounts, connections, customers,
+    accounts,
+    connections::{self, Scope},
+    customers,
     error::{AppError, AppResult},
     ids::{self, Kind},
+    sync, webhooks,
 };
-use entity::credit_ledger;
+use entity::{credit_ledger, event, record};
 
 #[expect(
     clippy::large_enum_variant,
@@ -27,6 +35,18 @@ pub enum Node {
     Customer(Customer),
     Connection(Connection),
     CreditLedgerEntry(CreditLedgerEntry),
+    SyncRun(SyncRun),
+    Event(Event),
+    WebhookEndpoint(WebhookEndpoint),
+    WebhookDelivery(WebhookDelivery),
+    Site(Site),
+    Location(Location),
+    Asset(Asset),
+    WorkOrder(WorkOrder),
+    Part(Part),
+    PurchaseOrder(PurchaseOrder),
+    Vendor(Vendor),
+    User(User),
 }
 
 /// Resolves any id the caller may see; everything else (unknown, foreign, malformed) is null.
@@ -36,56 +56,81 @@ pub async fn resolve(ctx: &Context<'_>, id: &str) -> AppResult<Option<Node>> {
     };
     let scope = super::principal(ctx).scope()?;
     let db = super::db(ctx).conn();
-    if let Kind::Connection = kind {
-        return found(
-            connections::find(db, scope, uuid)
-                .await
-                .map(|c| Node::Connection(Connection(c))),
-        );
+    let found = match kind {
+        Kind::Connection => connections::find(db, scope, uuid)
+            .await
+            .map(|c| Some(Node::Connection(Connection(c)))),
+        Kind::SyncRun => sync::find(db, scope, uuid)
+            .await
+            .map(|r| Some(Node::SyncRun(SyncRun(r)))),
+        Kind::Event => find_event(db, scope, uuid).await,
+        Kind::Record => find_record(db, scope, uuid).await,
+        _ if scope.connection_id.is_some() => Ok(None),
+        _ => account_node(db, scope.account_id, kind, uuid).await,
+    };
+    match found {
+        Err(AppError::NotFound(_)) => Ok(None),
+        other => other,
     }
-    if scope.connection_id.is_some() {
-        return Ok(None);
-    }
-    let account_id = scope.account_id;
-    let node = match kind {
-        Kind::Account if uuid == account_id => {
-            Node::Account(Account(accounts::find_account(db, uuid).await?))
+}
+
+/// Objects only an account key may see.
+async fn account_node(
+    db: &impl ConnectionTrait,
+    account_id: Uuid,
+    kind: Kind,
+    id: Uuid,
+) -> AppResult<Option<Node>> {
+    Ok(Some(match kind {
+        Kind::Account if id == account_id => {
+            Node::Account(Account(accounts::find_account(db, id).await?))
         }
-        Kind::ApiKey => match accounts::find_api_key(db, account_id, uuid).await {
-            Ok(key) => Node::ApiKey(ApiKey(key)),
-            other => return found(other.map(|k| Node::ApiKey(ApiKey(k)))),
-        },
-        Kind::Customer => {
-            return found(
-                customers::find(db, account_id, uuid)
-                    .await
-                    .map(|c| Node::Customer(Customer(c))),
-            );
+        Kind::ApiKey => Node::ApiKey(ApiKey(accounts::find_api_key(db, account_id, id).await?)),
+        Kind::Customer => Node::Customer(Customer(customers::find(db, account_id, id).await?)),
+        Kind::WebhookEndpoint => {
+            Node::WebhookEndpoint(WebhookEndpoint(webhooks::find(db, account_id, id).await?))
         }
+        Kind::WebhookDelivery => Node::WebhookDelivery(WebhookDelivery(
+            webhooks::find_delivery(db, account_id, id).await?,
+        )),
         Kind::CreditEntry => {
-            let entry = credit_ledger::Entity::find_by_id(uuid)
+            let entry = credit_ledger::Entity::find_by_id(id)
                 .filter(credit_ledger::Column::AccountId.eq(account_id))
                 .one(db)
                 .await?;
             return Ok(entry.map(|e| Node::CreditLedgerEntry(CreditLedgerEntry(e))));
         }
-        Kind::Account
-        | Kind::Connection
-        | Kind::Event
-        | Kind::SyncRun
-        | Kind::Record
-        | Kind::WebhookEndpoint
-        | Kind::WebhookDelivery => {
-            return Ok(None);
-        }
-    };
-    Ok(Some(node))
+        _ => return Ok(None),
+    }))
 }
 
-fn found(result: AppResult<Node>) -> AppResult<Option<Node>> {
-    match result {
-        Ok(node) => Ok(Some(node)),
-        Err(AppError::NotFound(_)) => Ok(None),
-        Err(err) => Err(err),
-    }
+async fn find_event(db: &impl ConnectionTrait, scope: Scope, id: Uuid) -> AppResult<Option<Node>> {
+    let found = event::Entity::find()
+        .filter(event::Column::Id.eq(id))
+        .filter(event::Column::AccountId.eq(scope.account_id))
+        .one(db)
+        .await?
+        .filter(|e| {
+            scope
+                .connection_id
+                .is_none_or(|c| e.connection_id == Some(c))
+        });
+    Ok(found.map(|e| Node::Event(Event(e))))
+}
+
+async fn find_record(db: &impl ConnectionTrait, scope: Scope, id: Uuid) -> AppResult<Option<Node>> {
+    let Some(found) = record::Entity::find_by_id(id).one(db).await? else {
+        return Ok(None);
+    };
+    connections::find(db, scope, found.connection_id).await?;
+    Ok(Some(match UnifiedRecord::of(found) {
+        UnifiedRecord::Site(r) => Node::Site(r),
+        UnifiedRecord::Location(r) => Node::Location(r),
+        UnifiedRecord::Asset(r) => Node::Asset(r),
+        UnifiedRecord::WorkOrder(r) => Node::WorkOrder(r),
+        UnifiedRecord::Part(r) => Node::Part(r),
+        UnifiedRecord::PurchaseOrder(r) => Node::PurchaseOrder(r),
+        UnifiedRecord::Vendor(r) => Node::Vendor(r),
+        UnifiedRecord::User(r) => Node::User(r),
+    }))
 }

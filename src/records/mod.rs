@@ -236,14 +236,3 @@ pub async fn list(
     }
     Ok(fetch_page(db, select, record::Column::Id, page).await?)
 }
-
-pub async fn find(
-    db: &impl ConnectionTrait,
-    connection_ids: &[Uuid],
-    id: Uuid,
-) -> AppResult<Option<record::Model>> {
-    Ok(record::Entity::find_by_id(id)
-        .filter(record::Column::ConnectionId.is_in(connection_ids.to_vec()))
-        .one(db)
-        .await?)
-}

@@ -216,6 +216,33 @@ async fn records_are_served_with_relations_and_scoped() {
     assert_eq!(data["assets"]["pageInfo"]["hasNextPage"], true);
     assert!(data["workOrders"]["nodes"][0]["asset"]["name"].is_string());
 
+    // Records, runs and events are nodes too, for the token and for the account key.
+    let data = app.ok(&token, "{ assets(first: 1) { nodes { id key } } viewer { connection { lastSyncRun { id } } } events(first: 1) { nodes { id } } }", json!({})).await;
+    let ids = [
+        data["assets"]["nodes"][0]["id"].clone(),
+        data["viewer"]["connection"]["lastSyncRun"]["id"].clone(),
+        data["events"]["nodes"][0]["id"].clone(),
+    ];
+    for id in &ids {
+        for caller in [&token, &key] {
+            let found = app
+                .ok(
+                    caller,
+                    "query($id: ID!) { node(id: $id) { id } }",
+                    json!({ "id": id }),
+                )
+                .await;
+            assert_eq!(&found["node"]["id"], id);
+        }
+    }
+    let found = app
+        .ok(
+            &token,
+            "query($id: ID!) { node(id: $id) { ... on Asset { name } } }",
+            json!({ "id": ids[0] }),
+        )
+        .await;
+    assert!(found["node"]["name"].is_string());
     let body = app
         .gql(&key, "{ assets(first: 1) { nodes { key } } }", json!({}))
         .await;
