@@ -23,10 +23,6 @@ use crate::{
 };
 use entity::{credit_ledger, event, record};
 
-#[expect(
-    clippy::large_enum_variant,
-    reason = "a Node lives for one field resolution"
-)]
 #[derive(Interface)]
 #[graphql(field(name = "id", ty = "ID"))]
 pub enum Node {
