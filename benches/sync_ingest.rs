@@ -1,0 +1,1095 @@
+//! Ingest benchmark for the sync engine.
+//!
+//! For SQLite (a fresh temp file) and then PostgreSQL (a fresh database on
+//! `127.0.0.1:5432`, skipped when unreachable), starts the real server in-process and, over
+//! GraphQL, creates an account and a customer, then connects the demo system at a large
+//! `scale` without a probe. The connect queues a FULL run of all 8 entity types of the demo
+//! (it always syncs all of them, `scale` records each: 200,000 on SQLite, 1.6 M records;
+//! 50,000 on PostgreSQL, 400,000 records, because there a full run at 200,000 would take far
+//! more than 5 minutes on the 2-core bench machine); the bench waits for it and reports
+//! its duration (`finishedAt - startedAt`), its per-entity counts and records per second.
+//! Then it triggers an INCREMENTAL run (the demo moves one generation: about 1 % changed, a
+//! few added and deleted) and reports its duration, its changes, and how its time and its
+//! changes compare with the full run's. Peak RSS is the process's `VmHWM` (the server runs
+//! in this process), reset at the start of each database.
+//!
+//! The ceiling: with the server stopped, the same rows (the demo's records of the same
+//! generation, unified and hashed as the sync stores them) are inserted into the same
+//! `records` table with sea-orm directly, in batches of the page size, one transaction per
+//! batch, under a second (empty) connection. Sync records/s are reported as a share of the
+//! ceiling's rows/s. The same pass times the simulated remote alone (generating the pages,
+//! full and incremental), the unify and hash work, and the key lookup the sync makes per
+//! page, which shows where the sync's time goes.
+//!
+//! Run with `cargo bench --bench sync_ingest`; everything is reported on stdout, only
+//! 127.0.0.1 is used, every wait has a deadline, and the process exits non-zero when a run
+//! fails or its counts are wrong. `SYNC_INGEST_SCALE` (both databases) and
+//! `SYNC_INGEST_PAGE_SIZE` override the scale and the page size, for exploring.
+
+#![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
+
+use std::{
+    net::SocketAddr,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow, bail, ensure};
+use chrono::{DateTime, Utc};
+use entity::record;
+use millwright::{
+    catalog::{self, EntityType},
+    config::{Config, Secret},
+    connectors::{Connector, ReadRequest, RemoteRecord, demo::DemoConnector},
+    ids::{self, Kind},
+};
+use reqwest::{Client, StatusCode, header::AUTHORIZATION};
+use sea_orm::{
+    ActiveValue::Set,
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend,
+    EntityTrait, PaginatorTrait, QueryFilter, Statement, TransactionTrait,
+    sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
+};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use tempfile::TempDir;
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
+/// base64 of 32 bytes: the credentials key of the bench server.
+const ENCRYPTION_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+const POSTGRES_PREFIX: &str = "postgres://postgres@127.0.0.1:5432";
+const POSTGRES_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Records per entity type in the demo system; it always syncs all 8 entity types.
+const SQLITE_SCALE: u64 = 200_000;
+/// Smaller on PostgreSQL: there each page's lookup of existing keys scans every stored record
+/// of the entity type (no planner statistics on the fresh table), so a full run grows with
+/// the square of the scale; at 200,000 it would take far more than 5 minutes.
+const POSTGRES_SCALE: u64 = 50_000;
+/// Records asked of the remote per page, and rows per batch of the ceiling.
+const PAGE_SIZE: usize = 1000;
+/// High enough that pacing never waits: the bench measures ingest, not politeness.
+const REQUESTS_PER_SECOND: u32 = 100_000;
+const DEMO_API_KEY: &str = "bench";
+const CREDITS: i64 = 10;
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const READY_POLL: Duration = Duration::from_millis(10);
+const READY_DEADLINE: Duration = Duration::from_secs(30);
+const RUN_POLL: Duration = Duration::from_millis(250);
+const FULL_DEADLINE: Duration = Duration::from_secs(20 * 60);
+const INCREMENTAL_DEADLINE: Duration = Duration::from_secs(10 * 60);
+const EMPTY_RUN_DEADLINE: Duration = Duration::from_secs(60);
+const SERVER_STOP_DEADLINE: Duration = Duration::from_secs(15);
+const CEILING_DEADLINE: Duration = Duration::from_secs(20 * 60);
+
+const TARGET_SQLITE_RECORDS_PER_SECOND: f64 = 50_000.0;
+const TARGET_CEILING_PERCENT: f64 = 50.0;
+/// The incremental run may take at most this many times the share of the full run's time
+/// that its share of changes would get: its time follows the changes, not the data size.
+const TARGET_INCREMENTAL_FACTOR: f64 = 3.0;
+
+const CREATE_ACCOUNT: &str = "mutation($credits: Int) {
+    createAccount(input: {name: \"bench\", credits: $credits}) { apiKey }
+}";
+const CREATE_CUSTOMER: &str = "mutation { createCustomer(input: {name: \"Plant\"}) { id } }";
+const CONNECT: &str = "mutation($input: ConnectInput!) {
+    connect(input: $input) { connection { id lastSyncRun { id } } }
+}";
+const TRIGGER: &str = "mutation($id: ID!) {
+    triggerSync(connectionId: $id, kind: INCREMENTAL) { id }
+}";
+const CANCEL: &str = "mutation($id: ID!) { cancelSyncRun(id: $id) { status } }";
+const SYNC_RUN: &str = "query($id: ID!) { syncRun(id: $id) {
+    id status kind trigger startedAt finishedAt recordsAdded recordsUpdated recordsDeleted
+    entities { entity added updated deleted unchanged skipped } error { code message }
+} }";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    if std::env::var_os("RUST_LOG").is_some() {
+        millwright::telemetry::init(millwright::config::LogFormat::Pretty);
+    }
+    let mut failed = false;
+    let mut summaries = Vec::new();
+    match measure_sqlite(&Settings::for_database("sqlite", SQLITE_SCALE)).await {
+        Ok(summary) => summaries.push(summary),
+        Err(err) => {
+            println!("sqlite: FAILED: {err:#}");
+            failed = true;
+        }
+    }
+    match measure_postgres(&Settings::for_database("postgres", POSTGRES_SCALE)).await {
+        Ok(Some(summary)) => summaries.push(summary),
+        Ok(None) => {}
+        Err(err) => {
+            println!("postgres: FAILED: {err:#}");
+            failed = true;
+        }
+    }
+    report_targets(&summaries);
+    failed |= summaries.iter().any(|s| !s.counts_exact);
+    if failed {
+        println!("result: FAILED (see the lines above)");
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+// --- settings ----------------------------------------------------------------------------
+
+/// What one database's part syncs.
+#[derive(Clone)]
+struct Settings {
+    name: &'static str,
+    scale: u64,
+    page_size: usize,
+    entities: &'static [EntityType],
+}
+
+impl Settings {
+    fn for_database(name: &'static str, scale: u64) -> Self {
+        let number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+        let demo = catalog::find("demo").expect("the demo system is in the catalog");
+        Self {
+            name,
+            scale: number("SYNC_INGEST_SCALE").unwrap_or(scale),
+            page_size: number("SYNC_INGEST_PAGE_SIZE").map_or(PAGE_SIZE, |n| n.max(1) as usize),
+            entities: demo.entities,
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.scale * self.entities.len() as u64
+    }
+
+    fn describe(&self) {
+        let names: Vec<&str> = self.entities.iter().map(|e| e.as_str()).collect();
+        println!(
+            "{}: setup: demo system at scale {} (records per entity type); the demo always syncs all {} entity types [{}]: {} records per full run; sync_page_size {}, sync_requests_per_second {REQUESTS_PER_SECOND}; {}",
+            self.name,
+            thousands(self.scale),
+            self.entities.len(),
+            names.join(", "),
+            thousands(self.total()),
+            self.page_size,
+            load_average(),
+        );
+        if self.scale != SQLITE_SCALE {
+            println!(
+                "{}: setup: NOTE scale {} ({} records), not the {} asked for (1.6 M records){}",
+                self.name,
+                thousands(self.scale),
+                thousands(self.total()),
+                thousands(SQLITE_SCALE),
+                if self.name == "postgres" && self.scale == POSTGRES_SCALE {
+                    ": a full run at 200,000 takes far more than 5 minutes on PostgreSQL here"
+                } else {
+                    " (SYNC_INGEST_SCALE)"
+                },
+            );
+        }
+    }
+}
+
+// --- databases ---------------------------------------------------------------------------
+
+/// What the final verdicts need from one database.
+struct Summary {
+    name: &'static str,
+    scale: u64,
+    records_per_second: f64,
+    ceiling_rows_per_second: f64,
+    counts_exact: bool,
+}
+
+async fn measure_sqlite(settings: &Settings) -> anyhow::Result<Summary> {
+    let dir: TempDir = tempfile::tempdir().context("temp dir for the database")?;
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("bench.db").display()
+    );
+    measure(url, settings).await
+}
+
+/// `None` when the server is unreachable; the database is dropped whatever happened.
+async fn measure_postgres(settings: &Settings) -> anyhow::Result<Option<Summary>> {
+    let Some(admin) = connect_postgres_admin().await else {
+        println!("postgres: skipped (unreachable)");
+        return Ok(None);
+    };
+    println!("postgres: server: {}", postgres_settings(&admin).await);
+    let name = format!("mw_bench_{}", Uuid::now_v7().simple());
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .with_context(|| format!("CREATE DATABASE {name}"))?;
+    // A panic inside the run is caught by its task, so the database is dropped regardless.
+    let url = format!("{POSTGRES_PREFIX}/{name}");
+    let settings = settings.clone();
+    let outcome = tokio::spawn(async move { measure(url, &settings).await })
+        .await
+        .map_err(|err| anyhow!("the run panicked: {err}"))
+        .and_then(|result| result);
+    let dropped = admin
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await;
+    if let Err(err) = dropped {
+        println!("postgres: could not drop database {name}: {err}");
+    }
+    admin.close().await.ok();
+    outcome.map(Some)
+}
+
+async fn connect_postgres_admin() -> Option<DatabaseConnection> {
+    let connecting = Database::connect(POSTGRES_ADMIN_URL);
+    match tokio::time::timeout(POSTGRES_CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok(admin)) => Some(admin),
+        Ok(Err(err)) => {
+            println!("postgres: cannot connect to {POSTGRES_ADMIN_URL}: {err}");
+            None
+        }
+        Err(_) => {
+            println!("postgres: no answer from {POSTGRES_ADMIN_URL} within 5 s");
+            None
+        }
+    }
+}
+
+/// The settings that shape the figures: autovacuum (planner statistics), durability, cache.
+async fn postgres_settings(admin: &DatabaseConnection) -> String {
+    let sql = "SELECT 'PostgreSQL ' || current_setting('server_version') \
+        || ', autovacuum ' || current_setting('autovacuum') \
+        || ', synchronous_commit ' || current_setting('synchronous_commit') \
+        || ', shared_buffers ' || current_setting('shared_buffers') AS settings";
+    let row = admin
+        .query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
+        .await;
+    row.ok()
+        .flatten()
+        .and_then(|row| row.try_get::<String>("", "settings").ok())
+        .unwrap_or_else(|| "settings unknown".into())
+}
+
+/// One database: the syncs through the server, then the ceiling with the server stopped.
+async fn measure(database_url: String, settings: &Settings) -> anyhow::Result<Summary> {
+    let name = settings.name;
+    settings.describe();
+    let peak_reset = reset_peak_rss();
+    let token = CancellationToken::new();
+    let (server, addr) = start_server(database_url.clone(), settings, token.clone()).await?;
+    let synced = run_syncs(name, addr, settings).await;
+    let peak_kib = peak_rss_kib();
+    token.cancel();
+    stop_server(name, server).await;
+    let synced = synced?;
+    report_peak_rss(name, peak_kib, peak_reset);
+    let ceiling = measure_ceiling(&database_url, synced.empty_connection, settings);
+    let ceiling = tokio::time::timeout(CEILING_DEADLINE, ceiling)
+        .await
+        .map_err(|_| anyhow!("the ceiling did not finish within {CEILING_DEADLINE:?}"))??;
+    report_ceiling(name, &ceiling, &synced, settings);
+    // The peak is a maximum; the kernel's counters are approximate, so keep the larger read.
+    let end_kib = peak_rss_kib().max(peak_kib).unwrap_or_default();
+    println!(
+        "{name}: done; peak RSS of the process with the ceiling pass included: {:.1} MB; {}",
+        end_kib as f64 / 1024.0,
+        load_average()
+    );
+    Ok(Summary {
+        name,
+        scale: settings.scale,
+        records_per_second: synced.full.records_per_second(),
+        ceiling_rows_per_second: ceiling.rows_per_second(),
+        counts_exact: synced.counts_exact && ceiling.stored == ceiling.rows,
+    })
+}
+
+// --- server ------------------------------------------------------------------------------
+
+type ServerTask = JoinHandle<anyhow::Result<()>>;
+
+fn config(database_url: String, settings: &Settings) -> Config {
+    Config {
+        database_url,
+        listen: "127.0.0.1:0".parse().expect("a socket address"),
+        admin_token: Some(Secret::new(ADMIN_TOKEN)),
+        encryption_key: Some(Secret::new(ENCRYPTION_KEY)),
+        sync_page_size: settings.page_size,
+        sync_requests_per_second: REQUESTS_PER_SECOND,
+        health_check_interval_secs: 3600,
+        sync_schedule_minute_secs: 60,
+        ..Default::default()
+    }
+}
+
+/// The real server, as the binary runs it.
+async fn start_server(
+    database_url: String,
+    settings: &Settings,
+    token: CancellationToken,
+) -> anyhow::Result<(ServerTask, SocketAddr)> {
+    let config = config(database_url, settings);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .context("bind 127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(Box::pin(millwright::run(config, listener, token)));
+    Ok((task, addr))
+}
+
+async fn stop_server(name: &str, server: ServerTask) {
+    match tokio::time::timeout(SERVER_STOP_DEADLINE, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(err))) => println!("{name}: server stopped with error: {err:#}"),
+        Ok(Err(err)) => println!("{name}: server task failed: {err}"),
+        Err(_) => println!(
+            "{name}: server did not stop within {} s",
+            SERVER_STOP_DEADLINE.as_secs()
+        ),
+    }
+}
+
+fn http_client() -> anyhow::Result<Client> {
+    Ok(Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .no_proxy()
+        .build()?)
+}
+
+async fn wait_ready(client: &Client, addr: SocketAddr) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let response = client.get(format!("http://{addr}/readyz")).send().await;
+        if response.is_ok_and(|r| r.status() == StatusCode::OK) {
+            return Ok(());
+        }
+        ensure!(
+            started.elapsed() < READY_DEADLINE,
+            "server not ready within {} s",
+            READY_DEADLINE.as_secs()
+        );
+        tokio::time::sleep(READY_POLL).await;
+    }
+}
+
+// --- GraphQL -----------------------------------------------------------------------------
+
+/// A GraphQL endpoint and the bearer token to call it with.
+struct Api {
+    client: Client,
+    url: String,
+    authorization: String,
+}
+
+impl Api {
+    fn new(client: &Client, addr: SocketAddr, token: &str) -> Self {
+        Self {
+            client: client.clone(),
+            url: format!("http://{addr}/graphql"),
+            authorization: format!("Bearer {token}"),
+        }
+    }
+
+    /// Runs an operation; its `data`, or why it failed (transport, status, GraphQL errors).
+    async fn data(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
+        let response = self
+            .client
+            .post(&self.url)
+            .header(AUTHORIZATION, &self.authorization)
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .context("request failed")?;
+        let status = response.status();
+        let body: Value = response
+            .json()
+            .await
+            .with_context(|| format!("HTTP {status}, body not JSON"))?;
+        ensure!(status == StatusCode::OK, "HTTP {status}: {body}");
+        if let Some(errors) = body.get("errors") {
+            bail!("GraphQL errors: {errors}");
+        }
+        body.get("data")
+            .filter(|data| !data.is_null())
+            .cloned()
+            .ok_or_else(|| anyhow!("no data: {body}"))
+    }
+}
+
+fn text_at<'a>(data: &'a Value, pointer: &str) -> anyhow::Result<&'a str> {
+    data.pointer(pointer)
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("no string at {pointer} in {data}"))
+}
+
+fn number_at(data: &Value, pointer: &str) -> u64 {
+    data.pointer(pointer).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// Creates the account (admin token) and its customer (API key), as a client would.
+async fn set_up_account(client: &Client, addr: SocketAddr) -> anyhow::Result<(Api, String)> {
+    let admin = Api::new(client, addr, ADMIN_TOKEN);
+    let created = admin
+        .data(CREATE_ACCOUNT, json!({ "credits": CREDITS }))
+        .await
+        .context("createAccount")?;
+    let api = Api::new(client, addr, text_at(&created, "/createAccount/apiKey")?);
+    let customer = api
+        .data(CREATE_CUSTOMER, json!({}))
+        .await
+        .context("createCustomer")?;
+    let customer_id = text_at(&customer, "/createCustomer/id")?.to_owned();
+    Ok((api, customer_id))
+}
+
+/// Connects the demo system without a probe; the connection and its CONNECT run.
+async fn connect(api: &Api, customer_id: &str, scale: u64) -> anyhow::Result<(String, String)> {
+    let input = json!({
+        "customerId": customer_id, "systemKey": "demo", "validate": false,
+        "credentials": { "api_key": DEMO_API_KEY, "scale": scale },
+    });
+    let data = api
+        .data(CONNECT, json!({ "input": input }))
+        .await
+        .context("connect")?;
+    let connection = text_at(&data, "/connect/connection/id")?.to_owned();
+    let run = text_at(&data, "/connect/connection/lastSyncRun/id")?.to_owned();
+    Ok((connection, run))
+}
+
+// --- sync runs ---------------------------------------------------------------------------
+
+/// A finished run as GraphQL reports it.
+struct Run {
+    status: String,
+    kind: String,
+    trigger: String,
+    duration: Duration,
+    entities: Vec<EntityCounts>,
+    error: Option<String>,
+}
+
+struct EntityCounts {
+    entity: String,
+    added: u64,
+    updated: u64,
+    deleted: u64,
+    unchanged: u64,
+    skipped: u64,
+}
+
+impl Run {
+    fn parse(run: &Value) -> anyhow::Result<Self> {
+        let at = |field: &str| -> anyhow::Result<DateTime<Utc>> {
+            let text = text_at(run, &format!("/{field}"))?;
+            Ok(DateTime::parse_from_rfc3339(text)
+                .with_context(|| format!("{field} `{text}`"))?
+                .with_timezone(&Utc))
+        };
+        let duration = (at("finishedAt")? - at("startedAt")?)
+            .to_std()
+            .unwrap_or_default();
+        let entities = run["entities"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|e| EntityCounts {
+                entity: e["entity"].as_str().unwrap_or("?").to_owned(),
+                added: number_at(e, "/added"),
+                updated: number_at(e, "/updated"),
+                deleted: number_at(e, "/deleted"),
+                unchanged: number_at(e, "/unchanged"),
+                skipped: number_at(e, "/skipped"),
+            })
+            .collect();
+        let error = run["error"]
+            .as_object()
+            .map(|e| format!("{}: {}", e["code"], e["message"]));
+        Ok(Self {
+            status: text_at(run, "/status")?.to_owned(),
+            kind: text_at(run, "/kind")?.to_owned(),
+            trigger: text_at(run, "/trigger")?.to_owned(),
+            duration,
+            entities,
+            error,
+        })
+    }
+
+    fn sum(&self, field: impl Fn(&EntityCounts) -> u64) -> u64 {
+        self.entities.iter().map(field).sum()
+    }
+
+    /// Every record the run handled: added, updated, deleted, unchanged and skipped.
+    fn records(&self) -> u64 {
+        self.sum(|e| e.added + e.updated + e.deleted + e.unchanged + e.skipped)
+    }
+
+    fn changes(&self) -> u64 {
+        self.sum(|e| e.added + e.updated + e.deleted)
+    }
+
+    fn records_per_second(&self) -> f64 {
+        self.records() as f64 / self.duration.as_secs_f64()
+    }
+}
+
+/// Polls a run until it has ended; past the deadline it is cancelled and this fails.
+async fn wait_run(api: &Api, run_id: &str, deadline: Duration) -> anyhow::Result<Run> {
+    let started = Instant::now();
+    loop {
+        let data = api
+            .data(SYNC_RUN, json!({ "id": run_id }))
+            .await
+            .context("syncRun")?;
+        let run = &data["syncRun"];
+        if matches!(
+            run["status"].as_str(),
+            Some("SUCCEEDED" | "FAILED" | "CANCELLED")
+        ) {
+            return Run::parse(run);
+        }
+        if started.elapsed() > deadline {
+            let cancelled = api.data(CANCEL, json!({ "id": run_id })).await;
+            bail!(
+                "run {run_id} did not end within {} s (status {}, {} added so far); cancel: {}",
+                deadline.as_secs(),
+                run["status"],
+                run["recordsAdded"],
+                cancelled.map_or_else(|e| format!("{e:#}"), |_| "requested".into())
+            );
+        }
+        tokio::time::sleep(RUN_POLL).await;
+    }
+}
+
+/// What the server part of one database produced.
+struct Synced {
+    full: Run,
+    incremental: Run,
+    empty_connection: Uuid,
+    counts_exact: bool,
+}
+
+async fn run_syncs(name: &str, addr: SocketAddr, settings: &Settings) -> anyhow::Result<Synced> {
+    let client = http_client()?;
+    wait_ready(&client, addr).await?;
+    let (api, customer_id) = set_up_account(&client, addr).await?;
+
+    let connected = Instant::now();
+    let (connection, full_id) = connect(&api, &customer_id, settings.scale).await?;
+    let full = wait_run(&api, &full_id, FULL_DEADLINE).await?;
+    let full_wall = connected.elapsed();
+    let full_exact = check_full(name, &full, settings);
+    report_full(name, &full, full_wall, settings);
+
+    let triggered = Instant::now();
+    let data = api
+        .data(TRIGGER, json!({ "id": connection }))
+        .await
+        .context("triggerSync")?;
+    let incremental_id = text_at(&data, "/triggerSync/id")?.to_owned();
+    let incremental = wait_run(&api, &incremental_id, INCREMENTAL_DEADLINE).await?;
+    let incremental_wall = triggered.elapsed();
+    let incremental_exact = check_incremental(name, &incremental);
+    report_incremental(name, &incremental, incremental_wall, &full);
+
+    // The ceiling's rows go under a second connection that holds nothing.
+    let (empty, empty_run) = connect(&api, &customer_id, 0).await?;
+    let empty_run = wait_run(&api, &empty_run, EMPTY_RUN_DEADLINE).await?;
+    ensure!(
+        empty_run.status == "SUCCEEDED" && empty_run.records() == 0,
+        "the scale-0 connection's run: {} with {} records",
+        empty_run.status,
+        empty_run.records()
+    );
+    Ok(Synced {
+        full,
+        incremental,
+        empty_connection: ids::decode(Kind::Connection, &empty)
+            .map_err(|err| anyhow!("connection id {empty}: {err}"))?,
+        counts_exact: full_exact && incremental_exact,
+    })
+}
+
+/// A FULL run on a fresh store adds every record of every entity type, and nothing else.
+fn check_full(name: &str, run: &Run, settings: &Settings) -> bool {
+    let mut problems = Vec::new();
+    if (run.status.as_str(), run.kind.as_str(), run.trigger.as_str())
+        != ("SUCCEEDED", "FULL", "CONNECT")
+    {
+        problems.push(format!(
+            "status {} kind {} trigger {} (error {:?})",
+            run.status, run.kind, run.trigger, run.error
+        ));
+    }
+    if run.entities.len() != settings.entities.len() {
+        problems.push(format!(
+            "{} entity types in the run, {} expected",
+            run.entities.len(),
+            settings.entities.len()
+        ));
+    }
+    for e in &run.entities {
+        if (e.added, e.updated, e.deleted, e.unchanged, e.skipped) != (settings.scale, 0, 0, 0, 0) {
+            problems.push(format!(
+                "{}: added {} updated {} deleted {} unchanged {} skipped {} (expected {} added)",
+                e.entity, e.added, e.updated, e.deleted, e.unchanged, e.skipped, settings.scale
+            ));
+        }
+    }
+    report_problems(name, "full run", &problems)
+}
+
+/// An INCREMENTAL run reads only what changed: nothing unchanged, nothing skipped.
+fn check_incremental(name: &str, run: &Run) -> bool {
+    let mut problems = Vec::new();
+    if (run.status.as_str(), run.kind.as_str()) != ("SUCCEEDED", "INCREMENTAL") {
+        problems.push(format!(
+            "status {} kind {} (error {:?})",
+            run.status, run.kind, run.error
+        ));
+    }
+    let (unchanged, skipped) = (run.sum(|e| e.unchanged), run.sum(|e| e.skipped));
+    if unchanged + skipped > 0 {
+        problems.push(format!("unchanged {unchanged}, skipped {skipped}"));
+    }
+    if run.changes() == 0 {
+        problems.push("no changes".into());
+    }
+    report_problems(name, "incremental run", &problems)
+}
+
+fn report_problems(name: &str, what: &str, problems: &[String]) -> bool {
+    for problem in problems {
+        println!("{name}: {what}: WRONG: {problem}");
+    }
+    problems.is_empty()
+}
+
+fn report_full(name: &str, run: &Run, wall: Duration, settings: &Settings) {
+    println!(
+        "{name}: full run ({} {}, all {} entity types at scale {}): {} in {:.2} s (finishedAt - startedAt; {:.2} s from connect to seen finished), {} records, {} records/s",
+        run.trigger,
+        run.kind,
+        settings.entities.len(),
+        thousands(settings.scale),
+        run.status,
+        run.duration.as_secs_f64(),
+        wall.as_secs_f64(),
+        thousands(run.records()),
+        thousands(run.records_per_second() as u64),
+    );
+    report_entities(name, run);
+}
+
+fn report_entities(name: &str, run: &Run) {
+    for e in &run.entities {
+        println!(
+            "{name}:   {:<15} added {:>7} updated {:>6} deleted {:>6} unchanged {:>7}",
+            e.entity, e.added, e.updated, e.deleted, e.unchanged
+        );
+    }
+}
+
+fn report_incremental(name: &str, run: &Run, wall: Duration, full: &Run) {
+    println!(
+        "{name}: incremental run ({} {}): {} in {:.3} s (finishedAt - startedAt; {:.2} s from trigger to seen finished), {} changes (added {}, updated {}, deleted {}), {} changes/s",
+        run.trigger,
+        run.kind,
+        run.status,
+        run.duration.as_secs_f64(),
+        wall.as_secs_f64(),
+        thousands(run.changes()),
+        run.sum(|e| e.added),
+        run.sum(|e| e.updated),
+        run.sum(|e| e.deleted),
+        thousands(run.records_per_second() as u64),
+    );
+    report_entities(name, run);
+    let time_share = run.duration.as_secs_f64() / full.duration.as_secs_f64();
+    let change_share = run.changes() as f64 / full.records() as f64;
+    let factor = time_share / change_share;
+    println!(
+        "{name}: incremental / full: time {:.2} %, changes / total records {:.2} %, time share / change share {factor:.2} (target <= {TARGET_INCREMENTAL_FACTOR:.0}, time follows the changes: {})",
+        100.0 * time_share,
+        100.0 * change_share,
+        verdict(factor <= TARGET_INCREMENTAL_FACTOR),
+    );
+}
+
+// --- memory ------------------------------------------------------------------------------
+
+/// Resets the process's peak RSS (`VmHWM`), so that each database gets its own figure.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+}
+
+fn report_peak_rss(name: &str, peak_kib: Option<u64>, reset: bool) {
+    let since = if reset {
+        "since the start of this database's part (VmHWM reset through /proc/self/clear_refs)"
+    } else {
+        "since the bench started (VmHWM could not be reset)"
+    };
+    match peak_kib {
+        Some(kib) => println!(
+            "{name}: peak RSS of the process (server in-process, with the bench client): {:.1} MB, {since}",
+            kib as f64 / 1024.0
+        ),
+        None => println!("{name}: peak RSS: VmHWM not readable"),
+    }
+}
+
+// --- ceiling -----------------------------------------------------------------------------
+
+/// Times of the ceiling pass, and of the work around it that the sync also does.
+#[derive(Default)]
+struct Ceiling {
+    rows: u64,
+    batches: u64,
+    /// Generating the full pages in the simulated remote.
+    remote_full: Duration,
+    /// Reading the next generation's changes from the simulated remote (incremental).
+    remote_incremental: Duration,
+    incremental_records: u64,
+    /// Unifying, hashing and building the rows.
+    transform: Duration,
+    /// The per-page lookup of existing keys the sync makes (not part of the ceiling).
+    lookup: Duration,
+    /// INSERT and COMMIT: the ceiling.
+    insert: Duration,
+    stored: u64,
+}
+
+impl Ceiling {
+    fn rows_per_second(&self) -> f64 {
+        self.rows as f64 / self.insert.as_secs_f64()
+    }
+}
+
+/// A plain sea-orm pool on the bench database, with the server's SQLite settings.
+async fn connect_plain(url: &str) -> anyhow::Result<DatabaseConnection> {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options.max_connections(2).sqlx_logging(false);
+    if url.starts_with("sqlite:") {
+        options.map_sqlx_sqlite_opts(|opts| {
+            opts.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+        });
+    }
+    Database::connect(options)
+        .await
+        .context("connect with sea-orm")
+}
+
+fn demo_connector(remote_id: Uuid, scale: u64) -> DemoConnector {
+    let mut credentials = Map::new();
+    credentials.insert("api_key".into(), DEMO_API_KEY.into());
+    credentials.insert("scale".into(), scale.into());
+    DemoConnector::new(remote_id, &credentials)
+}
+
+/// The same remote data as the synced connection (same API key and scale, generation 0),
+/// inserted under `connection_id` in batches of the page size.
+async fn measure_ceiling(
+    url: &str,
+    connection_id: Uuid,
+    settings: &Settings,
+) -> anyhow::Result<Ceiling> {
+    let db = connect_plain(url).await?;
+    let remote_id = Uuid::now_v7();
+    let connector = demo_connector(remote_id, settings.scale);
+    connector.begin_sync();
+    let mut ceiling = Ceiling::default();
+    let mut marks = Vec::new();
+    let pass = ids::new_id();
+    for &entity in settings.entities {
+        let mark = ingest_entity(
+            &db,
+            &connector,
+            connection_id,
+            entity,
+            pass,
+            settings,
+            &mut ceiling,
+        )
+        .await
+        .with_context(|| format!("ceiling for {entity}"))?;
+        marks.push((entity, mark));
+    }
+    // The next generation, as the incremental run saw it: the remote's share of its time.
+    connector.begin_sync();
+    for (entity, mark) in marks {
+        read_changes(&connector, entity, mark, settings, &mut ceiling).await?;
+    }
+    millwright::connectors::demo::forget(remote_id);
+    ceiling.stored = record::Entity::find()
+        .filter(record::Column::ConnectionId.eq(connection_id))
+        .count(&db)
+        .await
+        .context("count the ceiling's rows")?;
+    db.close().await.ok();
+    Ok(ceiling)
+}
+
+/// One entity type, page by page; the remote's modification mark at its end.
+async fn ingest_entity(
+    db: &DatabaseConnection,
+    connector: &DemoConnector,
+    connection_id: Uuid,
+    entity: EntityType,
+    pass: Uuid,
+    settings: &Settings,
+    ceiling: &mut Ceiling,
+) -> anyhow::Result<Option<String>> {
+    let mut request = ReadRequest {
+        page_size: settings.page_size,
+        ..Default::default()
+    };
+    loop {
+        let started = Instant::now();
+        let page = connector.read_page(entity, &request).await?;
+        ceiling.remote_full += started.elapsed();
+
+        let started = Instant::now();
+        let keys: Vec<String> = page.records.iter().map(|r| r.key.clone()).collect();
+        let rows = page
+            .records
+            .into_iter()
+            .map(|remote| row(connector, connection_id, entity, remote, pass))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        ceiling.transform += started.elapsed();
+
+        let started = Instant::now();
+        lookup_existing(db, connection_id, entity, keys).await?;
+        ceiling.lookup += started.elapsed();
+
+        let started = Instant::now();
+        ceiling.rows += insert_batch(db, rows).await?;
+        ceiling.insert += started.elapsed();
+        ceiling.batches += 1;
+
+        match page.next_cursor {
+            Some(cursor) => request.cursor = Some(cursor),
+            None => return Ok(page.high_water_mark),
+        }
+    }
+}
+
+/// A row as the sync stores a new record: unified fields, the remote record, its hash.
+fn row(
+    connector: &DemoConnector,
+    connection_id: Uuid,
+    entity: EntityType,
+    remote: RemoteRecord,
+    pass: Uuid,
+) -> anyhow::Result<record::ActiveModel> {
+    let hash = content_hash(&remote.data);
+    let unified = connector
+        .unify(entity, &remote.data)
+        .map_err(|why| anyhow!("unify {}: {why}", remote.key))?;
+    let now = Utc::now();
+    Ok(record::ActiveModel {
+        id: Set(ids::new_id()),
+        connection_id: Set(connection_id),
+        entity: Set(entity.as_str().to_owned()),
+        key: Set(remote.key),
+        data: Set(unified),
+        remote_data: Set(Some(remote.data)),
+        content_hash: Set(hash),
+        remote_created_at: Set(remote.created_at),
+        remote_updated_at: Set(remote.updated_at),
+        first_seen_at: Set(now),
+        modified_at: Set(now),
+        deleted_at: Set(None),
+        seen_pass: Set(Some(pass)),
+    })
+}
+
+/// The record store's content hash: the first 16 bytes of SHA-256 of the JSON text, in hex.
+fn content_hash(remote: &Value) -> String {
+    let digest = Sha256::digest(remote.to_string().as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The query the sync makes before applying a page: which of its keys are stored already.
+async fn lookup_existing(
+    db: &DatabaseConnection,
+    connection_id: Uuid,
+    entity: EntityType,
+    keys: Vec<String>,
+) -> anyhow::Result<usize> {
+    let found = record::Entity::find()
+        .filter(record::Column::ConnectionId.eq(connection_id))
+        .filter(record::Column::Entity.eq(entity.as_str()))
+        .filter(record::Column::Key.is_in(keys))
+        .all(db)
+        .await?;
+    Ok(found.len())
+}
+
+async fn insert_batch(
+    db: &DatabaseConnection,
+    rows: Vec<record::ActiveModel>,
+) -> anyhow::Result<u64> {
+    let count = rows.len() as u64;
+    if count == 0 {
+        return Ok(0);
+    }
+    let txn = db.begin().await?;
+    record::Entity::insert_many(rows)
+        .exec_without_returning(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(count)
+}
+
+/// Reads one entity type's changes since `mark`, timing the simulated remote alone.
+async fn read_changes(
+    connector: &DemoConnector,
+    entity: EntityType,
+    mark: Option<String>,
+    settings: &Settings,
+    ceiling: &mut Ceiling,
+) -> anyhow::Result<()> {
+    let mut request = ReadRequest {
+        modified_since: mark,
+        page_size: settings.page_size,
+        ..Default::default()
+    };
+    loop {
+        let started = Instant::now();
+        let page = connector.read_page(entity, &request).await?;
+        ceiling.remote_incremental += started.elapsed();
+        ceiling.incremental_records += page.records.len() as u64;
+        match page.next_cursor {
+            Some(cursor) => request.cursor = Some(cursor),
+            None => return Ok(()),
+        }
+    }
+}
+
+fn report_ceiling(name: &str, ceiling: &Ceiling, synced: &Synced, settings: &Settings) {
+    let secs = |d: Duration| d.as_secs_f64();
+    println!(
+        "{name}: ceiling: plain sea-orm INSERT of {} rows in {} batches of {} (one transaction each) into the same records table: {:.2} s, {} rows/s ({} rows stored{})",
+        thousands(ceiling.rows),
+        ceiling.batches,
+        settings.page_size,
+        secs(ceiling.insert),
+        thousands(ceiling.rows_per_second() as u64),
+        thousands(ceiling.stored),
+        if ceiling.stored == ceiling.rows {
+            ""
+        } else {
+            ": WRONG"
+        },
+    );
+    let full = &synced.full;
+    let share = 100.0 * full.records_per_second() / ceiling.rows_per_second();
+    println!(
+        "{name}: sync / ceiling: {} / {} = {share:.1} % (target >= {TARGET_CEILING_PERCENT:.0} %: {})",
+        thousands(full.records_per_second() as u64),
+        thousands(ceiling.rows_per_second() as u64),
+        verdict(share >= TARGET_CEILING_PERCENT),
+    );
+    let outside = ceiling.remote_full + ceiling.transform + ceiling.lookup + ceiling.insert;
+    println!(
+        "{name}: where the full run's {:.2} s could go, measured alone: simulated remote generating the pages {:.2} s, unify + hash + rows {:.2} s, existing-key lookup per page {:.2} s, INSERT + COMMIT {:.2} s; sum {:.2} s, the rest (sync bookkeeping per page and overheads) {:.2} s",
+        secs(full.duration),
+        secs(ceiling.remote_full),
+        secs(ceiling.transform),
+        secs(ceiling.lookup),
+        secs(ceiling.insert),
+        secs(outside),
+        secs(full.duration) - secs(outside),
+    );
+    let incremental = &synced.incremental;
+    let rest = secs(incremental.duration) - secs(ceiling.remote_incremental);
+    println!(
+        "{name}: incremental: the simulated remote alone takes {:.3} s to find {} changed records (it walks every record's history: the part that grows with the data size) of the run's {:.3} s; the other {rest:.3} s are {:.0} us per change, against {:.0} us per record in the full run",
+        secs(ceiling.remote_incremental),
+        thousands(ceiling.incremental_records),
+        secs(incremental.duration),
+        1e6 * rest / incremental.changes().max(1) as f64,
+        1e6 * secs(full.duration) / full.records().max(1) as f64,
+    );
+}
+
+// --- verdicts ----------------------------------------------------------------------------
+
+/// The machine's load, to tell a busy machine from a slow server.
+fn load_average() -> String {
+    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let figures: Vec<&str> = loadavg.split_whitespace().take(3).collect();
+    format!("load average {}", figures.join(" "))
+}
+
+fn report_targets(summaries: &[Summary]) {
+    for s in summaries {
+        println!(
+            "summary {}: scale {}, {} records/s, ceiling {} rows/s, {:.1} % of the ceiling, counts {}",
+            s.name,
+            thousands(s.scale),
+            thousands(s.records_per_second as u64),
+            thousands(s.ceiling_rows_per_second as u64),
+            100.0 * s.records_per_second / s.ceiling_rows_per_second,
+            if s.counts_exact { "exact" } else { "WRONG" },
+        );
+    }
+    for s in summaries {
+        let share = 100.0 * s.records_per_second / s.ceiling_rows_per_second;
+        println!(
+            "target: sync at least {TARGET_CEILING_PERCENT:.0} % of the ceiling on {}: {share:.1} %, {}",
+            s.name,
+            verdict(share >= TARGET_CEILING_PERCENT)
+        );
+    }
+    match summaries.iter().find(|s| s.name == "sqlite") {
+        Some(s) => println!(
+            "target: at least {} records/s on SQLite (scale {}): {} records/s, {}",
+            thousands(TARGET_SQLITE_RECORDS_PER_SECOND as u64),
+            thousands(s.scale),
+            thousands(s.records_per_second as u64),
+            verdict(s.records_per_second >= TARGET_SQLITE_RECORDS_PER_SECOND)
+        ),
+        None => println!(
+            "target: at least {} records/s on SQLite: NOT met (no figure)",
+            thousands(TARGET_SQLITE_RECORDS_PER_SECOND as u64)
+        ),
+    }
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "NOT met" }
+}
+
+/// 1600000 as `1,600,000`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -1,0 +1,1043 @@
+//! Load benchmark for outbound webhooks.
+//!
+//! Starts the real server in-process on a fresh SQLite file, with one account and four
+//! webhook endpoints (all event types) pointing at a loopback axum receiver (`/hook/0..3`)
+//! that answers 200 at once and records, for every request, its wall-clock time of receipt
+//! and its `webhook-id`. It then commits 20,000 `credits.changed` events as fast as it can
+//! (200 batched GraphQL requests of 100 `grantCredits` each, from 4 concurrent senders) and
+//! waits until the 80,000 expected deliveries have arrived (at most 5 minutes):
+//!
+//! - deliveries per second: 80,000 ÷ the time from the first grant sent to the last delivery
+//!   received;
+//! - latency from commit to receipt, p50 / p99 / max: receipt time minus the event's
+//!   `occurredAt` (read back over GraphQL, set just before its commit), matched by
+//!   `webhook-id` = event id;
+//! - duplicates (one `webhook-id` received twice by one endpoint) and missing deliveries;
+//! - where the time goes, from the database: event → delivery row (dispatch), delivery row →
+//!   receipt (waiting for a worker, claim, prepare, send), receipt → attempt row (response and
+//!   the wait for the write lock), and SQL statements per delivery from `/metrics`.
+//!
+//! Then the ceiling: a plain reqwest loop posting a body of the same size with the same
+//! headers to the same receiver, with as many concurrent senders as the server has delivery
+//! workers (32), for 80,000 requests or 10 seconds. The server's rate is reported as a share
+//! of it.
+//!
+//! Run with `cargo bench --bench webhooks`; everything is reported on stdout, only 127.0.0.1
+//! is used, and the process exits non-zero when a delivery is missing or duplicated.
+
+#![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    process::ExitCode,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow, bail, ensure};
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    routing::post,
+};
+use chrono::{DateTime, Utc};
+use entity::{event, webhook_attempt, webhook_delivery, webhook_endpoint};
+use millwright::config::{Config, Secret};
+use reqwest::{Client, header::CONTENT_TYPE};
+use sea_orm::{Database, DatabaseConnection, EntityTrait};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
+/// base64 of 32 bytes: the credentials key of the bench server.
+const ENCRYPTION_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+const ENDPOINTS: usize = 4;
+const BATCHES: usize = 200;
+const GRANTS_PER_BATCH: usize = 100;
+const EVENTS: usize = BATCHES * GRANTS_PER_BATCH;
+const EXPECTED: usize = EVENTS * ENDPOINTS;
+const GRANT_SENDERS: usize = 4;
+const EVENTS_PAGE: usize = 100;
+
+const DELIVERY_DEADLINE: Duration = Duration::from_secs(300);
+/// Give up earlier when nothing arrives for this long (longer than the 60 s lease).
+const STALL_DEADLINE: Duration = Duration::from_secs(90);
+const WAIT_POLL: Duration = Duration::from_millis(10);
+/// After the last expected delivery, late duplicates are still counted for this long.
+const DUPLICATE_GRACE: Duration = Duration::from_secs(2);
+
+const CEILING_REQUESTS: usize = EXPECTED;
+const CEILING_LENGTH: Duration = Duration::from_secs(10);
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+const READY_POLL: Duration = Duration::from_millis(10);
+const READY_DEADLINE: Duration = Duration::from_secs(10);
+const SERVER_STOP_DEADLINE: Duration = Duration::from_secs(15);
+
+const TARGET_DELIVERIES_PER_SECOND: f64 = 2_000.0;
+const TARGET_CEILING_PERCENT: f64 = 30.0;
+
+const CREATE_ACCOUNT: &str =
+    "mutation { createAccount(input: {name: \"bench\"}) { apiKey account { id } } }";
+const CREATE_ENDPOINT: &str = "mutation($input: CreateWebhookEndpointInput!) {
+    createWebhookEndpoint(input: $input) { endpoint { id } } }";
+const GRANT: &str = "mutation($id: ID!) { grantCredits(accountId: $id, amount: 1) { total } }";
+const EVENTS_QUERY: &str = "query($after: String) {
+    events(first: 100, after: $after, filter: {types: [CREDITS_CHANGED]}) {
+        nodes { id occurredAt }
+        pageInfo { hasNextPage endCursor }
+    }
+}";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            println!("result: FAILED (deliveries missing or duplicated, see above)");
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            println!("result: FAILED: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The whole bench; true when every delivery arrived exactly once.
+async fn run() -> anyhow::Result<bool> {
+    let receiver = Receiver::start().await?;
+    report_config(&config(String::new()));
+    println!("-- live: events committed while the workers deliver");
+    let live = measure_live(&receiver).await?;
+    println!("-- backlog: the same events committed with the workers off, then delivered");
+    let backlog = measure_backlog(&receiver).await?;
+    println!("-- ceiling: a plain reqwest loop to the same receiver");
+    let ceiling = measure_ceiling(&receiver).await?;
+    report_targets(&live, &backlog, &ceiling);
+    Ok(live.exact() && backlog.exact())
+}
+
+// --- server ------------------------------------------------------------------------------
+
+type ServerTask = JoinHandle<anyhow::Result<()>>;
+
+fn config(database_url: String) -> Config {
+    Config {
+        database_url,
+        listen: "127.0.0.1:0".parse().expect("a socket address"),
+        admin_token: Some(Secret::new(ADMIN_TOKEN)),
+        encryption_key: Some(Secret::new(ENCRYPTION_KEY)),
+        webhook_allow_private_targets: true,
+        max_batch_size: GRANTS_PER_BATCH,
+        max_query_complexity: 5000,
+        health_check_interval_secs: 3600,
+        ..Default::default()
+    }
+}
+
+/// A fresh SQLite file in a temp dir that lives as long as the returned handle.
+fn fresh_database() -> anyhow::Result<(TempDir, String)> {
+    let dir = tempfile::tempdir().context("temp dir for the database")?;
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("bench.db").display()
+    );
+    Ok((dir, url))
+}
+
+fn report_config(config: &Config) {
+    println!(
+        "server: SQLite, webhook_workers {}, webhook_max_in_flight_per_endpoint {}, database_max_connections {}, webhook_lease_secs {}",
+        config.webhook_workers,
+        config.webhook_max_in_flight_per_endpoint,
+        config.database_max_connections,
+        config.webhook_lease_secs,
+    );
+}
+
+/// The real server, as the binary runs it.
+async fn start_server(
+    config: Config,
+    token: CancellationToken,
+) -> anyhow::Result<(ServerTask, SocketAddr)> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .context("bind 127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(Box::pin(millwright::run(config, listener, token)));
+    Ok((task, addr))
+}
+
+async fn stop_server(server: ServerTask) {
+    match tokio::time::timeout(SERVER_STOP_DEADLINE, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(err))) => println!("server: stopped with error: {err:#}"),
+        Ok(Err(err)) => println!("server: task failed: {err}"),
+        Err(_) => println!(
+            "server: did not stop within {} s",
+            SERVER_STOP_DEADLINE.as_secs()
+        ),
+    }
+}
+
+fn http_client(pool: usize) -> anyhow::Result<Client> {
+    Ok(Client::builder()
+        .pool_max_idle_per_host(pool)
+        .timeout(REQUEST_TIMEOUT)
+        .no_proxy()
+        .build()?)
+}
+
+async fn wait_ready(client: &Client, addr: SocketAddr) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let response = client.get(format!("http://{addr}/readyz")).send().await;
+        if response.is_ok_and(|r| r.status() == StatusCode::OK) {
+            return Ok(());
+        }
+        ensure!(
+            started.elapsed() < READY_DEADLINE,
+            "server not ready within {} s",
+            READY_DEADLINE.as_secs()
+        );
+        tokio::time::sleep(READY_POLL).await;
+    }
+}
+
+// --- receiver ----------------------------------------------------------------------------
+
+/// One request as the receiver saw it.
+struct Receipt {
+    route: usize,
+    webhook_id: String,
+    at: DateTime<Utc>,
+    instant: Instant,
+    bytes: usize,
+}
+
+/// The loopback webhook receiver: `/hook/{n}` answers 200 and records the request.
+#[derive(Clone)]
+struct Receiver {
+    receipts: Arc<Mutex<Vec<Receipt>>>,
+    count: Arc<AtomicUsize>,
+    addr: SocketAddr,
+}
+
+impl Receiver {
+    async fn start() -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("bind the receiver")?;
+        let receiver = Receiver {
+            receipts: Arc::new(Mutex::new(Vec::with_capacity(EXPECTED))),
+            count: Arc::new(AtomicUsize::new(0)),
+            addr: listener.local_addr()?,
+        };
+        let app = Router::new()
+            .route("/hook/{route}", post(receive))
+            .with_state(receiver.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(receiver)
+    }
+
+    fn url(&self, route: usize) -> String {
+        format!("http://{}/hook/{route}", self.addr)
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Everything received so far; the receiver starts empty again.
+    fn take(&self) -> Vec<Receipt> {
+        let mut receipts = self.receipts.lock().expect("receipts lock");
+        self.count.store(0, Ordering::SeqCst);
+        std::mem::take(&mut *receipts)
+    }
+}
+
+async fn receive(
+    State(receiver): State<Receiver>,
+    Path(route): Path<usize>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let at = Utc::now();
+    let instant = Instant::now();
+    let webhook_id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    receiver
+        .receipts
+        .lock()
+        .expect("receipts lock")
+        .push(Receipt {
+            route,
+            webhook_id,
+            at,
+            instant,
+            bytes: body.len(),
+        });
+    receiver.count.fetch_add(1, Ordering::SeqCst);
+    StatusCode::OK
+}
+
+// --- GraphQL -----------------------------------------------------------------------------
+
+/// A GraphQL client for one server and one bearer token.
+#[derive(Clone)]
+struct Api {
+    client: Client,
+    url: String,
+    token: String,
+}
+
+impl Api {
+    /// Runs one operation that must succeed; returns `data`.
+    async fn ok(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
+        let body = json!({ "query": query, "variables": variables });
+        let response: Value = self.post(&body).await?;
+        check_errors(&response)?;
+        Ok(response["data"].clone())
+    }
+
+    async fn post(&self, body: &Value) -> anyhow::Result<Value> {
+        let response = self
+            .client
+            .post(&self.url)
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await?;
+        let status = response.status();
+        let text = response.text().await?;
+        ensure!(status == StatusCode::OK, "HTTP {status}: {text}");
+        Ok(serde_json::from_str(&text)?)
+    }
+}
+
+fn check_errors(response: &Value) -> anyhow::Result<()> {
+    match response.get("errors") {
+        Some(errors) => bail!("GraphQL errors: {errors}"),
+        None => Ok(()),
+    }
+}
+
+/// One account and its endpoints, one per receiver route; returns (admin, account, account id).
+async fn set_up(
+    client: &Client,
+    addr: SocketAddr,
+    receiver: &Receiver,
+) -> anyhow::Result<(Api, Api, String)> {
+    let url = format!("http://{addr}/graphql");
+    let admin = Api {
+        client: client.clone(),
+        url: url.clone(),
+        token: ADMIN_TOKEN.to_owned(),
+    };
+    let created = admin.ok(CREATE_ACCOUNT, json!({})).await?;
+    let created = &created["createAccount"];
+    let (Some(key), Some(account_id)) = (
+        created["apiKey"].as_str(),
+        created["account"]["id"].as_str(),
+    ) else {
+        bail!("createAccount answered {created}");
+    };
+    let account = Api {
+        client: client.clone(),
+        url,
+        token: key.to_owned(),
+    };
+    for route in 0..ENDPOINTS {
+        let input = json!({ "input": { "url": receiver.url(route), "eventTypes": [] } });
+        account.ok(CREATE_ENDPOINT, input).await?;
+    }
+    Ok((admin, account, account_id.to_owned()))
+}
+
+// --- the measured run --------------------------------------------------------------------
+
+/// What the server run produced.
+struct ServerFigures {
+    deliveries_per_second: f64,
+    missing: usize,
+    duplicates: usize,
+    unexpected: usize,
+}
+
+impl ServerFigures {
+    fn exact(&self) -> bool {
+        self.missing == 0 && self.duplicates == 0 && self.unexpected == 0
+    }
+}
+
+/// Events committed while the workers deliver: the headline figures.
+async fn measure_live(receiver: &Receiver) -> anyhow::Result<ServerFigures> {
+    let (_dir, database_url) = fresh_database()?;
+    let token = CancellationToken::new();
+    let (server, addr) = start_server(config(database_url.clone()), token.clone()).await?;
+    let measured = live_run(addr, receiver, &database_url).await;
+    token.cancel();
+    stop_server(server).await;
+    measured
+}
+
+async fn live_run(
+    addr: SocketAddr,
+    receiver: &Receiver,
+    database_url: &str,
+) -> anyhow::Result<ServerFigures> {
+    let client = http_client(GRANT_SENDERS * 2)?;
+    wait_ready(&client, addr).await?;
+    let (admin, account, account_id) = set_up(&client, addr, receiver).await?;
+    let statements_before = db_statements(&client, addr).await?;
+    let cpu = CpuClock::now();
+    let grants = commit_events(&admin, &account_id).await?;
+    let waited = wait_for_deliveries(receiver, grants.started).await;
+    cpu.report();
+    tokio::time::sleep(DUPLICATE_GRACE).await;
+    let statements = db_statements(&client, addr).await? - statements_before;
+    let receipts = receiver.take();
+    let occurred = read_events(&account).await?;
+    let tally = Tally::of(&receipts, &occurred);
+    let figures = report_tally(&tally, &waited, grants.started, "the first grant sent");
+    report_overlap(&grants, &receipts, &waited, &tally);
+    println!(
+        "latency commit -> receipt: {} ({} deliveries)",
+        spread(&tally.latencies_ms),
+        tally.latencies_ms.len()
+    );
+    report_timeline(&receipts, grants.started);
+    report_statements(statements, tally.unique, "grants included");
+    let stages = Stages::read(database_url, &receipts).await?;
+    stages.report();
+    Ok(figures)
+}
+
+/// The same events committed with the workers off, then a server with workers started on
+/// that database: how fast a backlog drains, without grants competing for the write lock.
+async fn measure_backlog(receiver: &Receiver) -> anyhow::Result<ServerFigures> {
+    let (_dir, database_url) = fresh_database()?;
+    let mut quiet = config(database_url.clone());
+    quiet.workers = false;
+    let token = CancellationToken::new();
+    let (server, addr) = start_server(quiet, token.clone()).await?;
+    let produced = produce_backlog(addr, receiver).await;
+    token.cancel();
+    stop_server(server).await;
+    let key = produced?;
+    ensure!(
+        receiver.count() == 0,
+        "deliveries sent with the workers off"
+    );
+    let token = CancellationToken::new();
+    let started = Instant::now();
+    let (server, addr) = start_server(config(database_url), token.clone()).await?;
+    let drained = drain_backlog(addr, receiver, key, started).await;
+    token.cancel();
+    stop_server(server).await;
+    drained
+}
+
+/// Account, endpoints and events on a server without workers; returns the account's key.
+async fn produce_backlog(addr: SocketAddr, receiver: &Receiver) -> anyhow::Result<String> {
+    let client = http_client(GRANT_SENDERS * 2)?;
+    wait_ready(&client, addr).await?;
+    let (admin, account, account_id) = set_up(&client, addr, receiver).await?;
+    let cpu = CpuClock::now();
+    commit_events(&admin, &account_id).await?;
+    cpu.report();
+    Ok(account.token)
+}
+
+async fn drain_backlog(
+    addr: SocketAddr,
+    receiver: &Receiver,
+    key: String,
+    started: Instant,
+) -> anyhow::Result<ServerFigures> {
+    let cpu = CpuClock::now();
+    let waited = wait_for_deliveries(receiver, started).await;
+    cpu.report();
+    tokio::time::sleep(DUPLICATE_GRACE).await;
+    let client = http_client(GRANT_SENDERS * 2)?;
+    let statements = db_statements(&client, addr).await?;
+    let receipts = receiver.take();
+    let account = Api {
+        client,
+        url: format!("http://{addr}/graphql"),
+        token: key,
+    };
+    let occurred = read_events(&account).await?;
+    let tally = Tally::of(&receipts, &occurred);
+    let figures = report_tally(&tally, &waited, started, "the server's start");
+    report_timeline(&receipts, started);
+    report_statements(statements, tally.unique, "migration and dispatch included");
+    Ok(figures)
+}
+
+/// When the grants were sent and committed.
+struct Grants {
+    started: Instant,
+    committed: Instant,
+}
+
+/// Commits `EVENTS` events: batches of grants from a few concurrent senders.
+async fn commit_events(admin: &Api, account_id: &str) -> anyhow::Result<Grants> {
+    let batch: Vec<Value> = (0..GRANTS_PER_BATCH)
+        .map(|_| json!({ "query": GRANT, "variables": { "id": account_id } }))
+        .collect();
+    let batch = Arc::new(Value::Array(batch));
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let senders: Vec<_> = (0..GRANT_SENDERS)
+        .map(|_| tokio::spawn(send_batches(admin.clone(), batch.clone(), next.clone())))
+        .collect();
+    for sender in senders {
+        sender.await.context("grant sender")??;
+    }
+    let committed = Instant::now();
+    println!(
+        "grants: {EVENTS} events committed in {:.2} s ({:.0} events/s; {BATCHES} requests of {GRANTS_PER_BATCH} grants, {GRANT_SENDERS} senders)",
+        (committed - started).as_secs_f64(),
+        EVENTS as f64 / (committed - started).as_secs_f64(),
+    );
+    Ok(Grants { started, committed })
+}
+
+async fn send_batches(admin: Api, batch: Arc<Value>, next: Arc<AtomicUsize>) -> anyhow::Result<()> {
+    while next.fetch_add(1, Ordering::SeqCst) < BATCHES {
+        let responses = admin.post(&batch).await?;
+        let responses = responses
+            .as_array()
+            .ok_or_else(|| anyhow!("a batch answered {responses}"))?;
+        ensure!(
+            responses.len() == GRANTS_PER_BATCH,
+            "a batch of {GRANTS_PER_BATCH} answered {} responses",
+            responses.len()
+        );
+        responses.iter().try_for_each(check_errors)?;
+    }
+    Ok(())
+}
+
+/// How the wait for deliveries ended.
+struct Waited {
+    complete: bool,
+    elapsed: Duration,
+}
+
+/// Waits until `EXPECTED` requests arrived, nothing arrived for a while, or the deadline.
+async fn wait_for_deliveries(receiver: &Receiver, started: Instant) -> Waited {
+    let mut last_count = 0;
+    let mut last_progress = Instant::now();
+    loop {
+        let count = receiver.count();
+        if count >= EXPECTED {
+            return Waited {
+                complete: true,
+                elapsed: started.elapsed(),
+            };
+        }
+        if count != last_count {
+            (last_count, last_progress) = (count, Instant::now());
+        }
+        if started.elapsed() >= DELIVERY_DEADLINE || last_progress.elapsed() >= STALL_DEADLINE {
+            return Waited {
+                complete: false,
+                elapsed: started.elapsed(),
+            };
+        }
+        tokio::time::sleep(WAIT_POLL).await;
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventNode {
+    id: String,
+    occurred_at: DateTime<Utc>,
+}
+
+/// Every `credits.changed` event of the account: id → `occurredAt`.
+async fn read_events(account: &Api) -> anyhow::Result<HashMap<String, DateTime<Utc>>> {
+    let mut occurred = HashMap::with_capacity(EVENTS);
+    let mut after = Value::Null;
+    loop {
+        let data = account.ok(EVENTS_QUERY, json!({ "after": after })).await?;
+        let page = &data["events"];
+        let nodes: Vec<EventNode> = serde_json::from_value(page["nodes"].clone())?;
+        ensure!(nodes.len() <= EVENTS_PAGE, "a page larger than asked");
+        occurred.extend(nodes.into_iter().map(|n| (n.id, n.occurred_at)));
+        if page["pageInfo"]["hasNextPage"] != json!(true) {
+            return Ok(occurred);
+        }
+        after = page["pageInfo"]["endCursor"].clone();
+    }
+}
+
+async fn db_statements(client: &Client, addr: SocketAddr) -> anyhow::Result<u64> {
+    let text = client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("millwright_db_statements_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| anyhow!("no millwright_db_statements_total in /metrics"))
+}
+
+// --- figures -----------------------------------------------------------------------------
+
+/// The receipts matched against the events.
+struct Tally {
+    /// Distinct (endpoint, event) pairs received.
+    unique: usize,
+    duplicates: usize,
+    /// Requests whose `webhook-id` is not one of the account's events.
+    unexpected: usize,
+    missing: usize,
+    events: usize,
+    /// Commit to receipt of the first receipt of each pair, in ms, sorted.
+    latencies_ms: Vec<f64>,
+    /// When the last pair was first received.
+    last: Option<Instant>,
+}
+
+impl Tally {
+    fn of(receipts: &[Receipt], occurred: &HashMap<String, DateTime<Utc>>) -> Self {
+        let mut seen: HashMap<(usize, &str), usize> = HashMap::with_capacity(EXPECTED);
+        let mut latencies_ms = Vec::with_capacity(EXPECTED);
+        let (mut unexpected, mut last) = (0, None::<Instant>);
+        for receipt in receipts {
+            let Some(committed) = occurred.get(&receipt.webhook_id) else {
+                unexpected += 1;
+                continue;
+            };
+            let times = seen
+                .entry((receipt.route, receipt.webhook_id.as_str()))
+                .or_default();
+            *times += 1;
+            if *times == 1 {
+                latencies_ms.push(millis(receipt.at - *committed));
+                last = Some(last.map_or(receipt.instant, |l| l.max(receipt.instant)));
+            }
+        }
+        latencies_ms.sort_by(f64::total_cmp);
+        let unique = seen.len();
+        Tally {
+            unique,
+            duplicates: seen.values().map(|n| n - 1).sum(),
+            unexpected,
+            missing: (occurred.len() * ENDPOINTS).saturating_sub(unique),
+            events: occurred.len(),
+            latencies_ms,
+            last,
+        }
+    }
+}
+
+fn millis(delta: chrono::TimeDelta) -> f64 {
+    delta.num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], percent: usize) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (sorted.len() * percent).div_ceil(100).max(1);
+    sorted[rank - 1]
+}
+
+fn spread(sorted: &[f64]) -> String {
+    format!(
+        "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        percentile(sorted, 50),
+        percentile(sorted, 99),
+        sorted.last().copied().unwrap_or(f64::NAN)
+    )
+}
+
+/// Rate and correctness; the rate is over `from` to the last first receipt.
+fn report_tally(tally: &Tally, waited: &Waited, from: Instant, what: &str) -> ServerFigures {
+    let span = match (waited.complete, tally.last) {
+        (true, Some(last)) => last - from,
+        _ => waited.elapsed,
+    };
+    let deliveries_per_second = tally.unique as f64 / span.as_secs_f64();
+    println!(
+        "deliveries: {} of {EXPECTED} received in {:.2} s from {what}: {deliveries_per_second:.0} deliveries/s{}",
+        tally.unique,
+        span.as_secs_f64(),
+        if waited.complete {
+            ""
+        } else {
+            " (INCOMPLETE: gave up waiting)"
+        },
+    );
+    println!(
+        "correctness: {} events, duplicates {}, missing {}, unexpected {}",
+        tally.events, tally.duplicates, tally.missing, tally.unexpected
+    );
+    ServerFigures {
+        deliveries_per_second,
+        missing: tally.missing + EVENTS.saturating_sub(tally.events) * ENDPOINTS,
+        duplicates: tally.duplicates,
+        unexpected: tally.unexpected,
+    }
+}
+
+/// How many deliveries arrived while the grants were still committing, and after.
+fn report_overlap(grants: &Grants, receipts: &[Receipt], waited: &Waited, tally: &Tally) {
+    let during = receipts
+        .iter()
+        .filter(|r| r.instant <= grants.committed)
+        .count();
+    let end = tally.last.unwrap_or(grants.started + waited.elapsed);
+    let after = end.saturating_duration_since(grants.committed);
+    let body_bytes = receipts.iter().map(|r| r.bytes).sum::<usize>() / receipts.len().max(1);
+    println!(
+        "deliveries: {during} received while the grants were committing, {} in the {:.2} s after; body {body_bytes} bytes on average",
+        receipts.len() - during,
+        after.as_secs_f64(),
+    );
+}
+
+/// Requests received in each second after the first grant was sent.
+fn report_timeline(receipts: &[Receipt], started: Instant) {
+    let mut per_second: Vec<usize> = Vec::new();
+    for receipt in receipts {
+        let second = receipt.instant.saturating_duration_since(started).as_secs() as usize;
+        if per_second.len() <= second {
+            per_second.resize(second + 1, 0);
+        }
+        per_second[second] += 1;
+    }
+    let each: Vec<String> = per_second.iter().map(usize::to_string).collect();
+    println!("deliveries per second of the run: [{}]", each.join(", "));
+}
+
+fn report_statements(statements: u64, deliveries: usize, what: &str) {
+    println!(
+        "SQL statements: {statements} ({:.1} per delivery, {what})",
+        statements as f64 / deliveries.max(1) as f64
+    );
+}
+
+// --- CPU ---------------------------------------------------------------------------------
+
+/// CPU time of the machine and of this process, in clock ticks of all CPUs together.
+struct CpuClock {
+    machine_busy: u64,
+    machine_total: u64,
+    process: u64,
+}
+
+impl CpuClock {
+    /// Zeros when `/proc` cannot be read: the report then says nothing useful but no harm.
+    fn now() -> Self {
+        let (machine_busy, machine_total) = machine_ticks().unwrap_or_default();
+        Self {
+            machine_busy,
+            machine_total,
+            process: process_ticks().unwrap_or_default(),
+        }
+    }
+
+    /// Since `self`: how busy the machine was, and how much of that was this process.
+    fn report(&self) {
+        let now = Self::now();
+        let total = now.machine_total.saturating_sub(self.machine_total).max(1) as f64;
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let busy = 100.0 * now.machine_busy.saturating_sub(self.machine_busy) as f64 / total;
+        let ours = 100.0 * now.process.saturating_sub(self.process) as f64 / total;
+        println!(
+            "cpu: machine {busy:.0} % busy of {cpus} vCPUs, this process {ours:.0} %, other processes {:.0} %",
+            (busy - ours).max(0.0)
+        );
+    }
+}
+
+/// (busy, total) from the first line of `/proc/stat`; iowait counts as idle.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let total: u64 = fields.iter().sum();
+    let idle = fields.get(3)? + fields.get(4)?;
+    Some((total - idle, total))
+}
+
+/// utime + stime of this process, from `/proc/self/stat`.
+fn process_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+// --- where the time goes -----------------------------------------------------------------
+
+/// Per delivery, from the database rows and the receipts: the stages in ms, sorted.
+struct Stages {
+    /// Event `occurred_at` → delivery `created_at`.
+    dispatch: Vec<f64>,
+    /// Delivery `created_at` → receipt.
+    to_receipt: Vec<f64>,
+    /// Receipt → the attempt's `attempted_at` (set once the record transaction began).
+    to_record: Vec<f64>,
+    attempts: usize,
+    deliveries: usize,
+}
+
+impl Stages {
+    async fn read(database_url: &str, receipts: &[Receipt]) -> anyhow::Result<Self> {
+        let db = Database::connect(database_url).await?;
+        let stages = Self::from_rows(&db, receipts).await;
+        db.close().await?;
+        stages
+    }
+
+    async fn from_rows(db: &DatabaseConnection, receipts: &[Receipt]) -> anyhow::Result<Self> {
+        let events: HashMap<i64, event::Model> = event::Entity::find()
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|e| (e.position, e))
+            .collect();
+        let routes: HashMap<Uuid, usize> = webhook_endpoint::Entity::find()
+            .all(db)
+            .await?
+            .into_iter()
+            .filter_map(|e| Some((e.id, e.url.rsplit('/').next()?.parse().ok()?)))
+            .collect();
+        let mut first_attempt: HashMap<Uuid, DateTime<Utc>> = HashMap::new();
+        let attempts = webhook_attempt::Entity::find().all(db).await?;
+        for attempt in &attempts {
+            let at = first_attempt
+                .entry(attempt.delivery_id)
+                .or_insert(attempt.attempted_at);
+            *at = (*at).min(attempt.attempted_at);
+        }
+        let mut received: HashMap<(usize, &str), DateTime<Utc>> = HashMap::new();
+        for receipt in receipts {
+            received
+                .entry((receipt.route, receipt.webhook_id.as_str()))
+                .or_insert(receipt.at);
+        }
+        let deliveries = webhook_delivery::Entity::find().all(db).await?;
+        let mut stages = Stages {
+            dispatch: Vec::new(),
+            to_receipt: Vec::new(),
+            to_record: Vec::new(),
+            attempts: attempts.len(),
+            deliveries: deliveries.len(),
+        };
+        for delivery in &deliveries {
+            let Some(event) = events.get(&delivery.event_position) else {
+                continue;
+            };
+            stages
+                .dispatch
+                .push(millis(delivery.created_at - event.occurred_at));
+            let id = millwright::ids::encode(millwright::ids::Kind::Event, event.id);
+            let key = routes
+                .get(&delivery.endpoint_id)
+                .map(|&route| (route, id.as_str()));
+            let Some(at) = key.and_then(|k| received.get(&k)) else {
+                continue;
+            };
+            stages.to_receipt.push(millis(*at - delivery.created_at));
+            if let Some(recorded) = first_attempt.get(&delivery.id) {
+                stages.to_record.push(millis(*recorded - *at));
+            }
+        }
+        for stage in [
+            &mut stages.dispatch,
+            &mut stages.to_receipt,
+            &mut stages.to_record,
+        ] {
+            stage.sort_by(f64::total_cmp);
+        }
+        Ok(stages)
+    }
+
+    fn report(&self) {
+        println!(
+            "stages ({} delivery rows, {} attempt rows):",
+            self.deliveries, self.attempts
+        );
+        println!(
+            "  event committed -> delivery row (dispatcher): {}",
+            spread(&self.dispatch)
+        );
+        println!(
+            "  delivery row -> received (wait for a worker, claim, prepare, send): {}",
+            spread(&self.to_receipt)
+        );
+        println!(
+            "  received -> attempt row begun (response, wait for the write lock): {}",
+            spread(&self.to_record)
+        );
+    }
+}
+
+// --- ceiling -----------------------------------------------------------------------------
+
+/// What the plain loop achieved.
+struct Ceiling {
+    per_second: f64,
+    requests: usize,
+    errors: usize,
+    elapsed: Duration,
+}
+
+/// A body of the size the server sends, with the same headers, from as many concurrent
+/// senders as the server has delivery workers.
+async fn measure_ceiling(receiver: &Receiver) -> anyhow::Result<Ceiling> {
+    let workers = Config::default().webhook_workers;
+    let client = http_client(workers)?;
+    let body = Bytes::from(sample_body());
+    let next = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + CEILING_LENGTH;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let sender = CeilingSender {
+                client: client.clone(),
+                receiver: receiver.clone(),
+                body: body.clone(),
+                next: next.clone(),
+                deadline,
+            };
+            tokio::spawn(sender.run())
+        })
+        .collect();
+    let mut errors = 0;
+    for task in tasks {
+        errors += task.await.context("ceiling sender")?;
+    }
+    let elapsed = started.elapsed();
+    let requests = receiver.take().len();
+    let ceiling = Ceiling {
+        per_second: requests as f64 / elapsed.as_secs_f64(),
+        requests,
+        errors,
+        elapsed,
+    };
+    println!(
+        "ceiling: {:.0} requests/s ({} requests of {} bytes in {:.2} s, {workers} senders, errors {})",
+        ceiling.per_second,
+        ceiling.requests,
+        body.len(),
+        ceiling.elapsed.as_secs_f64(),
+        ceiling.errors,
+    );
+    Ok(ceiling)
+}
+
+/// A `credits.changed` body as the server builds it.
+fn sample_body() -> Vec<u8> {
+    let body = json!({
+        "id": "evt_0192f0c2a1b27c3d8e9f0a1b2c3d4e5f",
+        "type": "credits.changed",
+        "timestamp": "2026-11-27T12:00:00Z",
+        "account_id": "acc_0192f0c2a1b27c3d8e9f0a1b2c3d4e5f",
+        "customer_id": null,
+        "connection_id": null,
+        "data": { "amount": 1, "available": 12345, "kind": "GRANT" },
+    });
+    serde_json::to_vec(&body).expect("JSON serializes")
+}
+
+struct CeilingSender {
+    client: Client,
+    receiver: Receiver,
+    body: Bytes,
+    next: Arc<AtomicUsize>,
+    deadline: Instant,
+}
+
+impl CeilingSender {
+    /// Posts until the shared count or the deadline is reached; returns its errors.
+    async fn run(self) -> usize {
+        let mut errors = 0;
+        loop {
+            let n = self.next.fetch_add(1, Ordering::SeqCst);
+            if n >= CEILING_REQUESTS || Instant::now() >= self.deadline {
+                return errors;
+            }
+            let timestamp = Utc::now().timestamp().to_string();
+            let sent = self
+                .client
+                .post(self.receiver.url(n % ENDPOINTS))
+                .header(CONTENT_TYPE, "application/json")
+                .header("webhook-id", format!("msg_ceiling_{n}"))
+                .header("webhook-timestamp", timestamp)
+                .header(
+                    "webhook-signature",
+                    "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=",
+                )
+                .body(self.body.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(response) if response.status().is_success() => {
+                    // Read the answer, as the server does.
+                    if response.bytes().await.is_err() {
+                        errors += 1;
+                    }
+                }
+                _ => errors += 1,
+            }
+        }
+    }
+}
+
+// --- verdict -----------------------------------------------------------------------------
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "NOT met" }
+}
+
+fn report_targets(live: &ServerFigures, backlog: &ServerFigures, ceiling: &Ceiling) {
+    let rate = live.deliveries_per_second;
+    let share = 100.0 * rate / ceiling.per_second;
+    println!(
+        "live / ceiling: {share:.1} %; backlog drain / ceiling: {:.1} %",
+        100.0 * backlog.deliveries_per_second / ceiling.per_second
+    );
+    println!(
+        "target: at least {TARGET_DELIVERIES_PER_SECOND:.0} deliveries/s on SQLite (live): {rate:.0}/s, {}",
+        verdict(rate >= TARGET_DELIVERIES_PER_SECOND)
+    );
+    println!(
+        "target: at least {TARGET_CEILING_PERCENT:.0} % of the ceiling (live): {share:.1} %, {}",
+        verdict(share >= TARGET_CEILING_PERCENT)
+    );
+}
