@@ -22,7 +22,7 @@ pub struct Db {
     conn: DatabaseConnection,
     write_lock: Option<Arc<Mutex<()>>>,
     /// Signalled after every committed write transaction (the event feed listens).
-    commits: Arc<Notify>,
+    commits: Arc<CommitSignal>,
 }
 
 impl Db {
@@ -47,7 +47,7 @@ impl Db {
         Ok(Self {
             conn,
             write_lock: sqlite.then(|| Arc::new(Mutex::new(()))),
-            commits: Arc::new(Notify::new()),
+            commits: Arc::new(CommitSignal::default()),
         })
     }
 
@@ -90,9 +90,9 @@ impl Db {
         }
     }
 
-    /// Notified after each commit of a write transaction.
+    /// A new listener, notified after each commit of a write transaction.
     pub fn commits(&self) -> Arc<Notify> {
-        self.commits.clone()
+        self.commits.subscribe()
     }
 
     /// Answers whether the database responds.
@@ -108,14 +108,14 @@ impl Db {
 /// A write transaction; on SQLite it holds the write lock until commit or drop.
 pub struct WriteTxn {
     txn: DatabaseTransaction,
-    commits: Arc<Notify>,
+    commits: Arc<CommitSignal>,
     _guard: Option<OwnedMutexGuard<()>>,
 }
 
 impl WriteTxn {
     pub async fn commit(self) -> Result<(), DbErr> {
         self.txn.commit().await?;
-        self.commits.notify_one();
+        self.commits.notify();
         Ok(())
     }
 }
@@ -124,5 +124,27 @@ impl Deref for WriteTxn {
     type Target = DatabaseTransaction;
     fn deref(&self) -> &DatabaseTransaction {
         &self.txn
+    }
+}
+
+/// Tells every listener (event feed, webhook dispatcher) about each commit. Each listener has
+/// its own `Notify`, whose stored permit means a commit made while it was busy is not missed.
+#[derive(Default)]
+pub struct CommitSignal(std::sync::Mutex<Vec<Arc<Notify>>>);
+
+impl CommitSignal {
+    fn subscribe(&self) -> Arc<Notify> {
+        let listener = Arc::new(Notify::new());
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(listener.clone());
+        listener
+    }
+
+    fn notify(&self) {
+        for listener in self.0.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            listener.notify_one();
+        }
     }
 }
