@@ -32,7 +32,10 @@ const MAX_SUBSCRIPTIONS: usize = 200;
 const OUTBOX: usize = 256;
 
 pub async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+    // The default 128 KiB read buffer is zero-filled and stays resident on every socket, while
+    // graphql-transport-ws messages are small: 10,000 sockets took 1.5 GB with it, 276 MB with 4 KiB.
     ws.protocols([PROTOCOL])
+        .read_buffer_size(4 * 1024)
         .on_upgrade(move |socket| Session::new(state, socket).run())
 }
 
