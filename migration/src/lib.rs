@@ -10,6 +10,7 @@ mod m20261127_000001_foundation;
 mod m20261127_000002_connections;
 mod m20261127_000003_sync;
 mod m20261127_000004_webhooks;
+mod m20261128_000010_webhook_claims;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000002_connections::Migration),
             Box::new(m20261127_000003_sync::Migration),
             Box::new(m20261127_000004_webhooks::Migration),
+            Box::new(m20261128_000010_webhook_claims::Migration),
         ]
     }
 }

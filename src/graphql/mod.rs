@@ -113,5 +113,5 @@ pub(crate) fn wake_sync_workers(ctx: &Context<'_>) {
 pub(crate) struct WebhookWake(pub Arc<tokio::sync::Notify>);
 
 pub(crate) fn wake_webhook_workers(ctx: &Context<'_>) {
-    ctx.data_unchecked::<WebhookWake>().0.notify_waiters();
+    ctx.data_unchecked::<WebhookWake>().0.notify_one();
 }

@@ -1,37 +1,55 @@
-//! Delivery workers: claim a due delivery (under a lease, at most a few in flight per
-//! endpoint), prepare the signed request, send it, record the attempt, and reschedule or
-//! finish the delivery. A process killed mid-delivery leaves the lease to expire and the
-//! delivery is sent again, with the same `webhook-id`.
+//! Delivery: a claimer takes due deliveries in batches under a lease, senders post them, and
+//! a recorder (`record.rs`) writes the attempts in batches.
+//!
+//! Limits: at most `per_endpoint` requests in flight per endpoint and `concurrency` overall.
+//! Across processes an endpoint is served by one process at a time: a process claims an
+//! endpoint's deliveries only while no other process holds a lease on any of them. Each
+//! process keeps at most `lease ÷ 15 s` rounds of requests claimed ahead, so a claimed
+//! delivery is sent before its lease runs out even when every request takes the full 15 s
+//! timeout. A process killed mid-delivery leaves its leases to expire and those deliveries
+//! are sent again, with the same `webhook-id`; one that shuts down releases them at once.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use chrono::Utc;
-use rand::Rng;
+use rand::seq::SliceRandom;
 use reqwest::{
-    Client, StatusCode,
+    Client,
     dns::{Name, Resolve, Resolving},
     redirect::Policy,
 };
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ConnectionTrait, DbBackend, EntityTrait, Statement,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect,
+    sea_query::{LockBehavior, LockType},
 };
 use serde_json::json;
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
-
-use super::{DeliveryStatus, sign, signing_secrets, target};
-use crate::{
-    crypto::Cipher,
-    db::Db,
-    error::{AppError, AppResult},
-    events::{self, EventType, NewEvent},
-    ids::{self, new_id},
+use tokio::{
+    sync::{Notify, Semaphore, mpsc},
+    task::JoinSet,
 };
-use entity::{event, webhook_attempt, webhook_delivery, webhook_endpoint};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{
+    record::{self, Finished},
+    sign, signing_secrets, target,
+};
+use crate::{crypto::Cipher, db, db::Db, error::AppResult, ids};
+use entity::{event, webhook_delivery, webhook_endpoint};
 
 const MAX_BODY_STORED: usize = 4096;
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 const IDLE_POLL: Duration = Duration::from_millis(500);
+/// The longest a request may take (the total timeout).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Finished attempts written per transaction, at most.
+const RECORD_BATCH: usize = 512;
+/// Tries to write one batch before leaving its deliveries to their leases.
+const RECORD_TRIES: u32 = 5;
 
 #[derive(Clone)]
 pub struct DeliverySettings {
@@ -46,7 +64,13 @@ pub struct DeliverySettings {
     pub lease: Duration,
 }
 
-#[derive(Clone)]
+impl DeliverySettings {
+    /// Rounds of requests claimed ahead: all of them can time out within one lease.
+    fn rounds_ahead(&self) -> usize {
+        (self.lease.as_secs() / REQUEST_TIMEOUT.as_secs()).max(1) as usize
+    }
+}
+
 pub struct DeliveryWorkers {
     pub db: Db,
     pub cipher: Cipher,
@@ -75,12 +99,96 @@ impl Resolve for CheckedResolver {
     }
 }
 
+/// This process's claimed deliveries: how many per endpoint are claimed and not yet
+/// recorded, and the permits that bound the requests in flight.
+struct Local {
+    slots: Mutex<Slots>,
+    overall: Arc<Semaphore>,
+    /// Signalled when recorded deliveries free room for more claims.
+    freed: Notify,
+    per_endpoint: usize,
+    endpoint_depth: usize,
+    total_depth: usize,
+}
+
+#[derive(Default)]
+struct Slots {
+    endpoints: HashMap<Uuid, Slot>,
+    outstanding: usize,
+}
+
+struct Slot {
+    permits: Arc<Semaphore>,
+    outstanding: usize,
+}
+
+impl Local {
+    fn new(settings: &DeliverySettings) -> Self {
+        let (per_endpoint, overall) = (settings.per_endpoint.max(1), settings.concurrency.max(1));
+        Self {
+            slots: Mutex::default(),
+            overall: Arc::new(Semaphore::new(overall)),
+            freed: Notify::new(),
+            per_endpoint,
+            endpoint_depth: per_endpoint * settings.rounds_ahead(),
+            total_depth: overall * settings.rounds_ahead(),
+        }
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many more deliveries of this endpoint may be claimed now.
+    fn room(&self, endpoint: Uuid) -> usize {
+        let slots = self.slots();
+        let taken = slots.endpoints.get(&endpoint).map_or(0, |s| s.outstanding);
+        self.endpoint_depth
+            .saturating_sub(taken)
+            .min(self.total_depth.saturating_sub(slots.outstanding))
+    }
+
+    fn take(&self, endpoint: Uuid, n: usize) -> Arc<Semaphore> {
+        let mut slots = self.slots();
+        slots.outstanding += n;
+        let slot = slots.endpoints.entry(endpoint).or_insert_with(|| Slot {
+            permits: Arc::new(Semaphore::new(self.per_endpoint)),
+            outstanding: 0,
+        });
+        slot.outstanding += n;
+        slot.permits.clone()
+    }
+
+    fn release(&self, endpoints: impl Iterator<Item = Uuid>) {
+        let mut slots = self.slots();
+        for endpoint in endpoints {
+            slots.outstanding = slots.outstanding.saturating_sub(1);
+            if let Some(slot) = slots.endpoints.get_mut(&endpoint) {
+                slot.outstanding -= 1;
+                if slot.outstanding == 0 {
+                    slots.endpoints.remove(&endpoint);
+                }
+            }
+        }
+        drop(slots);
+        self.freed.notify_one();
+    }
+}
+
+/// One claimed delivery, ready to send.
+struct Job {
+    delivery: webhook_delivery::Model,
+    endpoint: Arc<webhook_endpoint::Model>,
+    event: Option<Arc<event::Model>>,
+    permits: Arc<Semaphore>,
+}
+
 impl DeliveryWorkers {
     pub fn new(db: Db, cipher: Cipher, settings: DeliverySettings, wake: Arc<Notify>) -> Self {
         let client = Client::builder()
             .redirect(Policy::none())
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(15))
+            .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("Millwright-Webhooks/", env!("CARGO_PKG_VERSION")))
             .dns_resolver(Arc::new(CheckedResolver {
                 allow_private: settings.allow_private,
@@ -97,86 +205,215 @@ impl DeliveryWorkers {
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut set = tokio::task::JoinSet::new();
-        for n in 0..self.settings.concurrency.max(1) {
-            set.spawn(self.clone().work(
-                format!("webhook-{}-{n}", std::process::id()),
-                shutdown.clone(),
-            ));
-        }
-        while set.join_next().await.is_some() {}
-    }
-
-    async fn work(self, name: String, shutdown: CancellationToken) {
+        let this = Arc::new(self);
+        let worker = format!(
+            "webhook-{}-{}",
+            std::process::id(),
+            &Uuid::new_v4().simple().to_string()[..8]
+        );
+        let local = Arc::new(Local::new(&this.settings));
+        let (done, finished) = mpsc::unbounded_channel();
+        let recorder = tokio::spawn(this.clone().record_finished(local.clone(), finished));
+        let mut sends = JoinSet::new();
         while !shutdown.is_cancelled() {
-            match self.claim(&name).await {
-                Ok(Some(delivery)) => {
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        result = self.deliver(delivery) => if let Err(err) = result {
-                            tracing::error!(error = %err, "webhook delivery failed unexpectedly");
-                        }
-                    }
-                }
-                Ok(None) => tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = self.wake.notified() => {}
-                    () = tokio::time::sleep(IDLE_POLL) => {}
-                },
+            while sends.try_join_next().is_some() {}
+            let jobs = match this.claim(&worker, &local).await {
+                Ok(jobs) => jobs,
                 Err(err) => {
-                    tracing::error!(error = %err, "claiming a webhook delivery failed");
-                    tokio::time::sleep(IDLE_POLL).await;
+                    tracing::error!(error = %err, "claiming webhook deliveries failed");
+                    Vec::new()
                 }
+            };
+            if jobs.is_empty() {
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = this.wake.notified() => {}
+                    () = local.freed.notified() => {}
+                    () = tokio::time::sleep(IDLE_POLL) => {}
+                }
+                continue;
+            }
+            for job in jobs {
+                sends.spawn(this.clone().send_job(job, local.clone(), done.clone()));
             }
         }
+        // Requests still in flight are abandoned; what finished is recorded, and the rest is
+        // released for the next process rather than left to its leases.
+        sends.shutdown().await;
+        drop(done);
+        let _ = recorder.await;
+        if let Err(err) = this.release_leases(&worker).await {
+            tracing::warn!(error = %err, "releasing webhook delivery leases failed");
+        }
     }
 
-    async fn claim(&self, worker: &str) -> AppResult<Option<webhook_delivery::Model>> {
+    /// Claims due deliveries for every endpoint with room, in one write transaction.
+    async fn claim(&self, worker: &str, local: &Local) -> AppResult<Vec<Job>> {
         let now = Utc::now();
-        let until = now + chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
         let backend = self.db.conn().get_database_backend();
-        let sql = match backend {
-            DbBackend::Postgres => POSTGRES_CLAIM,
-            _ => SQLITE_CLAIM,
-        };
-        let per_endpoint = self.settings.per_endpoint as i64;
-        let statement = Statement::from_sql_and_values(
-            backend,
-            sql,
-            [
-                worker.into(),
-                until.into(),
-                now.into(),
-                now.into(),
-                now.into(),
-                per_endpoint.into(),
-            ],
-        );
+        // Read first, without the write lock: most rounds find nothing to do.
+        let mut candidates: Vec<Uuid> = webhook_endpoint::Entity::find()
+            .from_raw_sql(db::statement(
+                backend,
+                CANDIDATES,
+                [now.into(), now.into(), now.into(), worker.into()],
+            ))
+            .all(self.db.conn())
+            .await?
+            .into_iter()
+            .map(|e| e.id)
+            .filter(|id| local.room(*id) > 0)
+            .collect();
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Fair to every endpoint when the process-wide depth runs out.
+        candidates.shuffle(&mut rand::rng());
+        let until = now + chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
         let txn = self.db.begin_write().await?;
-        let claimed = webhook_delivery::Entity::find()
-            .from_raw_sql(statement)
-            .one(&*txn)
-            .await?;
+        let mut lock = webhook_endpoint::Entity::find()
+            .filter(webhook_endpoint::Column::Id.is_in(candidates.clone()))
+            .filter(webhook_endpoint::Column::Enabled.eq(true));
+        if backend == DbBackend::Postgres {
+            // One claimer per endpoint at a time across processes.
+            lock = lock.lock_with_behavior(LockType::NoKeyUpdate, LockBehavior::SkipLocked);
+        }
+        let mut endpoints: HashMap<Uuid, webhook_endpoint::Model> = lock
+            .all(&*txn)
+            .await?
+            .into_iter()
+            .map(|e| (e.id, e))
+            .collect();
+        let mut claimed = Vec::new();
+        let mut reserved = 0;
+        for id in candidates {
+            let Some(endpoint) = endpoints.remove(&id) else {
+                continue;
+            };
+            let room = local.room(id).saturating_sub(reserved);
+            if room == 0 {
+                continue;
+            }
+            let mut rows = webhook_delivery::Entity::find()
+                .from_raw_sql(db::statement(
+                    backend,
+                    CLAIM,
+                    [
+                        worker.into(),
+                        until.into(),
+                        id.into(),
+                        now.into(),
+                        now.into(),
+                        id.into(),
+                        now.into(),
+                        worker.into(),
+                        (room as i64).into(),
+                    ],
+                ))
+                .all(&*txn)
+                .await?;
+            rows.sort_by_key(|d| d.next_attempt_at);
+            reserved += rows.len();
+            claimed.push((Arc::new(endpoint), rows));
+        }
         txn.commit().await?;
-        Ok(claimed)
+        self.jobs(claimed, local).await
     }
 
-    /// Prepare, send, record, reschedule.
-    async fn deliver(&self, delivery: webhook_delivery::Model) -> AppResult<()> {
-        let Some(endpoint) = webhook_endpoint::Entity::find_by_id(delivery.endpoint_id)
-            .one(self.db.conn())
-            .await?
-        else {
-            return Ok(());
+    /// Loads the claimed deliveries' events and takes their room.
+    async fn jobs(
+        &self,
+        claimed: Vec<(Arc<webhook_endpoint::Model>, Vec<webhook_delivery::Model>)>,
+        local: &Local,
+    ) -> AppResult<Vec<Job>> {
+        let positions: Vec<i64> = claimed
+            .iter()
+            .flat_map(|(_, rows)| rows.iter().map(|d| d.event_position))
+            .collect();
+        let mut events = HashMap::with_capacity(positions.len());
+        for chunk in positions.chunks(500) {
+            for found in event::Entity::find()
+                .filter(event::Column::Position.is_in(chunk.to_vec()))
+                .all(self.db.conn())
+                .await?
+            {
+                events.insert(found.position, Arc::new(found));
+            }
+        }
+        let mut jobs = Vec::with_capacity(positions.len());
+        for (endpoint, rows) in claimed {
+            let permits = local.take(endpoint.id, rows.len());
+            jobs.extend(rows.into_iter().map(|delivery| Job {
+                // A pruned event fails the attempt with a reason (it cannot be sent).
+                event: events.get(&delivery.event_position).cloned(),
+                endpoint: endpoint.clone(),
+                permits: permits.clone(),
+                delivery,
+            }));
+        }
+        Ok(jobs)
+    }
+
+    async fn send_job(
+        self: Arc<Self>,
+        job: Job,
+        local: Arc<Local>,
+        done: mpsc::UnboundedSender<Finished>,
+    ) {
+        // The endpoint's permit first: a task waiting on a busy endpoint holds no overall one.
+        let (Ok(_endpoint), Ok(_overall)) = (
+            job.permits.acquire().await,
+            local.overall.clone().acquire_owned().await,
+        ) else {
+            return;
         };
-        let event = event::Entity::find_by_id(delivery.event_position)
-            .one(self.db.conn())
-            .await?;
-        let outcome = match event {
-            Some(event) => self.send(&endpoint, &event).await,
+        let attempted_at = Utc::now();
+        let attempt = match &job.event {
+            Some(event) => self.send(&job.endpoint, event).await,
             None => Attempt::refused("the event was pruned before it could be delivered"),
         };
-        self.record(delivery, endpoint, outcome).await
+        let _ = done.send(Finished {
+            delivery: job.delivery,
+            attempted_at,
+            attempt,
+        });
+    }
+
+    /// Writes finished attempts in batches until every sender is gone.
+    async fn record_finished(
+        self: Arc<Self>,
+        local: Arc<Local>,
+        mut finished: mpsc::UnboundedReceiver<Finished>,
+    ) {
+        let mut batch = Vec::with_capacity(RECORD_BATCH);
+        while finished.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+            for tries in 1..=RECORD_TRIES {
+                match record::record_batch(&self.db, &self.settings, &batch).await {
+                    Ok(()) => break,
+                    Err(err) if tries < RECORD_TRIES => {
+                        tracing::warn!(error = %err, tries, "recording webhook attempts failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
+                    }
+                    // The deliveries stay leased and are sent again once their leases expire.
+                    Err(err) => {
+                        tracing::error!(error = %err, attempts = batch.len(), "recording webhook attempts failed");
+                    }
+                }
+            }
+            local.release(batch.drain(..).map(|f| f.delivery.endpoint_id));
+        }
+    }
+
+    async fn release_leases(&self, worker: &str) -> AppResult<()> {
+        let txn = self.db.begin_write().await?;
+        txn.execute_raw(db::statement(
+            txn.get_database_backend(),
+            RELEASE,
+            [worker.into()],
+        ))
+        .await?;
+        txn.commit().await?;
+        Ok(())
     }
 
     async fn send(&self, endpoint: &webhook_endpoint::Model, event: &event::Model) -> Attempt {
@@ -215,127 +452,6 @@ impl DeliveryWorkers {
             .await;
         Attempt::from_response(sent, started).await
     }
-
-    async fn record(
-        &self,
-        delivery: webhook_delivery::Model,
-        endpoint: webhook_endpoint::Model,
-        attempt: Attempt,
-    ) -> AppResult<()> {
-        let txn = self.db.begin_write().await?;
-        webhook_attempt::ActiveModel {
-            id: Set(new_id()),
-            delivery_id: Set(delivery.id),
-            attempted_at: Set(Utc::now()),
-            response_status: Set(attempt.status.map(i32::from)),
-            duration_ms: Set(attempt.duration_ms),
-            error: Set(attempt.error.clone()),
-            response_body: Set(attempt.body.clone()),
-        }
-        .insert(&*txn)
-        .await?;
-        let attempts = delivery.attempt_count + 1;
-        let mut active: webhook_delivery::ActiveModel = delivery.into();
-        active.attempt_count = Set(attempts);
-        active.locked_by = Set(None);
-        active.locked_until = Set(None);
-        let (status, next) = if attempt.succeeded() {
-            mark_endpoint_healthy(&*txn, &endpoint).await?;
-            (DeliveryStatus::Succeeded, None)
-        } else if attempt.status == Some(StatusCode::GONE.as_u16()) {
-            disable(&*txn, endpoint, "the endpoint answered 410 Gone").await?;
-            (DeliveryStatus::Failed, None)
-        } else {
-            self.note_failure(&*txn, endpoint).await?;
-            match self.retry_delay(attempts as usize, attempt.retry_after) {
-                Some(delay) => (DeliveryStatus::Pending, Some(Utc::now() + delay)),
-                None => (DeliveryStatus::Exhausted, None),
-            }
-        };
-        active.status = Set(status.as_str().to_owned());
-        active.next_attempt_at = Set(next);
-        active.update(&*txn).await?;
-        txn.commit().await?;
-        if next.is_some() {
-            self.wake.notify_one();
-        }
-        Ok(())
-    }
-
-    /// The wait before the next attempt: the schedule with ±20 % jitter, or the receiver's
-    /// `Retry-After` when it asks for longer; `None` once the schedule is used up.
-    fn retry_delay(
-        &self,
-        attempts: usize,
-        retry_after: Option<Duration>,
-    ) -> Option<chrono::Duration> {
-        let scheduled = *self.settings.schedule.get(attempts - 1)?;
-        let jitter = rand::rng().random_range(0.8..1.2);
-        let delay = Duration::from_secs_f64(scheduled as f64 * jitter);
-        let delay = retry_after.map_or(delay, |asked| asked.min(MAX_RETRY_AFTER).max(delay));
-        chrono::Duration::from_std(delay).ok()
-    }
-
-    async fn note_failure(
-        &self,
-        txn: &impl ConnectionTrait,
-        endpoint: webhook_endpoint::Model,
-    ) -> AppResult<()> {
-        let now = Utc::now();
-        let since = endpoint.failing_since.unwrap_or(now);
-        if (now - since).to_std().unwrap_or_default() >= self.settings.disable_after {
-            return disable(
-                txn,
-                endpoint,
-                "deliveries kept failing for the configured window",
-            )
-            .await;
-        }
-        if endpoint.failing_since.is_none() {
-            let mut active: webhook_endpoint::ActiveModel = endpoint.into();
-            active.failing_since = Set(Some(now));
-            active.update(txn).await?;
-        }
-        Ok(())
-    }
-}
-
-async fn mark_endpoint_healthy(
-    txn: &impl ConnectionTrait,
-    endpoint: &webhook_endpoint::Model,
-) -> AppResult<()> {
-    if endpoint.failing_since.is_some() {
-        let mut active: webhook_endpoint::ActiveModel = endpoint.clone().into();
-        active.failing_since = Set(None);
-        active.update(txn).await?;
-    }
-    Ok(())
-}
-
-/// Disables an endpoint and stores `webhook_endpoint.disabled`.
-async fn disable(
-    txn: &impl ConnectionTrait,
-    endpoint: webhook_endpoint::Model,
-    reason: &str,
-) -> AppResult<()> {
-    if !endpoint.enabled {
-        return Ok(());
-    }
-    let (account_id, id) = (endpoint.account_id, endpoint.id);
-    let mut active: webhook_endpoint::ActiveModel = endpoint.into();
-    active.enabled = Set(false);
-    active.disabled_reason = Set(Some(reason.to_owned()));
-    active.update(txn).await?;
-    let event = NewEvent {
-        account_id,
-        customer_id: None,
-        connection_id: None,
-        event_type: EventType::WebhookEndpointDisabled,
-        data: json!({ "endpoint_id": ids::encode(ids::Kind::WebhookEndpoint, id), "reason": reason }),
-    };
-    events::record(txn, vec![event]).await?;
-    tracing::warn!(endpoint.id = %id, reason, "webhook endpoint disabled");
-    Ok(())
 }
 
 /// The webhook body and its id (the event's id, stable across retries).
@@ -354,12 +470,12 @@ pub fn payload(event: &event::Model) -> (String, Vec<u8>) {
 }
 
 /// What one attempt came back with.
-struct Attempt {
-    status: Option<u16>,
-    duration_ms: i32,
-    error: Option<String>,
-    body: Option<String>,
-    retry_after: Option<Duration>,
+pub struct Attempt {
+    pub status: Option<u16>,
+    pub duration_ms: i32,
+    pub error: Option<String>,
+    pub body: Option<String>,
+    pub retry_after: Option<Duration>,
 }
 
 impl Attempt {
@@ -373,7 +489,7 @@ impl Attempt {
         }
     }
 
-    fn succeeded(&self) -> bool {
+    pub fn succeeded(&self) -> bool {
         self.status.is_some_and(|s| (200..300).contains(&s))
     }
 
@@ -444,21 +560,21 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-impl From<AppError> for Attempt {
-    fn from(err: AppError) -> Self {
-        Attempt::refused(&err.to_string())
-    }
-}
+/// Enabled endpoints with due, unleased deliveries that no other process is serving.
+const CANDIDATES: &str = "SELECT e.* FROM webhook_endpoints e WHERE e.enabled \
+    AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = e.id \
+    AND d.status = 'PENDING' AND d.next_attempt_at <= ? \
+    AND (d.locked_until IS NULL OR d.locked_until < ?)) \
+    AND NOT EXISTS (SELECT 1 FROM webhook_deliveries x WHERE x.endpoint_id = e.id \
+    AND x.status = 'PENDING' AND x.locked_until >= ? AND x.locked_by <> ?)";
 
-const SQLITE_CLAIM: &str = "UPDATE webhook_deliveries SET locked_by = ?, locked_until = ? \
-    WHERE id = (SELECT d.id FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
-    WHERE d.status = 'PENDING' AND d.next_attempt_at <= ? AND (d.locked_until IS NULL OR d.locked_until < ?) \
-    AND e.enabled AND (SELECT COUNT(*) FROM webhook_deliveries x WHERE x.endpoint_id = d.endpoint_id \
-    AND x.status = 'PENDING' AND x.locked_until > ?) < ? ORDER BY d.next_attempt_at LIMIT 1) RETURNING *";
+/// Leases up to n due deliveries of one endpoint, unless another process serves it.
+const CLAIM: &str = "UPDATE webhook_deliveries SET locked_by = ?, locked_until = ? \
+    WHERE id IN (SELECT id FROM webhook_deliveries WHERE endpoint_id = ? \
+    AND status = 'PENDING' AND next_attempt_at <= ? AND (locked_until IS NULL OR locked_until < ?) \
+    AND NOT EXISTS (SELECT 1 FROM webhook_deliveries x WHERE x.endpoint_id = ? \
+    AND x.status = 'PENDING' AND x.locked_until >= ? AND x.locked_by <> ?) \
+    ORDER BY next_attempt_at LIMIT ?) RETURNING *";
 
-const POSTGRES_CLAIM: &str = "UPDATE webhook_deliveries SET locked_by = $1, locked_until = $2 \
-    WHERE id = (SELECT d.id FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
-    WHERE d.status = 'PENDING' AND d.next_attempt_at <= $3 AND (d.locked_until IS NULL OR d.locked_until < $4) \
-    AND e.enabled AND (SELECT COUNT(*) FROM webhook_deliveries x WHERE x.endpoint_id = d.endpoint_id \
-    AND x.status = 'PENDING' AND x.locked_until > $5) < $6 ORDER BY d.next_attempt_at LIMIT 1 \
-    FOR UPDATE OF d SKIP LOCKED) RETURNING *";
+const RELEASE: &str = "UPDATE webhook_deliveries SET locked_by = NULL, locked_until = NULL \
+    WHERE locked_by = ? AND status = 'PENDING'";

@@ -78,8 +78,25 @@ impl Dispatcher {
         }
     }
 
+    /// A read without the write lock: most wake-ups (commits without events) need nothing.
+    async fn has_new_events(&self) -> AppResult<bool> {
+        let db = self.db.conn();
+        let last = webhook_dispatch::Entity::find_by_id(1)
+            .one(db)
+            .await?
+            .map_or(0, |row| row.last_position);
+        let next = event::Entity::find()
+            .filter(event::Column::Position.gt(last))
+            .one(db)
+            .await?;
+        Ok(next.is_some())
+    }
+
     /// Routes the next batch of events; returns how many events it read.
     pub async fn dispatch_batch(&self) -> AppResult<usize> {
+        if !self.has_new_events().await? {
+            return Ok(0);
+        }
         let txn = self.db.begin_write().await?;
         // Locks the position row first: one dispatcher at a time across processes.
         let last = webhook_dispatch::Entity::update_many()
@@ -132,7 +149,7 @@ impl Dispatcher {
             .await?;
         txn.commit().await?;
         if any {
-            self.deliveries.notify_waiters();
+            self.deliveries.notify_one();
         }
         Ok(batch.len())
     }

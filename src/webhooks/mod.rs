@@ -3,6 +3,7 @@
 
 pub mod deliver;
 pub mod dispatch;
+mod record;
 pub mod sign;
 pub mod target;
 

@@ -343,6 +343,83 @@ async fn continuous_failure_for_the_window_disables_the_endpoint() {
     assert_eq!(data["webhookEndpoint"]["enabled"], false, "{data}");
 }
 
+/// A receiver that takes `delay` per request and remembers the most requests it had open.
+#[derive(Clone, Default)]
+struct SlowReceiver {
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    most_open: Arc<std::sync::atomic::AtomicUsize>,
+    done: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SlowReceiver {
+    async fn start(delay: Duration) -> (Self, String) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let receiver = SlowReceiver::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let state = receiver.clone();
+        let app = Router::new().route(
+            "/hook",
+            post(move || {
+                let state = state.clone();
+                async move {
+                    let open = state.open.fetch_add(1, SeqCst) + 1;
+                    state.most_open.fetch_max(open, SeqCst);
+                    tokio::time::sleep(delay).await;
+                    state.open.fetch_sub(1, SeqCst);
+                    state.done.fetch_add(1, SeqCst);
+                    "ok"
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (receiver, url)
+    }
+}
+
+#[tokio::test]
+async fn a_slow_endpoint_gets_its_limit_in_flight_and_does_not_hold_up_others() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let app = TestApp::spawn_with(|c| {
+        private_allowed(c);
+        c.webhook_max_in_flight_per_endpoint = 2;
+        c.webhook_workers = 4;
+    })
+    .await;
+    let (slow, slow_url) = SlowReceiver::start(Duration::from_millis(400)).await;
+    let fast = Receiver::start(&[]).await;
+    let (account_id, key) = app.create_account("A", 0).await;
+    create_endpoint(&app, &key, &slow_url, json!([])).await;
+    create_endpoint(&app, &key, &fast.url, json!([])).await;
+    for _ in 0..10 {
+        app.ok(
+            ADMIN_TOKEN,
+            "mutation($id: ID!) { grantCredits(accountId: $id, amount: 1) { total } }",
+            json!({ "id": account_id }),
+        )
+        .await;
+    }
+    // Ten requests two at a time take the slow receiver at least 2 s; the fast one has all of
+    // its deliveries long before.
+    fast.wait_for(10).await;
+    assert!(
+        slow.done.load(SeqCst) < 10,
+        "the fast endpoint waited for the slow one"
+    );
+    for _ in 0..200 {
+        if slow.done.load(SeqCst) == 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(slow.done.load(SeqCst), 10);
+    assert_eq!(
+        slow.most_open.load(SeqCst),
+        2,
+        "at most 2 in flight, and 2 used"
+    );
+}
+
 #[tokio::test]
 async fn private_and_reserved_targets_are_refused() {
     let app = TestApp::spawn().await;
