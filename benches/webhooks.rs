@@ -14,8 +14,8 @@
 //!   `webhook-id` = event id;
 //! - duplicates (one `webhook-id` received twice by one endpoint) and missing deliveries;
 //! - where the time goes, from the database: event → delivery row (dispatch), delivery row →
-//!   receipt (waiting for a worker, claim, prepare, send), receipt → attempt row (response and
-//!   the wait for the write lock); SQL statements per delivery from `/metrics`; how busy the
+//!   the attempt's start (claim, loading the event, waiting for a permit), → receipt (signing,
+//!   sending); SQL statements per delivery from `/metrics`; how busy the
 //!   machine and this process were (`/proc`).
 //!
 //! Backlog run: the same on a second fresh file, but the events are committed by a server
@@ -814,10 +814,10 @@ fn process_ticks() -> Option<u64> {
 struct Stages {
     /// Event `occurred_at` → delivery `created_at`.
     dispatch: Vec<f64>,
-    /// Delivery `created_at` → receipt.
+    /// Delivery `created_at` → the first attempt's `attempted_at` (claimed, a permit free).
+    to_attempt: Vec<f64>,
+    /// The first attempt's `attempted_at` → receipt (signing, sending).
     to_receipt: Vec<f64>,
-    /// Receipt → the attempt's `attempted_at` (set once the record transaction began).
-    to_record: Vec<f64>,
     attempts: usize,
     deliveries: usize,
 }
@@ -860,8 +860,8 @@ impl Stages {
         let deliveries = webhook_delivery::Entity::find().all(db).await?;
         let mut stages = Stages {
             dispatch: Vec::new(),
+            to_attempt: Vec::new(),
             to_receipt: Vec::new(),
-            to_record: Vec::new(),
             attempts: attempts.len(),
             deliveries: deliveries.len(),
         };
@@ -879,15 +879,17 @@ impl Stages {
             let Some(at) = key.and_then(|k| received.get(&k)) else {
                 continue;
             };
-            stages.to_receipt.push(millis(*at - delivery.created_at));
-            if let Some(recorded) = first_attempt.get(&delivery.id) {
-                stages.to_record.push(millis(*recorded - *at));
+            if let Some(attempted) = first_attempt.get(&delivery.id) {
+                stages
+                    .to_attempt
+                    .push(millis(*attempted - delivery.created_at));
+                stages.to_receipt.push(millis(*at - *attempted));
             }
         }
         for stage in [
             &mut stages.dispatch,
+            &mut stages.to_attempt,
             &mut stages.to_receipt,
-            &mut stages.to_record,
         ] {
             stage.sort_by(f64::total_cmp);
         }
@@ -904,12 +906,12 @@ impl Stages {
             spread(&self.dispatch)
         );
         println!(
-            "  delivery row -> received (wait for a worker, claim, prepare, send): {}",
-            spread(&self.to_receipt)
+            "  delivery row -> attempt started (claim, load the event, wait for a permit): {}",
+            spread(&self.to_attempt)
         );
         println!(
-            "  received -> attempt row begun (response, wait for the write lock): {}",
-            spread(&self.to_record)
+            "  attempt started -> received (sign, send): {}",
+            spread(&self.to_receipt)
         );
     }
 }

@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
+    LINGER,
     record::{self, Finished},
     sign, signing_secrets, target,
 };
@@ -99,12 +100,12 @@ impl Resolve for CheckedResolver {
     }
 }
 
-/// This process's claimed deliveries: how many per endpoint are claimed and not yet
-/// recorded, and the permits that bound the requests in flight.
+/// This process's claimed deliveries: how many per endpoint are claimed and not yet sent,
+/// and the permits that bound the requests in flight.
 struct Local {
     slots: Mutex<Slots>,
     overall: Arc<Semaphore>,
-    /// Signalled when recorded deliveries free room for more claims.
+    /// Signalled when sent deliveries free room for more claims.
     freed: Notify,
     per_endpoint: usize,
     endpoint_depth: usize,
@@ -159,15 +160,13 @@ impl Local {
         slot.permits.clone()
     }
 
-    fn release(&self, endpoints: impl Iterator<Item = Uuid>) {
+    fn release(&self, endpoint: Uuid) {
         let mut slots = self.slots();
-        for endpoint in endpoints {
-            slots.outstanding = slots.outstanding.saturating_sub(1);
-            if let Some(slot) = slots.endpoints.get_mut(&endpoint) {
-                slot.outstanding -= 1;
-                if slot.outstanding == 0 {
-                    slots.endpoints.remove(&endpoint);
-                }
+        slots.outstanding = slots.outstanding.saturating_sub(1);
+        if let Some(slot) = slots.endpoints.get_mut(&endpoint) {
+            slot.outstanding -= 1;
+            if slot.outstanding == 0 {
+                slots.endpoints.remove(&endpoint);
             }
         }
         drop(slots);
@@ -213,7 +212,7 @@ impl DeliveryWorkers {
         );
         let local = Arc::new(Local::new(&this.settings));
         let (done, finished) = mpsc::unbounded_channel();
-        let recorder = tokio::spawn(this.clone().record_finished(local.clone(), finished));
+        let recorder = tokio::spawn(this.clone().record_finished(finished));
         let mut sends = JoinSet::new();
         while !shutdown.is_cancelled() {
             while sends.try_join_next().is_some() {}
@@ -230,6 +229,10 @@ impl DeliveryWorkers {
                     () = this.wake.notified() => {}
                     () = local.freed.notified() => {}
                     () = tokio::time::sleep(IDLE_POLL) => {}
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = tokio::time::sleep(LINGER) => {}
                 }
                 continue;
             }
@@ -360,18 +363,24 @@ impl DeliveryWorkers {
         local: Arc<Local>,
         done: mpsc::UnboundedSender<Finished>,
     ) {
-        // The endpoint's permit first: a task waiting on a busy endpoint holds no overall one.
-        let (Ok(_endpoint), Ok(_overall)) = (
-            job.permits.acquire().await,
-            local.overall.clone().acquire_owned().await,
-        ) else {
-            return;
+        let (attempted_at, attempt) = {
+            // The endpoint's permit first: a task waiting on a busy endpoint holds no overall
+            // one.
+            let (Ok(_endpoint), Ok(_overall)) =
+                (job.permits.acquire().await, local.overall.acquire().await)
+            else {
+                return;
+            };
+            let attempted_at = Utc::now();
+            let attempt = match &job.event {
+                Some(event) => self.send(&job.endpoint, event).await,
+                None => Attempt::refused("the event was pruned before it could be delivered"),
+            };
+            (attempted_at, attempt)
         };
-        let attempted_at = Utc::now();
-        let attempt = match &job.event {
-            Some(event) => self.send(&job.endpoint, event).await,
-            None => Attempt::refused("the event was pruned before it could be delivered"),
-        };
+        // Sent: its lease is no longer at risk, so its room goes to the next claim while the
+        // recorder writes the attempt.
+        local.release(job.delivery.endpoint_id);
         let _ = done.send(Finished {
             delivery: job.delivery,
             attempted_at,
@@ -380,13 +389,17 @@ impl DeliveryWorkers {
     }
 
     /// Writes finished attempts in batches until every sender is gone.
-    async fn record_finished(
-        self: Arc<Self>,
-        local: Arc<Local>,
-        mut finished: mpsc::UnboundedReceiver<Finished>,
-    ) {
+    async fn record_finished(self: Arc<Self>, mut finished: mpsc::UnboundedReceiver<Finished>) {
         let mut batch = Vec::with_capacity(RECORD_BATCH);
         while finished.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+            if batch.len() < RECORD_BATCH / 8 {
+                tokio::time::sleep(LINGER).await;
+                while batch.len() < RECORD_BATCH
+                    && let Ok(more) = finished.try_recv()
+                {
+                    batch.push(more);
+                }
+            }
             for tries in 1..=RECORD_TRIES {
                 match record::record_batch(&self.db, &self.settings, &batch).await {
                     Ok(()) => break,
@@ -400,7 +413,7 @@ impl DeliveryWorkers {
                     }
                 }
             }
-            local.release(batch.drain(..).map(|f| f.delivery.endpoint_id));
+            batch.clear();
         }
     }
 

@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{event_types, new_delivery};
+use super::{LINGER, event_types, new_delivery};
 use crate::{connections, db::Db, error::AppResult, events::EventType};
 use entity::{connection, event, webhook_delivery, webhook_dispatch, webhook_endpoint};
 
@@ -74,6 +74,10 @@ impl Dispatcher {
                 () = shutdown.cancelled() => return,
                 () = commits.notified() => {}
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(LINGER) => {}
             }
         }
     }

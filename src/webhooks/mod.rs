@@ -36,6 +36,10 @@ pub enum DeliveryStatus {
 text_enum!(DeliveryStatus { Pending => "PENDING", Succeeded => "SUCCEEDED", Failed => "FAILED", Exhausted => "EXHAUSTED" });
 
 const MAX_DESCRIPTION_LEN: usize = 500;
+/// How long the dispatcher, the claimer and the recorder wait after a wake-up to gather more
+/// work: a few milliseconds of latency buy far fewer write transactions while events trickle
+/// in one at a time, which leaves SQLite's single writer to the API.
+pub(crate) const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 /// How long the previous secret keeps signing after a rotation.
 const ROTATION_OVERLAP: chrono::Duration = chrono::Duration::hours(24);
 
