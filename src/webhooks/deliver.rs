@@ -149,6 +149,11 @@ impl Local {
             .min(self.total_depth.saturating_sub(slots.outstanding))
     }
 
+    /// How many more deliveries this process may claim now, over all endpoints.
+    fn total_room(&self) -> usize {
+        self.total_depth.saturating_sub(self.slots().outstanding)
+    }
+
     fn take(&self, endpoint: Uuid, n: usize) -> Arc<Semaphore> {
         let mut slots = self.slots();
         slots.outstanding += n;
@@ -255,7 +260,7 @@ impl DeliveryWorkers {
         let now = Utc::now();
         let backend = self.db.conn().get_database_backend();
         // Read first, without the write lock: most rounds find nothing to do.
-        let mut candidates: Vec<Uuid> = webhook_endpoint::Entity::find()
+        let endpoints: Vec<webhook_endpoint::Model> = webhook_endpoint::Entity::find()
             .from_raw_sql(db::statement(
                 backend,
                 CANDIDATES,
@@ -264,62 +269,71 @@ impl DeliveryWorkers {
             .all(self.db.conn())
             .await?
             .into_iter()
-            .map(|e| e.id)
-            .filter(|id| local.room(*id) > 0)
+            .filter(|e| local.room(e.id) > 0)
             .collect();
-        if candidates.is_empty() {
+        if endpoints.is_empty() {
             return Ok(Vec::new());
         }
+        let mut candidates: Vec<Uuid> = endpoints.iter().map(|e| e.id).collect();
         // Fair to every endpoint when the process-wide depth runs out.
         candidates.shuffle(&mut rand::rng());
         let until = now + chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
         let txn = self.db.begin_write().await?;
-        let mut lock = webhook_endpoint::Entity::find()
-            .filter(webhook_endpoint::Column::Id.is_in(candidates.clone()))
-            .filter(webhook_endpoint::Column::Enabled.eq(true));
         if backend == DbBackend::Postgres {
-            // One claimer per endpoint at a time across processes.
-            lock = lock.lock_with_behavior(LockType::NoKeyUpdate, LockBehavior::SkipLocked);
+            // One claimer per endpoint at a time across processes (on SQLite the write
+            // transaction is already exclusive).
+            let locked: Vec<Uuid> = webhook_endpoint::Entity::find()
+                .select_only()
+                .column(webhook_endpoint::Column::Id)
+                .filter(webhook_endpoint::Column::Id.is_in(candidates.clone()))
+                .lock_with_behavior(LockType::NoKeyUpdate, LockBehavior::SkipLocked)
+                .into_tuple()
+                .all(&*txn)
+                .await?;
+            candidates.retain(|id| locked.contains(id));
         }
-        let mut endpoints: HashMap<Uuid, webhook_endpoint::Model> = lock
-            .all(&*txn)
-            .await?
-            .into_iter()
-            .map(|e| (e.id, e))
-            .collect();
-        let mut claimed = Vec::new();
-        let mut reserved = 0;
+        // Each endpoint's share of the room left, in one statement.
+        let mut total = local.total_room();
+        let (mut parts, mut values) = (Vec::new(), vec![worker.into(), until.into()]);
         for id in candidates {
-            let Some(endpoint) = endpoints.remove(&id) else {
-                continue;
-            };
-            let room = local.room(id).saturating_sub(reserved);
+            let room = local.room(id).min(total);
             if room == 0 {
                 continue;
             }
-            let mut rows = webhook_delivery::Entity::find()
-                .from_raw_sql(db::statement(
-                    backend,
-                    CLAIM,
-                    [
-                        worker.into(),
-                        until.into(),
-                        id.into(),
-                        now.into(),
-                        now.into(),
-                        id.into(),
-                        now.into(),
-                        worker.into(),
-                        (room as i64).into(),
-                    ],
-                ))
-                .all(&*txn)
-                .await?;
-            rows.sort_by_key(|d| d.next_attempt_at);
-            reserved += rows.len();
-            claimed.push((Arc::new(endpoint), rows));
+            total -= room;
+            parts.push(format!("SELECT id FROM ({CLAIM_ONE}) AS c{}", parts.len()));
+            values.extend([
+                id.into(),
+                now.into(),
+                now.into(),
+                now.into(),
+                worker.into(),
+                (room as i64).into(),
+            ]);
         }
+        if parts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "UPDATE webhook_deliveries SET locked_by = ?, locked_until = ? WHERE id IN ({}) \
+             RETURNING *",
+            parts.join(" UNION ALL ")
+        );
+        let mut rows = webhook_delivery::Entity::find()
+            .from_raw_sql(db::statement(backend, &sql, values))
+            .all(&*txn)
+            .await?;
         txn.commit().await?;
+        rows.sort_by_key(|d| d.next_attempt_at);
+        let mut by_endpoint: HashMap<Uuid, Vec<webhook_delivery::Model>> = HashMap::new();
+        for row in rows {
+            by_endpoint.entry(row.endpoint_id).or_default().push(row);
+        }
+        let claimed = endpoints
+            .into_iter()
+            .filter_map(|e| Some((by_endpoint.remove(&e.id)?, Arc::new(e))))
+            .map(|(rows, e)| (e, rows))
+            .collect();
         self.jobs(claimed, local).await
     }
 
@@ -581,13 +595,14 @@ const CANDIDATES: &str = "SELECT e.* FROM webhook_endpoints e WHERE e.enabled \
     AND NOT EXISTS (SELECT 1 FROM webhook_deliveries x WHERE x.endpoint_id = e.id \
     AND x.status = 'PENDING' AND x.locked_until >= ? AND x.locked_by <> ?)";
 
-/// Leases up to n due deliveries of one endpoint, unless another process serves it.
-const CLAIM: &str = "UPDATE webhook_deliveries SET locked_by = ?, locked_until = ? \
-    WHERE id IN (SELECT id FROM webhook_deliveries WHERE endpoint_id = ? \
-    AND status = 'PENDING' AND next_attempt_at <= ? AND (locked_until IS NULL OR locked_until < ?) \
-    AND NOT EXISTS (SELECT 1 FROM webhook_deliveries x WHERE x.endpoint_id = ? \
+/// Up to n due deliveries of one enabled endpoint, unless another process serves it.
+const CLAIM_ONE: &str = "SELECT d.id FROM webhook_deliveries d WHERE d.endpoint_id = ? \
+    AND d.status = 'PENDING' AND d.next_attempt_at <= ? \
+    AND (d.locked_until IS NULL OR d.locked_until < ?) \
+    AND EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id = d.endpoint_id AND e.enabled) \
+    AND NOT EXISTS (SELECT 1 FROM webhook_deliveries x WHERE x.endpoint_id = d.endpoint_id \
     AND x.status = 'PENDING' AND x.locked_until >= ? AND x.locked_by <> ?) \
-    ORDER BY next_attempt_at LIMIT ?) RETURNING *";
+    ORDER BY d.next_attempt_at LIMIT ?";
 
 const RELEASE: &str = "UPDATE webhook_deliveries SET locked_by = NULL, locked_until = NULL \
     WHERE locked_by = ? AND status = 'PENDING'";
