@@ -109,7 +109,7 @@ impl Default for Config {
             webhook_disable_after_secs: 5 * 24 * 3600,
             webhook_workers: 32,
             webhook_max_in_flight_per_endpoint: 8,
-            webhook_lease_secs: 60,
+            webhook_lease_secs: 120,
         }
     }
 }
