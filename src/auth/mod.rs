@@ -111,12 +111,13 @@ impl AuthCache {
         entries.insert(hash, (principal, Instant::now()));
     }
 
-    /// Forgets every cached token; called whenever a key or token is revoked or replaced.
-    pub fn clear(&self) {
+    /// Forgets the cached tokens of the principals that match; called whenever a key or
+    /// token is revoked or replaced, so no cached copy outlives it in this process.
+    pub fn forget(&self, revoked: impl Fn(&Principal) -> bool) {
         self.entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clear();
+            .retain(|_, (principal, _)| !revoked(principal));
     }
 }
 

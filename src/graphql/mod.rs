@@ -97,9 +97,17 @@ pub(crate) fn account_id(ctx: &Context<'_>) -> Result<uuid::Uuid, AppError> {
     principal(ctx).account_id()
 }
 
-/// Called after a key or token was revoked or replaced: no cached copy may outlive it.
-pub(crate) fn forget_cached_tokens(ctx: &Context<'_>) {
-    ctx.data_unchecked::<Arc<AuthCache>>().clear();
+/// Called after an API key was revoked: no cached copy may outlive it.
+pub(crate) fn forget_api_key(ctx: &Context<'_>, key: uuid::Uuid) {
+    ctx.data_unchecked::<Arc<AuthCache>>()
+        .forget(|p| matches!(p, Principal::Account { api_key_id, .. } if *api_key_id == key));
+}
+
+/// Called after a connection's token was replaced or the connection disconnected.
+pub(crate) fn forget_connection_token(ctx: &Context<'_>, connection: uuid::Uuid) {
+    ctx.data_unchecked::<Arc<AuthCache>>().forget(|p| {
+        matches!(p, Principal::Connection { connection_id, .. } if *connection_id == connection)
+    });
 }
 
 /// Wakes the sync workers when a run is queued.
