@@ -36,9 +36,16 @@ pub struct PageOutcome {
     pub skipped: Vec<(String, String)>,
 }
 
+/// The first 16 bytes of SHA-256 of the record's JSON text, in hex.
 fn content_hash(remote: &Value) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(remote.to_string().as_bytes());
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    let mut hex = String::with_capacity(32);
+    for byte in &digest[..16] {
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    hex
 }
 
 fn is_tombstone(remote: &RemoteRecord) -> bool {
