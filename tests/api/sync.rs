@@ -1,13 +1,25 @@
 //! Sync runs against the demo system: full and incremental counts, deletion detection,
 //! remote faults, cancel, schedules, record queries.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
+use chrono::{DateTime, Utc};
+use entity::record;
+use millwright::{
+    catalog::EntityType,
+    connectors::{
+        ConnectorError, ReadRequest, RemotePage, RemoteRecord, WriteOperation, WriteOutcome,
+    },
+    db::Db,
+    ids, records,
+};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::{
     connections::setup,
-    harness::{TestApp, error_code},
+    harness::{TestApp, error_code, test_config},
 };
 
 const RUN_FIELDS: &str = "id status kind trigger recordsAdded recordsUpdated recordsDeleted
@@ -628,4 +640,201 @@ async fn a_run_that_fails_midway_keeps_its_pages_and_the_next_resumes() {
         "the next run continued after the committed page"
     );
     assert_eq!(count_assets(&app, &key, &connection, false).await, 100);
+}
+
+/// Unifies `{ "name": … }` records; anything without a name is malformed.
+struct NamedConnector;
+
+#[async_trait::async_trait]
+impl millwright::connectors::Connector for NamedConnector {
+    async fn check(&self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+
+    async fn read_page(
+        &self,
+        _entity: EntityType,
+        _request: &ReadRequest,
+    ) -> Result<RemotePage, ConnectorError> {
+        Err(ConnectorError::RemoteFault(
+            "pages are given to apply_page".into(),
+        ))
+    }
+
+    fn unify(&self, _entity: EntityType, remote: &Value) -> Result<Value, String> {
+        match remote["name"].as_str() {
+            Some(name) => Ok(json!({ "name": name })),
+            None => Err("name is required".into()),
+        }
+    }
+
+    async fn write_batch(
+        &self,
+        _entity: EntityType,
+        _operation: WriteOperation,
+        _records: &[Value],
+    ) -> Result<Vec<WriteOutcome>, ConnectorError> {
+        Err(ConnectorError::Validation("read-only".into()))
+    }
+}
+
+fn remote(key: &str, data: Value) -> RemoteRecord {
+    RemoteRecord {
+        key: key.into(),
+        created_at: None,
+        updated_at: None,
+        data,
+    }
+}
+
+fn named(key: &str, name: &str) -> RemoteRecord {
+    remote(key, json!({ "id": key, "name": name }))
+}
+
+fn gone(key: &str) -> RemoteRecord {
+    remote(key, json!({ "id": key, "deleted": true }))
+}
+
+/// Applies one page in its own transaction; (added, updated, deleted, unchanged, skipped).
+async fn apply(
+    db: &Db,
+    connection: Uuid,
+    page: Vec<RemoteRecord>,
+    pass: Option<Uuid>,
+) -> (Vec<String>, Vec<String>, Vec<String>, u64, Vec<String>) {
+    let txn = db.begin_write().await.unwrap();
+    let outcome = records::apply_page(
+        &*txn,
+        &NamedConnector,
+        connection,
+        EntityType::Asset,
+        page,
+        pass,
+    )
+    .await
+    .unwrap();
+    txn.commit().await.unwrap();
+    let skipped = outcome.skipped.into_iter().map(|(key, _)| key).collect();
+    (
+        outcome.added,
+        outcome.updated,
+        outcome.deleted,
+        outcome.unchanged,
+        skipped,
+    )
+}
+
+/// Every stored asset of the connection by key: (name, deleted, modified at, seen pass).
+async fn stored(
+    db: &Db,
+    connection: Uuid,
+) -> BTreeMap<String, (String, bool, DateTime<Utc>, Option<Uuid>)> {
+    record::Entity::find()
+        .filter(record::Column::ConnectionId.eq(connection))
+        .all(db.conn())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            let name = r.data["name"].as_str().unwrap().to_owned();
+            assert_eq!(r.remote_data.as_ref().unwrap()["name"], r.data["name"]);
+            (
+                r.key,
+                (name, r.deleted_at.is_some(), r.modified_at, r.seen_pass),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn one_page_of_additions_updates_and_tombstones_is_counted_and_stored_exactly() {
+    let app = TestApp::spawn().await;
+    let (key, customer) = setup(&app, 10).await;
+    let (connection, _) = connect(&app, &key, input(&customer, 0, "none")).await;
+    last_run(&app, &key, &connection).await;
+    let connection = ids::decode(ids::Kind::Connection, &connection).unwrap();
+    let db = Db::connect(&test_config(&app.db)).await.unwrap();
+    let strs = |keys: &[&str]| keys.iter().map(|k| (*k).to_owned()).collect::<Vec<_>>();
+
+    let first_pass = Uuid::now_v7();
+    let page = vec![
+        named("A1", "pump"),
+        named("A2", "valve"),
+        named("A3", "motor"),
+        remote("A4", json!({ "id": "A4" })),
+    ];
+    let outcome = apply(&db, connection, page, Some(first_pass)).await;
+    assert_eq!(
+        outcome,
+        (strs(&["A1", "A2", "A3"]), vec![], vec![], 0, strs(&["A4"]))
+    );
+    let before = stored(&db, connection).await;
+
+    // Incremental: an update, an unchanged record, a tombstone of a live record and one of
+    // an unknown key, and a new record listed twice (the last version counts).
+    let page = vec![
+        named("A1", "pump v2"),
+        named("A2", "valve"),
+        gone("A3"),
+        gone("A9"),
+        named("A5", "fan"),
+        named("A5", "fan v2"),
+    ];
+    let outcome = apply(&db, connection, page, None).await;
+    assert_eq!(
+        outcome,
+        (strs(&["A5"]), strs(&["A1"]), strs(&["A3"]), 1, vec![])
+    );
+    let after = stored(&db, connection).await;
+    assert_eq!(after.len(), 4, "{after:?}");
+    assert_eq!(after["A1"].0, "pump v2");
+    assert!(
+        after["A1"].2 > before["A1"].2,
+        "a rewrite moves modified_at"
+    );
+    assert_eq!(
+        after["A2"], before["A2"],
+        "an unchanged record is not rewritten"
+    );
+    assert_eq!((after["A3"].0.as_str(), after["A3"].1), ("motor", true));
+    assert!(
+        after["A3"].2 > before["A3"].2,
+        "a deletion moves modified_at"
+    );
+    assert_eq!((after["A5"].0.as_str(), after["A5"].1), ("fan v2", false));
+
+    // A tombstone of a deleted record changes nothing; the record coming back is an update.
+    let outcome = apply(&db, connection, vec![gone("A3")], None).await;
+    assert_eq!(outcome, (vec![], vec![], vec![], 0, vec![]));
+    let outcome = apply(&db, connection, vec![named("A3", "motor")], None).await;
+    assert_eq!(outcome, (vec![], strs(&["A3"]), vec![], 0, vec![]));
+    assert!(!stored(&db, connection).await["A3"].1);
+
+    // A full pass marks what it saw, changed or not; the rest is deleted at its end.
+    let second_pass = Uuid::now_v7();
+    let page = vec![named("A1", "pump v2"), named("A2", "valve v3")];
+    let outcome = apply(&db, connection, page, Some(second_pass)).await;
+    assert_eq!(outcome, (vec![], strs(&["A2"]), vec![], 1, vec![]));
+    let seen = stored(&db, connection).await;
+    assert_eq!(
+        seen["A1"].2, after["A1"].2,
+        "unchanged, only marked as seen"
+    );
+    assert_eq!(seen["A1"].3, Some(second_pass));
+    assert_eq!(seen["A2"].3, Some(second_pass));
+    let txn = db.begin_write().await.unwrap();
+    let mut unseen = records::delete_unseen(&*txn, connection, EntityType::Asset, second_pass)
+        .await
+        .unwrap();
+    txn.commit().await.unwrap();
+    unseen.sort();
+    assert_eq!(unseen, strs(&["A3", "A5"]));
+    let end = stored(&db, connection).await;
+    let live: Vec<&str> = end
+        .iter()
+        .filter(|(_, row)| !row.1)
+        .map(|(key, _)| key.as_str())
+        .collect();
+    assert_eq!(live, ["A1", "A2"]);
+    db.close().await.unwrap();
 }
