@@ -187,47 +187,21 @@ fn config_file_then_environment() {
 
 #[tokio::test]
 async fn serve_logs_its_address_and_stops_on_sigterm() {
-    use std::io::{BufRead, BufReader};
     let db = TestDb::new().await;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_millwright"))
-        .arg("serve")
-        .env("MILLWRIGHT_DATABASE_URL", &db.url)
-        .env("MILLWRIGHT_LISTEN", "127.0.0.1:0")
-        .env("MILLWRIGHT_ENCRYPTION_KEY", crate::harness::ENCRYPTION_KEY)
-        .env("MILLWRIGHT_LOG_FORMAT", "json")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
+    // Starting waits for the `listening on` log line.
+    let mut server = crate::harness::ServerProcess::start(&db.url, &[]);
+    let ready = reqwest::get(format!("http://{}/readyz", server.addr))
+        .await
         .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut child = KillOnDrop(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            let Ok(event) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if let Some(addr) = event["message"]
-                .as_str()
-                .and_then(|m| m.strip_prefix("listening on "))
-            {
-                let _ = tx.send(addr.to_owned());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(std::time::Duration::from_secs(20))
-        .expect("`listening on` logged");
-    // Keep a request open: shutdown must still finish within its grace period.
-    let ready = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200);
 
     let killed = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
+        .args(["-TERM", &server.child.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
     for _ in 0..150 {
-        if let Some(status) = child.0.try_wait().unwrap() {
+        if let Some(status) = server.child.try_wait().unwrap() {
             assert!(status.success(), "graceful exit, got {status}");
             return;
         }
