@@ -226,13 +226,27 @@ async fn mark_deleted(
         txn.execute_unprepared("SET LOCAL plan_cache_mode = force_custom_plan")
             .await?;
     }
-    let mut update = record::Entity::update_many()
-        .col_expr(record::Column::DeletedAt, Expr::value(now))
-        .col_expr(record::Column::ModifiedAt, Expr::value(now))
+    let live = live_records(connection_id, entity).filter(record::Column::Key.is_in(keys));
+    delete_returning_keys(txn, live, now).await
+}
+
+/// The live records of one entity type of one connection.
+fn live_records(connection_id: Uuid, entity: EntityType) -> sea_orm::UpdateMany<record::Entity> {
+    record::Entity::update_many()
         .filter(record::Column::ConnectionId.eq(connection_id))
         .filter(record::Column::Entity.eq(entity.as_str()))
-        .filter(record::Column::Key.is_in(keys))
         .filter(record::Column::DeletedAt.is_null())
+}
+
+/// Marks the selected records deleted at `now`; the keys it marked.
+async fn delete_returning_keys(
+    txn: &impl ConnectionTrait,
+    selected: sea_orm::UpdateMany<record::Entity>,
+    now: DateTime<Utc>,
+) -> AppResult<Vec<String>> {
+    let mut update = selected
+        .col_expr(record::Column::DeletedAt, Expr::value(now))
+        .col_expr(record::Column::ModifiedAt, Expr::value(now))
         .into_query();
     update.returning_col(record::Column::Key);
     let rows = txn.query_all(&update).await?;
@@ -249,25 +263,12 @@ pub async fn delete_unseen(
     entity: EntityType,
     pass: Uuid,
 ) -> AppResult<Vec<String>> {
-    let now = Utc::now();
-    let mut update = record::Entity::update_many()
-        .col_expr(record::Column::DeletedAt, Expr::value(now))
-        .col_expr(record::Column::ModifiedAt, Expr::value(now))
-        .filter(record::Column::ConnectionId.eq(connection_id))
-        .filter(record::Column::Entity.eq(entity.as_str()))
-        .filter(record::Column::DeletedAt.is_null())
-        .filter(
-            record::Column::SeenPass
-                .ne(pass)
-                .or(record::Column::SeenPass.is_null()),
-        )
-        .into_query();
-    update.returning_col(record::Column::Key);
-    let rows = txn.query_all(&update).await?;
-    Ok(rows
-        .iter()
-        .map(|row| row.try_get("", "key"))
-        .collect::<Result<_, _>>()?)
+    let unseen = live_records(connection_id, entity).filter(
+        record::Column::SeenPass
+            .ne(pass)
+            .or(record::Column::SeenPass.is_null()),
+    );
+    delete_returning_keys(txn, unseen, Utc::now()).await
 }
 
 #[derive(Clone, Debug)]
