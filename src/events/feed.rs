@@ -1,10 +1,12 @@
 //! The live event feed. One dispatcher per process reads newly committed events from the
-//! table (the source of truth) and broadcasts them in memory to every subscriber. It wakes
+//! table (the source of truth) and broadcasts them in memory to the subscribers of each event's
+//! account (one channel per account, so an event wakes only those). It wakes
 //! on a commit in this process, on a PostgreSQL `NOTIFY` from any process, and once a second
 //! as a safety net, and always reads from its last position, so a missed wake-up loses
 //! nothing. A subscriber that falls behind the broadcast catches up from the table.
 
 use std::{
+    collections::HashMap,
     sync::{
         Arc,
         atomic::{AtomicI64, Ordering},
@@ -22,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Filter, read_after};
 use crate::{db::Db, error::AppResult};
 use entity::{event, event_sequence};
+use uuid::Uuid;
 
 pub const CHANNEL: &str = "millwright_events";
 const READ_BATCH: u64 = 1000;
@@ -38,7 +41,9 @@ pub struct EventFeed {
 
 struct Inner {
     db: Db,
-    sender: broadcast::Sender<Shared>,
+    /// One broadcast per account with subscribers, so an event wakes only its account's.
+    accounts: std::sync::Mutex<HashMap<Uuid, broadcast::Sender<Shared>>>,
+    capacity: usize,
     last: AtomicI64,
 }
 
@@ -49,14 +54,40 @@ impl EventFeed {
             .one(db.conn())
             .await?
             .map_or(0, |s| s.last_position);
-        let (sender, _) = broadcast::channel(capacity);
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
-                sender,
+                accounts: std::sync::Mutex::default(),
+                capacity: capacity.max(1),
                 last: AtomicI64::new(last),
             }),
         })
+    }
+
+    fn accounts(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, broadcast::Sender<Shared>>> {
+        self.inner
+            .accounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A receiver of the account's live events (its channel is made on first use).
+    fn subscribe(&self, account_id: Uuid) -> broadcast::Receiver<Shared> {
+        self.accounts()
+            .entry(account_id)
+            .or_insert_with(|| broadcast::channel(self.inner.capacity).0)
+            .subscribe()
+    }
+
+    /// Hands an event to its account's subscribers; forgets an account nobody listens to.
+    fn publish(&self, event: Shared) {
+        let mut accounts = self.accounts();
+        if let Some(sender) = accounts.get(&event.account_id) {
+            let account_id = event.account_id;
+            if sender.send(event).is_err() {
+                accounts.remove(&account_id);
+            }
+        }
     }
 
     /// Dispatches until shutdown. `postgres_url` turns on LISTEN for other processes' commits.
@@ -88,9 +119,10 @@ impl EventFeed {
                 .await?;
             let done = (rows.len() as u64) < READ_BATCH;
             for row in rows {
+                // Stored before publishing: a subscriber that starts after this reads it as
+                // its starting point, one that started before receives the event.
                 self.inner.last.store(row.position, Ordering::SeqCst);
-                // No receiver is fine: nobody is listening.
-                let _ = self.inner.sender.send(Arc::new(row));
+                self.publish(Arc::new(row));
             }
             if done {
                 return Ok(());
@@ -115,7 +147,7 @@ type Outbox = mpsc::Sender<AppResult<Shared>>;
 
 /// Feeds one subscriber until it goes away.
 async fn pump(feed: EventFeed, filter: Filter, after: Option<i64>, tx: Outbox) {
-    let mut live = feed.inner.sender.subscribe();
+    let mut live = feed.subscribe(filter.account_id);
     let mut last = match after {
         Some(after) => after,
         None => feed.inner.last.load(Ordering::SeqCst),
@@ -133,7 +165,7 @@ async fn pump(feed: EventFeed, filter: Filter, after: Option<i64>, tx: Outbox) {
                 }
             }
             Err(broadcast::error::RecvError::Lagged(_)) => {
-                live = feed.inner.sender.subscribe();
+                live = feed.subscribe(filter.account_id);
                 if catch_up(&feed, &filter, &mut last, &tx).await.is_err() {
                     return;
                 }
