@@ -15,6 +15,8 @@
 
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
+mod common;
+
 use std::{
     net::SocketAddr,
     process::ExitCode,
@@ -28,7 +30,7 @@ use reqwest::{Client, StatusCode, header::AUTHORIZATION};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
@@ -45,9 +47,7 @@ const CLIENTS: usize = 32;
 const WARM_UP: Duration = Duration::from_secs(1);
 const MEASURE: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-const READY_POLL: Duration = Duration::from_millis(10);
 const READY_DEADLINE: Duration = Duration::from_secs(10);
-const SERVER_STOP_DEADLINE: Duration = Duration::from_secs(15);
 /// Distinct error messages kept per database, to show what went wrong.
 const ERROR_SAMPLES: usize = 5;
 
@@ -181,13 +181,13 @@ async fn measure(name: &'static str, database_url: String) -> anyhow::Result<Out
     let (server, addr) = start_server(database_url, token.clone()).await?;
     let result = load_and_check(name, addr).await;
     token.cancel();
-    stop_server(name, server).await;
+    common::stop_server(name, server).await;
     result
 }
 
 async fn load_and_check(name: &'static str, addr: SocketAddr) -> anyhow::Result<Outcome> {
     let client = http_client()?;
-    wait_ready(&client, addr).await?;
+    common::wait_ready(&client, addr, READY_DEADLINE).await?;
     let (api, customer_id) = set_up_account(&client, addr).await?;
     let api = Arc::new(api);
     let tally = run_load(&api, &customer_id).await;
@@ -205,8 +205,6 @@ async fn load_and_check(name: &'static str, addr: SocketAddr) -> anyhow::Result<
 
 // --- server ------------------------------------------------------------------------------
 
-type ServerTask = JoinHandle<anyhow::Result<()>>;
-
 fn config(database_url: String) -> Config {
     Config {
         database_url,
@@ -222,7 +220,7 @@ fn config(database_url: String) -> Config {
 async fn start_server(
     database_url: String,
     token: CancellationToken,
-) -> anyhow::Result<(ServerTask, SocketAddr)> {
+) -> anyhow::Result<(common::ServerTask, SocketAddr)> {
     let config = config(database_url);
     let listener = TcpListener::bind(config.listen)
         .await
@@ -232,40 +230,12 @@ async fn start_server(
     Ok((task, addr))
 }
 
-async fn stop_server(name: &str, server: ServerTask) {
-    match tokio::time::timeout(SERVER_STOP_DEADLINE, server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(err))) => println!("{name}: server stopped with error: {err:#}"),
-        Ok(Err(err)) => println!("{name}: server task failed: {err}"),
-        Err(_) => println!(
-            "{name}: server did not stop within {} s",
-            SERVER_STOP_DEADLINE.as_secs()
-        ),
-    }
-}
-
 fn http_client() -> anyhow::Result<Client> {
     Ok(Client::builder()
         .pool_max_idle_per_host(CLIENTS)
         .timeout(REQUEST_TIMEOUT)
         .no_proxy()
         .build()?)
-}
-
-async fn wait_ready(client: &Client, addr: SocketAddr) -> anyhow::Result<()> {
-    let started = Instant::now();
-    loop {
-        let response = client.get(format!("http://{addr}/readyz")).send().await;
-        if response.is_ok_and(|r| r.status() == StatusCode::OK) {
-            return Ok(());
-        }
-        ensure!(
-            started.elapsed() < READY_DEADLINE,
-            "server not ready within {} s",
-            READY_DEADLINE.as_secs()
-        );
-        tokio::time::sleep(READY_POLL).await;
-    }
 }
 
 // --- GraphQL -----------------------------------------------------------------------------

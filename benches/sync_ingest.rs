@@ -29,6 +29,8 @@
 
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
+mod common;
+
 use std::{
     net::SocketAddr,
     process::ExitCode,
@@ -54,7 +56,7 @@ use sea_orm::{
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -75,13 +77,11 @@ const DEMO_API_KEY: &str = "bench";
 const CREDITS: i64 = 10;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-const READY_POLL: Duration = Duration::from_millis(10);
 const READY_DEADLINE: Duration = Duration::from_secs(30);
 const RUN_POLL: Duration = Duration::from_millis(250);
 const FULL_DEADLINE: Duration = Duration::from_secs(20 * 60);
 const INCREMENTAL_DEADLINE: Duration = Duration::from_secs(10 * 60);
 const EMPTY_RUN_DEADLINE: Duration = Duration::from_secs(60);
-const SERVER_STOP_DEADLINE: Duration = Duration::from_secs(15);
 const CEILING_DEADLINE: Duration = Duration::from_secs(20 * 60);
 
 const TARGET_SQLITE_RECORDS_PER_SECOND: f64 = 50_000.0;
@@ -281,7 +281,7 @@ async fn measure(database_url: String, settings: &Settings) -> anyhow::Result<Su
     let synced = run_syncs(name, addr, settings).await;
     let peak_kib = peak_rss_kib();
     token.cancel();
-    stop_server(name, server).await;
+    common::stop_server(name, server).await;
     let synced = synced?;
     report_peak_rss(name, peak_kib, peak_reset);
     let ceiling = measure_ceiling(&database_url, synced.empty_connection, settings);
@@ -307,8 +307,6 @@ async fn measure(database_url: String, settings: &Settings) -> anyhow::Result<Su
 
 // --- server ------------------------------------------------------------------------------
 
-type ServerTask = JoinHandle<anyhow::Result<()>>;
-
 fn config(database_url: String, settings: &Settings) -> Config {
     Config {
         database_url,
@@ -328,7 +326,7 @@ async fn start_server(
     database_url: String,
     settings: &Settings,
     token: CancellationToken,
-) -> anyhow::Result<(ServerTask, SocketAddr)> {
+) -> anyhow::Result<(common::ServerTask, SocketAddr)> {
     let config = config(database_url, settings);
     let listener = TcpListener::bind(config.listen)
         .await
@@ -338,39 +336,11 @@ async fn start_server(
     Ok((task, addr))
 }
 
-async fn stop_server(name: &str, server: ServerTask) {
-    match tokio::time::timeout(SERVER_STOP_DEADLINE, server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(err))) => println!("{name}: server stopped with error: {err:#}"),
-        Ok(Err(err)) => println!("{name}: server task failed: {err}"),
-        Err(_) => println!(
-            "{name}: server did not stop within {} s",
-            SERVER_STOP_DEADLINE.as_secs()
-        ),
-    }
-}
-
 fn http_client() -> anyhow::Result<Client> {
     Ok(Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .no_proxy()
         .build()?)
-}
-
-async fn wait_ready(client: &Client, addr: SocketAddr) -> anyhow::Result<()> {
-    let started = Instant::now();
-    loop {
-        let response = client.get(format!("http://{addr}/readyz")).send().await;
-        if response.is_ok_and(|r| r.status() == StatusCode::OK) {
-            return Ok(());
-        }
-        ensure!(
-            started.elapsed() < READY_DEADLINE,
-            "server not ready within {} s",
-            READY_DEADLINE.as_secs()
-        );
-        tokio::time::sleep(READY_POLL).await;
-    }
 }
 
 // --- GraphQL -----------------------------------------------------------------------------
@@ -576,7 +546,7 @@ struct Synced {
 
 async fn run_syncs(name: &str, addr: SocketAddr, settings: &Settings) -> anyhow::Result<Synced> {
     let client = http_client()?;
-    wait_ready(&client, addr).await?;
+    common::wait_ready(&client, addr, READY_DEADLINE).await?;
     let (api, customer_id) = set_up_account(&client, addr).await?;
 
     let connected = Instant::now();

@@ -33,6 +33,8 @@
 
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
+mod common;
+
 use std::{
     collections::HashMap,
     net::SocketAddr,
@@ -60,7 +62,7 @@ use sea_orm::{Database, DatabaseConnection, EntityTrait};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -88,9 +90,7 @@ const CEILING_LENGTH: Duration = Duration::from_secs(10);
 const CEILING_ROUNDS: usize = 3;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-const READY_POLL: Duration = Duration::from_millis(10);
 const READY_DEADLINE: Duration = Duration::from_secs(10);
-const SERVER_STOP_DEADLINE: Duration = Duration::from_secs(15);
 
 const TARGET_DELIVERIES_PER_SECOND: f64 = 2_000.0;
 const TARGET_CEILING_PERCENT: f64 = 30.0;
@@ -138,8 +138,6 @@ async fn run() -> anyhow::Result<bool> {
 
 // --- server ------------------------------------------------------------------------------
 
-type ServerTask = JoinHandle<anyhow::Result<()>>;
-
 fn config(database_url: String) -> Config {
     Config {
         database_url,
@@ -178,7 +176,7 @@ fn report_config(config: &Config) {
 async fn start_server(
     config: Config,
     token: CancellationToken,
-) -> anyhow::Result<(ServerTask, SocketAddr)> {
+) -> anyhow::Result<(common::ServerTask, SocketAddr)> {
     let listener = TcpListener::bind(config.listen)
         .await
         .context("bind 127.0.0.1:0")?;
@@ -187,40 +185,12 @@ async fn start_server(
     Ok((task, addr))
 }
 
-async fn stop_server(server: ServerTask) {
-    match tokio::time::timeout(SERVER_STOP_DEADLINE, server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(err))) => println!("server: stopped with error: {err:#}"),
-        Ok(Err(err)) => println!("server: task failed: {err}"),
-        Err(_) => println!(
-            "server: did not stop within {} s",
-            SERVER_STOP_DEADLINE.as_secs()
-        ),
-    }
-}
-
 fn http_client(pool: usize) -> anyhow::Result<Client> {
     Ok(Client::builder()
         .pool_max_idle_per_host(pool)
         .timeout(REQUEST_TIMEOUT)
         .no_proxy()
         .build()?)
-}
-
-async fn wait_ready(client: &Client, addr: SocketAddr) -> anyhow::Result<()> {
-    let started = Instant::now();
-    loop {
-        let response = client.get(format!("http://{addr}/readyz")).send().await;
-        if response.is_ok_and(|r| r.status() == StatusCode::OK) {
-            return Ok(());
-        }
-        ensure!(
-            started.elapsed() < READY_DEADLINE,
-            "server not ready within {} s",
-            READY_DEADLINE.as_secs()
-        );
-        tokio::time::sleep(READY_POLL).await;
-    }
 }
 
 // --- receiver ----------------------------------------------------------------------------
@@ -399,7 +369,7 @@ async fn measure_live(receiver: &Receiver) -> anyhow::Result<ServerFigures> {
     let (server, addr) = start_server(config(database_url.clone()), token.clone()).await?;
     let measured = live_run(addr, receiver, &database_url).await;
     token.cancel();
-    stop_server(server).await;
+    common::stop_server("server", server).await;
     measured
 }
 
@@ -409,7 +379,7 @@ async fn live_run(
     database_url: &str,
 ) -> anyhow::Result<ServerFigures> {
     let client = http_client(GRANT_SENDERS * 2)?;
-    wait_ready(&client, addr).await?;
+    common::wait_ready(&client, addr, READY_DEADLINE).await?;
     let (admin, account, account_id) = set_up(&client, addr, receiver).await?;
     let statements_before = db_statements(&client, addr).await?;
     let cpu = CpuClock::now();
@@ -445,7 +415,7 @@ async fn measure_backlog(receiver: &Receiver) -> anyhow::Result<ServerFigures> {
     let (server, addr) = start_server(quiet, token.clone()).await?;
     let produced = produce_backlog(addr, receiver).await;
     token.cancel();
-    stop_server(server).await;
+    common::stop_server("server", server).await;
     let key = produced?;
     ensure!(
         receiver.count() == 0,
@@ -456,14 +426,14 @@ async fn measure_backlog(receiver: &Receiver) -> anyhow::Result<ServerFigures> {
     let (server, addr) = start_server(config(database_url), token.clone()).await?;
     let drained = drain_backlog(addr, receiver, key, started).await;
     token.cancel();
-    stop_server(server).await;
+    common::stop_server("server", server).await;
     drained
 }
 
 /// Account, endpoints and events on a server without workers; returns the account's key.
 async fn produce_backlog(addr: SocketAddr, receiver: &Receiver) -> anyhow::Result<String> {
     let client = http_client(GRANT_SENDERS * 2)?;
-    wait_ready(&client, addr).await?;
+    common::wait_ready(&client, addr, READY_DEADLINE).await?;
     let (admin, account, account_id) = set_up(&client, addr, receiver).await?;
     let cpu = CpuClock::now();
     commit_events(&admin, &account_id).await?;
