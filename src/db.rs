@@ -35,6 +35,10 @@ impl Db {
             .sqlx_logging(false);
         let sqlite = config.is_sqlite();
         if sqlite {
+            // An embedded file cannot drop a connection: no ping before each use (one round
+            // trip to SQLite's worker thread per statement outside a transaction and per
+            // transaction saved).
+            options.test_before_acquire(false);
             options.map_sqlx_sqlite_opts(|opts| {
                 opts.journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
@@ -42,6 +46,10 @@ impl Db {
                     .foreign_keys(true)
                     .create_if_missing(true)
             });
+        } else {
+            // A server connection can die while idle (restart, failover, idle timeout): ping
+            // one that has idled a while, not every one on every use.
+            options.test_before_acquire_if_idle_for(Duration::from_secs(30));
         }
         let conn = Database::connect(options).await?;
         Ok(Self {
