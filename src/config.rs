@@ -56,6 +56,10 @@ pub struct Config {
     /// Events held in memory for live subscribers; one that falls further behind catches up
     /// from the database.
     pub event_feed_capacity: usize,
+    /// How long a GraphQL request's data loaders gather keys before they query, in
+    /// milliseconds: every row of a page should register its key within it, so that a page's
+    /// relations cost one query.
+    pub graphql_batch_window_ms: u64,
     /// Sync runs executed at once by this process.
     pub sync_workers: usize,
     /// Records asked of the remote per page.
@@ -100,6 +104,7 @@ impl Default for Config {
             health_check_interval_secs: 300,
             event_retention_secs: 30 * 24 * 3600,
             event_feed_capacity: 4096,
+            graphql_batch_window_ms: 4,
             sync_workers: 4,
             sync_page_size: 500,
             sync_requests_per_second: 10,
@@ -239,6 +244,7 @@ const KEYS: &[&str] = &[
     "health_check_interval_secs",
     "event_retention_secs",
     "event_feed_capacity",
+    "graphql_batch_window_ms",
     "sync_workers",
     "sync_page_size",
     "sync_requests_per_second",
@@ -307,6 +313,9 @@ impl Config {
             .is_some_and(|t| t.expose().len() < 16)
         {
             return invalid("admin_token", "must be at least 16 characters");
+        }
+        if !(1..=1000).contains(&self.graphql_batch_window_ms) {
+            return invalid("graphql_batch_window_ms", "must be between 1 and 1000");
         }
         if self.webhook_retry_schedule.is_empty() {
             return invalid("webhook_retry_schedule", "needs at least one delay");
@@ -381,6 +390,10 @@ impl Config {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    pub fn graphql_batch_window(&self) -> Duration {
+        Duration::from_millis(self.graphql_batch_window_ms)
     }
 }
 

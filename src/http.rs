@@ -200,7 +200,11 @@ pub fn with_context(
     principal: Principal,
 ) -> async_graphql::Request {
     let request = match principal.scope() {
-        Ok(scope) => request.data(Loaders::new(&state.db, scope.account_id)),
+        Ok(scope) => request.data(Loaders::new(
+            &state.db,
+            scope.account_id,
+            state.config.graphql_batch_window(),
+        )),
         Err(_) => request,
     };
     request.data(principal)

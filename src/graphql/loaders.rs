@@ -34,21 +34,18 @@ pub struct Loaders {
     pub records: DataLoader<RecordLoader>,
 }
 
-/// How long a loader collects keys before it queries: long enough that every row of a page
-/// (up to 1,000) registers its key first on a busy machine, so a page's relations cost one
-/// query, not one per scheduling hiccup.
-const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(4);
-
 impl Loaders {
-    pub fn new(db: &Db, account_id: Uuid) -> Self {
+    /// `window`: how long a loader collects keys before it queries (`graphql_batch_window_ms`):
+    /// long enough that every row of a page registers its key first, so a page's relations
+    /// cost one query, not one per scheduling hiccup.
+    pub fn new(db: &Db, account_id: Uuid, window: std::time::Duration) -> Self {
         let customers = CustomerLoader {
             db: db.clone(),
             account_id,
         };
         Self {
-            customers: DataLoader::new(customers, tokio::spawn).delay(BATCH_WINDOW),
-            records: DataLoader::new(RecordLoader { db: db.clone() }, tokio::spawn)
-                .delay(BATCH_WINDOW),
+            customers: DataLoader::new(customers, tokio::spawn).delay(window),
+            records: DataLoader::new(RecordLoader { db: db.clone() }, tokio::spawn).delay(window),
         }
     }
 }

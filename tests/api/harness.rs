@@ -118,7 +118,14 @@ impl TestApp {
 
     /// Another server process on the same database.
     pub async fn another(&self) -> Self {
-        Self::start_shared(self.db.clone(), test_config(&self.db)).await
+        self.another_with(|_| {}).await
+    }
+
+    /// Another server process on the same database, configured by `adjust`.
+    pub async fn another_with(&self, adjust: impl FnOnce(&mut Config)) -> Self {
+        let mut config = test_config(&self.db);
+        adjust(&mut config);
+        Self::start_shared(self.db.clone(), config).await
     }
 
     async fn start_shared(db: std::sync::Arc<TestDb>, config: Config) -> Self {
