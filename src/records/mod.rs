@@ -8,9 +8,8 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{
-    ActiveValue::Set,
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryTrait,
-    sea_query::{Alias, Expr, ExprTrait, Func, OnConflict, Query},
+    sea_query::{Expr, ExprTrait},
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -37,9 +36,9 @@ pub struct PageOutcome {
 }
 
 /// The first 16 bytes of SHA-256 of the record's JSON text, in hex.
-fn content_hash(remote: &Value) -> String {
+fn content_hash(remote_text: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(remote.to_string().as_bytes());
+    let digest = Sha256::digest(remote_text.as_bytes());
     let mut hex = String::with_capacity(32);
     for byte in &digest[..16] {
         hex.push(char::from(HEX[usize::from(byte >> 4)]));
@@ -52,7 +51,71 @@ fn is_tombstone(remote: &RemoteRecord) -> bool {
     remote.data.get("deleted").and_then(Value::as_bool) == Some(true)
 }
 
-/// Applies one page of remote records. `pass` marks the records a full pass has seen.
+/// A page of remote records made ready to store: unified, serialized and hashed, with the
+/// tombstones and the malformed records set apart. Preparing needs no database, so a sync
+/// prepares the next page while the previous one is being written.
+#[derive(Debug, Default)]
+pub struct PreparedPage {
+    rows: Vec<PreparedRow>,
+    gone: Vec<String>,
+    skipped: Vec<(String, String)>,
+}
+
+#[derive(Debug)]
+struct PreparedRow {
+    id: Uuid,
+    key: String,
+    /// The unified fields, as JSON text.
+    data: String,
+    /// The remote's record, as JSON text (what the content hash is taken of).
+    remote: String,
+    hash: String,
+    remote_created_at: Option<DateTime<Utc>>,
+    remote_updated_at: Option<DateTime<Utc>>,
+}
+
+impl PreparedPage {
+    pub fn len(&self) -> usize {
+        self.rows.len() + self.gone.len() + self.skipped.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Unifies, serializes and hashes one page of remote records.
+pub fn prepare_page(
+    connector: &dyn Connector,
+    entity: EntityType,
+    page: Vec<RemoteRecord>,
+) -> PreparedPage {
+    let mut prepared = PreparedPage::default();
+    for remote in last_per_key(page) {
+        if is_tombstone(&remote) {
+            prepared.gone.push(remote.key);
+            continue;
+        }
+        match connector.unify(entity, &remote.data) {
+            Ok(unified) => {
+                let text = remote.data.to_string();
+                prepared.rows.push(PreparedRow {
+                    id: new_id(),
+                    hash: content_hash(&text),
+                    key: remote.key,
+                    data: unified.to_string(),
+                    remote: text,
+                    remote_created_at: remote.created_at,
+                    remote_updated_at: remote.updated_at,
+                });
+            }
+            Err(why) => prepared.skipped.push((remote.key, why)),
+        }
+    }
+    prepared
+}
+
+/// Writes one prepared page. `pass` marks the records a full pass has seen.
 ///
 /// Two statements whatever the page holds: one upsert of the live records (new, changed
 /// and, in a full pass, seen) and one update of the tombstones. Neither looks keys up
@@ -60,27 +123,23 @@ fn is_tombstone(remote: &RemoteRecord) -> bool {
 /// whatever the planner's statistics say.
 pub async fn apply_page(
     txn: &impl ConnectionTrait,
-    connector: &dyn Connector,
     connection_id: Uuid,
     entity: EntityType,
-    page: Vec<RemoteRecord>,
+    page: PreparedPage,
     pass: Option<Uuid>,
 ) -> AppResult<PageOutcome> {
     let now = write_time();
-    let mut outcome = PageOutcome::default();
-    let (mut rows, mut gone) = (Vec::new(), Vec::new());
-    for remote in last_per_key(page) {
-        if is_tombstone(&remote) {
-            gone.push(remote.key);
-            continue;
-        }
-        match connector.unify(entity, &remote.data) {
-            Ok(unified) => rows.push(new_row(connection_id, entity, remote, unified, now, pass)),
-            Err(why) => outcome.skipped.push((remote.key, why)),
-        }
+    let mut outcome = PageOutcome {
+        skipped: page.skipped,
+        ..PageOutcome::default()
+    };
+    let mut rows = page.rows;
+    while !rows.is_empty() {
+        let rest = rows.split_off(rows.len().min(ROWS_PER_STATEMENT));
+        upsert(txn, connection_id, entity, rows, pass, now, &mut outcome).await?;
+        rows = rest;
     }
-    upsert(txn, rows, now, &mut outcome).await?;
-    outcome.deleted = mark_deleted(txn, connection_id, entity, gone, now).await?;
+    outcome.deleted = mark_deleted(txn, connection_id, entity, page.gone, now).await?;
     Ok(outcome)
 }
 
@@ -93,72 +152,74 @@ fn write_time() -> DateTime<Utc> {
 /// A remote may list a key twice in a page; the last word counts (and one statement may
 /// not touch a row twice).
 fn last_per_key(page: Vec<RemoteRecord>) -> Vec<RemoteRecord> {
-    let mut position: HashMap<String, usize> = HashMap::with_capacity(page.len());
+    let mut position: HashMap<&str, usize> = HashMap::with_capacity(page.len());
     for (i, remote) in page.iter().enumerate() {
-        position.insert(remote.key.clone(), i);
+        position.insert(&remote.key, i);
     }
     if position.len() == page.len() {
         return page;
     }
+    let keep: HashSet<usize> = position.into_values().collect();
     page.into_iter()
         .enumerate()
-        .filter(|(i, remote)| position.get(&remote.key) == Some(i))
+        .filter(|(i, _)| keep.contains(i))
         .map(|(_, remote)| remote)
         .collect()
 }
 
-fn new_row(
-    connection_id: Uuid,
-    entity: EntityType,
-    remote: RemoteRecord,
-    unified: Value,
-    now: DateTime<Utc>,
-    pass: Option<Uuid>,
-) -> record::ActiveModel {
-    record::ActiveModel {
-        id: Set(new_id()),
-        connection_id: Set(connection_id),
-        entity: Set(entity.as_str().to_owned()),
-        content_hash: Set(content_hash(&remote.data)),
-        key: Set(remote.key),
-        data: Set(unified),
-        remote_data: Set(Some(remote.data)),
-        remote_created_at: Set(remote.created_at),
-        remote_updated_at: Set(remote.updated_at),
-        first_seen_at: Set(now),
-        modified_at: Set(now),
-        deleted_at: Set(None),
-        seen_pass: Set(pass),
-    }
-}
+/// Rows per upsert statement: 7 bound values a row stays under every backend's limit on
+/// bound values (SQLite 32,766, PostgreSQL 65,535).
+const ROWS_PER_STATEMENT: usize = 2000;
+
+/// Values bound once per statement: $1 connection, $2 entity, $3 write time, $4 pass.
+const SHARED_VALUES: usize = 4;
+const VALUES_PER_ROW: usize = 7;
 
 /// Inserts new records, rewrites changed ones and marks the unchanged ones a full pass
 /// saw, in one statement that returns only (id, key, modified_at): a returned id that is
 /// the row's new id was inserted, a returned `modified_at` equal to the page's write time
 /// was rewritten, anything else is unchanged.
+///
+/// The statement is written out here rather than built from active models: the JSON goes
+/// in as the text `prepare_page` already made (no tree is cloned or serialized again), and
+/// what every row shares is bound once.
 async fn upsert(
     txn: &impl ConnectionTrait,
-    rows: Vec<record::ActiveModel>,
+    connection_id: Uuid,
+    entity: EntityType,
+    rows: Vec<PreparedRow>,
+    pass: Option<Uuid>,
     now: DateTime<Utc>,
     outcome: &mut PageOutcome,
 ) -> AppResult<()> {
     if rows.is_empty() {
         return Ok(());
     }
+    let backend = txn.get_database_backend();
     let total = rows.len() as u64;
-    let new_ids: HashSet<Uuid> = rows
-        .iter()
-        .filter_map(|row| row.id.try_as_ref().copied())
-        .collect();
-    let mut insert = record::Entity::insert_many(rows).into_query();
-    insert
-        .on_conflict(on_conflict())
-        .returning(Query::returning().columns([
-            record::Column::Id,
-            record::Column::Key,
-            record::Column::ModifiedAt,
-        ]));
-    for row in txn.query_all(&insert).await? {
+    let new_ids: HashSet<Uuid> = rows.iter().map(|row| row.id).collect();
+    let sql = upsert_sql(backend, rows.len());
+    let mut values: Vec<sea_orm::Value> =
+        Vec::with_capacity(SHARED_VALUES + VALUES_PER_ROW * rows.len());
+    values.extend([
+        connection_id.into(),
+        entity.as_str().into(),
+        now.into(),
+        pass.into(),
+    ]);
+    for row in rows {
+        values.extend([
+            row.id.into(),
+            row.key.into(),
+            row.data.into(),
+            row.remote.into(),
+            row.hash.into(),
+            row.remote_created_at.into(),
+            row.remote_updated_at.into(),
+        ]);
+    }
+    let statement = sea_orm::Statement::from_sql_and_values(backend, sql, values);
+    for row in txn.query_all_raw(statement).await? {
         let id: Uuid = row.try_get("", "id")?;
         let key: String = row.try_get("", "key")?;
         if new_ids.contains(&id) {
@@ -167,45 +228,72 @@ async fn upsert(
             outcome.updated.push(key);
         }
     }
-    outcome.unchanged = total - (outcome.added.len() + outcome.updated.len()) as u64;
+    outcome.unchanged += total - (outcome.added.len() + outcome.updated.len()) as u64;
     Ok(())
 }
 
-/// On a stored key: a changed (or previously deleted) record takes the new content; the
-/// pass mark moves either way; an unchanged record outside a full pass is left alone.
-fn on_conflict() -> OnConflict {
-    use record::Column as C;
-    let stored = |column: C| Expr::col((record::Entity, column));
-    let incoming = |column: C| Expr::col((Alias::new("excluded"), column));
-    let changed = || {
-        stored(C::ContentHash)
-            .ne(incoming(C::ContentHash))
-            .or(stored(C::DeletedAt).is_not_null())
+/// `INSERT … ON CONFLICT (connection_id, entity, key) DO UPDATE … RETURNING` for `rows`
+/// rows. On a stored key: a changed (or previously deleted) record takes the new content;
+/// the pass mark moves either way; an unchanged record outside a full pass is left alone.
+fn upsert_sql(backend: DbBackend, rows: usize) -> String {
+    use std::fmt::Write;
+    // PostgreSQL takes JSON text only into a `json` column it is cast to; SQLite stores text.
+    let json = |n: usize| match backend {
+        DbBackend::Postgres => format!("CAST(${n} AS json)"),
+        _ => format!("${n}"),
     };
-    let content = [
-        C::Data,
-        C::RemoteData,
-        C::ContentHash,
-        C::RemoteCreatedAt,
-        C::RemoteUpdatedAt,
-        C::ModifiedAt,
-        C::DeletedAt,
-    ];
-    let mut values: Vec<(C, Expr)> = content
-        .into_iter()
-        .map(|column| {
-            let value = Expr::case(changed(), incoming(column)).finally(stored(column));
-            (column, value.into())
-        })
-        .collect();
-    values.push((
-        C::SeenPass,
-        Expr::expr(Func::coalesce([incoming(C::SeenPass), stored(C::SeenPass)])),
-    ));
-    OnConflict::columns([C::ConnectionId, C::Entity, C::Key])
-        .values(values)
-        .action_and_where(changed().or(incoming(C::SeenPass).is_not_null()))
-        .to_owned()
+    let mut sql = String::with_capacity(400 + rows * 100);
+    sql.push_str(
+        "INSERT INTO records (connection_id, entity, first_seen_at, modified_at, seen_pass, \
+         deleted_at, id, key, data, remote_data, content_hash, remote_created_at, \
+         remote_updated_at) VALUES ",
+    );
+    for row in 0..rows {
+        let base = SHARED_VALUES + row * VALUES_PER_ROW;
+        if row > 0 {
+            sql.push(',');
+        }
+        let _ = write!(
+            sql,
+            "($1, $2, $3, $3, $4, NULL, ${}, ${}, {}, {}, ${}, ${}, ${})",
+            base + 1,
+            base + 2,
+            json(base + 3),
+            json(base + 4),
+            base + 5,
+            base + 6,
+            base + 7,
+        );
+    }
+    let changed =
+        "(records.content_hash <> excluded.content_hash OR records.deleted_at IS NOT NULL)";
+    sql.push_str(" ON CONFLICT (connection_id, entity, key) DO UPDATE SET ");
+    for (n, column) in [
+        "data",
+        "remote_data",
+        "content_hash",
+        "remote_created_at",
+        "remote_updated_at",
+        "modified_at",
+        "deleted_at",
+    ]
+    .iter()
+    .enumerate()
+    {
+        if n > 0 {
+            sql.push_str(", ");
+        }
+        let _ = write!(
+            sql,
+            "{column} = CASE WHEN {changed} THEN excluded.{column} ELSE records.{column} END"
+        );
+    }
+    let _ = write!(
+        sql,
+        ", seen_pass = COALESCE(excluded.seen_pass, records.seen_pass) \
+         WHERE {changed} OR excluded.seen_pass IS NOT NULL RETURNING id, key, modified_at"
+    );
+    sql
 }
 
 /// Marks the live records among `keys` deleted, in one statement; the keys it marked.

@@ -86,8 +86,30 @@ struct Progress {
     run: sync_run::Model,
     stats: BTreeMap<String, EntityStats>,
     last_progress_event: Instant,
+}
+
+/// Paces a run's requests to the remote and counts the rate limits it met.
+struct Pacer {
     spacing: Duration,
     last_request: Option<Instant>,
+    /// Rate limits met since the last page was handed over.
+    rate_limited: i64,
+}
+
+/// The pass one entity's pages belong to.
+struct PassState<'a> {
+    entity: EntityType,
+    kind: SyncKind,
+    cursor: &'a sync_cursor::Model,
+    /// The pass mark of a full read (records it sees are kept; the rest are deleted at its end).
+    seen: Option<Uuid>,
+}
+
+/// A page read from the remote, ready to store.
+struct FetchedPage {
+    records: records::PreparedPage,
+    next_cursor: Option<String>,
+    high_water_mark: Option<String>,
 }
 
 impl Engine<'_> {
@@ -122,12 +144,21 @@ impl Engine<'_> {
             stats: stats_of(&run),
             run,
             last_progress_event: Instant::now(),
+        };
+        let mut pacer = Pacer {
             spacing,
             last_request: None,
+            rate_limited: 0,
         };
         for entity in system.entities {
             match self
-                .sync_entity(&connection, connector.as_ref(), *entity, &mut progress)
+                .sync_entity(
+                    &connection,
+                    connector.as_ref(),
+                    *entity,
+                    &mut progress,
+                    &mut pacer,
+                )
                 .await
             {
                 Ok(()) => {}
@@ -195,12 +226,16 @@ impl Engine<'_> {
         Ok(())
     }
 
+    /// Syncs one entity type. The next page is read and prepared while the current one is
+    /// written, so the remote, the unifying and the database work side by side; pages still
+    /// commit one by one, in order, each with the cursor that follows it.
     async fn sync_entity(
         &self,
         connection: &connection::Model,
         connector: &dyn Connector,
         entity: EntityType,
         progress: &mut Progress,
+        pacer: &mut Pacer,
     ) -> Result<(), Stop> {
         let name = entity.as_str().to_owned();
         if progress.stats.get(&name).is_some_and(|s| s.done) {
@@ -209,75 +244,109 @@ impl Engine<'_> {
         let kind = SyncKind::parse(&progress.run.kind).unwrap_or(SyncKind::Full);
         let cursor = self.start_pass(connection.id, entity, kind).await?;
         let full_read = kind == SyncKind::Full || cursor.mark.is_none();
-        let pass = cursor.pass_id;
+        let pass = PassState {
+            entity,
+            kind,
+            cursor: &cursor,
+            seen: full_read.then_some(cursor.pass_id).flatten(),
+        };
         let mut request = ReadRequest {
             cursor: cursor.pass_cursor.clone(),
             modified_since: if full_read { None } else { cursor.mark.clone() },
             page_size: self.settings.page_size,
         };
         let mut changed = Changed::default();
+        let mut fetched = self.fetch_page(connector, entity, &request, pacer).await;
         loop {
+            let page = fetched?;
+            let stats = progress.stats.entry(name.clone()).or_default();
+            stats.rate_limited += std::mem::take(&mut pacer.rate_limited);
             self.check_cancel(&progress.run).await?;
-            let page = self.fetch(connector, entity, &request, progress).await?;
-            let next_cursor = page.next_cursor.clone();
-            let high_water = page.high_water_mark.clone();
-            let txn = self.db.begin_write().await?;
-            let outcome = records::apply_page(
+            let Some(next_cursor) = page.next_cursor.clone() else {
+                return self
+                    .write_page(connection, &pass, page, progress, &mut changed)
+                    .await;
+            };
+            request.cursor = Some(next_cursor);
+            let write = self.write_page(connection, &pass, page, progress, &mut changed);
+            // A failed write stops at once; a failed read waits for the write before it.
+            let read = async { Ok(self.fetch_page(connector, entity, &request, pacer).await) };
+            let ((), next) = tokio::try_join!(write, read)?;
+            fetched = next;
+        }
+    }
+
+    /// Reads one page and prepares it for the store.
+    async fn fetch_page(
+        &self,
+        connector: &dyn Connector,
+        entity: EntityType,
+        request: &ReadRequest,
+        pacer: &mut Pacer,
+    ) -> Result<FetchedPage, Stop> {
+        let page = self.fetch(connector, entity, request, pacer).await?;
+        Ok(FetchedPage {
+            records: records::prepare_page(connector, entity, page.records),
+            next_cursor: page.next_cursor,
+            high_water_mark: page.high_water_mark,
+        })
+    }
+
+    /// Commits one page: its records, the cursor that follows it and the run's counts; after
+    /// the last page of a full read, the deletion of what the pass did not see and the
+    /// entity's `records.changed` event.
+    async fn write_page(
+        &self,
+        connection: &connection::Model,
+        pass: &PassState<'_>,
+        page: FetchedPage,
+        progress: &mut Progress,
+        changed: &mut Changed,
+    ) -> Result<(), Stop> {
+        let name = pass.entity.as_str();
+        let done = page.next_cursor.is_none();
+        let txn = self.db.begin_write().await?;
+        let outcome =
+            records::apply_page(&*txn, connection.id, pass.entity, page.records, pass.seen).await?;
+        let stats = progress.stats.entry(name.to_owned()).or_default();
+        count(stats, &outcome);
+        if done && let Some(seen) = pass.seen {
+            let gone = records::delete_unseen(&*txn, connection.id, pass.entity, seen).await?;
+            stats.deleted += gone.len() as i64;
+            changed.add(2, gone);
+        }
+        if done {
+            stats.done = true;
+        }
+        changed.add(0, outcome.added);
+        changed.add(1, outcome.updated);
+        changed.add(2, outcome.deleted);
+        let cursor_row = sync_cursor::ActiveModel {
+            connection_id: Set(connection.id),
+            entity: Set(name.to_owned()),
+            mark: if done {
+                Set(page.high_water_mark.or(pass.cursor.mark.clone()))
+            } else {
+                Set(pass.cursor.mark.clone())
+            },
+            pass_id: Set(pass.cursor.pass_id),
+            pass_kind: Set(Some(pass.kind.as_str().to_owned())),
+            pass_cursor: Set(page.next_cursor),
+            pass_done: Set(done),
+        };
+        cursor_row.update(&*txn).await?;
+        self.save_progress(&*txn, progress, done).await?;
+        if done && changed.counts.iter().any(|c| *c > 0) {
+            record_run_event(
                 &*txn,
-                connector,
-                connection.id,
-                entity,
-                page.records,
-                full_read.then_some(pass).flatten(),
+                &progress.run,
+                EventType::RecordsChanged,
+                records_changed(pass.entity, changed),
             )
             .await?;
-            let stats = progress.stats.entry(name.clone()).or_default();
-            count(stats, &outcome);
-            let done = next_cursor.is_none();
-            if done
-                && full_read
-                && let Some(pass) = pass
-            {
-                let gone = records::delete_unseen(&*txn, connection.id, entity, pass).await?;
-                stats.deleted += gone.len() as i64;
-                changed.add(2, gone);
-            }
-            if done {
-                stats.done = true;
-            }
-            changed.add(0, outcome.added);
-            changed.add(1, outcome.updated);
-            changed.add(2, outcome.deleted);
-            let cursor_row = sync_cursor::ActiveModel {
-                connection_id: Set(connection.id),
-                entity: Set(name.clone()),
-                mark: if done {
-                    Set(high_water.or(cursor.mark.clone()))
-                } else {
-                    Set(cursor.mark.clone())
-                },
-                pass_id: Set(pass),
-                pass_kind: Set(Some(kind.as_str().to_owned())),
-                pass_cursor: Set(next_cursor.clone()),
-                pass_done: Set(done),
-            };
-            cursor_row.update(&*txn).await?;
-            self.save_progress(&*txn, progress, done).await?;
-            if done && changed.counts.iter().any(|c| *c > 0) {
-                record_run_event(
-                    &*txn,
-                    &progress.run,
-                    EventType::RecordsChanged,
-                    records_changed(entity, &changed),
-                )
-                .await?;
-            }
-            txn.commit().await?;
-            if done {
-                return Ok(());
-            }
-            request.cursor = next_cursor;
         }
+        txn.commit().await?;
+        Ok(())
     }
 
     /// The cursor row of the entity, with a pass to continue or a new one.
@@ -344,22 +413,18 @@ impl Engine<'_> {
         connector: &dyn Connector,
         entity: EntityType,
         request: &ReadRequest,
-        progress: &mut Progress,
+        pacer: &mut Pacer,
     ) -> Result<RemotePage, Stop> {
         let mut failures = 0;
         loop {
-            if let Some(last) = progress.last_request {
-                tokio::time::sleep_until(last + progress.spacing).await;
+            if let Some(last) = pacer.last_request {
+                tokio::time::sleep_until(last + pacer.spacing).await;
             }
-            progress.last_request = Some(Instant::now());
+            pacer.last_request = Some(Instant::now());
             match connector.read_page(entity, request).await {
                 Ok(page) => return Ok(page),
                 Err(ConnectorError::RateLimited { retry_after }) => {
-                    progress
-                        .stats
-                        .entry(entity.as_str().to_owned())
-                        .or_default()
-                        .rate_limited += 1;
+                    pacer.rate_limited += 1;
                     tokio::time::sleep(retry_after.min(Duration::from_secs(60))).await;
                 }
                 Err(ConnectorError::AuthRejected(reason)) => {
