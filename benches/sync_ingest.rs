@@ -25,7 +25,8 @@
 //! Run with `cargo bench --bench sync_ingest`; everything is reported on stdout, only
 //! 127.0.0.1 is used, every wait has a deadline, and the process exits non-zero when a run
 //! fails or its counts are wrong. `SYNC_INGEST_SCALE` (both databases) and
-//! `SYNC_INGEST_PAGE_SIZE` override the scale and the page size, for exploring.
+//! `SYNC_INGEST_PAGE_SIZE` override the scale and the page size, and
+//! `SYNC_INGEST_DATABASES=sqlite` (or `postgres`) measures one database, for exploring.
 
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
@@ -116,19 +117,26 @@ async fn main() -> ExitCode {
     }
     let mut failed = false;
     let mut summaries = Vec::new();
-    match measure_sqlite(&Settings::for_database("sqlite", SCALE)).await {
-        Ok(summary) => summaries.push(summary),
-        Err(err) => {
-            println!("sqlite: FAILED: {err:#}");
-            failed = true;
+    // `SYNC_INGEST_DATABASES=sqlite` (or `postgres`) measures one database only.
+    let only = std::env::var("SYNC_INGEST_DATABASES").ok();
+    let wanted = |name: &str| only.as_deref().is_none_or(|list| list.contains(name));
+    if wanted("sqlite") {
+        match measure_sqlite(&Settings::for_database("sqlite", SCALE)).await {
+            Ok(summary) => summaries.push(summary),
+            Err(err) => {
+                println!("sqlite: FAILED: {err:#}");
+                failed = true;
+            }
         }
     }
-    match measure_postgres(&Settings::for_database("postgres", SCALE)).await {
-        Ok(Some(summary)) => summaries.push(summary),
-        Ok(None) => {}
-        Err(err) => {
-            println!("postgres: FAILED: {err:#}");
-            failed = true;
+    if wanted("postgres") {
+        match measure_postgres(&Settings::for_database("postgres", SCALE)).await {
+            Ok(Some(summary)) => summaries.push(summary),
+            Ok(None) => {}
+            Err(err) => {
+                println!("postgres: FAILED: {err:#}");
+                failed = true;
+            }
         }
     }
     report_targets(&summaries);
