@@ -56,6 +56,9 @@ pub struct Config {
     /// Events held in memory for live subscribers; one that falls further behind catches up
     /// from the database.
     pub event_feed_capacity: usize,
+    /// SQLite's page cache per pooled connection, in MiB (SQLite's own default is 2 MiB, too
+    /// small for the indexes of a large record store: a sync then re-reads index pages).
+    pub sqlite_cache_mib: u64,
     /// How long a GraphQL request's data loaders gather keys before they query, in
     /// milliseconds: every row of a page should register its key within it, so that a page's
     /// relations cost one query.
@@ -105,6 +108,7 @@ impl Default for Config {
             event_retention_secs: 30 * 24 * 3600,
             event_feed_capacity: 4096,
             graphql_batch_window_ms: 4,
+            sqlite_cache_mib: 32,
             sync_workers: 4,
             sync_page_size: 500,
             sync_requests_per_second: 10,
@@ -245,6 +249,7 @@ const KEYS: &[&str] = &[
     "event_retention_secs",
     "event_feed_capacity",
     "graphql_batch_window_ms",
+    "sqlite_cache_mib",
     "sync_workers",
     "sync_page_size",
     "sync_requests_per_second",
@@ -313,6 +318,9 @@ impl Config {
             .is_some_and(|t| t.expose().len() < 16)
         {
             return invalid("admin_token", "must be at least 16 characters");
+        }
+        if !(1..=65536).contains(&self.sqlite_cache_mib) {
+            return invalid("sqlite_cache_mib", "must be between 1 and 65536");
         }
         if !(1..=1000).contains(&self.graphql_batch_window_ms) {
             return invalid("graphql_batch_window_ms", "must be between 1 and 1000");

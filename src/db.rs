@@ -39,8 +39,11 @@ impl Db {
             // trip to SQLite's worker thread per statement outside a transaction and per
             // transaction saved).
             options.test_before_acquire(false);
-            options.map_sqlx_sqlite_opts(|opts| {
-                opts.journal_mode(SqliteJournalMode::Wal)
+            // Negative: a size in KiB rather than in pages.
+            let cache_kib = format!("-{}", config.sqlite_cache_mib.saturating_mul(1024));
+            options.map_sqlx_sqlite_opts(move |opts| {
+                opts.pragma("cache_size", cache_kib.clone())
+                    .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true)
