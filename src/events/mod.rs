@@ -99,7 +99,9 @@ pub async fn record(txn: &impl ConnectionTrait, events: Vec<NewEvent>) -> Result
             data: Set(e.data),
             occurred_at: Set(now),
         });
-    event::Entity::insert_many(rows).exec(txn).await?;
+    event::Entity::insert_many(rows)
+        .exec_without_returning(txn)
+        .await?;
     if txn.get_database_backend() == DbBackend::Postgres {
         // Delivered at commit, to every process listening: carries only the position.
         let notify = Statement::from_sql_and_values(
