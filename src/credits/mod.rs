@@ -5,7 +5,7 @@
 use chrono::Utc;
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, QueryTrait,
     sea_query::{Expr, ExprTrait},
 };
 use serde_json::json;
@@ -205,9 +205,7 @@ async fn book(
         note: Set(movement.note),
         created_at: Set(Utc::now()),
     };
-    credit_ledger::Entity::insert(entry)
-        .exec_without_returning(txn)
-        .await?;
+    let entry = credit_ledger::Entity::insert(entry).build(txn.get_database_backend());
     let event = NewEvent {
         account_id: movement.account_id,
         customer_id: movement.customer_id,
@@ -215,7 +213,8 @@ async fn book(
         event_type: EventType::CreditsChanged,
         data: json!({ "amount": movement.amount, "available": available, "kind": movement.kind.as_str() }),
     };
-    events::record(txn, vec![event]).await?;
+    // The ledger row and the event in one round trip on SQLite.
+    events::record_after(txn, Some(entry), vec![event]).await?;
     Ok(())
 }
 
