@@ -95,17 +95,18 @@ pub async fn run(
             wake: sync_wake.clone(),
         };
         workers.spawn(sync_workers.run(shutdown.clone()));
-        let dispatcher = webhooks::dispatch::Dispatcher {
-            db: db.clone(),
-            deliveries: webhook_wake.clone(),
-        };
-        workers.spawn(dispatcher.run(db.commits(), shutdown.clone()));
         let deliveries = webhooks::deliver::DeliveryWorkers::new(
             db.clone(),
             cipher.clone(),
             state.config.delivery_settings(),
             webhook_wake.clone(),
         );
+        let dispatcher = webhooks::dispatch::Dispatcher {
+            db: db.clone(),
+            deliveries: webhook_wake.clone(),
+            handoff: Some(deliveries.handoff()),
+        };
+        workers.spawn(dispatcher.run(db.commits(), shutdown.clone()));
         workers.spawn(deliveries.run(shutdown.clone()));
         workers.spawn(events::prune_periodically(
             db.clone(),

@@ -11,6 +11,7 @@ mod m20261127_000002_connections;
 mod m20261127_000003_sync;
 mod m20261127_000004_webhooks;
 mod m20261128_000010_webhook_claims;
+mod m20261128_000020_webhook_pending_indexes;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000003_sync::Migration),
             Box::new(m20261127_000004_webhooks::Migration),
             Box::new(m20261128_000010_webhook_claims::Migration),
+            Box::new(m20261128_000020_webhook_pending_indexes::Migration),
         ]
     }
 }

@@ -63,7 +63,7 @@ pub async fn create_account(db: &Db, name: &str, credits: i64) -> AppResult<NewA
     .insert(&*txn)
     .await?;
     if credits > 0 {
-        crate::credits::book_initial_grant(&*txn, account.id, credits).await?;
+        crate::credits::book_initial_grant(&*txn, &account, credits).await?;
     }
     let (api_key, key) = insert_api_key(&*txn, account.id, "default").await?;
     txn.commit().await?;

@@ -4,9 +4,8 @@
 
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait,
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, QueryTrait,
     sea_query::{Expr, ExprTrait},
 };
 use serde_json::json;
@@ -65,15 +64,15 @@ pub async fn consume(
                 .sub(Expr::col(account::Column::CreditsUsed))
                 .gte(cost),
         )
-        .exec(txn)
+        .exec_with_returning(txn)
         .await?;
-    if updated.rows_affected == 0 {
+    let Some(account) = updated.into_iter().next() else {
         let account = find_account(txn, account_id).await?;
         return Err(AppError::InsufficientCredits {
             needed: cost,
             available: account.credits_total - account.credits_used,
         });
-    }
+    };
     let movement = Movement {
         account_id,
         kind: CreditEntryKind::Connect,
@@ -82,7 +81,7 @@ pub async fn consume(
         customer_id: Some(customer_id),
         note: None,
     };
-    book(txn, movement).await
+    book(txn, &account, movement).await
 }
 
 /// Returns a connection's credits to the pool.
@@ -94,14 +93,17 @@ pub async fn refund(
     customer_id: Uuid,
 ) -> AppResult<()> {
     let amount = i64::from(amount);
-    account::Entity::update_many()
+    let account = account::Entity::update_many()
         .col_expr(
             account::Column::CreditsUsed,
             Expr::col(account::Column::CreditsUsed).sub(amount),
         )
         .filter(account::Column::Id.eq(account_id))
-        .exec(txn)
-        .await?;
+        .exec_with_returning(txn)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or(AppError::NotFound("account"))?;
     let movement = Movement {
         account_id,
         kind: CreditEntryKind::Disconnect,
@@ -110,7 +112,7 @@ pub async fn refund(
         customer_id: Some(customer_id),
         note: None,
     };
-    book(txn, movement).await
+    book(txn, &account, movement).await
 }
 
 /// Adds `amount` credits to the account's pool total.
@@ -136,22 +138,23 @@ pub async fn grant(
         )));
     }
     let txn = db.begin_write().await?;
-    // One conditional statement: concurrent grants add up and the total never overflows.
-    let result = account::Entity::update_many()
+    // One conditional statement: concurrent grants add up and the total never overflows. It
+    // returns the account as updated, so nothing is read back.
+    let updated = account::Entity::update_many()
         .col_expr(
             account::Column::CreditsTotal,
             Expr::col(account::Column::CreditsTotal).add(amount),
         )
         .filter(account::Column::Id.eq(account_id))
         .filter(account::Column::CreditsTotal.lte(MAX_CREDITS - amount))
-        .exec(&*txn)
+        .exec_with_returning(&*txn)
         .await?;
-    if result.rows_affected == 0 {
+    let Some(account) = updated.into_iter().next() else {
         find_account(&*txn, account_id).await?;
         return Err(AppError::bad_input(format!(
             "the pool cannot exceed {MAX_CREDITS} credits"
         )));
-    }
+    };
     let movement = Movement {
         account_id,
         kind: CreditEntryKind::Grant,
@@ -160,8 +163,7 @@ pub async fn grant(
         customer_id: None,
         note,
     };
-    book(&*txn, movement).await?;
-    let account = find_account(&*txn, account_id).await?;
+    book(&*txn, &account, movement).await?;
     txn.commit().await?;
     Ok(account)
 }
@@ -169,9 +171,10 @@ pub async fn grant(
 /// Books the credits an account was created with (already in its pool total).
 pub async fn book_initial_grant(
     txn: &impl ConnectionTrait,
-    account_id: Uuid,
+    account: &account::Model,
     amount: i64,
 ) -> AppResult<()> {
+    let account_id = account.id;
     let note = Some("initial credits".to_owned());
     let movement = Movement {
         account_id,
@@ -181,14 +184,18 @@ pub async fn book_initial_grant(
         customer_id: None,
         note,
     };
-    book(txn, movement).await
+    book(txn, account, movement).await
 }
 
-/// Writes the ledger row and the `credits.changed` event for a movement already applied.
-async fn book(txn: &impl ConnectionTrait, movement: Movement) -> AppResult<()> {
-    let account = find_account(txn, movement.account_id).await?;
+/// Writes the ledger row and the `credits.changed` event for a movement already applied to
+/// `account` (the row as the movement left it).
+async fn book(
+    txn: &impl ConnectionTrait,
+    account: &account::Model,
+    movement: Movement,
+) -> AppResult<()> {
     let available = account.credits_total - account.credits_used;
-    credit_ledger::ActiveModel {
+    let entry = credit_ledger::ActiveModel {
         id: Set(new_id()),
         account_id: Set(movement.account_id),
         kind: Set(movement.kind.as_str().to_owned()),
@@ -197,9 +204,8 @@ async fn book(txn: &impl ConnectionTrait, movement: Movement) -> AppResult<()> {
         connection_id: Set(movement.connection_id),
         note: Set(movement.note),
         created_at: Set(Utc::now()),
-    }
-    .insert(txn)
-    .await?;
+    };
+    let entry = credit_ledger::Entity::insert(entry).build(txn.get_database_backend());
     let event = NewEvent {
         account_id: movement.account_id,
         customer_id: movement.customer_id,
@@ -207,7 +213,8 @@ async fn book(txn: &impl ConnectionTrait, movement: Movement) -> AppResult<()> {
         event_type: EventType::CreditsChanged,
         data: json!({ "amount": movement.amount, "available": available, "kind": movement.kind.as_str() }),
     };
-    events::record(txn, vec![event]).await?;
+    // The ledger row and the event in one round trip on SQLite.
+    events::record_after(txn, Some(entry), vec![event]).await?;
     Ok(())
 }
 

@@ -69,6 +69,29 @@ pub struct NewEvent {
 
 /// Stores events inside the caller's transaction and returns their positions.
 pub async fn record(txn: &impl ConnectionTrait, events: Vec<NewEvent>) -> Result<Vec<i64>, DbErr> {
+    record_after(txn, None, events).await
+}
+
+/// Events a single SQLite round trip stores at most (8 bound values each, far below SQLite's
+/// 32,766 per statement); more are stored with separate statements.
+const EVENTS_PER_ROUND_TRIP: usize = 500;
+
+/// Runs `before` (a statement without results, such as the ledger row of the change the
+/// events report), then stores the events, inside the caller's transaction; returns their
+/// positions. On SQLite all of it is one round trip to the database thread: each statement
+/// is otherwise a round trip made while holding the single write lock.
+pub async fn record_after(
+    txn: &impl ConnectionTrait,
+    before: Option<Statement>,
+    events: Vec<NewEvent>,
+) -> Result<Vec<i64>, DbErr> {
+    let backend = txn.get_database_backend();
+    if backend == DbBackend::Sqlite && !events.is_empty() && events.len() <= EVENTS_PER_ROUND_TRIP {
+        return record_sqlite(txn, before, events).await;
+    }
+    if let Some(before) = before {
+        txn.execute_raw(before).await?;
+    }
     if events.is_empty() {
         return Ok(Vec::new());
     }
@@ -99,8 +122,10 @@ pub async fn record(txn: &impl ConnectionTrait, events: Vec<NewEvent>) -> Result
             data: Set(e.data),
             occurred_at: Set(now),
         });
-    event::Entity::insert_many(rows).exec(txn).await?;
-    if txn.get_database_backend() == DbBackend::Postgres {
+    event::Entity::insert_many(rows)
+        .exec_without_returning(txn)
+        .await?;
+    if backend == DbBackend::Postgres {
         // Delivered at commit, to every process listening: carries only the position.
         let notify = Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -110,6 +135,60 @@ pub async fn record(txn: &impl ConnectionTrait, events: Vec<NewEvent>) -> Result
         txn.execute_raw(notify).await?;
     }
     Ok(positions)
+}
+
+/// `before`, the position counter and the event rows in one multi-statement query: the rows
+/// take their positions from the counter as just moved (the write lock is held throughout).
+async fn record_sqlite(
+    txn: &impl ConnectionTrait,
+    before: Option<Statement>,
+    events: Vec<NewEvent>,
+) -> Result<Vec<i64>, DbErr> {
+    let count = events.len() as i64;
+    let now = Utc::now();
+    let mut sql = String::new();
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(1 + 8 * events.len());
+    if let Some(before) = before {
+        sql.push_str(&before.sql);
+        sql.push_str(";\n");
+        values.extend(before.values.map(|v| v.0).unwrap_or_default());
+    }
+    sql.push_str(
+        "UPDATE event_sequence SET last_position = last_position + ? WHERE id = 1 \
+         RETURNING last_position;\nINSERT INTO events (position, id, account_id, customer_id, \
+         connection_id, event_type, data, occurred_at) VALUES ",
+    );
+    values.push(count.into());
+    for (n, e) in events.into_iter().enumerate() {
+        if n > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(
+            "((SELECT last_position FROM event_sequence WHERE id = 1) - ?, ?, ?, ?, ?, ?, ?, ?)",
+        );
+        values.extend([
+            (count - 1 - n as i64).into(),
+            new_id().into(),
+            e.account_id.into(),
+            e.customer_id.into(),
+            e.connection_id.into(),
+            e.event_type.as_str().into(),
+            e.data.into(),
+            now.into(),
+        ]);
+    }
+    let rows = txn
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            sql,
+            values,
+        ))
+        .await?;
+    let last: i64 = rows
+        .first()
+        .ok_or_else(|| DbErr::RecordNotFound("event_sequence row".into()))?
+        .try_get_by_index(0)?;
+    Ok((last - count + 1..=last).collect())
 }
 
 /// Where a listener of the whole log resumes; encoded in `Event.cursor`.

@@ -78,6 +78,140 @@ pub struct DeliveryWorkers {
     pub settings: DeliverySettings,
     pub wake: Arc<Notify>,
     client: Client,
+    /// This process's name on its leases.
+    worker: String,
+    local: Arc<Local>,
+    /// Deliveries the dispatcher created already leased to this process.
+    handed: Option<mpsc::UnboundedReceiver<Vec<Job>>>,
+    hand_over: mpsc::UnboundedSender<Vec<Job>>,
+}
+
+/// Lets the dispatcher create first attempts already leased to this process's senders, in
+/// its own transaction, and hand them over: no claim (and no write) per new delivery.
+pub struct Handoff {
+    worker: String,
+    local: Arc<Local>,
+    lease: Duration,
+    jobs: mpsc::UnboundedSender<Vec<Job>>,
+}
+
+/// Room taken for new deliveries; given back unless they are handed over.
+pub struct Reservation<'a> {
+    handoff: &'a Handoff,
+    /// Per endpoint: how many of its new deliveries to lease, and its permits.
+    room: HashMap<Uuid, (usize, Arc<Semaphore>)>,
+    locked_until: chrono::DateTime<Utc>,
+}
+
+impl Handoff {
+    /// Takes room for new deliveries of these endpoints (with how many each gets), within
+    /// the dispatcher's write transaction. An endpoint gets none when another process
+    /// serves it, or when it has due deliveries waiting unleased (those go first, through
+    /// the claimer). On PostgreSQL the endpoint rows are locked as the claimer locks them.
+    pub async fn reserve(
+        &self,
+        txn: &impl ConnectionTrait,
+        wanted: &[(Uuid, usize)],
+    ) -> AppResult<Reservation<'_>> {
+        let now = Utc::now();
+        let mut reservation = Reservation {
+            handoff: self,
+            room: HashMap::new(),
+            locked_until: now + chrono::Duration::from_std(self.lease).unwrap_or_default(),
+        };
+        let candidates: Vec<Uuid> = wanted
+            .iter()
+            .filter(|(id, n)| *n > 0 && self.local.room(*id) > 0)
+            .map(|(id, _)| *id)
+            .collect();
+        if candidates.is_empty() {
+            return Ok(reservation);
+        }
+        let backend = txn.get_database_backend();
+        let mut sql = format!(
+            "SELECT e.id FROM webhook_endpoints e WHERE e.id IN ({}) AND {FREE}",
+            vec!["?"; candidates.len()].join(", ")
+        );
+        if backend == DbBackend::Postgres {
+            sql.push_str(" FOR NO KEY UPDATE SKIP LOCKED");
+        }
+        let mut values: Vec<sea_orm::Value> = candidates.iter().map(|id| (*id).into()).collect();
+        values.extend([
+            now.into(),
+            now.into(),
+            now.into(),
+            self.worker.clone().into(),
+        ]);
+        let free: Vec<Uuid> = txn
+            .query_all_raw(db::statement(backend, &sql, values))
+            .await?
+            .iter()
+            .map(|row| row.try_get_by_index::<Uuid>(0))
+            .collect::<Result<_, _>>()?;
+        for (id, n) in wanted {
+            if !free.contains(id) {
+                continue;
+            }
+            let n = (*n).min(self.local.room(*id));
+            if n > 0 {
+                let permits = self.local.take(*id, n);
+                reservation.room.insert(*id, (n, permits));
+            }
+        }
+        Ok(reservation)
+    }
+}
+
+impl Reservation<'_> {
+    /// How many new deliveries of this endpoint to create leased.
+    pub fn leased(&self, endpoint: Uuid) -> usize {
+        self.room.get(&endpoint).map_or(0, |(n, _)| *n)
+    }
+
+    /// `(locked_by, locked_until)` of the leased deliveries.
+    pub fn lease(&self) -> (String, chrono::DateTime<Utc>) {
+        (self.handoff.worker.clone(), self.locked_until)
+    }
+
+    /// After the commit: the leased deliveries go to the senders.
+    pub fn hand_over(
+        mut self,
+        leased: Vec<(
+            webhook_delivery::Model,
+            Arc<webhook_endpoint::Model>,
+            Arc<event::Model>,
+        )>,
+    ) {
+        let mut jobs = Vec::with_capacity(leased.len());
+        for (delivery, endpoint, event) in leased {
+            let Some((n, permits)) = self.room.get_mut(&endpoint.id) else {
+                continue;
+            };
+            if *n == 0 {
+                continue;
+            }
+            *n -= 1;
+            jobs.push(Job {
+                permits: permits.clone(),
+                endpoint,
+                event: Some(event),
+                delivery,
+            });
+        }
+        // Jobs the senders are gone for stay leased to this process: `run` releases its
+        // leases at shutdown, and a lease that outlives it expires.
+        let _ = self.handoff.jobs.send(jobs);
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        for (endpoint, (n, _)) in self.room.drain() {
+            if n > 0 {
+                self.handoff.local.give_back(endpoint, n);
+            }
+        }
+    }
 }
 
 /// Resolves host names for webhook requests, refusing non-public addresses at connect time,
@@ -166,10 +300,15 @@ impl Local {
     }
 
     fn release(&self, endpoint: Uuid) {
+        self.give_back(endpoint, 1);
+    }
+
+    /// Frees room taken for `n` deliveries of an endpoint.
+    fn give_back(&self, endpoint: Uuid, n: usize) {
         let mut slots = self.slots();
-        slots.outstanding = slots.outstanding.saturating_sub(1);
+        slots.outstanding = slots.outstanding.saturating_sub(n);
         if let Some(slot) = slots.endpoints.get_mut(&endpoint) {
-            slot.outstanding -= 1;
+            slot.outstanding = slot.outstanding.saturating_sub(n);
             if slot.outstanding == 0 {
                 slots.endpoints.remove(&endpoint);
             }
@@ -199,28 +338,50 @@ impl DeliveryWorkers {
             }))
             .build()
             .expect("HTTP client configuration is valid");
+        let worker = format!(
+            "webhook-{}-{}",
+            std::process::id(),
+            &Uuid::new_v4().simple().to_string()[..8]
+        );
+        let local = Arc::new(Local::new(&settings));
+        let (hand_over, handed) = mpsc::unbounded_channel();
         Self {
             db,
             cipher,
             settings,
             wake,
             client,
+            worker,
+            local,
+            handed: Some(handed),
+            hand_over,
         }
     }
 
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// For the dispatcher of this process.
+    pub fn handoff(&self) -> Handoff {
+        Handoff {
+            worker: self.worker.clone(),
+            local: self.local.clone(),
+            lease: self.settings.lease,
+            jobs: self.hand_over.clone(),
+        }
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut handed = self.handed.take().expect("the delivery workers run once");
         let this = Arc::new(self);
-        let worker = format!(
-            "webhook-{}-{}",
-            std::process::id(),
-            &Uuid::new_v4().simple().to_string()[..8]
-        );
-        let local = Arc::new(Local::new(&this.settings));
+        let (worker, local) = (this.worker.clone(), this.local.clone());
         let (done, finished) = mpsc::unbounded_channel();
         let recorder = tokio::spawn(this.clone().record_finished(finished));
         let mut sends = JoinSet::new();
         while !shutdown.is_cancelled() {
             while sends.try_join_next().is_some() {}
+            while let Ok(jobs) = handed.try_recv() {
+                for job in jobs {
+                    sends.spawn(this.clone().send_job(job, local.clone(), done.clone()));
+                }
+            }
             let jobs = match this.claim(&worker, &local).await {
                 Ok(jobs) => jobs,
                 Err(err) => {
@@ -234,6 +395,12 @@ impl DeliveryWorkers {
                     () = this.wake.notified() => {}
                     () = local.freed.notified() => {}
                     () = tokio::time::sleep(IDLE_POLL) => {}
+                    Some(jobs) = handed.recv() => {
+                        for job in jobs {
+                            sends.spawn(this.clone().send_job(job, local.clone(), done.clone()));
+                        }
+                        continue;
+                    }
                 }
                 tokio::select! {
                     () = shutdown.cancelled() => {}
@@ -248,6 +415,8 @@ impl DeliveryWorkers {
         // Requests still in flight are abandoned; what finished is recorded, and the rest is
         // released for the next process rather than left to its leases.
         sends.shutdown().await;
+        handed.close();
+        while handed.try_recv().is_ok() {}
         drop(done);
         let _ = recorder.await;
         if let Err(err) = this.release_leases(&worker).await {
@@ -590,6 +759,14 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 /// Enabled endpoints with due, unleased deliveries that no other process is serving.
 const CANDIDATES: &str = "SELECT e.* FROM webhook_endpoints e WHERE e.enabled \
     AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = e.id \
+    AND d.status = 'PENDING' AND d.next_attempt_at <= ? \
+    AND (d.locked_until IS NULL OR d.locked_until < ?)) \
+    AND NOT EXISTS (SELECT 1 FROM webhook_deliveries x WHERE x.endpoint_id = e.id \
+    AND x.status = 'PENDING' AND x.locked_until >= ? AND x.locked_by <> ?)";
+
+/// An endpoint (`e`) no other process serves and with no due delivery waiting unleased.
+const FREE: &str = "e.enabled \
+    AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = e.id \
     AND d.status = 'PENDING' AND d.next_attempt_at <= ? \
     AND (d.locked_until IS NULL OR d.locked_until < ?)) \
     AND NOT EXISTS (SELECT 1 FROM webhook_deliveries x WHERE x.endpoint_id = e.id \

@@ -5,15 +5,16 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use chrono::Utc;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, QuerySelect, sea_query::Expr,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{LINGER, event_types, new_delivery};
+use super::{LINGER, deliver::Handoff, event_types, pending_delivery};
 use crate::{connections, db::Db, error::AppResult, events::EventType};
 use entity::{connection, event, webhook_delivery, webhook_dispatch, webhook_endpoint};
 
@@ -58,8 +59,11 @@ pub async fn wants(
 
 pub struct Dispatcher {
     pub db: Db,
-    /// Wakes the delivery workers when deliveries were created.
+    /// Wakes the delivery workers when deliveries were created for them to claim.
     pub deliveries: Arc<Notify>,
+    /// This process's delivery workers, when they run: first attempts are created leased to
+    /// them and handed over.
+    pub handoff: Option<Handoff>,
 }
 
 impl Dispatcher {
@@ -128,22 +132,57 @@ impl Dispatcher {
             .filter(webhook_endpoint::Column::Enabled.eq(true))
             .all(&*txn)
             .await?;
+        let endpoints: Vec<Arc<webhook_endpoint::Model>> =
+            endpoints.into_iter().map(Arc::new).collect();
         let mut cache = ConnectionTypes::default();
-        let mut created = Vec::new();
-        for event in &batch {
+        // (endpoint, event) pairs in event order.
+        let mut routed = Vec::new();
+        let mut per_endpoint: Vec<(Uuid, usize)> = Vec::new();
+        for event in batch.iter().cloned().map(Arc::new) {
             for endpoint in endpoints
                 .iter()
                 .filter(|e| e.account_id == event.account_id)
             {
-                if wants(&*txn, endpoint, event, &mut cache).await? {
-                    created.push(new_delivery(endpoint, event.position));
+                if wants(&*txn, endpoint, &event, &mut cache).await? {
+                    match per_endpoint.iter_mut().find(|(id, _)| *id == endpoint.id) {
+                        Some((_, n)) => *n += 1,
+                        None => per_endpoint.push((endpoint.id, 1)),
+                    }
+                    routed.push((endpoint.clone(), event.clone()));
                 }
             }
         }
-        let any = !created.is_empty();
-        for chunk in created.chunks(500) {
+        let reservation = match &self.handoff {
+            Some(handoff) if !routed.is_empty() => {
+                Some(handoff.reserve(&*txn, &per_endpoint).await?)
+            }
+            _ => None,
+        };
+        let mut to_lease: HashMap<Uuid, usize> = per_endpoint
+            .iter()
+            .map(|(id, _)| (*id, reservation.as_ref().map_or(0, |r| r.leased(*id))))
+            .collect();
+        let lease = reservation.as_ref().map(|r| r.lease());
+        let now = Utc::now();
+        let (mut leased, mut unleased) = (Vec::new(), 0);
+        let mut rows = Vec::with_capacity(routed.len());
+        for (endpoint, event) in routed {
+            let mut delivery = pending_delivery(&endpoint, event.position, now);
+            let left = to_lease.get_mut(&endpoint.id).filter(|n| **n > 0);
+            match (left, &lease) {
+                (Some(left), Some((worker, until))) => {
+                    *left -= 1;
+                    delivery.locked_by = Some(worker.clone());
+                    delivery.locked_until = Some(*until);
+                    leased.push((delivery.clone(), endpoint, event));
+                }
+                _ => unleased += 1,
+            }
+            rows.push(delivery.into_active_model().reset_all());
+        }
+        for chunk in rows.chunks(500) {
             webhook_delivery::Entity::insert_many(chunk.to_vec())
-                .exec(&*txn)
+                .exec_without_returning(&*txn)
                 .await?;
         }
         webhook_dispatch::Entity::update_many()
@@ -152,7 +191,10 @@ impl Dispatcher {
             .exec(&*txn)
             .await?;
         txn.commit().await?;
-        if any {
+        if let Some(reservation) = reservation {
+            reservation.hand_over(leased);
+        }
+        if unleased > 0 {
             self.deliveries.notify_one();
         }
         Ok(batch.len())

@@ -9,8 +9,8 @@ pub mod target;
 
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
+    QueryFilter, QueryOrder,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -246,18 +246,28 @@ pub fn new_delivery(
     endpoint: &webhook_endpoint::Model,
     position: i64,
 ) -> webhook_delivery::ActiveModel {
-    let now = Utc::now();
-    webhook_delivery::ActiveModel {
-        id: Set(new_id()),
-        endpoint_id: Set(endpoint.id),
-        account_id: Set(endpoint.account_id),
-        event_position: Set(position),
-        status: Set(DeliveryStatus::Pending.as_str().to_owned()),
-        attempt_count: Set(0),
-        next_attempt_at: Set(Some(now)),
-        locked_by: Set(None),
-        locked_until: Set(None),
-        created_at: Set(now),
+    pending_delivery(endpoint, position, Utc::now())
+        .into_active_model()
+        .reset_all()
+}
+
+/// A pending, unleased delivery of the event at `position` to `endpoint`, due at `now`.
+pub fn pending_delivery(
+    endpoint: &webhook_endpoint::Model,
+    position: i64,
+    now: chrono::DateTime<Utc>,
+) -> webhook_delivery::Model {
+    webhook_delivery::Model {
+        id: new_id(),
+        endpoint_id: endpoint.id,
+        account_id: endpoint.account_id,
+        event_position: position,
+        status: DeliveryStatus::Pending.as_str().to_owned(),
+        attempt_count: 0,
+        next_attempt_at: Some(now),
+        locked_by: None,
+        locked_until: None,
+        created_at: now,
     }
 }
 
