@@ -42,7 +42,11 @@ impl Db {
             // Negative: a size in KiB rather than in pages.
             let cache_kib = format!("-{}", config.sqlite_cache_mib.saturating_mul(1024));
             options.map_sqlx_sqlite_opts(move |opts| {
-                opts.pragma("cache_size", cache_kib.clone())
+                // 8 KiB pages for a new file (an existing one keeps its own): a stored record
+                // is ~0.5–1 KiB of JSON text, and a batched insert of such rows ran 10–18 %
+                // faster than with 4 KiB pages (BENCHMARKS.md, sync_ingest).
+                opts.page_size(8192)
+                    .pragma("cache_size", cache_kib.clone())
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(10))
