@@ -85,36 +85,44 @@ pub async fn record_batch(
             .exec_without_returning(&*txn)
             .await?;
     }
-    let succeeded: Vec<Uuid> = batch
-        .iter()
-        .filter(|f| f.attempt.succeeded())
-        .map(|f| f.delivery.id)
-        .collect();
-    for chunk in succeeded.chunks(ROWS_PER_STATEMENT) {
-        webhook_delivery::Entity::update_many()
-            .col_expr(
-                webhook_delivery::Column::Status,
-                Expr::value(DeliveryStatus::Succeeded.as_str()),
-            )
-            .col_expr(
-                webhook_delivery::Column::AttemptCount,
-                Expr::col(webhook_delivery::Column::AttemptCount).add(1),
-            )
-            .col_expr(
-                webhook_delivery::Column::NextAttemptAt,
-                Expr::value(Option::<DateTime<Utc>>::None),
-            )
-            .col_expr(
-                webhook_delivery::Column::LockedBy,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(
-                webhook_delivery::Column::LockedUntil,
-                Expr::value(Option::<DateTime<Utc>>::None),
-            )
-            .filter(webhook_delivery::Column::Id.is_in(chunk.to_vec()))
-            .exec(&*txn)
-            .await?;
+    // Per lease holder (one per process in practice): a delivery is only finished while this
+    // process still holds it. `redeliverWebhook` may have reset it between the response and
+    // this transaction; the redelivery then stands.
+    let mut succeeded: HashMap<Option<String>, Vec<Uuid>> = HashMap::new();
+    for f in batch.iter().filter(|f| f.attempt.succeeded()) {
+        succeeded
+            .entry(f.delivery.locked_by.clone())
+            .or_default()
+            .push(f.delivery.id);
+    }
+    for (holder, ids) in &succeeded {
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            webhook_delivery::Entity::update_many()
+                .col_expr(
+                    webhook_delivery::Column::Status,
+                    Expr::value(DeliveryStatus::Succeeded.as_str()),
+                )
+                .col_expr(
+                    webhook_delivery::Column::AttemptCount,
+                    Expr::col(webhook_delivery::Column::AttemptCount).add(1),
+                )
+                .col_expr(
+                    webhook_delivery::Column::NextAttemptAt,
+                    Expr::value(Option::<DateTime<Utc>>::None),
+                )
+                .col_expr(
+                    webhook_delivery::Column::LockedBy,
+                    Expr::value(Option::<String>::None),
+                )
+                .col_expr(
+                    webhook_delivery::Column::LockedUntil,
+                    Expr::value(Option::<DateTime<Utc>>::None),
+                )
+                .filter(webhook_delivery::Column::Id.is_in(chunk.to_vec()))
+                .filter(held_by(holder.as_deref()))
+                .exec(&*txn)
+                .await?;
+        }
     }
     for failed in batch.iter().filter(|f| !f.attempt.succeeded()) {
         reschedule(&*txn, settings, failed).await?;
@@ -139,18 +147,37 @@ async fn reschedule(
             None => (DeliveryStatus::Exhausted, None),
         }
     };
-    webhook_delivery::ActiveModel {
-        id: Set(failed.delivery.id),
-        status: Set(status.as_str().to_owned()),
-        attempt_count: Set(attempts),
-        next_attempt_at: Set(next),
-        locked_by: Set(None),
-        locked_until: Set(None),
-        ..Default::default()
-    }
-    .update(txn)
-    .await?;
+    webhook_delivery::Entity::update_many()
+        .col_expr(
+            webhook_delivery::Column::Status,
+            Expr::value(status.as_str()),
+        )
+        .col_expr(
+            webhook_delivery::Column::AttemptCount,
+            Expr::value(attempts),
+        )
+        .col_expr(webhook_delivery::Column::NextAttemptAt, Expr::value(next))
+        .col_expr(
+            webhook_delivery::Column::LockedBy,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            webhook_delivery::Column::LockedUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .filter(webhook_delivery::Column::Id.eq(failed.delivery.id))
+        .filter(held_by(failed.delivery.locked_by.as_deref()))
+        .exec(txn)
+        .await?;
     Ok(())
+}
+
+/// Deliveries still leased by `holder` (the lease the finished attempt was made under).
+fn held_by(holder: Option<&str>) -> sea_orm::sea_query::SimpleExpr {
+    match holder {
+        Some(holder) => webhook_delivery::Column::LockedBy.eq(holder),
+        None => webhook_delivery::Column::LockedBy.is_null(),
+    }
 }
 
 /// The wait before the next attempt: the schedule with ±20 % jitter, or the receiver's
