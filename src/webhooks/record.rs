@@ -97,7 +97,7 @@ pub async fn record_batch(
     }
     for (holder, ids) in &succeeded {
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            webhook_delivery::Entity::update_many()
+            let update = webhook_delivery::Entity::update_many()
                 .col_expr(
                     webhook_delivery::Column::Status,
                     Expr::value(DeliveryStatus::Succeeded.as_str()),
@@ -110,18 +110,8 @@ pub async fn record_batch(
                     webhook_delivery::Column::NextAttemptAt,
                     Expr::value(Option::<DateTime<Utc>>::None),
                 )
-                .col_expr(
-                    webhook_delivery::Column::LockedBy,
-                    Expr::value(Option::<String>::None),
-                )
-                .col_expr(
-                    webhook_delivery::Column::LockedUntil,
-                    Expr::value(Option::<DateTime<Utc>>::None),
-                )
-                .filter(webhook_delivery::Column::Id.is_in(chunk.to_vec()))
-                .filter(held_by(holder.as_deref()))
-                .exec(&*txn)
-                .await?;
+                .filter(webhook_delivery::Column::Id.is_in(chunk.to_vec()));
+            release_held(update, holder.as_deref()).exec(&*txn).await?;
         }
     }
     for failed in batch.iter().filter(|f| !f.attempt.succeeded()) {
@@ -147,7 +137,7 @@ async fn reschedule(
             None => (DeliveryStatus::Exhausted, None),
         }
     };
-    webhook_delivery::Entity::update_many()
+    let update = webhook_delivery::Entity::update_many()
         .col_expr(
             webhook_delivery::Column::Status,
             Expr::value(status.as_str()),
@@ -157,6 +147,24 @@ async fn reschedule(
             Expr::value(attempts),
         )
         .col_expr(webhook_delivery::Column::NextAttemptAt, Expr::value(next))
+        .filter(webhook_delivery::Column::Id.eq(failed.delivery.id));
+    release_held(update, failed.delivery.locked_by.as_deref())
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+/// Ends the lease of the selected deliveries, and selects only those `holder` (the lease
+/// the finished attempt was made under) still holds.
+fn release_held(
+    update: sea_orm::UpdateMany<webhook_delivery::Entity>,
+    holder: Option<&str>,
+) -> sea_orm::UpdateMany<webhook_delivery::Entity> {
+    let held = match holder {
+        Some(holder) => webhook_delivery::Column::LockedBy.eq(holder),
+        None => webhook_delivery::Column::LockedBy.is_null(),
+    };
+    update
         .col_expr(
             webhook_delivery::Column::LockedBy,
             Expr::value(Option::<String>::None),
@@ -165,19 +173,7 @@ async fn reschedule(
             webhook_delivery::Column::LockedUntil,
             Expr::value(Option::<DateTime<Utc>>::None),
         )
-        .filter(webhook_delivery::Column::Id.eq(failed.delivery.id))
-        .filter(held_by(failed.delivery.locked_by.as_deref()))
-        .exec(txn)
-        .await?;
-    Ok(())
-}
-
-/// Deliveries still leased by `holder` (the lease the finished attempt was made under).
-fn held_by(holder: Option<&str>) -> sea_orm::sea_query::SimpleExpr {
-    match holder {
-        Some(holder) => webhook_delivery::Column::LockedBy.eq(holder),
-        None => webhook_delivery::Column::LockedBy.is_null(),
-    }
+        .filter(held)
 }
 
 /// The wait before the next attempt: the schedule with ±20 % jitter, or the receiver's
