@@ -74,16 +74,6 @@ struct PreparedRow {
     remote_updated_at: Option<DateTime<Utc>>,
 }
 
-impl PreparedPage {
-    pub fn len(&self) -> usize {
-        self.rows.len() + self.gone.len() + self.skipped.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// Unifies, serializes and hashes one page of remote records.
 pub fn prepare_page(
     connector: &dyn Connector,
