@@ -45,6 +45,7 @@ use millwright::{
     catalog::{self, EntityType},
     config::{Config, Secret},
     connectors::{Connector, ReadRequest, RemoteRecord, demo::DemoConnector},
+    db::{WAL_AUTOCHECKPOINT_PAGES, WAL_SIZE_LIMIT_BYTES},
     ids::{self, Kind},
 };
 use reqwest::{Client, StatusCode, header::AUTHORIZATION};
@@ -780,9 +781,13 @@ async fn connect_plain(url: &str) -> anyhow::Result<DatabaseConnection> {
     let mut options = ConnectOptions::new(url.to_owned());
     options.max_connections(2).sqlx_logging(false);
     if url.starts_with("sqlite:") {
-        options.map_sqlx_sqlite_opts(|opts| {
-            opts.journal_mode(SqliteJournalMode::Wal)
+        let cache_kib = format!("-{}", Config::default().sqlite_cache_mib * 1024);
+        options.map_sqlx_sqlite_opts(move |opts| {
+            opts.pragma("cache_size", cache_kib.clone())
+                .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
+                .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string())
+                .pragma("journal_size_limit", WAL_SIZE_LIMIT_BYTES.to_string())
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
         });

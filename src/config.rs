@@ -59,6 +59,11 @@ pub struct Config {
     /// SQLite's page cache per pooled connection, in MiB (SQLite's own default is 2 MiB, too
     /// small for the indexes of a large record store: a sync then re-reads index pages).
     pub sqlite_cache_mib: u64,
+    /// SQLite: a background task copies committed pages from the write-ahead log into the
+    /// database file at most this often while writes happen, in milliseconds, so that the
+    /// writing connection does not do it (and wait for its fsyncs) itself. 0 turns it off:
+    /// a writer then checkpoints once the log holds 8,192 pages.
+    pub sqlite_checkpoint_interval_ms: u64,
     /// How long a GraphQL request's data loaders gather keys before they query, in
     /// milliseconds: every row of a page should register its key within it, so that a page's
     /// relations cost one query.
@@ -109,6 +114,7 @@ impl Default for Config {
             event_feed_capacity: 4096,
             graphql_batch_window_ms: 4,
             sqlite_cache_mib: 32,
+            sqlite_checkpoint_interval_ms: 100,
             sync_workers: 4,
             sync_page_size: 500,
             sync_requests_per_second: 10,
@@ -250,6 +256,7 @@ const KEYS: &[&str] = &[
     "event_feed_capacity",
     "graphql_batch_window_ms",
     "sqlite_cache_mib",
+    "sqlite_checkpoint_interval_ms",
     "sync_workers",
     "sync_page_size",
     "sync_requests_per_second",
@@ -321,6 +328,12 @@ impl Config {
         }
         if !(1..=65536).contains(&self.sqlite_cache_mib) {
             return invalid("sqlite_cache_mib", "must be between 1 and 65536");
+        }
+        if self.sqlite_checkpoint_interval_ms > 60_000 {
+            return invalid(
+                "sqlite_checkpoint_interval_ms",
+                "must be between 0 and 60000",
+            );
         }
         if !(1..=1000).contains(&self.graphql_batch_window_ms) {
             return invalid("graphql_batch_window_ms", "must be between 1 and 1000");
@@ -403,6 +416,12 @@ impl Config {
     pub fn graphql_batch_window(&self) -> Duration {
         Duration::from_millis(self.graphql_batch_window_ms)
     }
+
+    /// How often a background task checkpoints SQLite's write-ahead log; `None`: never.
+    pub fn sqlite_checkpoint_interval(&self) -> Option<Duration> {
+        (self.is_sqlite() && self.sqlite_checkpoint_interval_ms > 0)
+            .then(|| Duration::from_millis(self.sqlite_checkpoint_interval_ms))
+    }
 }
 
 #[cfg(test)]
@@ -439,6 +458,17 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("encryption_key")
+        );
+        let config = Config {
+            sqlite_checkpoint_interval_ms: 60_001,
+            ..Config::default()
+        };
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("sqlite_checkpoint_interval_ms")
         );
     }
 }

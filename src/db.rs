@@ -4,6 +4,12 @@
 //! to a write while another writer holds the lock ("database is locked"). Writes therefore
 //! take an in-process lock before `BEGIN`, so they queue instead of failing; reads run in
 //! parallel under WAL. On PostgreSQL the lock is absent and row locks do the work.
+//!
+//! Committed SQLite pages sit in the write-ahead log until a checkpoint copies them into the
+//! database file and fsyncs it. Left to SQLite, the connection that commits does that every
+//! 1,000 pages, while it holds the write lock; here [`Db::checkpoint_periodically`] does it
+//! on another connection (another thread) shortly after writes, and a writer checkpoints
+//! itself only if the log reaches [`WAL_AUTOCHECKPOINT_PAGES`].
 
 use std::{ops::Deref, sync::Arc, time::Duration};
 
@@ -14,8 +20,20 @@ use sea_orm::{
     sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
 };
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+
+/// SQLite: a connection that commits checkpoints the write-ahead log itself once the log
+/// holds this many pages (64 MiB at 8 KiB pages; SQLite's default is 1,000). With the
+/// background checkpointer on, this is only a bound on the log's size: the log restarts from
+/// its beginning only after a checkpoint has copied all of it while no one writes, which the
+/// background checkpointer rarely sees during a long run of writes.
+pub const WAL_AUTOCHECKPOINT_PAGES: u32 = 8192;
+
+/// SQLite: a log longer than this is cut back to it when it restarts (bytes), so that one
+/// huge transaction does not leave a huge file behind.
+pub const WAL_SIZE_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct Db {
@@ -49,6 +67,8 @@ impl Db {
                     .pragma("cache_size", cache_kib.clone())
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
+                    .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string())
+                    .pragma("journal_size_limit", WAL_SIZE_LIMIT_BYTES.to_string())
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true)
                     .create_if_missing(true)
@@ -108,6 +128,34 @@ impl Db {
     /// A new listener, notified after each commit of a write transaction.
     pub fn commits(&self) -> Arc<Notify> {
         self.commits.subscribe()
+    }
+
+    /// SQLite: after each burst of commits, copies the committed pages from the write-ahead
+    /// log into the database file (a PASSIVE checkpoint: it never waits for or blocks a
+    /// writer or a reader), at most once per `interval`, until `shutdown`. It runs on a pooled
+    /// connection of its own, so the copying and the fsyncs overlap the next writes instead
+    /// of holding the write lock.
+    pub async fn checkpoint_periodically(self, interval: Duration, shutdown: CancellationToken) {
+        let commits = self.commits();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = commits.notified() => {}
+            }
+            if let Err(error) = self
+                .conn
+                .execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")
+                .await
+            {
+                // Nothing is lost: the pages stay in the log, and the next checkpoint (or
+                // a writer's own, at WAL_AUTOCHECKPOINT_PAGES) copies them.
+                tracing::warn!(%error, "SQLite checkpoint failed");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
     }
 
     /// Answers whether the database responds.
@@ -184,4 +232,74 @@ pub fn statement(
         _ => sql.to_owned(),
     };
     sea_orm::Statement::from_sql_and_values(backend, sql, values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes `mib` MiB in one write transaction.
+    async fn write_mib(db: &Db, mib: u32) {
+        let txn = db.begin_write().await.unwrap();
+        txn.execute_unprepared(&format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {}) \
+             INSERT INTO blobs SELECT randomblob(1024) FROM n",
+            mib * 1024
+        ))
+        .await
+        .unwrap();
+        txn.commit().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_background_checkpoint_copies_committed_pages_into_the_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoint.db");
+        let config = Config {
+            database_url: format!("sqlite://{}?mode=rwc", path.display()),
+            ..Config::default()
+        };
+        let db = Db::connect(&config).await.unwrap();
+        db.conn()
+            .execute_unprepared("CREATE TABLE blobs (b BLOB NOT NULL)")
+            .await
+            .unwrap();
+        let file_len = || std::fs::metadata(&path).unwrap().len();
+
+        // Without the checkpointer, 4 MiB (far below WAL_AUTOCHECKPOINT_PAGES) stay in the log.
+        write_mib(&db, 4).await;
+        assert!(file_len() < 1024 * 1024, "{} bytes", file_len());
+
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(
+            db.clone()
+                .checkpoint_periodically(Duration::from_millis(10), shutdown.clone()),
+        );
+        write_mib(&db, 4).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while file_len() < 8 * 1024 * 1024 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the log was not checkpointed: the file holds {} bytes",
+                file_len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let count: i64 = db
+            .conn()
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Sqlite,
+                "SELECT count(*) AS n FROM blobs",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get("", "n")
+            .unwrap();
+        assert_eq!(count, 8 * 1024);
+
+        shutdown.cancel();
+        task.await.unwrap();
+        db.close().await.unwrap();
+    }
 }

@@ -74,6 +74,12 @@ pub async fn run(
     let mut workers = tokio::task::JoinSet::new();
     let postgres_url = (!state.config.is_sqlite()).then(|| state.config.database_url.clone());
     workers.spawn(feed.run(postgres_url, shutdown.clone()));
+    if let Some(interval) = state.config.sqlite_checkpoint_interval() {
+        workers.spawn(
+            db.clone()
+                .checkpoint_periodically(interval, shutdown.clone()),
+        );
+    }
     if state.config.workers {
         let health = connections::health::HealthCheck {
             db: db.clone(),

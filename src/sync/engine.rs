@@ -2,7 +2,7 @@
 //! that follows it, the run's counts and its lease commit together, so a run that stops
 //! anywhere (failure, cancel, crash) resumes after the last committed page.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use chrono::Utc;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ConnectionTrait, EntityTrait};
@@ -131,7 +131,8 @@ impl Engine<'_> {
         }
         let credentials = connections::credentials(self.cipher, &connection)?;
         let system = connections::system(&connection);
-        let connector = connectors::connect(system, connection.id, &credentials);
+        let connector: Arc<dyn Connector> =
+            connectors::connect(system, connection.id, &credentials).into();
         if run.attempts <= 1 {
             connector.begin_sync();
             let txn = self.db.begin_write().await?;
@@ -152,13 +153,7 @@ impl Engine<'_> {
         };
         for entity in system.entities {
             match self
-                .sync_entity(
-                    &connection,
-                    connector.as_ref(),
-                    *entity,
-                    &mut progress,
-                    &mut pacer,
-                )
+                .sync_entity(&connection, &connector, *entity, &mut progress, &mut pacer)
                 .await
             {
                 Ok(()) => {}
@@ -232,7 +227,7 @@ impl Engine<'_> {
     async fn sync_entity(
         &self,
         connection: &connection::Model,
-        connector: &dyn Connector,
+        connector: &Arc<dyn Connector>,
         entity: EntityType,
         progress: &mut Progress,
         pacer: &mut Pacer,
@@ -276,17 +271,27 @@ impl Engine<'_> {
         }
     }
 
-    /// Reads one page and prepares it for the store.
+    /// Reads one page and prepares it for the store. Preparing (unify, serialize, hash) is
+    /// CPU work: on a blocking thread it runs beside the write of the previous page, where
+    /// on this task it would take turns with that write's own work.
     async fn fetch_page(
         &self,
-        connector: &dyn Connector,
+        connector: &Arc<dyn Connector>,
         entity: EntityType,
         request: &ReadRequest,
         pacer: &mut Pacer,
     ) -> Result<FetchedPage, Stop> {
-        let page = self.fetch(connector, entity, request, pacer).await?;
+        let page = self
+            .fetch(connector.as_ref(), entity, request, pacer)
+            .await?;
+        let unifier = Arc::clone(connector);
+        let records = tokio::task::spawn_blocking(move || {
+            records::prepare_page(unifier.as_ref(), entity, page.records)
+        })
+        .await
+        .map_err(|err| AppError::internal(anyhow::anyhow!("preparing a page: {err}")))?;
         Ok(FetchedPage {
-            records: records::prepare_page(connector, entity, page.records),
+            records,
             next_cursor: page.next_cursor,
             high_water_mark: page.high_water_mark,
         })
