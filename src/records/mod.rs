@@ -134,7 +134,7 @@ pub async fn apply_page(
 }
 
 /// The page's write time, at the precision every backend stores (microseconds), so that
-/// the `modified_at` an upsert returns can be compared with it.
+/// the upsert can compare the stored `modified_at` and `first_seen_at` with it.
 fn write_time() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
@@ -157,8 +157,8 @@ fn last_per_key(page: Vec<RemoteRecord>) -> Vec<RemoteRecord> {
         .collect()
 }
 
-/// Rows per upsert statement: at 12 bound values a row (SQLite) it stays under every
-/// backend's limit on bound values (SQLite 32,766, PostgreSQL 65,535).
+/// Rows per upsert statement: at 12 bound values a row and one more (SQLite) it stays
+/// under every backend's limit on bound values (SQLite 32,766, PostgreSQL 65,535).
 const ROWS_PER_STATEMENT: usize = 2000;
 
 /// PostgreSQL binds what every row shares once: $1 connection, $2 entity, $3 write time,
@@ -169,9 +169,8 @@ const SHARED_VALUES: usize = 4;
 const VALUES_PER_ROW: usize = 7;
 
 /// Inserts new records, rewrites changed ones and marks the unchanged ones a full pass
-/// saw, in one statement that returns only (id, key, modified_at): a returned id that is
-/// the row's new id was inserted, a returned `modified_at` equal to the page's write time
-/// was rewritten, anything else is unchanged.
+/// saw, in one statement that returns only each touched row's key and what happened to it
+/// (see `upsert_sql`), worked out by the database: no id or timestamp is decoded per row.
 ///
 /// The statement is written out here rather than built from active models: the JSON goes
 /// in as the text `prepare_page` already made (no tree is cloned or serialized again).
@@ -190,7 +189,6 @@ async fn upsert(
     let backend = txn.get_database_backend();
     let numbered = backend == DbBackend::Postgres;
     let total = rows.len() as u64;
-    let new_ids: HashSet<Uuid> = rows.iter().map(|row| row.id).collect();
     let sql = upsert_sql(backend, rows.len());
     let mut values: Vec<sea_orm::Value> = Vec::with_capacity(12 * rows.len());
     if numbered {
@@ -222,23 +220,35 @@ async fn upsert(
             row.remote_updated_at.into(),
         ]);
     }
+    if !numbered {
+        // The write time the RETURNING clause compares with.
+        values.push(now.into());
+    }
     let statement = sea_orm::Statement::from_sql_and_values(backend, sql, values);
     for row in txn.query_all_raw(statement).await? {
-        let id: Uuid = row.try_get("", "id")?;
-        let key: String = row.try_get("", "key")?;
-        if new_ids.contains(&id) {
-            outcome.added.push(key);
-        } else if row.try_get::<DateTime<Utc>>("", "modified_at")? == now {
-            outcome.updated.push(key);
+        match row.try_get::<i32>("", "outcome")? {
+            OUTCOME_ADDED => outcome.added.push(row.try_get("", "key")?),
+            OUTCOME_UPDATED => outcome.updated.push(row.try_get("", "key")?),
+            _ => {}
         }
     }
     outcome.unchanged += total - (outcome.added.len() + outcome.updated.len()) as u64;
     Ok(())
 }
 
+/// What `upsert_sql`'s RETURNING clause says of a row: unchanged (only its pass mark moved).
+const OUTCOME_UNCHANGED: i32 = 0;
+const OUTCOME_ADDED: i32 = 1;
+const OUTCOME_UPDATED: i32 = 2;
+
 /// `INSERT … ON CONFLICT (connection_id, entity, key) DO UPDATE … RETURNING` for `rows`
 /// rows. On a stored key: a changed (or previously deleted) record takes the new content;
 /// the pass mark moves either way; an unchanged record outside a full pass is left alone.
+///
+/// A returned row whose `modified_at` is not the page's write time was left unchanged; one
+/// whose `first_seen_at` is that time too was inserted (a row stored before keeps its
+/// first-seen time, and no two pages share a write time); any other was rewritten. SQLite
+/// binds the write time once more for this, at the end; PostgreSQL reuses `$3`.
 fn upsert_sql(backend: DbBackend, rows: usize) -> String {
     use std::fmt::Write;
     let mut sql = String::with_capacity(400 + rows * 100);
@@ -292,10 +302,18 @@ fn upsert_sql(backend: DbBackend, rows: usize) -> String {
             "{column} = CASE WHEN {changed} THEN excluded.{column} ELSE records.{column} END"
         );
     }
+    let now = if backend == DbBackend::Postgres {
+        "$3"
+    } else {
+        "?"
+    };
     let _ = write!(
         sql,
         ", seen_pass = COALESCE(excluded.seen_pass, records.seen_pass) \
-         WHERE {changed} OR excluded.seen_pass IS NOT NULL RETURNING id, key, modified_at"
+         WHERE {changed} OR excluded.seen_pass IS NOT NULL \
+         RETURNING key, CASE WHEN modified_at <> {now} THEN {OUTCOME_UNCHANGED} \
+         WHEN first_seen_at = modified_at THEN {OUTCOME_ADDED} ELSE {OUTCOME_UPDATED} END \
+         AS outcome"
     );
     sql
 }
