@@ -448,27 +448,22 @@ mod tests {
 
     #[test]
     fn invalid_values_name_their_key() {
-        let config = Config {
-            encryption_key: Some(Secret::new("short")),
-            ..Config::default()
-        };
-        assert!(
-            config
-                .validate()
-                .unwrap_err()
-                .to_string()
-                .contains("encryption_key")
-        );
-        let config = Config {
-            sqlite_checkpoint_interval_ms: 60_001,
-            ..Config::default()
-        };
-        assert!(
-            config
-                .validate()
-                .unwrap_err()
-                .to_string()
-                .contains("sqlite_checkpoint_interval_ms")
-        );
+        let invalid = [
+            Config {
+                encryption_key: Some(Secret::new("short")),
+                ..Config::default()
+            },
+            Config {
+                sqlite_checkpoint_interval_ms: 60_001,
+                ..Config::default()
+            },
+        ];
+        for (config, key) in invalid
+            .iter()
+            .zip(["encryption_key", "sqlite_checkpoint_interval_ms"])
+        {
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains(key), "{error}");
+        }
     }
 }
