@@ -45,15 +45,13 @@ use millwright::{
     catalog::{self, EntityType},
     config::{Config, Secret},
     connectors::{Connector, ReadRequest, RemoteRecord, demo::DemoConnector},
-    db::{WAL_AUTOCHECKPOINT_PAGES, WAL_SIZE_LIMIT_BYTES},
+    db,
     ids::{self, Kind},
 };
 use reqwest::{Client, StatusCode, header::AUTHORIZATION};
 use sea_orm::{
-    ActiveValue::Set,
-    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend,
-    EntityTrait, PaginatorTrait, QueryFilter, Statement, TransactionTrait,
-    sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
+    ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DbBackend, EntityTrait, PaginatorTrait, QueryFilter, Statement, TransactionTrait,
 };
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -781,16 +779,8 @@ async fn connect_plain(url: &str) -> anyhow::Result<DatabaseConnection> {
     let mut options = ConnectOptions::new(url.to_owned());
     options.max_connections(2).sqlx_logging(false);
     if url.starts_with("sqlite:") {
-        let cache_kib = format!("-{}", Config::default().sqlite_cache_mib * 1024);
-        options.map_sqlx_sqlite_opts(move |opts| {
-            opts.pragma("cache_size", cache_kib.clone())
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string())
-                .pragma("journal_size_limit", WAL_SIZE_LIMIT_BYTES.to_string())
-                .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true)
-        });
+        let cache_mib = Config::default().sqlite_cache_mib;
+        options.map_sqlx_sqlite_opts(move |opts| db::sqlite_settings(opts, cache_mib));
     }
     Database::connect(options)
         .await

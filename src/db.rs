@@ -17,7 +17,7 @@ use migration::{Migrator, MigratorTrait};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbErr,
     SqliteTransactionMode, TransactionOptions, TransactionTrait,
-    sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
+    sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous},
 };
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 use tokio_util::sync::CancellationToken;
@@ -29,11 +29,29 @@ use crate::config::Config;
 /// background checkpointer on, this is only a bound on the log's size: the log restarts from
 /// its beginning only after a checkpoint has copied all of it while no one writes, which the
 /// background checkpointer rarely sees during a long run of writes.
-pub const WAL_AUTOCHECKPOINT_PAGES: u32 = 8192;
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 8192;
 
 /// SQLite: a log longer than this is cut back to it when it restarts (bytes), so that one
 /// huge transaction does not leave a huge file behind.
-pub const WAL_SIZE_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
+const WAL_SIZE_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The server's settings for every SQLite connection, with a page cache of `cache_mib` MiB
+/// (public so that a benchmark's plain pool can use the same).
+pub fn sqlite_settings(opts: SqliteConnectOptions, cache_mib: u64) -> SqliteConnectOptions {
+    // 8 KiB pages for a new file (an existing one keeps its own): a stored record is
+    // ~0.5–1 KiB of JSON text, and a batched insert of such rows ran 10–18 % faster than
+    // with 4 KiB pages (BENCHMARKS.md, sync_ingest).
+    opts.page_size(8192)
+        // Negative: a size in KiB rather than in pages.
+        .pragma("cache_size", format!("-{}", cache_mib.saturating_mul(1024)))
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string())
+        .pragma("journal_size_limit", WAL_SIZE_LIMIT_BYTES.to_string())
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true)
+        .create_if_missing(true)
+}
 
 #[derive(Clone)]
 pub struct Db {
@@ -57,22 +75,8 @@ impl Db {
             // trip to SQLite's worker thread per statement outside a transaction and per
             // transaction saved).
             options.test_before_acquire(false);
-            // Negative: a size in KiB rather than in pages.
-            let cache_kib = format!("-{}", config.sqlite_cache_mib.saturating_mul(1024));
-            options.map_sqlx_sqlite_opts(move |opts| {
-                // 8 KiB pages for a new file (an existing one keeps its own): a stored record
-                // is ~0.5–1 KiB of JSON text, and a batched insert of such rows ran 10–18 %
-                // faster than with 4 KiB pages (BENCHMARKS.md, sync_ingest).
-                opts.page_size(8192)
-                    .pragma("cache_size", cache_kib.clone())
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
-                    .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string())
-                    .pragma("journal_size_limit", WAL_SIZE_LIMIT_BYTES.to_string())
-                    .busy_timeout(Duration::from_secs(10))
-                    .foreign_keys(true)
-                    .create_if_missing(true)
-            });
+            let cache_mib = config.sqlite_cache_mib;
+            options.map_sqlx_sqlite_opts(move |opts| sqlite_settings(opts, cache_mib));
         } else {
             // A server connection can die while idle (restart, failover, idle timeout): ping
             // one that has idled a while, not every one on every use.
