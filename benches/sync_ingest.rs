@@ -86,9 +86,6 @@ const CEILING_DEADLINE: Duration = Duration::from_secs(20 * 60);
 
 const TARGET_SQLITE_RECORDS_PER_SECOND: f64 = 50_000.0;
 const TARGET_CEILING_PERCENT: f64 = 50.0;
-/// The incremental run may take at most this many times the share of the full run's time
-/// that its share of changes would get: its time follows the changes, not the data size.
-const TARGET_INCREMENTAL_FACTOR: f64 = 3.0;
 /// With twice the changes on a store of the same size, the incremental run's own time (the
 /// simulated remote's taken out) grows at least this share of the changes' growth.
 const TARGET_CHANGE_FOLLOWING: f64 = 0.75;
@@ -708,10 +705,10 @@ fn report_incremental(name: &str, run: &Run, wall: Duration, full: &Run) {
     let change_share = run.changes() as f64 / full.records() as f64;
     let factor = time_share / change_share;
     println!(
-        "{name}: incremental / full: time {:.2} %, changes / total records {:.2} %, time share / change share {factor:.2} (target <= {TARGET_INCREMENTAL_FACTOR:.0}, time follows the changes: {})",
+        "{name}: incremental / full: time {:.2} %, changes / total records {:.2} %, time share / change share {factor:.2} (1 if a change cost what an appended record costs, {:.0} if the run read the whole data set; the test of following the changes is the run with twice the changes below)",
         100.0 * time_share,
         100.0 * change_share,
-        verdict(factor <= TARGET_INCREMENTAL_FACTOR),
+        1.0 / change_share,
     );
 }
 
