@@ -335,6 +335,9 @@ impl Config {
                 "must be between 0 and 60000",
             );
         }
+        if self.sync_page_size > 10_000 {
+            return invalid("sync_page_size", "must be between 1 and 10000");
+        }
         if !(1..=1000).contains(&self.graphql_batch_window_ms) {
             return invalid("graphql_batch_window_ms", "must be between 1 and 1000");
         }
@@ -457,11 +460,16 @@ mod tests {
                 sqlite_checkpoint_interval_ms: 60_001,
                 ..Config::default()
             },
+            Config {
+                sync_page_size: 10_001,
+                ..Config::default()
+            },
         ];
-        for (config, key) in invalid
-            .iter()
-            .zip(["encryption_key", "sqlite_checkpoint_interval_ms"])
-        {
+        for (config, key) in invalid.iter().zip([
+            "encryption_key",
+            "sqlite_checkpoint_interval_ms",
+            "sync_page_size",
+        ]) {
             let error = config.validate().unwrap_err().to_string();
             assert!(error.contains(key), "{error}");
         }

@@ -24,7 +24,7 @@ use crate::{
     ids::new_id,
     pagination::{Page, PageRequest, fetch_page},
 };
-use entity::connection;
+use entity::{connection, sync_run};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
 pub enum ConnectionStatus {
@@ -384,6 +384,14 @@ pub async fn disconnect(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<connec
         .await;
     };
     credits::refund(&*txn, account_id, model.credit_cost, id, model.customer_id).await?;
+    // The connection's queued or running sync stops reading the customer's system: a worker
+    // ends it CANCELLED with code DISCONNECTED, at its next page boundary if it is running.
+    sync_run::Entity::update_many()
+        .col_expr(sync_run::Column::CancelRequested, true.into())
+        .filter(sync_run::Column::ConnectionId.eq(id))
+        .filter(sync_run::Column::Status.is_in(["QUEUED", "RUNNING"]))
+        .exec(&*txn)
+        .await?;
     let disconnected = NewEvent {
         account_id,
         customer_id: Some(model.customer_id),

@@ -188,7 +188,8 @@ async fn upsert(
     }
     let backend = txn.get_database_backend();
     let numbered = backend == DbBackend::Postgres;
-    let total = rows.len() as u64;
+    let total = rows.len();
+    let counted = outcome.added.len() + outcome.updated.len();
     let sql = upsert_sql(backend, rows.len());
     let mut values: Vec<sea_orm::Value> = Vec::with_capacity(12 * rows.len());
     if numbered {
@@ -232,7 +233,9 @@ async fn upsert(
             _ => {}
         }
     }
-    outcome.unchanged += total - (outcome.added.len() + outcome.updated.len()) as u64;
+    // This statement's rows only: `outcome` also holds the page's earlier statements.
+    let changed = outcome.added.len() + outcome.updated.len() - counted;
+    outcome.unchanged += (total - changed) as u64;
     Ok(())
 }
 
@@ -336,8 +339,15 @@ async fn mark_deleted(
         txn.execute_unprepared("SET LOCAL plan_cache_mode = force_custom_plan")
             .await?;
     }
-    let live = live_records(connection_id, entity).filter(record::Column::Key.is_in(keys));
-    delete_returning_keys(txn, live, now).await
+    let mut deleted = Vec::new();
+    // In statements of at most ROWS_PER_STATEMENT keys: a remote may send a page of any
+    // length, and SQLite binds at most 32,766 values a statement.
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        let live = live_records(connection_id, entity)
+            .filter(record::Column::Key.is_in(chunk.iter().cloned()));
+        deleted.extend(delete_returning_keys(txn, live, now).await?);
+    }
+    Ok(deleted)
 }
 
 /// The live records of one entity type of one connection.

@@ -5,7 +5,9 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ConnectionTrait, EntityTrait};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -36,6 +38,9 @@ pub struct EngineSettings {
 /// Why a run stopped early.
 enum Stop {
     Cancelled,
+    /// Another worker holds the run now (this one's lease expired), or it was finished
+    /// elsewhere: this worker writes nothing more to it.
+    LeaseLost,
     Failed {
         code: &'static str,
         message: String,
@@ -122,11 +127,7 @@ impl Engine<'_> {
         let connection = connections::find(self.db.conn(), scope, run.connection_id).await?;
         if connections::status(&connection) == ConnectionStatus::Disconnected {
             return self
-                .close(
-                    run,
-                    SyncStatus::Cancelled,
-                    Some(("DISCONNECTED", "the connection was disconnected".into())),
-                )
+                .close(run, SyncStatus::Cancelled, Some(disconnected()), None)
                 .await;
         }
         let credentials = connections::credentials(self.cipher, &connection)?;
@@ -158,12 +159,19 @@ impl Engine<'_> {
             {
                 Ok(()) => {}
                 Err(Stop::Cancelled) => {
+                    // A disconnect asks the connection's run to stop, too.
+                    let scope = Scope {
+                        account_id: connection.account_id,
+                        connection_id: None,
+                    };
+                    let current = connections::find(self.db.conn(), scope, connection.id).await?;
+                    let why = if connections::status(&current) == ConnectionStatus::Disconnected {
+                        disconnected()
+                    } else {
+                        ("CANCELLED", "cancelled".into())
+                    };
                     return self
-                        .close(
-                            progress.run,
-                            SyncStatus::Cancelled,
-                            Some(("CANCELLED", "cancelled".into())),
-                        )
+                        .close(progress.run, SyncStatus::Cancelled, Some(why), None)
                         .await;
                 }
                 Err(Stop::Failed {
@@ -171,54 +179,67 @@ impl Engine<'_> {
                     message,
                     status,
                 }) => {
-                    if let Some(status) = status {
-                        self.set_connection_status(&connection, status, &message)
-                            .await?;
-                    }
+                    let status = status.map(|s| (s, message.clone()));
                     return self
-                        .close(progress.run, SyncStatus::Failed, Some((code, message)))
+                        .close(
+                            progress.run,
+                            SyncStatus::Failed,
+                            Some((code, message)),
+                            status,
+                        )
                         .await;
                 }
+                Err(Stop::LeaseLost) => return Ok(self.lease_lost(progress.run).await),
                 Err(Stop::Internal(err)) => return Err(err),
             }
         }
-        if connections::status(&connection) != ConnectionStatus::Online {
-            self.set_connection_status(&connection, ConnectionStatus::Online, "")
-                .await?;
-        }
-        self.close(progress.run, SyncStatus::Succeeded, None).await
+        let online = (connections::status(&connection) != ConnectionStatus::Online)
+            .then(|| (ConnectionStatus::Online, String::new()));
+        self.close(progress.run, SyncStatus::Succeeded, None, online)
+            .await
     }
 
+    /// Ends the run, and sets the connection's status with it, in one transaction, provided
+    /// this worker still holds the run.
     async fn close(
         &self,
         run: sync_run::Model,
         to: SyncStatus,
         error: Option<(&str, String)>,
+        connection_status: Option<(ConnectionStatus, String)>,
     ) -> AppResult<sync_run::Model> {
         let txn = self.db.begin_write().await?;
-        let run = finish(&*txn, run, to, error.map(|(c, m)| (c.to_owned(), m))).await?;
-        txn.commit().await?;
-        Ok(run)
-    }
-
-    async fn set_connection_status(
-        &self,
-        connection: &connection::Model,
-        to: ConnectionStatus,
-        reason: &str,
-    ) -> AppResult<()> {
-        let txn = self.db.begin_write().await?;
-        let scope = Scope {
-            account_id: connection.account_id,
-            connection_id: None,
+        let connection_id = run.connection_id;
+        let account_id = run.account_id;
+        let error = error.map(|(c, m)| (c.to_owned(), m));
+        let Some(closed) = finish(&*txn, run.clone(), to, error).await? else {
+            drop(txn);
+            return Ok(self.lease_lost(run).await);
         };
-        let current = connections::find(&*txn, scope, connection.id).await?;
-        if connections::status(&current) != ConnectionStatus::Disconnected {
-            let reason = (!reason.is_empty()).then(|| reason.to_owned());
-            connections::set_status(&*txn, current, to, reason).await?;
+        if let Some((to, reason)) = connection_status {
+            let scope = Scope {
+                account_id,
+                connection_id: None,
+            };
+            let current = connections::find(&*txn, scope, connection_id).await?;
+            if connections::status(&current) != ConnectionStatus::Disconnected {
+                let reason = (!reason.is_empty()).then_some(reason);
+                connections::set_status(&*txn, current, to, reason).await?;
+            }
         }
         txn.commit().await?;
-        Ok(())
+        Ok(closed)
+    }
+
+    /// The run as it now stands, when this worker found it no longer holds it.
+    async fn lease_lost(&self, run: sync_run::Model) -> sync_run::Model {
+        tracing::info!(sync_run.id = %run.id, worker = self.worker, "the run's lease was taken over; this worker leaves it");
+        sync_run::Entity::find_by_id(run.id)
+            .one(self.db.conn())
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(run)
     }
 
     /// Syncs one entity type. The next page is read and prepared while the current one is
@@ -251,7 +272,10 @@ impl Engine<'_> {
             page_size: self.settings.page_size,
         };
         let mut changed = Changed::default();
-        let mut fetched = self.fetch_page(connector, entity, &request, pacer).await;
+        let run_id = progress.run.id;
+        let mut fetched = self
+            .fetch_page(connector, entity, &request, pacer, run_id)
+            .await;
         loop {
             let page = fetched?;
             let stats = progress.stats.entry(name.clone()).or_default();
@@ -262,10 +286,27 @@ impl Engine<'_> {
                     .write_page(connection, &pass, page, progress, &mut changed)
                     .await;
             };
+            if request.cursor.as_ref() == Some(&next_cursor) {
+                // The page is not stored: its cursor would send every later run round the
+                // same loop.
+                return Err(Stop::Failed {
+                    code: "REMOTE_ERROR",
+                    message: format!(
+                        "the remote answered {} with the continuation token it was asked for; \
+                         it would never end",
+                        entity.as_str()
+                    ),
+                    status: None,
+                });
+            }
             request.cursor = Some(next_cursor);
             let write = self.write_page(connection, &pass, page, progress, &mut changed);
             // A failed write stops at once; a failed read waits for the write before it.
-            let read = async { Ok(self.fetch_page(connector, entity, &request, pacer).await) };
+            let read = async {
+                Ok(self
+                    .fetch_page(connector, entity, &request, pacer, run_id)
+                    .await)
+            };
             let ((), next) = tokio::try_join!(write, read)?;
             fetched = next;
         }
@@ -280,9 +321,10 @@ impl Engine<'_> {
         entity: EntityType,
         request: &ReadRequest,
         pacer: &mut Pacer,
+        run_id: Uuid,
     ) -> Result<FetchedPage, Stop> {
         let page = self
-            .fetch(connector.as_ref(), entity, request, pacer)
+            .fetch(connector.as_ref(), entity, request, pacer, run_id)
             .await?;
         let unifier = Arc::clone(connector);
         let records = tokio::task::spawn_blocking(move || {
@@ -403,12 +445,55 @@ impl Engine<'_> {
         match current {
             Some(current) if current.cancel_requested => Err(Stop::Cancelled),
             Some(current) if current.locked_by.as_deref() != Some(self.worker) => {
-                Err(Stop::Internal(AppError::internal(anyhow::anyhow!(
-                    "the lease of run {} was taken over",
-                    run.id
-                ))))
+                Err(Stop::LeaseLost)
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Extends the run's lease by a whole lease, in `txn`, if this worker still holds it;
+    /// whether the run has been asked to stop.
+    async fn renew_lease(&self, txn: &impl ConnectionTrait, run_id: Uuid) -> Result<bool, Stop> {
+        let until =
+            Utc::now() + chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
+        let renewed = sync_run::Entity::update_many()
+            .col_expr(sync_run::Column::LockedUntil, Some(until).into())
+            .filter(sync_run::Column::Id.eq(run_id))
+            .filter(sync_run::Column::LockedBy.eq(self.worker))
+            .filter(sync_run::Column::Status.eq(SyncStatus::Running.as_str()))
+            .exec_with_returning(txn)
+            .await?;
+        match renewed.first() {
+            Some(run) => Ok(run.cancel_requested),
+            None => Err(Stop::LeaseLost),
+        }
+    }
+
+    /// Keeps the run's lease while the remote is waited for (a slow read, a `Retry-After`,
+    /// a backoff): renews it every third of a lease. Ends only with a reason to stop: a
+    /// cancel, a lost lease or a database error.
+    async fn hold_lease(&self, run_id: Uuid) -> Stop {
+        loop {
+            tokio::time::sleep(self.settings.lease / 3).await;
+            let renewed = async {
+                let txn = self.db.begin_write().await?;
+                let cancel = self.renew_lease(&*txn, run_id).await?;
+                txn.commit().await?;
+                Ok::<_, Stop>(cancel)
+            };
+            match renewed.await {
+                Ok(false) => {}
+                Ok(true) => return Stop::Cancelled,
+                Err(stop) => return stop,
+            }
+        }
+    }
+
+    /// Waits `duration` under `hold_lease`.
+    async fn wait(&self, duration: Duration, run_id: Uuid) -> Result<(), Stop> {
+        tokio::select! {
+            () = tokio::time::sleep(duration) => Ok(()),
+            stop = self.hold_lease(run_id) => Err(stop),
         }
     }
 
@@ -419,6 +504,7 @@ impl Engine<'_> {
         entity: EntityType,
         request: &ReadRequest,
         pacer: &mut Pacer,
+        run_id: Uuid,
     ) -> Result<RemotePage, Stop> {
         let mut failures = 0;
         loop {
@@ -426,11 +512,18 @@ impl Engine<'_> {
                 tokio::time::sleep_until(last + pacer.spacing).await;
             }
             pacer.last_request = Some(Instant::now());
-            match connector.read_page(entity, request).await {
+            let read = tokio::select! {
+                read = connector.read_page(entity, request) => read,
+                stop = self.hold_lease(run_id) => return Err(stop),
+            };
+            match read {
                 Ok(page) => return Ok(page),
                 Err(ConnectorError::RateLimited { retry_after }) => {
+                    // However long the remote keeps saying so: counted, not a failure, and
+                    // the run stays cancellable and keeps its lease meanwhile.
                     pacer.rate_limited += 1;
-                    tokio::time::sleep(retry_after.min(Duration::from_secs(60))).await;
+                    self.wait(retry_after.min(Duration::from_secs(60)), run_id)
+                        .await?;
                 }
                 Err(ConnectorError::AuthRejected(reason)) => {
                     return Err(Stop::Failed {
@@ -444,7 +537,8 @@ impl Engine<'_> {
                 {
                     failures += 1;
                     tracing::debug!(error = %err, failures, "remote failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(250 * 2u64.pow(failures))).await;
+                    self.wait(Duration::from_millis(250 * 2u64.pow(failures)), run_id)
+                        .await?;
                 }
                 Err(ConnectorError::Unreachable(reason)) => {
                     return Err(Stop::Failed {
@@ -464,13 +558,17 @@ impl Engine<'_> {
         }
     }
 
-    /// Stores the run's counts and renews its lease; emits `sync.progress` at most once a second.
+    /// Stores the run's counts and renews its lease, provided this worker still holds it
+    /// (else nothing of the page commits); emits `sync.progress` at most once a second.
     async fn save_progress(
         &self,
         txn: &impl ConnectionTrait,
         progress: &mut Progress,
         entity_done: bool,
-    ) -> AppResult<()> {
+    ) -> Result<(), Stop> {
+        // The lease first: on PostgreSQL this locks the run's row, so no other worker can
+        // claim it between this check and the commit.
+        self.renew_lease(txn, progress.run.id).await?;
         let totals = progress.stats.values().fold((0, 0, 0), |t, s| {
             (t.0 + s.added, t.1 + s.updated, t.2 + s.deleted)
         });
@@ -479,9 +577,6 @@ impl Engine<'_> {
         active.records_added = Set(totals.0);
         active.records_updated = Set(totals.1);
         active.records_deleted = Set(totals.2);
-        active.locked_until = Set(Some(
-            Utc::now() + chrono::Duration::from_std(self.settings.lease).unwrap_or_default(),
-        ));
         progress.run = active.update(txn).await?;
         if !entity_done && progress.last_progress_event.elapsed() >= Duration::from_secs(1) {
             progress.last_progress_event = Instant::now();
@@ -495,6 +590,10 @@ impl Engine<'_> {
         }
         Ok(())
     }
+}
+
+fn disconnected() -> (&'static str, String) {
+    ("DISCONNECTED", "the connection was disconnected".into())
 }
 
 fn count(stats: &mut EntityStats, outcome: &PageOutcome) {

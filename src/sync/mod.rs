@@ -8,8 +8,8 @@ pub mod worker;
 
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait,
-    QueryFilter, QueryOrder, Statement, sea_query::OnConflict,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, Statement, sea_query::OnConflict,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -169,34 +169,73 @@ pub async fn last_run(
 pub async fn cancel(db: &Db, scope: Scope, id: Uuid) -> AppResult<sync_run::Model> {
     let txn = db.begin_write().await?;
     let run = find(&*txn, scope, id).await?;
+    let cancelled = Some(("CANCELLED".to_owned(), "cancelled".to_owned()));
+    // Each step is conditional on the status just read: on PostgreSQL a worker may claim
+    // the queued run in between, and then the cancel becomes a request to the running run.
     let run = match status(&run) {
-        SyncStatus::Queued => finish(&*txn, run, SyncStatus::Cancelled, None).await?,
-        SyncStatus::Running => {
-            let mut active: sync_run::ActiveModel = run.into();
-            active.cancel_requested = Set(true);
-            active.update(&*txn).await?
-        }
+        SyncStatus::Queued => match finish(&*txn, run, SyncStatus::Cancelled, cancelled).await? {
+            Some(run) => run,
+            None => request_cancel(&*txn, id).await?,
+        },
+        SyncStatus::Running => request_cancel(&*txn, id).await?,
         _ => run,
     };
     txn.commit().await?;
     Ok(run)
 }
 
-/// Ends a run and stores its closing event (`sync.completed`, or `sync.failed` with the error).
+/// Asks a running run to stop at its next page boundary; the run as it now stands.
+async fn request_cancel(txn: &impl ConnectionTrait, id: Uuid) -> AppResult<sync_run::Model> {
+    sync_run::Entity::update_many()
+        .col_expr(sync_run::Column::CancelRequested, true.into())
+        .filter(sync_run::Column::Id.eq(id))
+        .filter(sync_run::Column::Status.eq(SyncStatus::Running.as_str()))
+        .exec(txn)
+        .await?;
+    sync_run::Entity::find_by_id(id)
+        .one(txn)
+        .await?
+        .ok_or(AppError::NotFound("sync run"))
+}
+
+/// Ends a run and stores its closing event (`sync.completed`, or `sync.failed` with the
+/// error), provided it still stands as `run` says: same status and same lease holder. `None`
+/// when it does not (another worker took it over, or it was finished meanwhile): then
+/// nothing is written.
 pub async fn finish(
     txn: &impl ConnectionTrait,
     run: sync_run::Model,
     to: SyncStatus,
     error: Option<(String, String)>,
-) -> AppResult<sync_run::Model> {
-    let mut active: sync_run::ActiveModel = run.into();
-    active.status = Set(to.as_str().to_owned());
-    active.finished_at = Set(Some(Utc::now()));
-    active.locked_by = Set(None);
-    active.locked_until = Set(None);
-    active.error_code = Set(error.as_ref().map(|e| e.0.clone()));
-    active.error_message = Set(error.as_ref().map(|e| e.1.clone()));
-    let run = active.update(txn).await?;
+) -> AppResult<Option<sync_run::Model>> {
+    let holder = match &run.locked_by {
+        Some(worker) => sync_run::Column::LockedBy.eq(worker.as_str()),
+        None => sync_run::Column::LockedBy.is_null(),
+    };
+    let updated = sync_run::Entity::update_many()
+        .col_expr(sync_run::Column::Status, to.as_str().into())
+        .col_expr(sync_run::Column::FinishedAt, Some(Utc::now()).into())
+        .col_expr(sync_run::Column::LockedBy, Option::<String>::None.into())
+        .col_expr(
+            sync_run::Column::LockedUntil,
+            Option::<chrono::DateTime<Utc>>::None.into(),
+        )
+        .col_expr(
+            sync_run::Column::ErrorCode,
+            error.as_ref().map(|e| e.0.clone()).into(),
+        )
+        .col_expr(
+            sync_run::Column::ErrorMessage,
+            error.as_ref().map(|e| e.1.clone()).into(),
+        )
+        .filter(sync_run::Column::Id.eq(run.id))
+        .filter(sync_run::Column::Status.eq(run.status.as_str()))
+        .filter(holder)
+        .exec_with_returning(txn)
+        .await?;
+    let Some(run) = updated.into_iter().next() else {
+        return Ok(None);
+    };
     let event_type = if to == SyncStatus::Succeeded {
         EventType::SyncCompleted
     } else {
@@ -207,7 +246,7 @@ pub async fn finish(
         data["error"] = json!({ "code": code, "message": message });
     }
     record_run_event(txn, &run, event_type, data).await?;
-    Ok(run)
+    Ok(Some(run))
 }
 
 pub fn run_summary(run: &sync_run::Model) -> serde_json::Value {

@@ -399,6 +399,92 @@ async fn a_running_sync_can_be_cancelled_and_a_second_trigger_returns_it() {
 }
 
 #[tokio::test]
+async fn a_disconnect_stops_the_running_sync() {
+    let app = TestApp::spawn_with(|c| {
+        c.sync_page_size = 50;
+        c.sync_requests_per_second = 20;
+    })
+    .await;
+    let (key, customer) = setup(&app, 10).await;
+    let mut connect_input = input(&customer, 5000, "none");
+    connect_input["validate"] = json!(false);
+    let (connection, _) = connect(&app, &key, connect_input).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.ok(
+        &key,
+        "mutation($id: ID!) { disconnect(id: $id) { status } }",
+        json!({ "id": connection }),
+    )
+    .await;
+    let run = last_run(&app, &key, &connection).await;
+    assert_eq!(run["status"], "CANCELLED", "{run}");
+    assert_eq!(run["error"]["code"], "DISCONNECTED", "{run}");
+    assert!(run["recordsAdded"].as_i64().unwrap() < 40_000, "{run}");
+}
+
+#[tokio::test]
+async fn a_queued_run_cancelled_says_so_on_the_run_and_its_event() {
+    let app = TestApp::spawn_with(|c| c.workers = false).await;
+    let (key, customer) = setup(&app, 10).await;
+    let (connection, _) = connect(&app, &key, input(&customer, 5, "none")).await;
+    let data = app
+        .ok(
+            &key,
+            "query($id: ID!) { connection(id: $id) { lastSyncRun { id status } } }",
+            json!({ "id": connection }),
+        )
+        .await;
+    let run = &data["connection"]["lastSyncRun"];
+    assert_eq!(run["status"], "QUEUED", "no workers: {run}");
+    let cancel = format!("mutation($id: ID!) {{ cancelSyncRun(id: $id) {{ {RUN_FIELDS} }} }}");
+    let cancelled =
+        app.ok(&key, &cancel, json!({ "id": run["id"] })).await["cancelSyncRun"].clone();
+    assert_eq!(cancelled["status"], "CANCELLED");
+    assert_eq!(cancelled["error"]["code"], "CANCELLED", "{cancelled}");
+    let events = app
+        .ok(
+            &key,
+            "{ events(first: 10, filter: {types: [SYNC_FAILED]}) { nodes { data } } }",
+            json!({}),
+        )
+        .await;
+    let nodes = events["events"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{events}");
+    assert_eq!(nodes[0]["data"]["error"]["code"], "CANCELLED", "{events}");
+    // A second cancel of the finished run changes nothing.
+    let again = app.ok(&key, &cancel, json!({ "id": run["id"] })).await["cancelSyncRun"].clone();
+    assert_eq!(again, cancelled);
+}
+
+/// A run waiting out a remote's 429s (here 1 s each, as long as the lease) keeps its lease:
+/// no other worker takes it over, and it ends with exact counts in one attempt.
+#[tokio::test]
+async fn a_run_keeps_its_lease_while_it_waits_for_the_remote() {
+    let app = TestApp::spawn_with(|c| {
+        c.sync_lease_secs = 1;
+        c.sync_workers = 2;
+    })
+    .await;
+    let (key, customer) = setup(&app, 10).await;
+    let (connection, _) = connect(&app, &key, input(&customer, 5, "rate_limited")).await;
+    let run = last_run(&app, &key, &connection).await;
+    assert_eq!(
+        (run["status"].clone(), run["recordsAdded"].clone()),
+        (json!("SUCCEEDED"), json!(40)),
+        "{run}"
+    );
+    let db = Db::connect(&test_config(&app.db)).await.unwrap();
+    let id = ids::decode(ids::Kind::SyncRun, run["id"].as_str().unwrap()).unwrap();
+    let stored = entity::sync_run::Entity::find_by_id(id)
+        .one(db.conn())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.attempts, 1, "taken over by another worker: {run}");
+    db.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn scheduled_runs_happen_on_time() {
     let app = TestApp::spawn_with(|c| c.sync_schedule_minute_secs = 1).await;
     let (key, customer) = setup(&app, 10).await;
@@ -726,6 +812,34 @@ async fn apply(
         outcome.unchanged,
         skipped,
     )
+}
+
+/// A page longer than one statement (2,000 rows) is counted per statement.
+#[tokio::test]
+async fn a_page_longer_than_one_statement_is_counted_exactly() {
+    let app = TestApp::spawn().await;
+    let (key, customer) = setup(&app, 10).await;
+    let (connection, _) = connect(&app, &key, input(&customer, 0, "none")).await;
+    last_run(&app, &key, &connection).await;
+    let connection = ids::decode(ids::Kind::Connection, &connection).unwrap();
+    let db = Db::connect(&test_config(&app.db)).await.unwrap();
+    let keys: Vec<String> = (0..2500).map(|n| format!("K{n:04}")).collect();
+    let page = || keys.iter().map(|k| named(k, "pump")).collect::<Vec<_>>();
+    let (added, updated, deleted, unchanged, _) = apply(&db, connection, page(), None).await;
+    assert_eq!(
+        (added.len(), updated.len(), deleted.len(), unchanged),
+        (2500, 0, 0, 0)
+    );
+    let pass = Some(Uuid::now_v7());
+    let (added, updated, deleted, unchanged, _) = apply(&db, connection, page(), pass).await;
+    assert_eq!(
+        (added.len(), updated.len(), deleted.len(), unchanged),
+        (0, 0, 0, 2500)
+    );
+    let tombstones = keys.iter().map(|k| gone(k)).collect();
+    let (_, _, deleted, unchanged, _) = apply(&db, connection, tombstones, None).await;
+    assert_eq!((deleted.len(), unchanged), (2500, 0));
+    db.close().await.unwrap();
 }
 
 /// Every stored asset of the connection by key: (name, deleted, modified at, seen pass).
