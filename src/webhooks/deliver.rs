@@ -330,6 +330,9 @@ impl DeliveryWorkers {
     pub fn new(db: Db, cipher: Cipher, settings: DeliverySettings, wake: Arc<Notify>) -> Self {
         let client = Client::builder()
             .redirect(Policy::none())
+            // No proxy from the environment (HTTP(S)_PROXY): a proxy would resolve the
+            // endpoint's host itself, past the resolver below that refuses private targets.
+            .no_proxy()
             .connect_timeout(Duration::from_secs(5))
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("Millwright-Webhooks/", env!("CARGO_PKG_VERSION")))
@@ -718,8 +721,7 @@ impl Attempt {
             .headers()
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
         let body = read_prefix(response).await;
         let error = (!status.is_success()).then(|| format!("HTTP {}", status.as_u16()));
         Self {
@@ -730,6 +732,17 @@ impl Attempt {
             retry_after,
         }
     }
+}
+
+/// `Retry-After` as delay-seconds or as an HTTP date (RFC 9110); a date in the past is no
+/// delay.
+fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or_default())
 }
 
 /// The first 4 KiB of a response body, without reading the rest.
@@ -783,3 +796,32 @@ const CLAIM_ONE: &str = "SELECT d.id FROM webhook_deliveries d WHERE d.endpoint_
 
 const RELEASE: &str = "UPDATE webhook_deliveries SET locked_by = NULL, locked_until = NULL \
     WHERE locked_by = ? AND status = 'PENDING'";
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::parse_retry_after;
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_as_a_date() {
+        // Sun, 06 Nov 1994 08:49:37 GMT, RFC 9110's example.
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(
+            parse_retry_after(" 120 ", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 09:49:37 GMT", now),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 07:49:37 GMT", now),
+            Some(Duration::ZERO),
+            "a date in the past"
+        );
+        for bad in ["", "-5", "soon", "1.5", "Sun, 06 Nov 1994"] {
+            assert_eq!(parse_retry_after(bad, SystemTime::now()), None, "{bad:?}");
+        }
+    }
+}

@@ -10,7 +10,7 @@ pub mod target;
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -87,6 +87,10 @@ async fn checked_url(url: &str, allow_private: bool) -> AppResult<String> {
     Ok(parsed.to_string())
 }
 
+/// Endpoints one account may have: every event is routed to each of them, inside the
+/// dispatcher's transaction.
+pub const MAX_ENDPOINTS_PER_ACCOUNT: u64 = 100;
+
 /// Creates an endpoint; returns it with its secret (shown once).
 pub async fn create(
     db: &Db,
@@ -100,6 +104,15 @@ pub async fn create(
     let id = new_id();
     let secret = sign::new_secret();
     let txn = db.begin_write().await?;
+    let existing = webhook_endpoint::Entity::find()
+        .filter(webhook_endpoint::Column::AccountId.eq(account_id))
+        .count(&*txn)
+        .await?;
+    if existing >= MAX_ENDPOINTS_PER_ACCOUNT {
+        return Err(AppError::Conflict(format!(
+            "an account has at most {MAX_ENDPOINTS_PER_ACCOUNT} webhook endpoints; delete one first"
+        )));
+    }
     let endpoint = webhook_endpoint::ActiveModel {
         id: Set(id),
         account_id: Set(account_id),
@@ -278,7 +291,7 @@ pub async fn send_test(
     endpoint_id: Uuid,
 ) -> AppResult<webhook_delivery::Model> {
     let txn = db.begin_write().await?;
-    let endpoint = find(&*txn, account_id, endpoint_id).await?;
+    let endpoint = enabled(find(&*txn, account_id, endpoint_id).await?)?;
     let event = NewEvent {
         account_id,
         customer_id: None,
@@ -307,8 +320,9 @@ pub async fn find_delivery(
 /// Sends a delivery again, now, whatever its status; its attempts are kept.
 pub async fn redeliver(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<webhook_delivery::Model> {
     let txn = db.begin_write().await?;
-    let mut active: webhook_delivery::ActiveModel =
-        find_delivery(&*txn, account_id, id).await?.into();
+    let delivery = find_delivery(&*txn, account_id, id).await?;
+    enabled(find(&*txn, account_id, delivery.endpoint_id).await?)?;
+    let mut active: webhook_delivery::ActiveModel = delivery.into();
     active.status = Set(DeliveryStatus::Pending.as_str().to_owned());
     active.next_attempt_at = Set(Some(Utc::now()));
     active.locked_by = Set(None);
@@ -325,24 +339,58 @@ pub async fn replay(
     endpoint_id: Uuid,
     since: chrono::DateTime<Utc>,
 ) -> AppResult<u64> {
-    let txn = db.begin_write().await?;
-    let endpoint = find(&*txn, account_id, endpoint_id).await?;
-    let stored = event::Entity::find()
-        .filter(event::Column::AccountId.eq(account_id))
-        .filter(event::Column::OccurredAt.gte(since))
-        .order_by_asc(event::Column::Position)
-        .all(&*txn)
-        .await?;
+    let endpoint = enabled(find(db.conn(), account_id, endpoint_id).await?)?;
     let mut connections = dispatch::ConnectionTypes::default();
     let mut queued = 0;
-    for event in stored {
-        if dispatch::wants(&*txn, &endpoint, &event, &mut connections).await? {
-            insert_delivery(&*txn, &endpoint, event.position).await?;
-            queued += 1;
+    let mut after = None;
+    // Page by page, a transaction each: a long history neither sits in memory at once nor
+    // holds the write lock for long.
+    loop {
+        let mut page = event::Entity::find()
+            .filter(event::Column::AccountId.eq(account_id))
+            .filter(event::Column::OccurredAt.gte(since));
+        if let Some(position) = after {
+            page = page.filter(event::Column::Position.gt(position));
         }
+        let stored = page
+            .order_by_asc(event::Column::Position)
+            .limit(REPLAY_PAGE)
+            .all(db.conn())
+            .await?;
+        let Some(last) = stored.last() else {
+            return Ok(queued);
+        };
+        after = Some(last.position);
+        let txn = db.begin_write().await?;
+        let mut deliveries = Vec::new();
+        for event in &stored {
+            if dispatch::wants(&*txn, &endpoint, event, &mut connections).await? {
+                deliveries.push(new_delivery(&endpoint, event.position));
+            }
+        }
+        queued += deliveries.len() as u64;
+        if !deliveries.is_empty() {
+            webhook_delivery::Entity::insert_many(deliveries)
+                .exec_without_returning(&*txn)
+                .await?;
+        }
+        txn.commit().await?;
     }
-    txn.commit().await?;
-    Ok(queued)
+}
+
+/// Events read and queued per transaction by `replay`.
+const REPLAY_PAGE: u64 = 500;
+
+/// The endpoint, if it is enabled: a disabled one takes no test, redelivery or replay (they
+/// would wait, unsent, until it is enabled).
+fn enabled(endpoint: webhook_endpoint::Model) -> AppResult<webhook_endpoint::Model> {
+    if endpoint.enabled {
+        Ok(endpoint)
+    } else {
+        Err(AppError::Conflict(
+            "the endpoint is disabled; enable it first (updateWebhookEndpoint)".into(),
+        ))
+    }
 }
 
 pub async fn deliveries(

@@ -489,6 +489,100 @@ async fn test_redeliver_and_replay() {
 }
 
 #[tokio::test]
+async fn a_disabled_endpoint_takes_no_test_redelivery_or_replay() {
+    let app = TestApp::spawn_with(private_allowed).await;
+    let receiver = Receiver::start(&[]).await;
+    let (_, key) = app.create_account("A", 0).await;
+    let (endpoint, _) = create_endpoint(&app, &key, &receiver.url, json!([])).await;
+    let test = "mutation($id: ID!) { sendTestWebhook(endpointId: $id) { id } }";
+    let data = app.ok(&key, test, json!({ "id": endpoint })).await;
+    let delivery = data["sendTestWebhook"]["id"].clone();
+    receiver.wait_for(1).await;
+    app.ok(
+        &key,
+        "mutation($id: ID!) { updateWebhookEndpoint(input: {id: $id, enabled: false}) { enabled } }",
+        json!({ "id": endpoint }),
+    )
+    .await;
+    for (query, variables) in [
+        (test, json!({ "id": endpoint })),
+        (
+            "mutation($id: ID!) { redeliverWebhook(deliveryId: $id) { id } }",
+            json!({ "id": delivery }),
+        ),
+        (
+            "mutation($id: ID!) { replayWebhooks(endpointId: $id, since: \"2020-01-01T00:00:00Z\") }",
+            json!({ "id": endpoint }),
+        ),
+    ] {
+        let body = app.gql(&key, query, variables).await;
+        assert_eq!(error_code(&body), "CONFLICT", "{query}: {body}");
+        assert!(body.to_string().contains("disabled"), "{body}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        receiver.received.lock().unwrap().len(),
+        1,
+        "nothing more sent"
+    );
+}
+
+#[tokio::test]
+async fn an_account_has_at_most_100_endpoints() {
+    let app = TestApp::spawn_with(private_allowed).await;
+    let receiver = Receiver::start(&[]).await;
+    let (_, key) = app.create_account("A", 0).await;
+    for _ in 0..100 {
+        create_endpoint(&app, &key, &receiver.url, json!([])).await;
+    }
+    let body = app
+        .gql(
+            &key,
+            CREATE,
+            json!({ "input": { "url": receiver.url, "eventTypes": [] } }),
+        )
+        .await;
+    assert_eq!(error_code(&body), "CONFLICT", "{body}");
+    // Another account is not affected.
+    let (_, other) = app.create_account("B", 0).await;
+    create_endpoint(&app, &other, &receiver.url, json!([])).await;
+}
+
+/// A replay longer than one of its pages (500 events) queues each accepted event once.
+#[tokio::test]
+async fn a_long_replay_queues_every_event_once() {
+    let app = TestApp::spawn_with(private_allowed).await;
+    let receiver = Receiver::start(&[]).await;
+    let (account_id, key) = app.create_account("A", 0).await;
+    let grants: Vec<Value> = (0..510)
+        .map(|_| json!({ "query": "mutation($id: ID!) { grantCredits(accountId: $id, amount: 1) { total } }", "variables": { "id": account_id } }))
+        .collect();
+    let (endpoint, _) = create_endpoint(&app, &key, &receiver.url, json!([])).await;
+    for batch in grants.chunks(10) {
+        let (status, body) = app
+            .post(Some(ADMIN_TOKEN), Value::Array(batch.to_vec()))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(!body.to_string().contains("\"errors\""), "{body}");
+    }
+    receiver.wait_for(510).await;
+    let data = app.ok(&key, "mutation($id: ID!) { replayWebhooks(endpointId: $id, since: \"2020-01-01T00:00:00Z\") }", json!({ "id": endpoint })).await;
+    assert_eq!(data["replayWebhooks"], 510);
+    receiver.wait_for(1020).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut times = std::collections::HashMap::new();
+    for received in receiver.received.lock().unwrap().iter() {
+        let id = received.headers.get("webhook-id").unwrap().clone();
+        *times.entry(id).or_insert(0) += 1;
+    }
+    assert_eq!(times.len(), 510);
+    assert!(
+        times.values().all(|n| *n == 2),
+        "each event live, then replayed once"
+    );
+}
+
+#[tokio::test]
 async fn deliveries_survive_a_killed_process() {
     use crate::harness::{ServerProcess, TestDb};
     let db = TestDb::new().await;
