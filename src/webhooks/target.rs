@@ -57,10 +57,33 @@ pub async fn resolve(url: &Url, allow_private: bool) -> Result<Vec<SocketAddr>, 
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+        IpAddr::V6(v6) => match embedded_v4(v6) {
             Some(v4) => is_public_v4(v4),
             None => is_public_v6(v6),
         },
+    }
+}
+
+/// The IPv4 address an IPv6 address stands for, where it embeds one: IPv4-mapped
+/// (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`, deprecated), NAT64 (`64:ff9b::/96`,
+/// RFC 6052) and 6to4 (`2002:aabb:ccdd::/48`, RFC 3056). Such an address reaches that IPv4
+/// host, so it is judged as that host.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    let low = |hi: u16, lo: u16| {
+        let [a, b] = hi.to_be_bytes();
+        let [c, d] = lo.to_be_bytes();
+        Ipv4Addr::new(a, b, c, d)
+    };
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    match s {
+        // IPv4-compatible; `::` and `::1` are IPv6's own unspecified and loopback.
+        [0, 0, 0, 0, 0, 0, hi, lo] if (hi, lo) > (0, 1) => Some(low(hi, lo)),
+        [0x0064, 0xff9b, 0, 0, 0, 0, hi, lo] => Some(low(hi, lo)),
+        [0x2002, hi, lo, ..] => Some(low(hi, lo)),
+        _ => None,
     }
 }
 
@@ -87,8 +110,10 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || ip.is_multicast()
         || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
         || (first & 0xffc0) == 0xfe80 // link local fe80::/10
+        || (first & 0xffc0) == 0xfec0 // site local fec0::/10 (deprecated)
         || first == 0x2001 && ip.segments()[1] == 0x0db8 // documentation
-        || first == 0x0064 && ip.segments()[1] == 0xff9b) // NAT64
+        || first == 0x2001 && ip.segments()[1] == 0 // Teredo 2001::/32 (tunnels to IPv4)
+        || first == 0x0064 && ip.segments()[1] == 0xff9b) // the rest of 64:ff9b::/32 (local NAT64)
 }
 
 #[cfg(test)]
@@ -111,10 +136,25 @@ mod tests {
             "fd00::1",
             "::ffff:127.0.0.1",
             "240.0.0.1",
+            "::7f00:1",            // IPv4-compatible 127.0.0.1
+            "64:ff9b::a00:1",      // NAT64 of 10.0.0.1
+            "64:ff9b::a9fe:a9fe",  // NAT64 of 169.254.169.254
+            "2002:7f00:1::",       // 6to4 of 127.0.0.1
+            "2002:c0a8:101::1",    // 6to4 of 192.168.1.1
+            "2001:0:4136:e378::1", // Teredo
+            "fec0::1",             // site local
+            "64:ff9b:1::1",        // NAT64 local use
+            "::5",                 // IPv4-compatible 0.0.0.5
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
-        for public in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
+        for public in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "64:ff9b::808:808", // NAT64 of 8.8.8.8 (DNS64 networks)
+            "2002:808:808::1",  // 6to4 of 8.8.8.8
+        ] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
     }
