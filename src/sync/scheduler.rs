@@ -50,17 +50,20 @@ impl Scheduler {
         if scheduled.is_empty() {
             return Ok(0);
         }
-        let latest: HashMap<Uuid, DateTime<Utc>> = sync_run::Entity::find()
-            .select_only()
-            .column(sync_run::Column::ConnectionId)
-            .column_as(Expr::col(sync_run::Column::QueuedAt).max(), "latest")
-            .filter(sync_run::Column::ConnectionId.is_in(scheduled.iter().map(|c| c.id)))
-            .group_by(sync_run::Column::ConnectionId)
-            .into_tuple::<(Uuid, DateTime<Utc>)>()
-            .all(self.db.conn())
-            .await?
-            .into_iter()
-            .collect();
+        let mut latest: HashMap<Uuid, DateTime<Utc>> = HashMap::with_capacity(scheduled.len());
+        // In chunks: SQLite binds at most 32,766 values a statement.
+        for chunk in scheduled.chunks(1000) {
+            let runs = sync_run::Entity::find()
+                .select_only()
+                .column(sync_run::Column::ConnectionId)
+                .column_as(Expr::col(sync_run::Column::QueuedAt).max(), "latest")
+                .filter(sync_run::Column::ConnectionId.is_in(chunk.iter().map(|c| c.id)))
+                .group_by(sync_run::Column::ConnectionId)
+                .into_tuple::<(Uuid, DateTime<Utc>)>()
+                .all(self.db.conn())
+                .await?;
+            latest.extend(runs);
+        }
         let now = Utc::now();
         let mut queued = 0;
         for connection in scheduled {

@@ -51,6 +51,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 const RECORD_BATCH: usize = 512;
 /// Tries to write one batch before leaving its deliveries to their leases.
 const RECORD_TRIES: u32 = 5;
+/// Endpoints one dispatch batch leases first attempts for (see `Handoff::reserve`).
+const RESERVED_ENDPOINTS: usize = 1000;
 
 #[derive(Clone)]
 pub struct DeliverySettings {
@@ -119,10 +121,13 @@ impl Handoff {
             room: HashMap::new(),
             locked_until: now + chrono::Duration::from_std(self.lease).unwrap_or_default(),
         };
+        // At most RESERVED_ENDPOINTS endpoints a batch (one bound value each): the others'
+        // new deliveries are created unleased and go through the claimer, as any backlog.
         let candidates: Vec<Uuid> = wanted
             .iter()
             .filter(|(id, n)| *n > 0 && self.local.room(*id) > 0)
             .map(|(id, _)| *id)
+            .take(RESERVED_ENDPOINTS)
             .collect();
         if candidates.is_empty() {
             return Ok(reservation);
@@ -142,7 +147,7 @@ impl Handoff {
             now.into(),
             self.worker.clone().into(),
         ]);
-        let free: Vec<Uuid> = txn
+        let free: std::collections::HashSet<Uuid> = txn
             .query_all_raw(db::statement(backend, &sql, values))
             .await?
             .iter()

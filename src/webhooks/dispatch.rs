@@ -3,7 +3,11 @@
 //! connection sends). Its position moves in the same transaction as the deliveries it
 //! creates, so no event is skipped or routed twice across crashes and restarts.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use chrono::Utc;
 use sea_orm::{
@@ -126,28 +130,33 @@ impl Dispatcher {
         let Some(newest) = batch.last().map(|e| e.position) else {
             return Ok(0);
         };
-        let accounts: Vec<Uuid> = batch.iter().map(|e| e.account_id).collect();
-        let endpoints = webhook_endpoint::Entity::find()
+        let accounts: HashSet<Uuid> = batch.iter().map(|e| e.account_id).collect();
+        let mut endpoints: HashMap<Uuid, Vec<Arc<webhook_endpoint::Model>>> = HashMap::new();
+        for endpoint in webhook_endpoint::Entity::find()
             .filter(webhook_endpoint::Column::AccountId.is_in(accounts))
             .filter(webhook_endpoint::Column::Enabled.eq(true))
             .all(&*txn)
-            .await?;
-        let endpoints: Vec<Arc<webhook_endpoint::Model>> =
-            endpoints.into_iter().map(Arc::new).collect();
+            .await?
+        {
+            endpoints
+                .entry(endpoint.account_id)
+                .or_default()
+                .push(Arc::new(endpoint));
+        }
         let mut cache = ConnectionTypes::default();
         // (endpoint, event) pairs in event order.
         let mut routed = Vec::new();
+        // Deliveries per endpoint, in the order the endpoints first appear.
         let mut per_endpoint: Vec<(Uuid, usize)> = Vec::new();
+        let mut slot: HashMap<Uuid, usize> = HashMap::new();
         for event in batch.iter().cloned().map(Arc::new) {
-            for endpoint in endpoints
-                .iter()
-                .filter(|e| e.account_id == event.account_id)
-            {
+            for endpoint in endpoints.get(&event.account_id).into_iter().flatten() {
                 if wants(&*txn, endpoint, &event, &mut cache).await? {
-                    match per_endpoint.iter_mut().find(|(id, _)| *id == endpoint.id) {
-                        Some((_, n)) => *n += 1,
-                        None => per_endpoint.push((endpoint.id, 1)),
-                    }
+                    let at = *slot.entry(endpoint.id).or_insert_with(|| {
+                        per_endpoint.push((endpoint.id, 0));
+                        per_endpoint.len() - 1
+                    });
+                    per_endpoint[at].1 += 1;
                     routed.push((endpoint.clone(), event.clone()));
                 }
             }

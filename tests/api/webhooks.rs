@@ -532,8 +532,17 @@ async fn an_account_has_at_most_100_endpoints() {
     let app = TestApp::spawn_with(private_allowed).await;
     let receiver = Receiver::start(&[]).await;
     let (_, key) = app.create_account("A", 0).await;
-    for _ in 0..100 {
+    for _ in 0..95 {
         create_endpoint(&app, &key, &receiver.url, json!([])).await;
+    }
+    // Ten at once for the last five places: exactly five get one.
+    let input = json!({ "input": { "url": receiver.url, "eventTypes": [] } });
+    let racing = (0..10).map(|_| app.gql(&key, CREATE, input.clone()));
+    let answers = futures_util::future::join_all(racing).await;
+    let created = answers.iter().filter(|b| b["errors"].is_null()).count();
+    assert_eq!(created, 5, "{answers:?}");
+    for body in answers.iter().filter(|b| !b["errors"].is_null()) {
+        assert_eq!(error_code(body), "CONFLICT", "{body}");
     }
     let body = app
         .gql(
