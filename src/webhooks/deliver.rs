@@ -51,6 +51,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 const RECORD_BATCH: usize = 512;
 /// Tries to write one batch before leaving its deliveries to their leases.
 const RECORD_TRIES: u32 = 5;
+/// Time kept between a request's end and its lease's (clocks, the recorder's pick-up).
+const LEASE_MARGIN: Duration = Duration::from_millis(500);
+/// A claimed job with less of its lease left than this (after the margin) is not sent.
+const MIN_REQUEST_TIME: Duration = Duration::from_secs(1);
 /// Endpoints one dispatch batch leases first attempts for (see `Handoff::reserve`).
 const RESERVED_ENDPOINTS: usize = 1000;
 
@@ -563,8 +567,21 @@ impl DeliveryWorkers {
                 return;
             };
             let attempted_at = Utc::now();
+            // The request ends within the lease: past it another claim may send the same
+            // delivery, and two requests of it would be in flight at once. A job that waited
+            // here for most of its lease is not sent; it is claimed again when the lease ends.
+            let left = match job.delivery.locked_until {
+                Some(until) => (until - attempted_at).to_std().unwrap_or_default(),
+                None => REQUEST_TIMEOUT + LEASE_MARGIN,
+            };
+            let timeout = left.saturating_sub(LEASE_MARGIN).min(REQUEST_TIMEOUT);
+            if timeout < MIN_REQUEST_TIME {
+                local.release(job.delivery.endpoint_id);
+                tracing::debug!(delivery.id = %job.delivery.id, "lease too short to send; left to the next claim");
+                return;
+            }
             let attempt = match &job.event {
-                Some(event) => self.send(&job.endpoint, event).await,
+                Some(event) => self.send(&job.endpoint, event, timeout).await,
                 None => Attempt::refused("the event was pruned before it could be delivered"),
             };
             (attempted_at, attempt)
@@ -620,7 +637,12 @@ impl DeliveryWorkers {
         Ok(())
     }
 
-    async fn send(&self, endpoint: &webhook_endpoint::Model, event: &event::Model) -> Attempt {
+    async fn send(
+        &self,
+        endpoint: &webhook_endpoint::Model,
+        event: &event::Model,
+        timeout: Duration,
+    ) -> Attempt {
         let url = match target::parse(&endpoint.url) {
             Ok(url) => url,
             Err(err) => return Attempt::refused(&err.to_string()),
@@ -652,6 +674,7 @@ impl DeliveryWorkers {
                 sign::signature(&secrets, &id, timestamp, &body),
             )
             .body(body)
+            .timeout(timeout)
             .send()
             .await;
         Attempt::from_response(sent, started).await

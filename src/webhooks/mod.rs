@@ -330,6 +330,16 @@ pub async fn redeliver(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<webhook
     let txn = db.begin_write().await?;
     let delivery = find_delivery(&*txn, account_id, id).await?;
     enabled(find(&*txn, account_id, delivery.endpoint_id).await?)?;
+    if delivery
+        .locked_until
+        .is_some_and(|until| until > Utc::now())
+    {
+        // Reset now, the attempt in flight would be recorded against the redelivery's own
+        // claim, and the delivery sent once more than asked.
+        return Err(AppError::Conflict(
+            "the delivery is being sent now; redeliver it once this attempt is recorded".into(),
+        ));
+    }
     let mut active: webhook_delivery::ActiveModel = delivery.into();
     active.status = Set(DeliveryStatus::Pending.as_str().to_owned());
     active.next_attempt_at = Set(Some(Utc::now()));

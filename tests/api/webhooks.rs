@@ -457,6 +457,8 @@ async fn test_redeliver_and_replay() {
     receiver.wait_for(1).await;
     assert_eq!(receiver.bodies()[0]["type"], "webhook.test");
     let delivery = data["sendTestWebhook"]["id"].clone();
+    // A redelivery waits until the attempt in flight is recorded.
+    wait_for_status(&app, &key, &delivery, "SUCCEEDED").await;
     app.ok(
         &key,
         "mutation($id: ID!) { redeliverWebhook(deliveryId: $id) { id } }",
@@ -486,6 +488,141 @@ async fn test_redeliver_and_replay() {
         )
         .await;
     assert_eq!(error_code(&body), "NOT_FOUND");
+}
+
+/// Waits until the delivery has `status` (its attempt recorded).
+async fn wait_for_status(app: &TestApp, key: &str, delivery: &Value, status: &str) {
+    let query = "query($id: ID!) { node(id: $id) { ... on WebhookDelivery { status } } }";
+    for _ in 0..200 {
+        let data = app.ok(key, query, json!({ "id": delivery })).await;
+        if data["node"]["status"] == status {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("delivery {delivery} never reached {status}");
+}
+
+/// Counts the requests open at once; a request the client gave up on counts as closed.
+#[derive(Clone, Default)]
+struct OpenCounter {
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    most_open: Arc<std::sync::atomic::AtomicUsize>,
+    started: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct Open(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl OpenCounter {
+    /// A receiver answering 200 after `delay`.
+    async fn start(delay: Duration) -> (Self, String) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let counter = OpenCounter::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let state = counter.clone();
+        let app = Router::new().route(
+            "/hook",
+            post(move || {
+                let state = state.clone();
+                async move {
+                    state.started.fetch_add(1, SeqCst);
+                    let open = state.open.fetch_add(1, SeqCst) + 1;
+                    let _open = Open(state.open.clone());
+                    state.most_open.fetch_max(open, SeqCst);
+                    tokio::time::sleep(delay).await;
+                    "ok"
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (counter, url)
+    }
+}
+
+#[tokio::test]
+async fn a_delivery_in_flight_is_not_redelivered_beside_itself() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let app = TestApp::spawn_with(private_allowed).await;
+    let (receiver, url) = OpenCounter::start(Duration::from_millis(1500)).await;
+    let (_, key) = app.create_account("A", 0).await;
+    let (endpoint, _) = create_endpoint(&app, &key, &url, json!([])).await;
+    let data = app
+        .ok(
+            &key,
+            "mutation($id: ID!) { sendTestWebhook(endpointId: $id) { id } }",
+            json!({ "id": endpoint }),
+        )
+        .await;
+    let delivery = data["sendTestWebhook"]["id"].clone();
+    for _ in 0..100 {
+        if receiver.started.load(SeqCst) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(receiver.started.load(SeqCst), 1);
+    let redeliver = "mutation($id: ID!) { redeliverWebhook(deliveryId: $id) { id } }";
+    let body = app.gql(&key, redeliver, json!({ "id": delivery })).await;
+    assert_eq!(error_code(&body), "CONFLICT", "{body}");
+    wait_for_status(&app, &key, &delivery, "SUCCEEDED").await;
+    app.ok(&key, redeliver, json!({ "id": delivery })).await;
+    wait_for_status(&app, &key, &delivery, "SUCCEEDED").await;
+    for _ in 0..100 {
+        if receiver.started.load(SeqCst) == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        receiver.started.load(SeqCst),
+        2,
+        "sent, then redelivered once"
+    );
+    assert_eq!(receiver.most_open.load(SeqCst), 1);
+}
+
+/// A receiver slower than the lease: each request ends (times out) within its lease, so the
+/// delivery is never in flight twice at once, and its retries follow one another.
+#[tokio::test]
+async fn a_request_never_outlives_its_lease() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let app = TestApp::spawn_with(|c| {
+        private_allowed(c);
+        c.webhook_lease_secs = 2;
+    })
+    .await;
+    let (receiver, url) = OpenCounter::start(Duration::from_secs(3)).await;
+    let (_, key) = app.create_account("A", 0).await;
+    let (endpoint, _) = create_endpoint(&app, &key, &url, json!([])).await;
+    app.ok(
+        &key,
+        "mutation($id: ID!) { sendTestWebhook(endpointId: $id) { id } }",
+        json!({ "id": endpoint }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        receiver.started.load(SeqCst) >= 2,
+        "retried after timing out"
+    );
+    assert_eq!(receiver.most_open.load(SeqCst), 1, "never two at once");
+    let data = app
+        .ok(
+            &key,
+            "query($id: ID!) { webhookEndpoint(id: $id) { deliveries { nodes { attempts { error } } } } }",
+            json!({ "id": endpoint }),
+        )
+        .await;
+    let attempts = &data["webhookEndpoint"]["deliveries"]["nodes"][0]["attempts"];
+    assert_eq!(attempts[0]["error"], "timed out", "{data}");
 }
 
 #[tokio::test]
