@@ -403,8 +403,9 @@ async fn rate_limits_and_flaky_remotes_are_ridden_out() {
     assert!(waited > 0, "429s were waited out and counted: {run}");
 }
 
-#[tokio::test]
-async fn a_running_sync_can_be_cancelled_and_a_second_trigger_returns_it() {
+/// A server whose syncs are slow (20 pages of 50 a second) and a connection whose first
+/// run (40,000 records) has just been queued: (app, account key, connection id).
+async fn long_sync() -> (TestApp, String, String) {
     let app = TestApp::spawn_with(|c| {
         c.sync_page_size = 50;
         c.sync_requests_per_second = 20;
@@ -414,6 +415,12 @@ async fn a_running_sync_can_be_cancelled_and_a_second_trigger_returns_it() {
     let mut connect_input = input(&customer, 5000, "none");
     connect_input["validate"] = json!(false);
     let (connection, _) = connect(&app, &key, connect_input).await;
+    (app, key, connection)
+}
+
+#[tokio::test]
+async fn a_running_sync_can_be_cancelled_and_a_second_trigger_returns_it() {
+    let (app, key, connection) = long_sync().await;
     let query = "mutation($id: ID!) { triggerSync(connectionId: $id, kind: FULL) { id trigger } }";
     let again = app.ok(&key, query, json!({ "id": connection })).await;
     assert_eq!(
@@ -435,15 +442,7 @@ async fn a_running_sync_can_be_cancelled_and_a_second_trigger_returns_it() {
 
 #[tokio::test]
 async fn a_disconnect_stops_the_running_sync() {
-    let app = TestApp::spawn_with(|c| {
-        c.sync_page_size = 50;
-        c.sync_requests_per_second = 20;
-    })
-    .await;
-    let (key, customer) = setup(&app, 10).await;
-    let mut connect_input = input(&customer, 5000, "none");
-    connect_input["validate"] = json!(false);
-    let (connection, _) = connect(&app, &key, connect_input).await;
+    let (app, key, connection) = long_sync().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     app.ok(
         &key,

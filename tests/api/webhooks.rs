@@ -343,12 +343,23 @@ async fn continuous_failure_for_the_window_disables_the_endpoint() {
     assert_eq!(data["webhookEndpoint"]["enabled"], false, "{data}");
 }
 
-/// A receiver that takes `delay` per request and remembers the most requests it had open.
+/// A receiver that takes `delay` per request and remembers the most requests it had open
+/// (a request the client gave up on counts as closed).
 #[derive(Clone, Default)]
 struct SlowReceiver {
     open: Arc<std::sync::atomic::AtomicUsize>,
     most_open: Arc<std::sync::atomic::AtomicUsize>,
+    started: Arc<std::sync::atomic::AtomicUsize>,
     done: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One open request, counted until dropped.
+struct Open(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl SlowReceiver {
@@ -363,10 +374,11 @@ impl SlowReceiver {
             post(move || {
                 let state = state.clone();
                 async move {
+                    state.started.fetch_add(1, SeqCst);
                     let open = state.open.fetch_add(1, SeqCst) + 1;
+                    let _open = Open(state.open.clone());
                     state.most_open.fetch_max(open, SeqCst);
                     tokio::time::sleep(delay).await;
-                    state.open.fetch_sub(1, SeqCst);
                     state.done.fetch_add(1, SeqCst);
                     "ok"
                 }
@@ -503,54 +515,11 @@ async fn wait_for_status(app: &TestApp, key: &str, delivery: &Value, status: &st
     panic!("delivery {delivery} never reached {status}");
 }
 
-/// Counts the requests open at once; a request the client gave up on counts as closed.
-#[derive(Clone, Default)]
-struct OpenCounter {
-    open: Arc<std::sync::atomic::AtomicUsize>,
-    most_open: Arc<std::sync::atomic::AtomicUsize>,
-    started: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-struct Open(Arc<std::sync::atomic::AtomicUsize>);
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl OpenCounter {
-    /// A receiver answering 200 after `delay`.
-    async fn start(delay: Duration) -> (Self, String) {
-        use std::sync::atomic::Ordering::SeqCst;
-        let counter = OpenCounter::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let state = counter.clone();
-        let app = Router::new().route(
-            "/hook",
-            post(move || {
-                let state = state.clone();
-                async move {
-                    state.started.fetch_add(1, SeqCst);
-                    let open = state.open.fetch_add(1, SeqCst) + 1;
-                    let _open = Open(state.open.clone());
-                    state.most_open.fetch_max(open, SeqCst);
-                    tokio::time::sleep(delay).await;
-                    "ok"
-                }
-            }),
-        );
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (counter, url)
-    }
-}
-
 #[tokio::test]
 async fn a_delivery_in_flight_is_not_redelivered_beside_itself() {
     use std::sync::atomic::Ordering::SeqCst;
     let app = TestApp::spawn_with(private_allowed).await;
-    let (receiver, url) = OpenCounter::start(Duration::from_millis(1500)).await;
+    let (receiver, url) = SlowReceiver::start(Duration::from_millis(1500)).await;
     let (_, key) = app.create_account("A", 0).await;
     let (endpoint, _) = create_endpoint(&app, &key, &url, json!([])).await;
     let data = app
@@ -599,7 +568,7 @@ async fn a_request_never_outlives_its_lease() {
         c.webhook_lease_secs = 2;
     })
     .await;
-    let (receiver, url) = OpenCounter::start(Duration::from_secs(3)).await;
+    let (receiver, url) = SlowReceiver::start(Duration::from_secs(3)).await;
     let (_, key) = app.create_account("A", 0).await;
     let (endpoint, _) = create_endpoint(&app, &key, &url, json!([])).await;
     app.ok(
