@@ -7,6 +7,7 @@ use chrono::Utc;
 use rand::Rng;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QuerySelect,
 };
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -260,14 +261,34 @@ pub async fn find(
     scope: Scope,
     id: Uuid,
 ) -> AppResult<connection::Model> {
-    if scope.connection_id.is_some_and(|own| own != id) {
-        return Err(AppError::NotFound("connection"));
-    }
-    connection::Entity::find_by_id(id)
-        .filter(connection::Column::AccountId.eq(scope.account_id))
+    scoped(scope, id)?
         .one(db)
         .await?
         .ok_or(AppError::NotFound("connection"))
+}
+
+/// `find` in a write transaction that will change the connection: on PostgreSQL the row
+/// stays locked until the transaction ends, and a disconnect committed meanwhile is seen
+/// (not overwritten: a connection never comes back from DISCONNECTED). SQLite's write lock
+/// already serializes writers.
+pub async fn find_for_update(
+    txn: &impl ConnectionTrait,
+    scope: Scope,
+    id: Uuid,
+) -> AppResult<connection::Model> {
+    scoped(scope, id)?
+        .lock_exclusive()
+        .one(txn)
+        .await?
+        .ok_or(AppError::NotFound("connection"))
+}
+
+fn scoped(scope: Scope, id: Uuid) -> AppResult<sea_orm::Select<connection::Entity>> {
+    if scope.connection_id.is_some_and(|own| own != id) {
+        return Err(AppError::NotFound("connection"));
+    }
+    Ok(connection::Entity::find_by_id(id)
+        .filter(connection::Column::AccountId.eq(scope.account_id)))
 }
 
 #[derive(Default)]
@@ -309,7 +330,8 @@ pub async fn set_status(
     reason: Option<String>,
 ) -> AppResult<connection::Model> {
     let from = status(&model);
-    if from == to && model.status_reason == reason {
+    // DISCONNECTED is final: only `disconnect` sets it, nothing moves a connection out of it.
+    if from == ConnectionStatus::Disconnected || (from == to && model.status_reason == reason) {
         return Ok(model);
     }
     let (account_id, customer_id, id) = (model.account_id, model.customer_id, model.id);
@@ -426,7 +448,7 @@ pub async fn update(
         .transpose()?;
     let metadata = changes.metadata.map(validate_metadata).transpose()?;
     let txn = db.begin_write().await?;
-    let model = find(
+    let model = find_for_update(
         &*txn,
         Scope {
             account_id,
@@ -476,7 +498,7 @@ pub async fn update_credentials(
         .await
         .map_err(|err| AppError::ConnectionFailed(err.to_string()))?;
     let txn = db.begin_write().await?;
-    let model = find(&*txn, scope, id).await?;
+    let model = find_for_update(&*txn, scope, id).await?;
     ensure_live(&model)?;
     let mut active: connection::ActiveModel = model.into();
     active.credentials = Set(Some(seal(cipher, id, &credentials)));
@@ -495,7 +517,7 @@ pub async fn rotate_token(
 ) -> AppResult<(connection::Model, String)> {
     let token = auth::generate(TokenKind::Connection);
     let txn = db.begin_write().await?;
-    let model = find(
+    let model = find_for_update(
         &*txn,
         Scope {
             account_id,
@@ -537,7 +559,7 @@ pub async fn record_check(
     outcome: Result<(), ConnectorError>,
 ) -> AppResult<connection::Model> {
     let txn = db.begin_write().await?;
-    let model = find(&*txn, scope, id).await?;
+    let model = find_for_update(&*txn, scope, id).await?;
     if status(&model) == ConnectionStatus::Disconnected {
         return Ok(model);
     }

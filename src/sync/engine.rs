@@ -221,7 +221,7 @@ impl Engine<'_> {
                 account_id,
                 connection_id: None,
             };
-            let current = connections::find(&*txn, scope, connection_id).await?;
+            let current = connections::find_for_update(&*txn, scope, connection_id).await?;
             if connections::status(&current) != ConnectionStatus::Disconnected {
                 let reason = (!reason.is_empty()).then_some(reason);
                 connections::set_status(&*txn, current, to, reason).await?;

@@ -56,7 +56,8 @@ async fn ledger(app: &TestApp, key: &str) -> Vec<Value> {
     }
 }
 
-/// Rows of a table read straight from the database, as text.
+/// Rows of a table read straight from the database, as text: every column's value, bytes
+/// as (lossy) UTF-8.
 pub async fn raw_rows(app: &TestApp, sql: &str) -> Vec<String> {
     use sea_orm::{ConnectionTrait, Statement};
     let db = sea_orm::Database::connect(&app.db.url).await.unwrap();
@@ -64,9 +65,48 @@ pub async fn raw_rows(app: &TestApp, sql: &str) -> Vec<String> {
         .query_all_raw(Statement::from_string(db.get_database_backend(), sql))
         .await
         .unwrap();
-    let text = rows.iter().map(|row| format!("{row:?}")).collect();
+    let text = rows
+        .iter()
+        .map(|row| {
+            (0..row.column_names().len())
+                .map(|n| column_text(row, n))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        })
+        .collect();
     db.close().await.ok();
     text
+}
+
+fn column_text(row: &sea_orm::QueryResult, n: usize) -> String {
+    if let Ok(v) = row.try_get_by_index::<Option<String>>(n) {
+        return v.unwrap_or_default();
+    }
+    if let Ok(v) = row.try_get_by_index::<Option<Vec<u8>>>(n) {
+        return String::from_utf8_lossy(&v.unwrap_or_default()).into_owned();
+    }
+    if let Ok(v) = row.try_get_by_index::<Option<serde_json::Value>>(n) {
+        return v.map(|v| v.to_string()).unwrap_or_default();
+    }
+    if let Ok(v) = row.try_get_by_index::<Option<uuid::Uuid>>(n) {
+        return v.map(|v| v.to_string()).unwrap_or_default();
+    }
+    if let Ok(v) = row.try_get_by_index::<Option<i64>>(n) {
+        return v.map(|v| v.to_string()).unwrap_or_default();
+    }
+    if let Ok(v) = row.try_get_by_index::<Option<i32>>(n) {
+        return v.map(|v| v.to_string()).unwrap_or_default();
+    }
+    if let Ok(v) = row.try_get_by_index::<Option<bool>>(n) {
+        return v.map(|v| v.to_string()).unwrap_or_default();
+    }
+    if let Ok(v) = row.try_get_by_index::<Option<chrono::DateTime<chrono::Utc>>>(n) {
+        return v.map(|v| v.to_string()).unwrap_or_default();
+    }
+    panic!(
+        "column {n} of {:?}: no text for its type",
+        row.column_names()
+    );
 }
 
 pub async fn event_types(app: &TestApp) -> Vec<String> {
@@ -706,6 +746,12 @@ async fn secrets_never_appear_in_plain_text_in_the_database() {
     )
     .await;
     let token_secret = &token["mwc_".len()..];
+    // The scan sees row contents: the customer's name is stored in plain text.
+    let customers = raw_rows(&app, "SELECT * FROM customers").await;
+    assert!(
+        customers.iter().any(|row| row.contains("North Plant")),
+        "{customers:?}"
+    );
     for table in [
         "connections",
         "events",
@@ -752,4 +798,72 @@ async fn grants_are_booked_with_their_note() {
             .await
             .contains(&"credits.changed".to_owned())
     );
+}
+
+/// A check (health check, `checkConnection`) whose write waits on a disconnect in progress
+/// sees the disconnect once it commits: the connection stays DISCONNECTED, and a second
+/// disconnect refunds nothing.
+#[tokio::test]
+async fn a_check_racing_a_disconnect_does_not_bring_the_connection_back() {
+    use millwright::{connections, db::Db, ids};
+    use sea_orm::{ConnectionTrait, EntityTrait, Statement};
+    let app = TestApp::spawn().await;
+    let (key, customer) = setup(&app, 10).await;
+    let (id, _) = connect(&app, &key, demo_input(&customer, "none")).await;
+    let id = ids::decode(ids::Kind::Connection, &id).unwrap();
+    let db = Db::connect(&crate::harness::test_config(&app.db))
+        .await
+        .unwrap();
+    let row = entity::connection::Entity::find_by_id(id)
+        .one(db.conn())
+        .await
+        .unwrap()
+        .unwrap();
+    let scope = connections::Scope {
+        account_id: row.account_id,
+        connection_id: None,
+    };
+    // Another process's disconnect, caught between its UPDATE and its COMMIT.
+    let other = Db::connect(&crate::harness::test_config(&app.db))
+        .await
+        .unwrap();
+    let txn = other.begin_write().await.unwrap();
+    let backend = txn.get_database_backend();
+    let sql = match backend {
+        sea_orm::DbBackend::Postgres => {
+            "UPDATE connections SET status = 'DISCONNECTED', token_hash = NULL WHERE id = $1"
+        }
+        _ => "UPDATE connections SET status = 'DISCONNECTED', token_hash = NULL WHERE id = ?",
+    };
+    txn.execute_raw(Statement::from_sql_and_values(backend, sql, [id.into()]))
+        .await
+        .unwrap();
+    let checking = {
+        let db = db.clone();
+        tokio::spawn(async move { connections::record_check(&db, scope, id, Ok(())).await })
+    };
+    let rotating = {
+        let db = db.clone();
+        tokio::spawn(async move { connections::rotate_token(&db, scope.account_id, id).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    txn.commit().await.unwrap();
+    let checked = checking.await.unwrap().unwrap();
+    assert_eq!(checked.status, "DISCONNECTED");
+    let rotated = rotating.await.unwrap();
+    assert!(
+        rotated.is_err(),
+        "no new token for a disconnected connection"
+    );
+    let row = entity::connection::Entity::find_by_id(id)
+        .one(db.conn())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (row.status.as_str(), row.token_hash),
+        ("DISCONNECTED", None)
+    );
+    other.close().await.unwrap();
+    db.close().await.unwrap();
 }
