@@ -85,7 +85,7 @@ fn column_text(row: &sea_orm::QueryResult, n: usize) -> String {
     if let Ok(v) = row.try_get_by_index::<Option<Vec<u8>>>(n) {
         return String::from_utf8_lossy(&v.unwrap_or_default()).into_owned();
     }
-    if let Ok(v) = row.try_get_by_index::<Option<serde_json::Value>>(n) {
+    if let Ok(v) = row.try_get_by_index::<Option<Value>>(n) {
         return v.map(|v| v.to_string()).unwrap_or_default();
     }
     if let Ok(v) = row.try_get_by_index::<Option<uuid::Uuid>>(n) {
