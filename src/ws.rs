@@ -3,6 +3,10 @@
 //! Close codes: 4400 invalid message, 4401 subscribe before the acknowledgement, 4403 missing
 //! or bad token in `connection_init`, 4408 no `connection_init` in time, 4409 a subscription
 //! id already in use, 4429 a second `connection_init`. The server also pings idle sockets.
+//!
+//! The token given in `connection_init` is checked again before every `subscribe` and on
+//! every ping: a revoked API key or a replaced connection token closes the socket (4403)
+//! and with it every subscription it carried.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -34,8 +38,12 @@ const OUTBOX: usize = 256;
 pub async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
     // The default 128 KiB read buffer is zero-filled and stays resident on every socket, while
     // graphql-transport-ws messages are small: 10,000 sockets took 1.5 GB with it, 276 MB with 4 KiB.
+    // Messages are held to the HTTP body limit, before and after `connection_init`.
+    let limit = state.config.body_limit_bytes;
     ws.protocols([PROTOCOL])
         .read_buffer_size(4 * 1024)
+        .max_message_size(limit)
+        .max_frame_size(limit)
         .on_upgrade(move |socket| Session::new(state, socket).run())
 }
 
@@ -76,6 +84,8 @@ struct Session {
     state: Arc<AppState>,
     socket: WebSocket,
     principal: Option<Principal>,
+    /// The `authorization` value of `connection_init`, checked again as the socket lives.
+    authorization: Option<String>,
     subscriptions: HashMap<String, (u64, AbortHandle)>,
     generation: u64,
     tx: mpsc::Sender<Outgoing>,
@@ -89,6 +99,7 @@ impl Session {
             state,
             socket,
             principal: None,
+            authorization: None,
             subscriptions: HashMap::new(),
             generation: 0,
             tx,
@@ -112,7 +123,10 @@ impl Session {
                 _ = tokio::time::sleep_until(init_deadline), if self.principal.is_none() => {
                     Flow::Close(4408, "Connection initialisation timeout".into())
                 }
-                _ = ping.tick() => self.send_json(json!({"type": "ping"})).await,
+                _ = ping.tick() => match self.still_authorized().await {
+                    Flow::Continue => self.send_json(json!({"type": "ping"})).await,
+                    close => close,
+                },
                 _ = shutdown.cancelled() => Flow::Close(1001, "server shutting down".into()),
             };
             if let Flow::Close(..) = flow {
@@ -211,6 +225,7 @@ impl Session {
         match principal {
             Ok(principal) if principal != Principal::Anonymous => {
                 self.principal = Some(principal);
+                self.authorization = authorization.map(str::to_owned);
                 self.send_json(json!({"type": "connection_ack"})).await
             }
             Err(Some(crate::error::AppError::Internal(err))) => {
@@ -221,10 +236,35 @@ impl Session {
         }
     }
 
+    /// Whether the socket's token still authenticates as it did at `connection_init`
+    /// (the admin token and unacknowledged sockets have nothing to re-check).
+    /// (The socket is not `Sync`: the check holds none of the session across its await.)
+    fn still_authorized(&self) -> impl Future<Output = Flow> + Send + 'static {
+        let state = self.state.clone();
+        let authorization = self.authorization.clone();
+        let principal = self.principal.clone();
+        async move {
+            let Some(authorization) = authorization else {
+                return Flow::Continue;
+            };
+            let now = auth::authenticate(
+                &state.db,
+                &state.auth_cache,
+                state.config.admin_token.as_ref(),
+                Some(&authorization),
+            )
+            .await;
+            verdict(now, principal.as_ref())
+        }
+    }
+
     async fn on_subscribe(&mut self, id: String, request: GqlRequest) -> Flow {
         let Some(principal) = self.principal.clone() else {
             return Flow::Close(4401, "Unauthorized".into());
         };
+        if let Flow::Close(code, reason) = self.still_authorized().await {
+            return Flow::Close(code, reason);
+        }
         if self.subscriptions.contains_key(&id) {
             return Flow::Close(
                 4409,
@@ -292,6 +332,19 @@ async fn forward(
             finished: Some((id, generation)),
         })
         .await;
+}
+
+/// What a re-check of the socket's token means for it.
+fn verdict(now: Result<Principal, crate::error::AppError>, was: Option<&Principal>) -> Flow {
+    match now {
+        Ok(principal) if Some(&principal) == was => Flow::Continue,
+        // A database hiccup is not a revocation: the next check decides.
+        Err(crate::error::AppError::Internal(err)) => {
+            tracing::warn!(error = %format!("{err:#}"), "websocket re-authentication failed");
+            Flow::Continue
+        }
+        _ => Flow::Close(4403, "Forbidden: the token was revoked".into()),
+    }
 }
 
 /// Close reasons are limited to 123 bytes by the WebSocket protocol.

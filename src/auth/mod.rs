@@ -86,6 +86,9 @@ fn unauthenticated(message: &str) -> AppError {
 #[derive(Default)]
 pub struct AuthCache {
     entries: Mutex<HashMap<String, (Principal, Instant)>>,
+    /// Moves on every `forget`: a lookup that began before a revocation does not cache
+    /// what it read.
+    revocations: std::sync::atomic::AtomicU64,
 }
 
 pub const AUTH_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
@@ -100,8 +103,17 @@ impl AuthCache {
             .map(|(p, _)| p.clone())
     }
 
-    fn put(&self, hash: String, principal: Principal) {
+    fn revocations(&self) -> u64 {
+        self.revocations.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Caches a lookup that began when `revocations` read `seen`, unless a token was
+    /// revoked since: what the lookup read may be the revoked token.
+    fn put(&self, hash: String, principal: Principal, seen: u64) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if self.revocations() != seen {
+            return;
+        }
         if entries.len() >= AUTH_CACHE_MAX {
             entries.retain(|_, (_, at)| at.elapsed() < AUTH_CACHE_TTL);
             if entries.len() >= AUTH_CACHE_MAX {
@@ -114,10 +126,10 @@ impl AuthCache {
     /// Forgets the cached tokens of the principals that match; called whenever a key or
     /// token is revoked or replaced, so no cached copy outlives it in this process.
     pub fn forget(&self, revoked: impl Fn(&Principal) -> bool) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, (principal, _)| !revoked(principal));
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        self.revocations
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        entries.retain(|_, (principal, _)| !revoked(principal));
     }
 }
 
@@ -146,11 +158,12 @@ pub async fn authenticate(
     if let Some(principal) = cache.get(&hash) {
         return Ok(principal);
     }
+    let seen = cache.revocations();
     let principal = match kind {
         TokenKind::ApiKey => authenticate_api_key(db, &hash).await?,
         TokenKind::Connection => authenticate_connection(db, &hash).await?,
     };
-    cache.put(hash, principal.clone());
+    cache.put(hash, principal.clone(), seen);
     Ok(principal)
 }
 
@@ -205,4 +218,26 @@ async fn touch_api_key(db: &Db, id: Uuid, now: chrono::DateTime<Utc>) -> Result<
     update.update(&*txn).await?;
     txn.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lookup_older_than_a_revocation_is_not_cached() {
+        let cache = AuthCache::default();
+        let key = Principal::Account {
+            account_id: Uuid::now_v7(),
+            api_key_id: Uuid::now_v7(),
+        };
+        let seen = cache.revocations();
+        // The key is revoked while the lookup that found it valid is still running.
+        cache.forget(|p| *p == key);
+        cache.put("h".into(), key.clone(), seen);
+        assert_eq!(cache.get("h"), None);
+        // A lookup that began after it is cached.
+        cache.put("h".into(), key.clone(), cache.revocations());
+        assert_eq!(cache.get("h"), Some(key));
+    }
 }

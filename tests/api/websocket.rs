@@ -157,3 +157,99 @@ async fn the_server_pings_idle_sockets() {
     send(&mut socket, json!({ "type": "pong" })).await;
     assert_eq!(next(&mut socket).await.unwrap(), json!({ "type": "ping" }));
 }
+
+/// A second API key of the account: (its id, the key).
+async fn second_key(app: &TestApp, key: &str) -> (String, String) {
+    let data = app
+        .ok(
+            key,
+            "mutation { createApiKey(name: \"socket\") { apiKey { id } key } }",
+            json!({}),
+        )
+        .await;
+    let created = &data["createApiKey"];
+    (
+        created["apiKey"]["id"].as_str().unwrap().to_owned(),
+        created["key"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn revoke(app: &TestApp, key: &str, id: &str) {
+    app.ok(
+        key,
+        "mutation($id: ID!) { revokeApiKey(id: $id) { id } }",
+        json!({ "id": id }),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_revoked_key_can_do_nothing_more_on_an_open_socket() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_account("A", 0).await;
+    let (id, second) = second_key(&app, &key).await;
+    let mut socket = open(&app).await;
+    init(&mut socket, &second).await;
+    revoke(&app, &key, &id).await;
+    let mutation = "mutation { createApiKey(name: \"sneaky\") { key } }";
+    send(
+        &mut socket,
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": mutation } }),
+    )
+    .await;
+    assert_eq!(next(&mut socket).await, Err(4403));
+    let keys = app
+        .ok(
+            &key,
+            "{ viewer { account { apiKeys { name } } } }",
+            json!({}),
+        )
+        .await;
+    assert!(!keys.to_string().contains("sneaky"), "{keys}");
+}
+
+#[tokio::test]
+async fn a_revoked_key_loses_its_subscriptions_at_the_next_ping() {
+    let app = TestApp::spawn_with(|c| c.ws_ping_interval_secs = 1).await;
+    let (_, key) = app.create_account("A", 0).await;
+    let (id, second) = second_key(&app, &key).await;
+    let mut socket = open(&app).await;
+    init(&mut socket, &second).await;
+    send(&mut socket, json!({ "id": "e", "type": "subscribe", "payload": { "query": "subscription { events { type } }" } })).await;
+    revoke(&app, &key, &id).await;
+    let started = std::time::Instant::now();
+    let closed = loop {
+        match next(&mut socket).await {
+            Ok(message) => assert_ne!(message["type"], "next", "{message}"),
+            Err(code) => break code,
+        }
+    };
+    assert_eq!(closed, 4403);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn messages_over_the_body_limit_end_the_socket() {
+    let app = TestApp::spawn_with(|c| c.body_limit_bytes = 64 * 1024).await;
+    let mut socket = open(&app).await;
+    let pad = "x".repeat(200 * 1024);
+    send(
+        &mut socket,
+        json!({ "type": "ping", "payload": { "pad": pad } }),
+    )
+    .await;
+    let answer = tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .expect("an answer within 5 s");
+    match answer {
+        Some(Ok(Message::Close(frame))) => {
+            assert_eq!(
+                frame.map(|f| u16::from(f.code)),
+                Some(1009),
+                "message too big"
+            );
+        }
+        Some(Ok(Message::Text(text))) => panic!("answered a message over the limit: {:.80}", text),
+        _ => {} // the server dropped the connection
+    }
+}
