@@ -4,7 +4,7 @@
 
 pub mod feed;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
@@ -109,7 +109,7 @@ pub async fn record_after(
         .ok_or_else(|| DbErr::RecordNotFound("event_sequence row".into()))?;
     let now = Utc::now();
     let positions: Vec<i64> = (last - count + 1..=last).collect();
-    let rows = events
+    let rows: Vec<event::ActiveModel> = events
         .into_iter()
         .zip(&positions)
         .map(|(e, position)| event::ActiveModel {
@@ -121,10 +121,14 @@ pub async fn record_after(
             event_type: Set(e.event_type.as_str().to_owned()),
             data: Set(e.data),
             occurred_at: Set(now),
-        });
-    event::Entity::insert_many(rows)
-        .exec_without_returning(txn)
-        .await?;
+        })
+        .collect();
+    // 8 bound values a row: SQLite takes at most 32,766 a statement, PostgreSQL 65,535.
+    for chunk in rows.chunks(EVENTS_PER_ROUND_TRIP) {
+        event::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(txn)
+            .await?;
+    }
     if backend == DbBackend::Postgres {
         // Delivered at commit, to every process listening: carries only the position.
         let notify = Statement::from_sql_and_values(
@@ -261,7 +265,9 @@ impl Filter {
     }
 }
 
-/// Refuses a cursor whose successors were pruned: reading on would silently skip events.
+/// Refuses a cursor whose successors were pruned (reading on would silently skip events),
+/// and one past the end of the log (a reader would wait for positions that were never
+/// given, say after a restore from backup).
 pub async fn ensure_retained(db: &impl ConnectionTrait, after: i64) -> AppResult<()> {
     let oldest: Option<Option<i64>> = event::Entity::find()
         .select_only()
@@ -273,8 +279,13 @@ pub async fn ensure_retained(db: &impl ConnectionTrait, after: i64) -> AppResult
         .one(db)
         .await?
         .map_or(0, |s| s.last_position);
+    if after > last {
+        return Err(AppError::bad_input(
+            "the cursor is ahead of the event log: no event has that position yet",
+        ));
+    }
     let pruned = match oldest.flatten() {
-        Some(oldest) => oldest > after + 1,
+        Some(oldest) => oldest > after.saturating_add(1),
         None => last > after,
     };
     if pruned {
@@ -318,17 +329,56 @@ pub async fn list(
     Ok((rows, more))
 }
 
-/// Deletes events older than the retention; returns how many.
+/// Events deleted per transaction by `prune`.
+const PRUNE_BATCH: u64 = 5000;
+
+/// Deletes events older than the retention; returns how many. Positions follow commit
+/// time, so the expired events are the oldest positions: found in position order (the
+/// primary key, no scan of the table) and deleted in short transactions, so that writers
+/// never wait long for the write lock.
 pub async fn prune(db: &Db, retention: std::time::Duration) -> AppResult<u64> {
-    let horizon =
-        Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
-    let txn = db.begin_write().await?;
-    let deleted = event::Entity::delete_many()
-        .filter(event::Column::OccurredAt.lt(horizon))
-        .exec(&*txn)
+    let horizon = chrono::Duration::from_std(retention)
+        .ok()
+        .and_then(|retention| Utc::now().checked_sub_signed(retention))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    // The first position that stays; everything before it has expired.
+    let kept: Option<i64> = event::Entity::find()
+        .select_only()
+        .column(event::Column::Position)
+        .filter(event::Column::OccurredAt.gte(horizon))
+        .order_by_asc(event::Column::Position)
+        .limit(1)
+        .into_tuple()
+        .one(db.conn())
         .await?;
-    txn.commit().await?;
-    Ok(deleted.rows_affected)
+    let mut deleted = 0;
+    loop {
+        let mut expired = event::Entity::find()
+            .select_only()
+            .column(event::Column::Position)
+            .order_by_asc(event::Column::Position)
+            .limit(PRUNE_BATCH);
+        if let Some(kept) = kept {
+            expired = expired.filter(event::Column::Position.lt(kept));
+        } else {
+            expired = expired.filter(event::Column::OccurredAt.lt(horizon));
+        }
+        let positions: Vec<i64> = expired.into_tuple().all(db.conn()).await?;
+        let Some(&newest) = positions.last() else {
+            return Ok(deleted);
+        };
+        let txn = db.begin_write().await?;
+        let result = event::Entity::delete_many()
+            .filter(event::Column::Position.lte(newest))
+            .filter(event::Column::OccurredAt.lt(horizon))
+            .exec(&*txn)
+            .await?;
+        txn.commit().await?;
+        deleted += result.rows_affected;
+        if (positions.len() as u64) < PRUNE_BATCH {
+            return Ok(deleted);
+        }
+    }
 }
 
 /// Prunes expired events now and then: every tenth of the retention, at most hourly.

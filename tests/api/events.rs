@@ -463,3 +463,69 @@ async fn sync_run_subscription_follows_one_run_to_its_end() {
         "{statuses:?}"
     );
 }
+
+#[tokio::test]
+async fn cursors_past_the_end_of_the_log_are_refused() {
+    let app = TestApp::spawn().await;
+    let (account_id, key) = app.create_account("A", 0).await;
+    grant(&app, &account_id, 2).await;
+    for position in [1_000_000, i64::MAX] {
+        let after = millwright::events::encode_cursor(position);
+        let body = app.gql(&key, EVENTS, json!({ "after": after })).await;
+        assert_eq!(error_code(&body), "BAD_USER_INPUT", "{position}: {body}");
+        let mut socket = open(&app).await;
+        init(&mut socket, &key).await;
+        subscribe(
+            &mut socket,
+            "ahead",
+            SUBSCRIBE_EVENTS,
+            json!({ "after": after }),
+        )
+        .await;
+        let message = next(&mut socket).await.unwrap();
+        assert_eq!(message["type"], "error", "{message}");
+        assert_eq!(
+            message["payload"][0]["extensions"]["code"],
+            "BAD_USER_INPUT"
+        );
+    }
+}
+
+/// Pruning goes in batches (5,000 events a transaction) and stops at the first event kept.
+#[tokio::test]
+async fn pruning_deletes_exactly_the_expired_events_in_batches() {
+    use millwright::{
+        db::Db,
+        events::{self, EventType, NewEvent},
+    };
+    let app = TestApp::spawn().await;
+    let (account_id, _) = app.create_account("A", 0).await;
+    let account = millwright::ids::decode(millwright::ids::Kind::Account, &account_id).unwrap();
+    let db = Db::connect(&crate::harness::test_config(&app.db))
+        .await
+        .unwrap();
+    let event = || NewEvent {
+        account_id: account,
+        customer_id: None,
+        connection_id: None,
+        event_type: EventType::CreditsChanged,
+        data: json!({ "amount": 1 }),
+    };
+    let txn = db.begin_write().await.unwrap();
+    events::record(&*txn, (0..12_000).map(|_| event()).collect())
+        .await
+        .unwrap();
+    txn.commit().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let txn = db.begin_write().await.unwrap();
+    events::record(&*txn, vec![event(), event()]).await.unwrap();
+    txn.commit().await.unwrap();
+    // Everything older than a second: the 12,000, and the account's creation events.
+    let pruned = events::prune(&db, Duration::from_secs(1)).await.unwrap();
+    assert!((12_000..12_010).contains(&pruned), "{pruned}");
+    assert_eq!(events::prune(&db, Duration::from_secs(1)).await.unwrap(), 0);
+    use sea_orm::EntityTrait;
+    let left = entity::event::Entity::find().all(db.conn()).await.unwrap();
+    assert_eq!(left.len(), 2);
+    db.close().await.unwrap();
+}
