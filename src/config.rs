@@ -377,6 +377,85 @@ impl Config {
                 return invalid(key, "must be greater than 0");
             }
         }
+        // Upper bounds: beyond them a value breaks the server (a lease that overflows to 0, a
+        // feed buffer allocated in full per account, an instant past the end of time).
+        const DAY: u64 = 24 * 3600;
+        for (key, value, max) in [
+            (
+                "database_max_connections",
+                u64::from(self.database_max_connections),
+                1000,
+            ),
+            ("request_timeout_secs", self.request_timeout_secs, DAY),
+            ("body_limit_bytes", self.body_limit_bytes as u64, 256 << 20),
+            ("max_batch_size", self.max_batch_size as u64, 1000),
+            ("max_query_depth", self.max_query_depth as u64, 1000),
+            (
+                "max_query_complexity",
+                self.max_query_complexity as u64,
+                1_000_000,
+            ),
+            ("ws_init_timeout_secs", self.ws_init_timeout_secs, DAY),
+            ("ws_ping_interval_secs", self.ws_ping_interval_secs, DAY),
+            (
+                "health_check_interval_secs",
+                self.health_check_interval_secs,
+                30 * DAY,
+            ),
+            (
+                "event_retention_secs",
+                self.event_retention_secs,
+                100 * 365 * DAY,
+            ),
+            (
+                "event_feed_capacity",
+                self.event_feed_capacity as u64,
+                1_000_000,
+            ),
+            ("sync_workers", self.sync_workers as u64, 1024),
+            (
+                "sync_requests_per_second",
+                u64::from(self.sync_requests_per_second),
+                1_000_000,
+            ),
+            ("sync_lease_secs", self.sync_lease_secs, DAY),
+            (
+                "sync_schedule_minute_secs",
+                self.sync_schedule_minute_secs,
+                3600,
+            ),
+            ("sync_retries", u64::from(self.sync_retries), 100),
+            (
+                "webhook_disable_after_secs",
+                self.webhook_disable_after_secs,
+                365 * DAY,
+            ),
+            ("webhook_workers", self.webhook_workers as u64, 10_000),
+            (
+                "webhook_max_in_flight_per_endpoint",
+                self.webhook_max_in_flight_per_endpoint as u64,
+                10_000,
+            ),
+            ("webhook_lease_secs", self.webhook_lease_secs, DAY),
+            (
+                "webhook_retry_schedule",
+                self.webhook_retry_schedule
+                    .iter()
+                    .copied()
+                    .max()
+                    .unwrap_or(0),
+                7 * DAY,
+            ),
+            (
+                "webhook_retry_schedule",
+                self.webhook_retry_schedule.len() as u64,
+                50,
+            ),
+        ] {
+            if value > max {
+                return invalid(key, &format!("must be at most {max}"));
+            }
+        }
         Ok(())
     }
 
@@ -464,11 +543,31 @@ mod tests {
                 sync_page_size: 10_001,
                 ..Config::default()
             },
+            Config {
+                sync_lease_secs: u64::MAX,
+                ..Config::default()
+            },
+            Config {
+                event_feed_capacity: 50_000_000,
+                ..Config::default()
+            },
+            Config {
+                ws_ping_interval_secs: 1 << 63,
+                ..Config::default()
+            },
+            Config {
+                webhook_retry_schedule: vec![5, 30 * 24 * 3600],
+                ..Config::default()
+            },
         ];
         for (config, key) in invalid.iter().zip([
             "encryption_key",
             "sqlite_checkpoint_interval_ms",
             "sync_page_size",
+            "sync_lease_secs",
+            "event_feed_capacity",
+            "ws_ping_interval_secs",
+            "webhook_retry_schedule",
         ]) {
             let error = config.validate().unwrap_err().to_string();
             assert!(error.contains(key), "{error}");

@@ -44,6 +44,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let cipher = crypto::Cipher::from_config(&config)?;
+    let retrying: u64 = config.webhook_retry_schedule.iter().sum();
+    if retrying > config.event_retention_secs {
+        tracing::warn!(
+            retrying_secs = retrying,
+            retention_secs = config.event_retention_secs,
+            "webhook retries outlast the event retention: a late retry finds its event pruned and fails"
+        );
+    }
     let mut db = Db::connect(&config)
         .await
         .context("connecting to the database")?;

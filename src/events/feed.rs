@@ -130,6 +130,12 @@ impl EventFeed {
         }
     }
 
+    /// The position of the last event handed to subscribers: a reader that notes it before
+    /// reading some state, then streams from it, misses no event committed in between.
+    pub fn position(&self) -> i64 {
+        self.inner.last.load(Ordering::SeqCst)
+    }
+
     /// Events matching `filter`: those after `after` from the table first (when given), then
     /// live ones; no gap, no duplicate, in position order.
     pub fn stream(
@@ -145,7 +151,8 @@ impl EventFeed {
 
 type Outbox = mpsc::Sender<AppResult<Shared>>;
 
-/// Feeds one subscriber until it goes away.
+/// Feeds one subscriber until it goes away (noticed at once, not at the next matching event:
+/// a subscription whose filter rarely matches would otherwise linger).
 async fn pump(feed: EventFeed, filter: Filter, after: Option<i64>, tx: Outbox) {
     let mut live = feed.subscribe(filter.account_id);
     let mut last = match after {
@@ -156,7 +163,11 @@ async fn pump(feed: EventFeed, filter: Filter, after: Option<i64>, tx: Outbox) {
         return;
     }
     loop {
-        match live.recv().await {
+        let received = tokio::select! {
+            received = live.recv() => received,
+            () = tx.closed() => return,
+        };
+        match received {
             Ok(event) if event.position <= last => {}
             Ok(event) => {
                 last = event.position;
@@ -233,5 +244,51 @@ async fn listen(url: String, wake: Arc<Notify>, shutdown: CancellationToken) {
             () = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{config::Config, events::EventType};
+
+    #[tokio::test]
+    async fn a_dropped_subscription_stops_listening_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            database_url: format!("sqlite://{}?mode=rwc", dir.path().join("feed.db").display()),
+            ..Config::default()
+        };
+        let db = Db::connect(&config).await.unwrap();
+        db.migrate().await.unwrap();
+        let feed = EventFeed::new(db, 16).await.unwrap();
+        let account_id = Uuid::now_v7();
+        let listeners = || {
+            feed.accounts()
+                .get(&account_id)
+                .map_or(0, broadcast::Sender::receiver_count)
+        };
+        // A filter no event will ever match: only the subscriber's going away ends it.
+        let filter = Filter {
+            account_id,
+            types: Some(vec![EventType::SystemError]),
+            ..Filter::default()
+        };
+        let stream = feed.stream(filter, None);
+        for _ in 0..100 {
+            if listeners() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(listeners(), 1);
+        drop(stream);
+        for _ in 0..100 {
+            if listeners() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(listeners(), 0, "the pump ended with its subscriber");
     }
 }

@@ -123,6 +123,10 @@ impl Subscription {
         let scope = super::principal(ctx).scope()?;
         let id = ids::decode(ids::Kind::SyncRun, &id)?;
         let db = super::db(ctx).clone();
+        let feed = ctx.data_unchecked::<EventFeed>();
+        // Noted before the run is read: a change committed between the read and the stream
+        // is then read back from the table, not missed.
+        let from = feed.position();
         let run = sync::find(db.conn(), scope, id).await?;
         let types = vec![
             EventType::SyncStarted,
@@ -135,7 +139,7 @@ impl Subscription {
             types: Some(types),
             ..filter_for(scope, None)?
         };
-        let changes = ctx.data_unchecked::<EventFeed>().stream(filter, None);
+        let changes = feed.stream(filter, Some(from));
         // The current state first, then every change, until the run has ended.
         let first = futures_util::stream::once(async move { Ok::<_, AppError>(run) });
         let updates = changes.then(move |item| {
