@@ -209,7 +209,13 @@ pub async fn connect(
     let now = Utc::now();
     let txn = db.begin_write().await?;
     // The customer may have been deleted while the probe ran.
-    customers::find(&*txn, account_id, request.customer_id).await?;
+    customers::find_locked(
+        &*txn,
+        account_id,
+        request.customer_id,
+        Some(sea_orm::sea_query::LockType::Share),
+    )
+    .await?;
     credits::consume(&*txn, account_id, cost, id, request.customer_id).await?;
     let model = connection::ActiveModel {
         id: Set(id),

@@ -6,7 +6,8 @@ use sea_orm::{
     ActiveModelTrait,
     ActiveValue::Set,
     ColumnTrait, ConnectionTrait, EntityTrait, ModelTrait, PaginatorTrait, QueryFilter,
-    sea_query::{Expr, ExprTrait, Func, LikeExpr},
+    QuerySelect,
+    sea_query::{Expr, ExprTrait, Func, LikeExpr, LockType},
 };
 use uuid::Uuid;
 
@@ -82,11 +83,25 @@ pub async fn find(
     account_id: Uuid,
     id: Uuid,
 ) -> AppResult<customer::Model> {
-    customer::Entity::find_by_id(id)
-        .filter(customer::Column::AccountId.eq(account_id))
-        .one(db)
-        .await?
-        .ok_or(AppError::NotFound("customer"))
+    find_locked(db, account_id, id, None).await
+}
+
+/// `find` in a write transaction, the row locked until it ends (PostgreSQL; SQLite's write
+/// lock already serializes writers): shared by a connect, so that the customer cannot be
+/// deleted under it, exclusive for the delete, which then sees every connection committed
+/// before it.
+pub async fn find_locked(
+    db: &impl ConnectionTrait,
+    account_id: Uuid,
+    id: Uuid,
+    lock: Option<LockType>,
+) -> AppResult<customer::Model> {
+    let mut select =
+        customer::Entity::find_by_id(id).filter(customer::Column::AccountId.eq(account_id));
+    if let Some(lock) = lock {
+        select = select.lock(lock);
+    }
+    select.one(db).await?.ok_or(AppError::NotFound("customer"))
 }
 
 #[tracing::instrument(skip_all, fields(account.id = %account_id, customer.id = %id), err(level = "debug"))]
@@ -123,7 +138,7 @@ pub async fn update(
 #[tracing::instrument(skip_all, fields(account.id = %account_id, customer.id = %id), err(level = "debug"))]
 pub async fn delete(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<()> {
     let txn = db.begin_write().await?;
-    let model = find(&*txn, account_id, id).await?;
+    let model = find_locked(&*txn, account_id, id, Some(LockType::Update)).await?;
     let live = connection::Entity::find()
         .filter(connection::Column::CustomerId.eq(id))
         .filter(connection::Column::Status.ne("DISCONNECTED"))

@@ -867,3 +867,44 @@ async fn a_check_racing_a_disconnect_does_not_bring_the_connection_back() {
     other.close().await.unwrap();
     db.close().await.unwrap();
 }
+
+/// A customer deleted while a connect for it runs: one of the two wins, the other gets
+/// CONFLICT or NOT_FOUND (never INTERNAL), and the credits match what is connected.
+#[tokio::test]
+async fn connect_and_delete_customer_racing_end_cleanly() {
+    let app = TestApp::spawn().await;
+    let (key, _) = setup(&app, 100).await;
+    let mut connected = 0;
+    for round in 0..20 {
+        let customer = app
+            .create_customer(&key, &format!("Plant {round}"), None)
+            .await;
+        let customer = customer["id"].as_str().unwrap().to_owned();
+        let mut input = demo_input(&customer, "none");
+        input["validate"] = json!(false);
+        let connect = app.gql(&key, CONNECT, json!({ "input": input }));
+        let delete = app.gql(
+            &key,
+            "mutation($id: ID!) { deleteCustomer(id: $id) }",
+            json!({ "id": customer }),
+        );
+        let (connect, delete) = tokio::join!(connect, delete);
+        for body in [&connect, &delete] {
+            if !body["errors"].is_null() {
+                assert!(
+                    ["CONFLICT", "NOT_FOUND"].contains(&error_code(body)),
+                    "{body}"
+                );
+            }
+        }
+        if connect["errors"].is_null() {
+            connected += 1;
+            assert!(
+                !delete["errors"].is_null(),
+                "a customer with a live connection stays"
+            );
+        }
+    }
+    let balance = credits(&app, &key).await;
+    assert_eq!(balance["used"], connected, "{balance}");
+}
