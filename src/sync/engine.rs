@@ -41,6 +41,9 @@ enum Stop {
     /// Another worker holds the run now (this one's lease expired), or it was finished
     /// elsewhere: this worker writes nothing more to it.
     LeaseLost,
+    /// The remote refused a continuation token (say, an expired one): a saved one makes the
+    /// pass start over; one the remote has just given fails the run (REMOTE_ERROR).
+    CursorRejected(String),
     Failed {
         code: &'static str,
         message: String,
@@ -189,6 +192,17 @@ impl Engine<'_> {
                         )
                         .await;
                 }
+                // A token the remote gave and refused at once: not something a retry mends.
+                Err(Stop::CursorRejected(message)) => {
+                    return self
+                        .close(
+                            progress.run,
+                            SyncStatus::Failed,
+                            Some(("REMOTE_ERROR", message)),
+                            None,
+                        )
+                        .await;
+                }
                 Err(Stop::LeaseLost) => return Ok(self.lease_lost(progress.run).await),
                 Err(Stop::Internal(err)) => return Err(err),
             }
@@ -258,24 +272,18 @@ impl Engine<'_> {
             return Ok(());
         }
         let kind = SyncKind::parse(&progress.run.kind).unwrap_or(SyncKind::Full);
-        let cursor = self.start_pass(connection.id, entity, kind).await?;
-        let full_read = kind == SyncKind::Full || cursor.mark.is_none();
+        let run_id = progress.run.id;
+        let (cursor, mut fetched) = self
+            .open_pass(connection.id, connector, entity, kind, pacer, run_id)
+            .await?;
         let pass = PassState {
             entity,
             kind,
             cursor: &cursor,
-            seen: full_read.then_some(cursor.pass_id).flatten(),
+            seen: full_read(&cursor, kind).then_some(cursor.pass_id).flatten(),
         };
-        let mut request = ReadRequest {
-            cursor: cursor.pass_cursor.clone(),
-            modified_since: if full_read { None } else { cursor.mark.clone() },
-            page_size: self.settings.page_size,
-        };
+        let mut request = self.first_request(&cursor, kind);
         let mut changed = Changed::default();
-        let run_id = progress.run.id;
-        let mut fetched = self
-            .fetch_page(connector, entity, &request, pacer, run_id)
-            .await;
         loop {
             let page = fetched?;
             let stats = progress.stats.entry(name.clone()).or_default();
@@ -396,20 +404,67 @@ impl Engine<'_> {
         Ok(())
     }
 
-    /// The cursor row of the entity, with a pass to continue or a new one.
+    /// The entity's pass (the one a failed or interrupted run left, or a new one) and its
+    /// first page. A saved continuation token the remote no longer accepts (tokens expire)
+    /// does not fail every later run: the pass starts over from the beginning.
+    async fn open_pass(
+        &self,
+        connection_id: Uuid,
+        connector: &Arc<dyn Connector>,
+        entity: EntityType,
+        kind: SyncKind,
+        pacer: &mut Pacer,
+        run_id: Uuid,
+    ) -> Result<(sync_cursor::Model, Result<FetchedPage, Stop>), Stop> {
+        let cursor = self.start_pass(connection_id, entity, kind, false).await?;
+        let request = self.first_request(&cursor, kind);
+        match self
+            .fetch_page(connector, entity, &request, pacer, run_id)
+            .await
+        {
+            Err(Stop::CursorRejected(why)) if cursor.pass_cursor.is_some() => {
+                tracing::warn!(entity = entity.as_str(), reason = %why, "the remote refused the saved continuation token; the pass starts over");
+                let cursor = self.start_pass(connection_id, entity, kind, true).await?;
+                let request = self.first_request(&cursor, kind);
+                let fetched = self
+                    .fetch_page(connector, entity, &request, pacer, run_id)
+                    .await;
+                Ok((cursor, fetched))
+            }
+            fetched => Ok((cursor, fetched)),
+        }
+    }
+
+    /// The request for a pass's first page (or the first after where it stopped).
+    fn first_request(&self, cursor: &sync_cursor::Model, kind: SyncKind) -> ReadRequest {
+        ReadRequest {
+            cursor: cursor.pass_cursor.clone(),
+            modified_since: if full_read(cursor, kind) {
+                None
+            } else {
+                cursor.mark.clone()
+            },
+            page_size: self.settings.page_size,
+        }
+    }
+
+    /// The cursor row of the entity, with a pass to continue or a new one (`fresh`: a new
+    /// one in any case).
     async fn start_pass(
         &self,
         connection_id: Uuid,
         entity: EntityType,
         kind: SyncKind,
+        fresh: bool,
     ) -> Result<sync_cursor::Model, Stop> {
         let txn = self.db.begin_write().await?;
         let existing = sync_cursor::Entity::find_by_id((connection_id, entity.as_str().to_owned()))
             .one(&*txn)
             .await?;
-        let resumable = existing.as_ref().is_some_and(|c| {
-            !c.pass_done && c.pass_kind.as_deref() == Some(kind.as_str()) && c.pass_id.is_some()
-        });
+        let resumable = !fresh
+            && existing.as_ref().is_some_and(|c| {
+                !c.pass_done && c.pass_kind.as_deref() == Some(kind.as_str()) && c.pass_id.is_some()
+            });
         let cursor = match existing {
             Some(cursor) if resumable => cursor,
             Some(cursor) => {
@@ -525,6 +580,9 @@ impl Engine<'_> {
                     self.wait(retry_after.min(Duration::from_secs(60)), run_id)
                         .await?;
                 }
+                Err(ConnectorError::Validation(why)) if request.cursor.is_some() => {
+                    return Err(Stop::CursorRejected(why));
+                }
                 Err(ConnectorError::AuthRejected(reason)) => {
                     return Err(Stop::Failed {
                         code: "AUTH_REQUIRED",
@@ -590,6 +648,12 @@ impl Engine<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether the pass reads everything (a full run, or an entity never read before) rather
+/// than what changed since the saved mark.
+fn full_read(cursor: &sync_cursor::Model, kind: SyncKind) -> bool {
+    kind == SyncKind::Full || cursor.mark.is_none()
 }
 
 fn disconnected() -> (&'static str, String) {

@@ -887,6 +887,49 @@ async fn apply(
     )
 }
 
+/// A pass left half-done holds a continuation token the remote may no longer accept (tokens
+/// expire): the next run starts that pass over instead of failing on it for ever.
+#[tokio::test]
+async fn a_saved_token_the_remote_refuses_starts_the_pass_over() {
+    use sea_orm::sea_query::Expr;
+    let app = TestApp::spawn().await;
+    let (key, customer) = setup(&app, 10).await;
+    let (connection, _) = connect(&app, &key, input(&customer, 100, "none")).await;
+    last_run(&app, &key, &connection).await;
+    let id = ids::decode(ids::Kind::Connection, &connection).unwrap();
+    let db = Db::connect(&test_config(&app.db)).await.unwrap();
+    let interrupted = entity::sync_cursor::Entity::update_many()
+        .col_expr(entity::sync_cursor::Column::PassDone, Expr::value(false))
+        .col_expr(entity::sync_cursor::Column::PassKind, Expr::value("FULL"))
+        .col_expr(
+            entity::sync_cursor::Column::PassId,
+            Expr::value(Uuid::now_v7()),
+        )
+        .col_expr(
+            entity::sync_cursor::Column::PassCursor,
+            Expr::value("expired-token"),
+        )
+        .filter(entity::sync_cursor::Column::ConnectionId.eq(id))
+        .filter(entity::sync_cursor::Column::Entity.eq("ASSET"))
+        .exec(db.conn())
+        .await
+        .unwrap();
+    assert_eq!(interrupted.rows_affected, 1);
+    let run = trigger(&app, &key, &connection, "FULL").await;
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    let assets = entity(&run, "ASSET");
+    let read: i64 = ["added", "updated", "unchanged"]
+        .iter()
+        .map(|n| assets[*n].as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        read,
+        count_assets(&app, &key, &connection, false).await as i64,
+        "the pass read every live asset from the start: {run}"
+    );
+    db.close().await.unwrap();
+}
+
 /// A page longer than one statement (2,000 rows) is counted per statement.
 #[tokio::test]
 async fn a_page_longer_than_one_statement_is_counted_exactly() {
