@@ -887,17 +887,25 @@ async fn apply(
     )
 }
 
+/// A server, an account and a demo connection of `scale` records per entity whose first
+/// run has ended, with a database handle of the test's own: (app, account key, connection
+/// id as the API gives it, its uuid, the handle).
+async fn synced(scale: u64) -> (TestApp, String, String, Uuid, Db) {
+    let app = TestApp::spawn().await;
+    let (key, customer) = setup(&app, 10).await;
+    let (connection, _) = connect(&app, &key, input(&customer, scale, "none")).await;
+    last_run(&app, &key, &connection).await;
+    let id = ids::decode(ids::Kind::Connection, &connection).unwrap();
+    let db = Db::connect(&test_config(&app.db)).await.unwrap();
+    (app, key, connection, id, db)
+}
+
 /// A pass left half-done holds a continuation token the remote may no longer accept (tokens
 /// expire): the next run starts that pass over instead of failing on it for ever.
 #[tokio::test]
 async fn a_saved_token_the_remote_refuses_starts_the_pass_over() {
     use sea_orm::sea_query::Expr;
-    let app = TestApp::spawn().await;
-    let (key, customer) = setup(&app, 10).await;
-    let (connection, _) = connect(&app, &key, input(&customer, 100, "none")).await;
-    last_run(&app, &key, &connection).await;
-    let id = ids::decode(ids::Kind::Connection, &connection).unwrap();
-    let db = Db::connect(&test_config(&app.db)).await.unwrap();
+    let (app, key, connection, id, db) = synced(100).await;
     let interrupted = entity::sync_cursor::Entity::update_many()
         .col_expr(entity::sync_cursor::Column::PassDone, Expr::value(false))
         .col_expr(entity::sync_cursor::Column::PassKind, Expr::value("FULL"))
@@ -933,12 +941,7 @@ async fn a_saved_token_the_remote_refuses_starts_the_pass_over() {
 /// A page longer than one statement (2,000 rows) is counted per statement.
 #[tokio::test]
 async fn a_page_longer_than_one_statement_is_counted_exactly() {
-    let app = TestApp::spawn().await;
-    let (key, customer) = setup(&app, 10).await;
-    let (connection, _) = connect(&app, &key, input(&customer, 0, "none")).await;
-    last_run(&app, &key, &connection).await;
-    let connection = ids::decode(ids::Kind::Connection, &connection).unwrap();
-    let db = Db::connect(&test_config(&app.db)).await.unwrap();
+    let (_app, _, _, connection, db) = synced(0).await;
     let keys: Vec<String> = (0..2500).map(|n| format!("K{n:04}")).collect();
     let page = || keys.iter().map(|k| named(k, "pump")).collect::<Vec<_>>();
     let (added, updated, deleted, unchanged, _) = apply(&db, connection, page(), None).await;
@@ -982,12 +985,7 @@ async fn stored(
 
 #[tokio::test]
 async fn one_page_of_additions_updates_and_tombstones_is_counted_and_stored_exactly() {
-    let app = TestApp::spawn().await;
-    let (key, customer) = setup(&app, 10).await;
-    let (connection, _) = connect(&app, &key, input(&customer, 0, "none")).await;
-    last_run(&app, &key, &connection).await;
-    let connection = ids::decode(ids::Kind::Connection, &connection).unwrap();
-    let db = Db::connect(&test_config(&app.db)).await.unwrap();
+    let (_app, _, _, connection, db) = synced(0).await;
     let strs = |keys: &[&str]| keys.iter().map(|k| (*k).to_owned()).collect::<Vec<_>>();
 
     let first_pass = Uuid::now_v7();
