@@ -104,14 +104,13 @@ pub async fn create(
     let id = new_id();
     let secret = sign::new_secret();
     let txn = db.begin_write().await?;
-    if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
-        // Concurrent creates of one account count one after another (SQLite's write lock
-        // already serializes them).
-        entity::account::Entity::find_by_id(account_id)
-            .lock_exclusive()
-            .one(&*txn)
-            .await?;
-    }
+    // Concurrent creates of one account count one after another: the account row is locked
+    // on PostgreSQL (sea-query leaves the lock out on SQLite, whose write lock already
+    // serializes them), as `connections::find_for_update` does.
+    entity::account::Entity::find_by_id(account_id)
+        .lock_exclusive()
+        .one(&*txn)
+        .await?;
     let existing = webhook_endpoint::Entity::find()
         .filter(webhook_endpoint::Column::AccountId.eq(account_id))
         .count(&*txn)
