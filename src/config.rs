@@ -28,6 +28,10 @@ pub struct Config {
     pub encryption_key: Option<Secret>,
     /// Allow webhook URLs that resolve to loopback or private addresses.
     pub webhook_allow_private_targets: bool,
+    /// Allow connections whose `base_url` (or `token_url`) resolves to a loopback, private,
+    /// link-local or reserved address, and plain http: for a self-hosted install on a plant
+    /// network that reaches its SAP or Maximo on a private address.
+    pub connector_allow_private_targets: bool,
     /// `pretty` or `json`.
     pub log_format: LogFormat,
     /// Seconds to wait before each webhook retry, e.g. `5,300,1800`.
@@ -99,6 +103,7 @@ impl Default for Config {
             admin_token: None,
             encryption_key: None,
             webhook_allow_private_targets: false,
+            connector_allow_private_targets: false,
             log_format: LogFormat::Pretty,
             webhook_retry_schedule: vec![5, 300, 1800, 7200, 18000, 36000, 36000],
             workers: true,
@@ -241,6 +246,7 @@ const KEYS: &[&str] = &[
     "admin_token",
     "encryption_key",
     "webhook_allow_private_targets",
+    "connector_allow_private_targets",
     "log_format",
     "webhook_retry_schedule",
     "workers",

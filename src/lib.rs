@@ -16,6 +16,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod graphql;
+pub mod guard;
 pub mod http;
 pub mod ids;
 pub mod metrics;
@@ -62,10 +63,12 @@ pub async fn run(
     let sync_wake = Arc::new(tokio::sync::Notify::new());
     let webhook_wake = Arc::new(tokio::sync::Notify::new());
     let auth_cache = Arc::new(auth::AuthCache::default());
+    let outbound = connectors::http::Outbound::new(config.connector_allow_private_targets);
     let schema = graphql::build_schema(
         db.clone(),
         auth_cache.clone(),
         cipher.clone(),
+        outbound.clone(),
         feed.clone(),
         sync_wake.clone(),
         webhook_wake.clone(),
@@ -92,6 +95,7 @@ pub async fn run(
         let health = connections::health::HealthCheck {
             db: db.clone(),
             cipher: cipher.clone(),
+            outbound: outbound.clone(),
             interval: state.config.health_check_interval(),
         };
         workers.spawn(health.run(shutdown.clone()));
@@ -104,6 +108,7 @@ pub async fn run(
         let sync_workers = sync::worker::SyncWorkers {
             db: db.clone(),
             cipher: cipher.clone(),
+            outbound: outbound.clone(),
             settings: state.config.engine_settings(),
             concurrency: state.config.sync_workers,
             wake: sync_wake.clone(),

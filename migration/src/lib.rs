@@ -12,6 +12,7 @@ mod m20261127_000003_sync;
 mod m20261127_000004_webhooks;
 mod m20261128_000010_webhook_claims;
 mod m20261128_000020_webhook_pending_indexes;
+mod m20261205_000001_work_order_enums;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000004_webhooks::Migration),
             Box::new(m20261128_000010_webhook_claims::Migration),
             Box::new(m20261128_000020_webhook_pending_indexes::Migration),
+            Box::new(m20261205_000001_work_order_enums::Migration),
         ]
     }
 }

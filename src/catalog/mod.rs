@@ -66,8 +66,13 @@ text_enum!(EntityType {
 #[derive(Clone, Copy, Debug)]
 pub enum FieldKind {
     Text,
-    Integer { min: i64, max: i64 },
+    Integer {
+        min: i64,
+        max: i64,
+    },
     OneOf(&'static [&'static str]),
+    /// A JSON object (its shape is the connector's to check).
+    Object,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -176,6 +181,7 @@ impl System {
 }
 
 const MAX_TEXT_LEN: usize = 4096;
+const MAX_OBJECT_LEN: usize = 16 * 1024;
 
 fn check_field(field: &CredentialField, value: &Value) -> Result<(), AppError> {
     let name = field.name;
@@ -198,6 +204,12 @@ fn check_field(field: &CredentialField, value: &Value) -> Result<(), AppError> {
         (FieldKind::OneOf(options), _) => Err(AppError::bad_input(format!(
             "`credentials.{name}` must be one of: {}",
             options.join(", ")
+        ))),
+        (FieldKind::Object, Value::Object(_)) if value.to_string().len() <= MAX_OBJECT_LEN => {
+            Ok(())
+        }
+        (FieldKind::Object, _) => Err(AppError::bad_input(format!(
+            "`credentials.{name}` must be a JSON object of at most {MAX_OBJECT_LEN} bytes"
         ))),
     }
 }
@@ -251,8 +263,158 @@ pub static DEMO: System = System {
     ],
 };
 
+const fn field(
+    name: &'static str,
+    label: &'static str,
+    secret: bool,
+    required: bool,
+) -> CredentialField {
+    CredentialField {
+        name,
+        label,
+        secret,
+        required,
+        kind: FieldKind::Text,
+    }
+}
+
+/// MaintainX, a cloud CMMS (see `connectors::maintainx`).
+pub static MAINTAINX: System = System {
+    key: "maintainx",
+    name: "MaintainX",
+    vendor: "MaintainX",
+    category: SystemCategory::Cmms,
+    tier: 1,
+    deployments: &[Deployment::Cloud],
+    entities: &[
+        EntityType::Location,
+        EntityType::Asset,
+        EntityType::WorkOrder,
+        EntityType::Part,
+        EntityType::PurchaseOrder,
+        EntityType::Vendor,
+        EntityType::User,
+    ],
+    writable_entities: &[],
+    credential_fields: &[
+        field("api_key", "API key", true, true),
+        field(
+            "base_url",
+            "API base URL (default https://api.getmaintainx.com/v1)",
+            false,
+            false,
+        ),
+    ],
+};
+
+/// IBM Maximo, an enterprise EAM (see `connectors::maximo`).
+pub static IBM_MAXIMO: System = System {
+    key: "ibm_maximo",
+    name: "IBM Maximo",
+    vendor: "IBM",
+    category: SystemCategory::Eam,
+    tier: 3,
+    deployments: &[Deployment::Cloud, Deployment::OnPremises],
+    entities: ALL_ENTITIES,
+    writable_entities: &[],
+    credential_fields: &[
+        field(
+            "base_url",
+            "Maximo root URL (https://host/maximo)",
+            false,
+            true,
+        ),
+        field("api_key", "API key", true, true),
+    ],
+};
+
+const SAP_AUTH: &[&str] = &["basic", "oauth_client_credentials"];
+
+const SAP_FIELDS: &[CredentialField] = &[
+    field(
+        "base_url",
+        "SAP system URL (scheme, host, port)",
+        false,
+        true,
+    ),
+    CredentialField {
+        name: "auth",
+        label: "Authentication",
+        secret: false,
+        required: true,
+        kind: FieldKind::OneOf(SAP_AUTH),
+    },
+    field("username", "User (basic)", false, false),
+    field("password", "Password (basic)", true, false),
+    field(
+        "token_url",
+        "OAuth token URL (client credentials)",
+        false,
+        false,
+    ),
+    field("client_id", "OAuth client ID", false, false),
+    field("client_secret", "OAuth client secret", true, false),
+    field("sap_client", "SAP client (sap-client)", false, false),
+];
+
+/// SAP S/4HANA through its OData V2 A2X services (see `connectors::sap`).
+pub static SAP_S4HANA: System = System {
+    key: "sap_s4hana",
+    name: "SAP S/4HANA",
+    vendor: "SAP",
+    category: SystemCategory::Erp,
+    tier: 3,
+    deployments: &[Deployment::Cloud, Deployment::OnPremises],
+    entities: &[
+        EntityType::Location,
+        EntityType::Asset,
+        EntityType::WorkOrder,
+        EntityType::Part,
+        EntityType::PurchaseOrder,
+        EntityType::Vendor,
+    ],
+    writable_entities: &[],
+    credential_fields: SAP_FIELDS,
+};
+
+/// SAP ECC through SAP Gateway OData V2 services (see `connectors::sap`).
+pub static SAP_ECC: System = System {
+    key: "sap_ecc",
+    name: "SAP ECC",
+    vendor: "SAP",
+    category: SystemCategory::Erp,
+    tier: 3,
+    deployments: &[Deployment::OnPremises],
+    entities: &[
+        EntityType::Location,
+        EntityType::Asset,
+        EntityType::WorkOrder,
+        EntityType::Part,
+        EntityType::PurchaseOrder,
+        EntityType::Vendor,
+    ],
+    writable_entities: &[],
+    credential_fields: &[
+        SAP_FIELDS[0],
+        SAP_FIELDS[1],
+        SAP_FIELDS[2],
+        SAP_FIELDS[3],
+        SAP_FIELDS[4],
+        SAP_FIELDS[5],
+        SAP_FIELDS[6],
+        SAP_FIELDS[7],
+        CredentialField {
+            name: "services",
+            label: "Gateway services per entity (JSON; see the docs for the defaults)",
+            secret: false,
+            required: false,
+            kind: FieldKind::Object,
+        },
+    ],
+};
+
 /// Every system with a working connector.
-pub static SYSTEMS: &[&System] = &[&DEMO];
+pub static SYSTEMS: &[&System] = &[&DEMO, &MAINTAINX, &IBM_MAXIMO, &SAP_S4HANA, &SAP_ECC];
 
 pub fn find(key: &str) -> Option<&'static System> {
     SYSTEMS.iter().copied().find(|s| s.key == key)

@@ -13,7 +13,12 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tokio_util::sync::CancellationToken;
 
 use super::{ConnectionStatus, Scope};
-use crate::{connectors, crypto::Cipher, db::Db, error::AppResult};
+use crate::{
+    connectors::{self, http::Outbound},
+    crypto::Cipher,
+    db::Db,
+    error::AppResult,
+};
 use entity::connection;
 
 const BATCH: u64 = 100;
@@ -22,6 +27,7 @@ const CONCURRENT_PROBES: usize = 8;
 pub struct HealthCheck {
     pub db: Db,
     pub cipher: Cipher,
+    pub outbound: Outbound,
     pub interval: Duration,
 }
 
@@ -90,7 +96,12 @@ impl HealthCheck {
             connection_id: None,
         };
         let credentials = super::credentials(&self.cipher, &model)?;
-        let connector = connectors::connect(super::system(&model), model.id, &credentials);
+        let connector = connectors::connect(
+            super::system(&model),
+            model.id,
+            &credentials,
+            &self.outbound,
+        );
         let outcome = connectors::probe(connector.as_ref()).await;
         super::record_check(&self.db, scope, model.id, outcome).await?;
         Ok(())

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::{
     auth::{self, TokenKind},
     catalog::{self, Deployment, System, text_enum},
-    connectors::{self, ConnectorError},
+    connectors::{self, ConnectorError, http::Outbound},
     credits,
     crypto::Cipher,
     customers,
@@ -173,6 +173,7 @@ fn first_check_at(interval: std::time::Duration) -> chrono::DateTime<Utc> {
 pub async fn connect(
     db: &Db,
     cipher: &Cipher,
+    outbound: &Outbound,
     account_id: Uuid,
     check_interval: std::time::Duration,
     request: ConnectRequest,
@@ -190,6 +191,7 @@ pub async fn connect(
         )));
     }
     let credentials = system.validate_credentials(&request.credentials)?;
+    connectors::validate(system, &credentials, outbound).await?;
     let label = validate_label(request.label)?;
     let sync_interval = validate_interval(request.sync_interval_minutes)?;
     let metadata = validate_metadata(request.metadata)?;
@@ -197,7 +199,7 @@ pub async fn connect(
 
     let id = new_id();
     let status = if request.validate {
-        connectors::probe(connectors::connect(system, id, &credentials).as_ref())
+        connectors::probe(connectors::connect(system, id, &credentials, outbound).as_ref())
             .await
             .map_err(|err| AppError::ConnectionFailed(err.to_string()))?;
         ConnectionStatus::Online
@@ -488,6 +490,7 @@ pub async fn update(
 pub async fn update_credentials(
     db: &Db,
     cipher: &Cipher,
+    outbound: &Outbound,
     account_id: Uuid,
     id: Uuid,
     credentials: &Value,
@@ -500,7 +503,9 @@ pub async fn update_credentials(
     ensure_live(&model)?;
     let system = system(&model);
     let credentials = system.validate_credentials(credentials)?;
-    connectors::probe(connectors::connect(system, id, &credentials).as_ref())
+    connectors::validate(system, &credentials, outbound).await?;
+    outbound.forget_token(id);
+    connectors::probe(connectors::connect(system, id, &credentials, outbound).as_ref())
         .await
         .map_err(|err| AppError::ConnectionFailed(err.to_string()))?;
     let txn = db.begin_write().await?;
@@ -546,14 +551,15 @@ pub async fn rotate_token(
 pub async fn check(
     db: &Db,
     cipher: &Cipher,
+    outbound: &Outbound,
     scope: Scope,
     id: Uuid,
 ) -> AppResult<connection::Model> {
     let model = find(db.conn(), scope, id).await?;
     ensure_live(&model)?;
     let credentials = credentials(cipher, &model)?;
-    let outcome =
-        connectors::probe(connectors::connect(system(&model), id, &credentials).as_ref()).await;
+    let connector = connectors::connect(system(&model), id, &credentials, outbound);
+    let outcome = connectors::probe(connector.as_ref()).await;
     record_check(db, scope, id, outcome).await
 }
 
@@ -569,13 +575,28 @@ pub async fn record_check(
     if status(&model) == ConnectionStatus::Disconnected {
         return Ok(model);
     }
+    let (before, before_reason) = (status(&model), model.status_reason.clone());
     let mut active: connection::ActiveModel = model.into();
     active.last_checked_at = Set(Some(Utc::now()));
     let model = active.update(&*txn).await?;
-    let (to, reason) = match outcome {
+    let (to, reason) = match &outcome {
         Ok(()) => (ConnectionStatus::Online, None),
-        Err(err) => (status_for(&err), Some(err.to_string())),
+        Err(err) => (status_for(err), Some(err.to_string())),
     };
+    // A failing remote is reported once per change of what is wrong, not at every check.
+    if let Err(err) = &outcome
+        && (before != to || before_reason != reason)
+    {
+        let event = NewEvent {
+            account_id: model.account_id,
+            customer_id: Some(model.customer_id),
+            connection_id: Some(model.id),
+            event_type: EventType::SystemError,
+            data: json!({ "operation": "health_check", "system": model.system_key,
+                          "error_kind": err.kind(), "message": err.message() }),
+        };
+        events::record(&*txn, vec![event]).await?;
+    }
     let model = set_status(&*txn, model, to, reason).await?;
     txn.commit().await?;
     Ok(model)

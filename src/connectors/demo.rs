@@ -25,7 +25,10 @@ use uuid::Uuid;
 use super::{
     Connector, ConnectorError, ReadRequest, RemotePage, RemoteRecord, WriteOperation, WriteOutcome,
 };
-use crate::catalog::EntityType;
+use crate::{
+    catalog::EntityType,
+    records::unified::{WorkOrderPriority, WorkOrderStatus, known},
+};
 
 const DEFAULT_SCALE: u64 = 100;
 const DEFAULT_PAGE_SIZE: usize = 100;
@@ -562,8 +565,11 @@ fn unify(entity: EntityType, remote: &Value) -> Result<Value, String> {
             "locationKey": text("location_id"), "parentKey": text("parent_id"),
         }),
         EntityType::WorkOrder => json!({
-            "title": required("title")?, "instructions": text("instructions"), "status": text("status"),
-            "severity": text("priority"), "assetKey": text("asset_id"), "locationKey": text("location_id"),
+            "title": required("title")?, "instructions": text("instructions"),
+            "status": known(text("status").as_deref().and_then(demo_status), WorkOrderStatus::as_str),
+            "remoteStatus": text("status"),
+            "priority": known(text("priority").as_deref().and_then(demo_priority), WorkOrderPriority::as_str),
+            "remotePriority": text("priority"), "assetKey": text("asset_id"), "locationKey": text("location_id"),
             "siteKey": text("site_id"), "dueAt": text("due_date"), "scheduledAt": text("scheduled_date"),
             "completedAt": text("completed_date"),
         }),
@@ -577,6 +583,30 @@ fn unify(entity: EntityType, remote: &Value) -> Result<Value, String> {
         EntityType::User => {
             json!({ "name": required("name")?, "email": text("email"), "role": text("role") })
         }
+    })
+}
+
+/// The demo's work order states (lower case) in the unified model.
+pub fn demo_status(remote: &str) -> Option<WorkOrderStatus> {
+    Some(match remote {
+        "open" => WorkOrderStatus::Open,
+        "in_progress" => WorkOrderStatus::InProgress,
+        "on_hold" => WorkOrderStatus::OnHold,
+        "done" => WorkOrderStatus::Completed,
+        "cancelled" => WorkOrderStatus::Cancelled,
+        _ => return None,
+    })
+}
+
+/// The demo's priorities (lower case) in the unified model.
+pub fn demo_priority(remote: &str) -> Option<WorkOrderPriority> {
+    Some(match remote {
+        "none" => WorkOrderPriority::None,
+        "low" => WorkOrderPriority::Low,
+        "medium" => WorkOrderPriority::Medium,
+        "high" => WorkOrderPriority::High,
+        "urgent" => WorkOrderPriority::Urgent,
+        _ => return None,
     })
 }
 

@@ -3,6 +3,11 @@
 //! remote validation and remote faults apart.
 
 pub mod demo;
+pub mod http;
+pub mod maintainx;
+pub mod mapping;
+pub mod maximo;
+pub mod sap;
 
 use std::time::Duration;
 
@@ -11,7 +16,11 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::catalog::{EntityType, System, text_enum};
+use crate::{
+    catalog::{EntityType, System, text_enum},
+    error::AppError,
+};
+use http::Outbound;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectorError {
@@ -28,6 +37,28 @@ pub enum ConnectorError {
 }
 
 impl ConnectorError {
+    /// The kind, as `system.error` events name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConnectorError::AuthRejected(_) => "AUTH_REJECTED",
+            ConnectorError::Unreachable(_) => "UNREACHABLE",
+            ConnectorError::RateLimited { .. } => "RATE_LIMITED",
+            ConnectorError::Validation(_) => "VALIDATION",
+            ConnectorError::RemoteFault(_) => "REMOTE_FAULT",
+        }
+    }
+
+    /// The remote's message (or ours about the remote), without the kind's preamble.
+    pub fn message(&self) -> String {
+        match self {
+            ConnectorError::AuthRejected(m)
+            | ConnectorError::Unreachable(m)
+            | ConnectorError::Validation(m)
+            | ConnectorError::RemoteFault(m) => m.clone(),
+            ConnectorError::RateLimited { .. } => self.to_string(),
+        }
+    }
+
     /// Worth retrying after a pause (as opposed to needing someone to act).
     pub fn is_transient(&self) -> bool {
         matches!(
@@ -101,11 +132,42 @@ pub fn connect(
     system: &System,
     connection_id: Uuid,
     credentials: &Map<String, Value>,
+    outbound: &Outbound,
 ) -> Box<dyn Connector> {
+    let outbound = outbound.clone();
     match system.key {
-        "demo" => Box::new(demo::DemoConnector::new(connection_id, credentials)),
-        other => unreachable!("system {other} is in the catalog without a connector"),
+        "maintainx" => Box::new(maintainx::MaintainX::new(credentials, outbound)),
+        "ibm_maximo" => Box::new(maximo::Maximo::new(credentials, outbound)),
+        "sap_s4hana" => Box::new(sap::Sap::new(
+            sap::Flavor::S4Hana,
+            connection_id,
+            credentials,
+            outbound,
+        )),
+        "sap_ecc" => Box::new(sap::Sap::new(
+            sap::Flavor::Ecc,
+            connection_id,
+            credentials,
+            outbound,
+        )),
+        _ => Box::new(demo::DemoConnector::new(connection_id, credentials)),
     }
+}
+
+/// Checks what the catalog's field rules cannot: the URLs a connection would call (https,
+/// and the outbound guard) and each system's own rules (SAP's authentication fields, ECC's
+/// service overrides). Errors are `BAD_USER_INPUT` naming the field.
+pub async fn validate(
+    system: &System,
+    credentials: &Map<String, Value>,
+    outbound: &Outbound,
+) -> Result<(), AppError> {
+    match system.key {
+        "sap_s4hana" => sap::validate(sap::Flavor::S4Hana, credentials)?,
+        "sap_ecc" => sap::validate(sap::Flavor::Ecc, credentials)?,
+        _ => {}
+    }
+    http::check_targets(system, credentials, outbound.allow_private()).await
 }
 
 /// Probes with a few retries of transient answers, as a person clicking "test" would expect.

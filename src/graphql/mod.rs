@@ -26,6 +26,7 @@ use std::sync::Arc;
 use crate::{
     auth::{AuthCache, Principal},
     config::Config,
+    connectors::http::Outbound,
     crypto::Cipher,
     db::Db,
     error::AppError,
@@ -41,10 +42,15 @@ fn builder() -> SchemaBuilder<query::Query, mutation::Mutation, event::Subscript
     )
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one shared service each; the schema is built once, in `run`"
+)]
 pub fn build_schema(
     db: Db,
     auth_cache: Arc<AuthCache>,
     cipher: Cipher,
+    outbound: Outbound,
     feed: EventFeed,
     sync_wake: Arc<tokio::sync::Notify>,
     webhook_wake: Arc<tokio::sync::Notify>,
@@ -54,6 +60,7 @@ pub fn build_schema(
         .data(db)
         .data(auth_cache)
         .data(cipher)
+        .data(outbound)
         .data(feed)
         .data(SyncWake(sync_wake))
         .data(WebhookWake(webhook_wake))
@@ -80,6 +87,10 @@ pub(crate) fn principal<'a>(ctx: &Context<'a>) -> &'a Principal {
 
 pub(crate) fn cipher<'a>(ctx: &Context<'a>) -> &'a Cipher {
     ctx.data_unchecked::<Cipher>()
+}
+
+pub(crate) fn outbound<'a>(ctx: &Context<'a>) -> &'a Outbound {
+    ctx.data_unchecked::<Outbound>()
 }
 
 pub(crate) fn config<'a>(ctx: &Context<'a>) -> &'a Config {

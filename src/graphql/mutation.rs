@@ -154,6 +154,7 @@ impl BaseMutation {
         let (model, token) = connections::connect(
             super::db(ctx),
             super::cipher(ctx),
+            super::outbound(ctx),
             account_id,
             interval,
             request,
@@ -208,6 +209,7 @@ impl BaseMutation {
         let model = connections::update_credentials(
             db,
             cipher,
+            super::outbound(ctx),
             account_id,
             connection_id(&id)?,
             &credentials.0,
@@ -242,6 +244,7 @@ impl BaseMutation {
         let model = connections::check(
             super::db(ctx),
             super::cipher(ctx),
+            super::outbound(ctx),
             scope,
             connection_id(&id)?,
         )

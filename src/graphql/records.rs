@@ -4,7 +4,12 @@ use async_graphql::{Context, ID, Interface, Json, Object};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::{catalog::EntityType, error::AppResult, ids};
+use crate::{
+    catalog::EntityType,
+    error::AppResult,
+    ids,
+    records::unified::{WorkOrderPriority, WorkOrderStatus},
+};
 use entity::record;
 
 fn text(model: &record::Model, key: &str) -> Option<String> {
@@ -112,8 +117,14 @@ record_type!(Asset {
 record_type!(WorkOrder {
     async fn title(&self) -> Option<String> { text(&self.0, "title") }
     async fn instructions(&self) -> Option<String> { text(&self.0, "instructions") }
-    async fn status(&self) -> Option<String> { text(&self.0, "status") }
-    async fn severity(&self) -> Option<String> { text(&self.0, "severity") }
+    /// The state in the unified model; null when the remote's word has no mapping.
+    async fn status(&self) -> Option<WorkOrderStatus> { text(&self.0, "status").as_deref().and_then(WorkOrderStatus::parse) }
+    /// The remote's own word for the state (Maximo `WAPPR`, SAP `REL  PRC`, …).
+    async fn remote_status(&self) -> Option<String> { text(&self.0, "remoteStatus") }
+    /// The urgency in the unified model; null when the remote's value has no mapping.
+    async fn priority(&self) -> Option<WorkOrderPriority> { text(&self.0, "priority").as_deref().and_then(WorkOrderPriority::parse) }
+    /// The remote's own priority value (Maximo `1`–`5`, SAP `1`–`4`, MaintainX `HIGH`, …).
+    async fn remote_priority(&self) -> Option<String> { text(&self.0, "remotePriority") }
     async fn asset_key(&self) -> Option<String> { text(&self.0, "assetKey") }
     async fn location_key(&self) -> Option<String> { text(&self.0, "locationKey") }
     async fn site_key(&self) -> Option<String> { text(&self.0, "siteKey") }

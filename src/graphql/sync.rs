@@ -72,6 +72,23 @@ impl SyncRun {
         stats.sort_by_key(|s| s.entity);
         stats
     }
+    /// Remote records the run could not map, skipped while the run went on: the first 20
+    /// per entity type (each entity's `skipped` counts them all).
+    async fn record_errors(&self) -> Vec<SyncRecordError> {
+        let mut errors: Vec<SyncRecordError> = stats_of(&self.0)
+            .into_iter()
+            .filter_map(|(name, s)| Some((EntityType::parse(&name)?, s.errors)))
+            .flat_map(|(entity, errors)| {
+                errors.into_iter().map(move |e| SyncRecordError {
+                    entity,
+                    key: e.key,
+                    message: e.message,
+                })
+            })
+            .collect();
+        errors.sort_by_key(|e| e.entity);
+        errors
+    }
     async fn error(&self) -> Option<SyncError> {
         Some(SyncError {
             code: self.0.error_code.clone()?,
@@ -91,6 +108,15 @@ pub struct EntitySyncStats {
     pub skipped: i32,
     /// Requests the remote answered with 429 (waited out, not failures).
     pub rate_limited: i32,
+}
+
+#[derive(SimpleObject)]
+pub struct SyncRecordError {
+    pub entity: EntityType,
+    /// The remote's key of the record (empty when the record had none).
+    pub key: String,
+    /// Why it could not be mapped.
+    pub message: String,
 }
 
 #[derive(SimpleObject)]

@@ -3,6 +3,7 @@
 //! rewritten. Reads are keyset-paginated by id, which is stable while syncs write.
 
 pub mod loader;
+pub mod unified;
 
 use std::collections::{HashMap, HashSet};
 

@@ -16,7 +16,7 @@ use super::{SyncKind, SyncStatus, finish, record_run_event, run_summary};
 use crate::{
     catalog::EntityType,
     connections::{self, ConnectionStatus, Scope},
-    connectors::{self, Connector, ConnectorError, ReadRequest, RemotePage},
+    connectors::{self, Connector, ConnectorError, ReadRequest, RemotePage, http::Outbound},
     crypto::Cipher,
     db::Db,
     error::{AppError, AppResult},
@@ -48,6 +48,8 @@ enum Stop {
         code: &'static str,
         message: String,
         status: Option<ConnectionStatus>,
+        /// The remote's error kind, when the remote ended the run (a `system.error`).
+        remote: Option<&'static str>,
     },
     Internal(AppError),
 }
@@ -67,6 +69,7 @@ impl From<sea_orm::DbErr> for Stop {
 pub struct Engine<'a> {
     pub db: &'a Db,
     pub cipher: &'a Cipher,
+    pub outbound: &'a Outbound,
     pub settings: &'a EngineSettings,
     pub worker: &'a str,
 }
@@ -84,7 +87,20 @@ pub struct EntityStats {
     pub rate_limited: i64,
     #[serde(default)]
     pub done: bool,
+    /// The first records the mapping refused, with why (at most `MAX_RECORD_ERRORS`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<RecordError>,
 }
+
+/// A remote record the run could not map (it was skipped; the run went on).
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct RecordError {
+    pub key: String,
+    pub message: String,
+}
+
+/// Refused records kept per entity and run; the rest are only counted (`skipped`).
+pub const MAX_RECORD_ERRORS: usize = 20;
 
 pub fn stats_of(run: &sync_run::Model) -> BTreeMap<String, EntityStats> {
     serde_json::from_value(run.stats.clone()).unwrap_or_default()
@@ -136,7 +152,7 @@ impl Engine<'_> {
         let credentials = connections::credentials(self.cipher, &connection)?;
         let system = connections::system(&connection);
         let connector: Arc<dyn Connector> =
-            connectors::connect(system, connection.id, &credentials).into();
+            connectors::connect(system, connection.id, &credentials, self.outbound).into();
         if run.attempts <= 1 {
             connector.begin_sync();
             let txn = self.db.begin_write().await?;
@@ -181,25 +197,37 @@ impl Engine<'_> {
                     code,
                     message,
                     status,
+                    remote,
                 }) => {
+                    let system_error = remote.map(|kind| {
+                        json!({ "operation": "sync", "sync_run_id": crate::ids::encode(crate::ids::Kind::SyncRun, progress.run.id),
+                                "system": system.key, "entity": entity.as_str(),
+                                "error_kind": kind, "message": message })
+                    });
                     let status = status.map(|s| (s, message.clone()));
                     return self
-                        .close(
+                        .close_reporting(
                             progress.run,
                             SyncStatus::Failed,
                             Some((code, message)),
                             status,
+                            system_error,
                         )
                         .await;
                 }
                 // A token the remote gave and refused at once: not something a retry mends.
                 Err(Stop::CursorRejected(message)) => {
+                    let system_error = json!({ "operation": "sync",
+                        "sync_run_id": crate::ids::encode(crate::ids::Kind::SyncRun, progress.run.id),
+                        "system": system.key, "entity": entity.as_str(),
+                        "error_kind": "VALIDATION", "message": message });
                     return self
-                        .close(
+                        .close_reporting(
                             progress.run,
                             SyncStatus::Failed,
                             Some(("REMOTE_ERROR", message)),
                             None,
+                            Some(system_error),
                         )
                         .await;
                 }
@@ -222,6 +250,19 @@ impl Engine<'_> {
         error: Option<(&str, String)>,
         connection_status: Option<(ConnectionStatus, String)>,
     ) -> AppResult<sync_run::Model> {
+        self.close_reporting(run, to, error, connection_status, None)
+            .await
+    }
+
+    /// `close`, storing a `system.error` event with `system_error` as its data too.
+    async fn close_reporting(
+        &self,
+        run: sync_run::Model,
+        to: SyncStatus,
+        error: Option<(&str, String)>,
+        connection_status: Option<(ConnectionStatus, String)>,
+        system_error: Option<Value>,
+    ) -> AppResult<sync_run::Model> {
         let txn = self.db.begin_write().await?;
         let connection_id = run.connection_id;
         let account_id = run.account_id;
@@ -230,6 +271,9 @@ impl Engine<'_> {
             drop(txn);
             return Ok(self.lease_lost(run).await);
         };
+        if let Some(data) = system_error {
+            record_run_event(&*txn, &closed, EventType::SystemError, data).await?;
+        }
         if let Some((to, reason)) = connection_status {
             let scope = Scope {
                 account_id,
@@ -305,6 +349,7 @@ impl Engine<'_> {
                         entity.as_str()
                     ),
                     status: None,
+                    remote: Some("REMOTE_FAULT"),
                 });
             }
             request.cursor = Some(next_cursor);
@@ -583,11 +628,12 @@ impl Engine<'_> {
                 Err(ConnectorError::Validation(why)) if request.cursor.is_some() => {
                     return Err(Stop::CursorRejected(why));
                 }
-                Err(ConnectorError::AuthRejected(reason)) => {
+                Err(err @ ConnectorError::AuthRejected(_)) => {
                     return Err(Stop::Failed {
                         code: "AUTH_REQUIRED",
-                        message: reason,
+                        message: err.message(),
                         status: Some(ConnectionStatus::AuthRequired),
+                        remote: Some(err.kind()),
                     });
                 }
                 Err(err @ (ConnectorError::Unreachable(_) | ConnectorError::RemoteFault(_)))
@@ -598,11 +644,12 @@ impl Engine<'_> {
                     self.wait(Duration::from_millis(250 * 2u64.pow(failures)), run_id)
                         .await?;
                 }
-                Err(ConnectorError::Unreachable(reason)) => {
+                Err(err @ ConnectorError::Unreachable(_)) => {
                     return Err(Stop::Failed {
                         code: "OFFLINE",
-                        message: reason,
+                        message: err.message(),
                         status: Some(ConnectionStatus::Offline),
+                        remote: Some(err.kind()),
                     });
                 }
                 Err(err) => {
@@ -610,6 +657,7 @@ impl Engine<'_> {
                         code: "REMOTE_ERROR",
                         message: err.to_string(),
                         status: None,
+                        remote: Some(err.kind()),
                     });
                 }
             }
@@ -668,6 +716,12 @@ fn count(stats: &mut EntityStats, outcome: &PageOutcome) {
     stats.skipped += outcome.skipped.len() as i64;
     for (key, why) in &outcome.skipped {
         tracing::warn!(record.key = %key, reason = %why, "malformed remote record skipped");
+        if stats.errors.len() < MAX_RECORD_ERRORS {
+            stats.errors.push(RecordError {
+                key: key.clone(),
+                message: why.clone(),
+            });
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{Engine, EngineSettings};
-use crate::{crypto::Cipher, db::Db};
+use crate::{connectors::http::Outbound, crypto::Cipher, db::Db};
 
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
@@ -15,6 +15,7 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 pub struct SyncWorkers {
     pub db: Db,
     pub cipher: Cipher,
+    pub outbound: Outbound,
     pub settings: EngineSettings,
     pub concurrency: usize,
     /// Signalled when a run is queued, so that an idle worker starts at once.
@@ -41,6 +42,7 @@ impl SyncWorkers {
                     let engine = Engine {
                         db: &self.db,
                         cipher: &self.cipher,
+                        outbound: &self.outbound,
                         settings: &self.settings,
                         worker: &name,
                     };

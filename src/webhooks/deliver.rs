@@ -11,18 +11,13 @@
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use chrono::Utc;
 use rand::seq::SliceRandom;
-use reqwest::{
-    Client,
-    dns::{Name, Resolve, Resolving},
-    redirect::Policy,
-};
+use reqwest::{Client, redirect::Policy};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect,
     sea_query::{LockBehavior, LockType},
@@ -38,9 +33,16 @@ use uuid::Uuid;
 use super::{
     LINGER,
     record::{self, Finished},
-    sign, signing_secrets, target,
+    sign, signing_secrets,
 };
-use crate::{crypto::Cipher, db, db::Db, error::AppResult, ids};
+use crate::{
+    crypto::Cipher,
+    db,
+    db::Db,
+    error::AppResult,
+    guard::{self, GuardedResolver},
+    ids,
+};
 use entity::{event, webhook_delivery, webhook_endpoint};
 
 const MAX_BODY_STORED: usize = 4096;
@@ -223,26 +225,6 @@ impl Drop for Reservation<'_> {
     }
 }
 
-/// Resolves host names for webhook requests, refusing non-public addresses at connect time,
-/// so a name that changes its answer after the check cannot reach an internal address.
-struct CheckedResolver {
-    allow_private: bool,
-}
-
-impl Resolve for CheckedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let allow_private = self.allow_private;
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
-            if !allow_private && addrs.iter().any(|a| !target::is_public(a.ip())) {
-                return Err(format!("{} resolves to a non-public address", name.as_str()).into());
-            }
-            Ok(Box::new(addrs.into_iter()) as Box<dyn Iterator<Item = SocketAddr> + Send>)
-        })
-    }
-}
-
 /// This process's claimed deliveries: how many per endpoint are claimed and not yet sent,
 /// and the permits that bound the requests in flight.
 struct Local {
@@ -345,7 +327,7 @@ impl DeliveryWorkers {
             .connect_timeout(Duration::from_secs(5))
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("Millwright-Webhooks/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(Arc::new(CheckedResolver {
+            .dns_resolver(Arc::new(GuardedResolver {
                 allow_private: settings.allow_private,
             }))
             .build()
@@ -643,17 +625,11 @@ impl DeliveryWorkers {
         event: &event::Model,
         timeout: Duration,
     ) -> Attempt {
-        let url = match target::parse(&endpoint.url) {
+        let url = match guard::parse(&endpoint.url, "url") {
             Ok(url) => url,
             Err(err) => return Attempt::refused(&err.to_string()),
         };
-        // An IP literal does not pass through the resolver: check it here.
-        if let Some(ip) = url
-            .host_str()
-            .and_then(|h| h.trim_matches(['[', ']']).parse().ok())
-            && !self.settings.allow_private
-            && !target::is_public(ip)
-        {
+        if guard::refused_literal(&url, self.settings.allow_private) {
             return Attempt::refused("the URL points to a non-public address");
         }
         let secrets = match signing_secrets(&self.cipher, endpoint) {

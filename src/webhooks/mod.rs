@@ -5,7 +5,6 @@ pub mod deliver;
 pub mod dispatch;
 mod record;
 pub mod sign;
-pub mod target;
 
 use chrono::Utc;
 use sea_orm::{
@@ -82,8 +81,8 @@ fn validate_description(description: Option<String>) -> AppResult<Option<String>
 }
 
 async fn checked_url(url: &str, allow_private: bool) -> AppResult<String> {
-    let parsed = target::parse(url)?;
-    target::resolve(&parsed, allow_private).await?;
+    let parsed = crate::guard::parse(url, "url")?;
+    crate::guard::resolve(&parsed, allow_private, "url").await?;
     Ok(parsed.to_string())
 }
 

@@ -150,8 +150,80 @@ async fn catalog_lists_demo_with_costs_and_fields() {
         demo["credentialFields"][0],
         json!({ "name": "api_key", "secret": true, "required": true })
     );
-    assert_eq!(data["erp"], json!([]));
+    assert_eq!(
+        data["erp"],
+        json!([{ "key": "sap_s4hana" }, { "key": "sap_ecc" }])
+    );
     assert_eq!(data["missing"], Value::Null);
+
+    // The real systems, their tiers and what a connection to each costs.
+    let data = app
+        .ok(
+            &key,
+            "{ systems { key tier category deployments entities
+            cloud: creditCost(deployment: CLOUD) onPrem: creditCost(deployment: ON_PREMISES)
+            credentialFields { name secret required } } }",
+            json!({}),
+        )
+        .await;
+    let system = |key: &str| {
+        data["systems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["key"] == key)
+            .unwrap_or_else(|| panic!("{key} is in the catalog"))
+            .clone()
+    };
+    let maintainx = system("maintainx");
+    assert_eq!(
+        (maintainx["tier"].clone(), maintainx["cloud"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(maintainx["deployments"], json!(["CLOUD"]));
+    assert!(
+        !maintainx["entities"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("SITE"))
+    );
+    let maximo = system("ibm_maximo");
+    assert_eq!(
+        (
+            maximo["category"].clone(),
+            maximo["cloud"].clone(),
+            maximo["onPrem"].clone()
+        ),
+        (json!("EAM"), json!(4), json!(8))
+    );
+    assert_eq!(maximo["entities"].as_array().unwrap().len(), 8);
+    let s4 = system("sap_s4hana");
+    assert_eq!(
+        (s4["cloud"].clone(), s4["onPrem"].clone()),
+        (json!(4), json!(8))
+    );
+    let ecc = system("sap_ecc");
+    assert_eq!(ecc["deployments"], json!(["ON_PREMISES"]));
+    assert_eq!(ecc["onPrem"], 8);
+    let secret = |system: &Value, field: &str| {
+        system["credentialFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == field)
+            .unwrap_or_else(|| panic!("{field}"))["secret"]
+            .clone()
+    };
+    for (system, field) in [
+        (&maintainx, "api_key"),
+        (&maximo, "api_key"),
+        (&s4, "password"),
+        (&s4, "client_secret"),
+        (&ecc, "password"),
+    ] {
+        assert_eq!(secret(system, field), true, "{field} is secret");
+    }
+    assert_eq!(secret(&ecc, "services"), false);
 }
 
 #[tokio::test]

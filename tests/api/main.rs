@@ -5,6 +5,7 @@
 mod auth;
 mod cli;
 mod connections;
+mod connectors;
 mod customers;
 mod events;
 mod harness;

@@ -22,7 +22,8 @@ use crate::{
     harness::{TestApp, error_code, test_config},
 };
 
-const RUN_FIELDS: &str = "id status kind trigger recordsAdded recordsUpdated recordsDeleted
+pub(crate) const RUN_FIELDS: &str =
+    "id status kind trigger recordsAdded recordsUpdated recordsDeleted
     entities { entity added updated deleted unchanged skipped rateLimited } error { code message }";
 
 fn input(customer: &str, scale: u64, simulate: &str) -> Value {
@@ -44,7 +45,7 @@ async fn connect(app: &TestApp, key: &str, input: Value) -> (String, String) {
 }
 
 /// Waits until the run has ended; returns it.
-async fn finished(app: &TestApp, key: &str, run_id: &str) -> Value {
+pub(crate) async fn finished(app: &TestApp, key: &str, run_id: &str) -> Value {
     let query = format!("query($id: ID!) {{ syncRun(id: $id) {{ {RUN_FIELDS} }} }}");
     for _ in 0..600 {
         let run = app.ok(key, &query, json!({ "id": run_id })).await["syncRun"].clone();
@@ -59,7 +60,7 @@ async fn finished(app: &TestApp, key: &str, run_id: &str) -> Value {
     panic!("run {run_id} did not end within 30 s");
 }
 
-async fn last_run(app: &TestApp, key: &str, connection: &str) -> Value {
+pub(crate) async fn last_run(app: &TestApp, key: &str, connection: &str) -> Value {
     let query =
         format!("query($id: ID!) {{ connection(id: $id) {{ lastSyncRun {{ {RUN_FIELDS} }} }} }}");
     let data = app.ok(key, &query, json!({ "id": connection })).await;
@@ -67,7 +68,7 @@ async fn last_run(app: &TestApp, key: &str, connection: &str) -> Value {
     finished(app, key, run["id"].as_str().unwrap()).await
 }
 
-async fn trigger(app: &TestApp, key: &str, connection: &str, kind: &str) -> Value {
+pub(crate) async fn trigger(app: &TestApp, key: &str, connection: &str, kind: &str) -> Value {
     let query = "mutation($id: ID!, $kind: SyncKind) { triggerSync(connectionId: $id, kind: $kind) { id } }";
     let data = app
         .ok(key, query, json!({ "id": connection, "kind": kind }))
@@ -93,7 +94,7 @@ async fn count_assets(app: &TestApp, key: &str, connection: &str, include_delete
     }
 }
 
-fn entity<'a>(run: &'a Value, name: &str) -> &'a Value {
+pub(crate) fn entity<'a>(run: &'a Value, name: &str) -> &'a Value {
     run["entities"]
         .as_array()
         .unwrap()
@@ -1069,4 +1070,53 @@ async fn one_page_of_additions_updates_and_tombstones_is_counted_and_stored_exac
         .collect();
     assert_eq!(live, ["A1", "A2"]);
     db.close().await.unwrap();
+}
+
+/// Work orders stored by the release before unified states (lower-case `status`, free-text
+/// `severity`) read as unified states and priorities after the upgrade's migration.
+#[tokio::test]
+async fn work_orders_stored_before_unified_states_are_migrated_in_place() {
+    let app = TestApp::spawn().await;
+    let (key, customer) = setup(&app, 10).await;
+    let (connection, token) = connect(&app, &key, input(&customer, 40, "none")).await;
+    last_run(&app, &key, &connection).await;
+    let query = "{ workOrders(first: 100) { nodes { key status remoteStatus priority remotePriority data } } }";
+    let before = app.ok(&token, query, json!({})).await["workOrders"]["nodes"].clone();
+    assert!(before.as_array().unwrap().len() == 40);
+    assert!(
+        before
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["status"].is_string() && w["priority"].is_string())
+    );
+
+    // The rows as the previous release wrote them, and its migration table.
+    let db = sea_orm::Database::connect(&app.db.url).await.unwrap();
+    let legacy = match db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => {
+            "UPDATE records SET data = ((data::jsonb - 'remoteStatus' - 'remotePriority' - 'priority') \
+            || jsonb_build_object('status', data->'remoteStatus', 'severity', data->'remotePriority'))::json WHERE entity = 'WORK_ORDER'"
+        }
+        _ => {
+            "UPDATE records SET data = json_set(json_remove(data, '$.remoteStatus', '$.remotePriority', '$.priority'), \
+            '$.status', json_extract(data, '$.remoteStatus'), '$.severity', json_extract(data, '$.remotePriority')) WHERE entity = 'WORK_ORDER'"
+        }
+    };
+    use sea_orm::ConnectionTrait;
+    db.execute_unprepared(legacy).await.unwrap();
+    db.execute_unprepared(
+        "DELETE FROM seaql_migrations WHERE version = 'm20261205_000001_work_order_enums'",
+    )
+    .await
+    .unwrap();
+    let old = app.ok(&token, query, json!({})).await["workOrders"]["nodes"].clone();
+    assert!(old[0]["data"]["severity"].is_string(), "{}", old[0]);
+    assert!(old[0]["priority"].is_null());
+    db.close().await.unwrap();
+
+    // The upgraded server migrates at start.
+    let upgraded = app.another().await;
+    let after = upgraded.ok(&token, query, json!({})).await["workOrders"]["nodes"].clone();
+    assert_eq!(after, before);
 }

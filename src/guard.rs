@@ -1,18 +1,22 @@
-//! Webhook targets: URLs are http(s) with a host, and (unless private targets are allowed)
-//! every address the host resolves to must be public. Checked at creation and again before
-//! each delivery, since DNS can change; the delivery then connects to the checked address.
+//! The guard on every request Millwright sends out (webhooks and connectors alike): URLs are
+//! http(s) with a host, and (unless private targets are allowed) every address the host
+//! resolves to must be public. Checked when a URL is accepted and again when each request
+//! connects ([`GuardedResolver`], [`refused_literal`]), since DNS can change.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use reqwest::Url;
+use reqwest::{
+    Url,
+    dns::{Name, Resolve, Resolving},
+};
 
 use crate::error::AppError;
 
 const MAX_URL_LEN: usize = 2048;
 
-/// Parses and checks the form of a webhook URL.
-pub fn parse(url: &str) -> Result<Url, AppError> {
-    let invalid = |why: &str| AppError::bad_input(format!("`url` {why}"));
+/// Parses and checks the form of a URL given as `field` (named in errors).
+pub fn parse(url: &str, field: &str) -> Result<Url, AppError> {
+    let invalid = |why: &str| AppError::bad_input(format!("`{field}` {why}"));
     if url.len() > MAX_URL_LEN {
         return Err(invalid("is too long"));
     }
@@ -30,28 +34,62 @@ pub fn parse(url: &str) -> Result<Url, AppError> {
 }
 
 /// Resolves the URL's host; refuses it when an address is not public (unless allowed).
-pub async fn resolve(url: &Url, allow_private: bool) -> Result<Vec<SocketAddr>, AppError> {
+pub async fn resolve(
+    url: &Url,
+    allow_private: bool,
+    field: &str,
+) -> Result<Vec<SocketAddr>, AppError> {
     let host = url
         .host_str()
-        .ok_or_else(|| AppError::bad_input("`url` needs a host"))?;
+        .ok_or_else(|| AppError::bad_input(format!("`{field}` needs a host")))?;
     let port = url.port_or_known_default().unwrap_or(443);
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
-        .map_err(|_| AppError::bad_input(format!("`url` host {host} does not resolve")))?
+        .map_err(|_| AppError::bad_input(format!("`{field}` host {host} does not resolve")))?
         .collect();
     if addrs.is_empty() {
         return Err(AppError::bad_input(format!(
-            "`url` host {host} does not resolve"
+            "`{field}` host {host} does not resolve"
         )));
     }
     if !allow_private && let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
         return Err(AppError::bad_input(format!(
-            "`url` resolves to {}, a loopback, private or reserved address",
+            "`{field}` resolves to {}, a loopback, private or reserved address",
             bad.ip()
         )));
     }
     Ok(addrs)
+}
+
+/// Whether the URL's host is an IP literal that the guard refuses. A literal does not pass
+/// through a resolver, so every request checks it itself.
+pub fn refused_literal(url: &Url, allow_private: bool) -> bool {
+    !allow_private
+        && url
+            .host_str()
+            .and_then(|h| h.trim_matches(['[', ']']).parse::<IpAddr>().ok())
+            .is_some_and(|ip| !is_public(ip))
+}
+
+/// Resolves host names for outgoing requests, refusing non-public addresses at connect
+/// time, so a name that changes its answer after the check cannot reach an internal address.
+pub struct GuardedResolver {
+    pub allow_private: bool,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow_private = self.allow_private;
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            if !allow_private && addrs.iter().any(|a| !is_public(a.ip())) {
+                return Err(format!("{} resolves to a non-public address", name.as_str()).into());
+            }
+            Ok(Box::new(addrs.into_iter()) as Box<dyn Iterator<Item = SocketAddr> + Send>)
+        })
+    }
 }
 
 pub fn is_public(ip: IpAddr) -> bool {
@@ -168,8 +206,8 @@ mod tests {
             "https://user:pw@example.com/x",
             "javascript:alert(1)",
         ] {
-            assert!(parse(url).is_err(), "{url}");
+            assert!(parse(url, "url").is_err(), "{url}");
         }
-        assert!(parse("https://example.com/hooks?x=1").is_ok());
+        assert!(parse("https://example.com/hooks?x=1", "url").is_ok());
     }
 }

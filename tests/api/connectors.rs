@@ -1,0 +1,618 @@
+//! The real connectors (MaintainX, IBM Maximo, SAP S/4HANA, SAP ECC), each against its
+//! protocol-faithful fixture server (`millwright-fixtures`): full and incremental syncs,
+//! deletions, rejected credentials, rate limits, remote faults and the outbound guard.
+
+use millwright_fixtures::{
+    API_KEY, Fixture, Kind, SAP_CLIENT, SAP_CLIENT_ID, SAP_CLIENT_SECRET, SAP_PASSWORD, SAP_USER,
+    data::{Entity, Sizes},
+};
+use serde_json::{Value, json};
+
+use crate::{
+    connections::setup,
+    harness::{TestApp, error_code},
+    sync::{entity, last_run, trigger},
+};
+
+/// One system under test and how its fixture is reached.
+#[derive(Clone, Copy)]
+struct System {
+    kind: Kind,
+    key: &'static str,
+    deployment: &'static str,
+    /// Records asked per page: SAP's asks for more than the server's page cap of 100, so
+    /// windows are cut into `__next` pages.
+    page_size: usize,
+    /// The entities the connector reads, as the fixture names them.
+    entities: &'static [(Entity, &'static str)],
+    /// Text of the fixture's 500 body that must reach the run's error and `system.error`.
+    fault_text: &'static str,
+}
+
+const WITHOUT_SITES: &[(Entity, &str)] = &[
+    (Entity::Location, "LOCATION"),
+    (Entity::Asset, "ASSET"),
+    (Entity::WorkOrder, "WORK_ORDER"),
+    (Entity::Part, "PART"),
+    (Entity::PurchaseOrder, "PURCHASE_ORDER"),
+    (Entity::Vendor, "VENDOR"),
+    (Entity::User, "USER"),
+];
+
+const MAINTAINX: System = System {
+    kind: Kind::MaintainX,
+    key: "maintainx",
+    deployment: "CLOUD",
+    page_size: 20,
+    entities: WITHOUT_SITES,
+    fault_text: "Internal server error",
+};
+
+const MAXIMO: System = System {
+    kind: Kind::Maximo,
+    key: "ibm_maximo",
+    deployment: "CLOUD",
+    page_size: 20,
+    entities: &[
+        (Entity::Site, "SITE"),
+        (Entity::Location, "LOCATION"),
+        (Entity::Asset, "ASSET"),
+        (Entity::WorkOrder, "WORK_ORDER"),
+        (Entity::Part, "PART"),
+        (Entity::PurchaseOrder, "PURCHASE_ORDER"),
+        (Entity::Vendor, "VENDOR"),
+        (Entity::User, "USER"),
+    ],
+    fault_text: "BMXAA4214E",
+};
+
+const SAP_ENTITIES: &[(Entity, &str)] = &[
+    (Entity::Location, "LOCATION"),
+    (Entity::Asset, "ASSET"),
+    (Entity::WorkOrder, "WORK_ORDER"),
+    (Entity::Part, "PART"),
+    (Entity::PurchaseOrder, "PURCHASE_ORDER"),
+    (Entity::Vendor, "VENDOR"),
+];
+
+const S4HANA: System = System {
+    kind: Kind::SapS4Hana,
+    key: "sap_s4hana",
+    deployment: "CLOUD",
+    page_size: 250,
+    entities: SAP_ENTITIES,
+    fault_text: "/IWBEP/CM_MGW_RT/020",
+};
+
+const ECC: System = System {
+    kind: Kind::SapEcc,
+    key: "sap_ecc",
+    deployment: "ON_PREMISES",
+    page_size: 250,
+    entities: SAP_ENTITIES,
+    fault_text: "/IWBEP/CM_MGW_RT/020",
+};
+
+/// More assets than SAP's page cap, so that windows and `__next` links both matter.
+fn sizes() -> Sizes {
+    Sizes {
+        assets: 260,
+        ..Sizes::small()
+    }
+}
+
+fn credentials(system: System, fixture: &Fixture) -> Value {
+    let base_url = fixture.base_url();
+    match system.kind {
+        Kind::MaintainX | Kind::Maximo => json!({ "api_key": API_KEY, "base_url": base_url }),
+        Kind::SapS4Hana | Kind::SapEcc => json!({
+            "base_url": base_url, "auth": "basic", "username": SAP_USER,
+            "password": SAP_PASSWORD, "sap_client": SAP_CLIENT,
+        }),
+    }
+}
+
+/// The key the connector gives asset `n`.
+fn asset_key(system: System, fixture: &Fixture, n: u32) -> String {
+    match system.kind {
+        Kind::MaintainX => n.to_string(),
+        Kind::Maximo => {
+            let site = fixture.remote.data().assets[&n].site;
+            format!("S{site:02}/A{n:05}")
+        }
+        Kind::SapS4Hana => (10_000_000 + n).to_string(),
+        Kind::SapEcc => format!("{:018}", 10_000_000 + n),
+    }
+}
+
+fn work_order_key(system: System, fixture: &Fixture, n: u32) -> String {
+    match system.kind {
+        Kind::MaintainX => n.to_string(),
+        Kind::Maximo => {
+            let site = fixture.remote.data().work_orders[&n].site;
+            format!("S{site:02}/{}", 1000 + n)
+        }
+        Kind::SapS4Hana => (4_000_000 + n).to_string(),
+        Kind::SapEcc => format!("{:012}", 4_000_000 + n),
+    }
+}
+
+struct Connected {
+    app: TestApp,
+    key: String,
+    fixture: Fixture,
+    connection: String,
+}
+
+async fn app_for(system: System, adjust: impl FnOnce(&mut millwright::config::Config)) -> TestApp {
+    TestApp::spawn_with(|config| {
+        config.connector_allow_private_targets = true;
+        config.sync_page_size = system.page_size;
+        config.sync_requests_per_second = 1000;
+        adjust(config);
+    })
+    .await
+}
+
+async fn connect(app: &TestApp, key: &str, system: System, credentials: Value) -> Value {
+    let customer = app.create_customer(key, "Plant", None).await;
+    app.gql(
+        key,
+        "mutation($input: ConnectInput!) { connect(input: $input) { token connection { id status } } }",
+        json!({ "input": { "customerId": customer["id"], "systemKey": system.key,
+                           "deployment": system.deployment, "credentials": credentials } }),
+    )
+    .await
+}
+
+/// A connection to a fresh fixture whose first (full) sync has succeeded.
+async fn connected_with(
+    system: System,
+    sizes: Sizes,
+    adjust: impl FnOnce(&mut millwright::config::Config),
+) -> Connected {
+    let fixture = Fixture::start(system.kind, sizes).await;
+    let app = app_for(system, adjust).await;
+    let (key, _) = setup(&app, 100).await;
+    let body = connect(&app, &key, system, credentials(system, &fixture)).await;
+    assert!(body.get("errors").is_none(), "connect failed: {body}");
+    let connection = body["data"]["connect"]["connection"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let first = last_run(&app, &key, &connection).await;
+    assert_eq!(first["status"], "SUCCEEDED", "{first}");
+    Connected {
+        app,
+        key,
+        fixture,
+        connection,
+    }
+}
+
+async fn connected(system: System) -> Connected {
+    connected_with(system, sizes(), |_| {}).await
+}
+
+/// Every node of a record query, following its pages.
+async fn all(c: &Connected, query_name: &str, fields: &str) -> Vec<Value> {
+    let query = format!(
+        "query($c: ID!, $after: String) {{ {query_name}(connectionId: $c, first: 100, after: $after) {{
+            nodes {{ {fields} }} pageInfo {{ hasNextPage endCursor }} }} }}"
+    );
+    let mut nodes = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let data = c
+            .app
+            .ok(&c.key, &query, json!({ "c": c.connection, "after": after }))
+            .await;
+        let page = &data[query_name];
+        nodes.extend(page["nodes"].as_array().unwrap().iter().cloned());
+        if page["pageInfo"]["hasNextPage"] == false {
+            return nodes;
+        }
+        after = page["pageInfo"]["endCursor"].as_str().map(str::to_owned);
+    }
+}
+
+fn by_key<'a>(nodes: &'a [Value], key: &str) -> &'a Value {
+    nodes
+        .iter()
+        .find(|n| n["key"] == key)
+        .unwrap_or_else(|| panic!("no record {key}"))
+}
+
+async fn events(c: &Connected, kind: &str) -> Vec<Value> {
+    let data = c
+        .app
+        .ok(
+            &c.key,
+            "query($t: [EventType!]) { events(first: 100, filter: {types: $t}) { nodes { type data } } }",
+            json!({ "t": [kind] }),
+        )
+        .await;
+    data["events"]["nodes"].as_array().unwrap().clone()
+}
+
+async fn full_sync_reads_every_record_into_the_unified_model(system: System) {
+    let c = connected(system).await;
+    let run = last_run(&c.app, &c.key, &c.connection).await;
+    {
+        let data = c.fixture.remote.data();
+        for (fixture_entity, name) in system.entities {
+            let stats = entity(&run, name);
+            assert_eq!(
+                stats["added"],
+                data.count(*fixture_entity) as u64,
+                "{name}: {run}"
+            );
+            assert_eq!(stats["skipped"], 0, "{name}");
+        }
+    }
+    let assets = all(
+        &c,
+        "assets",
+        "key name serialNumber makeName isActive siteKey locationKey parentKey remoteData",
+    )
+    .await;
+    assert_eq!(assets.len(), 260);
+    let expected = c.fixture.remote.data().assets[&25].clone();
+    assert_eq!(expected.parent, Some(13));
+    let child = by_key(&assets, &asset_key(system, &c.fixture, 25));
+    assert_eq!(child["name"], "Pump 25");
+    assert_eq!(child["serialNumber"], expected.serial);
+    assert_eq!(
+        child["parentKey"],
+        asset_key(system, &c.fixture, 13),
+        "{child}"
+    );
+    assert!(child["locationKey"].is_string(), "{child}");
+    let inactive = by_key(&assets, &asset_key(system, &c.fixture, 17));
+    if system.kind != Kind::MaintainX {
+        assert_eq!(inactive["isActive"], false, "{inactive}");
+    }
+    let text = serde_json::to_string(&assets).unwrap();
+    for secret in [API_KEY, SAP_PASSWORD] {
+        assert!(!text.contains(secret), "a credential reached remoteData");
+    }
+
+    let orders = all(
+        &c,
+        "workOrders",
+        "key title status remoteStatus priority remotePriority dueAt assetKey",
+    )
+    .await;
+    let on_hold = by_key(&orders, &work_order_key(system, &c.fixture, 2));
+    assert_eq!(on_hold["status"], "ON_HOLD", "{on_hold}");
+    assert_eq!(on_hold["priority"], "MEDIUM", "{on_hold}");
+    assert!(on_hold["remoteStatus"].is_string(), "{on_hold}");
+    let done = by_key(&orders, &work_order_key(system, &c.fixture, 3));
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert_eq!(done["priority"], "HIGH", "{done}");
+    assert_eq!(done["title"], "Inspect pump 3");
+    assert_eq!(done["assetKey"], asset_key(system, &c.fixture, 3));
+    assert!(
+        done["dueAt"].as_str().unwrap().starts_with("2026-01-08"),
+        "a UTC DateTime whatever the remote's format: {done}"
+    );
+    if system.kind != Kind::MaintainX {
+        let cancelled = by_key(&orders, &work_order_key(system, &c.fixture, 4));
+        assert_eq!(cancelled["status"], "CANCELLED", "{cancelled}");
+        assert_eq!(cancelled["priority"], "URGENT", "{cancelled}");
+    }
+}
+
+async fn incremental_sync_picks_up_the_change(system: System) {
+    let c = connected(system).await;
+    assert!(c.fixture.remote.change(Entity::Asset, 7));
+    c.fixture.remote.clear_requests();
+    let run = trigger(&c.app, &c.key, &c.connection, "INCREMENTAL").await;
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    assert_eq!(run["recordsUpdated"], 1, "{run}");
+    assert_eq!(run["recordsAdded"], 0, "{run}");
+    assert_eq!(run["recordsDeleted"], 0, "{run}");
+    assert_eq!(entity(&run, "ASSET")["updated"], 1);
+    let assets = all(&c, "assets", "key name").await;
+    let seven = by_key(&assets, &asset_key(system, &c.fixture, 7));
+    assert_eq!(seven["name"], "Pump 7 (rev 1)");
+    let filter = match system.kind {
+        Kind::MaintainX => None,
+        Kind::Maximo => Some("changedate"),
+        Kind::SapS4Hana => Some("LastChangeDateTime%20gt%20datetimeoffset"),
+        Kind::SapEcc => Some("AEDAT%20ge%20datetime"),
+    };
+    if let Some(filter) = filter {
+        let requests = c.fixture.remote.requests();
+        assert!(
+            requests.iter().any(|r| r.contains(filter)),
+            "the remote was asked for changes only: {requests:?}"
+        );
+        if system.kind != Kind::SapEcc {
+            // The remote filters: the asset read returned the changed record alone.
+            assert_eq!(entity(&run, "ASSET")["unchanged"], 0, "{run}");
+        }
+    }
+}
+
+async fn full_sync_detects_deletions(system: System) {
+    let c = connected(system).await;
+    let gone = asset_key(system, &c.fixture, 8);
+    assert!(c.fixture.remote.delete(Entity::Asset, 8));
+    let run = trigger(&c.app, &c.key, &c.connection, "FULL").await;
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    assert_eq!(run["recordsDeleted"], 1, "{run}");
+    assert_eq!(entity(&run, "ASSET")["deleted"], 1);
+    let assets = all(&c, "assets", "key").await;
+    assert_eq!(assets.len(), 259);
+    assert!(assets.iter().all(|a| a["key"] != gone.as_str()));
+}
+
+async fn rejected_credentials_require_authentication(system: System) {
+    let c = connected(system).await;
+    c.fixture.remote.revoke();
+    let run = trigger(&c.app, &c.key, &c.connection, "FULL").await;
+    assert_eq!(run["status"], "FAILED", "{run}");
+    assert_eq!(run["error"]["code"], "AUTH_REQUIRED", "{run}");
+    let data = c
+        .app
+        .ok(
+            &c.key,
+            "query($id: ID!) { connection(id: $id) { status statusReason } }",
+            json!({ "id": c.connection }),
+        )
+        .await;
+    assert_eq!(data["connection"]["status"], "AUTH_REQUIRED", "{data}");
+    assert_eq!(events(&c, "CONNECTION_AUTH_REQUIRED").await.len(), 1);
+    let errors = events(&c, "SYSTEM_ERROR").await;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let error = &errors[0]["data"];
+    assert_eq!(error["operation"], "sync");
+    assert_eq!(error["error_kind"], "AUTH_REJECTED");
+    assert_eq!(error["system"], system.key);
+    let text = error.to_string();
+    for secret in [API_KEY, SAP_PASSWORD] {
+        assert!(
+            !text.contains(secret),
+            "a credential reached an event: {text}"
+        );
+    }
+}
+
+async fn rate_limits_are_waited_out(system: System) {
+    let c = connected(system).await;
+    c.fixture.remote.rate_limit(2, 1);
+    let run = trigger(&c.app, &c.key, &c.connection, "FULL").await;
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    let waited: u64 = run["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["rateLimited"].as_u64().unwrap())
+        .sum();
+    assert_eq!(waited, 2, "{run}");
+    assert_eq!(run["recordsAdded"], 0);
+    assert_eq!(run["recordsDeleted"], 0);
+}
+
+async fn remote_faults_fail_the_run_with_a_system_error(system: System) {
+    let c = connected_with(system, sizes(), |config| config.sync_retries = 1).await;
+    c.fixture.remote.fail(10);
+    let run = trigger(&c.app, &c.key, &c.connection, "FULL").await;
+    assert_eq!(run["status"], "FAILED", "{run}");
+    assert_eq!(run["error"]["code"], "REMOTE_ERROR", "{run}");
+    assert!(
+        run["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(system.fault_text),
+        "the remote's own message: {run}"
+    );
+    let errors = events(&c, "SYSTEM_ERROR").await;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["data"]["error_kind"], "REMOTE_FAULT");
+    assert!(
+        errors[0]["data"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(system.fault_text)
+    );
+}
+
+async fn private_base_urls_are_refused_without_the_setting(system: System) {
+    let fixture = Fixture::start(system.kind, Sizes::small()).await;
+    let app = TestApp::spawn().await;
+    let (key, _) = setup(&app, 100).await;
+    let credentials = credentials(system, &fixture);
+    let with_base = |url: &str| {
+        let mut c = credentials.clone();
+        c["base_url"] = json!(url);
+        c
+    };
+    for (url, said) in [
+        (fixture.base_url(), "https"),
+        (
+            "https://127.0.0.1:9/".into(),
+            "loopback, private or reserved",
+        ),
+        ("https://10.1.2.3/".into(), "loopback, private or reserved"),
+        ("https://[::1]/".into(), "loopback, private or reserved"),
+        (
+            "https://169.254.169.254/".into(),
+            "loopback, private or reserved",
+        ),
+        ("file:///etc/passwd".into(), "http or https"),
+        ("https://user:pw@sap.example.com/".into(), "credentials"),
+    ] {
+        let body = connect(&app, &key, system, with_base(&url)).await;
+        assert_eq!(error_code(&body), "BAD_USER_INPUT", "{url}: {body}");
+        let message = body["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains("base_url"), "{url}: {message}");
+        assert!(message.contains(said), "{url}: {message}");
+    }
+    assert!(
+        fixture.remote.requests().is_empty(),
+        "nothing was sent to the refused address"
+    );
+    let data = app
+        .ok(
+            &key,
+            "{ viewer { account { credits { available } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(data["viewer"]["account"]["credits"]["available"], 100);
+}
+
+macro_rules! connector_tests {
+    ($($module:ident => $system:expr),+ $(,)?) => {$(
+        mod $module {
+            use super::*;
+
+            #[tokio::test]
+            async fn full_sync_reads_every_record_into_the_unified_model() {
+                super::full_sync_reads_every_record_into_the_unified_model($system).await;
+            }
+            #[tokio::test]
+            async fn incremental_sync_picks_up_the_change() {
+                super::incremental_sync_picks_up_the_change($system).await;
+            }
+            #[tokio::test]
+            async fn full_sync_detects_deletions() {
+                super::full_sync_detects_deletions($system).await;
+            }
+            #[tokio::test]
+            async fn rejected_credentials_require_authentication() {
+                super::rejected_credentials_require_authentication($system).await;
+            }
+            #[tokio::test]
+            async fn rate_limits_are_waited_out() {
+                super::rate_limits_are_waited_out($system).await;
+            }
+            #[tokio::test]
+            async fn remote_faults_fail_the_run_with_a_system_error() {
+                super::remote_faults_fail_the_run_with_a_system_error($system).await;
+            }
+            #[tokio::test]
+            async fn private_base_urls_are_refused_without_the_setting() {
+                super::private_base_urls_are_refused_without_the_setting($system).await;
+            }
+        }
+    )+};
+}
+
+connector_tests! {
+    maintainx => MAINTAINX,
+    maximo => MAXIMO,
+    sap_s4hana => S4HANA,
+    sap_ecc => ECC,
+}
+
+#[tokio::test]
+async fn sap_oauth_tokens_are_fetched_again_when_they_expire() {
+    let fixture = Fixture::start(Kind::SapS4Hana, Sizes::small()).await;
+    let app = app_for(S4HANA, |_| {}).await;
+    let (key, _) = setup(&app, 100).await;
+    let oauth = json!({
+        "base_url": fixture.base_url(), "auth": "oauth_client_credentials",
+        "token_url": format!("{}/oauth/token", fixture.base_url()),
+        "client_id": SAP_CLIENT_ID, "client_secret": SAP_CLIENT_SECRET,
+    });
+    let body = connect(&app, &key, S4HANA, oauth.clone()).await;
+    let connection = body["data"]["connect"]["connection"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"))
+        .to_owned();
+    let first = last_run(&app, &key, &connection).await;
+    assert_eq!(first["status"], "SUCCEEDED", "{first}");
+    let token_requests = || {
+        fixture
+            .remote
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with("POST /oauth/token"))
+            .count()
+    };
+    assert_eq!(
+        token_requests(),
+        1,
+        "one token serves the probe and the sync"
+    );
+    fixture.remote.expire_tokens();
+    let run = trigger(&app, &key, &connection, "INCREMENTAL").await;
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    assert_eq!(token_requests(), 2, "the expired token was replaced once");
+
+    let mut wrong = oauth.clone();
+    wrong["client_secret"] = json!("not-the-secret");
+    let body = connect(&app, &key, S4HANA, wrong).await;
+    assert_eq!(error_code(&body), "CONNECTION_FAILED", "{body}");
+    assert!(!body.to_string().contains("not-the-secret"));
+    let mut incomplete = oauth;
+    incomplete.as_object_mut().unwrap().remove("client_id");
+    let body = connect(&app, &key, S4HANA, incomplete).await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+}
+
+#[tokio::test]
+async fn sap_ecc_reads_the_services_a_connection_names() {
+    let fixture = Fixture::start(Kind::SapEcc, Sizes::small()).await;
+    let app = app_for(ECC, |_| {}).await;
+    let (key, _) = setup(&app, 100).await;
+    let mut credentials = credentials(ECC, &fixture);
+    credentials["services"] = json!({ "asset": {
+        "service": "/sap/opu/odata/sap/ZEQUIPMENT_SRV", "entity_set": "Equipments",
+        "fields": { "key": "Equnr", "name": "Eqktx", "location": "Tplnr", "plant": "Swerk",
+                    "serial": "Serge", "manufacturer": "Herst", "model": "Typbz",
+                    "parent": "Hequi", "inactive": "Inact", "created": "Erdat", "changed": "Aedat" } } });
+    let body = connect(&app, &key, ECC, credentials.clone()).await;
+    let connection = body["data"]["connect"]["connection"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"))
+        .to_owned();
+    let run = last_run(&app, &key, &connection).await;
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    assert_eq!(entity(&run, "ASSET")["added"], 57, "{run}");
+    assert!(
+        fixture
+            .remote
+            .requests()
+            .iter()
+            .any(|r| r.contains("/ZEQUIPMENT_SRV/Equipments"))
+    );
+    let c = Connected {
+        app,
+        key,
+        fixture,
+        connection,
+    };
+    let assets = all(&c, "assets", "key name siteKey").await;
+    let seven = by_key(&assets, &format!("{:018}", 10_000_007));
+    assert_eq!(seven["name"], "Pump 7");
+    assert_eq!(seven["siteKey"], "1010");
+
+    for (bad, said) in [
+        (
+            json!({ "asset": { "service": "https://elsewhere.example.com/x" } }),
+            "service",
+        ),
+        (json!({ "equipment": {} }), "not an entity"),
+        (
+            json!({ "asset": { "fields": { "colour": "X" } } }),
+            "not a field",
+        ),
+        (json!("ZPM"), "JSON object"),
+    ] {
+        let mut credentials = credentials.clone();
+        credentials["services"] = bad;
+        let body = connect(&c.app, &c.key, ECC, credentials).await;
+        assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains(said),
+            "{body}"
+        );
+    }
+}
