@@ -373,7 +373,7 @@ pub static SAP_S4HANA: System = System {
         EntityType::PurchaseOrder,
         EntityType::Vendor,
     ],
-    writable_entities: &[],
+    writable_entities: &[EntityType::Asset],
     credential_fields: SAP_FIELDS,
 };
 

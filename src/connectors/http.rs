@@ -42,6 +42,15 @@ pub struct Outbound {
     client: Client,
     allow_private: bool,
     tokens: Arc<Mutex<HashMap<Uuid, CachedToken>>>,
+    sessions: Arc<Mutex<HashMap<Uuid, Session>>>,
+}
+
+/// A write session a remote hands out (SAP: a CSRF token and the cookies it belongs to).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub token: String,
+    /// The `Cookie` header value: `name=value; name=value`.
+    pub cookies: String,
 }
 
 #[derive(Clone)]
@@ -91,6 +100,7 @@ impl Outbound {
             client,
             allow_private,
             tokens: Arc::default(),
+            sessions: Arc::default(),
         }
     }
 
@@ -154,6 +164,8 @@ impl Outbound {
         lifetime: Duration,
     ) {
         let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let now = tokio::time::Instant::now();
+        tokens.retain(|_, t| t.expires > now);
         tokens.insert(
             connection,
             CachedToken {
@@ -167,6 +179,22 @@ impl Outbound {
     pub fn forget_token(&self, connection: Uuid) {
         let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         tokens.remove(&connection);
+        self.forget_session(connection);
+    }
+
+    pub fn session(&self, connection: Uuid) -> Option<Session> {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.get(&connection).cloned()
+    }
+
+    pub fn store_session(&self, connection: Uuid, session: Session) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.insert(connection, session);
+    }
+
+    pub fn forget_session(&self, connection: Uuid) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.remove(&connection);
     }
 }
 

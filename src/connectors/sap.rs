@@ -940,16 +940,198 @@ impl Connector for Sap {
         unify(spec, entity, remote)
     }
 
+    /// Writes equipment through `API_EQUIPMENT` (S/4HANA): creates (POST) and updates
+    /// (PATCH) under a CSRF token; a stale token (403 `X-CSRF-Token: Required`) is fetched
+    /// again once. SAP deletes no equipment through the API: a delete is a per-record error.
     async fn write_batch(
         &self,
-        _entity: EntityType,
-        _operation: WriteOperation,
-        _records: &[Value],
+        entity: EntityType,
+        operation: WriteOperation,
+        records: &[Value],
     ) -> Result<Vec<WriteOutcome>, ConnectorError> {
-        Err(ConnectorError::Validation(
-            "SAP takes no writes through Millwright yet (no writable entities)".into(),
-        ))
+        let spec = match self.spec(entity) {
+            Some(spec) if self.flavor == Flavor::S4Hana && entity == EntityType::Asset => spec,
+            _ => {
+                return Err(ConnectorError::Validation(format!(
+                    "{entity} is not writable in {}",
+                    self.system_name()
+                )));
+            }
+        };
+        let mut outcomes = Vec::with_capacity(records.len());
+        for record in records {
+            outcomes.push(self.write_equipment(spec, operation, record).await?);
+        }
+        Ok(outcomes)
     }
+}
+
+impl Sap {
+    fn system_name(&self) -> &'static str {
+        match self.flavor {
+            Flavor::S4Hana => "SAP S/4HANA",
+            Flavor::Ecc => "SAP ECC",
+        }
+    }
+
+    /// The service's CSRF token and session cookies: the kept ones unless `fresh`.
+    async fn csrf(&self, spec: &SetSpec, fresh: bool) -> Result<http::Session, ConnectorError> {
+        if !fresh && let Some(session) = self.outbound.session(self.connection_id) {
+            return Ok(session);
+        }
+        let mut url = http::join(self.base()?, &format!("{}/", spec.service));
+        if let Some(client) = &self.sap_client {
+            http::append_query(&mut url, &[("sap-client", client)]);
+        }
+        let request = self
+            .outbound
+            .request(Method::GET, url)
+            .header("x-csrf-token", "Fetch")
+            .header("accept", "application/json");
+        let reply = self
+            .outbound
+            .send(self.authorize(request, false).await?)
+            .await?;
+        if !reply.status.is_success() {
+            return Err(error(&reply));
+        }
+        let token = reply
+            .header("x-csrf-token")
+            .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("required"))
+            .ok_or_else(|| {
+                ConnectorError::RemoteFault("the service handed out no CSRF token".into())
+            })?
+            .to_owned();
+        let cookies = reply
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|c| c.split(';').next())
+            .map(str::trim)
+            .filter(|c| c.contains('='))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let session = http::Session { token, cookies };
+        self.outbound
+            .store_session(self.connection_id, session.clone());
+        Ok(session)
+    }
+
+    async fn write_equipment(
+        &self,
+        spec: &SetSpec,
+        operation: WriteOperation,
+        record: &Value,
+    ) -> Result<WriteOutcome, ConnectorError> {
+        let Value::Object(fields) = record else {
+            return Ok(Err(
+                "validation failed: a record must be a JSON object".into()
+            ));
+        };
+        let body = equipment_body(fields);
+        let (method, url) = match operation {
+            WriteOperation::Delete => {
+                return Ok(Err(
+                    "SAP's API_EQUIPMENT deletes no equipment (mark it for deletion in SAP)".into(),
+                ));
+            }
+            WriteOperation::Create => {
+                if body.get("EquipmentName").is_none() {
+                    return Ok(Err("validation failed: name is required".into()));
+                }
+                (Method::POST, self.set_url(spec, &spec.set)?)
+            }
+            WriteOperation::Update => {
+                let Some(key) = fields.get("key").and_then(Value::as_str).filter(|k| {
+                    !k.is_empty() && k.len() <= 18 && k.bytes().all(|b| b.is_ascii_alphanumeric())
+                }) else {
+                    return Ok(Err(
+                        "validation failed: key must be an equipment number".into()
+                    ));
+                };
+                let set = format!(
+                    "{}(Equipment='{key}',ValidityEndDate=datetime'9999-12-31T00%3A00%3A00')",
+                    spec.set
+                );
+                (Method::PATCH, self.set_url(spec, &set)?)
+            }
+        };
+        let mut fresh = false;
+        loop {
+            let session = self.csrf(spec, fresh).await?;
+            let mut request = self
+                .outbound
+                .request(method.clone(), url.clone())
+                .header("x-csrf-token", &session.token)
+                .header("accept", "application/json")
+                .json(&Value::Object(body.clone()));
+            if !session.cookies.is_empty() {
+                request = request.header("cookie", &session.cookies);
+            }
+            let reply = self
+                .outbound
+                .send(self.authorize(request, false).await?)
+                .await?;
+            let csrf_required = reply.status == StatusCode::FORBIDDEN
+                && reply
+                    .header("x-csrf-token")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("required"));
+            if csrf_required && !fresh {
+                fresh = true;
+                continue;
+            }
+            if reply.status.is_success() {
+                let key = match operation {
+                    WriteOperation::Update => fields.get("key").and_then(Value::as_str),
+                    _ => None,
+                };
+                if let Some(key) = key {
+                    return Ok(Ok(key.to_owned()));
+                }
+                let created = reply.json()?;
+                let number = created
+                    .pointer("/d/Equipment")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        ConnectorError::RemoteFault(
+                            "the created equipment came back without its number".into(),
+                        )
+                    })?;
+                return Ok(Ok(number.to_owned()));
+            }
+            return match error(&reply) {
+                err @ (ConnectorError::AuthRejected(_) | ConnectorError::RateLimited { .. }) => {
+                    Err(err)
+                }
+                err => Ok(Err(err.message())),
+            };
+        }
+    }
+}
+
+/// The unified asset fields a write sets, as `API_EQUIPMENT` names them.
+fn equipment_body(fields: &Map<String, Value>) -> Map<String, Value> {
+    const NAMES: &[(&str, &str)] = &[
+        ("name", "EquipmentName"),
+        ("serialNumber", "SerialNumber"),
+        ("makeName", "AssetManufacturerName"),
+        ("modelName", "ManufacturerPartTypeName"),
+        ("locationKey", "FunctionalLocation"),
+        ("siteKey", "MaintenancePlant"),
+        ("parentKey", "SuperordinateEquipment"),
+    ];
+    let mut body: Map<String, Value> = NAMES
+        .iter()
+        .filter_map(|(unified, sap)| {
+            let value = fields.get(*unified)?.as_str()?;
+            Some(((*sap).to_owned(), Value::from(value)))
+        })
+        .collect();
+    if let Some(active) = fields.get("isActive").and_then(Value::as_bool) {
+        body.insert("EquipmentIsInactive".into(), Value::from(!active));
+    }
+    body
 }
 
 fn remote_record(spec: &SetSpec, result: &Value) -> RemoteRecord {

@@ -131,7 +131,34 @@ pub async fn apply_page(
         rows = rest;
     }
     outcome.deleted = mark_deleted(txn, connection_id, entity, page.gone, now).await?;
+    if let Some(pass) = pass {
+        keep_skipped(txn, connection_id, entity, &outcome.skipped, pass).await?;
+    }
     Ok(outcome)
+}
+
+/// A full pass saw the records it skipped (the remote still has them, malformed): their
+/// last good copy stays, and the end of the pass does not take them for deleted.
+async fn keep_skipped(
+    txn: &impl ConnectionTrait,
+    connection_id: Uuid,
+    entity: EntityType,
+    skipped: &[(String, String)],
+    pass: Uuid,
+) -> AppResult<()> {
+    let keys: Vec<&str> = skipped
+        .iter()
+        .map(|(key, _)| key.as_str())
+        .filter(|key| !key.is_empty())
+        .collect();
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        live_records(connection_id, entity)
+            .col_expr(record::Column::SeenPass, Expr::value(pass))
+            .filter(record::Column::Key.is_in(chunk.iter().copied()))
+            .exec(txn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// The page's write time, at the precision every backend stores (microseconds), so that

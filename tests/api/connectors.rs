@@ -616,3 +616,154 @@ async fn sap_ecc_reads_the_services_a_connection_names() {
         );
     }
 }
+
+#[tokio::test]
+async fn sap_equipment_writes_carry_a_csrf_token_fetched_again_when_stale() {
+    use millwright::{
+        catalog::{self, EntityType},
+        connectors::{self, ConnectorError, WriteOperation, http::Outbound},
+    };
+    let fixture = Fixture::start(Kind::SapS4Hana, Sizes::small()).await;
+    let credentials = credentials(S4HANA, &fixture);
+    let connector = connectors::connect(
+        &catalog::SAP_S4HANA,
+        uuid::Uuid::now_v7(),
+        credentials.as_object().unwrap(),
+        &Outbound::new(true),
+    );
+    let created = connector
+        .write_batch(
+            EntityType::Asset,
+            WriteOperation::Create,
+            &[
+                json!({ "name": "New pump", "locationKey": "L0001", "siteKey": "1010" }),
+                json!({ "serialNumber": "SN-1" }),
+                json!({ "name": "x".repeat(41) }),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(created[0], Ok("10000058".to_owned()), "{created:?}");
+    assert!(
+        created[1]
+            .as_ref()
+            .unwrap_err()
+            .contains("name is required")
+    );
+    assert!(
+        created[2].is_err(),
+        "SAP refuses a name over 40: {created:?}"
+    );
+    assert_eq!(fixture.remote.data().assets[&58].name, "New pump");
+
+    // The session's token expires; the next write is refused 403 Required, fetches a new
+    // token once and goes through.
+    fixture.remote.expire_tokens();
+    let updated = connector
+        .write_batch(
+            EntityType::Asset,
+            WriteOperation::Update,
+            &[
+                json!({ "key": "10000007", "name": "Renamed pump" }),
+                json!({ "key": "99999999", "name": "Nobody" }),
+                json!({ "key": "1000'7", "name": "Quoted" }),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated[0], Ok("10000007".to_owned()), "{updated:?}");
+    assert!(updated[1].is_err() && updated[2].is_err(), "{updated:?}");
+    assert_eq!(fixture.remote.data().assets[&7].name, "Renamed pump");
+    let fetches = fixture
+        .remote
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET /sap/opu/odata/sap/API_EQUIPMENT/?"))
+        .count();
+    assert_eq!(fetches, 2, "one token, fetched again once after it expired");
+
+    let deleted = connector
+        .write_batch(
+            EntityType::Asset,
+            WriteOperation::Delete,
+            &[json!({ "key": "10000007" })],
+        )
+        .await
+        .unwrap();
+    assert!(deleted[0].is_err());
+    assert!(matches!(
+        connector
+            .write_batch(EntityType::WorkOrder, WriteOperation::Create, &[json!({})])
+            .await,
+        Err(ConnectorError::Validation(_))
+    ));
+    fixture.remote.revoke();
+    assert!(matches!(
+        connector
+            .write_batch(
+                EntityType::Asset,
+                WriteOperation::Update,
+                &[json!({ "key": "10000007", "name": "x" })]
+            )
+            .await,
+        Err(ConnectorError::AuthRejected(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_failing_health_check_reports_a_system_error_once() {
+    let c = connected(MAXIMO).await;
+    c.fixture.remote.revoke();
+    let check = "mutation($id: ID!) { checkConnection(id: $id) { status statusReason } }";
+    for _ in 0..2 {
+        let data = c.app.ok(&c.key, check, json!({ "id": c.connection })).await;
+        assert_eq!(data["checkConnection"]["status"], "AUTH_REQUIRED", "{data}");
+    }
+    let errors = events(&c, "SYSTEM_ERROR").await;
+    assert_eq!(
+        errors.len(),
+        1,
+        "once per change of what is wrong: {errors:?}"
+    );
+    assert_eq!(errors[0]["data"]["operation"], "health_check");
+    assert_eq!(errors[0]["data"]["error_kind"], "AUTH_REJECTED");
+    assert!(
+        errors[0]["data"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("BMXAA7901E")
+    );
+    c.fixture.remote.restore();
+    let data = c.app.ok(&c.key, check, json!({ "id": c.connection })).await;
+    assert_eq!(data["checkConnection"]["status"], "ONLINE", "{data}");
+}
+
+#[tokio::test]
+async fn a_record_that_does_not_map_is_a_record_error_not_a_failed_run() {
+    let c = connected(MAINTAINX).await;
+    c.fixture.remote.break_record(Entity::Asset, 12);
+    c.fixture.remote.break_record(Entity::WorkOrder, 5);
+    let run = trigger(&c.app, &c.key, &c.connection, "FULL").await;
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    assert_eq!(entity(&run, "ASSET")["skipped"], 1, "{run}");
+    assert_eq!(entity(&run, "WORK_ORDER")["skipped"], 1, "{run}");
+    let data = c
+        .app
+        .ok(
+            &c.key,
+            "query($id: ID!) { syncRun(id: $id) { recordErrors { entity key message } } }",
+            json!({ "id": run["id"] }),
+        )
+        .await;
+    assert_eq!(
+        data["syncRun"]["recordErrors"],
+        json!([
+            { "entity": "ASSET", "key": "12", "message": "the remote record has no `name`" },
+            { "entity": "WORK_ORDER", "key": "5", "message": "the remote record has no `title`" },
+        ])
+    );
+    // The skipped record was seen by the pass: it is not deleted, and keeps its last good copy.
+    let assets = all(&c, "assets", "key name").await;
+    assert_eq!(by_key(&assets, "12")["name"], "Pump 12");
+    assert_eq!(run["recordsDeleted"], 0, "{run}");
+}
