@@ -146,6 +146,7 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     !(ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_multicast()
+        || first == 0 // ::/16: unspecified, IPv4-compatible and -translated forms, reserved
         || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
         || (first & 0xffc0) == 0xfe80 // link local fe80::/10
         || (first & 0xffc0) == 0xfec0 // site local fec0::/10 (deprecated)
@@ -183,6 +184,7 @@ mod tests {
             "fec0::1",             // site local
             "64:ff9b:1::1",        // NAT64 local use
             "::5",                 // IPv4-compatible 0.0.0.5
+            "::ffff:0:a00:1",      // IPv4-translated 10.0.0.1
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }

@@ -579,6 +579,11 @@ pub async fn record_check(
     let mut active: connection::ActiveModel = model.into();
     active.last_checked_at = Set(Some(Utc::now()));
     let model = active.update(&*txn).await?;
+    // A remote that answers "too many requests" is up and took the credentials.
+    let outcome = match outcome {
+        Err(ConnectorError::RateLimited { .. }) => Ok(()),
+        outcome => outcome,
+    };
     let (to, reason) = match &outcome {
         Ok(()) => (ConnectionStatus::Online, None),
         Err(err) => (status_for(err), Some(err.to_string())),

@@ -166,12 +166,15 @@ impl Outbound {
         let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         let now = tokio::time::Instant::now();
         tokens.retain(|_, t| t.expires > now);
+        let Some(expires) = now.checked_add(lifetime.min(Duration::from_secs(86_400))) else {
+            return;
+        };
         tokens.insert(
             connection,
             CachedToken {
                 fingerprint,
                 token,
-                expires: tokio::time::Instant::now() + lifetime,
+                expires,
             },
         );
     }
@@ -196,6 +199,40 @@ impl Outbound {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions.remove(&connection);
     }
+}
+
+/// How far before a pass's start the next incremental read begins: changes committed
+/// around the start (or stamped a little earlier than they committed) are read again rather
+/// than missed. The content hash keeps what is read twice from counting as a change.
+pub const MARK_OVERLAP: chrono::Duration = chrono::Duration::seconds(60);
+
+/// The server's clock, from its `Date` header.
+pub fn server_date(headers: &HeaderMap) -> Option<chrono::DateTime<chrono::Utc>> {
+    let text = headers.get(reqwest::header::DATE)?.to_str().ok()?;
+    let at = httpdate::parse_http_date(text.trim()).ok()?;
+    Some(chrono::DateTime::<chrono::Utc>::from(at))
+}
+
+/// The modification mark a pass ends with: changes after it are what the next incremental
+/// run asks for. A record read early in a pass and changed later in it has a change time
+/// before the latest one the pass saw, so the mark is never later than the pass's start
+/// (less [`MARK_OVERLAP`]); and it never goes back before the mark the pass started from.
+/// A change time in the future (a wrong remote clock) cannot push the mark past the start.
+pub fn mark(
+    seen: Option<chrono::DateTime<chrono::Utc>>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    started: Option<chrono::DateTime<chrono::Utc>>,
+) -> Option<String> {
+    let start = started.map(|at| at - MARK_OVERLAP);
+    let mark = match (seen, start) {
+        (Some(seen), Some(start)) => Some(seen.min(start)),
+        (seen, start) => seen.or(start),
+    };
+    let mark = match (mark, since) {
+        (Some(mark), Some(since)) => Some(mark.max(since)),
+        (mark, since) => mark.or(since),
+    };
+    mark.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
 /// A fingerprint of secret material, to tell credentials apart without keeping them.
@@ -428,6 +465,36 @@ mod tests {
             retry_after(&headers(&[("retry-after", "999999")]), None),
             Duration::from_secs(3600)
         );
+    }
+
+    #[test]
+    fn marks_stay_before_the_start_and_never_go_back() {
+        let at = |s: &str| Some(chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc());
+        let started = at("2026-12-05T10:00:00Z");
+        assert_eq!(
+            mark(at("2026-01-02T00:07:00Z"), None, started).as_deref(),
+            Some("2026-01-02T00:07:00Z"),
+            "the latest change seen, when it is older than the start"
+        );
+        assert_eq!(
+            mark(at("2026-12-05T10:00:30Z"), None, started).as_deref(),
+            Some("2026-12-05T09:59:00Z"),
+            "never past the start less the overlap"
+        );
+        assert_eq!(
+            mark(at("9999-12-31T00:00:00Z"), None, started).as_deref(),
+            Some("2026-12-05T09:59:00Z"),
+            "a change date in the future does not block later reads"
+        );
+        assert_eq!(
+            mark(None, at("2026-12-05T09:59:30Z"), started).as_deref(),
+            Some("2026-12-05T09:59:30Z"),
+            "never back before the mark the pass started from"
+        );
+        assert_eq!(mark(None, None, None), None);
+        let mut headers = HeaderMap::new();
+        headers.insert("date", "Sat, 05 Dec 2026 10:00:00 GMT".parse().unwrap());
+        assert_eq!(server_date(&headers), started);
     }
 
     #[test]

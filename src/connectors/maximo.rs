@@ -128,12 +128,15 @@ pub struct Maximo {
     outbound: Outbound,
 }
 
-/// Where a pass stands: the next page's URL, and the latest `changedate` seen so far.
+/// Where a pass stands: the next page's URL, the latest `changedate` seen so far, and when
+/// the pass started by Maximo's clock.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Cursor {
     next: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     seen: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    started: Option<DateTime<Utc>>,
 }
 
 impl Maximo {
@@ -160,9 +163,18 @@ impl Maximo {
     ) -> Result<Url, ConnectorError> {
         let mut url = http::join(self.base()?, &format!("api/os/{}", structure.name));
         let page_size = page_size.clamp(1, MAX_PAGE_SIZE).to_string();
-        let order = format!("+{}", structure.key);
+        // Site-scoped numbers repeat across sites: the site orders first.
+        let order = if structure.site_scoped {
+            format!("+siteid,+{}", structure.key)
+        } else {
+            format!("+{}", structure.key)
+        };
+        // Stable paging keeps the first page's result set for the following pages, so a
+        // record deleted meanwhile shifts nothing (no record is skipped, then taken for
+        // deleted).
         let mut query = vec![
             ("lean", "1"),
+            ("stablepaging", "1"),
             ("oslc.select", structure.select),
             ("oslc.pageSize", &page_size),
             ("oslc.orderBy", &order),
@@ -178,7 +190,7 @@ impl Maximo {
         Ok(url)
     }
 
-    async fn get(&self, url: Url) -> Result<Value, ConnectorError> {
+    async fn get(&self, url: Url) -> Result<(Value, Option<DateTime<Utc>>), ConnectorError> {
         let request = self
             .outbound
             .request(Method::GET, url)
@@ -188,7 +200,7 @@ impl Maximo {
         if !reply.status.is_success() {
             return Err(error(&reply));
         }
-        reply.json()
+        Ok((reply.json()?, http::server_date(&reply.headers)))
     }
 }
 
@@ -229,24 +241,36 @@ impl Connector for Maximo {
             })?),
             None => None,
         };
-        let (url, seen) = match &request.cursor {
+        let (url, seen, started) = match &request.cursor {
             Some(token) => {
                 let cursor: Cursor = serde_json::from_str(token).map_err(|_| {
                     ConnectorError::Validation(format!("invalid continuation token `{token:.40}`"))
                 })?;
+                // A page saved before `base_url` changed is not asked for (it would carry the
+                // API key elsewhere): the pass starts over.
                 let url = Url::parse(&cursor.next)
-                    .map_err(|_| ConnectorError::Validation("invalid continuation token".into()))?;
-                (url, cursor.seen)
+                    .ok()
+                    .filter(|url| self.base().is_ok_and(|base| http::same_origin(base, url)))
+                    .ok_or_else(|| {
+                        ConnectorError::Validation(
+                            "the saved next page is not on the connection's base_url".into(),
+                        )
+                    })?;
+                (url, cursor.seen, cursor.started)
             }
-            None => (self.first_page(&structure, request.page_size, since)?, None),
+            None => (
+                self.first_page(&structure, request.page_size, since)?,
+                None,
+                None,
+            ),
         };
-        let body = self.get(url).await?;
+        let (body, date) = self.get(url).await?;
+        let started = started.or(date).or_else(|| Some(Utc::now()));
         let members = match body.get("member") {
             Some(Value::Array(members)) => members.as_slice(),
-            None | Some(Value::Null) => &[],
-            Some(_) => {
+            _ => {
                 return Err(ConnectorError::RemoteFault(
-                    "`member` in Maximo's answer is not a list".into(),
+                    "Maximo's answer has no `member` list (is it lean JSON?)".into(),
                 ));
             }
         };
@@ -274,9 +298,15 @@ impl Connector for Maximo {
                         next.host_str().unwrap_or("?")
                     )));
                 }
+                if members.is_empty() {
+                    return Err(ConnectorError::RemoteFault(
+                        "Maximo sent an empty page with a next page".into(),
+                    ));
+                }
                 let cursor = Cursor {
                     next: next.into(),
                     seen: latest,
+                    started,
                 };
                 Some(serde_json::to_string(&cursor).expect("a cursor serializes"))
             }
@@ -284,9 +314,8 @@ impl Connector for Maximo {
         };
         // The mark moves only where the structure is filtered by it.
         let high_water_mark = (next_cursor.is_none() && structure.changedate)
-            .then(|| later(latest, since))
-            .flatten()
-            .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            .then(|| http::mark(latest, since, started))
+            .flatten();
         Ok(RemotePage {
             records,
             next_cursor,

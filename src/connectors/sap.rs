@@ -492,17 +492,48 @@ pub struct Sap {
     outbound: Outbound,
 }
 
-/// Where a pass stands: the server's `__next` link or the next window, and the latest
-/// change seen.
+/// Where a pass stands. Windows are read by key (`<key> gt '<last key read>'`), not by
+/// position: a record deleted or added while a pass reads shifts nothing, so none is
+/// skipped (and then taken for deleted). Inside a window the server's own `__next` links are
+/// followed.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Cursor {
+    /// The server's next page of the current window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     next: Option<String>,
-    /// The window's `$skip`, and how many records of it were read.
-    skip: u64,
+    /// The last key read: the next window starts after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    after: Option<String>,
+    /// Records of the current window read so far.
     got: u64,
+    /// The server's own page size, once it cut a window: later windows ask for no more, so
+    /// the server's position-based `__next` pages are needed for the first window only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    top: Option<u64>,
+    /// The latest change seen, and when the pass started by the server's clock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     seen: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    started: Option<DateTime<Utc>>,
+}
+
+/// An OData string literal: quotes doubled.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// `$filter` from its parts, each in parentheses when there are several.
+fn conjunction(parts: &[String]) -> Option<String> {
+    match parts {
+        [] => None,
+        [one] => Some(one.clone()),
+        many => Some(
+            many.iter()
+                .map(|p| format!("({p})"))
+                .collect::<Vec<_>>()
+                .join(" and "),
+        ),
+    }
 }
 
 impl Sap {
@@ -570,21 +601,26 @@ impl Sap {
         &self,
         spec: &SetSpec,
         page_size: usize,
-        skip: u64,
+        after: Option<&str>,
         since: Option<DateTime<Utc>>,
     ) -> Result<Url, ConnectorError> {
         let mut url = self.set_url(spec, &spec.set)?;
-        let (top, skip) = (page_size.max(1).to_string(), skip.to_string());
+        let top = page_size.max(1).to_string();
         let mut query = vec![
             ("$top", top.as_str()),
-            ("$skip", &skip),
             ("$inlinecount", "allpages"),
             ("$orderby", spec.key()),
         ];
-        let filter = match (since, spec.change, spec.field("changed")) {
-            (Some(since), Some(change), Some(field)) => Some(change_filter(field, change, since)),
-            _ => None,
-        };
+        let mut parts = Vec::new();
+        if let Some(after) = after {
+            parts.push(format!("{} gt {}", spec.key(), literal(after)));
+        }
+        if let (Some(since), Some(change), Some(field)) =
+            (since, spec.change, spec.field("changed"))
+        {
+            parts.push(change_filter(field, change, since));
+        }
+        let filter = conjunction(&parts);
         if let Some(filter) = &filter {
             query.push(("$filter", filter));
         }
@@ -607,17 +643,21 @@ impl Sap {
     fn partner_window(
         &self,
         page_size: usize,
-        skip: u64,
+        after: Option<&str>,
         since: DateTime<Utc>,
     ) -> Result<Url, ConnectorError> {
         let spec = &self.sets[&EntityType::Vendor];
         let mut url = self.set_url(spec, "A_BusinessPartner")?;
-        let filter = change_filter("LastChangeDate", Change::Date, since);
+        let mut parts = Vec::new();
+        if let Some(after) = after {
+            parts.push(format!("BusinessPartner gt {}", literal(after)));
+        }
+        parts.push(change_filter("LastChangeDate", Change::Date, since));
+        let filter = conjunction(&parts).unwrap_or_default();
         http::append_query(
             &mut url,
             &[
                 ("$top", &page_size.max(1).to_string()),
-                ("$skip", &skip.to_string()),
                 ("$inlinecount", "allpages"),
                 ("$orderby", "BusinessPartner"),
                 ("$filter", &filter),
@@ -693,6 +733,7 @@ impl Sap {
             .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
             .unwrap_or(3600);
         // Renewed a little before it runs out; a short-lived token is used for half its life.
+        let lifetime = lifetime.min(86_400);
         let keep = if lifetime > 120 {
             lifetime - 60
         } else {
@@ -707,8 +748,9 @@ impl Sap {
         Ok(token)
     }
 
-    /// GETs `url`; with OAuth, a 401 fetches a new token and tries once more.
-    async fn get(&self, url: Url) -> Result<Value, ConnectorError> {
+    /// GETs `url`; with OAuth, a 401 fetches a new token and tries once more. Returns the
+    /// body and the server's `Date`.
+    async fn get(&self, url: Url) -> Result<(Value, Option<DateTime<Utc>>), ConnectorError> {
         let mut fresh = false;
         loop {
             let request = self
@@ -728,7 +770,7 @@ impl Sap {
             if !reply.status.is_success() {
                 return Err(error(&reply));
             }
-            return reply.json();
+            return Ok((reply.json()?, http::server_date(&reply.headers)));
         }
     }
 
@@ -768,27 +810,28 @@ fn error(reply: &Reply) -> ConnectorError {
     http::error_for(reply, message, None)
 }
 
-/// An Edm.Time literal (`PT15H51M04S`) as a duration.
+/// An Edm.Time literal (`PT15H51M04S`) as a duration; at most a few days of it.
 fn parse_time(text: &str) -> Option<ChronoDuration> {
     let rest = text.trim().strip_prefix("PT")?;
-    let (mut total, mut number) = (0i64, String::new());
+    let (mut total, mut number) = (0f64, String::new());
     for c in rest.chars() {
         match c {
             '0'..='9' | '.' => number.push(c),
             'H' | 'M' | 'S' => {
                 let value: f64 = number.parse().ok()?;
                 number.clear();
-                total += (value
-                    * match c {
-                        'H' => 3600.0,
-                        'M' => 60.0,
-                        _ => 1.0,
-                    }) as i64;
+                let unit = match c {
+                    'H' => 3600.0,
+                    'M' => 60.0,
+                    _ => 1.0,
+                };
+                total += value * unit;
             }
             _ => return None,
         }
     }
-    number.is_empty().then(|| ChronoDuration::seconds(total))
+    (number.is_empty() && total.is_finite() && (0.0..=1e6).contains(&total))
+        .then(|| ChronoDuration::seconds(total as i64))
 }
 
 /// The OData protocol's own properties (`__metadata`, unexpanded `__deferred` links) are
@@ -849,27 +892,28 @@ impl Connector for Sap {
             })?,
             None => Cursor::default(),
         };
-        let page_size = request.page_size.max(1);
+        let page_size = cursor
+            .top
+            .map_or(request.page_size.max(1), |top| top.max(1) as usize);
         let url = match &cursor.next {
-            Some(next) => {
-                let url = self
-                    .base()?
-                    .join(next)
-                    .map_err(|_| ConnectorError::Validation("invalid continuation token".into()))?;
-                if !http::same_origin(self.base()?, &url) {
-                    return Err(ConnectorError::RemoteFault(format!(
-                        "the server's next page (__next) is on another origin ({}); refused",
-                        url.host_str().unwrap_or("?")
-                    )));
-                }
-                url
-            }
+            // A link saved before `base_url` changed is not followed: the pass starts over.
+            Some(next) => Url::parse(next)
+                .ok()
+                .filter(|url| self.base().is_ok_and(|base| http::same_origin(base, url)))
+                .ok_or_else(|| {
+                    ConnectorError::Validation(
+                        "the saved next page is not on the connection's base_url".into(),
+                    )
+                })?,
             None => match since {
-                Some(since) if partners => self.partner_window(page_size, cursor.skip, since)?,
-                _ => self.window(spec, page_size, cursor.skip, since)?,
+                Some(since) if partners => {
+                    self.partner_window(page_size, cursor.after.as_deref(), since)?
+                }
+                _ => self.window(spec, page_size, cursor.after.as_deref(), since)?,
             },
         };
-        let body = self.get(url).await?;
+        let (body, date) = self.get(url).await?;
+        let started = cursor.started.or(date).or_else(|| Some(Utc::now()));
         let d = body.get("d").ok_or_else(|| {
             ConnectorError::RemoteFault("the answer has no `d` (not OData V2 JSON)".into())
         })?;
@@ -888,10 +932,25 @@ impl Connector for Sap {
             Some(Value::Number(n)) => n.as_u64(),
             _ => None,
         };
+        let reading_partners = partners && since.is_some();
+        let key_field = if reading_partners {
+            "BusinessPartner"
+        } else {
+            spec.key()
+        };
         let mut seen = cursor.seen;
+        let mut after = cursor.after.clone();
         let mut records = Vec::with_capacity(results.len());
         for result in results {
-            let record = if partners && since.is_some() {
+            if let Some(key) = result.get(key_field).and_then(Value::as_str) {
+                if after.as_deref().is_some_and(|a| key <= a) {
+                    return Err(ConnectorError::RemoteFault(format!(
+                        "the server returned {key_field} {key:.40} again, or out of order"
+                    )));
+                }
+                after = Some(key.to_owned());
+            }
+            let record = if reading_partners {
                 match partner_change(result, since) {
                     Some(record) => record,
                     None => continue,
@@ -904,28 +963,49 @@ impl Connector for Sap {
         }
         let got = cursor.got + results.len() as u64;
         let next = match d.get("__next") {
-            Some(Value::String(next)) if !next.is_empty() => Some(Cursor {
-                next: Some(next.clone()),
-                skip: cursor.skip,
-                got,
-                seen,
-            }),
-            _ => {
-                let window_full = got >= page_size as u64;
-                let more = count.is_none_or(|count| cursor.skip + got < count);
-                (window_full && more && got > 0).then(|| Cursor {
-                    next: None,
-                    skip: cursor.skip + got,
-                    got: 0,
+            Some(Value::String(next)) if !next.is_empty() => {
+                let url = self
+                    .base()?
+                    .join(next)
+                    .map_err(|_| ConnectorError::RemoteFault("`__next` is not a URL".into()))?;
+                if !http::same_origin(self.base()?, &url) {
+                    return Err(ConnectorError::RemoteFault(format!(
+                        "the server's next page (__next) is on another origin ({}); refused",
+                        url.host_str().unwrap_or("?")
+                    )));
+                }
+                if results.is_empty() {
+                    return Err(ConnectorError::RemoteFault(
+                        "the server sent an empty page with a next link".into(),
+                    ));
+                }
+                let cap = results.len() as u64;
+                Some(Cursor {
+                    next: Some(url.into()),
+                    after,
+                    got,
+                    top: Some(cursor.top.map_or(cap, |top| top.min(cap))),
                     seen,
+                    started,
+                })
+            }
+            _ => {
+                // The window is over: more follow if its count says so (it counts what the
+                // window's filter matches), or, without a count, if the window was full.
+                let more = got > 0 && count.map_or(got >= page_size as u64, |count| got < count);
+                more.then(|| Cursor {
+                    next: None,
+                    after,
+                    got: 0,
+                    top: cursor.top,
+                    seen,
+                    started,
                 })
             }
         };
-        let high_water_mark = if next.is_none() && (spec.change.is_some() || partners) {
-            later(seen, since).map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        } else {
-            None
-        };
+        let high_water_mark = (next.is_none() && (spec.change.is_some() || partners))
+            .then(|| http::mark(seen, since, started))
+            .flatten();
         Ok(RemotePage {
             records,
             next_cursor: next.map(|c| serde_json::to_string(&c).expect("a cursor serializes")),
@@ -1089,16 +1169,15 @@ impl Sap {
                 if let Some(key) = key {
                     return Ok(Ok(key.to_owned()));
                 }
-                let created = reply.json()?;
+                // Written already: whatever the answer says, this record is not retried.
+                let created = reply.json().ok();
                 let number = created
-                    .pointer("/d/Equipment")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| {
-                        ConnectorError::RemoteFault(
-                            "the created equipment came back without its number".into(),
-                        )
-                    })?;
-                return Ok(Ok(number.to_owned()));
+                    .as_ref()
+                    .and_then(|c| c.pointer("/d/Equipment"))
+                    .and_then(Value::as_str);
+                return Ok(number.map(str::to_owned).ok_or_else(|| {
+                    "SAP created the equipment but did not say its number".to_owned()
+                }));
             }
             return match error(&reply) {
                 err @ (ConnectorError::AuthRejected(_) | ConnectorError::RateLimited { .. }) => {
@@ -1157,7 +1236,7 @@ fn partner_change(partner: &Value, since: Option<DateTime<Utc>>) -> Option<Remot
         .text("LastChangeTime")
         .and_then(|t| parse_time(&t))
         .unwrap_or_else(ChronoDuration::zero);
-    let changed = day + time;
+    let changed = day.checked_add_signed(time)?;
     if since.is_some_and(|since| changed <= since) {
         return None;
     }

@@ -348,6 +348,66 @@ async fn full_sync_detects_deletions(system: System) {
     assert!(assets.iter().all(|a| a["key"] != gone.as_str()));
 }
 
+/// A record deleted on the remote while a full pass reads later pages shifts nothing: no
+/// other record is skipped (and then taken for deleted). The next full run sees the deletion.
+async fn a_deletion_while_a_full_pass_reads_takes_nothing_else_for_deleted(system: System) {
+    let c = connected(system).await;
+    let asset_requests = |fixture: &Fixture| {
+        let marker = match system.kind {
+            Kind::MaintainX => "/v1/assets?",
+            Kind::Maximo => "/mxapiasset?",
+            Kind::SapS4Hana => "/Equipment?",
+            Kind::SapEcc => "/EquipmentSet?",
+        };
+        fixture
+            .remote
+            .requests()
+            .iter()
+            .filter(|r| r.contains(marker))
+            .count()
+    };
+    // SAP's first window is cut into the server's own pages (100, 100, 50), which follow
+    // positions; later windows follow keys. The deletion comes once keys are followed.
+    let before_deletion = match system.kind {
+        Kind::SapS4Hana | Kind::SapEcc => 4,
+        _ => 2,
+    };
+    c.fixture.remote.clear_requests();
+    c.fixture
+        .remote
+        .slow_down(Some(std::time::Duration::from_millis(100)));
+    let data = c
+        .app
+        .ok(
+            &c.key,
+            "mutation($id: ID!) { triggerSync(connectionId: $id, kind: FULL) { id } }",
+            json!({ "id": c.connection }),
+        )
+        .await;
+    let run_id = data["triggerSync"]["id"].as_str().unwrap().to_owned();
+    for _ in 0..600 {
+        if asset_requests(&c.fixture) >= before_deletion {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        asset_requests(&c.fixture) >= before_deletion,
+        "the pass reached later pages"
+    );
+    assert!(c.fixture.remote.delete(Entity::Asset, 3));
+    let run = crate::sync::finished(&c.app, &c.key, &run_id).await;
+    c.fixture.remote.slow_down(None);
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    assert_eq!(
+        run["recordsDeleted"], 0,
+        "nothing else was taken for deleted: {run}"
+    );
+    assert_eq!(all(&c, "assets", "key").await.len(), 260);
+    let next = trigger(&c.app, &c.key, &c.connection, "FULL").await;
+    assert_eq!(next["recordsDeleted"], 1, "{next}");
+}
+
 async fn rejected_credentials_require_authentication(system: System) {
     let c = connected(system).await;
     c.fixture.remote.revoke();
@@ -480,6 +540,10 @@ macro_rules! connector_tests {
             #[tokio::test]
             async fn full_sync_detects_deletions() {
                 super::full_sync_detects_deletions($system).await;
+            }
+            #[tokio::test]
+            async fn a_deletion_while_a_full_pass_reads_takes_nothing_else_for_deleted() {
+                super::a_deletion_while_a_full_pass_reads_takes_nothing_else_for_deleted($system).await;
             }
             #[tokio::test]
             async fn rejected_credentials_require_authentication() {
