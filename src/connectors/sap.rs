@@ -993,7 +993,7 @@ impl Connector for Sap {
                 // The window is over: more follow if its count says so (it counts what the
                 // window's filter matches), or, without a count, if the window was full.
                 let more = got > 0 && count.map_or(got >= page_size as u64, |count| got < count);
-                more.then(|| Cursor {
+                more.then_some(Cursor {
                     next: None,
                     after,
                     got: 0,
