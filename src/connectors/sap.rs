@@ -1137,7 +1137,8 @@ impl Sap {
                 (Method::PATCH, self.set_url(spec, &set)?)
             }
         };
-        let mut fresh = false;
+        // Once each: a new CSRF token (403 Required), a new OAuth access token (401).
+        let (mut fresh, mut fresh_token) = (false, false);
         loop {
             let session = self.csrf(spec, fresh).await?;
             let mut request = self
@@ -1151,8 +1152,16 @@ impl Sap {
             }
             let reply = self
                 .outbound
-                .send(self.authorize(request, false).await?)
+                .send(self.authorize(request, fresh_token).await?)
                 .await?;
+            if reply.status == StatusCode::UNAUTHORIZED
+                && matches!(self.auth, Auth::OAuth { .. })
+                && !fresh_token
+            {
+                self.outbound.forget_token(self.connection_id);
+                (fresh, fresh_token) = (true, true);
+                continue;
+            }
             let csrf_required = reply.status == StatusCode::FORBIDDEN
                 && reply
                     .header("x-csrf-token")
@@ -1160,6 +1169,11 @@ impl Sap {
             if csrf_required && !fresh {
                 fresh = true;
                 continue;
+            }
+            if csrf_required {
+                return Ok(Err(
+                    "SAP refused a fresh CSRF token too (403 X-CSRF-Token: Required)".into(),
+                ));
             }
             if reply.status.is_success() {
                 let key = match operation {
