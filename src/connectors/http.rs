@@ -235,6 +235,34 @@ pub fn mark(
     mark.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
+/// The modification mark an incremental read starts from (a date in a form `parse_date`
+/// reads), if any.
+pub fn since(
+    request: &super::ReadRequest,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ConnectorError> {
+    match &request.modified_since {
+        Some(mark) => super::mapping::parse_date(mark).map(Some).ok_or_else(|| {
+            ConnectorError::Validation(format!("invalid modification mark `{mark:.40}`"))
+        }),
+        None => Ok(None),
+    }
+}
+
+/// A next page saved in a cursor, provided it is still on the connection's `base_url` (a
+/// page saved before `base_url` changed would carry the credentials elsewhere): else the
+/// cursor is refused and the pass starts over.
+pub fn saved_next(base: Result<&Url, ConnectorError>, next: &str) -> Result<Url, ConnectorError> {
+    let base = base?;
+    Url::parse(next)
+        .ok()
+        .filter(|url| same_origin(base, url))
+        .ok_or_else(|| {
+            ConnectorError::Validation(
+                "the saved next page is not on the connection's base_url".into(),
+            )
+        })
+}
+
 /// A fingerprint of secret material, to tell credentials apart without keeping them.
 pub fn fingerprint(parts: &[&str]) -> [u8; 32] {
     let mut hasher = Sha256::new();

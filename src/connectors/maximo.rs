@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 use super::{
     Connector, ConnectorError, ReadRequest, RemotePage, RemoteRecord, WriteOperation, WriteOutcome,
     http::{self, Outbound, Reply},
-    mapping::{Fields, later, parse_date},
+    mapping::{Fields, later},
 };
 use crate::{
     catalog::EntityType,
@@ -235,27 +235,13 @@ impl Connector for Maximo {
         request: &ReadRequest,
     ) -> Result<RemotePage, ConnectorError> {
         let structure = structure(entity);
-        let since = match &request.modified_since {
-            Some(mark) => Some(parse_date(mark).ok_or_else(|| {
-                ConnectorError::Validation(format!("invalid modification mark `{mark:.40}`"))
-            })?),
-            None => None,
-        };
+        let since = http::since(request)?;
         let (url, seen, started) = match &request.cursor {
             Some(token) => {
                 let cursor: Cursor = serde_json::from_str(token).map_err(|_| {
                     ConnectorError::Validation(format!("invalid continuation token `{token:.40}`"))
                 })?;
-                // A page saved before `base_url` changed is not asked for (it would carry the
-                // API key elsewhere): the pass starts over.
-                let url = Url::parse(&cursor.next)
-                    .ok()
-                    .filter(|url| self.base().is_ok_and(|base| http::same_origin(base, url)))
-                    .ok_or_else(|| {
-                        ConnectorError::Validation(
-                            "the saved next page is not on the connection's base_url".into(),
-                        )
-                    })?;
+                let url = http::saved_next(self.base(), &cursor.next)?;
                 (url, cursor.seen, cursor.started)
             }
             None => (

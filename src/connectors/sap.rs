@@ -33,7 +33,7 @@ use uuid::Uuid;
 use super::{
     Connector, ConnectorError, ReadRequest, RemotePage, RemoteRecord, WriteOperation, WriteOutcome,
     http::{self, Outbound, Reply},
-    mapping::{Fields, later, parse_date},
+    mapping::{Fields, later},
 };
 use crate::{
     catalog::EntityType,
@@ -877,12 +877,7 @@ impl Connector for Sap {
                 high_water_mark: None,
             });
         };
-        let since = match &request.modified_since {
-            Some(mark) => Some(parse_date(mark).ok_or_else(|| {
-                ConnectorError::Validation(format!("invalid modification mark `{mark:.40}`"))
-            })?),
-            None => None,
-        };
+        let since = http::since(request)?;
         let partners = entity == EntityType::Vendor && self.flavor == Flavor::S4Hana;
         let incremental = since.is_some() && (spec.change.is_some() || partners);
         let since = since.filter(|_| incremental);
@@ -896,15 +891,7 @@ impl Connector for Sap {
             .top
             .map_or(request.page_size.max(1), |top| top.max(1) as usize);
         let url = match &cursor.next {
-            // A link saved before `base_url` changed is not followed: the pass starts over.
-            Some(next) => Url::parse(next)
-                .ok()
-                .filter(|url| self.base().is_ok_and(|base| http::same_origin(base, url)))
-                .ok_or_else(|| {
-                    ConnectorError::Validation(
-                        "the saved next page is not on the connection's base_url".into(),
-                    )
-                })?,
+            Some(next) => http::saved_next(self.base(), next)?,
             None => match since {
                 Some(since) if partners => {
                     self.partner_window(page_size, cursor.after.as_deref(), since)?
