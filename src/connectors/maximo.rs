@@ -160,6 +160,7 @@ impl Maximo {
         structure: &Structure,
         page_size: usize,
         since: Option<DateTime<Utc>>,
+        stable: bool,
     ) -> Result<Url, ConnectorError> {
         let mut url = http::join(self.base()?, &format!("api/os/{}", structure.name));
         let page_size = page_size.clamp(1, MAX_PAGE_SIZE).to_string();
@@ -174,7 +175,7 @@ impl Maximo {
         // deleted).
         let mut query = vec![
             ("lean", "1"),
-            ("stablepaging", "1"),
+            ("stablepaging", if stable { "1" } else { "0" }),
             ("oslc.select", structure.select),
             ("oslc.pageSize", &page_size),
             ("oslc.orderBy", &order),
@@ -225,7 +226,8 @@ fn error(reply: &Reply) -> ConnectorError {
 #[async_trait]
 impl Connector for Maximo {
     async fn check(&self) -> Result<(), ConnectorError> {
-        let url = self.first_page(&structure(EntityType::Asset), 1, None)?;
+        // One record, without stable paging: a probe keeps no result set on the server.
+        let url = self.first_page(&structure(EntityType::Asset), 1, None, false)?;
         self.get(url).await.map(drop)
     }
 
@@ -245,7 +247,7 @@ impl Connector for Maximo {
                 (url, cursor.seen, cursor.started)
             }
             None => (
-                self.first_page(&structure, request.page_size, since)?,
+                self.first_page(&structure, request.page_size, since, true)?,
                 None,
                 None,
             ),
