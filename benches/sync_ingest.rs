@@ -38,8 +38,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, anyhow, bail, ensure};
-use chrono::{DateTime, Utc};
+use anyhow::{Context as _, anyhow, ensure};
+use chrono::Utc;
 use entity::record;
 use millwright::{
     catalog::{self, EntityType},
@@ -48,7 +48,6 @@ use millwright::{
     db,
     ids::{self, Kind},
 };
-use reqwest::{Client, StatusCode, header::AUTHORIZATION};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
     DbBackend, EntityTrait, PaginatorTrait, QueryFilter, Statement, TransactionTrait,
@@ -60,9 +59,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
-/// base64 of 32 bytes: the credentials key of the bench server.
-const ENCRYPTION_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+use common::{
+    ADMIN_TOKEN, Api, ENCRYPTION_KEY, Run, http_client, load_average, peak_rss_kib, reset_peak_rss,
+    set_up_account, text_at, thousands, wait_run,
+};
+
 const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const POSTGRES_PREFIX: &str = "postgres://postgres@127.0.0.1:5432";
 const POSTGRES_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -76,9 +77,7 @@ const REQUESTS_PER_SECOND: u32 = 100_000;
 const DEMO_API_KEY: &str = "bench";
 const CREDITS: i64 = 10;
 
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const READY_DEADLINE: Duration = Duration::from_secs(30);
-const RUN_POLL: Duration = Duration::from_millis(250);
 const FULL_DEADLINE: Duration = Duration::from_secs(20 * 60);
 const INCREMENTAL_DEADLINE: Duration = Duration::from_secs(10 * 60);
 const EMPTY_RUN_DEADLINE: Duration = Duration::from_secs(60);
@@ -90,21 +89,12 @@ const TARGET_CEILING_PERCENT: f64 = 50.0;
 /// simulated remote's taken out) grows at least this share of the changes' growth.
 const TARGET_CHANGE_FOLLOWING: f64 = 0.75;
 
-const CREATE_ACCOUNT: &str = "mutation($credits: Int) {
-    createAccount(input: {name: \"bench\", credits: $credits}) { apiKey }
-}";
-const CREATE_CUSTOMER: &str = "mutation { createCustomer(input: {name: \"Plant\"}) { id } }";
 const CONNECT: &str = "mutation($input: ConnectInput!) {
     connect(input: $input) { connection { id lastSyncRun { id } } }
 }";
 const TRIGGER: &str = "mutation($id: ID!) {
     triggerSync(connectionId: $id, kind: INCREMENTAL) { id }
 }";
-const CANCEL: &str = "mutation($id: ID!) { cancelSyncRun(id: $id) { status } }";
-const SYNC_RUN: &str = "query($id: ID!) { syncRun(id: $id) {
-    id status kind trigger startedAt finishedAt recordsAdded recordsUpdated recordsDeleted
-    entities { entity added updated deleted unchanged skipped } error { code message }
-} }";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -340,82 +330,7 @@ async fn start_server(
     Ok((task, addr))
 }
 
-fn http_client() -> anyhow::Result<Client> {
-    Ok(Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .no_proxy()
-        .build()?)
-}
-
 // --- GraphQL -----------------------------------------------------------------------------
-
-/// A GraphQL endpoint and the bearer token to call it with.
-struct Api {
-    client: Client,
-    url: String,
-    authorization: String,
-}
-
-impl Api {
-    fn new(client: &Client, addr: SocketAddr, token: &str) -> Self {
-        Self {
-            client: client.clone(),
-            url: format!("http://{addr}/graphql"),
-            authorization: format!("Bearer {token}"),
-        }
-    }
-
-    /// Runs an operation; its `data`, or why it failed (transport, status, GraphQL errors).
-    async fn data(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
-        let response = self
-            .client
-            .post(&self.url)
-            .header(AUTHORIZATION, &self.authorization)
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await
-            .context("request failed")?;
-        let status = response.status();
-        let body: Value = response
-            .json()
-            .await
-            .with_context(|| format!("HTTP {status}, body not JSON"))?;
-        ensure!(status == StatusCode::OK, "HTTP {status}: {body}");
-        if let Some(errors) = body.get("errors") {
-            bail!("GraphQL errors: {errors}");
-        }
-        body.get("data")
-            .filter(|data| !data.is_null())
-            .cloned()
-            .ok_or_else(|| anyhow!("no data: {body}"))
-    }
-}
-
-fn text_at<'a>(data: &'a Value, pointer: &str) -> anyhow::Result<&'a str> {
-    data.pointer(pointer)
-        .and_then(Value::as_str)
-        .ok_or_else(|| anyhow!("no string at {pointer} in {data}"))
-}
-
-fn number_at(data: &Value, pointer: &str) -> u64 {
-    data.pointer(pointer).and_then(Value::as_u64).unwrap_or(0)
-}
-
-/// Creates the account (admin token) and its customer (API key), as a client would.
-async fn set_up_account(client: &Client, addr: SocketAddr) -> anyhow::Result<(Api, String)> {
-    let admin = Api::new(client, addr, ADMIN_TOKEN);
-    let created = admin
-        .data(CREATE_ACCOUNT, json!({ "credits": CREDITS }))
-        .await
-        .context("createAccount")?;
-    let api = Api::new(client, addr, text_at(&created, "/createAccount/apiKey")?);
-    let customer = api
-        .data(CREATE_CUSTOMER, json!({}))
-        .await
-        .context("createCustomer")?;
-    let customer_id = text_at(&customer, "/createCustomer/id")?.to_owned();
-    Ok((api, customer_id))
-}
 
 /// Connects the demo system without a probe; the connection and its CONNECT run.
 async fn connect(api: &Api, customer_id: &str, scale: u64) -> anyhow::Result<(String, String)> {
@@ -434,110 +349,6 @@ async fn connect(api: &Api, customer_id: &str, scale: u64) -> anyhow::Result<(St
 
 // --- sync runs ---------------------------------------------------------------------------
 
-/// A finished run as GraphQL reports it.
-struct Run {
-    status: String,
-    kind: String,
-    trigger: String,
-    duration: Duration,
-    entities: Vec<EntityCounts>,
-    error: Option<String>,
-}
-
-struct EntityCounts {
-    entity: String,
-    added: u64,
-    updated: u64,
-    deleted: u64,
-    unchanged: u64,
-    skipped: u64,
-}
-
-impl Run {
-    fn parse(run: &Value) -> anyhow::Result<Self> {
-        let at = |field: &str| -> anyhow::Result<DateTime<Utc>> {
-            let text = text_at(run, &format!("/{field}"))?;
-            Ok(DateTime::parse_from_rfc3339(text)
-                .with_context(|| format!("{field} `{text}`"))?
-                .with_timezone(&Utc))
-        };
-        let duration = (at("finishedAt")? - at("startedAt")?)
-            .to_std()
-            .unwrap_or_default();
-        let entities = run["entities"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter()
-            .map(|e| EntityCounts {
-                entity: e["entity"].as_str().unwrap_or("?").to_owned(),
-                added: number_at(e, "/added"),
-                updated: number_at(e, "/updated"),
-                deleted: number_at(e, "/deleted"),
-                unchanged: number_at(e, "/unchanged"),
-                skipped: number_at(e, "/skipped"),
-            })
-            .collect();
-        let error = run["error"]
-            .as_object()
-            .map(|e| format!("{}: {}", e["code"], e["message"]));
-        Ok(Self {
-            status: text_at(run, "/status")?.to_owned(),
-            kind: text_at(run, "/kind")?.to_owned(),
-            trigger: text_at(run, "/trigger")?.to_owned(),
-            duration,
-            entities,
-            error,
-        })
-    }
-
-    fn sum(&self, field: impl Fn(&EntityCounts) -> u64) -> u64 {
-        self.entities.iter().map(field).sum()
-    }
-
-    /// Every record the run handled: added, updated, deleted, unchanged and skipped.
-    fn records(&self) -> u64 {
-        self.sum(|e| e.added + e.updated + e.deleted + e.unchanged + e.skipped)
-    }
-
-    fn changes(&self) -> u64 {
-        self.sum(|e| e.added + e.updated + e.deleted)
-    }
-
-    fn records_per_second(&self) -> f64 {
-        self.records() as f64 / self.duration.as_secs_f64()
-    }
-}
-
-/// Polls a run until it has ended; past the deadline it is cancelled and this fails.
-async fn wait_run(api: &Api, run_id: &str, deadline: Duration) -> anyhow::Result<Run> {
-    let started = Instant::now();
-    loop {
-        let data = api
-            .data(SYNC_RUN, json!({ "id": run_id }))
-            .await
-            .context("syncRun")?;
-        let run = &data["syncRun"];
-        if matches!(
-            run["status"].as_str(),
-            Some("SUCCEEDED" | "FAILED" | "CANCELLED")
-        ) {
-            return Run::parse(run);
-        }
-        if started.elapsed() > deadline {
-            let cancelled = api.data(CANCEL, json!({ "id": run_id })).await;
-            bail!(
-                "run {run_id} did not end within {} s (status {}, {} added so far); cancel: {}",
-                deadline.as_secs(),
-                run["status"],
-                run["recordsAdded"],
-                cancelled.map_or_else(|e| format!("{e:#}"), |_| "requested".into())
-            );
-        }
-        tokio::time::sleep(RUN_POLL).await;
-    }
-}
-
 /// What the server part of one database produced.
 struct Synced {
     full: Run,
@@ -551,7 +362,7 @@ struct Synced {
 async fn run_syncs(name: &str, addr: SocketAddr, settings: &Settings) -> anyhow::Result<Synced> {
     let client = http_client()?;
     common::wait_ready(&client, addr, READY_DEADLINE).await?;
-    let (api, customer_id) = set_up_account(&client, addr).await?;
+    let (api, customer_id) = set_up_account(&client, addr, CREDITS).await?;
 
     let connected = Instant::now();
     let (connection, full_id) = connect(&api, &customer_id, settings.scale).await?;
@@ -713,20 +524,6 @@ fn report_incremental(name: &str, run: &Run, wall: Duration, full: &Run) {
 }
 
 // --- memory ------------------------------------------------------------------------------
-
-/// Resets the process's peak RSS (`VmHWM`), so that each database gets its own figure.
-fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-}
 
 fn report_peak_rss(name: &str, peak_kib: Option<u64>, reset: bool) {
     let since = if reset {
@@ -1049,13 +846,6 @@ fn report_incremental_costs(name: &str, ceiling: &Ceiling, synced: &Synced) {
 
 // --- verdicts ----------------------------------------------------------------------------
 
-/// The machine's load, to tell a busy machine from a slow server.
-fn load_average() -> String {
-    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let figures: Vec<&str> = loadavg.split_whitespace().take(3).collect();
-    format!("load average {}", figures.join(" "))
-}
-
 fn report_targets(summaries: &[Summary]) {
     for s in summaries {
         println!(
@@ -1093,17 +883,4 @@ fn report_targets(summaries: &[Summary]) {
 
 fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "NOT met" }
-}
-
-/// 1600000 as `1,600,000`.
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
