@@ -341,16 +341,7 @@ impl Engine<'_> {
             if request.cursor.as_ref() == Some(&next_cursor) {
                 // The page is not stored: its cursor would send every later run round the
                 // same loop.
-                return Err(Stop::Failed {
-                    code: "REMOTE_ERROR",
-                    message: format!(
-                        "the remote answered {} with the continuation token it was asked for; \
-                         it would never end",
-                        entity.as_str()
-                    ),
-                    status: None,
-                    remote: Some("REMOTE_FAULT"),
-                });
+                return Err(repeated_token(entity));
             }
             request.cursor = Some(next_cursor);
             let write = self.write_page(connection, &pass, page, progress, &mut changed);
@@ -376,9 +367,27 @@ impl Engine<'_> {
         pacer: &mut Pacer,
         run_id: Uuid,
     ) -> Result<FetchedPage, Stop> {
-        let page = self
+        let mut page = self
             .fetch(connector.as_ref(), entity, request, pacer, run_id)
             .await?;
+        // A remote whose pages are smaller than the run's page size (MaintainX and SAP serve
+        // 100 records a request) is read on until the page size is reached: each committed
+        // page costs a transaction, and one per 100 records would cost more than the reading.
+        let mut request = request.clone();
+        while page.records.len() < self.settings.page_size
+            && let Some(next) = page.next_cursor.clone()
+        {
+            if request.cursor.as_ref() == Some(&next) {
+                return Err(repeated_token(entity));
+            }
+            request.cursor = Some(next);
+            let more = self
+                .fetch(connector.as_ref(), entity, &request, pacer, run_id)
+                .await?;
+            page.records.extend(more.records);
+            page.next_cursor = more.next_cursor;
+            page.high_water_mark = more.high_water_mark;
+        }
         let unifier = Arc::clone(connector);
         let records = tokio::task::spawn_blocking(move || {
             records::prepare_page(unifier.as_ref(), entity, page.records)
@@ -702,6 +711,20 @@ impl Engine<'_> {
 /// than what changed since the saved mark.
 fn full_read(cursor: &sync_cursor::Model, kind: SyncKind) -> bool {
     kind == SyncKind::Full || cursor.mark.is_none()
+}
+
+/// A remote that answers a page with the continuation token it was asked for.
+fn repeated_token(entity: EntityType) -> Stop {
+    Stop::Failed {
+        code: "REMOTE_ERROR",
+        message: format!(
+            "the remote answered {} with the continuation token it was asked for; \
+             it would never end",
+            entity.as_str()
+        ),
+        status: None,
+        remote: Some("REMOTE_FAULT"),
+    }
 }
 
 fn disconnected() -> (&'static str, String) {
