@@ -115,13 +115,14 @@ impl Connector for MaintainX {
         if let Some(cursor) = &request.cursor {
             query.push(("cursor", cursor.clone()));
         }
-        let body = self.get(path, &query).await?;
-        let Some(items) = body.get(list).and_then(Value::as_array) else {
+        let mut body = self.get(path, &query).await?;
+        // Taken out of the answer, not copied: each item becomes its record's remote data.
+        let Some(Value::Array(items)) = body.get_mut(list).map(Value::take) else {
             return Err(ConnectorError::RemoteFault(format!(
                 "the answer for /{path} has no `{list}` list"
             )));
         };
-        let records = items.iter().map(remote_record).collect();
+        let records = items.into_iter().map(remote_record).collect();
         let next_cursor = match body.get("nextCursor") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if s.is_empty() => None,
@@ -156,13 +157,16 @@ impl Connector for MaintainX {
 }
 
 /// A listed record; one without an id keeps an empty key and fails its mapping.
-fn remote_record(item: &Value) -> RemoteRecord {
-    let fields = Fields::of(item).ok();
+fn remote_record(item: Value) -> RemoteRecord {
+    let fields = Fields::of(&item).ok();
+    let key = fields.and_then(|f| f.text("id")).unwrap_or_default();
+    let created_at = fields.and_then(|f| f.date("createdAt"));
+    let updated_at = fields.and_then(|f| f.date("updatedAt"));
     RemoteRecord {
-        key: fields.and_then(|f| f.text("id")).unwrap_or_default(),
-        created_at: fields.and_then(|f| f.date("createdAt")),
-        updated_at: fields.and_then(|f| f.date("updatedAt")),
-        data: item.clone(),
+        key,
+        created_at,
+        updated_at,
+        data: item,
     }
 }
 

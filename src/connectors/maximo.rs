@@ -252,10 +252,11 @@ impl Connector for Maximo {
                 None,
             ),
         };
-        let (body, date) = self.get(url).await?;
+        let (mut body, date) = self.get(url).await?;
         let started = started.or(date).or_else(|| Some(Utc::now()));
-        let members = match body.get("member") {
-            Some(Value::Array(members)) => members.as_slice(),
+        // Taken out of the answer, not copied: each member becomes its record's remote data.
+        let members = match body.get_mut("member").map(Value::take) {
+            Some(Value::Array(members)) => members,
             _ => {
                 return Err(ConnectorError::RemoteFault(
                     "Maximo's answer has no `member` list (is it lean JSON?)".into(),
@@ -263,8 +264,9 @@ impl Connector for Maximo {
             }
         };
         let mut latest = seen;
+        let read = members.len();
         let records: Vec<RemoteRecord> = members
-            .iter()
+            .into_iter()
             .map(|member| {
                 let record = remote_record(&structure, member);
                 latest = later(latest, record.updated_at);
@@ -286,7 +288,7 @@ impl Connector for Maximo {
                         next.host_str().unwrap_or("?")
                     )));
                 }
-                if members.is_empty() {
+                if read == 0 {
                     return Err(ConnectorError::RemoteFault(
                         "Maximo sent an empty page with a next page".into(),
                     ));
@@ -335,19 +337,21 @@ fn scoped(site: Option<String>, number: Option<String>) -> Option<String> {
     }
 }
 
-fn remote_record(structure: &Structure, member: &Value) -> RemoteRecord {
-    let fields = Fields::of(member).ok();
+fn remote_record(structure: &Structure, member: Value) -> RemoteRecord {
+    let fields = Fields::of(&member).ok();
     let key = fields
         .and_then(|f| {
             let site = structure.site_scoped.then(|| f.text("siteid")).flatten();
             scoped(site, f.text(structure.key))
         })
         .unwrap_or_default();
+    let created_at = fields.and_then(|f| structure.created.and_then(|c| f.date(c)));
+    let updated_at = fields.and_then(|f| f.date("changedate"));
     RemoteRecord {
         key,
-        created_at: fields.and_then(|f| structure.created.and_then(|c| f.date(c))),
-        updated_at: fields.and_then(|f| f.date("changedate")),
-        data: member.clone(),
+        created_at,
+        updated_at,
+        data: member,
     }
 }
 

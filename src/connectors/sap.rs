@@ -899,13 +899,14 @@ impl Connector for Sap {
                 _ => self.window(spec, page_size, cursor.after.as_deref(), since)?,
             },
         };
-        let (body, date) = self.get(url).await?;
+        let (mut body, date) = self.get(url).await?;
         let started = cursor.started.or(date).or_else(|| Some(Utc::now()));
-        let d = body.get("d").ok_or_else(|| {
+        let d = body.get_mut("d").ok_or_else(|| {
             ConnectorError::RemoteFault("the answer has no `d` (not OData V2 JSON)".into())
         })?;
-        let results = match d.get("results") {
-            Some(Value::Array(results)) => results.as_slice(),
+        // Taken out of the answer, not copied: each result becomes its record's remote data.
+        let results = match d.get_mut("results").map(Value::take) {
+            Some(Value::Array(results)) => results,
             _ => {
                 return Err(ConnectorError::RemoteFault(
                     "the answer has no `d.results` list".into(),
@@ -927,6 +928,7 @@ impl Connector for Sap {
         };
         let mut seen = cursor.seen;
         let mut after = cursor.after.clone();
+        let read = results.len() as u64;
         let mut records = Vec::with_capacity(results.len());
         for result in results {
             if let Some(key) = result.get(key_field).and_then(Value::as_str) {
@@ -938,7 +940,7 @@ impl Connector for Sap {
                 after = Some(key.to_owned());
             }
             let record = if reading_partners {
-                match partner_change(result, since) {
+                match partner_change(&result, since) {
                     Some(record) => record,
                     None => continue,
                 }
@@ -948,7 +950,7 @@ impl Connector for Sap {
             seen = later(seen, record.updated_at);
             records.push(record);
         }
-        let got = cursor.got + results.len() as u64;
+        let got = cursor.got + read;
         let next = match d.get("__next") {
             Some(Value::String(next)) if !next.is_empty() => {
                 let url = self
@@ -961,12 +963,12 @@ impl Connector for Sap {
                         url.host_str().unwrap_or("?")
                     )));
                 }
-                if results.is_empty() {
+                if read == 0 {
                     return Err(ConnectorError::RemoteFault(
                         "the server sent an empty page with a next link".into(),
                     ));
                 }
-                let cap = results.len() as u64;
+                let cap = read;
                 Some(Cursor {
                     next: Some(url.into()),
                     after,
@@ -1214,8 +1216,8 @@ fn equipment_body(fields: &Map<String, Value>) -> Map<String, Value> {
     body
 }
 
-fn remote_record(spec: &SetSpec, result: &Value) -> RemoteRecord {
-    let mut data = result.clone();
+fn remote_record(spec: &SetSpec, result: Value) -> RemoteRecord {
+    let mut data = result;
     strip_protocol(&mut data);
     let fields = Fields::of(&data).ok();
     let date =
