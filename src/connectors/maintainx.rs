@@ -150,9 +150,7 @@ impl Connector for MaintainX {
         _operation: WriteOperation,
         _records: &[Value],
     ) -> Result<Vec<WriteOutcome>, ConnectorError> {
-        Err(ConnectorError::Validation(
-            "MaintainX takes no writes through Millwright yet (no writable entities)".into(),
-        ))
+        super::no_writes("MaintainX")
     }
 }
 

@@ -323,9 +323,7 @@ impl Connector for Maximo {
         _operation: WriteOperation,
         _records: &[Value],
     ) -> Result<Vec<WriteOutcome>, ConnectorError> {
-        Err(ConnectorError::Validation(
-            "IBM Maximo takes no writes through Millwright yet (no writable entities)".into(),
-        ))
+        super::no_writes("IBM Maximo")
     }
 }
 

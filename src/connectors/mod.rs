@@ -170,6 +170,13 @@ pub async fn validate(
     http::check_targets(system, credentials, outbound.allow_private()).await
 }
 
+/// The answer of a connector whose system takes no writes through Millwright.
+pub fn no_writes(system: &str) -> Result<Vec<WriteOutcome>, ConnectorError> {
+    Err(ConnectorError::Validation(format!(
+        "{system} takes no writes through Millwright yet (no writable entities)"
+    )))
+}
+
 /// Probes with a few retries of transient answers, as a person clicking "test" would expect.
 pub async fn probe(connector: &dyn Connector) -> Result<(), ConnectorError> {
     let mut attempt = 0;
