@@ -292,14 +292,14 @@ fn check(name: &str, run: &Run, expected: &[(EntityType, u64)]) -> bool {
         .iter()
         .map(|e| {
             (
-                e.entity.as_str(),
+                e.entity.clone(),
                 [e.added, e.updated, e.deleted, e.unchanged, e.skipped],
             )
         })
         .collect();
     let mut want: Vec<_> = expected
         .iter()
-        .map(|(e, n)| (e.as_str(), [*n, 0, 0, 0, 0]))
+        .map(|(e, n)| (e.to_string(), [*n, 0, 0, 0, 0]))
         .collect();
     got.sort_unstable();
     want.sort_unstable();

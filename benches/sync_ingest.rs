@@ -163,7 +163,7 @@ impl Settings {
     }
 
     fn describe(&self) {
-        let names: Vec<&str> = self.entities.iter().map(|e| e.as_str()).collect();
+        let names: Vec<String> = self.entities.iter().map(ToString::to_string).collect();
         println!(
             "{}: setup: demo system at scale {} (records per entity type); the demo always syncs all {} entity types [{}]: {} records per full run; sync_page_size {}, sync_requests_per_second {REQUESTS_PER_SECOND}; {}",
             self.name,
@@ -698,7 +698,7 @@ fn row(
     Ok(record::ActiveModel {
         id: Set(ids::new_id()),
         connection_id: Set(connection_id),
-        entity: Set(entity.as_str().to_owned()),
+        entity: Set(entity),
         key: Set(remote.key),
         data: Set(unified),
         remote_data: Set(Some(remote.data)),

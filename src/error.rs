@@ -67,6 +67,57 @@ impl AppError {
 
 impl From<DbErr> for AppError {
     fn from(err: DbErr) -> Self {
+        // sea-orm names only the enum of a stored text it does not know; say where it is.
+        if let DbErr::Type(message) = &err
+            && let Some(name) = message
+                .strip_prefix("unexpected value for ")
+                .and_then(|rest| rest.split(' ').next())
+            && let Some(column) = entity::enums::stored_in(name)
+        {
+            return AppError::internal(anyhow::anyhow!(
+                "{column} holds a value this release does not know ({message})"
+            ));
+        }
         AppError::Internal(Arc::new(err.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::ConnectionTrait;
+
+    use super::*;
+    use crate::{accounts, config::Config, credits, db::Db, pagination::PageRequest};
+
+    #[tokio::test]
+    async fn an_unknown_stored_value_is_an_error_that_names_its_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            database_url: format!("sqlite://{}?mode=rwc", dir.path().join("enum.db").display()),
+            ..Config::default()
+        };
+        let db = Db::connect(&config).await.unwrap();
+        db.migrate().await.unwrap();
+        let created = accounts::create_account(&db, "Acme", 5).await.unwrap();
+        let page = || PageRequest::from_args(Some(10), None, None, None).unwrap();
+        let ledger = credits::ledger(db.conn(), created.account.id, page())
+            .await
+            .unwrap();
+        assert_eq!(ledger.items.len(), 1, "the initial grant");
+
+        db.conn()
+            .execute_unprepared("UPDATE credit_ledger SET kind = 'GIFT'")
+            .await
+            .unwrap();
+        let err = credits::ledger(db.conn(), created.account.id, page())
+            .await
+            .unwrap_err();
+        let AppError::Internal(detail) = &err else {
+            panic!("an internal error, not {err:?}")
+        };
+        let detail = format!("{detail:#}");
+        assert!(detail.contains("credit_ledger.kind"), "{detail}");
+        assert!(detail.contains("GIFT"), "{detail}");
+        db.close().await.unwrap();
     }
 }

@@ -3,6 +3,8 @@
 
 use sea_orm::entity::prelude::*;
 
+pub use crate::enums::{ConnectionStatus, Deployment};
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "connections")]
 pub struct Model {
@@ -11,11 +13,9 @@ pub struct Model {
     pub account_id: Uuid,
     pub customer_id: Uuid,
     pub system_key: String,
-    /// `CLOUD` or `ON_PREMISES`.
-    pub deployment: String,
+    pub deployment: Deployment,
     pub label: Option<String>,
-    /// `PENDING`, `ONLINE`, `OFFLINE`, `AUTH_REQUIRED` or `DISCONNECTED`.
-    pub status: String,
+    pub status: ConnectionStatus,
     pub status_reason: Option<String>,
     pub credit_cost: i32,
     pub created_at: DateTimeUtc,
@@ -37,6 +37,71 @@ pub struct Model {
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::account::Entity",
+        from = "Column::AccountId",
+        to = "super::account::Column::Id"
+    )]
+    Account,
+    #[sea_orm(
+        belongs_to = "super::customer::Entity",
+        from = "Column::CustomerId",
+        to = "super::customer::Column::Id"
+    )]
+    Customer,
+    #[sea_orm(has_many = "super::credit_ledger::Entity")]
+    CreditLedger,
+    #[sea_orm(has_many = "super::event::Entity")]
+    Event,
+    #[sea_orm(has_many = "super::record::Entity")]
+    Record,
+    #[sea_orm(has_many = "super::sync_cursor::Entity")]
+    SyncCursor,
+    #[sea_orm(has_many = "super::sync_run::Entity")]
+    SyncRun,
+}
+
+impl Related<super::account::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Account.def()
+    }
+}
+
+impl Related<super::customer::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Customer.def()
+    }
+}
+
+impl Related<super::credit_ledger::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::CreditLedger.def()
+    }
+}
+
+impl Related<super::event::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Event.def()
+    }
+}
+
+impl Related<super::record::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Record.def()
+    }
+}
+
+impl Related<super::sync_cursor::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::SyncCursor.def()
+    }
+}
+
+impl Related<super::sync_run::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::SyncRun.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}

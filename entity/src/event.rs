@@ -2,6 +2,8 @@
 
 use sea_orm::entity::prelude::*;
 
+pub use crate::enums::EventType;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "events")]
 pub struct Model {
@@ -13,12 +15,57 @@ pub struct Model {
     pub customer_id: Option<Uuid>,
     pub connection_id: Option<Uuid>,
     /// The wire name, e.g. `connection.created`.
-    pub event_type: String,
+    pub event_type: EventType,
     pub data: Json,
     pub occurred_at: DateTimeUtc,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::account::Entity",
+        from = "Column::AccountId",
+        to = "super::account::Column::Id"
+    )]
+    Account,
+    #[sea_orm(
+        belongs_to = "super::customer::Entity",
+        from = "Column::CustomerId",
+        to = "super::customer::Column::Id"
+    )]
+    Customer,
+    #[sea_orm(
+        belongs_to = "super::connection::Entity",
+        from = "Column::ConnectionId",
+        to = "super::connection::Column::Id"
+    )]
+    Connection,
+    #[sea_orm(has_many = "super::webhook_delivery::Entity")]
+    WebhookDelivery,
+}
+
+impl Related<super::account::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Account.def()
+    }
+}
+
+impl Related<super::customer::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Customer.def()
+    }
+}
+
+impl Related<super::connection::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Connection.def()
+    }
+}
+
+impl Related<super::webhook_delivery::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::WebhookDelivery.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -5,6 +5,7 @@ pub mod api_key;
 pub mod connection;
 pub mod credit_ledger;
 pub mod customer;
+pub mod enums;
 pub mod event;
 pub mod event_sequence;
 pub mod record;
@@ -14,3 +15,30 @@ pub mod webhook_attempt;
 pub mod webhook_delivery;
 pub mod webhook_dispatch;
 pub mod webhook_endpoint;
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{DbBackend, EntityTrait, QueryTrait};
+
+    #[test]
+    fn relations_join_on_their_keys() {
+        let sql = super::customer::Entity::find()
+            .find_with_related(super::connection::Entity)
+            .build(DbBackend::Postgres)
+            .to_string();
+        assert!(
+            sql.contains(
+                r#"LEFT JOIN "connections" ON "customers"."id" = "connections"."customer_id""#
+            ),
+            "{sql}"
+        );
+        let sql = super::webhook_delivery::Entity::find()
+            .find_also_related(super::event::Entity)
+            .build(DbBackend::Postgres)
+            .to_string();
+        assert!(
+            sql.contains(r#""webhook_deliveries"."event_position" = "events"."position""#),
+            "{sql}"
+        );
+    }
+}

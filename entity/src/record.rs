@@ -2,13 +2,15 @@
 
 use sea_orm::entity::prelude::*;
 
+pub use crate::enums::EntityType;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "records")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
     pub connection_id: Uuid,
-    pub entity: String,
+    pub entity: EntityType,
     pub key: String,
     /// The unified fields.
     pub data: Json,
@@ -26,6 +28,19 @@ pub struct Model {
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::connection::Entity",
+        from = "Column::ConnectionId",
+        to = "super::connection::Column::Id"
+    )]
+    Connection,
+}
+
+impl Related<super::connection::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Connection.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}

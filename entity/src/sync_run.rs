@@ -2,6 +2,8 @@
 
 use sea_orm::entity::prelude::*;
 
+pub use crate::enums::{SyncErrorCode, SyncKind, SyncStatus, SyncTrigger};
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "sync_runs")]
 pub struct Model {
@@ -9,12 +11,9 @@ pub struct Model {
     pub id: Uuid,
     pub account_id: Uuid,
     pub connection_id: Uuid,
-    /// `FULL` or `INCREMENTAL`.
-    pub kind: String,
-    /// `MANUAL`, `SCHEDULE` or `CONNECT`.
-    pub trigger: String,
-    /// `QUEUED`, `RUNNING`, `SUCCEEDED`, `FAILED` or `CANCELLED`.
-    pub status: String,
+    pub kind: SyncKind,
+    pub trigger: SyncTrigger,
+    pub status: SyncStatus,
     pub queued_at: DateTimeUtc,
     pub started_at: Option<DateTimeUtc>,
     pub finished_at: Option<DateTimeUtc>,
@@ -30,11 +29,36 @@ pub struct Model {
     pub records_deleted: i64,
     /// Per-entity counts: `{"ASSET": {"added": 1, …}, …}`.
     pub stats: Json,
-    pub error_code: Option<String>,
+    pub error_code: Option<SyncErrorCode>,
     pub error_message: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::account::Entity",
+        from = "Column::AccountId",
+        to = "super::account::Column::Id"
+    )]
+    Account,
+    #[sea_orm(
+        belongs_to = "super::connection::Entity",
+        from = "Column::ConnectionId",
+        to = "super::connection::Column::Id"
+    )]
+    Connection,
+}
+
+impl Related<super::account::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Account.def()
+    }
+}
+
+impl Related<super::connection::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Connection.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}

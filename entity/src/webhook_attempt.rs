@@ -17,6 +17,19 @@ pub struct Model {
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::webhook_delivery::Entity",
+        from = "Column::DeliveryId",
+        to = "super::webhook_delivery::Column::Id"
+    )]
+    WebhookDelivery,
+}
+
+impl Related<super::webhook_delivery::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::WebhookDelivery.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -25,6 +25,27 @@ pub struct Model {
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::account::Entity",
+        from = "Column::AccountId",
+        to = "super::account::Column::Id"
+    )]
+    Account,
+    #[sea_orm(has_many = "super::webhook_delivery::Entity")]
+    WebhookDelivery,
+}
+
+impl Related<super::account::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Account.def()
+    }
+}
+
+impl Related<super::webhook_delivery::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::WebhookDelivery.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -7,60 +7,15 @@ use serde_json::{Map, Value};
 
 use crate::error::AppError;
 
-/// Implements `as_str` and `parse` for an enum stored as text.
-macro_rules! text_enum {
-    ($name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+pub use entity::enums::{Deployment, EntityType};
 
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-
-            pub fn parse(text: &str) -> Option<Self> {
-                match text { $($text => Some($name::$variant),)+ _ => None }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-pub(crate) use text_enum;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SystemCategory {
     Cmms,
     Eam,
     Erp,
     Wms,
 }
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, async_graphql::Enum)]
-pub enum Deployment {
-    Cloud,
-    OnPremises,
-}
-text_enum!(Deployment { Cloud => "CLOUD", OnPremises => "ON_PREMISES" });
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, async_graphql::Enum)]
-pub enum EntityType {
-    Site,
-    Location,
-    Asset,
-    WorkOrder,
-    Part,
-    PurchaseOrder,
-    Vendor,
-    User,
-}
-text_enum!(EntityType {
-    Site => "SITE", Location => "LOCATION", Asset => "ASSET", WorkOrder => "WORK_ORDER",
-    Part => "PART", PurchaseOrder => "PURCHASE_ORDER", Vendor => "VENDOR", User => "USER",
-});
 
 /// What a credential field accepts.
 #[derive(Clone, Copy, Debug)]

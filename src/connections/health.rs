@@ -52,7 +52,7 @@ impl HealthCheck {
         let now = Utc::now();
         let due = connection::Entity::find()
             .filter(connection::Column::NextCheckAt.lte(now))
-            .filter(connection::Column::Status.ne(ConnectionStatus::Disconnected.as_str()))
+            .filter(connection::Column::Status.ne(ConnectionStatus::Disconnected))
             .order_by_asc(connection::Column::NextCheckAt)
             .limit(BATCH)
             .all(self.db.conn())
@@ -97,7 +97,7 @@ impl HealthCheck {
         };
         let credentials = super::credentials(&self.cipher, &model)?;
         let connector = connectors::connect(
-            super::system(&model),
+            super::system(&model)?,
             model.id,
             &credentials,
             &self.outbound,

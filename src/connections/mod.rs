@@ -5,6 +5,7 @@ pub mod health;
 
 use chrono::Utc;
 use rand::Rng;
+use sea_orm::ActiveEnum as _;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
     QuerySelect,
@@ -14,7 +15,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::{self, TokenKind},
-    catalog::{self, Deployment, System, text_enum},
+    catalog::{self, Deployment, System},
     connectors::{self, ConnectorError, http::Outbound},
     credits,
     crypto::Cipher,
@@ -25,20 +26,8 @@ use crate::{
     ids::new_id,
     pagination::{Page, PageRequest, fetch_page},
 };
+pub use entity::enums::ConnectionStatus;
 use entity::{connection, sync_run};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
-pub enum ConnectionStatus {
-    Pending,
-    Online,
-    Offline,
-    AuthRequired,
-    Disconnected,
-}
-text_enum!(ConnectionStatus {
-    Pending => "PENDING", Online => "ONLINE", Offline => "OFFLINE",
-    AuthRequired => "AUTH_REQUIRED", Disconnected => "DISCONNECTED",
-});
 
 const MAX_LABEL_LEN: usize = 200;
 const MAX_METADATA_BYTES: usize = 16 * 1024;
@@ -72,25 +61,23 @@ pub struct ConnectionChanges {
     pub metadata: Option<Option<Value>>,
 }
 
-pub fn status(model: &connection::Model) -> ConnectionStatus {
-    ConnectionStatus::parse(&model.status).unwrap_or(ConnectionStatus::Offline)
+/// The catalog system a connection is to; a key this release does not know is an error.
+pub fn system(model: &connection::Model) -> AppResult<&'static System> {
+    catalog::find(&model.system_key).ok_or_else(|| {
+        AppError::internal(anyhow::anyhow!(
+            "connections.system_key of {} holds a system this release does not know: {:?}",
+            model.id,
+            model.system_key
+        ))
+    })
 }
 
-pub fn system(model: &connection::Model) -> &'static System {
-    catalog::find(&model.system_key).unwrap_or(&catalog::DEMO)
-}
-
-pub fn webhook_event_types(model: &connection::Model) -> Vec<EventType> {
-    let names = model
-        .webhook_event_types
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    names
-        .iter()
-        .filter_map(Value::as_str)
-        .filter_map(EventType::parse)
-        .collect()
+/// The event types a connection sends to webhooks.
+pub fn webhook_event_types(model: &connection::Model) -> AppResult<Vec<EventType>> {
+    events::types_from_json(
+        &model.webhook_event_types,
+        "connections.webhook_event_types",
+    )
 }
 
 fn validate_label(label: Option<String>) -> AppResult<Option<String>> {
@@ -128,11 +115,8 @@ fn validate_metadata(metadata: Option<Value>) -> AppResult<Option<Value>> {
 }
 
 fn event_types_json(types: Option<Vec<EventType>>) -> Value {
-    let types = types.unwrap_or_else(|| EventType::ALL.to_vec());
-    let mut names: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
-    names.sort_unstable();
-    names.dedup();
-    json!(names)
+    let types = types.unwrap_or_else(|| <EventType as sea_orm::Iterable>::iter().collect());
+    events::types_to_json(&types)
 }
 
 /// Maps a probe failure to the connection status it means and a reason to show.
@@ -224,9 +208,9 @@ pub async fn connect(
         account_id: Set(account_id),
         customer_id: Set(request.customer_id),
         system_key: Set(system.key.to_owned()),
-        deployment: Set(request.deployment.as_str().to_owned()),
+        deployment: Set(request.deployment),
         label: Set(label),
-        status: Set(status.as_str().to_owned()),
+        status: Set(status),
         status_reason: Set(None),
         credit_cost: Set(cost),
         created_at: Set(now),
@@ -248,8 +232,8 @@ pub async fn connect(
         customer_id: Some(model.customer_id),
         connection_id: Some(id),
         event_type: EventType::ConnectionCreated,
-        data: json!({ "system": system.key, "deployment": request.deployment.as_str(),
-                      "credit_cost": cost, "status": status.as_str() }),
+        data: json!({ "system": system.key, "deployment": request.deployment.to_value(),
+                      "credit_cost": cost, "status": status.to_value() }),
     };
     events::record(&*txn, vec![created]).await?;
     crate::sync::enqueue(
@@ -321,7 +305,7 @@ pub async fn list(
         select = select.filter(connection::Column::CustomerId.eq(customer_id));
     }
     if let Some(status) = filter.status {
-        select = select.filter(connection::Column::Status.eq(status.as_str()));
+        select = select.filter(connection::Column::Status.eq(status));
     }
     if let Some(key) = filter.system_key {
         select = select.filter(connection::Column::SystemKey.eq(key));
@@ -337,14 +321,14 @@ pub async fn set_status(
     to: ConnectionStatus,
     reason: Option<String>,
 ) -> AppResult<connection::Model> {
-    let from = status(&model);
+    let from = model.status;
     // DISCONNECTED is final: only `disconnect` sets it, nothing moves a connection out of it.
     if from == ConnectionStatus::Disconnected || (from == to && model.status_reason == reason) {
         return Ok(model);
     }
     let (account_id, customer_id, id) = (model.account_id, model.customer_id, model.id);
     let mut active: connection::ActiveModel = model.into();
-    active.status = Set(to.as_str().to_owned());
+    active.status = Set(to);
     active.status_reason = Set(reason.clone());
     active.updated_at = Set(Utc::now());
     let model = active.update(txn).await?;
@@ -360,7 +344,7 @@ pub async fn set_status(
     };
     let mut stored = vec![event(
         EventType::ConnectionStatusChanged,
-        json!({ "from": from.as_str(), "to": to.as_str(), "reason": reason }),
+        json!({ "from": from.to_value(), "to": to.to_value(), "reason": reason }),
     )];
     if to == ConnectionStatus::AuthRequired {
         stored.push(event(
@@ -382,7 +366,7 @@ pub async fn disconnect(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<connec
     let updated = connection::Entity::update_many()
         .col_expr(
             connection::Column::Status,
-            ConnectionStatus::Disconnected.as_str().into(),
+            ConnectionStatus::Disconnected.to_value().into(),
         )
         .col_expr(connection::Column::DisconnectedAt, now.into())
         .col_expr(connection::Column::UpdatedAt, now.into())
@@ -397,7 +381,7 @@ pub async fn disconnect(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<connec
         )
         .filter(connection::Column::Id.eq(id))
         .filter(connection::Column::AccountId.eq(account_id))
-        .filter(connection::Column::Status.ne(ConnectionStatus::Disconnected.as_str()))
+        .filter(connection::Column::Status.ne(ConnectionStatus::Disconnected))
         .exec_with_returning(&*txn)
         .await?;
     let Some(model) = updated.into_iter().next() else {
@@ -437,7 +421,7 @@ pub async fn disconnect(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<connec
 }
 
 fn ensure_live(model: &connection::Model) -> AppResult<()> {
-    if status(model) == ConnectionStatus::Disconnected {
+    if model.status == ConnectionStatus::Disconnected {
         return Err(AppError::Conflict("the connection is disconnected".into()));
     }
     Ok(())
@@ -501,7 +485,7 @@ pub async fn update_credentials(
     };
     let model = find(db.conn(), scope, id).await?;
     ensure_live(&model)?;
-    let system = system(&model);
+    let system = system(&model)?;
     let credentials = system.validate_credentials(credentials)?;
     connectors::validate(system, &credentials, outbound).await?;
     outbound.forget_token(id);
@@ -558,7 +542,7 @@ pub async fn check(
     let model = find(db.conn(), scope, id).await?;
     ensure_live(&model)?;
     let credentials = credentials(cipher, &model)?;
-    let connector = connectors::connect(system(&model), id, &credentials, outbound);
+    let connector = connectors::connect(system(&model)?, id, &credentials, outbound);
     let outcome = connectors::probe(connector.as_ref()).await;
     record_check(db, scope, id, outcome).await
 }
@@ -572,10 +556,10 @@ pub async fn record_check(
 ) -> AppResult<connection::Model> {
     let txn = db.begin_write().await?;
     let model = find_for_update(&*txn, scope, id).await?;
-    if status(&model) == ConnectionStatus::Disconnected {
+    if model.status == ConnectionStatus::Disconnected {
         return Ok(model);
     }
-    let (before, before_reason) = (status(&model), model.status_reason.clone());
+    let (before, before_reason) = (model.status, model.status_reason.clone());
     let mut active: connection::ActiveModel = model.into();
     active.last_checked_at = Set(Some(Utc::now()));
     let model = active.update(&*txn).await?;

@@ -7,6 +7,7 @@
 //! tombstones to incremental reads). `simulate` makes the remote answer 401, be unreachable,
 //! rate limit every other request, or fail one request in ten.
 
+use sea_orm::ActiveEnum as _;
 use std::{
     collections::HashMap,
     sync::{
@@ -396,7 +397,7 @@ impl Dataset {
     fn roll(&self, entity: EntityType, index: u64, generation: u64) -> u64 {
         hash(&[
             &self.seed.to_le_bytes(),
-            entity.as_str().as_bytes(),
+            entity.to_value().as_bytes(),
             &index.to_le_bytes(),
             &generation.to_le_bytes(),
         ])
@@ -566,9 +567,9 @@ fn unify(entity: EntityType, remote: &Value) -> Result<Value, String> {
         }),
         EntityType::WorkOrder => json!({
             "title": required("title")?, "instructions": text("instructions"),
-            "status": known(text("status").as_deref().and_then(demo_status), WorkOrderStatus::as_str),
+            "status": known(text("status").as_deref().and_then(demo_status)),
             "remoteStatus": text("status"),
-            "priority": known(text("priority").as_deref().and_then(demo_priority), WorkOrderPriority::as_str),
+            "priority": known(text("priority").as_deref().and_then(demo_priority)),
             "remotePriority": text("priority"), "assetKey": text("asset_id"), "locationKey": text("location_id"),
             "siteKey": text("site_id"), "dueAt": text("due_date"), "scheduledAt": text("scheduled_date"),
             "completedAt": text("completed_date"),

@@ -206,9 +206,9 @@ fn unify(entity: EntityType, remote: &Value) -> Result<Value, String> {
             let remote_priority = t("priority");
             json!({
                 "title": f.required("title")?, "instructions": t("description"),
-                "status": known(remote_status.as_deref().and_then(status), WorkOrderStatus::as_str),
+                "status": known(remote_status.as_deref().and_then(status)),
                 "remoteStatus": remote_status,
-                "priority": known(remote_priority.as_deref().and_then(priority), WorkOrderPriority::as_str),
+                "priority": known(remote_priority.as_deref().and_then(priority)),
                 "remotePriority": remote_priority,
                 "assetKey": t("assetId"), "locationKey": t("locationId"), "siteKey": null,
                 "dueAt": maybe_date(f.date("dueDate")), "scheduledAt": maybe_date(f.date("startDate")),

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::{
-    catalog::{EntityType, System, text_enum},
+    catalog::{EntityType, System},
     error::AppError,
 };
 use http::Outbound;
@@ -68,13 +68,13 @@ impl ConnectorError {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
+/// What a write does to each record of its batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteOperation {
     Create,
     Update,
     Delete,
 }
-text_enum!(WriteOperation { Create => "CREATE", Update => "UPDATE", Delete => "DELETE" });
 
 /// Where to read from: a continuation token from the previous page, and for incremental
 /// reads the modification mark of the previous run.

@@ -1322,9 +1322,9 @@ fn unify(spec: &SetSpec, entity: EntityType, remote: &Value) -> Result<Value, St
             let remote_priority = t("priority");
             json!({
                 "title": t("title").unwrap_or_else(|| key.clone()), "instructions": null,
-                "status": known(remote_status.as_deref().and_then(status), WorkOrderStatus::as_str),
+                "status": known(remote_status.as_deref().and_then(status)),
                 "remoteStatus": remote_status,
-                "priority": known(remote_priority.as_deref().and_then(priority), WorkOrderPriority::as_str),
+                "priority": known(remote_priority.as_deref().and_then(priority)),
                 "remotePriority": remote_priority,
                 "assetKey": t("equipment"), "locationKey": t("location"), "siteKey": t("plant"),
                 "dueAt": date("due"), "scheduledAt": null, "completedAt": date("completed"),

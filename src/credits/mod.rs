@@ -3,6 +3,7 @@
 //! a `credits.changed` event in the caller's transaction.
 
 use chrono::Utc;
+use sea_orm::ActiveEnum as _;
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, QueryTrait,
@@ -13,23 +14,14 @@ use uuid::Uuid;
 
 use crate::{
     accounts::{MAX_CREDITS, find_account},
-    catalog::text_enum,
     db::Db,
     error::{AppError, AppResult},
     events::{self, EventType, NewEvent},
     ids::new_id,
     pagination::{Page, PageRequest, fetch_page},
 };
+pub use entity::enums::CreditEntryKind;
 use entity::{account, connection, credit_ledger};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
-pub enum CreditEntryKind {
-    Grant,
-    Connect,
-    Disconnect,
-    Adjustment,
-}
-text_enum!(CreditEntryKind { Grant => "GRANT", Connect => "CONNECT", Disconnect => "DISCONNECT", Adjustment => "ADJUSTMENT" });
 
 const MAX_NOTE_LEN: usize = 500;
 
@@ -198,7 +190,7 @@ async fn book(
     let entry = credit_ledger::ActiveModel {
         id: Set(new_id()),
         account_id: Set(movement.account_id),
-        kind: Set(movement.kind.as_str().to_owned()),
+        kind: Set(movement.kind),
         amount: Set(movement.amount),
         balance_after: Set(available),
         connection_id: Set(movement.connection_id),
@@ -211,7 +203,7 @@ async fn book(
         customer_id: movement.customer_id,
         connection_id: movement.connection_id,
         event_type: EventType::CreditsChanged,
-        data: json!({ "amount": movement.amount, "available": available, "kind": movement.kind.as_str() }),
+        data: json!({ "amount": movement.amount, "available": available, "kind": movement.kind.to_value() }),
     };
     // The ledger row and the event in one round trip on SQLite.
     events::record_after(txn, Some(entry), vec![event]).await?;
@@ -239,7 +231,7 @@ pub async fn in_use_by_customer(
         .column_as(Expr::col(connection::Column::CreditCost).sum(), "total")
         .filter(connection::Column::AccountId.eq(account_id))
         .filter(connection::Column::CustomerId.eq(customer_id))
-        .filter(connection::Column::Status.ne("DISCONNECTED"))
+        .filter(connection::Column::Status.ne(connection::ConnectionStatus::Disconnected))
         .into_tuple()
         .one(db)
         .await?;

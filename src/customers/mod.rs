@@ -141,7 +141,7 @@ pub async fn delete(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<()> {
     let model = find_locked(&*txn, account_id, id, Some(LockType::Update)).await?;
     let live = connection::Entity::find()
         .filter(connection::Column::CustomerId.eq(id))
-        .filter(connection::Column::Status.ne("DISCONNECTED"))
+        .filter(connection::Column::Status.ne(connection::ConnectionStatus::Disconnected))
         .count(&*txn)
         .await?;
     if live > 0 {

@@ -5,6 +5,7 @@
 pub mod feed;
 
 use chrono::{DateTime, Utc};
+use sea_orm::ActiveEnum as _;
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
@@ -15,47 +16,39 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::{
-    catalog::text_enum,
     db::Db,
     error::{AppError, AppResult},
     ids::new_id,
 };
+pub use entity::enums::EventType;
 use entity::{event, event_sequence};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, async_graphql::Enum)]
-pub enum EventType {
-    ConnectionCreated,
-    ConnectionStatusChanged,
-    ConnectionAuthRequired,
-    ConnectionDisconnected,
-    SyncStarted,
-    SyncProgress,
-    SyncCompleted,
-    SyncFailed,
-    RecordsChanged,
-    BulkOperationCompleted,
-    CreditsChanged,
-    WebhookEndpointDisabled,
-    SystemError,
-    /// A test delivery asked for with `sendTestWebhook`; only ever sent to that endpoint.
-    WebhookTest,
+/// Event types as stored in a JSON column: their wire names, sorted, each once.
+pub fn types_to_json(types: &[EventType]) -> Value {
+    let mut names: Vec<String> = types.iter().map(|t| t.to_value()).collect();
+    names.sort_unstable();
+    names.dedup();
+    Value::from(names)
 }
-text_enum!(EventType {
-    ConnectionCreated => "connection.created",
-    ConnectionStatusChanged => "connection.status_changed",
-    ConnectionAuthRequired => "connection.auth_required",
-    ConnectionDisconnected => "connection.disconnected",
-    SyncStarted => "sync.started",
-    SyncProgress => "sync.progress",
-    SyncCompleted => "sync.completed",
-    SyncFailed => "sync.failed",
-    RecordsChanged => "records.changed",
-    BulkOperationCompleted => "bulk_operation.completed",
-    CreditsChanged => "credits.changed",
-    WebhookEndpointDisabled => "webhook_endpoint.disabled",
-    SystemError => "system.error",
-    WebhookTest => "webhook.test",
-});
+
+/// Reads event types stored by [`types_to_json`]; `column` names where they were read from
+/// when one is not a known wire name.
+pub fn types_from_json(value: &Value, column: &str) -> AppResult<Vec<EventType>> {
+    let unknown = || {
+        AppError::internal(anyhow::anyhow!(
+            "{column} holds event types this release does not know: {value}"
+        ))
+    };
+    value
+        .as_array()
+        .ok_or_else(unknown)?
+        .iter()
+        .map(|name| {
+            let name = name.as_str().ok_or_else(unknown)?;
+            EventType::try_from_value(&name.to_owned()).map_err(|_| unknown())
+        })
+        .collect()
+}
 
 /// An event about to be stored.
 #[derive(Clone, Debug)]
@@ -118,7 +111,7 @@ pub async fn record_after(
             account_id: Set(e.account_id),
             customer_id: Set(e.customer_id),
             connection_id: Set(e.connection_id),
-            event_type: Set(e.event_type.as_str().to_owned()),
+            event_type: Set(e.event_type),
             data: Set(e.data),
             occurred_at: Set(now),
         })
@@ -176,7 +169,7 @@ async fn record_sqlite(
             e.account_id.into(),
             e.customer_id.into(),
             e.connection_id.into(),
-            e.event_type.as_str().into(),
+            e.event_type.to_value().into(),
             e.data.into(),
             now.into(),
         ]);
@@ -243,7 +236,7 @@ impl Filter {
             && self
                 .types
                 .as_ref()
-                .is_none_or(|types| types.iter().any(|t| t.as_str() == event.event_type))
+                .is_none_or(|types| types.contains(&event.event_type))
     }
 
     fn apply(&self, mut select: Select<event::Entity>) -> Select<event::Entity> {
@@ -259,7 +252,7 @@ impl Filter {
         }
         if let Some(types) = &self.types {
             select =
-                select.filter(event::Column::EventType.is_in(types.iter().map(|t| t.as_str())));
+                select.filter(event::Column::EventType.is_in(types.iter().map(|t| t.to_value())));
         }
         select
     }
@@ -268,6 +261,19 @@ impl Filter {
 /// Refuses a cursor whose successors were pruned (reading on would silently skip events),
 /// and one past the end of the log (a reader would wait for positions that were never
 /// given, say after a restore from backup).
+/// The event a webhook delivery carries; `NotFound` once retention pruned it.
+pub async fn find_for_delivery(
+    db: &impl ConnectionTrait,
+    delivery: &entity::webhook_delivery::Model,
+) -> AppResult<event::Model> {
+    event::Entity::find()
+        .filter(event::Column::Position.eq(delivery.event_position))
+        .filter(event::Column::AccountId.eq(delivery.account_id))
+        .one(db)
+        .await?
+        .ok_or(AppError::NotFound("event (pruned by retention)"))
+}
+
 pub async fn ensure_retained(db: &impl ConnectionTrait, after: i64) -> AppResult<()> {
     let oldest: Option<Option<i64>> = event::Entity::find()
         .select_only()

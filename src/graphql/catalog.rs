@@ -2,7 +2,10 @@
 
 use async_graphql::{Object, SimpleObject};
 
-use crate::catalog::{self, Deployment, EntityType, SystemCategory};
+use crate::{
+    catalog,
+    graphql::enums::{self, Deployment, EntityType, SystemCategory},
+};
 
 pub struct System(pub &'static catalog::System);
 
@@ -18,24 +21,24 @@ impl System {
         self.0.vendor
     }
     async fn category(&self) -> SystemCategory {
-        self.0.category
+        self.0.category.into()
     }
     /// 1 (simple cloud CMMS), 2 (mid-size ERP) or 3 (SAP-class).
     async fn tier(&self) -> i32 {
         i32::from(self.0.tier)
     }
-    async fn deployments(&self) -> &[Deployment] {
-        self.0.deployments
+    async fn deployments(&self) -> Vec<Deployment> {
+        enums::all(self.0.deployments)
     }
     /// Tier 1 = 1, tier 2 = 2, tier 3 = 4 credits; ON_PREMISES doubles.
     async fn credit_cost(&self, deployment: Deployment) -> i32 {
-        self.0.credit_cost(deployment)
+        self.0.credit_cost(deployment.into())
     }
-    async fn entities(&self) -> &[EntityType] {
-        self.0.entities
+    async fn entities(&self) -> Vec<EntityType> {
+        enums::all(self.0.entities)
     }
-    async fn writable_entities(&self) -> &[EntityType] {
-        self.0.writable_entities
+    async fn writable_entities(&self) -> Vec<EntityType> {
+        enums::all(self.0.writable_entities)
     }
     async fn credential_fields(&self) -> Vec<CredentialField> {
         self.0

@@ -4,13 +4,14 @@ use async_graphql::{Context, ID, InputObject, Json, MaybeUndefined, Object, Simp
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::{catalog::System, customer::Customer};
+use super::{
+    catalog::System,
+    customer::Customer,
+    enums::{self, ConnectionStatus, CreditEntryKind, Deployment, EventType},
+};
 use crate::{
-    catalog::Deployment,
-    connections::{self, ConnectionStatus},
-    credits::CreditEntryKind,
+    connections,
     error::{AppError, AppResult},
-    events::EventType,
     ids,
     pagination::PageRequest,
     sync,
@@ -29,17 +30,17 @@ impl Connection {
         let customer = loaders.customers.load_one(self.0.customer_id).await?;
         customer.map(Customer).ok_or(AppError::NotFound("customer"))
     }
-    async fn system(&self) -> System {
-        System(connections::system(&self.0))
+    async fn system(&self) -> AppResult<System> {
+        connections::system(&self.0).map(System)
     }
     async fn deployment(&self) -> Deployment {
-        Deployment::parse(&self.0.deployment).unwrap_or(Deployment::Cloud)
+        self.0.deployment.into()
     }
     async fn label(&self) -> Option<&str> {
         self.0.label.as_deref()
     }
     async fn status(&self) -> ConnectionStatus {
-        connections::status(&self.0)
+        self.0.status.into()
     }
     /// Why the connection is not ONLINE, as the remote or the health check reported it.
     async fn status_reason(&self) -> Option<&str> {
@@ -67,8 +68,8 @@ impl Connection {
         self.0.sync_interval_minutes
     }
     /// The event types this connection sends to webhooks.
-    async fn webhook_event_types(&self) -> Vec<EventType> {
-        connections::webhook_event_types(&self.0)
+    async fn webhook_event_types(&self) -> AppResult<Vec<EventType>> {
+        Ok(enums::all(&connections::webhook_event_types(&self.0)?))
     }
     async fn metadata(&self) -> Option<Json<Value>> {
         self.0.metadata.clone().map(Json)
@@ -140,7 +141,7 @@ impl CreditLedgerEntry {
         ID(ids::encode(ids::Kind::CreditEntry, self.0.id))
     }
     async fn kind(&self) -> CreditEntryKind {
-        CreditEntryKind::parse(&self.0.kind).unwrap_or(CreditEntryKind::Adjustment)
+        self.0.kind.into()
     }
     /// Change of the available credits: negative when credits are consumed.
     async fn amount(&self) -> i32 {

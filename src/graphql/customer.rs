@@ -7,8 +7,9 @@ use async_graphql::{
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::enums::ConnectionStatus;
 use crate::{
-    connections::{self, ConnectionStatus, ListFilter},
+    connections::{self, ListFilter},
     credits,
     error::AppResult,
     ids,
@@ -53,7 +54,7 @@ impl Customer {
         let page = PageRequest::from_args(first, after.as_deref(), None, None)?;
         let filter = ListFilter {
             customer_id: Some(self.0.id),
-            status,
+            status: status.map(Into::into),
             system_key: None,
         };
         let page = connections::list(super::db(ctx).conn(), scope, filter, page).await?;

@@ -5,11 +5,14 @@ use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
 use serde_json::Value;
 
-use super::connection::Connection;
+use super::{
+    connection::Connection,
+    enums::{self, EventType},
+};
 use crate::{
     connections::{self, Scope},
     error::{AppError, AppResult},
-    events::{self, EventType, Filter, feed::EventFeed},
+    events::{self, Filter, feed::EventFeed},
     ids, sync,
 };
 use entity::event;
@@ -26,13 +29,8 @@ impl Event {
         events::encode_cursor(self.0.position)
     }
     #[graphql(name = "type")]
-    async fn event_type(&self) -> AppResult<EventType> {
-        EventType::parse(&self.0.event_type).ok_or_else(|| {
-            AppError::internal(anyhow::anyhow!(
-                "unknown stored event type {}",
-                self.0.event_type
-            ))
-        })
+    async fn event_type(&self) -> EventType {
+        self.0.event_type.into()
     }
     async fn occurred_at(&self) -> DateTime<Utc> {
         self.0.occurred_at
@@ -76,7 +74,7 @@ pub fn filter_for(scope: Scope, filter: Option<EventFilter>) -> AppResult<Filter
     Ok(Filter {
         account_id: scope.account_id,
         scope_connection_id: scope.connection_id,
-        types: filter.types,
+        types: filter.types.map(|t| enums::all(&t)),
         customer_id: filter
             .customer_id
             .map(|id| ids::decode(ids::Kind::Customer, &id))
@@ -129,10 +127,10 @@ impl Subscription {
         let from = feed.position();
         let run = sync::find(db.conn(), scope, id).await?;
         let types = vec![
-            EventType::SyncStarted,
-            EventType::SyncProgress,
-            EventType::SyncCompleted,
-            EventType::SyncFailed,
+            events::EventType::SyncStarted,
+            events::EventType::SyncProgress,
+            events::EventType::SyncCompleted,
+            events::EventType::SyncFailed,
         ];
         let filter = Filter {
             connection_id: Some(run.connection_id),
@@ -157,9 +155,7 @@ impl Subscription {
                     return None;
                 }
                 let item = states.next().await?;
-                let finished = item
-                    .as_ref()
-                    .map_or(true, |run| sync::status(run).is_finished());
+                let finished = item.as_ref().map_or(true, |run| run.status.is_finished());
                 Some((item, (states, finished)))
             });
         Ok(until_finished.map(|item| item.map(super::sync::SyncRun).map_err(Into::into)))

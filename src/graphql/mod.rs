@@ -5,6 +5,7 @@ mod account;
 mod catalog;
 mod connection;
 mod customer;
+pub mod enums;
 mod errors;
 mod event;
 mod loaders;

@@ -10,6 +10,7 @@ use super::{
         UpdateConnectionInput, change,
     },
     customer::{CreateCustomerInput, Customer, UpdateCustomerInput},
+    enums::{self, SyncKind},
     sync::SyncRun,
 };
 use crate::{
@@ -19,8 +20,7 @@ use crate::{
     credits,
     customers::{self, CustomerChanges, NewCustomer},
     error::AppResult,
-    ids,
-    sync::{self, SyncKind},
+    ids, sync,
 };
 
 #[derive(async_graphql::MergedObject, Default)]
@@ -142,11 +142,11 @@ impl BaseMutation {
         let request = ConnectRequest {
             customer_id: customer_id(&input.customer_id)?,
             system_key: input.system_key,
-            deployment: input.deployment.unwrap_or(Deployment::Cloud),
+            deployment: input.deployment.map_or(Deployment::Cloud, Into::into),
             label: input.label,
             credentials: input.credentials.0,
             sync_interval_minutes: input.sync_interval_minutes,
-            webhook_event_types: input.webhook_event_types,
+            webhook_event_types: input.webhook_event_types.map(|t| enums::all(&t)),
             metadata: input.metadata.map(|m| m.0),
             validate: input.validate.unwrap_or(true),
         };
@@ -184,7 +184,7 @@ impl BaseMutation {
         let changes = ConnectionChanges {
             label: change(input.label),
             sync_interval_minutes: change(input.sync_interval_minutes),
-            webhook_event_types: input.webhook_event_types,
+            webhook_event_types: input.webhook_event_types.map(|t| enums::all(&t)),
             metadata: change(input.metadata).map(|m| m.map(|m| m.0)),
         };
         let model = connections::update(
@@ -264,7 +264,7 @@ impl BaseMutation {
             super::db(ctx),
             scope,
             self::connection_id(&connection_id)?,
-            kind,
+            kind.into(),
         )
         .await?;
         super::wake_sync_workers(ctx);

@@ -8,15 +8,15 @@ use super::{
     catalog::System,
     connection::{Connection as ConnectionObject, CreditLedgerEntry},
     customer::{Customer, relay},
+    enums::{ConnectionStatus, EntityType, SystemCategory},
     event::{Event, EventFilter, filter_for},
     node::{self, Node},
     records::{self, UnifiedRecord},
     sync::SyncRun,
 };
 use crate::{
-    accounts,
-    catalog::{self, EntityType, SystemCategory},
-    connections::{self, ConnectionStatus, ListFilter},
+    accounts, catalog,
+    connections::{self, ListFilter},
     credits, customers,
     error::{AppError, AppResult},
     events, ids,
@@ -57,7 +57,7 @@ impl BaseQuery {
     async fn systems(&self, category: Option<SystemCategory>) -> Vec<System> {
         catalog::SYSTEMS
             .iter()
-            .filter(|s| category.is_none_or(|c| s.category == c))
+            .filter(|s| category.is_none_or(|c| s.category == c.into()))
             .map(|s| System(s))
             .collect()
     }
@@ -86,7 +86,7 @@ impl BaseQuery {
             .transpose()?;
         let filter = ListFilter {
             customer_id,
-            status,
+            status: status.map(Into::into),
             system_key,
         };
         let page = connections::list(super::db(ctx).conn(), scope, filter, page).await?;
@@ -173,7 +173,7 @@ impl BaseQuery {
             modified_after,
             include_deleted,
         };
-        record_page(ctx, entity, args, UnifiedRecord::of).await
+        record_page(ctx, entity.into(), args, UnifiedRecord::of).await
     }
 
     /// The account's customers, oldest first; `search` matches name or external id.
@@ -226,7 +226,7 @@ struct RecordArgs {
 /// One page of a connection's records, after checking the caller may read that connection.
 async fn record_page<T: async_graphql::OutputType>(
     ctx: &Context<'_>,
-    entity: EntityType,
+    entity: catalog::EntityType,
     args: RecordArgs,
     wrap: impl Fn(entity::record::Model) -> T,
 ) -> AppResult<Connection<String, T>> {
@@ -273,7 +273,7 @@ macro_rules! record_queries {
                     #[graphql(default = false)] include_deleted: bool,
                 ) -> AppResult<Connection<String, records::$entity>> {
                     let args = RecordArgs { connection_id, first, after, modified_after, include_deleted };
-                    record_page(ctx, EntityType::$entity, args, records::$entity).await
+                    record_page(ctx, catalog::EntityType::$entity, args, records::$entity).await
                 }
             )+
         }

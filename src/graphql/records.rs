@@ -4,11 +4,12 @@ use async_graphql::{Context, ID, Interface, Json, Object};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use super::enums::{EntityType, WorkOrderPriority, WorkOrderStatus};
 use crate::{
-    catalog::EntityType,
-    error::AppResult,
+    catalog,
+    error::{AppError, AppResult},
     ids,
-    records::unified::{WorkOrderPriority, WorkOrderStatus},
+    records::unified,
 };
 use entity::record;
 
@@ -30,11 +31,22 @@ fn time(model: &record::Model, key: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// A unified enum field as its GraphQL mirror; a stored text this release does not know is
+/// an error, not a null.
+fn unified_enum<T: serde::de::DeserializeOwned, U: From<T>>(
+    model: &record::Model,
+    field: &str,
+) -> AppResult<Option<U>> {
+    unified::stored::<T>(&model.data, field)
+        .map(|v| v.map(U::from))
+        .map_err(|why| AppError::internal(anyhow::anyhow!("record {}: {why}", model.id)))
+}
+
 /// The related record of the same connection with this key, through the request's loader.
 async fn related(
     ctx: &Context<'_>,
     model: &record::Model,
-    entity: EntityType,
+    entity: catalog::EntityType,
     key_field: &str,
 ) -> AppResult<Option<record::Model>> {
     let Some(key) = text(model, key_field) else {
@@ -58,7 +70,7 @@ macro_rules! record_type {
                 ID(ids::encode(ids::Kind::Record, self.0.id))
             }
             pub async fn entity(&self) -> EntityType {
-                EntityType::parse(&self.0.entity).unwrap_or(EntityType::Asset)
+                self.0.entity.into()
             }
             /// The remote system's identifier.
             pub async fn key(&self) -> &str {
@@ -104,13 +116,13 @@ record_type!(Asset {
     async fn location_key(&self) -> Option<String> { text(&self.0, "locationKey") }
     async fn parent_key(&self) -> Option<String> { text(&self.0, "parentKey") }
     async fn site(&self, ctx: &Context<'_>) -> AppResult<Option<Site>> {
-        Ok(related(ctx, &self.0, EntityType::Site, "siteKey").await?.map(Site))
+        Ok(related(ctx, &self.0, catalog::EntityType::Site, "siteKey").await?.map(Site))
     }
     async fn location(&self, ctx: &Context<'_>) -> AppResult<Option<Location>> {
-        Ok(related(ctx, &self.0, EntityType::Location, "locationKey").await?.map(Location))
+        Ok(related(ctx, &self.0, catalog::EntityType::Location, "locationKey").await?.map(Location))
     }
     async fn parent(&self, ctx: &Context<'_>) -> AppResult<Option<Asset>> {
-        Ok(related(ctx, &self.0, EntityType::Asset, "parentKey").await?.map(Asset))
+        Ok(related(ctx, &self.0, catalog::EntityType::Asset, "parentKey").await?.map(Asset))
     }
 });
 
@@ -118,11 +130,11 @@ record_type!(WorkOrder {
     async fn title(&self) -> Option<String> { text(&self.0, "title") }
     async fn instructions(&self) -> Option<String> { text(&self.0, "instructions") }
     /// The state in the unified model; null when the remote's word has no mapping.
-    async fn status(&self) -> Option<WorkOrderStatus> { text(&self.0, "status").as_deref().and_then(WorkOrderStatus::parse) }
+    async fn status(&self) -> AppResult<Option<WorkOrderStatus>> { unified_enum::<unified::WorkOrderStatus, _>(&self.0, "status") }
     /// The remote's own word for the state (Maximo `WAPPR`, SAP `REL  PRC`, …).
     async fn remote_status(&self) -> Option<String> { text(&self.0, "remoteStatus") }
     /// The urgency in the unified model; null when the remote's value has no mapping.
-    async fn priority(&self) -> Option<WorkOrderPriority> { text(&self.0, "priority").as_deref().and_then(WorkOrderPriority::parse) }
+    async fn priority(&self) -> AppResult<Option<WorkOrderPriority>> { unified_enum::<unified::WorkOrderPriority, _>(&self.0, "priority") }
     /// The remote's own priority value (Maximo `1`–`5`, SAP `1`–`4`, MaintainX `HIGH`, …).
     async fn remote_priority(&self) -> Option<String> { text(&self.0, "remotePriority") }
     async fn asset_key(&self) -> Option<String> { text(&self.0, "assetKey") }
@@ -132,7 +144,7 @@ record_type!(WorkOrder {
     async fn scheduled_at(&self) -> Option<DateTime<Utc>> { time(&self.0, "scheduledAt") }
     async fn completed_at(&self) -> Option<DateTime<Utc>> { time(&self.0, "completedAt") }
     async fn asset(&self, ctx: &Context<'_>) -> AppResult<Option<Asset>> {
-        Ok(related(ctx, &self.0, EntityType::Asset, "assetKey").await?.map(Asset))
+        Ok(related(ctx, &self.0, catalog::EntityType::Asset, "assetKey").await?.map(Asset))
     }
 });
 
@@ -146,7 +158,7 @@ record_type!(Location {
     async fn name(&self) -> Option<String> { text(&self.0, "name") }
     async fn site_key(&self) -> Option<String> { text(&self.0, "siteKey") }
     async fn site(&self, ctx: &Context<'_>) -> AppResult<Option<Site>> {
-        Ok(related(ctx, &self.0, EntityType::Site, "siteKey").await?.map(Site))
+        Ok(related(ctx, &self.0, catalog::EntityType::Site, "siteKey").await?.map(Site))
     }
 });
 
@@ -163,7 +175,7 @@ record_type!(PurchaseOrder {
     async fn status(&self) -> Option<String> { text(&self.0, "status") }
     async fn total(&self) -> Option<f64> { number(&self.0, "total") }
     async fn vendor(&self, ctx: &Context<'_>) -> AppResult<Option<Vendor>> {
-        Ok(related(ctx, &self.0, EntityType::Vendor, "vendorKey").await?.map(Vendor))
+        Ok(related(ctx, &self.0, catalog::EntityType::Vendor, "vendorKey").await?.map(Vendor))
     }
 });
 
@@ -208,15 +220,17 @@ pub enum UnifiedRecord {
 
 impl UnifiedRecord {
     pub fn of(model: record::Model) -> Self {
-        match EntityType::parse(&model.entity).unwrap_or(EntityType::Asset) {
-            EntityType::Site => UnifiedRecord::Site(Site(model)),
-            EntityType::Location => UnifiedRecord::Location(Location(model)),
-            EntityType::Asset => UnifiedRecord::Asset(Asset(model)),
-            EntityType::WorkOrder => UnifiedRecord::WorkOrder(WorkOrder(model)),
-            EntityType::Part => UnifiedRecord::Part(Part(model)),
-            EntityType::PurchaseOrder => UnifiedRecord::PurchaseOrder(PurchaseOrder(model)),
-            EntityType::Vendor => UnifiedRecord::Vendor(Vendor(model)),
-            EntityType::User => UnifiedRecord::User(User(model)),
+        match model.entity {
+            catalog::EntityType::Site => UnifiedRecord::Site(Site(model)),
+            catalog::EntityType::Location => UnifiedRecord::Location(Location(model)),
+            catalog::EntityType::Asset => UnifiedRecord::Asset(Asset(model)),
+            catalog::EntityType::WorkOrder => UnifiedRecord::WorkOrder(WorkOrder(model)),
+            catalog::EntityType::Part => UnifiedRecord::Part(Part(model)),
+            catalog::EntityType::PurchaseOrder => {
+                UnifiedRecord::PurchaseOrder(PurchaseOrder(model))
+            }
+            catalog::EntityType::Vendor => UnifiedRecord::Vendor(Vendor(model)),
+            catalog::EntityType::User => UnifiedRecord::User(User(model)),
         }
     }
 }

@@ -3,11 +3,8 @@
 use async_graphql::{ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
-use crate::{
-    catalog::EntityType,
-    ids,
-    sync::{self, SyncKind, SyncStatus, SyncTrigger, engine::stats_of},
-};
+use super::enums::{EntityType, SyncKind, SyncStatus, SyncTrigger};
+use crate::{error::AppResult, ids, sync::engine::stats_of};
 use entity::sync_run;
 
 pub struct SyncRun(pub sync_run::Model);
@@ -20,20 +17,20 @@ impl SyncRun {
     async fn connection(
         &self,
         ctx: &async_graphql::Context<'_>,
-    ) -> crate::error::AppResult<super::connection::Connection> {
+    ) -> AppResult<super::connection::Connection> {
         let scope = super::principal(ctx).scope()?;
         let model =
             crate::connections::find(super::db(ctx).conn(), scope, self.0.connection_id).await?;
         Ok(super::connection::Connection(model))
     }
     async fn kind(&self) -> SyncKind {
-        SyncKind::parse(&self.0.kind).unwrap_or(SyncKind::Full)
+        self.0.kind.into()
     }
     async fn trigger(&self) -> SyncTrigger {
-        SyncTrigger::parse(&self.0.trigger).unwrap_or(SyncTrigger::Manual)
+        self.0.trigger.into()
     }
     async fn status(&self) -> SyncStatus {
-        sync::status(&self.0)
+        self.0.status.into()
     }
     async fn queued_at(&self) -> DateTime<Utc> {
         self.0.queued_at
@@ -54,44 +51,37 @@ impl SyncRun {
         clamp(self.0.records_deleted)
     }
     /// Counts per entity type, in catalog order.
-    async fn entities(&self) -> Vec<EntitySyncStats> {
-        let mut stats: Vec<_> = stats_of(&self.0)
+    async fn entities(&self) -> AppResult<Vec<EntitySyncStats>> {
+        Ok(stats_of(&self.0)?
             .into_iter()
-            .filter_map(|(name, s)| {
-                Some(EntitySyncStats {
-                    entity: EntityType::parse(&name)?,
-                    added: clamp(s.added),
-                    updated: clamp(s.updated),
-                    deleted: clamp(s.deleted),
-                    unchanged: clamp(s.unchanged),
-                    skipped: clamp(s.skipped),
-                    rate_limited: clamp(s.rate_limited),
-                })
+            .map(|(entity, s)| EntitySyncStats {
+                entity: entity.into(),
+                added: clamp(s.added),
+                updated: clamp(s.updated),
+                deleted: clamp(s.deleted),
+                unchanged: clamp(s.unchanged),
+                skipped: clamp(s.skipped),
+                rate_limited: clamp(s.rate_limited),
             })
-            .collect();
-        stats.sort_by_key(|s| s.entity);
-        stats
+            .collect())
     }
     /// Remote records the run could not map, skipped while the run went on: the first 20
     /// per entity type (each entity's `skipped` counts them all).
-    async fn record_errors(&self) -> Vec<SyncRecordError> {
-        let mut errors: Vec<SyncRecordError> = stats_of(&self.0)
+    async fn record_errors(&self) -> AppResult<Vec<SyncRecordError>> {
+        Ok(stats_of(&self.0)?
             .into_iter()
-            .filter_map(|(name, s)| Some((EntityType::parse(&name)?, s.errors)))
-            .flat_map(|(entity, errors)| {
-                errors.into_iter().map(move |e| SyncRecordError {
-                    entity,
+            .flat_map(|(entity, s)| {
+                s.errors.into_iter().map(move |e| SyncRecordError {
+                    entity: entity.into(),
                     key: e.key,
                     message: e.message,
                 })
             })
-            .collect();
-        errors.sort_by_key(|e| e.entity);
-        errors
+            .collect())
     }
     async fn error(&self) -> Option<SyncError> {
         Some(SyncError {
-            code: self.0.error_code.clone()?,
+            code: self.0.error_code?.to_string(),
             message: self.0.error_message.clone().unwrap_or_default(),
         })
     }

@@ -5,15 +5,18 @@ use async_graphql::{
 };
 use chrono::{DateTime, Utc};
 
-use super::{customer::relay, event::Event};
+use super::{
+    customer::relay,
+    enums::{self, DeliveryStatus, EventType},
+    event::Event,
+};
 use crate::{
     error::{AppError, AppResult},
-    events::EventType,
-    ids,
+    events, ids,
     pagination::PageRequest,
-    webhooks::{self, DeliveryStatus, EndpointInput},
+    webhooks::{self, EndpointInput},
 };
-use entity::{event, webhook_attempt, webhook_delivery, webhook_endpoint};
+use entity::{webhook_attempt, webhook_delivery, webhook_endpoint};
 
 pub struct WebhookEndpoint(pub webhook_endpoint::Model);
 
@@ -29,8 +32,8 @@ impl WebhookEndpoint {
         self.0.description.as_deref()
     }
     /// The event types it receives; empty = all.
-    async fn event_types(&self) -> Vec<EventType> {
-        webhooks::event_types(&self.0)
+    async fn event_types(&self) -> AppResult<Vec<EventType>> {
+        Ok(enums::all(&webhooks::event_types(&self.0)?))
     }
     async fn enabled(&self) -> bool {
         self.0.enabled
@@ -49,6 +52,7 @@ impl WebhookEndpoint {
         status: Option<DeliveryStatus>,
     ) -> AppResult<Connection<String, WebhookDelivery>> {
         let page = PageRequest::from_args(first, after.as_deref(), None, None)?;
+        let status = status.map(Into::into);
         let page = webhooks::deliveries(super::db(ctx).conn(), self.0.id, status, page).await?;
         Ok(relay(page, |d| d.id, WebhookDelivery))
     }
@@ -68,16 +72,11 @@ impl WebhookDelivery {
         ))
     }
     async fn event(&self, ctx: &Context<'_>) -> AppResult<Event> {
-        use sea_orm::EntityTrait;
-        let found = event::Entity::find_by_id(self.0.event_position)
-            .one(super::db(ctx).conn())
-            .await?;
-        found
-            .map(Event)
-            .ok_or(AppError::NotFound("event (pruned by retention)"))
+        let found = events::find_for_delivery(super::db(ctx).conn(), &self.0).await?;
+        Ok(Event(found))
     }
     async fn status(&self) -> DeliveryStatus {
-        DeliveryStatus::parse(&self.0.status).unwrap_or(DeliveryStatus::Pending)
+        self.0.status.into()
     }
     async fn attempt_count(&self) -> i32 {
         self.0.attempt_count
@@ -149,7 +148,7 @@ impl From<CreateWebhookEndpointInput> for EndpointInput {
         Self {
             url: Some(input.url),
             description: Some(input.description),
-            event_types: input.event_types,
+            event_types: input.event_types.map(|t| enums::all(&t)),
             enabled: None,
         }
     }
@@ -160,7 +159,7 @@ impl From<UpdateWebhookEndpointInput> for EndpointInput {
         Self {
             url: input.url,
             description: super::connection::change(input.description),
-            event_types: input.event_types,
+            event_types: input.event_types.map(|t| enums::all(&t)),
             enabled: input.enabled,
         }
     }

@@ -37,7 +37,7 @@ impl Loader<RecordKey> for RecordLoader {
             condition = condition.add(
                 Condition::all()
                     .add(record::Column::ConnectionId.eq(connection))
-                    .add(record::Column::Entity.eq(entity.as_str()))
+                    .add(record::Column::Entity.eq(entity))
                     .add(record::Column::Key.is_in(keys)),
             );
         }
@@ -48,10 +48,7 @@ impl Loader<RecordKey> for RecordLoader {
             .await?;
         Ok(rows
             .into_iter()
-            .filter_map(|r| {
-                let entity = EntityType::parse(&r.entity)?;
-                Some(((r.connection_id, entity, r.key.clone()), r))
-            })
+            .map(|r| ((r.connection_id, r.entity, r.key.clone()), r))
             .collect())
     }
 }

@@ -5,6 +5,7 @@
 pub mod loader;
 pub mod unified;
 
+use sea_orm::ActiveEnum as _;
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -223,7 +224,7 @@ async fn upsert(
     if numbered {
         values.extend([
             connection_id.into(),
-            entity.as_str().into(),
+            entity.to_value().into(),
             now.into(),
             pass.into(),
         ]);
@@ -233,7 +234,7 @@ async fn upsert(
             // connection_id, entity, first_seen_at, modified_at, seen_pass.
             values.extend([
                 connection_id.into(),
-                entity.as_str().into(),
+                entity.to_value().into(),
                 now.into(),
                 now.into(),
                 pass.into(),
@@ -382,7 +383,7 @@ async fn mark_deleted(
 fn live_records(connection_id: Uuid, entity: EntityType) -> sea_orm::UpdateMany<record::Entity> {
     record::Entity::update_many()
         .filter(record::Column::ConnectionId.eq(connection_id))
-        .filter(record::Column::Entity.eq(entity.as_str()))
+        .filter(record::Column::Entity.eq(entity))
         .filter(record::Column::DeletedAt.is_null())
 }
 
@@ -434,7 +435,7 @@ pub async fn list(
 ) -> AppResult<Page<record::Model>> {
     let mut select = record::Entity::find()
         .filter(record::Column::ConnectionId.eq(filter.connection_id))
-        .filter(record::Column::Entity.eq(filter.entity.as_str()));
+        .filter(record::Column::Entity.eq(filter.entity));
     if let Some(after) = filter.modified_after {
         select = select.filter(record::Column::ModifiedAt.gt(after));
     }

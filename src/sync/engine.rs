@@ -2,6 +2,7 @@
 //! that follows it, the run's counts and its lease commit together, so a run that stops
 //! anywhere (failure, cancel, crash) resumes after the last committed page.
 
+use sea_orm::ActiveEnum as _;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use chrono::Utc;
@@ -12,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{SyncKind, SyncStatus, finish, record_run_event, run_summary};
+use super::{SyncErrorCode, SyncKind, SyncStatus, finish, record_run_event, run_summary};
 use crate::{
     catalog::EntityType,
     connections::{self, ConnectionStatus, Scope},
@@ -45,7 +46,7 @@ enum Stop {
     /// pass start over; one the remote has just given fails the run (REMOTE_ERROR).
     CursorRejected(String),
     Failed {
-        code: &'static str,
+        code: SyncErrorCode,
         message: String,
         status: Option<ConnectionStatus>,
         /// The remote's error kind, when the remote ended the run (a `system.error`).
@@ -102,13 +103,19 @@ pub struct RecordError {
 /// Refused records kept per entity and run; the rest are only counted (`skipped`).
 pub const MAX_RECORD_ERRORS: usize = 20;
 
-pub fn stats_of(run: &sync_run::Model) -> BTreeMap<String, EntityStats> {
-    serde_json::from_value(run.stats.clone()).unwrap_or_default()
+/// A run's counts per entity type, in catalog order.
+pub fn stats_of(run: &sync_run::Model) -> AppResult<BTreeMap<EntityType, EntityStats>> {
+    serde_json::from_value(run.stats.clone()).map_err(|err| {
+        AppError::internal(anyhow::anyhow!(
+            "sync_runs.stats of {} cannot be read: {err}",
+            run.id
+        ))
+    })
 }
 
 struct Progress {
     run: sync_run::Model,
-    stats: BTreeMap<String, EntityStats>,
+    stats: BTreeMap<EntityType, EntityStats>,
     last_progress_event: Instant,
 }
 
@@ -144,13 +151,13 @@ impl Engine<'_> {
             connection_id: None,
         };
         let connection = connections::find(self.db.conn(), scope, run.connection_id).await?;
-        if connections::status(&connection) == ConnectionStatus::Disconnected {
+        if connection.status == ConnectionStatus::Disconnected {
             return self
                 .close(run, SyncStatus::Cancelled, Some(disconnected()), None)
                 .await;
         }
         let credentials = connections::credentials(self.cipher, &connection)?;
-        let system = connections::system(&connection);
+        let system = connections::system(&connection)?;
         let connector: Arc<dyn Connector> =
             connectors::connect(system, connection.id, &credentials, self.outbound).into();
         if run.attempts <= 1 {
@@ -162,7 +169,7 @@ impl Engine<'_> {
         let spacing =
             Duration::from_secs_f64(1.0 / f64::from(self.settings.requests_per_second.max(1)));
         let mut progress = Progress {
-            stats: stats_of(&run),
+            stats: stats_of(&run)?,
             run,
             last_progress_event: Instant::now(),
         };
@@ -184,10 +191,10 @@ impl Engine<'_> {
                         connection_id: None,
                     };
                     let current = connections::find(self.db.conn(), scope, connection.id).await?;
-                    let why = if connections::status(&current) == ConnectionStatus::Disconnected {
+                    let why = if current.status == ConnectionStatus::Disconnected {
                         disconnected()
                     } else {
-                        ("CANCELLED", "cancelled".into())
+                        (SyncErrorCode::Cancelled, "cancelled".into())
                     };
                     return self
                         .close(progress.run, SyncStatus::Cancelled, Some(why), None)
@@ -201,7 +208,7 @@ impl Engine<'_> {
                 }) => {
                     let system_error = remote.map(|kind| {
                         json!({ "operation": "sync", "sync_run_id": crate::ids::encode(crate::ids::Kind::SyncRun, progress.run.id),
-                                "system": system.key, "entity": entity.as_str(),
+                                "system": system.key, "entity": entity.to_value(),
                                 "error_kind": kind, "message": message })
                     });
                     let status = status.map(|s| (s, message.clone()));
@@ -219,13 +226,13 @@ impl Engine<'_> {
                 Err(Stop::CursorRejected(message)) => {
                     let system_error = json!({ "operation": "sync",
                         "sync_run_id": crate::ids::encode(crate::ids::Kind::SyncRun, progress.run.id),
-                        "system": system.key, "entity": entity.as_str(),
+                        "system": system.key, "entity": entity.to_value(),
                         "error_kind": "VALIDATION", "message": message });
                     return self
                         .close_reporting(
                             progress.run,
                             SyncStatus::Failed,
-                            Some(("REMOTE_ERROR", message)),
+                            Some((SyncErrorCode::RemoteError, message)),
                             None,
                             Some(system_error),
                         )
@@ -235,7 +242,7 @@ impl Engine<'_> {
                 Err(Stop::Internal(err)) => return Err(err),
             }
         }
-        let online = (connections::status(&connection) != ConnectionStatus::Online)
+        let online = (connection.status != ConnectionStatus::Online)
             .then(|| (ConnectionStatus::Online, String::new()));
         self.close(progress.run, SyncStatus::Succeeded, None, online)
             .await
@@ -247,7 +254,7 @@ impl Engine<'_> {
         &self,
         run: sync_run::Model,
         to: SyncStatus,
-        error: Option<(&str, String)>,
+        error: Option<(SyncErrorCode, String)>,
         connection_status: Option<(ConnectionStatus, String)>,
     ) -> AppResult<sync_run::Model> {
         self.close_reporting(run, to, error, connection_status, None)
@@ -259,14 +266,13 @@ impl Engine<'_> {
         &self,
         run: sync_run::Model,
         to: SyncStatus,
-        error: Option<(&str, String)>,
+        error: Option<(SyncErrorCode, String)>,
         connection_status: Option<(ConnectionStatus, String)>,
         system_error: Option<Value>,
     ) -> AppResult<sync_run::Model> {
         let txn = self.db.begin_write().await?;
         let connection_id = run.connection_id;
         let account_id = run.account_id;
-        let error = error.map(|(c, m)| (c.to_owned(), m));
         let Some(closed) = finish(&*txn, run.clone(), to, error).await? else {
             drop(txn);
             return Ok(self.lease_lost(run).await);
@@ -280,7 +286,7 @@ impl Engine<'_> {
                 connection_id: None,
             };
             let current = connections::find_for_update(&*txn, scope, connection_id).await?;
-            if connections::status(&current) != ConnectionStatus::Disconnected {
+            if current.status != ConnectionStatus::Disconnected {
                 let reason = (!reason.is_empty()).then_some(reason);
                 connections::set_status(&*txn, current, to, reason).await?;
             }
@@ -311,11 +317,10 @@ impl Engine<'_> {
         progress: &mut Progress,
         pacer: &mut Pacer,
     ) -> Result<(), Stop> {
-        let name = entity.as_str().to_owned();
-        if progress.stats.get(&name).is_some_and(|s| s.done) {
+        if progress.stats.get(&entity).is_some_and(|s| s.done) {
             return Ok(());
         }
-        let kind = SyncKind::parse(&progress.run.kind).unwrap_or(SyncKind::Full);
+        let kind = progress.run.kind;
         let run_id = progress.run.id;
         let (cursor, mut fetched) = self
             .open_pass(connection.id, connector, entity, kind, pacer, run_id)
@@ -330,7 +335,7 @@ impl Engine<'_> {
         let mut changed = Changed::default();
         loop {
             let page = fetched?;
-            let stats = progress.stats.entry(name.clone()).or_default();
+            let stats = progress.stats.entry(entity).or_default();
             stats.rate_limited += std::mem::take(&mut pacer.rate_limited);
             self.check_cancel(&progress.run).await?;
             let Some(next_cursor) = page.next_cursor.clone() else {
@@ -412,40 +417,39 @@ impl Engine<'_> {
         progress: &mut Progress,
         changed: &mut Changed,
     ) -> Result<(), Stop> {
-        let name = pass.entity.as_str();
         let done = page.next_cursor.is_none();
         let txn = self.db.begin_write().await?;
         let outcome =
             records::apply_page(&*txn, connection.id, pass.entity, page.records, pass.seen).await?;
-        let stats = progress.stats.entry(name.to_owned()).or_default();
+        let stats = progress.stats.entry(pass.entity).or_default();
         count(stats, &outcome);
         if done && let Some(seen) = pass.seen {
             let gone = records::delete_unseen(&*txn, connection.id, pass.entity, seen).await?;
             stats.deleted += gone.len() as i64;
-            changed.add(2, gone);
+            changed.deleted.add(gone);
         }
         if done {
             stats.done = true;
         }
-        changed.add(0, outcome.added);
-        changed.add(1, outcome.updated);
-        changed.add(2, outcome.deleted);
+        changed.added.add(outcome.added);
+        changed.updated.add(outcome.updated);
+        changed.deleted.add(outcome.deleted);
         let cursor_row = sync_cursor::ActiveModel {
             connection_id: Set(connection.id),
-            entity: Set(name.to_owned()),
+            entity: Set(pass.entity),
             mark: if done {
                 Set(page.high_water_mark.or(pass.cursor.mark.clone()))
             } else {
                 Set(pass.cursor.mark.clone())
             },
             pass_id: Set(pass.cursor.pass_id),
-            pass_kind: Set(Some(pass.kind.as_str().to_owned())),
+            pass_kind: Set(Some(pass.kind)),
             pass_cursor: Set(page.next_cursor),
             pass_done: Set(done),
         };
         cursor_row.update(&*txn).await?;
         self.save_progress(&*txn, progress, done).await?;
-        if done && changed.counts.iter().any(|c| *c > 0) {
+        if done && !changed.is_empty() {
             record_run_event(
                 &*txn,
                 &progress.run,
@@ -477,7 +481,7 @@ impl Engine<'_> {
             .await
         {
             Err(Stop::CursorRejected(why)) if cursor.pass_cursor.is_some() => {
-                tracing::warn!(entity = entity.as_str(), reason = %why, "the remote refused the saved continuation token; the pass starts over");
+                tracing::warn!(entity = entity.to_value(), reason = %why, "the remote refused the saved continuation token; the pass starts over");
                 let cursor = self.start_pass(connection_id, entity, kind, true).await?;
                 let request = self.first_request(&cursor, kind);
                 let fetched = self
@@ -512,19 +516,19 @@ impl Engine<'_> {
         fresh: bool,
     ) -> Result<sync_cursor::Model, Stop> {
         let txn = self.db.begin_write().await?;
-        let existing = sync_cursor::Entity::find_by_id((connection_id, entity.as_str().to_owned()))
+        let existing = sync_cursor::Entity::find_by_id((connection_id, entity))
             .one(&*txn)
             .await?;
         let resumable = !fresh
-            && existing.as_ref().is_some_and(|c| {
-                !c.pass_done && c.pass_kind.as_deref() == Some(kind.as_str()) && c.pass_id.is_some()
-            });
+            && existing
+                .as_ref()
+                .is_some_and(|c| !c.pass_done && c.pass_kind == Some(kind) && c.pass_id.is_some());
         let cursor = match existing {
             Some(cursor) if resumable => cursor,
             Some(cursor) => {
                 let mut active: sync_cursor::ActiveModel = cursor.into();
                 active.pass_id = Set(Some(crate::ids::new_id()));
-                active.pass_kind = Set(Some(kind.as_str().to_owned()));
+                active.pass_kind = Set(Some(kind));
                 active.pass_cursor = Set(None);
                 active.pass_done = Set(false);
                 active.update(&*txn).await?
@@ -532,10 +536,10 @@ impl Engine<'_> {
             None => {
                 sync_cursor::ActiveModel {
                     connection_id: Set(connection_id),
-                    entity: Set(entity.as_str().to_owned()),
+                    entity: Set(entity),
                     mark: Set(None),
                     pass_id: Set(Some(crate::ids::new_id())),
-                    pass_kind: Set(Some(kind.as_str().to_owned())),
+                    pass_kind: Set(Some(kind)),
                     pass_cursor: Set(None),
                     pass_done: Set(false),
                 }
@@ -569,7 +573,7 @@ impl Engine<'_> {
             .col_expr(sync_run::Column::LockedUntil, Some(until).into())
             .filter(sync_run::Column::Id.eq(run_id))
             .filter(sync_run::Column::LockedBy.eq(self.worker))
-            .filter(sync_run::Column::Status.eq(SyncStatus::Running.as_str()))
+            .filter(sync_run::Column::Status.eq(SyncStatus::Running))
             .exec_with_returning(txn)
             .await?;
         match renewed.first() {
@@ -639,7 +643,7 @@ impl Engine<'_> {
                 }
                 Err(err @ ConnectorError::AuthRejected(_)) => {
                     return Err(Stop::Failed {
-                        code: "AUTH_REQUIRED",
+                        code: SyncErrorCode::AuthRequired,
                         message: err.message(),
                         status: Some(ConnectionStatus::AuthRequired),
                         remote: Some(err.kind()),
@@ -655,7 +659,7 @@ impl Engine<'_> {
                 }
                 Err(err @ ConnectorError::Unreachable(_)) => {
                     return Err(Stop::Failed {
-                        code: "OFFLINE",
+                        code: SyncErrorCode::Offline,
                         message: err.message(),
                         status: Some(ConnectionStatus::Offline),
                         remote: Some(err.kind()),
@@ -663,7 +667,7 @@ impl Engine<'_> {
                 }
                 Err(err) => {
                     return Err(Stop::Failed {
-                        code: "REMOTE_ERROR",
+                        code: SyncErrorCode::RemoteError,
                         message: err.to_string(),
                         status: None,
                         remote: Some(err.kind()),
@@ -716,19 +720,22 @@ fn full_read(cursor: &sync_cursor::Model, kind: SyncKind) -> bool {
 /// A remote that answers a page with the continuation token it was asked for.
 fn repeated_token(entity: EntityType) -> Stop {
     Stop::Failed {
-        code: "REMOTE_ERROR",
+        code: SyncErrorCode::RemoteError,
         message: format!(
             "the remote answered {} with the continuation token it was asked for; \
              it would never end",
-            entity.as_str()
+            entity.to_value()
         ),
         status: None,
         remote: Some("REMOTE_FAULT"),
     }
 }
 
-fn disconnected() -> (&'static str, String) {
-    ("DISCONNECTED", "the connection was disconnected".into())
+fn disconnected() -> (SyncErrorCode, String) {
+    (
+        SyncErrorCode::Disconnected,
+        "the connection was disconnected".into(),
+    )
 }
 
 fn count(stats: &mut EntityStats, outcome: &PageOutcome) {
@@ -748,26 +755,40 @@ fn count(stats: &mut EntityStats, outcome: &PageOutcome) {
     }
 }
 
-/// What a pass changed: the first 100 keys of each kind (added, updated, deleted) and counts.
+/// What a pass changed, for its `records.changed` event.
 #[derive(Default)]
 struct Changed {
-    keys: [Vec<String>; 3],
-    counts: [usize; 3],
+    added: ChangedKeys,
+    updated: ChangedKeys,
+    deleted: ChangedKeys,
 }
 
 impl Changed {
-    fn add(&mut self, kind: usize, keys: Vec<String>) {
-        self.counts[kind] += keys.len();
-        let room = 100usize.saturating_sub(self.keys[kind].len());
-        self.keys[kind].extend(keys.into_iter().take(room));
+    fn is_empty(&self) -> bool {
+        self.added.count + self.updated.count + self.deleted.count == 0
+    }
+}
+
+/// The first 100 keys of one kind of change, and how many there were in all.
+#[derive(Default)]
+struct ChangedKeys {
+    first: Vec<String>,
+    count: usize,
+}
+
+impl ChangedKeys {
+    fn add(&mut self, keys: Vec<String>) {
+        self.count += keys.len();
+        let room = 100usize.saturating_sub(self.first.len());
+        self.first.extend(keys.into_iter().take(room));
     }
 }
 
 fn records_changed(entity: EntityType, changed: &Changed) -> Value {
     json!({
-        "entity": entity.as_str(),
-        "added": changed.keys[0], "added_count": changed.counts[0],
-        "updated": changed.keys[1], "updated_count": changed.counts[1],
-        "deleted": changed.keys[2], "deleted_count": changed.counts[2],
+        "entity": entity.to_value(),
+        "added": changed.added.first, "added_count": changed.added.count,
+        "updated": changed.updated.first, "updated_count": changed.updated.count,
+        "deleted": changed.deleted.first, "deleted_count": changed.deleted.count,
     })
 }

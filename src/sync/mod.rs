@@ -6,6 +6,9 @@ pub mod engine;
 pub mod scheduler;
 pub mod worker;
 
+use sea_orm::ActiveEnum as _;
+use std::sync::LazyLock;
+
 use chrono::Utc;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
@@ -15,7 +18,6 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    catalog::text_enum,
     connections::{self, ConnectionStatus, Scope},
     db::Db,
     error::{AppError, AppResult},
@@ -23,47 +25,8 @@ use crate::{
     ids::new_id,
     pagination::{Page, PageRequest, fetch_page},
 };
+pub use entity::enums::{SyncErrorCode, SyncKind, SyncStatus, SyncTrigger};
 use entity::{connection, sync_run};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
-pub enum SyncKind {
-    Full,
-    Incremental,
-}
-text_enum!(SyncKind { Full => "FULL", Incremental => "INCREMENTAL" });
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
-pub enum SyncTrigger {
-    Manual,
-    Schedule,
-    Connect,
-}
-text_enum!(SyncTrigger { Manual => "MANUAL", Schedule => "SCHEDULE", Connect => "CONNECT" });
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
-pub enum SyncStatus {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-text_enum!(SyncStatus {
-    Queued => "QUEUED", Running => "RUNNING", Succeeded => "SUCCEEDED", Failed => "FAILED", Cancelled => "CANCELLED",
-});
-
-impl SyncStatus {
-    pub fn is_finished(self) -> bool {
-        matches!(
-            self,
-            SyncStatus::Succeeded | SyncStatus::Failed | SyncStatus::Cancelled
-        )
-    }
-}
-
-pub fn status(run: &sync_run::Model) -> SyncStatus {
-    SyncStatus::parse(&run.status).unwrap_or(SyncStatus::Failed)
-}
 
 /// Queues a run unless the connection already has a queued or running one, which is returned.
 pub async fn enqueue(
@@ -77,9 +40,9 @@ pub async fn enqueue(
         id: Set(new_id()),
         account_id: Set(connection.account_id),
         connection_id: Set(connection.id),
-        kind: Set(kind.as_str().to_owned()),
-        trigger: Set(trigger.as_str().to_owned()),
-        status: Set(SyncStatus::Queued.as_str().to_owned()),
+        kind: Set(kind),
+        trigger: Set(trigger),
+        status: Set(SyncStatus::Queued),
         queued_at: Set(now),
         started_at: Set(None),
         finished_at: Set(None),
@@ -110,10 +73,10 @@ pub async fn active_run(
 ) -> AppResult<Option<sync_run::Model>> {
     Ok(sync_run::Entity::find()
         .filter(sync_run::Column::ConnectionId.eq(connection_id))
-        .filter(
-            sync_run::Column::Status
-                .is_in([SyncStatus::Queued.as_str(), SyncStatus::Running.as_str()]),
-        )
+        .filter(sync_run::Column::Status.is_in([
+            SyncStatus::Queued.to_value(),
+            SyncStatus::Running.to_value(),
+        ]))
         .one(db)
         .await?)
 }
@@ -127,7 +90,7 @@ pub async fn trigger(
 ) -> AppResult<sync_run::Model> {
     let txn = db.begin_write().await?;
     let connection = connections::find(&*txn, scope, connection_id).await?;
-    if connections::status(&connection) == ConnectionStatus::Disconnected {
+    if connection.status == ConnectionStatus::Disconnected {
         return Err(AppError::Conflict("the connection is disconnected".into()));
     }
     let run = enqueue(&*txn, &connection, kind, SyncTrigger::Manual).await?;
@@ -169,10 +132,10 @@ pub async fn last_run(
 pub async fn cancel(db: &Db, scope: Scope, id: Uuid) -> AppResult<sync_run::Model> {
     let txn = db.begin_write().await?;
     let run = find(&*txn, scope, id).await?;
-    let cancelled = Some(("CANCELLED".to_owned(), "cancelled".to_owned()));
+    let cancelled = Some((SyncErrorCode::Cancelled, "cancelled".to_owned()));
     // Each step is conditional on the status just read: on PostgreSQL a worker may claim
     // the queued run in between, and then the cancel becomes a request to the running run.
-    let run = match status(&run) {
+    let run = match run.status {
         SyncStatus::Queued => match finish(&*txn, run, SyncStatus::Cancelled, cancelled).await? {
             Some(run) => run,
             None => request_cancel(&*txn, id).await?,
@@ -189,7 +152,7 @@ async fn request_cancel(txn: &impl ConnectionTrait, id: Uuid) -> AppResult<sync_
     sync_run::Entity::update_many()
         .col_expr(sync_run::Column::CancelRequested, true.into())
         .filter(sync_run::Column::Id.eq(id))
-        .filter(sync_run::Column::Status.eq(SyncStatus::Running.as_str()))
+        .filter(sync_run::Column::Status.eq(SyncStatus::Running))
         .exec(txn)
         .await?;
     sync_run::Entity::find_by_id(id)
@@ -206,14 +169,14 @@ pub async fn finish(
     txn: &impl ConnectionTrait,
     run: sync_run::Model,
     to: SyncStatus,
-    error: Option<(String, String)>,
+    error: Option<(SyncErrorCode, String)>,
 ) -> AppResult<Option<sync_run::Model>> {
     let holder = match &run.locked_by {
         Some(worker) => sync_run::Column::LockedBy.eq(worker.as_str()),
         None => sync_run::Column::LockedBy.is_null(),
     };
     let updated = sync_run::Entity::update_many()
-        .col_expr(sync_run::Column::Status, to.as_str().into())
+        .col_expr(sync_run::Column::Status, to.to_value().into())
         .col_expr(sync_run::Column::FinishedAt, Some(Utc::now()).into())
         .col_expr(sync_run::Column::LockedBy, Option::<String>::None.into())
         .col_expr(
@@ -222,14 +185,14 @@ pub async fn finish(
         )
         .col_expr(
             sync_run::Column::ErrorCode,
-            error.as_ref().map(|e| e.0.clone()).into(),
+            error.as_ref().map(|e| e.0).into(),
         )
         .col_expr(
             sync_run::Column::ErrorMessage,
             error.as_ref().map(|e| e.1.clone()).into(),
         )
         .filter(sync_run::Column::Id.eq(run.id))
-        .filter(sync_run::Column::Status.eq(run.status.as_str()))
+        .filter(sync_run::Column::Status.eq(run.status))
         .filter(holder)
         .exec_with_returning(txn)
         .await?;
@@ -243,7 +206,7 @@ pub async fn finish(
     };
     let mut data = run_summary(&run);
     if let Some((code, message)) = error {
-        data["error"] = json!({ "code": code, "message": message });
+        data["error"] = json!({ "code": code.to_value(), "message": message });
     }
     record_run_event(txn, &run, event_type, data).await?;
     Ok(Some(run))
@@ -252,7 +215,7 @@ pub async fn finish(
 pub fn run_summary(run: &sync_run::Model) -> serde_json::Value {
     json!({
         "sync_run_id": crate::ids::encode(crate::ids::Kind::SyncRun, run.id),
-        "kind": run.kind, "status": run.status,
+        "kind": run.kind.to_value(), "status": run.status.to_value(),
         "added": run.records_added, "updated": run.records_updated, "deleted": run.records_deleted,
         "entities": run.stats,
     })
@@ -288,18 +251,14 @@ pub async fn claim(
     let now = Utc::now();
     let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
     let backend = db.conn().get_database_backend();
-    let sql = match backend {
-        DbBackend::Postgres => POSTGRES_CLAIM,
-        _ => SQLITE_CLAIM,
-    };
     let statement = Statement::from_sql_and_values(
         backend,
-        sql,
+        claim_sql(backend),
         [
             worker.into(),
             until.into(),
             now.into(),
-            SyncStatus::Running.as_str().into(),
+            SyncStatus::Running.into(),
             now.into(),
             now.into(),
         ],
@@ -313,12 +272,32 @@ pub async fn claim(
     Ok(run)
 }
 
-const SQLITE_CLAIM: &str = "UPDATE sync_runs SET locked_by = ?, locked_until = ?, \
-    started_at = COALESCE(started_at, ?), status = ?, attempts = attempts + 1 \
-    WHERE id = (SELECT id FROM sync_runs WHERE (status = 'QUEUED' AND run_after <= ?) \
-    OR (status = 'RUNNING' AND locked_until < ?) ORDER BY run_after LIMIT 1) RETURNING *";
-
-const POSTGRES_CLAIM: &str = "UPDATE sync_runs SET locked_by = $1, locked_until = $2, \
-    started_at = COALESCE(started_at, $3), status = $4, attempts = attempts + 1 \
-    WHERE id = (SELECT id FROM sync_runs WHERE (status = 'QUEUED' AND run_after <= $5) \
-    OR (status = 'RUNNING' AND locked_until < $6) ORDER BY run_after LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING *";
+/// The claim statement. Statuses are written into the SQL as literals, not bound: the
+/// partial index over queued and running runs is used only for a literal match.
+fn claim_sql(backend: DbBackend) -> &'static str {
+    static SQLITE: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "UPDATE sync_runs SET locked_by = ?, locked_until = ?, \
+             started_at = COALESCE(started_at, ?), status = ?, attempts = attempts + 1 \
+             WHERE id = (SELECT id FROM sync_runs WHERE (status = '{queued}' AND run_after <= ?) \
+             OR (status = '{running}' AND locked_until < ?) ORDER BY run_after LIMIT 1) RETURNING *",
+            queued = SyncStatus::Queued.to_value(),
+            running = SyncStatus::Running.to_value(),
+        )
+    });
+    static POSTGRES: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "UPDATE sync_runs SET locked_by = $1, locked_until = $2, \
+             started_at = COALESCE(started_at, $3), status = $4, attempts = attempts + 1 \
+             WHERE id = (SELECT id FROM sync_runs WHERE (status = '{queued}' AND run_after <= $5) \
+             OR (status = '{running}' AND locked_until < $6) ORDER BY run_after LIMIT 1 \
+             FOR UPDATE SKIP LOCKED) RETURNING *",
+            queued = SyncStatus::Queued.to_value(),
+            running = SyncStatus::Running.to_value(),
+        )
+    });
+    match backend {
+        DbBackend::Postgres => &POSTGRES,
+        _ => &SQLITE,
+    }
+}

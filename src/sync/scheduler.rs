@@ -1,6 +1,7 @@
 //! The scheduler: queues an incremental run for every connection whose sync interval has
 //! passed since its last run. Connections waiting for new credentials are left alone.
 
+use sea_orm::ActiveEnum as _;
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
@@ -41,9 +42,9 @@ impl Scheduler {
         let scheduled = connection::Entity::find()
             .filter(connection::Column::SyncIntervalMinutes.is_not_null())
             .filter(connection::Column::Status.is_in([
-                ConnectionStatus::Online.as_str(),
-                ConnectionStatus::Offline.as_str(),
-                ConnectionStatus::Pending.as_str(),
+                ConnectionStatus::Online.to_value(),
+                ConnectionStatus::Offline.to_value(),
+                ConnectionStatus::Pending.to_value(),
             ]))
             .all(self.db.conn())
             .await?;

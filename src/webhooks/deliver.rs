@@ -9,6 +9,7 @@
 //! timeout. A process killed mid-delivery leaves its leases to expire and those deliveries
 //! are sent again, with the same `webhook-id`; one that shuts down releases them at once.
 
+use sea_orm::ActiveEnum as _;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -662,7 +663,7 @@ pub fn payload(event: &event::Model) -> (String, Vec<u8>) {
     let id = ids::encode(ids::Kind::Event, event.id);
     let body = json!({
         "id": id,
-        "type": event.event_type,
+        "type": event.event_type.to_value(),
         "timestamp": event.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "account_id": ids::encode(ids::Kind::Account, event.account_id),
         "customer_id": event.customer_id.map(|c| ids::encode(ids::Kind::Customer, c)),

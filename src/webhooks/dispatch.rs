@@ -35,12 +35,11 @@ pub async fn wants(
     event: &event::Model,
     cache: &mut ConnectionTypes,
 ) -> AppResult<bool> {
-    let Some(event_type) =
-        EventType::parse(&event.event_type).filter(|t| *t != EventType::WebhookTest)
-    else {
+    let event_type = event.event_type;
+    if event_type == EventType::WebhookTest {
         return Ok(false);
-    };
-    let accepted = event_types(endpoint);
+    }
+    let accepted = event_types(endpoint)?;
     if !accepted.is_empty() && !accepted.contains(&event_type) {
         return Ok(false);
     }
@@ -55,6 +54,7 @@ pub async fn wants(
         .await?;
     let types = found
         .map(|c| connections::webhook_event_types(&c))
+        .transpose()?
         .unwrap_or_default();
     let wanted = types.contains(&event_type);
     cache.0.insert(connection_id, types);

@@ -15,7 +15,6 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::{
-    catalog::text_enum,
     crypto::Cipher,
     db::Db,
     error::{AppError, AppResult},
@@ -23,16 +22,8 @@ use crate::{
     ids::new_id,
     pagination::{Page, PageRequest, fetch_page},
 };
+pub use entity::enums::DeliveryStatus;
 use entity::{event, webhook_attempt, webhook_delivery, webhook_endpoint};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
-pub enum DeliveryStatus {
-    Pending,
-    Succeeded,
-    Failed,
-    Exhausted,
-}
-text_enum!(DeliveryStatus { Pending => "PENDING", Succeeded => "SUCCEEDED", Failed => "FAILED", Exhausted => "EXHAUSTED" });
 
 const MAX_DESCRIPTION_LEN: usize = 500;
 /// How long the dispatcher, the claimer and the recorder wait after a wake-up to gather more
@@ -49,20 +40,12 @@ pub struct EndpointInput {
     pub enabled: Option<bool>,
 }
 
-pub fn event_types(endpoint: &webhook_endpoint::Model) -> Vec<EventType> {
-    let names = endpoint.event_types.as_array().cloned().unwrap_or_default();
-    names
-        .iter()
-        .filter_map(Value::as_str)
-        .filter_map(EventType::parse)
-        .collect()
+pub fn event_types(endpoint: &webhook_endpoint::Model) -> AppResult<Vec<EventType>> {
+    events::types_from_json(&endpoint.event_types, "webhook_endpoints.event_types")
 }
 
 fn types_json(types: &[EventType]) -> Value {
-    let mut names: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
-    names.sort_unstable();
-    names.dedup();
-    json!(names)
+    events::types_to_json(types)
 }
 
 fn validate_description(description: Option<String>) -> AppResult<Option<String>> {
@@ -281,7 +264,7 @@ pub fn pending_delivery(
         endpoint_id: endpoint.id,
         account_id: endpoint.account_id,
         event_position: position,
-        status: DeliveryStatus::Pending.as_str().to_owned(),
+        status: DeliveryStatus::Pending,
         attempt_count: 0,
         next_attempt_at: Some(now),
         locked_by: None,
@@ -339,7 +322,7 @@ pub async fn redeliver(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<webhook
         ));
     }
     let mut active: webhook_delivery::ActiveModel = delivery.into();
-    active.status = Set(DeliveryStatus::Pending.as_str().to_owned());
+    active.status = Set(DeliveryStatus::Pending);
     active.next_attempt_at = Set(Some(Utc::now()));
     active.locked_by = Set(None);
     active.locked_until = Set(None);
@@ -418,7 +401,7 @@ pub async fn deliveries(
     let mut select = webhook_delivery::Entity::find()
         .filter(webhook_delivery::Column::EndpointId.eq(endpoint_id));
     if let Some(status) = status {
-        select = select.filter(webhook_delivery::Column::Status.eq(status.as_str()));
+        select = select.filter(webhook_delivery::Column::Status.eq(status));
     }
     Ok(fetch_page(db, select, webhook_delivery::Column::Id, page).await?)
 }

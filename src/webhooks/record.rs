@@ -3,6 +3,7 @@
 //! reschedules its delivery on the retry schedule (or ends it) and counts against its
 //! endpoint's failure window.
 
+use sea_orm::ActiveEnum as _;
 use std::{
     collections::{HashMap, HashSet},
     time::Duration,
@@ -100,7 +101,7 @@ pub async fn record_batch(
             let update = webhook_delivery::Entity::update_many()
                 .col_expr(
                     webhook_delivery::Column::Status,
-                    Expr::value(DeliveryStatus::Succeeded.as_str()),
+                    Expr::value(DeliveryStatus::Succeeded.to_value()),
                 )
                 .col_expr(
                     webhook_delivery::Column::AttemptCount,
@@ -140,7 +141,7 @@ async fn reschedule(
     let update = webhook_delivery::Entity::update_many()
         .col_expr(
             webhook_delivery::Column::Status,
-            Expr::value(status.as_str()),
+            Expr::value(status.to_value()),
         )
         .col_expr(
             webhook_delivery::Column::AttemptCount,

@@ -921,7 +921,7 @@ async fn a_check_racing_a_disconnect_does_not_bring_the_connection_back() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     txn.commit().await.unwrap();
     let checked = checking.await.unwrap().unwrap();
-    assert_eq!(checked.status, "DISCONNECTED");
+    assert_eq!(checked.status, connections::ConnectionStatus::Disconnected);
     let rotated = rotating.await.unwrap();
     assert!(
         rotated.is_err(),
@@ -933,8 +933,8 @@ async fn a_check_racing_a_disconnect_does_not_bring_the_connection_back() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        (row.status.as_str(), row.token_hash),
-        ("DISCONNECTED", None)
+        (row.status, row.token_hash),
+        (connections::ConnectionStatus::Disconnected, None)
     );
     other.close().await.unwrap();
     db.close().await.unwrap();
