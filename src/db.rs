@@ -22,7 +22,10 @@ use sea_orm::{
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::{
+    config::Config,
+    notify::{Notice, Notifier},
+};
 
 /// SQLite: a connection that commits checkpoints the write-ahead log itself once the log
 /// holds this many pages (64 MiB at 8 KiB pages; SQLite's default is 1,000). With the
@@ -59,6 +62,8 @@ pub struct Db {
     write_lock: Option<Arc<Mutex<()>>>,
     /// Signalled after every committed write transaction (the event feed listens).
     commits: Arc<CommitSignal>,
+    /// Acts on the notices a write transaction carries, once it commits.
+    notifier: Notifier,
 }
 
 impl Db {
@@ -87,7 +92,13 @@ impl Db {
             conn,
             write_lock: sqlite.then(|| Arc::new(Mutex::new(()))),
             commits: Arc::new(CommitSignal::default()),
+            notifier: Notifier::default(),
         })
+    }
+
+    /// The listeners that committed writes notify (workers, the authentication cache).
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
     }
 
     /// Counts every SQL statement (for `/metrics`); call before cloning the handle.
@@ -118,6 +129,8 @@ impl Db {
         Ok(WriteTxn {
             txn,
             commits: self.commits.clone(),
+            notifier: self.notifier.clone(),
+            notices: std::sync::Mutex::new(Vec::new()),
             _guard: guard,
         })
     }
@@ -176,13 +189,27 @@ impl Db {
 pub struct WriteTxn {
     txn: DatabaseTransaction,
     commits: Arc<CommitSignal>,
+    notifier: Notifier,
+    notices: std::sync::Mutex<Vec<Notice>>,
     _guard: Option<OwnedMutexGuard<()>>,
 }
 
 impl WriteTxn {
+    /// Acts on `notice` once this transaction commits; a rollback drops it.
+    pub fn after_commit(&self, notice: Notice) {
+        let mut notices = self.notices.lock().unwrap_or_else(|e| e.into_inner());
+        if !notices.contains(&notice) {
+            notices.push(notice);
+        }
+    }
+
     pub async fn commit(self) -> Result<(), DbErr> {
         self.txn.commit().await?;
         self.commits.notify();
+        let notices = self.notices.into_inner().unwrap_or_else(|e| e.into_inner());
+        for notice in notices {
+            self.notifier.notify(notice);
+        }
         Ok(())
     }
 }

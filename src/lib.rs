@@ -20,11 +20,13 @@ pub mod guard;
 pub mod http;
 pub mod ids;
 pub mod metrics;
+pub mod notify;
 pub mod pagination;
 pub mod records;
 pub mod sync;
 pub mod telemetry;
 pub mod webhooks;
+pub mod workers;
 pub mod ws;
 
 use std::{future::IntoFuture, sync::Arc, time::Duration};
@@ -44,7 +46,28 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    warn_about(&config);
     let cipher = crypto::Cipher::from_config(&config)?;
+    let metrics = Metrics::new();
+    let db = open_database(&config, &metrics).await?;
+    let feed = events::feed::EventFeed::new(db.clone(), config.event_feed_capacity).await?;
+    let services = workers::Services {
+        db: db.clone(),
+        cipher,
+        outbound: connectors::http::Outbound::new(config.connector_allow_private_targets),
+        feed,
+    };
+    let workers = workers::start(&services, &config, shutdown.clone());
+    let app = http::router(api_state(services, metrics, config, shutdown.clone()));
+    serve(listener, app, &shutdown).await?;
+    workers.stop().await;
+    db.close().await.context("closing the database")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Settings that work but are probably not what the operator meant.
+fn warn_about(config: &Config) {
     let retrying: u64 = config.webhook_retry_schedule.iter().sum();
     if retrying > config.event_retention_secs {
         tracing::warn!(
@@ -53,93 +76,53 @@ pub async fn run(
             "webhook retries outlast the event retention: a late retry finds its event pruned and fails"
         );
     }
-    let mut db = Db::connect(&config)
+}
+
+/// Connects (counting statements for `/metrics`) and migrates.
+async fn open_database(config: &Config, metrics: &Metrics) -> anyhow::Result<Db> {
+    let mut db = Db::connect(config)
         .await
         .context("connecting to the database")?;
-    let metrics = Metrics::new();
     db.count_statements(metrics.db_statements.clone());
     db.migrate().await.context("migrating the database")?;
-    let feed = events::feed::EventFeed::new(db.clone(), config.event_feed_capacity).await?;
-    let sync_wake = Arc::new(tokio::sync::Notify::new());
-    let webhook_wake = Arc::new(tokio::sync::Notify::new());
-    let auth_cache = Arc::new(auth::AuthCache::default());
-    let outbound = connectors::http::Outbound::new(config.connector_allow_private_targets);
-    let schema = graphql::build_schema(
-        db.clone(),
-        auth_cache.clone(),
-        cipher.clone(),
-        outbound.clone(),
-        feed.clone(),
-        sync_wake.clone(),
-        webhook_wake.clone(),
-        &config,
-    );
-    let state = Arc::new(AppState {
-        db: db.clone(),
+    Ok(db)
+}
+
+/// The API's shared state: the schema and what the HTTP layer needs beside it.
+fn api_state(
+    services: workers::Services,
+    metrics: Metrics,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Arc<AppState> {
+    let workers::Services {
+        db,
+        cipher,
+        outbound,
+        feed,
+    } = services;
+    let schema = graphql::build_schema(db.clone(), cipher, outbound, feed, &config);
+    Arc::new(AppState {
+        auth_cache: db.notifier().auth_cache(),
+        db,
         schema,
         metrics,
-        auth_cache,
         config,
-        shutdown: shutdown.clone(),
-    });
-    let mut workers = tokio::task::JoinSet::new();
-    let postgres_url = (!state.config.is_sqlite()).then(|| state.config.database_url.clone());
-    workers.spawn(feed.run(postgres_url, shutdown.clone()));
-    if let Some(interval) = state.config.sqlite_checkpoint_interval() {
-        workers.spawn(
-            db.clone()
-                .checkpoint_periodically(interval, shutdown.clone()),
-        );
-    }
-    if state.config.workers {
-        let health = connections::health::HealthCheck {
-            db: db.clone(),
-            cipher: cipher.clone(),
-            outbound: outbound.clone(),
-            interval: state.config.health_check_interval(),
-        };
-        workers.spawn(health.run(shutdown.clone()));
-        let scheduler = sync::scheduler::Scheduler {
-            db: db.clone(),
-            minute: Duration::from_secs(state.config.sync_schedule_minute_secs),
-            wake: sync_wake.clone(),
-        };
-        workers.spawn(scheduler.run(shutdown.clone()));
-        let sync_workers = sync::worker::SyncWorkers {
-            db: db.clone(),
-            cipher: cipher.clone(),
-            outbound: outbound.clone(),
-            settings: state.config.engine_settings(),
-            concurrency: state.config.sync_workers,
-            wake: sync_wake.clone(),
-        };
-        workers.spawn(sync_workers.run(shutdown.clone()));
-        let deliveries = webhooks::deliver::DeliveryWorkers::new(
-            db.clone(),
-            cipher.clone(),
-            state.config.delivery_settings(),
-            webhook_wake.clone(),
-        );
-        let dispatcher = webhooks::dispatch::Dispatcher {
-            db: db.clone(),
-            deliveries: webhook_wake.clone(),
-            handoff: Some(deliveries.handoff()),
-        };
-        workers.spawn(dispatcher.run(db.commits(), shutdown.clone()));
-        workers.spawn(deliveries.run(shutdown.clone()));
-        workers.spawn(events::prune_periodically(
-            db.clone(),
-            state.config.event_retention(),
-            shutdown.clone(),
-        ));
-    }
-    let app = http::router(state);
+        shutdown,
+    })
+}
+
+/// Serves until `shutdown`; in-flight requests then get a grace period, so that a client that
+/// never finishes reading cannot hold the process open.
+async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     tracing::info!("listening on {}", listener.local_addr()?);
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();
-    // In-flight requests get a grace period; a client that never finishes reading cannot
-    // hold the process open.
     let deadline = async {
         shutdown.cancelled().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -149,8 +132,5 @@ pub async fn run(
         () = deadline => tracing::warn!("connections still open after the grace period; closing"),
     }
     shutdown.cancel();
-    while workers.join_next().await.is_some() {}
-    db.close().await.context("closing the database")?;
-    tracing::info!("stopped");
     Ok(())
 }

@@ -12,6 +12,7 @@ use crate::{
     db::Db,
     error::{AppError, AppResult},
     ids::new_id,
+    notify::Notice,
 };
 use entity::{account, api_key};
 
@@ -131,6 +132,7 @@ pub async fn revoke_api_key(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<ap
     let mut active: api_key::ActiveModel = key.into();
     active.revoked_at = Set(Some(Utc::now()));
     let key = active.update(&*txn).await?;
+    txn.after_commit(Notice::ApiKeyRevoked(key.id));
     txn.commit().await?;
     Ok(key)
 }

@@ -1,8 +1,6 @@
 //! Connections: one remote system of one customer, with its own token, its encrypted
 //! credentials and the credits it holds. Every status change goes through [`set_status`].
 
-pub mod health;
-
 use chrono::Utc;
 use rand::Rng;
 use sea_orm::ActiveEnum as _;
@@ -24,6 +22,7 @@ use crate::{
     error::{AppError, AppResult},
     events::{self, EventType, NewEvent},
     ids::new_id,
+    notify::Notice,
     pagination::{Page, PageRequest, fetch_page},
 };
 pub use entity::enums::ConnectionStatus;
@@ -243,6 +242,7 @@ pub async fn connect(
         crate::sync::SyncTrigger::Connect,
     )
     .await?;
+    txn.after_commit(Notice::SyncQueued);
     txn.commit().await?;
     tracing::info!(connection.id = %id, credits = cost, "connection created");
     Ok((model, token.token))
@@ -403,7 +403,10 @@ pub async fn disconnect(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<connec
     sync_run::Entity::update_many()
         .col_expr(sync_run::Column::CancelRequested, true.into())
         .filter(sync_run::Column::ConnectionId.eq(id))
-        .filter(sync_run::Column::Status.is_in(["QUEUED", "RUNNING"]))
+        .filter(
+            sync_run::Column::Status
+                .is_in([sync_run::SyncStatus::Queued, sync_run::SyncStatus::Running]),
+        )
         .exec(&*txn)
         .await?;
     let disconnected = NewEvent {
@@ -414,6 +417,7 @@ pub async fn disconnect(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<connec
         data: json!({ "credits_returned": model.credit_cost }),
     };
     events::record(&*txn, vec![disconnected]).await?;
+    txn.after_commit(Notice::ConnectionTokenRevoked(id));
     txn.commit().await?;
     connectors::demo::forget(id);
     tracing::info!(credits = model.credit_cost, "connection disconnected");
@@ -527,6 +531,7 @@ pub async fn rotate_token(
     active.token_prefix = Set(token.display_prefix);
     active.updated_at = Set(Utc::now());
     let model = active.update(&*txn).await?;
+    txn.after_commit(Notice::ConnectionTokenRevoked(model.id));
     txn.commit().await?;
     Ok((model, token.token))
 }

@@ -210,6 +210,19 @@ async fn book(
     Ok(())
 }
 
+/// One ledger entry of the account.
+pub async fn find_entry(
+    db: &impl ConnectionTrait,
+    account_id: Uuid,
+    id: Uuid,
+) -> AppResult<credit_ledger::Model> {
+    credit_ledger::Entity::find_by_id(id)
+        .filter(credit_ledger::Column::AccountId.eq(account_id))
+        .one(db)
+        .await?
+        .ok_or(AppError::NotFound("credit ledger entry"))
+}
+
 pub async fn ledger(
     db: &impl ConnectionTrait,
     account_id: Uuid,

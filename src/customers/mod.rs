@@ -1,6 +1,8 @@
 //! Customers of an account: the owners of connections. Every function is scoped to the
 //! caller's account, so another account's customer is simply not found.
 
+use std::collections::HashMap;
+
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait,
@@ -58,6 +60,20 @@ fn conflict_on_external_id(err: sea_orm::DbErr) -> AppError {
 }
 
 #[tracing::instrument(skip_all, fields(account.id = %account_id), err(level = "debug"))]
+/// The account's customers among `ids` (others' are simply absent), by id.
+pub async fn find_many(
+    db: &impl ConnectionTrait,
+    account_id: Uuid,
+    ids: &[Uuid],
+) -> AppResult<HashMap<Uuid, customer::Model>> {
+    let rows = customer::Entity::find()
+        .filter(customer::Column::AccountId.eq(account_id))
+        .filter(customer::Column::Id.is_in(ids.iter().copied()))
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().map(|c| (c.id, c)).collect())
+}
+
 pub async fn create(db: &Db, account_id: Uuid, input: NewCustomer) -> AppResult<customer::Model> {
     let name = validate_name("name", &input.name)?;
     let external_id = validate_external_id(input.external_id)?;

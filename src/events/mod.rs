@@ -261,6 +261,25 @@ impl Filter {
 /// Refuses a cursor whose successors were pruned (reading on would silently skip events),
 /// and one past the end of the log (a reader would wait for positions that were never
 /// given, say after a restore from backup).
+/// An event by its id, if the caller may see it (a connection token sees its own only).
+pub async fn find(
+    db: &impl ConnectionTrait,
+    scope: crate::connections::Scope,
+    id: Uuid,
+) -> AppResult<event::Model> {
+    event::Entity::find()
+        .filter(event::Column::Id.eq(id))
+        .filter(event::Column::AccountId.eq(scope.account_id))
+        .one(db)
+        .await?
+        .filter(|e| {
+            scope
+                .connection_id
+                .is_none_or(|c| e.connection_id == Some(c))
+        })
+        .ok_or(AppError::NotFound("event"))
+}
+
 /// The event a webhook delivery carries; `NotFound` once retention pruned it.
 pub async fn find_for_delivery(
     db: &impl ConnectionTrait,
@@ -383,29 +402,6 @@ pub async fn prune(db: &Db, retention: std::time::Duration) -> AppResult<u64> {
         deleted += result.rows_affected;
         if (positions.len() as u64) < PRUNE_BATCH {
             return Ok(deleted);
-        }
-    }
-}
-
-/// Prunes expired events now and then: every tenth of the retention, at most hourly.
-pub async fn prune_periodically(
-    db: Db,
-    retention: std::time::Duration,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    let every = (retention / 10).clamp(
-        std::time::Duration::from_millis(100),
-        std::time::Duration::from_secs(3600),
-    );
-    loop {
-        match prune(&db, retention).await {
-            Ok(0) => {}
-            Ok(pruned) => tracing::info!(pruned, "expired events pruned"),
-            Err(err) => tracing::error!(error = %err, "pruning events failed"),
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(every) => {}
         }
     }
 }

@@ -1,14 +1,19 @@
 //! Per-request DataLoaders, scoped to the caller's account so that a batch can only ever
-//! return the caller's own rows.
+//! return the caller's own rows. The loading itself is the domain's (`customers::find_many`,
+//! `records::find_by_keys`); the loaders only batch a request's lookups into one each.
 
 use std::collections::HashMap;
 
 use async_graphql::dataloader::{DataLoader, Loader};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
-use crate::{db::Db, error::AppError, records::loader::RecordLoader};
-use entity::customer;
+use crate::{
+    customers,
+    db::Db,
+    error::AppError,
+    records::{self, RecordKey},
+};
+use entity::{customer, record};
 
 pub struct CustomerLoader {
     db: Db,
@@ -20,12 +25,25 @@ impl Loader<Uuid> for CustomerLoader {
     type Error = AppError;
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, customer::Model>, AppError> {
-        let rows = customer::Entity::find()
-            .filter(customer::Column::AccountId.eq(self.account_id))
-            .filter(customer::Column::Id.is_in(keys.iter().copied()))
-            .all(self.db.conn())
-            .await?;
-        Ok(rows.into_iter().map(|c| (c.id, c)).collect())
+        customers::find_many(self.db.conn(), self.account_id, keys).await
+    }
+}
+
+/// Related records by remote key (`asset.site`, `workOrder.asset`, …): one query per
+/// request, however many rows ask. Keys come from records the caller could already read.
+pub struct RecordLoader {
+    db: Db,
+}
+
+impl Loader<RecordKey> for RecordLoader {
+    type Value = record::Model;
+    type Error = AppError;
+
+    async fn load(
+        &self,
+        keys: &[RecordKey],
+    ) -> Result<HashMap<RecordKey, record::Model>, AppError> {
+        records::find_by_keys(self.db.conn(), keys).await
     }
 }
 

@@ -22,14 +22,8 @@ use async_graphql::{Context, Schema, SchemaBuilder};
 pub use errors::{classify, normalize};
 pub use loaders::Loaders;
 
-use std::sync::Arc;
-
 use crate::{
-    auth::{AuthCache, Principal},
-    config::Config,
-    connectors::http::Outbound,
-    crypto::Cipher,
-    db::Db,
+    auth::Principal, config::Config, connectors::http::Outbound, crypto::Cipher, db::Db,
     error::AppError,
 };
 
@@ -43,28 +37,19 @@ fn builder() -> SchemaBuilder<query::Query, mutation::Mutation, event::Subscript
     )
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one shared service each; the schema is built once, in `run`"
-)]
+/// The schema with the services resolvers reach through their context.
 pub fn build_schema(
     db: Db,
-    auth_cache: Arc<AuthCache>,
     cipher: Cipher,
     outbound: Outbound,
     feed: EventFeed,
-    sync_wake: Arc<tokio::sync::Notify>,
-    webhook_wake: Arc<tokio::sync::Notify>,
     config: &Config,
 ) -> AppSchema {
     builder()
         .data(db)
-        .data(auth_cache)
         .data(cipher)
         .data(outbound)
         .data(feed)
-        .data(SyncWake(sync_wake))
-        .data(WebhookWake(webhook_wake))
         .data(config.clone())
         .limit_depth(config.max_query_depth)
         .limit_complexity(config.max_query_complexity)
@@ -107,31 +92,4 @@ pub(crate) fn loaders<'a>(ctx: &Context<'a>) -> Result<&'a Loaders, AppError> {
 
 pub(crate) fn account_id(ctx: &Context<'_>) -> Result<uuid::Uuid, AppError> {
     principal(ctx).account_id()
-}
-
-/// Called after an API key was revoked: no cached copy may outlive it.
-pub(crate) fn forget_api_key(ctx: &Context<'_>, key: uuid::Uuid) {
-    ctx.data_unchecked::<Arc<AuthCache>>()
-        .forget(|p| matches!(p, Principal::Account { api_key_id, .. } if *api_key_id == key));
-}
-
-/// Called after a connection's token was replaced or the connection disconnected.
-pub(crate) fn forget_connection_token(ctx: &Context<'_>, connection: uuid::Uuid) {
-    ctx.data_unchecked::<Arc<AuthCache>>().forget(|p| {
-        matches!(p, Principal::Connection { connection_id, .. } if *connection_id == connection)
-    });
-}
-
-/// Wakes the sync workers when a run is queued.
-pub(crate) struct SyncWake(pub Arc<tokio::sync::Notify>);
-
-pub(crate) fn wake_sync_workers(ctx: &Context<'_>) {
-    ctx.data_unchecked::<SyncWake>().0.notify_waiters();
-}
-
-/// Wakes the webhook delivery workers when a delivery is queued.
-pub(crate) struct WebhookWake(pub Arc<tokio::sync::Notify>);
-
-pub(crate) fn wake_webhook_workers(ctx: &Context<'_>) {
-    ctx.data_unchecked::<WebhookWake>().0.notify_one();
 }

@@ -88,7 +88,6 @@ impl BaseMutation {
         let account_id = super::account_id(ctx)?;
         let id = ids::decode(ids::Kind::ApiKey, &id)?;
         let key = accounts::revoke_api_key(super::db(ctx), account_id, id).await?;
-        super::forget_api_key(ctx, id);
         Ok(ApiKey(key))
     }
 
@@ -171,7 +170,6 @@ impl BaseMutation {
         let account_id = super::account_id(ctx)?;
         let model =
             connections::disconnect(super::db(ctx), account_id, connection_id(&id)?).await?;
-        super::forget_connection_token(ctx, model.id);
         Ok(Connection(model))
     }
 
@@ -227,7 +225,6 @@ impl BaseMutation {
         let account_id = super::account_id(ctx)?;
         let (model, token) =
             connections::rotate_token(super::db(ctx), account_id, connection_id(&id)?).await?;
-        super::forget_connection_token(ctx, model.id);
         Ok(RotateConnectionTokenPayload {
             connection: Connection(model),
             token,
@@ -267,7 +264,6 @@ impl BaseMutation {
             kind.into(),
         )
         .await?;
-        super::wake_sync_workers(ctx);
         Ok(SyncRun(run))
     }
 

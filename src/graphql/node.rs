@@ -1,7 +1,7 @@
 //! The `Node` interface and `node(id)` lookup by typed id.
 
 use async_graphql::{Context, ID, Interface};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::ConnectionTrait;
 use uuid::Uuid;
 
 use super::{
@@ -14,14 +14,12 @@ use super::{
     webhooks::{WebhookDelivery, WebhookEndpoint},
 };
 use crate::{
-    accounts,
-    connections::{self, Scope},
-    customers,
+    accounts, connections, credits, customers,
     error::{AppError, AppResult},
+    events,
     ids::{self, Kind},
-    sync, webhooks,
+    records, sync, webhooks,
 };
-use entity::{credit_ledger, event, record};
 
 #[derive(Interface)]
 #[graphql(field(name = "id", ty = "ID"))]
@@ -59,8 +57,12 @@ pub async fn resolve(ctx: &Context<'_>, id: &str) -> AppResult<Option<Node>> {
         Kind::SyncRun => sync::find(db, scope, uuid)
             .await
             .map(|r| Some(Node::SyncRun(SyncRun(r)))),
-        Kind::Event => find_event(db, scope, uuid).await,
-        Kind::Record => find_record(db, scope, uuid).await,
+        Kind::Event => events::find(db, scope, uuid)
+            .await
+            .map(|e| Some(Node::Event(Event(e)))),
+        Kind::Record => records::find(db, scope, uuid)
+            .await
+            .map(|r| Some(record_node(r))),
         _ if scope.connection_id.is_some() => Ok(None),
         _ => account_node(db, scope.account_id, kind, uuid).await,
     };
@@ -89,37 +91,15 @@ async fn account_node(
         Kind::WebhookDelivery => Node::WebhookDelivery(WebhookDelivery(
             webhooks::find_delivery(db, account_id, id).await?,
         )),
-        Kind::CreditEntry => {
-            let entry = credit_ledger::Entity::find_by_id(id)
-                .filter(credit_ledger::Column::AccountId.eq(account_id))
-                .one(db)
-                .await?;
-            return Ok(entry.map(|e| Node::CreditLedgerEntry(CreditLedgerEntry(e))));
-        }
+        Kind::CreditEntry => Node::CreditLedgerEntry(CreditLedgerEntry(
+            credits::find_entry(db, account_id, id).await?,
+        )),
         _ => return Ok(None),
     }))
 }
 
-async fn find_event(db: &impl ConnectionTrait, scope: Scope, id: Uuid) -> AppResult<Option<Node>> {
-    let found = event::Entity::find()
-        .filter(event::Column::Id.eq(id))
-        .filter(event::Column::AccountId.eq(scope.account_id))
-        .one(db)
-        .await?
-        .filter(|e| {
-            scope
-                .connection_id
-                .is_none_or(|c| e.connection_id == Some(c))
-        });
-    Ok(found.map(|e| Node::Event(Event(e))))
-}
-
-async fn find_record(db: &impl ConnectionTrait, scope: Scope, id: Uuid) -> AppResult<Option<Node>> {
-    let Some(found) = record::Entity::find_by_id(id).one(db).await? else {
-        return Ok(None);
-    };
-    connections::find(db, scope, found.connection_id).await?;
-    Ok(Some(match UnifiedRecord::of(found) {
+fn record_node(record: entity::record::Model) -> Node {
+    match UnifiedRecord::of(record) {
         UnifiedRecord::Site(r) => Node::Site(r),
         UnifiedRecord::Location(r) => Node::Location(r),
         UnifiedRecord::Asset(r) => Node::Asset(r),
@@ -128,5 +108,5 @@ async fn find_record(db: &impl ConnectionTrait, scope: Scope, id: Uuid) -> AppRe
         UnifiedRecord::PurchaseOrder(r) => Node::PurchaseOrder(r),
         UnifiedRecord::Vendor(r) => Node::Vendor(r),
         UnifiedRecord::User(r) => Node::User(r),
-    }))
+    }
 }

@@ -21,7 +21,7 @@ use crate::{
     error::{AppError, AppResult},
     events, ids,
     pagination::PageRequest,
-    records::RecordFilter,
+    records::RecordQuery as RecordRequest,
     sync,
 };
 
@@ -231,25 +231,17 @@ async fn record_page<T: async_graphql::OutputType>(
     wrap: impl Fn(entity::record::Model) -> T,
 ) -> AppResult<Connection<String, T>> {
     let scope = super::principal(ctx).scope()?;
-    let connection_id = match (args.connection_id, scope.connection_id) {
-        (Some(id), _) => ids::decode(ids::Kind::Connection, &id)?,
-        (None, Some(own)) => own,
-        (None, None) => {
-            return Err(AppError::bad_input(
-                "`connectionId` is required with an account API key",
-            ));
-        }
-    };
-    let db = super::db(ctx).conn();
-    connections::find(db, scope, connection_id).await?;
-    let page = PageRequest::from_args(args.first, args.after.as_deref(), None, None)?;
-    let filter = RecordFilter {
-        connection_id,
+    let query = RecordRequest {
+        connection_id: args
+            .connection_id
+            .map(|id| ids::decode(ids::Kind::Connection, &id))
+            .transpose()?,
         entity,
         modified_after: args.modified_after,
         include_deleted: args.include_deleted,
     };
-    let page = crate::records::list(db, &filter, page).await?;
+    let page = PageRequest::from_args(args.first, args.after.as_deref(), None, None)?;
+    let page = crate::records::list_visible(super::db(ctx).conn(), scope, query, page).await?;
     Ok(relay(page, |r| r.id, wrap))
 }
 

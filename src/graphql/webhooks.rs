@@ -274,7 +274,6 @@ impl WebhookMutation {
         let delivery =
             webhooks::send_test(super::db(ctx), account_id, self::endpoint_id(&endpoint_id)?)
                 .await?;
-        super::wake_webhook_workers(ctx);
         Ok(WebhookDelivery(delivery))
     }
 
@@ -287,7 +286,6 @@ impl WebhookMutation {
         let account_id = super::account_id(ctx)?;
         let id = ids::decode(ids::Kind::WebhookDelivery, &delivery_id)?;
         let delivery = webhooks::redeliver(super::db(ctx), account_id, id).await?;
-        super::wake_webhook_workers(ctx);
         Ok(WebhookDelivery(delivery))
     }
 
@@ -306,7 +304,6 @@ impl WebhookMutation {
             since,
         )
         .await?;
-        super::wake_webhook_workers(ctx);
         Ok(queued.min(i32::MAX as u64) as i32)
     }
 }

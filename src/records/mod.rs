@@ -2,7 +2,6 @@
 //! fields, the remote's raw record and a content hash, so that an unchanged record is never
 //! rewritten. Reads are keyset-paginated by id, which is stable while syncs write.
 
-pub mod loader;
 pub mod unified;
 
 use sea_orm::ActiveEnum as _;
@@ -10,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryTrait,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryTrait,
     sea_query::{Expr, ExprTrait},
 };
 use serde_json::Value;
@@ -19,8 +18,9 @@ use uuid::Uuid;
 
 use crate::{
     catalog::EntityType,
+    connections::{self, Scope},
     connectors::{Connector, RemoteRecord},
-    error::AppResult,
+    error::{AppError, AppResult},
     ids::new_id,
     pagination::{Page, PageRequest, fetch_page},
 };
@@ -418,6 +418,87 @@ pub async fn delete_unseen(
             .or(record::Column::SeenPass.is_null()),
     );
     delete_returning_keys(txn, unseen, Utc::now()).await
+}
+
+/// A record by its id, if the caller may read its connection.
+pub async fn find(db: &impl ConnectionTrait, scope: Scope, id: Uuid) -> AppResult<record::Model> {
+    let found = record::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or(AppError::NotFound("record"))?;
+    connections::find(db, scope, found.connection_id).await?;
+    Ok(found)
+}
+
+/// (connection, entity, remote key).
+pub type RecordKey = (Uuid, EntityType, String);
+
+/// Live records by remote key, in one query however many keys (the `asset.site`,
+/// `workOrder.asset` … relations of a page). Callers pass keys of connections they may read.
+pub async fn find_by_keys(
+    db: &impl ConnectionTrait,
+    keys: &[RecordKey],
+) -> AppResult<HashMap<RecordKey, record::Model>> {
+    let mut groups: HashMap<(Uuid, EntityType), Vec<String>> = HashMap::new();
+    for (connection, entity, key) in keys {
+        groups
+            .entry((*connection, *entity))
+            .or_default()
+            .push(key.clone());
+    }
+    let mut condition = Condition::any();
+    for ((connection, entity), keys) in groups {
+        condition = condition.add(
+            Condition::all()
+                .add(record::Column::ConnectionId.eq(connection))
+                .add(record::Column::Entity.eq(entity))
+                .add(record::Column::Key.is_in(keys)),
+        );
+    }
+    let rows = record::Entity::find()
+        .filter(condition)
+        .filter(record::Column::DeletedAt.is_null())
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ((r.connection_id, r.entity, r.key.clone()), r))
+        .collect())
+}
+
+/// What a caller asks of one connection's records: the connection may be omitted with a
+/// connection token (its own), never with an account key.
+pub struct RecordQuery {
+    pub connection_id: Option<Uuid>,
+    pub entity: EntityType,
+    pub modified_after: Option<DateTime<Utc>>,
+    pub include_deleted: bool,
+}
+
+/// One page of a connection's records, after checking the caller may read that connection.
+pub async fn list_visible(
+    db: &impl ConnectionTrait,
+    scope: Scope,
+    query: RecordQuery,
+    page: PageRequest,
+) -> AppResult<Page<record::Model>> {
+    let connection_id = match (query.connection_id, scope.connection_id) {
+        (Some(id), _) => id,
+        (None, Some(own)) => own,
+        (None, None) => {
+            return Err(AppError::bad_input(
+                "`connectionId` is required with an account API key",
+            ));
+        }
+    };
+    connections::find(db, scope, connection_id).await?;
+    let filter = RecordFilter {
+        connection_id,
+        entity: query.entity,
+        modified_after: query.modified_after,
+        include_deleted: query.include_deleted,
+    };
+    list(db, &filter, page).await
 }
 
 #[derive(Clone, Debug)]

@@ -3,8 +3,6 @@
 //! connection (a partial unique index), claimed by workers under a lease.
 
 pub mod engine;
-pub mod scheduler;
-pub mod worker;
 
 use sea_orm::ActiveEnum as _;
 use std::sync::LazyLock;
@@ -23,6 +21,7 @@ use crate::{
     error::{AppError, AppResult},
     events::{self, EventType, NewEvent},
     ids::new_id,
+    notify::Notice,
     pagination::{Page, PageRequest, fetch_page},
 };
 pub use entity::enums::{SyncErrorCode, SyncKind, SyncStatus, SyncTrigger};
@@ -94,6 +93,7 @@ pub async fn trigger(
         return Err(AppError::Conflict("the connection is disconnected".into()));
     }
     let run = enqueue(&*txn, &connection, kind, SyncTrigger::Manual).await?;
+    txn.after_commit(Notice::SyncQueued);
     txn.commit().await?;
     Ok(run)
 }

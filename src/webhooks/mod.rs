@@ -20,6 +20,7 @@ use crate::{
     error::{AppError, AppResult},
     events::{self, EventType, NewEvent},
     ids::new_id,
+    notify::Notice,
     pagination::{Page, PageRequest, fetch_page},
 };
 pub use entity::enums::DeliveryStatus;
@@ -290,6 +291,7 @@ pub async fn send_test(
     };
     let position = events::record(&*txn, vec![event]).await?[0];
     let delivery = insert_delivery(&*txn, &endpoint, position).await?;
+    txn.after_commit(Notice::DeliveriesQueued);
     txn.commit().await?;
     Ok(delivery)
 }
@@ -327,6 +329,7 @@ pub async fn redeliver(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<webhook
     active.locked_by = Set(None);
     active.locked_until = Set(None);
     let delivery = active.update(&*txn).await?;
+    txn.after_commit(Notice::DeliveriesQueued);
     txn.commit().await?;
     Ok(delivery)
 }
@@ -372,6 +375,7 @@ pub async fn replay(
             webhook_delivery::Entity::insert_many(deliveries)
                 .exec_without_returning(&*txn)
                 .await?;
+            txn.after_commit(Notice::DeliveriesQueued);
         }
         txn.commit().await?;
     }

@@ -12,8 +12,8 @@ use rand::Rng;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tokio_util::sync::CancellationToken;
 
-use super::{ConnectionStatus, Scope};
 use crate::{
+    connections::{self, ConnectionStatus, Scope},
     connectors::{self, http::Outbound},
     crypto::Cipher,
     db::Db,
@@ -95,15 +95,15 @@ impl HealthCheck {
             account_id: model.account_id,
             connection_id: None,
         };
-        let credentials = super::credentials(&self.cipher, &model)?;
+        let credentials = connections::credentials(&self.cipher, &model)?;
         let connector = connectors::connect(
-            super::system(&model)?,
+            connections::system(&model)?,
             model.id,
             &credentials,
             &self.outbound,
         );
         let outcome = connectors::probe(connector.as_ref()).await;
-        super::record_check(&self.db, scope, model.id, outcome).await?;
+        connections::record_check(&self.db, scope, model.id, outcome).await?;
         Ok(())
     }
 }

@@ -1,13 +1,19 @@
 //! The sync worker pool: a bounded number of runs at a time, each claimed under a lease so
 //! that a run of a crashed process is taken over after the lease expires.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{Engine, EngineSettings};
-use crate::{connectors::http::Outbound, crypto::Cipher, db::Db};
+use crate::{
+    connectors::http::Outbound,
+    crypto::Cipher,
+    db::Db,
+    sync::{
+        self,
+        engine::{Engine, EngineSettings},
+    },
+};
 
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
@@ -18,8 +24,6 @@ pub struct SyncWorkers {
     pub outbound: Outbound,
     pub settings: EngineSettings,
     pub concurrency: usize,
-    /// Signalled when a run is queued, so that an idle worker starts at once.
-    pub wake: Arc<Notify>,
 }
 
 impl SyncWorkers {
@@ -33,11 +37,13 @@ impl SyncWorkers {
     }
 
     async fn work(self, name: String, shutdown: CancellationToken) {
+        // Signalled when a run is queued, so that an idle worker starts at once.
+        let queued = self.db.notifier().sync_queued();
         loop {
             if shutdown.is_cancelled() {
                 return;
             }
-            match super::claim(&self.db, &name, self.settings.lease).await {
+            match sync::claim(&self.db, &name, self.settings.lease).await {
                 Ok(Some(run)) => {
                     let engine = Engine {
                         db: &self.db,
@@ -56,7 +62,7 @@ impl SyncWorkers {
                 }
                 Ok(None) => tokio::select! {
                     () = shutdown.cancelled() => return,
-                    () = self.wake.notified() => {}
+                    () = queued.notified() => {}
                     () = tokio::time::sleep(IDLE_POLL) => {}
                 },
                 Err(err) => {

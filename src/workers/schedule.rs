@@ -2,26 +2,29 @@
 //! passed since its last run. Connections waiting for new credentials are left alone.
 
 use sea_orm::ActiveEnum as _;
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, EntityTrait, QueryFilter, QuerySelect,
     sea_query::{Expr, ExprTrait},
 };
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{SyncKind, SyncTrigger, enqueue};
-use crate::{connections::ConnectionStatus, db::Db, error::AppResult};
+use crate::{
+    connections::ConnectionStatus,
+    db::Db,
+    error::AppResult,
+    notify::Notice,
+    sync::{SyncKind, SyncTrigger, enqueue},
+};
 use entity::{connection, sync_run};
 
 pub struct Scheduler {
     pub db: Db,
     /// Length of one "minute" of `syncIntervalMinutes` (shortened in tests).
     pub minute: Duration,
-    pub wake: Arc<Notify>,
 }
 
 impl Scheduler {
@@ -82,12 +85,10 @@ impl Scheduler {
                     SyncTrigger::Schedule,
                 )
                 .await?;
+                txn.after_commit(Notice::SyncQueued);
                 txn.commit().await?;
                 queued += 1;
             }
-        }
-        if queued > 0 {
-            self.wake.notify_waiters();
         }
         Ok(queued)
     }

@@ -1,0 +1,159 @@
+//! Background work: every long-running task of the process, started, named and stopped in
+//! one place.
+//!
+//! | Worker | What it does | Where it runs |
+//! |---|---|---|
+//! | `event-feed` | Reads committed events and fans them out to subscriptions | always |
+//! | `sqlite-checkpoint` | Copies the SQLite log into the database file after writes | SQLite |
+//! | `health-check` | Probes each live connection once per interval | `workers = true` |
+//! | `sync-schedule` | Queues incremental runs whose interval has passed | `workers = true` |
+//! | `sync-runs` | Claims queued runs under a lease and executes them | `workers = true` |
+//! | `webhook-dispatch` | Turns committed events into deliveries | `workers = true` |
+//! | `webhook-delivery` | Claims due deliveries and sends them | `workers = true` |
+//! | `event-pruning` | Deletes events older than the retention | `workers = true` |
+//!
+//! Each runs until the shutdown token fires; [`Workers::stop`] then waits for all of them.
+//! With `workers = false` an instance serves the API only, and other instances do the work.
+
+mod health;
+mod prune;
+mod schedule;
+mod sync_runs;
+
+use std::{future::Future, time::Duration};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+pub use health::HealthCheck;
+pub use prune::EventPruning;
+pub use schedule::Scheduler;
+pub use sync_runs::SyncWorkers;
+
+use crate::{
+    config::Config, connectors::http::Outbound, crypto::Cipher, db::Db, events::feed::EventFeed,
+    webhooks,
+};
+
+/// The running background tasks of one process.
+pub struct Workers {
+    tasks: JoinSet<&'static str>,
+    shutdown: CancellationToken,
+}
+
+impl Workers {
+    pub fn new(shutdown: CancellationToken) -> Self {
+        Self {
+            tasks: JoinSet::new(),
+            shutdown,
+        }
+    }
+
+    /// Starts `task` under `name` (its tracing span and its log lines when it ends).
+    pub fn spawn<F>(&mut self, name: &'static str, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        tracing::debug!(worker = name, "worker starting");
+        self.tasks.spawn(
+            async move {
+                task.await;
+                name
+            }
+            .instrument(tracing::info_span!("worker", name)),
+        );
+    }
+
+    /// The token every worker stops on.
+    pub fn shutdown(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Signals shutdown and waits until every worker has stopped.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        while let Some(ended) = self.tasks.join_next().await {
+            match ended {
+                Ok(name) => tracing::debug!(worker = name, "worker stopped"),
+                Err(err) => tracing::error!(error = %err, "a worker panicked"),
+            }
+        }
+    }
+}
+
+/// What the workers share with the API.
+pub struct Services {
+    pub db: Db,
+    pub cipher: Cipher,
+    pub outbound: Outbound,
+    pub feed: EventFeed,
+}
+
+/// Starts the workers `config` asks for.
+pub fn start(services: &Services, config: &Config, shutdown: CancellationToken) -> Workers {
+    let Services {
+        db,
+        cipher,
+        outbound,
+        feed,
+    } = services;
+    let mut workers = Workers::new(shutdown);
+    let postgres_url = (!config.is_sqlite()).then(|| config.database_url.clone());
+    workers.spawn(
+        "event-feed",
+        feed.clone().run(postgres_url, workers.shutdown()),
+    );
+    if let Some(interval) = config.sqlite_checkpoint_interval() {
+        workers.spawn(
+            "sqlite-checkpoint",
+            db.clone()
+                .checkpoint_periodically(interval, workers.shutdown()),
+        );
+    }
+    if !config.workers {
+        return workers;
+    }
+    let health = HealthCheck {
+        db: db.clone(),
+        cipher: cipher.clone(),
+        outbound: outbound.clone(),
+        interval: config.health_check_interval(),
+    };
+    workers.spawn("health-check", health.run(workers.shutdown()));
+    let scheduler = Scheduler {
+        db: db.clone(),
+        minute: Duration::from_secs(config.sync_schedule_minute_secs),
+    };
+    workers.spawn("sync-schedule", scheduler.run(workers.shutdown()));
+    let sync_runs = SyncWorkers {
+        db: db.clone(),
+        cipher: cipher.clone(),
+        outbound: outbound.clone(),
+        settings: config.engine_settings(),
+        concurrency: config.sync_workers,
+    };
+    workers.spawn("sync-runs", sync_runs.run(workers.shutdown()));
+    let deliveries = webhooks::deliver::DeliveryWorkers::new(
+        db.clone(),
+        cipher.clone(),
+        config.delivery_settings(),
+        db.notifier().deliveries_queued(),
+    );
+    let dispatcher = webhooks::dispatch::Dispatcher {
+        db: db.clone(),
+        deliveries: db.notifier().deliveries_queued(),
+        handoff: Some(deliveries.handoff()),
+    };
+    workers.spawn(
+        "webhook-dispatch",
+        dispatcher.run(db.commits(), workers.shutdown()),
+    );
+    workers.spawn("webhook-delivery", deliveries.run(workers.shutdown()));
+    let pruning = EventPruning {
+        db: db.clone(),
+        retention: config.event_retention(),
+    };
+    workers.spawn("event-pruning", pruning.run(workers.shutdown()));
+    workers
+}

@@ -1,0 +1,31 @@
+//! Event retention: deletes events older than the retention now and then, every tenth of
+//! the retention and at most hourly.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{db::Db, events};
+
+pub struct EventPruning {
+    pub db: Db,
+    pub retention: Duration,
+}
+
+impl EventPruning {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let every =
+            (self.retention / 10).clamp(Duration::from_millis(100), Duration::from_secs(3600));
+        loop {
+            match events::prune(&self.db, self.retention).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "expired events pruned"),
+                Err(err) => tracing::error!(error = %err, "pruning events failed"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+}
