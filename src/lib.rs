@@ -45,11 +45,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let cipher = crypto::Cipher::from_config(&config)?;
-    let retrying: u64 = config.webhook_retry_schedule.iter().sum();
-    if retrying > config.event_retention_secs {
+    let retrying: u64 = config.webhooks.retry_schedule.iter().sum();
+    if retrying > config.events.retention_secs {
         tracing::warn!(
             retrying_secs = retrying,
-            retention_secs = config.event_retention_secs,
+            retention_secs = config.events.retention_secs,
             "webhook retries outlast the event retention: a late retry finds its event pruned and fails"
         );
     }
@@ -59,11 +59,11 @@ pub async fn run(
     let metrics = Metrics::new();
     db.count_statements(metrics.db_statements.clone());
     db.migrate().await.context("migrating the database")?;
-    let feed = events::feed::EventFeed::new(db.clone(), config.event_feed_capacity).await?;
+    let feed = events::feed::EventFeed::new(db.clone(), config.events.feed_capacity).await?;
     let sync_wake = Arc::new(tokio::sync::Notify::new());
     let webhook_wake = Arc::new(tokio::sync::Notify::new());
     let auth_cache = Arc::new(auth::AuthCache::default());
-    let outbound = connectors::http::Outbound::new(config.connector_allow_private_targets);
+    let outbound = connectors::http::Outbound::new(config.connectors.allow_private_targets);
     let schema = graphql::build_schema(
         db.clone(),
         auth_cache.clone(),
@@ -83,7 +83,7 @@ pub async fn run(
         shutdown: shutdown.clone(),
     });
     let mut workers = tokio::task::JoinSet::new();
-    let postgres_url = (!state.config.is_sqlite()).then(|| state.config.database_url.clone());
+    let postgres_url = (!state.config.is_sqlite()).then(|| state.config.database.url.clone());
     workers.spawn(feed.run(postgres_url, shutdown.clone()));
     if let Some(interval) = state.config.sqlite_checkpoint_interval() {
         workers.spawn(
@@ -91,7 +91,7 @@ pub async fn run(
                 .checkpoint_periodically(interval, shutdown.clone()),
         );
     }
-    if state.config.workers {
+    if state.config.process.workers {
         let health = connections::health::HealthCheck {
             db: db.clone(),
             cipher: cipher.clone(),
@@ -101,7 +101,7 @@ pub async fn run(
         workers.spawn(health.run(shutdown.clone()));
         let scheduler = sync::scheduler::Scheduler {
             db: db.clone(),
-            minute: Duration::from_secs(state.config.sync_schedule_minute_secs),
+            minute: state.config.testing.schedule_minute,
             wake: sync_wake.clone(),
         };
         workers.spawn(scheduler.run(shutdown.clone()));
@@ -110,7 +110,7 @@ pub async fn run(
             cipher: cipher.clone(),
             outbound: outbound.clone(),
             settings: state.config.engine_settings(),
-            concurrency: state.config.sync_workers,
+            concurrency: state.config.sync.workers,
             wake: sync_wake.clone(),
         };
         workers.spawn(sync_workers.run(shutdown.clone()));
