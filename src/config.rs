@@ -196,6 +196,24 @@ fn is_key(name: &str) -> bool {
         .any(|key| name.eq_ignore_ascii_case(key))
 }
 
+/// A `[sync]` table in the file is a reader of the README's grouping who expects sections;
+/// say that keys are flat rather than only that `sync` is unknown.
+fn explain_sections(error: Box<figment::Error>) -> ConfigError {
+    if let figment::error::Kind::UnknownField(field, _) = &error.kind
+        && let Some(section) = SECTIONS.iter().find(|s| s.name == field)
+    {
+        let example = SETTINGS.iter().find(|s| s.section == section.name);
+        return ConfigError::Invalid {
+            key: section.name,
+            message: format!(
+                "settings are flat keys (e.g. `{}`), not [sections]",
+                example.map_or(section.name, |s| s.key)
+            ),
+        };
+    }
+    ConfigError::Load(error)
+}
+
 impl Config {
     /// Defaults, then the file (if given; a missing file is an error), then the environment.
     pub fn load(file: Option<&Path>) -> Result<Loaded, ConfigError> {
@@ -210,7 +228,10 @@ impl Config {
             figment = figment.merge(Toml::file(path));
         }
         let env = Env::prefixed(ENV_PREFIX).filter(|name| is_key(name.as_str()));
-        let flat: FileAndEnv = figment.merge(env).extract().map_err(Box::new)?;
+        let flat: FileAndEnv = figment
+            .merge(env)
+            .extract()
+            .map_err(|error| explain_sections(Box::new(error)))?;
         let (config, retired) = flat.into_config();
         config.validate()?;
         Ok(Loaded { config, retired })
@@ -378,7 +399,7 @@ mod tests {
             ("sync_pagesize = 5\n", "sync_pagesize"),
             ("sync_page_size = \"many\"\n", "sync_page_size"),
             ("webhook_lease_secs = 0\n", "webhook_lease_secs"),
-            ("[sync]\npage_size = 5\n", "sync"),
+            ("[sync]\npage_size = 5\n", "`sync`: settings are flat keys"),
         ] {
             let (_dir, path) = file_with(text);
             let error = Config::load(Some(&path)).unwrap_err().to_string();
