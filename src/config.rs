@@ -28,112 +28,113 @@ const DAY: u64 = 24 * 3600;
 
 settings! {
     sections {
-    /// Where the data lives.
-    database: DatabaseSettings {
-        /// embedded SQLite; `postgres://…` for production and several instances
-        database_url => url: String = "sqlite://millwright.db?mode=rwc".to_owned(),
-            check(values::is_database_url, "a `sqlite:` or `postgres://` URL");
-        /// pool size
-        database_max_connections => max_connections: u32 = 10, range(1, 1000);
-        /// SQLite's page cache per pooled connection, in MiB (SQLite's own default is 2 MiB,
-        /// too small for the indexes of a large record store); used as needed, so at most this
-        /// × `MILLWRIGHT_DATABASE_MAX_CONNECTIONS`
-        sqlite_cache_mib => sqlite_cache_mib: u64 = 32, range(1, 65536);
-        /// SQLite: a background task copies committed pages from the write-ahead log into the
-        /// database file at most this often while writes happen, so that writers do not stop
-        /// to do it; `0` turns it off (a writer then does it once the log holds 8,192 pages)
-        sqlite_checkpoint_interval_ms => sqlite_checkpoint_interval_ms: u64 = 100,
-            range(0, 60_000);
-    }
-    /// The HTTP and WebSocket edge, and what one GraphQL request may ask.
-    http: HttpSettings {
-        /// HTTP address; port 0 picks a free one (logged as `listening on <addr>`)
-        listen => listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080));
-        /// GraphQL requests taking longer get 408
-        request_timeout_secs => request_timeout_secs: u64 = 30, range(1, DAY);
-        /// larger request bodies get 413
-        body_limit_bytes => body_limit_bytes: usize = 1024 * 1024, range(1, 256 << 20);
-        /// operations per batched request
-        max_batch_size => max_batch_size: usize = 10, range(1, 1000);
-        /// deeper queries get `QUERY_TOO_COMPLEX`
-        max_query_depth => max_query_depth: usize = 15, range(1, 1000);
-        /// fields per query (aliases count) before `QUERY_TOO_COMPLEX`
-        max_query_complexity => max_query_complexity: usize = 500, range(1, 1_000_000);
-        /// how long a request's data loaders gather keys before one query, in milliseconds;
-        /// a longer window batches more on a busy machine, a shorter one answers sooner
-        graphql_batch_window_ms => graphql_batch_window_ms: u64 = 4, range(1, 1000);
-        /// a WebSocket without `connection_init` by then is closed with 4408
-        ws_init_timeout_secs => ws_init_timeout_secs: u64 = 10, range(1, DAY);
-        /// the server pings WebSockets this often, to keep proxies from dropping them
-        ws_ping_interval_secs => ws_ping_interval_secs: u64 = 30, range(1, DAY);
-    }
-    /// Secrets: the operator's token and the key that encrypts stored credentials.
-    security: SecuritySettings {
-        /// operator token for `createAccount` and `grantCredits`; unset turns the admin API off
-        admin_token => admin_token: Option<Secret> = None,
-            check(values::is_operator_token, "at least 16 characters");
-        /// encrypts connection credentials at rest; unset with SQLite: a key file beside the
-        /// database is generated (PostgreSQL needs this set)
-        encryption_key => encryption_key: Option<Secret> = None,
-            check(values::is_encryption_key, "the base64 encoding of 32 bytes");
-    }
-    /// What this process runs and how it logs.
-    process: ProcessSettings {
-        /// `pretty` or `json` (filter with `RUST_LOG`)
-        log_format => log_format: LogFormat = LogFormat::Pretty;
-        /// run the background workers (health checks, syncs, webhook deliveries, pruning) in
-        /// this process
-        workers => workers: bool = true;
-    }
-    /// Connections to customers' systems.
-    connectors: ConnectorSettings {
-        /// allow connections whose `base_url` or `token_url` is on a loopback, private,
-        /// link-local or reserved address, and plain `http`: turn it on for a self-hosted
-        /// install on a plant network whose SAP or Maximo has a private address
-        connector_allow_private_targets => allow_private_targets: bool = false;
-        /// each live connection is probed this often (first probes spread over the interval)
-        health_check_interval_secs => health_check_interval_secs: u64 = 300, range(1, 30 * DAY);
-    }
-    /// Sync runs: how many, how fast, how they survive a crash.
-    sync: SyncSettings {
-        /// sync runs executed at once by this process
-        sync_workers => workers: usize = 4, range(1, 1024);
-        /// records asked of a remote per page
-        sync_page_size => page_size: usize = 500, range(1, 10_000);
-        /// request rate limit towards each customer system, per second
-        sync_requests_per_second => requests_per_second: u32 = 10, range(1, 1_000_000);
-        /// a run whose process died (its lease expired) is taken over after this
-        sync_lease_secs => lease_secs: u64 = 30, range(1, DAY);
-        /// retries of an unreachable or failing remote within a run before the run fails
-        sync_retries => retries: u32 = 4, range(0, 100);
-    }
-    /// Webhook deliveries: targets, retries, concurrency.
-    webhooks: WebhookSettings {
-        /// allow webhook URLs on loopback/private addresses
-        webhook_allow_private_targets => allow_private_targets: bool = false;
-        /// seconds before each webhook retry, e.g. `5,300,1800`
-        #[serde(deserialize_with = "values::seconds_list")]
-        webhook_retry_schedule => retry_schedule: Vec<u64> = vec![5, 300, 1800, 7200, 18000, 36000, 36000],
-            check(values::is_retry_schedule, "1 to 50 delays of at most 604800 (7 days) each");
-        /// an endpoint failing continuously this long (5 days) is disabled
-        webhook_disable_after_secs => disable_after_secs: u64 = 5 * DAY, range(0, 365 * DAY);
-        /// webhook requests in flight at once
-        webhook_workers => workers: usize = 32, range(1, 10_000);
-        /// webhook requests in flight to one endpoint
-        webhook_max_in_flight_per_endpoint => max_in_flight_per_endpoint: usize = 8,
-            range(1, 10_000);
-        /// a delivery whose process died is sent again after this; each process claims up to
-        /// lease ÷ 15 s rounds of requests ahead (more throughput, slower takeover)
-        webhook_lease_secs => lease_secs: u64 = 120, range(1, DAY);
-    }
-    /// The event log and its live feed.
-    events: EventSettings {
-        /// events older than this (30 days) are pruned; older cursors get `BAD_USER_INPUT`
-        event_retention_secs => retention_secs: u64 = 30 * DAY, range(1, 100 * 365 * DAY);
-        /// events buffered in memory for live subscribers; slower ones catch up from the
-        /// database
-        event_feed_capacity => feed_capacity: usize = 4096, range(1, 1_000_000);
-    }
+        /// Where the data lives.
+        database: DatabaseSettings {
+            /// embedded SQLite; `postgres://…` for production and several instances
+            database_url => url: String = "sqlite://millwright.db?mode=rwc".to_owned(),
+                check(values::is_database_url, "a `sqlite:` or `postgres://` URL");
+            /// pool size
+            database_max_connections => max_connections: u32 = 10, range(1, 1000);
+            /// SQLite's page cache per pooled connection, in MiB (SQLite's own default is 2 MiB,
+            /// too small for the indexes of a large record store); used as needed, so at most this
+            /// × `MILLWRIGHT_DATABASE_MAX_CONNECTIONS`
+            sqlite_cache_mib => sqlite_cache_mib: u64 = 32, range(1, 65536);
+            /// SQLite: a background task copies committed pages from the write-ahead log into the
+            /// database file at most this often while writes happen, so that writers do not stop
+            /// to do it; `0` turns it off (a writer then does it once the log holds 8,192 pages)
+            sqlite_checkpoint_interval_ms => sqlite_checkpoint_interval_ms: u64 = 100,
+                range(0, 60_000);
+        }
+        /// The HTTP and WebSocket edge, and what one GraphQL request may ask.
+        http: HttpSettings {
+            /// HTTP address; port 0 picks a free one (logged as `listening on <addr>`)
+            listen => listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080));
+            /// GraphQL requests taking longer get 408
+            request_timeout_secs => request_timeout_secs: u64 = 30, range(1, DAY);
+            /// larger request bodies get 413
+            body_limit_bytes => body_limit_bytes: usize = 1024 * 1024, range(1, 256 << 20);
+            /// operations per batched request
+            max_batch_size => max_batch_size: usize = 10, range(1, 1000);
+            /// deeper queries get `QUERY_TOO_COMPLEX`
+            max_query_depth => max_query_depth: usize = 15, range(1, 1000);
+            /// fields per query (aliases count) before `QUERY_TOO_COMPLEX`
+            max_query_complexity => max_query_complexity: usize = 500, range(1, 1_000_000);
+            /// how long a request's data loaders gather keys before one query, in milliseconds;
+            /// a longer window batches more on a busy machine, a shorter one answers sooner
+            graphql_batch_window_ms => graphql_batch_window_ms: u64 = 4, range(1, 1000);
+            /// a WebSocket without `connection_init` by then is closed with 4408
+            ws_init_timeout_secs => ws_init_timeout_secs: u64 = 10, range(1, DAY);
+            /// the server pings WebSockets this often, to keep proxies from dropping them
+            ws_ping_interval_secs => ws_ping_interval_secs: u64 = 30, range(1, DAY);
+        }
+        /// Secrets: the operator's token and the key that encrypts stored credentials.
+        security: SecuritySettings {
+            /// operator token for `createAccount` and `grantCredits`; unset turns the admin API off
+            admin_token => admin_token: Option<Secret> = None,
+                check(values::is_operator_token, "at least 16 characters");
+            /// encrypts connection credentials at rest; unset with SQLite: a key file beside the
+            /// database is generated (PostgreSQL needs this set)
+            encryption_key => encryption_key: Option<Secret> = None,
+                check(values::is_encryption_key, "the base64 encoding of 32 bytes");
+        }
+        /// What this process runs and how it logs.
+        process: ProcessSettings {
+            /// `pretty` or `json` (filter with `RUST_LOG`)
+            log_format => log_format: LogFormat = LogFormat::Pretty;
+            /// run the background workers (health checks, syncs, webhook deliveries, pruning) in
+            /// this process
+            workers => workers: bool = true;
+        }
+        /// Connections to customers' systems.
+        connectors: ConnectorSettings {
+            /// allow connections whose `base_url` or `token_url` is on a loopback, private,
+            /// link-local or reserved address, and plain `http`: turn it on for a self-hosted
+            /// install on a plant network whose SAP or Maximo has a private address
+            connector_allow_private_targets => allow_private_targets: bool = false;
+            /// each live connection is probed this often (first probes spread over the interval)
+            health_check_interval_secs => health_check_interval_secs: u64 = 300, range(1, 30 * DAY);
+        }
+        /// Sync runs: how many, how fast, how they survive a crash.
+        sync: SyncSettings {
+            /// sync runs executed at once by this process
+            sync_workers => workers: usize = 4, range(1, 1024);
+            /// records asked of a remote per page
+            sync_page_size => page_size: usize = 500, range(1, 10_000);
+            /// request rate limit towards each customer system, per second
+            sync_requests_per_second => requests_per_second: u32 = 10, range(1, 1_000_000);
+            /// a run whose process died (its lease expired) is taken over after this
+            sync_lease_secs => lease_secs: u64 = 30, range(1, DAY);
+            /// retries of an unreachable or failing remote within a run before the run fails
+            sync_retries => retries: u32 = 4, range(0, 100);
+        }
+        /// Webhook deliveries: targets, retries, concurrency.
+        webhooks: WebhookSettings {
+            /// allow webhook URLs on loopback/private addresses
+            webhook_allow_private_targets => allow_private_targets: bool = false;
+            /// seconds before each webhook retry, e.g. `5,300,1800`
+            #[serde(deserialize_with = "values::seconds_list")]
+            webhook_retry_schedule => retry_schedule: Vec<u64> =
+                vec![5, 300, 1800, 7200, 18000, 36000, 36000],
+                check(values::is_retry_schedule, "1 to 50 delays of at most 604800 (7 days) each");
+            /// an endpoint failing continuously this long (5 days) is disabled
+            webhook_disable_after_secs => disable_after_secs: u64 = 5 * DAY, range(0, 365 * DAY);
+            /// webhook requests in flight at once
+            webhook_workers => workers: usize = 32, range(1, 10_000);
+            /// webhook requests in flight to one endpoint
+            webhook_max_in_flight_per_endpoint => max_in_flight_per_endpoint: usize = 8,
+                range(1, 10_000);
+            /// a delivery whose process died is sent again after this; each process claims up to
+            /// lease ÷ 15 s rounds of requests ahead (more throughput, slower takeover)
+            webhook_lease_secs => lease_secs: u64 = 120, range(1, DAY);
+        }
+        /// The event log and its live feed.
+        events: EventSettings {
+            /// events older than this (30 days) are pruned; older cursors get `BAD_USER_INPUT`
+            event_retention_secs => retention_secs: u64 = 30 * DAY, range(1, 100 * 365 * DAY);
+            /// events buffered in memory for live subscribers; slower ones catch up from the
+            /// database
+            event_feed_capacity => feed_capacity: usize = 4096, range(1, 1_000_000);
+        }
     }
     retired {
         /// a test knob (the length of one minute of `syncIntervalMinutes`); tests now set it
@@ -298,235 +299,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::fmt::Write as _;
-
-    use super::*;
-
-    #[test]
-    fn redacts_database_password() {
-        assert_eq!(
-            values::redact_url("postgres://u:secret@h/db"),
-            "postgres://u:***@h/db"
-        );
-        assert_eq!(values::redact_url("sqlite://x.db"), "sqlite://x.db");
-    }
-
-    #[test]
-    fn debug_never_prints_secrets() {
-        let mut config = Config::default();
-        config.database.url = "postgres://u:db-password@h/db".into();
-        config.security.admin_token = Some(Secret::new("super-secret-admin-token"));
-        let printed = format!("{config:?}");
-        assert!(!printed.contains("super-secret"), "{printed}");
-        assert!(!printed.contains("db-password"), "{printed}");
-    }
-
-    #[test]
-    fn defaults_are_valid() {
-        Config::default().validate().unwrap();
-    }
-
-    /// Puts one setting out of bounds.
-    type Breakage = fn(&mut Config);
-
-    #[test]
-    fn invalid_values_name_their_key() {
-        let cases: [(Breakage, &str); 9] = [
-            (
-                |c| c.security.encryption_key = Some(Secret::new("short")),
-                "encryption_key",
-            ),
-            (
-                |c| c.security.admin_token = Some(Secret::new("too-short")),
-                "admin_token",
-            ),
-            (
-                |c| c.database.sqlite_checkpoint_interval_ms = 60_001,
-                "sqlite_checkpoint_interval_ms",
-            ),
-            (|c| c.sync.page_size = 10_001, "sync_page_size"),
-            (|c| c.sync.lease_secs = u64::MAX, "sync_lease_secs"),
-            (
-                |c| c.events.feed_capacity = 50_000_000,
-                "event_feed_capacity",
-            ),
-            (
-                |c| c.http.ws_ping_interval_secs = 1 << 63,
-                "ws_ping_interval_secs",
-            ),
-            (
-                |c| c.webhooks.retry_schedule = vec![5, 30 * DAY],
-                "webhook_retry_schedule",
-            ),
-            (|c| c.webhooks.workers = 0, "webhook_workers"),
-        ];
-        for (break_it, key) in cases {
-            let mut config = Config::default();
-            break_it(&mut config);
-            let error = config.validate().unwrap_err().to_string();
-            assert!(error.contains(&format!("`{key}`")), "{key}: {error}");
-        }
-    }
-
-    fn file_with(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("millwright.toml");
-        std::fs::write(&path, text).unwrap();
-        (dir, path)
-    }
-
-    #[test]
-    fn file_keys_are_flat_and_fill_their_sections() {
-        let (_dir, path) = file_with(
-            "sync_page_size = 77\nwebhook_retry_schedule = \"1, 2\"\nworkers = false\n\
-             event_feed_capacity = 9\nadmin_token = 1234567890123456\n",
-        );
-        let config = Config::load(Some(&path)).unwrap().config;
-        assert_eq!(config.sync.page_size, 77);
-        assert_eq!(config.webhooks.retry_schedule, [1, 2]);
-        assert!(!config.process.workers);
-        assert_eq!(config.events.feed_capacity, 9);
-        assert_eq!(
-            config.security.admin_token.as_ref().map(Secret::expose),
-            Some("1234567890123456")
-        );
-    }
-
-    #[test]
-    fn file_errors_name_the_key() {
-        for (text, key) in [
-            ("sync_pagesize = 5\n", "sync_pagesize"),
-            ("sync_page_size = \"many\"\n", "sync_page_size"),
-            ("webhook_lease_secs = 0\n", "webhook_lease_secs"),
-            ("[sync]\npage_size = 5\n", "`sync`: settings are flat keys"),
-        ] {
-            let (_dir, path) = file_with(text);
-            let error = Config::load(Some(&path)).unwrap_err().to_string();
-            assert!(error.contains(key), "{text}: {error}");
-        }
-    }
-
-    #[test]
-    fn retired_keys_are_accepted_and_reported() {
-        let (_dir, path) = file_with("sync_schedule_minute_secs = 1\n");
-        let loaded = Config::load(Some(&path)).unwrap();
-        let keys: Vec<_> = loaded.retired.iter().map(|r| r.key).collect();
-        assert_eq!(keys, ["sync_schedule_minute_secs"]);
-        assert_eq!(
-            loaded.config.testing.schedule_minute,
-            Duration::from_secs(60)
-        );
-    }
-
-    #[test]
-    fn every_setting_is_documented() {
-        for setting in SETTINGS {
-            assert!(!setting.doc_line().is_empty(), "{} has no doc", setting.key);
-        }
-        for section in SECTIONS {
-            assert!(
-                !section.doc_line().is_empty(),
-                "{} has no doc",
-                section.name
-            );
-        }
-    }
-
-    const TABLE_START: &str = "<!-- settings: start -->";
-    const TABLE_END: &str = "<!-- settings: end -->";
-
-    /// A default as the README shows it: the value a file or variable would carry.
-    fn shown(value: &serde_json::Value) -> String {
-        let text = match value {
-            serde_json::Value::Null => return "unset".to_owned(),
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Array(items) => items
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
-            other => other.to_string(),
-        };
-        format!("`{text}`")
-    }
-
-    /// The README's configuration reference, rendered from the declaration.
-    fn reference() -> String {
-        let defaults = serde_json::to_value(FileAndEnv::default()).unwrap();
-        let mut out = String::new();
-        for section in SECTIONS {
-            let _ = write!(
-                out,
-                "\n**{}**: {}\n\n| variable | default | allowed | meaning |\n|---|---|---|---|\n",
-                section.name,
-                section.doc_line()
-            );
-            for setting in SETTINGS.iter().filter(|s| s.section == section.name) {
-                let _ = writeln!(
-                    out,
-                    "| `{}` | {} | {} | {} |",
-                    setting.env_var(),
-                    shown(&defaults[setting.key]),
-                    setting.bounds.describe(),
-                    setting.doc_line().replace('|', "\\|")
-                );
-            }
-        }
-        out.push_str("\nRetired keys, still accepted and ignored with a warning at start:\n\n");
-        for retired in RETIRED {
-            let env_var = format!("{ENV_PREFIX}{}", retired.key.to_ascii_uppercase());
-            let why = declare::one_line(retired.why);
-            let _ = writeln!(out, "- `{env_var}`: {why}");
-        }
-        out
-    }
-
-    #[test]
-    fn readme_table_is_the_declaration() {
-        let readme = include_str!("../README.md");
-        let start = readme
-            .find(TABLE_START)
-            .expect("README marks its settings table");
-        let end = readme
-            .find(TABLE_END)
-            .expect("README marks the table's end");
-        let table = &readme[start + TABLE_START.len()..end];
-        let expected = reference();
-        assert!(
-            table.trim() == expected.trim(),
-            "README's settings table differs from the declaration in src/config.rs; \
-             put this between the markers:\n{expected}"
-        );
-    }
-
-    #[test]
-    fn readme_names_every_key_with_its_default() {
-        // The rendered table above is exact; this says the same in the terms people check.
-        let readme = include_str!("../README.md");
-        let defaults = serde_json::to_value(FileAndEnv::default()).unwrap();
-        let rows: Vec<&str> = readme
-            .lines()
-            .filter(|line| line.starts_with(&format!("| `{ENV_PREFIX}")))
-            .collect();
-        for setting in SETTINGS {
-            let prefix = format!(
-                "| `{}` | {} |",
-                setting.env_var(),
-                shown(&defaults[setting.key])
-            );
-            assert!(
-                rows.iter().any(|row| row.starts_with(&prefix)),
-                "README has no row `{prefix}`"
-            );
-        }
-        for row in rows {
-            assert!(
-                SETTINGS
-                    .iter()
-                    .any(|s| row.starts_with(&format!("| `{}` ", s.env_var()))),
-                "README documents a variable the declaration lacks: {row}"
-            );
-        }
-    }
-}
+mod tests;

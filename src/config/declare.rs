@@ -117,8 +117,8 @@ pub fn check_range(value: &impl Bounded, min: u64, max: u64) -> Result<(), Strin
     }
 }
 
-/// Declares the configuration: `sections { … }` then `retired { … }`. Each section becomes a `pub struct` with a `Default`, and a
-/// field of `Config`; each setting is
+/// Declares the configuration: `sections { … }` then `retired { … }`. Each section becomes a
+/// `pub struct` with a `Default`, and a field of `Config`; each setting is
 ///
 /// ```text
 /// /// Its documentation (user-facing: the README's table shows it).
@@ -132,19 +132,19 @@ macro_rules! settings {
     (@bounds check($accepts:literal)) => { $crate::config::declare::Bounds::Check($accepts) };
     (
         sections {
-        $(
-            $(#[doc = $section_doc:literal])*
-            $section:ident: $Section:ident {
-                $(
-                    $(#[doc = $doc:literal])*
-                    $(#[serde($($serde:tt)*)])*
-                    $key:ident => $field:ident: $ty:ty = $default:expr
-                    $(, range($min:expr, $max:expr))?
-                    $(, check($check:path, $accepts:literal))?
-                    ;
-                )*
-            }
-        )*
+            $(
+                $(#[doc = $section_doc:literal])*
+                $section:ident: $Section:ident {
+                    $(
+                        $(#[doc = $doc:literal])*
+                        $(#[serde($($serde:tt)*)])*
+                        $key:ident => $field:ident: $ty:ty = $default:expr
+                        $(, range($min:expr, $max:expr))?
+                        $(, check($check:path, $accepts:literal))?
+                        ;
+                    )*
+                }
+            )*
         }
         retired {
             $(
