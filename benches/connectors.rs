@@ -88,7 +88,7 @@ impl Settings {
         Self {
             records: number(flag.or_else(|| var("CONNECTORS_RECORDS"))).unwrap_or(RECORDS),
             page_size: number(var("CONNECTORS_PAGE_SIZE"))
-                .map_or(Config::default().sync_page_size, |n: u32| n.max(1) as usize),
+                .map_or(Config::default().sync.page_size, |n: u32| n.max(1) as usize),
             systems: var("CONNECTORS_SYSTEMS"),
         }
     }
@@ -161,18 +161,16 @@ async fn measure(system: System, settings: &Settings) -> anyhow::Result<Outcome>
         None => None,
     };
     let dir = tempfile::tempdir().context("temp dir for the database")?;
-    let config = Config {
-        database_url: format!("sqlite://{}?mode=rwc", dir.path().join("db").display()),
-        listen: "127.0.0.1:0".parse().expect("a socket address"),
-        admin_token: Some(Secret::new(ADMIN_TOKEN)),
-        encryption_key: Some(Secret::new(ENCRYPTION_KEY)),
-        connector_allow_private_targets: true,
-        sync_page_size: settings.page_size,
-        sync_requests_per_second: REQUESTS_PER_SECOND,
-        health_check_interval_secs: 3600,
-        ..Default::default()
-    };
-    let listener = TcpListener::bind(config.listen)
+    let mut config = Config::default();
+    config.database.url = format!("sqlite://{}?mode=rwc", dir.path().join("db").display());
+    config.http.listen = "127.0.0.1:0".parse().expect("a socket address");
+    config.security.admin_token = Some(Secret::new(ADMIN_TOKEN));
+    config.security.encryption_key = Some(Secret::new(ENCRYPTION_KEY));
+    config.connectors.allow_private_targets = true;
+    config.sync.page_size = settings.page_size;
+    config.sync.requests_per_second = REQUESTS_PER_SECOND;
+    config.connectors.health_check_interval_secs = 3600;
+    let listener = TcpListener::bind(config.http.listen)
         .await
         .context("bind 127.0.0.1:0")?;
     let addr = listener.local_addr()?;

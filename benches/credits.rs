@@ -206,14 +206,13 @@ async fn load_and_check(name: &'static str, addr: SocketAddr) -> anyhow::Result<
 // --- server ------------------------------------------------------------------------------
 
 fn config(database_url: String) -> Config {
-    Config {
-        database_url,
-        listen: "127.0.0.1:0".parse().expect("a socket address"),
-        admin_token: Some(Secret::new(ADMIN_TOKEN)),
-        encryption_key: Some(Secret::new(ENCRYPTION_KEY)),
-        health_check_interval_secs: 3600,
-        ..Default::default()
-    }
+    let mut config = Config::default();
+    config.database.url = database_url;
+    config.http.listen = "127.0.0.1:0".parse().expect("a socket address");
+    config.security.admin_token = Some(Secret::new(ADMIN_TOKEN));
+    config.security.encryption_key = Some(Secret::new(ENCRYPTION_KEY));
+    config.connectors.health_check_interval_secs = 3600;
+    config
 }
 
 /// The real server, as the binary runs it.
@@ -222,7 +221,7 @@ async fn start_server(
     token: CancellationToken,
 ) -> anyhow::Result<(common::ServerTask, SocketAddr)> {
     let config = config(database_url);
-    let listener = TcpListener::bind(config.listen)
+    let listener = TcpListener::bind(config.http.listen)
         .await
         .context("bind 127.0.0.1:0")?;
     let addr = listener.local_addr()?;

@@ -101,11 +101,9 @@ struct Fixture {
 /// A fresh migrated database holding one account and its customers.
 async fn seed(dir: &Path) -> Fixture {
     let started = Instant::now();
-    let config = Config {
-        database_url: format!("sqlite://{}?mode=rwc", dir.join("bench.db").display()),
-        listen: "127.0.0.1:0".parse().expect("a socket address"),
-        ..Default::default()
-    };
+    let mut config = Config::default();
+    config.database.url = format!("sqlite://{}?mode=rwc", dir.join("bench.db").display());
+    config.http.listen = "127.0.0.1:0".parse().expect("a socket address");
     let db = Db::connect(&config).await.expect("connect to SQLite");
     db.migrate().await.expect("migrate");
     let created = accounts::create_account(&db, "bench", 0)

@@ -302,17 +302,15 @@ async fn measure(database_url: String, settings: &Settings) -> anyhow::Result<Su
 // --- server ------------------------------------------------------------------------------
 
 fn config(database_url: String, settings: &Settings) -> Config {
-    Config {
-        database_url,
-        listen: "127.0.0.1:0".parse().expect("a socket address"),
-        admin_token: Some(Secret::new(ADMIN_TOKEN)),
-        encryption_key: Some(Secret::new(ENCRYPTION_KEY)),
-        sync_page_size: settings.page_size,
-        sync_requests_per_second: REQUESTS_PER_SECOND,
-        health_check_interval_secs: 3600,
-        sync_schedule_minute_secs: 60,
-        ..Default::default()
-    }
+    let mut config = Config::default();
+    config.database.url = database_url;
+    config.http.listen = "127.0.0.1:0".parse().expect("a socket address");
+    config.security.admin_token = Some(Secret::new(ADMIN_TOKEN));
+    config.security.encryption_key = Some(Secret::new(ENCRYPTION_KEY));
+    config.sync.page_size = settings.page_size;
+    config.sync.requests_per_second = REQUESTS_PER_SECOND;
+    config.connectors.health_check_interval_secs = 3600;
+    config
 }
 
 /// The real server, as the binary runs it.
@@ -322,7 +320,7 @@ async fn start_server(
     token: CancellationToken,
 ) -> anyhow::Result<(common::ServerTask, SocketAddr)> {
     let config = config(database_url, settings);
-    let listener = TcpListener::bind(config.listen)
+    let listener = TcpListener::bind(config.http.listen)
         .await
         .context("bind 127.0.0.1:0")?;
     let addr = listener.local_addr()?;
@@ -573,7 +571,7 @@ async fn connect_plain(url: &str) -> anyhow::Result<DatabaseConnection> {
     let mut options = ConnectOptions::new(url.to_owned());
     options.max_connections(2).sqlx_logging(false);
     if url.starts_with("sqlite:") {
-        let cache_mib = Config::default().sqlite_cache_mib;
+        let cache_mib = Config::default().database.sqlite_cache_mib;
         options.map_sqlx_sqlite_opts(move |opts| db::sqlite_settings(opts, cache_mib));
     }
     Database::connect(options)

@@ -140,17 +140,16 @@ async fn run() -> anyhow::Result<bool> {
 // --- server ------------------------------------------------------------------------------
 
 fn config(database_url: String) -> Config {
-    Config {
-        database_url,
-        listen: "127.0.0.1:0".parse().expect("a socket address"),
-        admin_token: Some(Secret::new(ADMIN_TOKEN)),
-        encryption_key: Some(Secret::new(ENCRYPTION_KEY)),
-        webhook_allow_private_targets: true,
-        max_batch_size: GRANTS_PER_BATCH,
-        max_query_complexity: 5000,
-        health_check_interval_secs: 3600,
-        ..Default::default()
-    }
+    let mut config = Config::default();
+    config.database.url = database_url;
+    config.http.listen = "127.0.0.1:0".parse().expect("a socket address");
+    config.security.admin_token = Some(Secret::new(ADMIN_TOKEN));
+    config.security.encryption_key = Some(Secret::new(ENCRYPTION_KEY));
+    config.webhooks.allow_private_targets = true;
+    config.http.max_batch_size = GRANTS_PER_BATCH;
+    config.http.max_query_complexity = 5000;
+    config.connectors.health_check_interval_secs = 3600;
+    config
 }
 
 /// A fresh SQLite file in a temp dir that lives as long as the returned handle.
@@ -166,10 +165,10 @@ fn fresh_database() -> anyhow::Result<(TempDir, String)> {
 fn report_config(config: &Config) {
     println!(
         "server: SQLite, webhook_workers {}, webhook_max_in_flight_per_endpoint {}, database_max_connections {}, webhook_lease_secs {}",
-        config.webhook_workers,
-        config.webhook_max_in_flight_per_endpoint,
-        config.database_max_connections,
-        config.webhook_lease_secs,
+        config.webhooks.workers,
+        config.webhooks.max_in_flight_per_endpoint,
+        config.database.max_connections,
+        config.webhooks.lease_secs,
     );
 }
 
@@ -178,7 +177,7 @@ async fn start_server(
     config: Config,
     token: CancellationToken,
 ) -> anyhow::Result<(common::ServerTask, SocketAddr)> {
-    let listener = TcpListener::bind(config.listen)
+    let listener = TcpListener::bind(config.http.listen)
         .await
         .context("bind 127.0.0.1:0")?;
     let addr = listener.local_addr()?;
@@ -418,7 +417,7 @@ struct CpuCosts {
 async fn measure_backlog(receiver: &Receiver) -> anyhow::Result<(ServerFigures, CpuCosts)> {
     let (_dir, database_url) = fresh_database()?;
     let mut quiet = config(database_url.clone());
-    quiet.workers = false;
+    quiet.process.workers = false;
     let token = CancellationToken::new();
     let (server, addr) = start_server(quiet, token.clone()).await?;
     let produced = produce_backlog(addr, receiver).await;
@@ -917,7 +916,7 @@ struct Ceiling {
 /// A few rounds of the plain loop; the median round is the ceiling (one round takes about
 /// 2 s, so a burst of other load on the machine moves it a lot).
 async fn measure_ceiling(receiver: &Receiver) -> anyhow::Result<Ceiling> {
-    let workers = Config::default().webhook_workers;
+    let workers = Config::default().webhooks.workers;
     let client = http_client(workers)?;
     let body = Bytes::from(sample_body());
     let mut rounds = Vec::with_capacity(CEILING_ROUNDS);

@@ -39,7 +39,7 @@ impl Cipher {
     /// The configured key; with SQLite and no key, a key file beside the database
     /// (created on first start).
     pub fn from_config(config: &Config) -> Result<Self, KeyError> {
-        if let Some(key) = &config.encryption_key {
+        if let Some(key) = &config.security.encryption_key {
             return decode_key(key.expose()).map(|k| Self::new(&k));
         }
         let Some(path) = key_file_path(config) else {
@@ -93,7 +93,7 @@ fn decode_key(text: &str) -> Result<[u8; 32], KeyError> {
 /// `sqlite://path/to/millwright.db?mode=rwc` keeps its key in `path/to/millwright.db.key`;
 /// an in-memory database gets none (and so needs a configured key).
 fn key_file_path(config: &Config) -> Option<PathBuf> {
-    let rest = config.database_url.strip_prefix("sqlite:")?;
+    let rest = config.database.url.strip_prefix("sqlite:")?;
     let path = rest.trim_start_matches("//").split('?').next()?;
     if path.is_empty() || path.contains(":memory:") {
         return None;
@@ -159,15 +159,11 @@ mod tests {
 
     #[test]
     fn key_file_sits_beside_the_database() {
-        let config = Config {
-            database_url: "sqlite://data/m.db?mode=rwc".into(),
-            ..Config::default()
-        };
+        let mut config = Config::default();
+        config.database.url = "sqlite://data/m.db?mode=rwc".into();
         assert_eq!(key_file_path(&config), Some(PathBuf::from("data/m.db.key")));
-        let memory = Config {
-            database_url: "sqlite::memory:".into(),
-            ..Config::default()
-        };
+        let mut memory = Config::default();
+        memory.database.url = "sqlite::memory:".into();
         assert_eq!(key_file_path(&memory), None);
     }
 }

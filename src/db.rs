@@ -68,9 +68,9 @@ pub struct Db {
 
 impl Db {
     pub async fn connect(config: &Config) -> Result<Self, DbErr> {
-        let mut options = ConnectOptions::new(config.database_url.clone());
+        let mut options = ConnectOptions::new(config.database.url.clone());
         options
-            .max_connections(config.database_max_connections)
+            .max_connections(config.database.max_connections)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(10))
             .sqlx_logging(false);
@@ -80,7 +80,7 @@ impl Db {
             // trip to SQLite's worker thread per statement outside a transaction and per
             // transaction saved).
             options.test_before_acquire(false);
-            let cache_mib = config.sqlite_cache_mib;
+            let cache_mib = config.database.sqlite_cache_mib;
             options.map_sqlx_sqlite_opts(move |opts| sqlite_settings(opts, cache_mib));
         } else {
             // A server connection can die while idle (restart, failover, idle timeout): ping
@@ -286,10 +286,8 @@ mod tests {
     async fn the_background_checkpoint_copies_committed_pages_into_the_database_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("checkpoint.db");
-        let config = Config {
-            database_url: format!("sqlite://{}?mode=rwc", path.display()),
-            ..Config::default()
-        };
+        let mut config = Config::default();
+        config.database.url = format!("sqlite://{}?mode=rwc", path.display());
         let db = Db::connect(&config).await.unwrap();
         db.conn()
             .execute_unprepared("CREATE TABLE blobs (b BLOB NOT NULL)")

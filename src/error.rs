@@ -92,10 +92,8 @@ mod tests {
     #[tokio::test]
     async fn an_unknown_stored_value_is_an_error_that_names_its_column() {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config {
-            database_url: format!("sqlite://{}?mode=rwc", dir.path().join("enum.db").display()),
-            ..Config::default()
-        };
+        let mut config = Config::default();
+        config.database.url = format!("sqlite://{}?mode=rwc", dir.path().join("enum.db").display());
         let db = Db::connect(&config).await.unwrap();
         db.migrate().await.unwrap();
         let created = accounts::create_account(&db, "Acme", 5).await.unwrap();

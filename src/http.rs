@@ -44,7 +44,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: Arc<AppState>) -> Router {
     let timeout = state.config.request_timeout();
-    let body_limit = state.config.body_limit_bytes;
+    let body_limit = state.config.http.body_limit_bytes;
     let graphql = Router::new()
         .route("/graphql", get(graphiql).post(graphql_post))
         .layer(TimeoutLayer::with_status_code(
@@ -126,7 +126,7 @@ async fn graphql_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let request = match parse_body(&body, state.config.max_batch_size) {
+    let request = match parse_body(&body, state.config.http.max_batch_size) {
         Ok(request) => request,
         Err(message) => return reject(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", &message),
     };
@@ -136,7 +136,7 @@ async fn graphql_post(
     let principal = match auth::authenticate(
         &state.db,
         &state.auth_cache,
-        state.config.admin_token.as_ref(),
+        state.config.security.admin_token.as_ref(),
         authorization,
     )
     .await

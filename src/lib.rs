@@ -50,11 +50,11 @@ pub async fn run(
     let cipher = crypto::Cipher::from_config(&config)?;
     let metrics = Metrics::new();
     let db = open_database(&config, &metrics).await?;
-    let feed = events::feed::EventFeed::new(db.clone(), config.event_feed_capacity).await?;
+    let feed = events::feed::EventFeed::new(db.clone(), config.events.feed_capacity).await?;
     let services = workers::Services {
         db: db.clone(),
         cipher,
-        outbound: connectors::http::Outbound::new(config.connector_allow_private_targets),
+        outbound: connectors::http::Outbound::new(config.connectors.allow_private_targets),
         feed,
     };
     let workers = workers::start(&services, &config, shutdown.clone());
@@ -68,11 +68,11 @@ pub async fn run(
 
 /// Settings that work but are probably not what the operator meant.
 fn warn_about(config: &Config) {
-    let retrying: u64 = config.webhook_retry_schedule.iter().sum();
-    if retrying > config.event_retention_secs {
+    let retrying: u64 = config.webhooks.retry_schedule.iter().sum();
+    if retrying > config.events.retention_secs {
         tracing::warn!(
             retrying_secs = retrying,
-            retention_secs = config.event_retention_secs,
+            retention_secs = config.events.retention_secs,
             "webhook retries outlast the event retention: a late retry finds its event pruned and fails"
         );
     }

@@ -70,14 +70,21 @@ fn main() -> ExitCode {
     if let Some(Command::Schema) = cli.command {
         return print(&graphql::sdl());
     }
-    let config = match Config::load(cli.config.as_deref()) {
-        Ok(config) => config,
+    let (config, retired) = match Config::load(cli.config.as_deref()) {
+        Ok(loaded) => (loaded.config, loaded.retired),
         Err(err) => {
             eprintln_safe(&format!("millwright: {err}"));
             return ExitCode::from(2);
         }
     };
-    telemetry::init(config.log_format);
+    telemetry::init(config.process.log_format);
+    for key in retired {
+        tracing::warn!(
+            key = key.key,
+            why = key.reason(),
+            "a retired setting is ignored"
+        );
+    }
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     match runtime.block_on(dispatch(cli.command.unwrap_or(Command::Serve), config)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -144,9 +151,9 @@ async fn connect_migrated(config: &Config) -> anyhow::Result<Db> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.listen)
+    let listener = TcpListener::bind(config.http.listen)
         .await
-        .with_context(|| format!("binding {}", config.listen))?;
+        .with_context(|| format!("binding {}", config.http.listen))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     millwright::run(config, listener, shutdown).await

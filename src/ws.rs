@@ -39,7 +39,7 @@ pub async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -
     // The default 128 KiB read buffer is zero-filled and stays resident on every socket, while
     // graphql-transport-ws messages are small: 10,000 sockets took 1.5 GB with it, 276 MB with 4 KiB.
     // Messages are held to the HTTP body limit, before and after `connection_init`.
-    let limit = state.config.body_limit_bytes;
+    let limit = state.config.http.body_limit_bytes;
     ws.protocols([PROTOCOL])
         .read_buffer_size(4 * 1024)
         .max_message_size(limit)
@@ -109,8 +109,8 @@ impl Session {
 
     async fn run(mut self) {
         let init_deadline =
-            Instant::now() + Duration::from_secs(self.state.config.ws_init_timeout_secs);
-        let ping_every = Duration::from_secs(self.state.config.ws_ping_interval_secs);
+            Instant::now() + Duration::from_secs(self.state.config.http.ws_init_timeout_secs);
+        let ping_every = Duration::from_secs(self.state.config.http.ws_ping_interval_secs);
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
         let shutdown = self.state.shutdown.clone();
         let flow = loop {
@@ -218,7 +218,7 @@ impl Session {
             Some(header) => Box::pin(auth::authenticate(
                 &state.db,
                 &state.auth_cache,
-                state.config.admin_token.as_ref(),
+                state.config.security.admin_token.as_ref(),
                 Some(header),
             ))
             .await
@@ -253,7 +253,7 @@ impl Session {
             let now = auth::authenticate(
                 &state.db,
                 &state.auth_cache,
-                state.config.admin_token.as_ref(),
+                state.config.security.admin_token.as_ref(),
                 Some(&authorization),
             )
             .await;

@@ -255,10 +255,8 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_subscription_stops_listening_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config {
-            database_url: format!("sqlite://{}?mode=rwc", dir.path().join("feed.db").display()),
-            ..Config::default()
-        };
+        let mut config = Config::default();
+        config.database.url = format!("sqlite://{}?mode=rwc", dir.path().join("feed.db").display());
         let db = Db::connect(&config).await.unwrap();
         db.migrate().await.unwrap();
         let feed = EventFeed::new(db, 16).await.unwrap();

@@ -210,7 +210,7 @@ impl WebhookMutation {
         input: CreateWebhookEndpointInput,
     ) -> AppResult<CreateWebhookEndpointPayload> {
         let account_id = super::account_id(ctx)?;
-        let allow_private = super::config(ctx).webhook_allow_private_targets;
+        let allow_private = super::config(ctx).webhooks.allow_private_targets;
         let (endpoint, secret) = webhooks::create(
             super::db(ctx),
             super::cipher(ctx),
@@ -232,7 +232,7 @@ impl WebhookMutation {
     ) -> AppResult<WebhookEndpoint> {
         let account_id = super::account_id(ctx)?;
         let id = endpoint_id(&input.id)?;
-        let allow_private = super::config(ctx).webhook_allow_private_targets;
+        let allow_private = super::config(ctx).webhooks.allow_private_targets;
         Ok(WebhookEndpoint(
             webhooks::update(super::db(ctx), account_id, id, input.into(), allow_private).await?,
         ))

@@ -20,7 +20,7 @@ mod prune;
 mod schedule;
 mod sync_runs;
 
-use std::{future::Future, time::Duration};
+use std::future::Future;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -99,7 +99,7 @@ pub fn start(services: &Services, config: &Config, shutdown: CancellationToken) 
         feed,
     } = services;
     let mut workers = Workers::new(shutdown);
-    let postgres_url = (!config.is_sqlite()).then(|| config.database_url.clone());
+    let postgres_url = (!config.is_sqlite()).then(|| config.database.url.clone());
     workers.spawn(
         "event-feed",
         feed.clone().run(postgres_url, workers.shutdown()),
@@ -111,7 +111,7 @@ pub fn start(services: &Services, config: &Config, shutdown: CancellationToken) 
                 .checkpoint_periodically(interval, workers.shutdown()),
         );
     }
-    if !config.workers {
+    if !config.process.workers {
         return workers;
     }
     let health = HealthCheck {
@@ -123,7 +123,7 @@ pub fn start(services: &Services, config: &Config, shutdown: CancellationToken) 
     workers.spawn("health-check", health.run(workers.shutdown()));
     let scheduler = Scheduler {
         db: db.clone(),
-        minute: Duration::from_secs(config.sync_schedule_minute_secs),
+        minute: config.testing.schedule_minute,
     };
     workers.spawn("sync-schedule", scheduler.run(workers.shutdown()));
     let sync_runs = SyncWorkers {
@@ -131,7 +131,7 @@ pub fn start(services: &Services, config: &Config, shutdown: CancellationToken) 
         cipher: cipher.clone(),
         outbound: outbound.clone(),
         settings: config.engine_settings(),
-        concurrency: config.sync_workers,
+        concurrency: config.sync.workers,
     };
     workers.spawn("sync-runs", sync_runs.run(workers.shutdown()));
     let deliveries = webhooks::deliver::DeliveryWorkers::new(

@@ -172,7 +172,7 @@ async fn admin_token_reaches_only_admin_operations() {
 
 #[tokio::test]
 async fn admin_api_is_off_without_a_configured_token() {
-    let app = TestApp::spawn_with(|config| config.admin_token = None).await;
+    let app = TestApp::spawn_with(|config| config.security.admin_token = None).await;
     let (status, body) = app
         .post(
             Some(ADMIN_TOKEN),

@@ -150,6 +150,47 @@ fn invalid_configuration_names_the_key() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("lisen"));
 }
 
+/// Every declared setting is read from its environment variable: a value no setting accepts
+/// stops the start and the message names the key.
+#[test]
+fn every_setting_is_read_from_the_environment() {
+    for setting in millwright::config::SETTINGS {
+        let var = setting.env_var();
+        let output = Command::new(env!("CARGO_BIN_EXE_millwright"))
+            .arg("migrate")
+            .env(&var, "not-a-value")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{var}");
+        let stderr = String::from_utf8_lossy(&output.stderr).to_lowercase();
+        assert!(stderr.contains(setting.key), "{var}: {stderr}");
+    }
+}
+
+#[test]
+fn a_retired_setting_still_starts_and_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("retired.db");
+    let output = Command::new(env!("CARGO_BIN_EXE_millwright"))
+        .arg("migrate")
+        .env(
+            "MILLWRIGHT_DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", db.display()),
+        )
+        .env("MILLWRIGHT_LOG_FORMAT", "json")
+        .env("MILLWRIGHT_SYNC_SCHEDULE_MINUTE_SECS", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let warning = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["key"] == "sync_schedule_minute_secs")
+        .unwrap_or_else(|| panic!("no warning naming the key: {stderr}"));
+    assert_eq!(warning["level"], "WARN");
+}
+
 #[test]
 fn config_file_then_environment() {
     let dir = tempfile::tempdir().unwrap();

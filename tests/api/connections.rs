@@ -758,7 +758,7 @@ async fn status_changes_through_checks_and_new_credentials() {
 
 #[tokio::test]
 async fn the_health_check_moves_statuses() {
-    let app = TestApp::spawn_with(|c| c.health_check_interval_secs = 1).await;
+    let app = TestApp::spawn_with(|c| c.connectors.health_check_interval_secs = 1).await;
     let (key, customer) = setup(&app, 10).await;
     let mut ids = HashSet::new();
     for simulate in ["none", "offline", "auth_expired"] {

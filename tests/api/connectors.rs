@@ -146,9 +146,9 @@ struct Connected {
 
 async fn app_for(system: System, adjust: impl FnOnce(&mut millwright::config::Config)) -> TestApp {
     TestApp::spawn_with(|config| {
-        config.connector_allow_private_targets = true;
-        config.sync_page_size = system.page_size;
-        config.sync_requests_per_second = 1000;
+        config.connectors.allow_private_targets = true;
+        config.sync.page_size = system.page_size;
+        config.sync.requests_per_second = 1000;
         adjust(config);
     })
     .await
@@ -456,7 +456,7 @@ async fn rate_limits_are_waited_out(system: System) {
 }
 
 async fn remote_faults_fail_the_run_with_a_system_error(system: System) {
-    let c = connected_with(system, sizes(), |config| config.sync_retries = 1).await;
+    let c = connected_with(system, sizes(), |config| config.sync.retries = 1).await;
     c.fixture.remote.fail(10);
     let run = trigger(&c.app, &c.key, &c.connection, "FULL").await;
     assert_eq!(run["status"], "FAILED", "{run}");

@@ -247,7 +247,7 @@ async fn subscriptions_see_only_their_own_account_and_connection() {
 
 #[tokio::test]
 async fn a_slow_subscriber_still_receives_every_event() {
-    let app = TestApp::spawn_with(|c| c.event_feed_capacity = 8).await;
+    let app = TestApp::spawn_with(|c| c.events.feed_capacity = 8).await;
     let (account_id, key) = app.create_account("A", 0).await;
     let mut socket = open(&app).await;
     init(&mut socket, &key).await;
@@ -363,7 +363,7 @@ async fn duplicate_subscription_ids_close_with_4409() {
 
 #[tokio::test]
 async fn an_idle_subscription_survives_on_ping_pong() {
-    let app = TestApp::spawn_with(|c| c.ws_ping_interval_secs = 1).await;
+    let app = TestApp::spawn_with(|c| c.http.ws_ping_interval_secs = 1).await;
     let (account_id, key) = app.create_account("A", 0).await;
     let mut socket = open(&app).await;
     init(&mut socket, &key).await;
@@ -388,7 +388,7 @@ async fn an_idle_subscription_survives_on_ping_pong() {
 
 #[tokio::test]
 async fn cursors_older_than_the_retention_are_refused() {
-    let app = TestApp::spawn_with(|c| c.event_retention_secs = 1).await;
+    let app = TestApp::spawn_with(|c| c.events.retention_secs = 1).await;
     let (account_id, key) = app.create_account("A", 0).await;
     grant(&app, &account_id, 2).await;
     let first = app.ok(&key, EVENTS, json!({})).await["events"]["edges"][0]["cursor"].clone();
@@ -428,7 +428,7 @@ async fn cursors_older_than_the_retention_are_refused() {
 
 #[tokio::test]
 async fn sync_run_subscription_follows_one_run_to_its_end() {
-    let app = TestApp::spawn_with(|c| c.sync_page_size = 20).await;
+    let app = TestApp::spawn_with(|c| c.sync.page_size = 20).await;
     let (key, customer) = setup(&app, 10).await;
     let mut connect_input = demo_input(&customer, "none");
     connect_input["validate"] = json!(false);

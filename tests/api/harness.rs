@@ -86,14 +86,13 @@ pub struct TestApp {
 }
 
 pub fn test_config(db: &TestDb) -> Config {
-    Config {
-        database_url: db.url.clone(),
-        database_max_connections: 5,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin_token: Some(Secret::new(ADMIN_TOKEN)),
-        encryption_key: Some(Secret::new(ENCRYPTION_KEY)),
-        ..Config::default()
-    }
+    let mut config = Config::default();
+    config.database.url = db.url.clone();
+    config.database.max_connections = 5;
+    config.http.listen = "127.0.0.1:0".parse().unwrap();
+    config.security.admin_token = Some(Secret::new(ADMIN_TOKEN));
+    config.security.encryption_key = Some(Secret::new(ENCRYPTION_KEY));
+    config
 }
 
 impl TestApp {
@@ -129,7 +128,9 @@ impl TestApp {
     }
 
     async fn start_shared(db: std::sync::Arc<TestDb>, config: Config) -> Self {
-        let listener = TcpListener::bind(config.listen).await.expect("bind port 0");
+        let listener = TcpListener::bind(config.http.listen)
+            .await
+            .expect("bind port 0");
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(millwright::run(config, listener, shutdown.clone()));

@@ -54,7 +54,7 @@ async fn syntax_and_validation_errors_are_bad_user_input() {
 
 #[tokio::test]
 async fn batches_work_and_are_capped() {
-    let app = TestApp::spawn_with(|c| c.max_batch_size = 3).await;
+    let app = TestApp::spawn_with(|c| c.http.max_batch_size = 3).await;
     let (_, key) = app.create_account("A", 0).await;
     let one = json!({ "query": "{ viewer { account { name } } }" });
     let (status, body) = app.post(Some(&key), json!([one, one])).await;
@@ -116,7 +116,7 @@ async fn graphiql_introspection_still_works() {
 
 #[tokio::test]
 async fn oversized_bodies_are_refused() {
-    let app = TestApp::spawn_with(|c| c.body_limit_bytes = 64 * 1024).await;
+    let app = TestApp::spawn_with(|c| c.http.body_limit_bytes = 64 * 1024).await;
     let query = format!(
         "{{ viewer {{ account {{ name }} }} }} # {}",
         "x".repeat(100 * 1024)

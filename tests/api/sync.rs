@@ -325,7 +325,7 @@ async fn records_are_served_with_relations_and_scoped() {
 
 #[tokio::test]
 async fn rejected_credentials_fail_the_run_and_stop_schedules() {
-    let app = TestApp::spawn_with(|c| c.sync_schedule_minute_secs = 1).await;
+    let app = TestApp::spawn_with(|c| c.testing.schedule_minute = Duration::from_secs(1)).await;
     let (key, customer) = setup(&app, 10).await;
     let mut connect_input = input(&customer, 10, "auth_expired");
     connect_input["validate"] = json!(false);
@@ -364,7 +364,7 @@ async fn rejected_credentials_fail_the_run_and_stop_schedules() {
 
 #[tokio::test]
 async fn an_unreachable_remote_fails_the_run_offline() {
-    let app = TestApp::spawn_with(|c| c.sync_retries = 1).await;
+    let app = TestApp::spawn_with(|c| c.sync.retries = 1).await;
     let (key, customer) = setup(&app, 10).await;
     let mut connect_input = input(&customer, 10, "offline");
     connect_input["validate"] = json!(false);
@@ -383,7 +383,7 @@ async fn an_unreachable_remote_fails_the_run_offline() {
 
 #[tokio::test]
 async fn rate_limits_and_flaky_remotes_are_ridden_out() {
-    let app = TestApp::spawn_with(|c| c.sync_page_size = 100).await;
+    let app = TestApp::spawn_with(|c| c.sync.page_size = 100).await;
     let (key, customer) = setup(&app, 10).await;
     let (flaky, _) = connect(&app, &key, input(&customer, 150, "flaky")).await;
     let (limited, _) = connect(&app, &key, input(&customer, 5, "rate_limited")).await;
@@ -408,8 +408,8 @@ async fn rate_limits_and_flaky_remotes_are_ridden_out() {
 /// run (40,000 records) has just been queued: (app, account key, connection id).
 async fn long_sync() -> (TestApp, String, String) {
     let app = TestApp::spawn_with(|c| {
-        c.sync_page_size = 50;
-        c.sync_requests_per_second = 20;
+        c.sync.page_size = 50;
+        c.sync.requests_per_second = 20;
     })
     .await;
     let (key, customer) = setup(&app, 10).await;
@@ -459,7 +459,7 @@ async fn a_disconnect_stops_the_running_sync() {
 
 #[tokio::test]
 async fn a_queued_run_cancelled_says_so_on_the_run_and_its_event() {
-    let app = TestApp::spawn_with(|c| c.workers = false).await;
+    let app = TestApp::spawn_with(|c| c.process.workers = false).await;
     let (key, customer) = setup(&app, 10).await;
     let (connection, _) = connect(&app, &key, input(&customer, 5, "none")).await;
     let data = app
@@ -496,8 +496,8 @@ async fn a_queued_run_cancelled_says_so_on_the_run_and_its_event() {
 #[tokio::test]
 async fn a_run_keeps_its_lease_while_it_waits_for_the_remote() {
     let app = TestApp::spawn_with(|c| {
-        c.sync_lease_secs = 1;
-        c.sync_workers = 2;
+        c.sync.lease_secs = 1;
+        c.sync.workers = 2;
     })
     .await;
     let (key, customer) = setup(&app, 10).await;
@@ -521,7 +521,7 @@ async fn a_run_keeps_its_lease_while_it_waits_for_the_remote() {
 
 #[tokio::test]
 async fn scheduled_runs_happen_on_time() {
-    let app = TestApp::spawn_with(|c| c.sync_schedule_minute_secs = 1).await;
+    let app = TestApp::spawn_with(|c| c.testing.schedule_minute = Duration::from_secs(1)).await;
     let (key, customer) = setup(&app, 10).await;
     let mut connect_input = input(&customer, 5, "none");
     connect_input["syncIntervalMinutes"] = json!(1);
@@ -588,8 +588,8 @@ async fn relations_cost_the_same_number_of_statements_for_10_and_100_rows() {
     // depend on timing.
     let app = app
         .another_with(|c| {
-            c.workers = false;
-            c.graphql_batch_window_ms = 100;
+            c.process.workers = false;
+            c.http.graphql_batch_window_ms = 100;
         })
         .await;
     let query =
@@ -603,7 +603,7 @@ async fn relations_cost_the_same_number_of_statements_for_10_and_100_rows() {
 #[tokio::test]
 async fn paginating_visits_each_record_once_while_a_sync_runs() {
     // Slow enough that the second full run lasts through the pagination.
-    let app = TestApp::spawn_with(|c| c.sync_requests_per_second = 25).await;
+    let app = TestApp::spawn_with(|c| c.sync.requests_per_second = 25).await;
     let (key, customer) = setup(&app, 10).await;
     let (connection, token) = connect(&app, &key, input(&customer, 10_000, "none")).await;
     last_run(&app, &key, &connection).await;
@@ -772,9 +772,9 @@ async fn a_run_of_a_killed_process_is_taken_over_and_completed_exactly() {
 #[tokio::test]
 async fn a_run_that_fails_midway_keeps_its_pages_and_the_next_resumes() {
     let app = TestApp::spawn_with(|c| {
-        c.sync_page_size = 30;
-        c.sync_retries = 0;
-        c.sync_requests_per_second = 1000;
+        c.sync.page_size = 30;
+        c.sync.retries = 0;
+        c.sync.requests_per_second = 1000;
     })
     .await;
     let (key, customer) = setup(&app, 10).await;

@@ -114,8 +114,8 @@ async fn create_endpoint(app: &TestApp, key: &str, url: &str, types: Value) -> (
 }
 
 fn private_allowed(config: &mut millwright::config::Config) {
-    config.webhook_allow_private_targets = true;
-    config.webhook_retry_schedule = vec![1, 1, 1];
+    config.webhooks.allow_private_targets = true;
+    config.webhooks.retry_schedule = vec![1, 1, 1];
 }
 
 fn verify(secret: &str, received: &Received) -> bool {
@@ -265,7 +265,7 @@ async fn failures_are_retried_on_schedule_honouring_retry_after() {
 async fn gone_disables_the_endpoint_at_once_and_exhaustion_ends_retries() {
     let app = TestApp::spawn_with(|c| {
         private_allowed(c);
-        c.webhook_retry_schedule = vec![1];
+        c.webhooks.retry_schedule = vec![1];
     })
     .await;
     let gone = Receiver::start(&[(410, None)]).await;
@@ -318,8 +318,8 @@ async fn gone_disables_the_endpoint_at_once_and_exhaustion_ends_retries() {
 async fn continuous_failure_for_the_window_disables_the_endpoint() {
     let app = TestApp::spawn_with(|c| {
         private_allowed(c);
-        c.webhook_retry_schedule = vec![1, 1, 1, 1, 1];
-        c.webhook_disable_after_secs = 1;
+        c.webhooks.retry_schedule = vec![1, 1, 1, 1, 1];
+        c.webhooks.disable_after_secs = 1;
     })
     .await;
     let receiver = Receiver::start(&[(500, None); 10]).await;
@@ -394,8 +394,8 @@ async fn a_slow_endpoint_gets_its_limit_in_flight_and_does_not_hold_up_others() 
     use std::sync::atomic::Ordering::SeqCst;
     let app = TestApp::spawn_with(|c| {
         private_allowed(c);
-        c.webhook_max_in_flight_per_endpoint = 2;
-        c.webhook_workers = 4;
+        c.webhooks.max_in_flight_per_endpoint = 2;
+        c.webhooks.workers = 4;
     })
     .await;
     let (slow, slow_url) = SlowReceiver::start(Duration::from_millis(400)).await;
@@ -565,7 +565,7 @@ async fn a_request_never_outlives_its_lease() {
     use std::sync::atomic::Ordering::SeqCst;
     let app = TestApp::spawn_with(|c| {
         private_allowed(c);
-        c.webhook_lease_secs = 2;
+        c.webhooks.lease_secs = 2;
     })
     .await;
     let (receiver, url) = SlowReceiver::start(Duration::from_secs(3)).await;

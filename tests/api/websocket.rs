@@ -116,7 +116,7 @@ async fn bad_or_missing_tokens_close_with_4403() {
 
 #[tokio::test]
 async fn no_connection_init_closes_with_4408() {
-    let app = TestApp::spawn_with(|c| c.ws_init_timeout_secs = 1).await;
+    let app = TestApp::spawn_with(|c| c.http.ws_init_timeout_secs = 1).await;
     let mut socket = open(&app).await;
     assert_eq!(next(&mut socket).await, Err(4408));
 }
@@ -149,7 +149,7 @@ async fn protocol_violations_close_the_socket() {
 
 #[tokio::test]
 async fn the_server_pings_idle_sockets() {
-    let app = TestApp::spawn_with(|c| c.ws_ping_interval_secs = 1).await;
+    let app = TestApp::spawn_with(|c| c.http.ws_ping_interval_secs = 1).await;
     let (_, key) = app.create_account("A", 0).await;
     let mut socket = open(&app).await;
     init(&mut socket, &key).await;
@@ -210,7 +210,7 @@ async fn a_revoked_key_can_do_nothing_more_on_an_open_socket() {
 
 #[tokio::test]
 async fn a_revoked_key_loses_its_subscriptions_at_the_next_ping() {
-    let app = TestApp::spawn_with(|c| c.ws_ping_interval_secs = 1).await;
+    let app = TestApp::spawn_with(|c| c.http.ws_ping_interval_secs = 1).await;
     let (_, key) = app.create_account("A", 0).await;
     let (id, second) = second_key(&app, &key).await;
     let mut socket = open(&app).await;
@@ -230,7 +230,7 @@ async fn a_revoked_key_loses_its_subscriptions_at_the_next_ping() {
 
 #[tokio::test]
 async fn messages_over_the_body_limit_end_the_socket() {
-    let app = TestApp::spawn_with(|c| c.body_limit_bytes = 64 * 1024).await;
+    let app = TestApp::spawn_with(|c| c.http.body_limit_bytes = 64 * 1024).await;
     let mut socket = open(&app).await;
     let pad = "x".repeat(200 * 1024);
     send(
