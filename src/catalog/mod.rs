@@ -31,30 +31,47 @@ macro_rules! text_enum {
 }
 pub(crate) use text_enum;
 
+/// What kind of system a connectable system is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
 pub enum SystemCategory {
+    /// Computerised maintenance management system.
     Cmms,
+    /// Enterprise asset management system.
     Eam,
+    /// Enterprise resource planning system.
     Erp,
+    /// Warehouse management system.
     Wms,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, async_graphql::Enum)]
+/// Where the customer's system runs; an on-premises connection costs twice the credits.
 pub enum Deployment {
+    /// The vendor's hosted service, reached over the internet.
     Cloud,
+    /// Installed on the customer's own servers or plant network.
     OnPremises,
 }
 text_enum!(Deployment { Cloud => "CLOUD", OnPremises => "ON_PREMISES" });
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, async_graphql::Enum)]
+/// A kind of record in the unified model.
 pub enum EntityType {
+    /// A plant, facility or other top-level place.
     Site,
+    /// A place within a site (an area, a building, a functional location).
     Location,
+    /// A piece of equipment that is maintained.
     Asset,
+    /// A job to be done on an asset or at a location.
     WorkOrder,
+    /// A spare part or material kept in stock.
     Part,
+    /// An order placed with a vendor.
     PurchaseOrder,
+    /// A supplier.
     Vendor,
+    /// A person who uses the remote system.
     User,
 }
 text_enum!(EntityType {

@@ -27,12 +27,18 @@ use crate::{
 };
 use entity::{connection, sync_run};
 
+/// Where a connection stands, as the last probe of its remote system found it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
 pub enum ConnectionStatus {
+    /// Connected with `validate: false`: not probed yet.
     Pending,
+    /// The remote answered the last probe or sync.
     Online,
+    /// The remote could not be reached or failed.
     Offline,
+    /// The remote refused the credentials; update them with `updateConnectionCredentials`.
     AuthRequired,
+    /// Disconnected: its token no longer works and its credits went back to the pool.
     Disconnected,
 }
 text_enum!(ConnectionStatus {

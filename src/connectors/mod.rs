@@ -68,10 +68,14 @@ impl ConnectorError {
     }
 }
 
+/// A change a connector writes to the remote system.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
 pub enum WriteOperation {
+    /// Creates a record.
     Create,
+    /// Changes a record.
     Update,
+    /// Deletes a record.
     Delete,
 }
 text_enum!(WriteOperation { Create => "CREATE", Update => "UPDATE", Delete => "DELETE" });

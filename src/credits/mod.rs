@@ -22,11 +22,17 @@ use crate::{
 };
 use entity::{account, connection, credit_ledger};
 
+/// Why the account's credit pool moved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
 pub enum CreditEntryKind {
+    /// Credits added to the pool: `grantCredits`, the `credits grant` command, or the
+    /// credits an account was created with.
     Grant,
+    /// Credits taken by a new connection.
     Connect,
+    /// Credits returned by a disconnected connection.
     Disconnect,
+    /// A correction of the pool; reserved, not written by this version.
     Adjustment,
 }
 text_enum!(CreditEntryKind { Grant => "GRANT", Connect => "CONNECT", Disconnect => "DISCONNECT", Adjustment => "ADJUSTMENT" });

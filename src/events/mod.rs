@@ -22,20 +22,37 @@ use crate::{
 };
 use entity::{event, event_sequence};
 
+/// What happened; in webhook payloads and stored data the same types are written in lower
+/// case with dots (`connection.created`, `sync.completed`, …).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, async_graphql::Enum)]
 pub enum EventType {
+    /// A customer's system was connected (`connection.created`).
     ConnectionCreated,
+    /// A connection's status changed (`connection.status_changed`).
     ConnectionStatusChanged,
+    /// The remote refused a connection's credentials (`connection.auth_required`).
     ConnectionAuthRequired,
+    /// A connection was disconnected and its credits returned (`connection.disconnected`).
     ConnectionDisconnected,
+    /// A sync run began reading (`sync.started`).
     SyncStarted,
+    /// A running sync's counts, at most once a second (`sync.progress`).
     SyncProgress,
+    /// A sync run succeeded (`sync.completed`).
     SyncCompleted,
+    /// A sync run failed or was cancelled (`sync.failed`).
     SyncFailed,
+    /// A sync pass over one entity type added, updated or deleted records (`records.changed`).
     RecordsChanged,
+    /// Reserved for bulk writes, which the API does not offer yet
+    /// (`bulk_operation.completed`); never emitted by this version.
     BulkOperationCompleted,
+    /// The account's credit pool moved (`credits.changed`).
     CreditsChanged,
+    /// A webhook endpoint was disabled: it answered 410 Gone or kept failing too long
+    /// (`webhook_endpoint.disabled`).
     WebhookEndpointDisabled,
+    /// A remote system failed during a sync or a health check (`system.error`).
     SystemError,
     /// A test delivery asked for with `sendTestWebhook`; only ever sent to that endpoint.
     WebhookTest,

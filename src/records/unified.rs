@@ -10,10 +10,15 @@ use crate::catalog::text_enum;
 /// Where a work order stands, whatever the remote calls it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
 pub enum WorkOrderStatus {
+    /// Created or approved, not started.
     Open,
+    /// Work has started.
     InProgress,
+    /// Paused, waiting for something (parts, approval, access).
     OnHold,
+    /// Done.
     Completed,
+    /// Will not be done.
     Cancelled,
 }
 text_enum!(WorkOrderStatus {
@@ -24,10 +29,15 @@ text_enum!(WorkOrderStatus {
 /// How urgent a work order is, whatever scale the remote uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
 pub enum WorkOrderPriority {
+    /// No priority set.
     None,
+    /// Low priority.
     Low,
+    /// Medium priority.
     Medium,
+    /// High priority.
     High,
+    /// The most urgent level.
     Urgent,
 }
 text_enum!(WorkOrderPriority {

@@ -25,27 +25,41 @@ use crate::{
 };
 use entity::{connection, sync_run};
 
+/// How much a sync run reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
 pub enum SyncKind {
+    /// Every record; records the remote no longer has are marked deleted.
     Full,
+    /// What changed since the mark the previous run saved; an entity type never read before
+    /// is read in full.
     Incremental,
 }
 text_enum!(SyncKind { Full => "FULL", Incremental => "INCREMENTAL" });
 
+/// What queued a sync run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
 pub enum SyncTrigger {
+    /// The `triggerSync` mutation.
     Manual,
+    /// The connection's `syncIntervalMinutes` schedule.
     Schedule,
+    /// The first, full sync queued by `connect`.
     Connect,
 }
 text_enum!(SyncTrigger { Manual => "MANUAL", Schedule => "SCHEDULE", Connect => "CONNECT" });
 
+/// Where a sync run stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
 pub enum SyncStatus {
+    /// Waiting for a sync worker.
     Queued,
+    /// A sync worker is reading the remote.
     Running,
+    /// Finished; every entity type was read.
     Succeeded,
+    /// Ended by an error; `SyncRun.error` says which.
     Failed,
+    /// Stopped by `cancelSyncRun` or by a disconnect before it finished.
     Cancelled,
 }
 text_enum!(SyncStatus {

@@ -25,11 +25,16 @@ use crate::{
 };
 use entity::{event, webhook_attempt, webhook_delivery, webhook_endpoint};
 
+/// Where a webhook delivery stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, async_graphql::Enum)]
 pub enum DeliveryStatus {
+    /// Not sent yet, or waiting for its next retry at `nextAttemptAt`.
     Pending,
+    /// The endpoint answered with a 2xx status.
     Succeeded,
+    /// The endpoint answered 410 Gone: not retried, and the endpoint is disabled.
     Failed,
+    /// Every attempt of the retry schedule failed.
     Exhausted,
 }
 text_enum!(DeliveryStatus { Pending => "PENDING", Succeeded => "SUCCEEDED", Failed => "FAILED", Exhausted => "EXHAUSTED" });
