@@ -23,8 +23,9 @@ use crate::{
     sync::{self, SyncKind},
 };
 
-/// What can be changed. Everything but `triggerSync` and `cancelSyncRun` needs an API key;
-/// `createAccount` and `grantCredits` need the admin token.
+/// What can be changed: with an API key everything but `createAccount` and `grantCredits`,
+/// which need the admin token; with a connection token `triggerSync` and `cancelSyncRun` on
+/// its own connection.
 #[derive(async_graphql::MergedObject, Default)]
 pub struct Mutation(BaseMutation, super::webhooks::WebhookMutation);
 

@@ -92,7 +92,7 @@ impl WebhookDelivery {
     async fn status(&self) -> DeliveryStatus {
         DeliveryStatus::parse(&self.0.status).unwrap_or(DeliveryStatus::Pending)
     }
-    /// Failed attempts so far, and the successful one if any.
+    /// Attempts made so far.
     async fn attempt_count(&self) -> i32 {
         self.0.attempt_count
     }
