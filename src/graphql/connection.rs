@@ -65,7 +65,8 @@ impl Connection {
     async fn disconnected_at(&self) -> Option<DateTime<Utc>> {
         self.0.disconnected_at
     }
-    /// When the remote was last probed (by `connect`, `checkConnection` or the health check).
+    /// When the remote was last probed (by `connect`, `updateConnectionCredentials`,
+    /// `checkConnection` or the health check); null if never.
     async fn last_checked_at(&self) -> Option<DateTime<Utc>> {
         self.0.last_checked_at
     }

@@ -177,7 +177,7 @@ record_type!(
     async fn name(&self) -> Option<String> { text(&self.0, "name") }
     /// The site's short code.
     async fn code(&self) -> Option<String> { text(&self.0, "code") }
-    /// The site's time zone (an IANA name such as `Europe/Berlin`).
+    /// The site's time zone, as the remote names it.
     async fn timezone(&self) -> Option<String> { text(&self.0, "timezone") }
 });
 
