@@ -9,11 +9,16 @@ use crate::error::AppError;
 
 pub use entity::enums::{Deployment, EntityType};
 
+/// What kind of system a connectable system is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SystemCategory {
+    /// Computerised maintenance management system.
     Cmms,
+    /// Enterprise asset management system.
     Eam,
+    /// Enterprise resource planning system.
     Erp,
+    /// Warehouse management system.
     Wms,
 }
 

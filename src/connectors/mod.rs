@@ -71,8 +71,11 @@ impl ConnectorError {
 /// What a write does to each record of its batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteOperation {
+    /// Creates a record.
     Create,
+    /// Changes a record.
     Update,
+    /// Deletes a record.
     Delete,
 }
 

@@ -8,20 +8,27 @@ use entity::{account, api_key, connection};
 
 pub struct Account(pub account::Model);
 
+/// A vendor's account: it owns the API keys, customers, connections, webhook endpoints and
+/// the credit pool.
 #[Object]
 impl Account {
+    /// The account's id (`acc_…`).
     pub async fn id(&self) -> ID {
         ID(ids::encode(ids::Kind::Account, self.0.id))
     }
+    /// The account's name.
     async fn name(&self) -> &str {
         &self.0.name
     }
+    /// When the account was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// The credit pool: total, held by connections, available.
     async fn credits(&self) -> CreditBalance {
         CreditBalance::of(&self.0)
     }
+    /// Every API key of the account, revoked ones included, oldest first.
     async fn api_keys(&self, ctx: &Context<'_>) -> AppResult<Vec<ApiKey>> {
         super::account_id(ctx)?;
         let keys = accounts::list_api_keys(super::db(ctx).conn(), self.0.id).await?;
@@ -29,10 +36,14 @@ impl Account {
     }
 }
 
+/// The account's credit pool.
 #[derive(SimpleObject)]
 pub struct CreditBalance {
+    /// Credits granted to the account.
     pub total: i32,
+    /// Credits held by connections that are not disconnected.
     pub used: i32,
+    /// Credits a new connection can take: `total` minus `used`.
     pub available: i32,
 }
 
@@ -50,11 +61,14 @@ impl CreditBalance {
 
 pub struct ApiKey(pub api_key::Model);
 
+/// An API key (`mwk_…`) of the account; the key itself is shown only when it is created.
 #[Object]
 impl ApiKey {
+    /// The key's id (`key_…`).
     pub async fn id(&self) -> ID {
         ID(ids::encode(ids::Kind::ApiKey, self.0.id))
     }
+    /// The name given when the key was created.
     async fn name(&self) -> &str {
         &self.0.name
     }
@@ -62,12 +76,15 @@ impl ApiKey {
     async fn prefix(&self) -> &str {
         &self.0.prefix
     }
+    /// When the key was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// When a request last authenticated with the key (to the minute); null if never.
     async fn last_used_at(&self) -> Option<DateTime<Utc>> {
         self.0.last_used_at
     }
+    /// When the key was revoked; null while it works.
     async fn revoked_at(&self) -> Option<DateTime<Utc>> {
         self.0.revoked_at
     }
@@ -78,8 +95,10 @@ pub struct Viewer {
     pub connection: Option<connection::Model>,
 }
 
+/// The caller of the request.
 #[Object]
 impl Viewer {
+    /// The account the caller's key or token belongs to.
     async fn account(&self) -> Account {
         Account(self.account.clone())
     }
@@ -89,15 +108,19 @@ impl Viewer {
     }
 }
 
+/// The result of `createAccount`.
 #[derive(SimpleObject)]
 pub struct CreateAccountPayload {
+    /// The new account.
     pub account: Account,
     /// The account's first API key, shown once.
     pub api_key: String,
 }
 
+/// The result of `createApiKey`.
 #[derive(SimpleObject)]
 pub struct CreateApiKeyPayload {
+    /// The new key's record.
     pub api_key: ApiKey,
     /// The key itself, shown once.
     pub key: String,

@@ -9,17 +9,22 @@ use crate::{
 
 pub struct System(pub &'static catalog::System);
 
+/// A kind of system that can be connected (MaintainX, IBM Maximo, SAP, the demo CMMS).
 #[Object]
 impl System {
+    /// The key to pass as `systemKey` to `connect` (`maintainx`, `ibm_maximo`, …).
     async fn key(&self) -> &str {
         self.0.key
     }
+    /// The product's name.
     async fn name(&self) -> &str {
         self.0.name
     }
+    /// Who makes the product.
     async fn vendor(&self) -> &str {
         self.0.vendor
     }
+    /// What kind of system it is.
     async fn category(&self) -> SystemCategory {
         self.0.category.into()
     }
@@ -27,19 +32,26 @@ impl System {
     async fn tier(&self) -> i32 {
         i32::from(self.0.tier)
     }
+    /// The deployments it can be connected as.
     async fn deployments(&self) -> Vec<Deployment> {
         enums::all(self.0.deployments)
     }
     /// Tier 1 = 1, tier 2 = 2, tier 3 = 4 credits; ON_PREMISES doubles.
-    async fn credit_cost(&self, deployment: Deployment) -> i32 {
+    async fn credit_cost(
+        &self,
+        #[graphql(desc = "The deployment to price.")] deployment: Deployment,
+    ) -> i32 {
         self.0.credit_cost(deployment.into())
     }
+    /// The entity types a sync reads from it.
     async fn entities(&self) -> Vec<EntityType> {
         enums::all(self.0.entities)
     }
+    /// The entity types its connector can write back (not yet offered by the API).
     async fn writable_entities(&self) -> Vec<EntityType> {
         enums::all(self.0.writable_entities)
     }
+    /// The keys the `credentials` object of `connect` takes.
     async fn credential_fields(&self) -> Vec<CredentialField> {
         self.0
             .credential_fields
@@ -54,10 +66,15 @@ impl System {
     }
 }
 
+/// One key of a system's `credentials` object.
 #[derive(SimpleObject)]
 pub struct CredentialField {
+    /// The key in the `credentials` object.
     pub name: &'static str,
+    /// A human-readable label for a form.
     pub label: &'static str,
+    /// Whether the value is a secret (show it masked; it is encrypted at rest either way).
     pub secret: bool,
+    /// Whether `connect` refuses credentials without it.
     pub required: bool,
 }

@@ -19,8 +19,10 @@ use entity::customer;
 
 pub struct Customer(pub customer::Model);
 
+/// One of your customers: the company whose systems are connected.
 #[Object]
 impl Customer {
+    /// The customer's id (`cus_…`).
     pub async fn id(&self) -> ID {
         ID(ids::encode(ids::Kind::Customer, self.0.id))
     }
@@ -28,12 +30,15 @@ impl Customer {
     async fn external_id(&self) -> Option<&str> {
         self.0.external_id.as_deref()
     }
+    /// The customer's name.
     async fn name(&self) -> &str {
         &self.0.name
     }
+    /// When the customer was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// When the customer was last changed.
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
@@ -43,12 +48,13 @@ impl Customer {
             .await?;
         Ok(used.clamp(0, i64::from(i32::MAX)) as i32)
     }
+    /// The customer's connections, oldest first; a connection token sees only its own.
     async fn connections(
         &self,
         ctx: &Context<'_>,
-        first: Option<i32>,
-        after: Option<String>,
-        status: Option<ConnectionStatus>,
+        #[graphql(desc = "Page size, 0 to 100; 50 when omitted.")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+        #[graphql(desc = "Only connections with this status.")] status: Option<ConnectionStatus>,
     ) -> AppResult<Connection<String, super::connection::Connection>> {
         let scope = super::principal(ctx).scope()?;
         let page = PageRequest::from_args(first, after.as_deref(), None, None)?;
@@ -62,15 +68,22 @@ impl Customer {
     }
 }
 
+/// A new customer.
 #[derive(InputObject)]
 pub struct CreateCustomerInput {
+    /// The customer's name (1 to 200 characters).
     pub name: String,
+    /// Your own identifier for the customer (at most 200 characters), unique within the
+    /// account.
     pub external_id: Option<String>,
 }
 
+/// Changes to a customer; a field left out keeps its value.
 #[derive(InputObject)]
 pub struct UpdateCustomerInput {
+    /// The customer to change.
     pub id: ID,
+    /// A new name.
     pub name: Option<String>,
     /// `null` clears it; leaving it out keeps it.
     pub external_id: MaybeUndefined<String>,

@@ -4,103 +4,168 @@
 
 use async_graphql::Enum;
 
+/// What kind of system a connectable system is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
 #[graphql(remote = "crate::catalog::SystemCategory")]
 pub enum SystemCategory {
+    /// Computerised maintenance management system.
     Cmms,
+    /// Enterprise asset management system.
     Eam,
+    /// Enterprise resource planning system.
     Erp,
+    /// Warehouse management system.
     Wms,
 }
 
+/// Where the customer's system runs; an on-premises connection costs twice the credits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
 #[graphql(remote = "crate::catalog::Deployment")]
 pub enum Deployment {
+    /// The vendor's hosted service, reached over the internet.
     Cloud,
+    /// Installed on the customer's own servers or plant network.
     OnPremises,
 }
 
+/// A kind of record in the unified model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
 #[graphql(remote = "crate::catalog::EntityType")]
 pub enum EntityType {
+    /// A plant, facility or other top-level place.
     Site,
+    /// A place within a site (an area, a building, a functional location).
     Location,
+    /// A piece of equipment that is maintained.
     Asset,
+    /// A job to be done on an asset or at a location.
     WorkOrder,
+    /// A spare part or material kept in stock.
     Part,
+    /// An order placed with a vendor.
     PurchaseOrder,
+    /// A supplier.
     Vendor,
+    /// A person who uses the remote system.
     User,
 }
 
+/// Where a connection stands, as the last probe of its remote system found it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
 #[graphql(remote = "crate::connections::ConnectionStatus")]
 pub enum ConnectionStatus {
+    /// Connected with `validate: false`: not probed yet.
     Pending,
+    /// The remote answered the last probe or sync.
     Online,
+    /// The remote could not be reached or failed.
     Offline,
+    /// The remote refused the credentials; update them with `updateConnectionCredentials`.
     AuthRequired,
+    /// Disconnected: its token no longer works and its credits went back to the pool.
     Disconnected,
 }
 
+/// Why the account's credit pool moved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
 #[graphql(remote = "crate::credits::CreditEntryKind")]
 pub enum CreditEntryKind {
+    /// Credits added to the pool: `grantCredits`, the `credits grant` command, or the
+    /// credits an account was created with.
     Grant,
+    /// Credits taken by a new connection.
     Connect,
+    /// Credits returned by a disconnected connection.
     Disconnect,
+    /// A correction of the pool; reserved, not written by this version.
     Adjustment,
 }
 
+/// How much a sync run reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
 #[graphql(remote = "crate::sync::SyncKind")]
 pub enum SyncKind {
+    /// Every record; records the remote no longer has are marked deleted.
     Full,
+    /// What changed since the mark the previous run saved; an entity type never read before
+    /// is read in full.
     Incremental,
 }
 
+/// What queued a sync run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
 #[graphql(remote = "crate::sync::SyncTrigger")]
 pub enum SyncTrigger {
+    /// The `triggerSync` mutation.
     Manual,
+    /// The connection's `syncIntervalMinutes` schedule.
     Schedule,
+    /// The first, full sync queued by `connect`.
     Connect,
 }
 
+/// Where a sync run stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
 #[graphql(remote = "crate::sync::SyncStatus")]
 pub enum SyncStatus {
+    /// Waiting for a sync worker.
     Queued,
+    /// A sync worker is reading the remote.
     Running,
+    /// Finished; every entity type was read.
     Succeeded,
+    /// Ended by an error; `SyncRun.error` says which.
     Failed,
+    /// Stopped by `cancelSyncRun` or by a disconnect before it finished.
     Cancelled,
 }
 
+/// Where a webhook delivery stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
 #[graphql(remote = "crate::webhooks::DeliveryStatus")]
 pub enum DeliveryStatus {
+    /// Not sent yet, or waiting for its next retry at `nextAttemptAt`.
     Pending,
+    /// The endpoint answered with a 2xx status.
     Succeeded,
+    /// The endpoint answered 410 Gone: not retried, and the endpoint is disabled.
     Failed,
+    /// Every attempt of the retry schedule failed.
     Exhausted,
 }
 
+/// What happened; in webhook payloads and stored data the same types are written in lower
+/// case with dots (`connection.created`, `sync.completed`, …).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
 #[graphql(remote = "crate::events::EventType")]
 pub enum EventType {
+    /// A customer's system was connected (`connection.created`).
     ConnectionCreated,
+    /// A connection's status changed (`connection.status_changed`).
     ConnectionStatusChanged,
+    /// The remote refused a connection's credentials (`connection.auth_required`).
     ConnectionAuthRequired,
+    /// A connection was disconnected and its credits returned (`connection.disconnected`).
     ConnectionDisconnected,
+    /// A sync run began reading (`sync.started`).
     SyncStarted,
+    /// A running sync's counts, at most once a second (`sync.progress`).
     SyncProgress,
+    /// A sync run succeeded (`sync.completed`).
     SyncCompleted,
+    /// A sync run failed or was cancelled (`sync.failed`).
     SyncFailed,
+    /// A sync pass over one entity type added, updated or deleted records (`records.changed`).
     RecordsChanged,
+    /// Reserved for bulk writes, which the API does not offer yet
+    /// (`bulk_operation.completed`); never emitted by this version.
     BulkOperationCompleted,
+    /// The account's credit pool moved (`credits.changed`).
     CreditsChanged,
+    /// A webhook endpoint was disabled: it answered 410 Gone or kept failing too long
+    /// (`webhook_endpoint.disabled`).
     WebhookEndpointDisabled,
+    /// A remote system failed during a sync or a health check (`system.error`).
     SystemError,
     /// A test delivery asked for with `sendTestWebhook`; only ever sent to that endpoint.
     WebhookTest,
@@ -110,10 +175,15 @@ pub enum EventType {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
 #[graphql(remote = "crate::records::unified::WorkOrderPriority")]
 pub enum WorkOrderPriority {
+    /// No priority set.
     None,
+    /// Low priority.
     Low,
+    /// Medium priority.
     Medium,
+    /// High priority.
     High,
+    /// The most urgent level.
     Urgent,
 }
 
@@ -121,10 +191,15 @@ pub enum WorkOrderPriority {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
 #[graphql(remote = "crate::records::unified::WorkOrderStatus")]
 pub enum WorkOrderStatus {
+    /// Created or approved, not started.
     Open,
+    /// Work has started.
     InProgress,
+    /// Paused, waiting for something (parts, approval, access).
     OnHold,
+    /// Done.
     Completed,
+    /// Will not be done.
     Cancelled,
 }
 

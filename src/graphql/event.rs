@@ -19,8 +19,10 @@ use entity::event;
 
 pub struct Event(pub event::Model);
 
+/// Something that happened in the account, as stored in the event log and sent to webhooks.
 #[Object]
 impl Event {
+    /// The event's id (`evt_…`); webhook deliveries send it as `webhook-id`.
     pub async fn id(&self) -> ID {
         ID(ids::encode(ids::Kind::Event, self.0.id))
     }
@@ -28,23 +30,28 @@ impl Event {
     async fn cursor(&self) -> String {
         events::encode_cursor(self.0.position)
     }
+    /// What happened.
     #[graphql(name = "type")]
     async fn event_type(&self) -> EventType {
         self.0.event_type.into()
     }
+    /// When it happened.
     async fn occurred_at(&self) -> DateTime<Utc> {
         self.0.occurred_at
     }
+    /// The customer it concerns, if any.
     async fn customer_id(&self) -> Option<ID> {
         self.0
             .customer_id
             .map(|id| ID(ids::encode(ids::Kind::Customer, id)))
     }
+    /// The connection it concerns, if any.
     async fn connection_id(&self) -> Option<ID> {
         self.0
             .connection_id
             .map(|id| ID(ids::encode(ids::Kind::Connection, id)))
     }
+    /// The connection it concerns; null if none or no longer visible to the caller.
     async fn connection(&self, ctx: &Context<'_>) -> AppResult<Option<Connection>> {
         let Some(id) = self.0.connection_id else {
             return Ok(None);
@@ -56,15 +63,20 @@ impl Event {
             Err(err) => Err(err),
         }
     }
+    /// The event's details; their fields depend on `type`.
     async fn data(&self) -> Json<Value> {
         Json(self.0.data.clone())
     }
 }
 
+/// Which events to read; the conditions given must all hold.
 #[derive(InputObject, Default)]
 pub struct EventFilter {
+    /// Only events of these types.
     pub types: Option<Vec<EventType>>,
+    /// Only events about this customer.
     pub customer_id: Option<ID>,
+    /// Only events about this connection.
     pub connection_id: Option<ID>,
 }
 
@@ -88,6 +100,7 @@ pub fn filter_for(scope: Scope, filter: Option<EventFilter>) -> AppResult<Filter
 
 pub struct Subscription;
 
+/// Live streams over the `graphql-transport-ws` WebSocket protocol at `/graphql/ws`.
 #[Subscription]
 impl Subscription {
     /// Stored events after `after` (an `Event.cursor`) first, then live ones: no gap, no
@@ -95,8 +108,12 @@ impl Subscription {
     async fn events(
         &self,
         ctx: &Context<'_>,
-        filter: Option<EventFilter>,
-        after: Option<String>,
+        #[graphql(desc = "Which events; all the caller may see when omitted.")] filter: Option<
+            EventFilter,
+        >,
+        #[graphql(desc = "An `Event.cursor`: stored events after it come first.")] after: Option<
+            String,
+        >,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Event>> + use<>> {
         let scope = super::principal(ctx).scope()?;
         let filter = filter_for(scope, filter)?;
@@ -114,7 +131,7 @@ impl Subscription {
     async fn sync_run(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        #[graphql(desc = "The run's id (`run_…`).")] id: ID,
     ) -> async_graphql::Result<
         impl Stream<Item = async_graphql::Result<super::sync::SyncRun>> + use<>,
     > {
@@ -166,8 +183,8 @@ impl Subscription {
     async fn connection_status(
         &self,
         ctx: &Context<'_>,
-        customer_id: Option<ID>,
-        connection_id: Option<ID>,
+        #[graphql(desc = "Only this customer's connections.")] customer_id: Option<ID>,
+        #[graphql(desc = "Only this connection.")] connection_id: Option<ID>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Connection>> + use<>> {
         let scope = super::principal(ctx).scope()?;
         let types = vec![

@@ -30,11 +30,56 @@ use crate::{
 pub type AppSchema = Schema<query::Query, mutation::Mutation, event::Subscription>;
 
 fn builder() -> SchemaBuilder<query::Query, mutation::Mutation, event::Subscription> {
-    Schema::build(
+    let builder = Schema::build(
         query::Query::default(),
         mutation::Mutation::default(),
         event::Subscription,
-    )
+    );
+    describe_library_types(builder)
+}
+
+/// Descriptions for the types async-graphql defines (scalars and Relay connections), which
+/// cannot carry doc comments of ours.
+fn describe_library_types(
+    builder: SchemaBuilder<query::Query, mutation::Mutation, event::Subscription>,
+) -> SchemaBuilder<query::Query, mutation::Mutation, event::Subscription> {
+    use async_graphql::{Json, connection::Connection};
+    type Page<T> = Connection<String, T>;
+    builder
+        .override_output_type_description::<chrono::DateTime<chrono::Utc>>(
+            "An instant as an RFC 3339 string; the server answers in UTC\n(`2026-12-05T07:30:00+00:00`) and accepts any offset.",
+        )
+        .override_output_type_description::<Json<serde_json::Value>>(
+            "Any JSON value: an object, array, string, number, boolean or null.",
+        )
+        .override_output_type_description::<Page<connection::Connection>>(
+            "A page of connections.",
+        )
+        .override_output_type_description::<Page<connection::CreditLedgerEntry>>(
+            "A page of credit ledger entries.",
+        )
+        .override_output_type_description::<Page<customer::Customer>>("A page of customers.")
+        .override_output_type_description::<Page<event::Event>>("A page of events.")
+        .override_output_type_description::<Page<sync::SyncRun>>("A page of sync runs.")
+        .override_output_type_description::<Page<webhooks::WebhookEndpoint>>(
+            "A page of webhook endpoints.",
+        )
+        .override_output_type_description::<Page<webhooks::WebhookDelivery>>(
+            "A page of webhook deliveries.",
+        )
+        .override_output_type_description::<Page<records::UnifiedRecord>>(
+            "A page of unified records of any entity type.",
+        )
+        .override_output_type_description::<Page<records::Asset>>("A page of assets.")
+        .override_output_type_description::<Page<records::WorkOrder>>("A page of work orders.")
+        .override_output_type_description::<Page<records::Site>>("A page of sites.")
+        .override_output_type_description::<Page<records::Location>>("A page of locations.")
+        .override_output_type_description::<Page<records::Part>>("A page of parts.")
+        .override_output_type_description::<Page<records::PurchaseOrder>>(
+            "A page of purchase orders.",
+        )
+        .override_output_type_description::<Page<records::Vendor>>("A page of vendors.")
+        .override_output_type_description::<Page<records::User>>("A page of users.")
 }
 
 /// The schema with the services resolvers reach through their context.

@@ -23,15 +23,21 @@ use crate::{
     ids, sync,
 };
 
+/// What can be changed: with an API key everything but `createAccount` and `grantCredits`,
+/// which need the admin token; with a connection token `triggerSync` and `cancelSyncRun` on
+/// its own connection.
 #[derive(async_graphql::MergedObject, Default)]
 pub struct Mutation(BaseMutation, super::webhooks::WebhookMutation);
 
 #[derive(Default)]
 pub struct BaseMutation;
 
+/// A new account.
 #[derive(InputObject)]
 pub struct CreateAccountInput {
+    /// The account's name (1 to 200 characters).
     pub name: String,
+    /// Credits the account's pool starts with.
     #[graphql(default = 0)]
     pub credits: Option<i32>,
 }
@@ -42,7 +48,7 @@ impl BaseMutation {
     async fn create_account(
         &self,
         ctx: &Context<'_>,
-        input: CreateAccountInput,
+        #[graphql(desc = "The new account.")] input: CreateAccountInput,
     ) -> AppResult<CreateAccountPayload> {
         super::principal(ctx).require_admin()?;
         let created = accounts::create_account(
@@ -61,9 +67,9 @@ impl BaseMutation {
     async fn grant_credits(
         &self,
         ctx: &Context<'_>,
-        account_id: ID,
-        amount: i32,
-        note: Option<String>,
+        #[graphql(desc = "The account to credit (`acc_…`).")] account_id: ID,
+        #[graphql(desc = "Credits to add; at least 1.")] amount: i32,
+        #[graphql(desc = "A note kept in the credit ledger.")] note: Option<String>,
     ) -> AppResult<CreditBalance> {
         super::principal(ctx).require_admin()?;
         let account_id = ids::decode(ids::Kind::Account, &account_id)?;
@@ -71,10 +77,11 @@ impl BaseMutation {
         Ok(CreditBalance::of(&account))
     }
 
+    /// Creates an API key for the caller's account; the key is returned once.
     async fn create_api_key(
         &self,
         ctx: &Context<'_>,
-        name: String,
+        #[graphql(desc = "A name to recognise the key by (1 to 200 characters).")] name: String,
     ) -> AppResult<CreateApiKeyPayload> {
         let account_id = super::account_id(ctx)?;
         let (api_key, key) = accounts::create_api_key(super::db(ctx), account_id, &name).await?;
@@ -84,17 +91,23 @@ impl BaseMutation {
         })
     }
 
-    async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> AppResult<ApiKey> {
+    /// Revokes an API key at once; revoking it again changes nothing.
+    async fn revoke_api_key(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The key's id (`key_…`).")] id: ID,
+    ) -> AppResult<ApiKey> {
         let account_id = super::account_id(ctx)?;
         let id = ids::decode(ids::Kind::ApiKey, &id)?;
         let key = accounts::revoke_api_key(super::db(ctx), account_id, id).await?;
         Ok(ApiKey(key))
     }
 
+    /// Creates a customer.
     async fn create_customer(
         &self,
         ctx: &Context<'_>,
-        input: CreateCustomerInput,
+        #[graphql(desc = "The new customer.")] input: CreateCustomerInput,
     ) -> AppResult<Customer> {
         let account_id = super::account_id(ctx)?;
         let new = NewCustomer {
@@ -106,10 +119,11 @@ impl BaseMutation {
         ))
     }
 
+    /// Changes a customer's name or external id.
     async fn update_customer(
         &self,
         ctx: &Context<'_>,
-        input: UpdateCustomerInput,
+        #[graphql(desc = "The customer and its changes.")] input: UpdateCustomerInput,
     ) -> AppResult<Customer> {
         let account_id = super::account_id(ctx)?;
         let id = customer_id(&input.id)?;
@@ -127,8 +141,13 @@ impl BaseMutation {
         ))
     }
 
-    /// Deletes a customer; returns its id.
-    async fn delete_customer(&self, ctx: &Context<'_>, id: ID) -> AppResult<ID> {
+    /// Deletes a customer whose connections are all disconnected (`CONFLICT` otherwise);
+    /// returns its id.
+    async fn delete_customer(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The customer's id (`cus_…`).")] id: ID,
+    ) -> AppResult<ID> {
         let account_id = super::account_id(ctx)?;
         customers::delete(super::db(ctx), account_id, customer_id(&id)?).await?;
         Ok(id)
@@ -136,7 +155,11 @@ impl BaseMutation {
 
     /// Connects a customer's system: validates, probes (unless `validate: false`), consumes
     /// credits, and returns the connection token once.
-    async fn connect(&self, ctx: &Context<'_>, input: ConnectInput) -> AppResult<ConnectPayload> {
+    async fn connect(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The customer, the system and its credentials.")] input: ConnectInput,
+    ) -> AppResult<ConnectPayload> {
         let account_id = super::account_id(ctx)?;
         let request = ConnectRequest {
             customer_id: customer_id(&input.customer_id)?,
@@ -166,17 +189,22 @@ impl BaseMutation {
     }
 
     /// Disconnects and returns the credits; a second call refunds nothing.
-    async fn disconnect(&self, ctx: &Context<'_>, id: ID) -> AppResult<Connection> {
+    async fn disconnect(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The connection's id (`con_…`).")] id: ID,
+    ) -> AppResult<Connection> {
         let account_id = super::account_id(ctx)?;
         let model =
             connections::disconnect(super::db(ctx), account_id, connection_id(&id)?).await?;
         Ok(Connection(model))
     }
 
+    /// Changes a connection's label, sync interval, webhook event types or metadata.
     async fn update_connection(
         &self,
         ctx: &Context<'_>,
-        input: UpdateConnectionInput,
+        #[graphql(desc = "The connection and its changes.")] input: UpdateConnectionInput,
     ) -> AppResult<Connection> {
         let account_id = super::account_id(ctx)?;
         let changes = ConnectionChanges {
@@ -199,8 +227,10 @@ impl BaseMutation {
     async fn update_connection_credentials(
         &self,
         ctx: &Context<'_>,
-        id: ID,
-        credentials: Json<serde_json::Value>,
+        #[graphql(desc = "The connection's id (`con_…`).")] id: ID,
+        #[graphql(desc = "The complete new credentials, as for `connect`.")] credentials: Json<
+            serde_json::Value,
+        >,
     ) -> AppResult<Connection> {
         let account_id = super::account_id(ctx)?;
         let (db, cipher) = (super::db(ctx), super::cipher(ctx));
@@ -220,7 +250,7 @@ impl BaseMutation {
     async fn rotate_connection_token(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        #[graphql(desc = "The connection's id (`con_…`).")] id: ID,
     ) -> AppResult<RotateConnectionTokenPayload> {
         let account_id = super::account_id(ctx)?;
         let (model, token) =
@@ -232,7 +262,11 @@ impl BaseMutation {
     }
 
     /// Probes the remote system now and records the outcome as the status.
-    async fn check_connection(&self, ctx: &Context<'_>, id: ID) -> AppResult<Connection> {
+    async fn check_connection(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The connection's id (`con_…`).")] id: ID,
+    ) -> AppResult<Connection> {
         let account_id = super::account_id(ctx)?;
         let scope = Scope {
             account_id,
@@ -253,8 +287,9 @@ impl BaseMutation {
     async fn trigger_sync(
         &self,
         ctx: &Context<'_>,
-        connection_id: ID,
-        #[graphql(default_with = "SyncKind::Incremental")] kind: SyncKind,
+        #[graphql(desc = "The connection to sync (`con_…`).")] connection_id: ID,
+        #[graphql(default_with = "SyncKind::Incremental", desc = "How much to read.")]
+        kind: SyncKind,
     ) -> AppResult<SyncRun> {
         let scope = super::principal(ctx).scope()?;
         let run = sync::trigger(
@@ -268,7 +303,11 @@ impl BaseMutation {
     }
 
     /// Cancels a queued run at once, a running one at its next page boundary.
-    async fn cancel_sync_run(&self, ctx: &Context<'_>, id: ID) -> AppResult<SyncRun> {
+    async fn cancel_sync_run(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The run's id (`run_…`).")] id: ID,
+    ) -> AppResult<SyncRun> {
         let scope = super::principal(ctx).scope()?;
         let id = ids::decode(ids::Kind::SyncRun, &id)?;
         Ok(SyncRun(sync::cancel(super::db(ctx), scope, id).await?))

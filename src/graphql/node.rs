@@ -21,8 +21,13 @@ use crate::{
     records, sync, webhooks,
 };
 
+/// An object with a global id that `node(id:)` finds again.
 #[derive(Interface)]
-#[graphql(field(name = "id", ty = "ID"))]
+#[graphql(field(
+    name = "id",
+    ty = "ID",
+    desc = "The object's id: a type prefix and a UUID (`cus_0193…`)."
+))]
 pub enum Node {
     Account(Account),
     ApiKey(ApiKey),

@@ -25,6 +25,8 @@ use crate::{
     sync,
 };
 
+/// What can be read: with an API key the whole account, with a connection token that one
+/// connection.
 #[derive(MergedObject, Default)]
 pub struct Query(BaseQuery, RecordQuery, super::webhooks::WebhookQuery);
 
@@ -34,7 +36,11 @@ pub struct BaseQuery;
 #[Object]
 impl BaseQuery {
     /// Any object you may see, by id; null when it does not exist or is not yours.
-    async fn node(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<Node>> {
+    async fn node(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Any object's id (`con_…`, `run_…`, `rec_…`, …).")] id: ID,
+    ) -> AppResult<Option<Node>> {
         node::resolve(ctx, &id).await
     }
 
@@ -54,7 +60,10 @@ impl BaseQuery {
     }
 
     /// Every system that can be connected, optionally of one category.
-    async fn systems(&self, category: Option<SystemCategory>) -> Vec<System> {
+    async fn systems(
+        &self,
+        #[graphql(desc = "Only systems of this category.")] category: Option<SystemCategory>,
+    ) -> Vec<System> {
         catalog::SYSTEMS
             .iter()
             .filter(|s| category.is_none_or(|c| s.category == c.into()))
@@ -62,7 +71,11 @@ impl BaseQuery {
             .collect()
     }
 
-    async fn system(&self, key: String) -> Option<System> {
+    /// One system by its key; null for an unknown key.
+    async fn system(
+        &self,
+        #[graphql(desc = "The system's key, such as `maintainx`.")] key: String,
+    ) -> Option<System> {
         catalog::find(&key).map(System)
     }
 
@@ -71,13 +84,15 @@ impl BaseQuery {
     async fn connections(
         &self,
         ctx: &Context<'_>,
-        first: Option<i32>,
-        after: Option<String>,
-        last: Option<i32>,
-        before: Option<String>,
-        customer_id: Option<ID>,
-        status: Option<ConnectionStatus>,
-        system_key: Option<String>,
+        #[graphql(desc = "Page size, 0 to 100; 50 when omitted.")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+        #[graphql(desc = "Page size counted back from `before`, 0 to 100; 50 when omitted.")] last: Option<i32>,
+        #[graphql(desc = "Pages backwards from this cursor (a `startCursor`).")] before: Option<
+            String,
+        >,
+        #[graphql(desc = "Only this customer's connections.")] customer_id: Option<ID>,
+        #[graphql(desc = "Only connections with this status.")] status: Option<ConnectionStatus>,
+        #[graphql(desc = "Only connections of this system.")] system_key: Option<String>,
     ) -> AppResult<Connection<String, ConnectionObject>> {
         let scope = super::principal(ctx).scope()?;
         let page = PageRequest::from_args(first, after.as_deref(), last, before.as_deref())?;
@@ -93,7 +108,12 @@ impl BaseQuery {
         Ok(relay(page, |c| c.id, ConnectionObject))
     }
 
-    async fn connection(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<ConnectionObject>> {
+    /// One connection by id; null when it does not exist or is not the caller's.
+    async fn connection(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The connection's id (`con_…`).")] id: ID,
+    ) -> AppResult<Option<ConnectionObject>> {
         let scope = super::principal(ctx).scope()?;
         let Ok(id) = ids::decode(ids::Kind::Connection, &id) else {
             return Ok(None);
@@ -109,8 +129,8 @@ impl BaseQuery {
     async fn credit_ledger(
         &self,
         ctx: &Context<'_>,
-        first: Option<i32>,
-        after: Option<String>,
+        #[graphql(desc = "Page size, 0 to 100; 50 when omitted.")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> AppResult<Connection<String, CreditLedgerEntry>> {
         let account_id = super::account_id(ctx)?;
         let page = PageRequest::from_args(first, after.as_deref(), None, None)?;
@@ -122,9 +142,13 @@ impl BaseQuery {
     async fn events(
         &self,
         ctx: &Context<'_>,
-        first: Option<i32>,
-        after: Option<String>,
-        filter: Option<EventFilter>,
+        #[graphql(desc = "Page size, 0 to 100; 50 when omitted.")] first: Option<i32>,
+        #[graphql(desc = "An `Event.cursor`: the page starts after that event.")] after: Option<
+            String,
+        >,
+        #[graphql(desc = "Which events; all the caller may see when omitted.")] filter: Option<
+            EventFilter,
+        >,
     ) -> AppResult<Connection<String, Event>> {
         let scope = super::principal(ctx).scope()?;
         let limit = PageRequest::from_args(first, None, None, None)?.limit;
@@ -141,7 +165,12 @@ impl BaseQuery {
         Ok(connection)
     }
 
-    async fn sync_run(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<SyncRun>> {
+    /// One sync run by id; null when it does not exist or is not the caller's.
+    async fn sync_run(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The run's id (`run_…`).")] id: ID,
+    ) -> AppResult<Option<SyncRun>> {
         let scope = super::principal(ctx).scope()?;
         let Ok(id) = ids::decode(ids::Kind::SyncRun, &id) else {
             return Ok(None);
@@ -159,12 +188,18 @@ impl BaseQuery {
     async fn records(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The connection to read; may be omitted with a connection token.")]
         connection_id: Option<ID>,
-        entity: EntityType,
-        first: Option<i32>,
-        after: Option<String>,
+        #[graphql(desc = "The entity type to read.")] entity: EntityType,
+        #[graphql(desc = "Page size, 0 to 100; 50 when omitted.")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+        #[graphql(desc = "Only records changed after this instant (their `modifiedAt`).")]
         modified_after: Option<DateTime<Utc>>,
-        #[graphql(default = false)] include_deleted: bool,
+        #[graphql(
+            default = false,
+            desc = "Also records the remote deleted (their `deletedAt` is set)."
+        )]
+        include_deleted: bool,
     ) -> AppResult<Connection<String, UnifiedRecord>> {
         let args = RecordArgs {
             connection_id,
@@ -180,11 +215,15 @@ impl BaseQuery {
     async fn customers(
         &self,
         ctx: &Context<'_>,
-        first: Option<i32>,
-        after: Option<String>,
-        last: Option<i32>,
-        before: Option<String>,
-        search: Option<String>,
+        #[graphql(desc = "Page size, 0 to 100; 50 when omitted.")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+        #[graphql(desc = "Page size counted back from `before`, 0 to 100; 50 when omitted.")] last: Option<i32>,
+        #[graphql(desc = "Pages backwards from this cursor (a `startCursor`).")] before: Option<
+            String,
+        >,
+        #[graphql(desc = "Text to find in the name or external id, ignoring case.")] search: Option<
+            String,
+        >,
     ) -> AppResult<Connection<String, Customer>> {
         let account_id = super::account_id(ctx)?;
         let page = PageRequest::from_args(first, after.as_deref(), last, before.as_deref())?;
@@ -193,7 +232,12 @@ impl BaseQuery {
         Ok(relay(page, |c| c.id, Customer))
     }
 
-    async fn customer(&self, ctx: &Context<'_>, id: ID) -> AppResult<Option<Customer>> {
+    /// One customer by id; null when it does not exist or is not the caller's.
+    async fn customer(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The customer's id (`cus_…`).")] id: ID,
+    ) -> AppResult<Option<Customer>> {
         let account_id = super::account_id(ctx)?;
         let Ok(id) = ids::decode(ids::Kind::Customer, &id) else {
             return Ok(None);
@@ -247,22 +291,26 @@ async fn record_page<T: async_graphql::OutputType>(
 
 /// Typed record queries, one per entity type, all alike.
 macro_rules! record_queries {
-    ($($query:ident => $entity:ident),+ $(,)?) => {
+    ($($query:ident => $entity:ident: $doc:literal),+ $(,)?) => {
         #[derive(Default)]
         pub struct RecordQuery;
 
         #[Object]
         impl RecordQuery {
             $(
+                #[doc = $doc]
                 #[allow(clippy::too_many_arguments)]
                 async fn $query(
                     &self,
                     ctx: &Context<'_>,
+                    #[graphql(desc = "The connection to read; may be omitted with a connection token.")]
                     connection_id: Option<ID>,
-                    first: Option<i32>,
-                    after: Option<String>,
+                    #[graphql(desc = "Page size, 0 to 100; 50 when omitted.")] first: Option<i32>,
+                    #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+                    #[graphql(desc = "Only records changed after this instant (their `modifiedAt`).")]
                     modified_after: Option<DateTime<Utc>>,
-                    #[graphql(default = false)] include_deleted: bool,
+                    #[graphql(default = false, desc = "Also records the remote deleted (their `deletedAt` is set).")]
+                    include_deleted: bool,
                 ) -> AppResult<Connection<String, records::$entity>> {
                     let args = RecordArgs { connection_id, first, after, modified_after, include_deleted };
                     record_page(ctx, catalog::EntityType::$entity, args, records::$entity).await
@@ -273,12 +321,12 @@ macro_rules! record_queries {
 }
 
 record_queries!(
-    assets => Asset,
-    work_orders => WorkOrder,
-    sites => Site,
-    locations => Location,
-    parts => Part,
-    purchase_orders => PurchaseOrder,
-    vendors => Vendor,
-    users => User,
+    assets => Asset: "A connection's assets, oldest first.",
+    work_orders => WorkOrder: "A connection's work orders, oldest first.",
+    sites => Site: "A connection's sites, oldest first.",
+    locations => Location: "A connection's locations, oldest first.",
+    parts => Part: "A connection's parts, oldest first.",
+    purchase_orders => PurchaseOrder: "A connection's purchase orders, oldest first.",
+    vendors => Vendor: "A connection's vendors, oldest first.",
+    users => User: "A connection's users, oldest first.",
 );

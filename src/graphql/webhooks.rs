@@ -20,14 +20,18 @@ use entity::{webhook_attempt, webhook_delivery, webhook_endpoint};
 
 pub struct WebhookEndpoint(pub webhook_endpoint::Model);
 
+/// A URL that receives the account's events as signed Standard Webhooks requests.
 #[Object]
 impl WebhookEndpoint {
+    /// The endpoint's id (`whe_…`).
     pub async fn id(&self) -> ID {
         ID(ids::encode(ids::Kind::WebhookEndpoint, self.0.id))
     }
+    /// Where events are POSTed.
     async fn url(&self) -> &str {
         &self.0.url
     }
+    /// Your description of the endpoint.
     async fn description(&self) -> Option<&str> {
         self.0.description.as_deref()
     }
@@ -35,21 +39,25 @@ impl WebhookEndpoint {
     async fn event_types(&self) -> AppResult<Vec<EventType>> {
         Ok(enums::all(&webhooks::event_types(&self.0)?))
     }
+    /// Whether events are delivered to it.
     async fn enabled(&self) -> bool {
         self.0.enabled
     }
+    /// Why the server disabled it; null when enabled or disabled by you.
     async fn disabled_reason(&self) -> Option<&str> {
         self.0.disabled_reason.as_deref()
     }
+    /// When the endpoint was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// Deliveries to this endpoint, oldest first.
     async fn deliveries(
         &self,
         ctx: &Context<'_>,
-        first: Option<i32>,
-        after: Option<String>,
-        status: Option<DeliveryStatus>,
+        #[graphql(desc = "Page size, 0 to 100; 50 when omitted.")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+        #[graphql(desc = "Only deliveries with this status.")] status: Option<DeliveryStatus>,
     ) -> AppResult<Connection<String, WebhookDelivery>> {
         let page = PageRequest::from_args(first, after.as_deref(), None, None)?;
         let status = status.map(Into::into);
@@ -60,44 +68,58 @@ impl WebhookEndpoint {
 
 pub struct WebhookDelivery(pub webhook_delivery::Model);
 
+/// One event on its way to one endpoint, with every attempt to send it.
 #[Object]
 impl WebhookDelivery {
+    /// The delivery's id (`whd_…`).
     pub async fn id(&self) -> ID {
         ID(ids::encode(ids::Kind::WebhookDelivery, self.0.id))
     }
+    /// The endpoint it goes to.
     async fn endpoint(&self, ctx: &Context<'_>) -> AppResult<WebhookEndpoint> {
         let account_id = super::account_id(ctx)?;
         Ok(WebhookEndpoint(
             webhooks::find(super::db(ctx).conn(), account_id, self.0.endpoint_id).await?,
         ))
     }
+    /// The event it carries; `NOT_FOUND` once retention pruned the event.
     async fn event(&self, ctx: &Context<'_>) -> AppResult<Event> {
         let found = events::find_for_delivery(super::db(ctx).conn(), &self.0).await?;
         Ok(Event(found))
     }
+    /// Where the delivery stands.
     async fn status(&self) -> DeliveryStatus {
         self.0.status.into()
     }
+    /// Attempts made so far.
     async fn attempt_count(&self) -> i32 {
         self.0.attempt_count
     }
+    /// When the next attempt is due; null once the delivery has ended.
     async fn next_attempt_at(&self) -> Option<DateTime<Utc>> {
         self.0.next_attempt_at
     }
+    /// When the delivery was queued.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// Every attempt, oldest first.
     async fn attempts(&self, ctx: &Context<'_>) -> AppResult<Vec<WebhookAttempt>> {
         let attempts = webhooks::attempts(super::db(ctx).conn(), self.0.id).await?;
         Ok(attempts.into_iter().map(WebhookAttempt::from).collect())
     }
 }
 
+/// One HTTP request of a delivery.
 #[derive(SimpleObject)]
 pub struct WebhookAttempt {
+    /// When the request was made.
     pub attempted_at: DateTime<Utc>,
+    /// The HTTP status the endpoint answered; null when there was no answer.
     pub response_status: Option<i32>,
+    /// How long the request took, in milliseconds.
     pub duration_ms: i32,
+    /// Why the request failed without an answer (timeout, refused address, …).
     pub error: Option<String>,
     /// The first 4 KiB of the response body.
     pub response_body: Option<String>,
@@ -115,27 +137,39 @@ impl From<webhook_attempt::Model> for WebhookAttempt {
     }
 }
 
+/// The result of `createWebhookEndpoint` and `rotateWebhookSecret`.
 #[derive(SimpleObject)]
 pub struct CreateWebhookEndpointPayload {
+    /// The endpoint.
     pub endpoint: WebhookEndpoint,
     /// The signing secret (`whsec_…`), shown once.
     pub secret: String,
 }
 
+/// A new webhook endpoint.
 #[derive(InputObject)]
 pub struct CreateWebhookEndpointInput {
+    /// An `http` or `https` URL on a public address (loopback and private addresses only
+    /// when the server allows them).
     pub url: String,
+    /// Your description of the endpoint (at most 500 characters).
     pub description: Option<String>,
     /// Empty or omitted = every event type.
     pub event_types: Option<Vec<EventType>>,
 }
 
+/// Changes to a webhook endpoint; a field left out keeps its value.
 #[derive(InputObject)]
 pub struct UpdateWebhookEndpointInput {
+    /// The endpoint to change.
     pub id: ID,
+    /// A new URL.
     pub url: Option<String>,
+    /// A new description; `null` clears it.
     pub description: MaybeUndefined<String>,
+    /// The event types it receives; empty means every type.
     pub event_types: Option<Vec<EventType>>,
+    /// `false` stops deliveries, `true` resumes them (and clears `disabledReason`).
     pub enabled: Option<bool>,
 }
 
@@ -170,11 +204,12 @@ pub struct WebhookQuery;
 
 #[Object]
 impl WebhookQuery {
+    /// The account's webhook endpoints, oldest first.
     async fn webhook_endpoints(
         &self,
         ctx: &Context<'_>,
-        first: Option<i32>,
-        after: Option<String>,
+        #[graphql(desc = "Page size, 0 to 100; 50 when omitted.")] first: Option<i32>,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> AppResult<Connection<String, WebhookEndpoint>> {
         let account_id = super::account_id(ctx)?;
         let page = PageRequest::from_args(first, after.as_deref(), None, None)?;
@@ -182,10 +217,11 @@ impl WebhookQuery {
         Ok(relay(page, |e| e.id, WebhookEndpoint))
     }
 
+    /// One webhook endpoint by id; null when it does not exist or is not the caller's.
     async fn webhook_endpoint(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        #[graphql(desc = "The endpoint's id (`whe_…`).")] id: ID,
     ) -> AppResult<Option<WebhookEndpoint>> {
         let account_id = super::account_id(ctx)?;
         let Ok(id) = endpoint_id(&id) else {
@@ -204,10 +240,11 @@ pub struct WebhookMutation;
 
 #[Object]
 impl WebhookMutation {
+    /// Creates a webhook endpoint (at most 100 per account); its secret is returned once.
     async fn create_webhook_endpoint(
         &self,
         ctx: &Context<'_>,
-        input: CreateWebhookEndpointInput,
+        #[graphql(desc = "The new endpoint.")] input: CreateWebhookEndpointInput,
     ) -> AppResult<CreateWebhookEndpointPayload> {
         let account_id = super::account_id(ctx)?;
         let allow_private = super::config(ctx).webhooks.allow_private_targets;
@@ -225,10 +262,11 @@ impl WebhookMutation {
         })
     }
 
+    /// Changes a webhook endpoint's URL, description, event types or whether it is enabled.
     async fn update_webhook_endpoint(
         &self,
         ctx: &Context<'_>,
-        input: UpdateWebhookEndpointInput,
+        #[graphql(desc = "The endpoint and its changes.")] input: UpdateWebhookEndpointInput,
     ) -> AppResult<WebhookEndpoint> {
         let account_id = super::account_id(ctx)?;
         let id = endpoint_id(&input.id)?;
@@ -238,7 +276,12 @@ impl WebhookMutation {
         ))
     }
 
-    async fn delete_webhook_endpoint(&self, ctx: &Context<'_>, id: ID) -> AppResult<ID> {
+    /// Deletes a webhook endpoint and its deliveries; returns its id.
+    async fn delete_webhook_endpoint(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The endpoint's id (`whe_…`).")] id: ID,
+    ) -> AppResult<ID> {
         let account_id = super::account_id(ctx)?;
         webhooks::delete(super::db(ctx), account_id, endpoint_id(&id)?).await?;
         Ok(id)
@@ -248,7 +291,7 @@ impl WebhookMutation {
     async fn rotate_webhook_secret(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        #[graphql(desc = "The endpoint's id (`whe_…`).")] id: ID,
     ) -> AppResult<CreateWebhookEndpointPayload> {
         let account_id = super::account_id(ctx)?;
         let (endpoint, secret) = webhooks::rotate_secret(
@@ -268,7 +311,7 @@ impl WebhookMutation {
     async fn send_test_webhook(
         &self,
         ctx: &Context<'_>,
-        endpoint_id: ID,
+        #[graphql(desc = "The endpoint's id (`whe_…`).")] endpoint_id: ID,
     ) -> AppResult<WebhookDelivery> {
         let account_id = super::account_id(ctx)?;
         let delivery =
@@ -281,7 +324,7 @@ impl WebhookMutation {
     async fn redeliver_webhook(
         &self,
         ctx: &Context<'_>,
-        delivery_id: ID,
+        #[graphql(desc = "The delivery's id (`whd_…`).")] delivery_id: ID,
     ) -> AppResult<WebhookDelivery> {
         let account_id = super::account_id(ctx)?;
         let id = ids::decode(ids::Kind::WebhookDelivery, &delivery_id)?;
@@ -293,7 +336,8 @@ impl WebhookMutation {
     async fn replay_webhooks(
         &self,
         ctx: &Context<'_>,
-        endpoint_id: ID,
+        #[graphql(desc = "The endpoint's id (`whe_…`).")] endpoint_id: ID,
+        #[graphql(desc = "Events that occurred at or after this instant are queued.")]
         since: DateTime<Utc>,
     ) -> AppResult<i32> {
         let account_id = super::account_id(ctx)?;

@@ -10,10 +10,15 @@ use serde_json::Value;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum WorkOrderStatus {
+    /// Created or approved, not started.
     Open,
+    /// Work has started.
     InProgress,
+    /// Paused, waiting for something (parts, approval, access).
     OnHold,
+    /// Done.
     Completed,
+    /// Will not be done.
     Cancelled,
 }
 
@@ -21,10 +26,15 @@ pub enum WorkOrderStatus {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum WorkOrderPriority {
+    /// No priority set.
     None,
+    /// Low priority.
     Low,
+    /// Medium priority.
     Medium,
+    /// High priority.
     High,
+    /// The most urgent level.
     Urgent,
 }
 
