@@ -73,7 +73,7 @@ fn main() -> ExitCode {
     let (config, retired) = match Config::load(cli.config.as_deref()) {
         Ok(loaded) => (loaded.config, loaded.retired),
         Err(err) => {
-            eprintln_safe(&format!("millwright: {err}"));
+            print_error(&format!("millwright: {err}"));
             return ExitCode::from(2);
         }
     };
@@ -90,7 +90,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "millwright failed");
-            eprintln_safe(&format!("millwright: {err:#}"));
+            print_error(&format!("millwright: {err:#}"));
             ExitCode::FAILURE
         }
     }
@@ -187,10 +187,11 @@ fn print(text: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Writes a failure to standard error (the log may not exist yet, or go elsewhere).
 #[expect(
     clippy::print_stderr,
     reason = "configuration errors come before logging exists"
 )]
-fn eprintln_safe(text: &str) {
+fn print_error(text: &str) {
     eprintln!("{text}");
 }

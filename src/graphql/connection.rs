@@ -102,7 +102,11 @@ impl Connection {
     ) -> AppResult<async_graphql::connection::Connection<String, super::sync::SyncRun>> {
         let page = PageRequest::from_args(first, after.as_deref(), None, None)?;
         let page = sync::list(super::db(ctx).conn(), self.0.id, page).await?;
-        Ok(super::customer::relay(page, |r| r.id, super::sync::SyncRun))
+        Ok(super::pagination::relay(
+            page,
+            |r| r.id,
+            super::sync::SyncRun,
+        ))
     }
 }
 

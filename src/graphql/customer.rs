@@ -1,19 +1,15 @@
-//! Customers as GraphQL types, and the Relay connection wrapper shared by lists.
+//! Customers as GraphQL types.
 
-use async_graphql::{
-    Context, ID, InputObject, MaybeUndefined, Object, OutputType,
-    connection::{Connection, Edge},
-};
+use async_graphql::{Context, ID, InputObject, MaybeUndefined, Object, connection::Connection};
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
-use super::enums::ConnectionStatus;
+use super::{enums::ConnectionStatus, pagination::relay};
 use crate::{
     connections::{self, ListFilter},
     credits,
     error::AppResult,
     ids,
-    pagination::{Page, PageRequest, encode_cursor},
+    pagination::PageRequest,
 };
 use entity::customer;
 
@@ -87,19 +83,4 @@ pub struct UpdateCustomerInput {
     pub name: Option<String>,
     /// `null` clears it; leaving it out keeps it.
     pub external_id: MaybeUndefined<String>,
-}
-
-/// Wraps a keyset page as a Relay connection, with each row's id as its cursor.
-pub fn relay<M, N: OutputType>(
-    page: Page<M>,
-    id_of: impl Fn(&M) -> Uuid,
-    wrap: impl Fn(M) -> N,
-) -> Connection<String, N> {
-    let mut connection = Connection::new(page.has_previous, page.has_next);
-    connection.edges = page
-        .items
-        .into_iter()
-        .map(|item| Edge::new(encode_cursor(id_of(&item)), wrap(item)))
-        .collect();
-    connection
 }

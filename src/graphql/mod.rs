@@ -11,6 +11,7 @@ mod event;
 mod loaders;
 mod mutation;
 mod node;
+mod pagination;
 mod query;
 mod records;
 mod sync;

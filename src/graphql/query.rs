@@ -7,10 +7,11 @@ use super::{
     account::Viewer,
     catalog::System,
     connection::{Connection as ConnectionObject, CreditLedgerEntry},
-    customer::{Customer, relay},
+    customer::Customer,
     enums::{ConnectionStatus, EntityType, SystemCategory},
     event::{Event, EventFilter, filter_for},
     node::{self, Node},
+    pagination::relay,
     records::{self, UnifiedRecord},
     sync::SyncRun,
 };

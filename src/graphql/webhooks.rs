@@ -6,9 +6,9 @@ use async_graphql::{
 use chrono::{DateTime, Utc};
 
 use super::{
-    customer::relay,
     enums::{self, DeliveryStatus, EventType},
     event::Event,
+    pagination::relay,
 };
 use crate::{
     error::{AppError, AppResult},
