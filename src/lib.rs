@@ -134,3 +134,58 @@ async fn serve(
     shutdown.cancel();
     Ok(())
 }
+
+#[cfg(test)]
+mod layering {
+    use std::path::{Path, PathBuf};
+
+    fn sources(dir: &Path, found: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                found.push(path);
+            }
+        }
+    }
+
+    /// The domain knows nothing of GraphQL, and resolvers hold no SQL: GraphQL lives in
+    /// `graphql/` and the two edges, queries live in the domain.
+    #[test]
+    fn graphql_stays_in_its_layer_and_sql_in_the_domain() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        sources(&root, &mut files);
+        assert!(files.len() > 20, "found {} source files", files.len());
+        for file in files {
+            let relative = file
+                .strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            let text = std::fs::read_to_string(&file).unwrap();
+            let edge =
+                relative.starts_with("graphql/") || relative == "http.rs" || relative == "ws.rs";
+            if !edge && relative != "lib.rs" {
+                assert!(
+                    !text.contains("async_graphql"),
+                    "{relative} uses async_graphql"
+                );
+            }
+            if relative.starts_with("graphql/") {
+                for sql in [
+                    "Entity::find",
+                    "::Column::",
+                    "Statement::",
+                    "execute_unprepared",
+                ] {
+                    assert!(
+                        !text.contains(sql),
+                        "{relative} queries the database ({sql})"
+                    );
+                }
+            }
+        }
+    }
+}
