@@ -31,18 +31,16 @@ use std::{net::SocketAddr, process::ExitCode, time::Duration, time::Instant};
 use anyhow::{Context as _, anyhow, ensure};
 use millwright::{
     catalog::{self, EntityType},
-    config::{Config, Secret},
+    config::Config,
 };
 use millwright_fixtures::{
     API_KEY, Fixture, Kind, SAP_CLIENT, SAP_PASSWORD, SAP_USER,
     data::{Entity, Sizes},
 };
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use common::{
-    ADMIN_TOKEN, ENCRYPTION_KEY, Run, http_client, load_average, peak_rss_kib, reset_peak_rss,
+    Run, Server, http_client, load_average, peak_rss_kib, reset_peak_rss, server_config,
     set_up_account, text_at, thousands, wait_run,
 };
 
@@ -51,7 +49,6 @@ const RECORDS: u32 = 50_000;
 /// High enough that pacing never waits: the bench measures ingest, not politeness.
 const REQUESTS_PER_SECOND: u32 = 100_000;
 const CREDITS: i64 = 100;
-const READY_DEADLINE: Duration = Duration::from_secs(30);
 const RUN_DEADLINE: Duration = Duration::from_secs(20 * 60);
 const TARGET_DEMO_PERCENT: f64 = 50.0;
 const TARGET_PEAK_RSS_MB: f64 = 300.0;
@@ -161,21 +158,14 @@ async fn measure(system: System, settings: &Settings) -> anyhow::Result<Outcome>
         None => None,
     };
     let dir = tempfile::tempdir().context("temp dir for the database")?;
-    let mut config = Config::default();
-    config.database.url = format!("sqlite://{}?mode=rwc", dir.path().join("db").display());
-    config.http.listen = "127.0.0.1:0".parse().expect("a socket address");
-    config.security.admin_token = Some(Secret::new(ADMIN_TOKEN));
-    config.security.encryption_key = Some(Secret::new(ENCRYPTION_KEY));
+    let mut config = server_config(format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("db").display()
+    ));
     config.connectors.allow_private_targets = true;
     config.sync.page_size = settings.page_size;
     config.sync.requests_per_second = REQUESTS_PER_SECOND;
-    config.connectors.health_check_interval_secs = 3600;
-    let listener = TcpListener::bind(config.http.listen)
-        .await
-        .context("bind 127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let token = CancellationToken::new();
-    let server = tokio::spawn(Box::pin(millwright::run(config, listener, token.clone())));
+    let server = Server::start(key, config).await?;
     let credentials = match (&fixture, kind) {
         (Some(f), Some(Kind::MaintainX | Kind::Maximo)) => {
             json!({ "api_key": API_KEY, "base_url": f.base_url() })
@@ -186,10 +176,9 @@ async fn measure(system: System, settings: &Settings) -> anyhow::Result<Outcome>
         }),
         (None, _) => json!({ "api_key": "bench", "scale": demo_scale(settings) }),
     };
-    let synced = sync(addr, system, credentials).await;
+    let synced = sync(server.addr, system, credentials).await;
     let peak_kib = peak_rss_kib();
-    token.cancel();
-    common::stop_server(key, server).await;
+    server.stop().await;
     let (run, wall) = synced?;
 
     let expected: Vec<(EntityType, u64)> = catalog::find(key)
@@ -253,7 +242,6 @@ async fn sync(
     credentials: Value,
 ) -> anyhow::Result<(Run, Duration)> {
     let client = http_client()?;
-    common::wait_ready(&client, addr, READY_DEADLINE).await?;
     let (api, customer_id) = set_up_account(&client, addr, CREDITS).await?;
     let (key, deployment, _) = system;
     let input = json!({

@@ -25,17 +25,12 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow, bail, ensure};
-use millwright::config::{Config, Secret};
-use reqwest::{Client, StatusCode, header::AUTHORIZATION};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
-/// base64 of 32 bytes: the credentials key of the bench server.
-const ENCRYPTION_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+use common::{Api, Server, pooled_http_client, server_config, set_up_account};
+
 const POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const POSTGRES_PREFIX: &str = "postgres://postgres@127.0.0.1:5432";
 const POSTGRES_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -46,17 +41,11 @@ const CONNECT_COST: i64 = 1;
 const CLIENTS: usize = 32;
 const WARM_UP: Duration = Duration::from_secs(1);
 const MEASURE: Duration = Duration::from_secs(10);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-const READY_DEADLINE: Duration = Duration::from_secs(10);
 /// Distinct error messages kept per database, to show what went wrong.
 const ERROR_SAMPLES: usize = 5;
 
 const TARGET_SQLITE_CONNECTS_PER_SECOND: f64 = 500.0;
 
-const CREATE_ACCOUNT: &str = "mutation($credits: Int) {
-    createAccount(input: {name: \"bench\", credits: $credits}) { apiKey }
-}";
-const CREATE_CUSTOMER: &str = "mutation { createCustomer(input: {name: \"Plant\"}) { id } }";
 const CONNECT: &str = "mutation($c: ID!) {
     connect(input: {customerId: $c, systemKey: \"demo\", credentials: {api_key: \"k\", scale: 1}, validate: false}) {
         connection { id }
@@ -177,18 +166,15 @@ async fn connect_postgres_admin() -> Option<DatabaseConnection> {
 
 /// One database: server up, account and customer, load, figures, accounting, server down.
 async fn measure(name: &'static str, database_url: String) -> anyhow::Result<Outcome> {
-    let token = CancellationToken::new();
-    let (server, addr) = start_server(database_url, token.clone()).await?;
-    let result = load_and_check(name, addr).await;
-    token.cancel();
-    common::stop_server(name, server).await;
+    let server = Server::start(name, server_config(database_url)).await?;
+    let result = load_and_check(name, server.addr).await;
+    server.stop().await;
     result
 }
 
 async fn load_and_check(name: &'static str, addr: SocketAddr) -> anyhow::Result<Outcome> {
-    let client = http_client()?;
-    common::wait_ready(&client, addr, READY_DEADLINE).await?;
-    let (api, customer_id) = set_up_account(&client, addr).await?;
+    let client = pooled_http_client(CLIENTS)?;
+    let (api, customer_id) = set_up_account(&client, addr, INITIAL_CREDITS).await?;
     let api = Arc::new(api);
     let tally = run_load(&api, &customer_id).await;
     let figures = Figures::of(&tally);
@@ -203,120 +189,16 @@ async fn load_and_check(name: &'static str, addr: SocketAddr) -> anyhow::Result<
     })
 }
 
-// --- server ------------------------------------------------------------------------------
-
-fn config(database_url: String) -> Config {
-    let mut config = Config::default();
-    config.database.url = database_url;
-    config.http.listen = "127.0.0.1:0".parse().expect("a socket address");
-    config.security.admin_token = Some(Secret::new(ADMIN_TOKEN));
-    config.security.encryption_key = Some(Secret::new(ENCRYPTION_KEY));
-    config.connectors.health_check_interval_secs = 3600;
-    config
-}
-
-/// The real server, as the binary runs it.
-async fn start_server(
-    database_url: String,
-    token: CancellationToken,
-) -> anyhow::Result<(common::ServerTask, SocketAddr)> {
-    let config = config(database_url);
-    let listener = TcpListener::bind(config.http.listen)
-        .await
-        .context("bind 127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let task = tokio::spawn(Box::pin(millwright::run(config, listener, token)));
-    Ok((task, addr))
-}
-
-fn http_client() -> anyhow::Result<Client> {
-    Ok(Client::builder()
-        .pool_max_idle_per_host(CLIENTS)
-        .timeout(REQUEST_TIMEOUT)
-        .no_proxy()
-        .build()?)
-}
-
 // --- GraphQL -----------------------------------------------------------------------------
 
-/// A GraphQL endpoint and the bearer token to call it with.
-struct Api {
-    client: Client,
-    url: String,
-    authorization: String,
-}
-
-impl Api {
-    fn new(client: &Client, addr: SocketAddr, token: &str) -> Self {
-        Self {
-            client: client.clone(),
-            url: format!("http://{addr}/graphql"),
-            authorization: format!("Bearer {token}"),
-        }
-    }
-
-    /// Runs an operation; its `data`, or why it failed (transport, status, GraphQL errors).
-    async fn call(&self, query: &str, variables: Value) -> Result<Value, String> {
-        let response = self
-            .client
-            .post(&self.url)
-            .header(AUTHORIZATION, &self.authorization)
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await
-            .map_err(|err| format!("request failed: {err}"))?;
-        let status = response.status();
-        let body: Value = response
-            .json()
-            .await
-            .map_err(|err| format!("HTTP {status}, body not JSON: {err}"))?;
-        if status != StatusCode::OK {
-            return Err(format!("HTTP {status}: {body}"));
-        }
-        if let Some(errors) = body.get("errors") {
-            return Err(format!("GraphQL errors: {errors}"));
-        }
-        body.get("data")
-            .filter(|data| !data.is_null())
-            .cloned()
-            .ok_or_else(|| format!("no data: {body}"))
-    }
-
-    /// [`Api::call`] for setup and checks, where any failure ends the run.
-    async fn data(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
-        self.call(query, variables)
-            .await
-            .map_err(|err| anyhow!(err))
-    }
-}
-
 fn text_at<'a>(data: &'a Value, pointer: &str) -> Result<&'a str, String> {
-    data.pointer(pointer)
-        .and_then(Value::as_str)
-        .ok_or_else(|| format!("no string at {pointer} in {data}"))
+    common::text_at(data, pointer).map_err(|err| err.to_string())
 }
 
 fn number_at(data: &Value, pointer: &str) -> anyhow::Result<i64> {
     data.pointer(pointer)
         .and_then(Value::as_i64)
         .ok_or_else(|| anyhow!("no integer at {pointer} in {data}"))
-}
-
-/// Creates the account (admin token) and its customer (API key), as a client would.
-async fn set_up_account(client: &Client, addr: SocketAddr) -> anyhow::Result<(Api, String)> {
-    let admin = Api::new(client, addr, ADMIN_TOKEN);
-    let created = admin
-        .data(CREATE_ACCOUNT, json!({ "credits": INITIAL_CREDITS }))
-        .await
-        .context("createAccount")?;
-    let key = text_at(&created, "/createAccount/apiKey").map_err(|err| anyhow!(err))?;
-    let api = Api::new(client, addr, key);
-    let customer = api
-        .data(CREATE_CUSTOMER, json!({}))
-        .await
-        .context("createCustomer")?;
-    let customer_id = text_at(&customer, "/createCustomer/id").map_err(|err| anyhow!(err))?;
-    Ok((api, customer_id.to_owned()))
 }
 
 // --- load --------------------------------------------------------------------------------

@@ -11,10 +11,11 @@
 
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
+mod common;
+
 use std::{
     net::SocketAddr,
     path::Path,
-    process::{Child, Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -36,9 +37,11 @@ use reqwest::{
 use sea_orm::{ActiveValue::Set, EntityTrait, PaginatorTrait};
 use serde::{Deserialize, Serialize, de::IgnoredAny};
 use tempfile::TempDir;
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use common::{Server, ServerProcess, pooled_http_client, server_config};
 
 const CUSTOMERS: usize = 10_000;
 const INSERT_BATCH: usize = 500;
@@ -48,13 +51,10 @@ const WARM_UP: Duration = Duration::from_secs(1);
 const MEASURE: Duration = Duration::from_secs(10);
 /// The measured time of each target is cut into this many alternating slices.
 const SLICES: u32 = 5;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const QUERY: &str =
     r#"{"query":"{ customers(first: 50) { edges { node { id name externalId } } } }"}"#;
 
 const STARTS: usize = 5;
-const READY_POLL: Duration = Duration::from_millis(5);
-const READY_DEADLINE: Duration = Duration::from_secs(10);
 const IDLE_BEFORE_RSS: Duration = Duration::from_secs(2);
 
 const TARGET_RATIO_PERCENT: f64 = 60.0;
@@ -66,10 +66,12 @@ async fn main() {
     let dir = tempfile::tempdir().expect("temp dir for the database");
     let fixture = seed(dir.path()).await;
     let token = CancellationToken::new();
-    let client = http_client();
+    let client = pooled_http_client(CLIENTS).expect("HTTP client");
 
-    let (server, graphql_addr) = start_millwright(&fixture.config, token.clone()).await;
-    wait_ready(&client, graphql_addr).await;
+    let server = Server::start("server", fixture.config.clone())
+        .await
+        .expect("start the server");
+    let graphql_addr = server.addr;
     let plain_addr = start_plain(fixture.db.clone(), fixture.account_id, token.clone()).await;
 
     let graphql = Target::Graphql {
@@ -86,7 +88,7 @@ async fn main() {
 
     drop(client);
     token.cancel();
-    stop_server(server).await;
+    server.stop().await;
 }
 
 // --- setup -------------------------------------------------------------------------------
@@ -101,9 +103,10 @@ struct Fixture {
 /// A fresh migrated database holding one account and its customers.
 async fn seed(dir: &Path) -> Fixture {
     let started = Instant::now();
-    let mut config = Config::default();
-    config.database.url = format!("sqlite://{}?mode=rwc", dir.join("bench.db").display());
-    config.http.listen = "127.0.0.1:0".parse().expect("a socket address");
+    let config = server_config(format!(
+        "sqlite://{}?mode=rwc",
+        dir.join("bench.db").display()
+    ));
     let db = Db::connect(&config).await.expect("connect to SQLite");
     db.migrate().await.expect("migrate");
     let created = accounts::create_account(&db, "bench", 0)
@@ -154,30 +157,12 @@ fn new_customer(account_id: Uuid, index: usize) -> customer::ActiveModel {
 
 // --- servers -----------------------------------------------------------------------------
 
-type ServerTask = JoinHandle<anyhow::Result<()>>;
-
 async fn bind_local() -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("listener address");
     (listener, addr)
-}
-
-/// The real server, as the binary runs it.
-async fn start_millwright(config: &Config, token: CancellationToken) -> (ServerTask, SocketAddr) {
-    let (listener, addr) = bind_local().await;
-    let task = tokio::spawn(Box::pin(millwright::run(config.clone(), listener, token)));
-    (task, addr)
-}
-
-async fn stop_server(server: ServerTask) {
-    match tokio::time::timeout(Duration::from_secs(5), server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(err))) => println!("server: stopped with error: {err:#}"),
-        Ok(Err(err)) => println!("server: task failed: {err}"),
-        Err(_) => println!("server: did not stop within 5 s"),
-    }
 }
 
 #[derive(Clone)]
@@ -235,15 +220,6 @@ async fn plain_customers(
 }
 
 // --- load --------------------------------------------------------------------------------
-
-fn http_client() -> Client {
-    Client::builder()
-        .pool_max_idle_per_host(CLIENTS)
-        .timeout(REQUEST_TIMEOUT)
-        .no_proxy()
-        .build()
-        .expect("HTTP client")
-}
 
 enum Target {
     Graphql { url: String, authorization: String },
@@ -427,16 +403,8 @@ fn report_load(graphql: &Summary, plain: &Summary) {
 
 /// A `millwright serve` child and the directory of its database.
 struct Instance {
-    child: Child,
+    process: ServerProcess,
     _dir: TempDir,
-}
-
-impl Instance {
-    fn stop(mut self) {
-        // Already exited is fine: the point is that it is gone.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 struct ProcessFigures {
@@ -449,7 +417,7 @@ async fn measure_process(client: &Client) -> ProcessFigures {
     let mut last = None;
     for _ in 0..STARTS {
         if let Some(previous) = last.take() {
-            Instance::stop(previous);
+            drop(previous);
         }
         let (instance, startup) = start_binary(client).await;
         startups_ms.push(startup.as_secs_f64() * 1000.0);
@@ -457,58 +425,22 @@ async fn measure_process(client: &Client) -> ProcessFigures {
     }
     let last = last.expect("at least one start");
     tokio::time::sleep(IDLE_BEFORE_RSS).await;
-    let idle_rss_mb = rss_kib(last.child.id()) as f64 / 1024.0;
-    last.stop();
+    let idle_rss_mb = rss_kib(last.process.pid()) as f64 / 1024.0;
+    drop(last);
     ProcessFigures {
         startups_ms,
         idle_rss_mb,
     }
 }
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("listener address").port()
-}
-
 /// Spawns `millwright serve` on a fresh database; returns it with the time until ready.
 async fn start_binary(client: &Client) -> (Instance, Duration) {
     let dir = tempfile::tempdir().expect("temp dir for the database");
-    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let database_url = format!("sqlite://{}?mode=rwc", dir.path().join("m.db").display());
-    let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_millwright"))
-        .arg("serve")
-        .env("MILLWRIGHT_DATABASE_URL", database_url)
-        .env("MILLWRIGHT_LISTEN", addr.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn millwright serve");
-    let mut instance = Instance { child, _dir: dir };
-    while !is_ready(client, addr).await {
-        let exited = instance.child.try_wait().expect("child status");
-        assert!(exited.is_none(), "millwright serve exited: {exited:?}");
-        assert!(started.elapsed() < READY_DEADLINE, "not ready in time");
-        tokio::time::sleep(READY_POLL).await;
-    }
-    (instance, started.elapsed())
-}
-
-async fn is_ready(client: &Client, addr: SocketAddr) -> bool {
-    let response = client.get(format!("http://{addr}/readyz")).send().await;
-    response.is_ok_and(|r| r.status() == StatusCode::OK)
-}
-
-async fn wait_ready(client: &Client, addr: SocketAddr) {
-    let started = Instant::now();
-    while !is_ready(client, addr).await {
-        assert!(
-            started.elapsed() < READY_DEADLINE,
-            "server not ready in time"
-        );
-        tokio::time::sleep(READY_POLL).await;
-    }
+    let (process, startup) = ServerProcess::start(client, &database_url, &[], None)
+        .await
+        .expect("start millwright serve");
+    (Instance { process, _dir: dir }, startup)
 }
 
 /// Resident memory of a process, from `/proc/<pid>/status`.

@@ -23,12 +23,13 @@
 
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
+mod common;
+
 use std::{
     collections::{BTreeSet, HashMap},
-    fs::File,
     net::SocketAddr,
     path::PathBuf,
-    process::{Child, Command, ExitCode, Stdio},
+    process::ExitCode,
     sync::{
         Arc,
         atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -36,11 +37,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, anyhow, bail, ensure};
+use anyhow::{Context as _, bail, ensure};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use futures_util::{SinkExt, StreamExt};
-use reqwest::{Client, StatusCode, header::AUTHORIZATION};
+use reqwest::Client;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::{net::TcpStream, sync::Semaphore, task::JoinHandle};
@@ -50,9 +51,7 @@ use tokio_tungstenite::{
 };
 use tokio_util::sync::CancellationToken;
 
-const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
-/// base64 of 32 bytes: the credentials key of the bench server.
-const ENCRYPTION_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+use common::{Account, Api, ServerProcess, create_account, pooled_http_client};
 
 const ACCOUNTS: usize = 100;
 const SUBSCRIBERS_PER_ACCOUNT: usize = 100;
@@ -72,9 +71,6 @@ const MAX_IN_FLIGHT: usize = 64;
 const WINDOW: Duration = Duration::from_secs(5);
 const STRAGGLER_WAIT: Duration = Duration::from_secs(10);
 const PROGRESS_POLL: Duration = Duration::from_millis(20);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-const READY_POLL: Duration = Duration::from_millis(10);
-const READY_DEADLINE: Duration = Duration::from_secs(10);
 const JOIN_DEADLINE: Duration = Duration::from_secs(30);
 /// Distinct problems shown per kind.
 const SAMPLES: usize = 5;
@@ -84,9 +80,6 @@ const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 const TARGET_P99_MS: f64 = 100.0;
 const TARGET_RSS_MB: f64 = 300.0;
 
-const CREATE_ACCOUNT: &str = "mutation($name: String!) {
-    createAccount(input: {name: $name}) { account { id } apiKey }
-}";
 const GRANT: &str = "mutation($id: ID!) { grantCredits(accountId: $id, amount: 1) { total } }";
 const SUBSCRIBE: &str = "subscription { events { cursor type occurredAt } }";
 const STORED_EVENTS: &str = "query($after: String) {
@@ -110,7 +103,7 @@ async fn main() -> ExitCode {
 /// The whole bench; `Ok(false)` when a delivery was lost, duplicated or foreign.
 async fn run() -> anyhow::Result<bool> {
     raise_open_file_limit()?;
-    let client = http_client()?;
+    let client = pooled_http_client(MAX_IN_FLIGHT)?;
     let server = Server::start(&client).await?;
     let accounts = create_accounts(&client, server.addr).await?;
 
@@ -139,7 +132,7 @@ async fn run() -> anyhow::Result<bool> {
     stop.cancel();
     let received = collect(subscribers).await;
 
-    let stored = stored_events(&client, server.addr, &accounts).await?;
+    let stored = stored_events(&accounts).await?;
     let deliveries = check_deliveries(&received, &stored);
     let memory = Memory {
         connected_kib: rss_connected_kib,
@@ -165,18 +158,9 @@ fn raise_open_file_limit() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn http_client() -> anyhow::Result<Client> {
-    Client::builder()
-        .pool_max_idle_per_host(MAX_IN_FLIGHT)
-        .timeout(REQUEST_TIMEOUT)
-        .no_proxy()
-        .build()
-        .context("HTTP client")
-}
-
-/// A `millwright serve` child on a fresh database; killed when dropped.
+/// A `millwright serve` child on a fresh database, logging to a file beside it.
 struct Server {
-    child: Child,
+    process: ServerProcess,
     addr: SocketAddr,
     log: PathBuf,
     _dir: TempDir,
@@ -185,58 +169,27 @@ struct Server {
 impl Server {
     async fn start(client: &Client) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("temp dir for the database")?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let database_url = format!("sqlite://{}?mode=rwc", dir.path().join("m.db").display());
         let log = dir.path().join("server.log");
-        let output = File::create(&log).context("server log file")?;
-        let child = Command::new(env!("CARGO_BIN_EXE_millwright"))
-            .arg("serve")
-            .env("MILLWRIGHT_DATABASE_URL", database_url)
-            .env("MILLWRIGHT_LISTEN", addr.to_string())
-            .env("MILLWRIGHT_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("MILLWRIGHT_ENCRYPTION_KEY", ENCRYPTION_KEY)
-            .env("MILLWRIGHT_WS_PING_INTERVAL_SECS", "30")
-            .env("MILLWRIGHT_LOG_FORMAT", "json")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(output.try_clone().context("server log file")?)
-            .stderr(output)
-            .spawn()
-            .context("spawn millwright serve")?;
-        let mut server = Self {
-            child,
+        let settings = [
+            ("MILLWRIGHT_WS_PING_INTERVAL_SECS", "30"),
+            ("MILLWRIGHT_LOG_FORMAT", "json"),
+            ("RUST_LOG", "warn"),
+        ];
+        let (process, _) =
+            ServerProcess::start(client, &database_url, &settings, Some(&log)).await?;
+        let addr = process.addr;
+        println!("server: pid {} on {addr}", process.pid());
+        Ok(Self {
+            process,
             addr,
             log,
             _dir: dir,
-        };
-        server.wait_ready(client).await?;
-        println!("server: pid {} on {addr}", server.pid());
-        Ok(server)
+        })
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    async fn wait_ready(&mut self, client: &Client) -> anyhow::Result<()> {
-        let started = Instant::now();
-        loop {
-            let response = client
-                .get(format!("http://{}/readyz", self.addr))
-                .send()
-                .await;
-            if response.is_ok_and(|r| r.status() == StatusCode::OK) {
-                return Ok(());
-            }
-            if let Some(status) = self.child.try_wait().context("server status")? {
-                bail!("millwright serve exited before ready: {status}");
-            }
-            ensure!(
-                started.elapsed() < READY_DEADLINE,
-                "server not ready in time"
-            );
-            tokio::time::sleep(READY_POLL).await;
-        }
+        self.process.pid()
     }
 
     /// How many lines the server logged (warnings and errors only), with a few of them.
@@ -250,71 +203,17 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Already exited is fine: the point is that it is gone.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
-    Ok(listener.local_addr().context("listener address")?.port())
-}
-
-struct Account {
-    id: String,
-    key: String,
-}
-
 async fn create_accounts(client: &Client, addr: SocketAddr) -> anyhow::Result<Vec<Account>> {
     let started = Instant::now();
     let mut accounts = Vec::with_capacity(ACCOUNTS);
     for index in 0..ACCOUNTS {
-        let variables = json!({ "name": format!("bench-{index}") });
-        let data = graphql(client, addr, ADMIN_TOKEN, CREATE_ACCOUNT, variables).await?;
-        let created = &data["createAccount"];
-        let (Some(id), Some(key)) = (
-            created["account"]["id"].as_str(),
-            created["apiKey"].as_str(),
-        ) else {
-            bail!("createAccount answered {data}");
-        };
-        accounts.push(Account {
-            id: id.to_owned(),
-            key: key.to_owned(),
-        });
+        accounts.push(create_account(client, addr, &format!("bench-{index}"), 0).await?);
     }
     println!(
         "setup: {ACCOUNTS} accounts created in {:.2} s",
         started.elapsed().as_secs_f64()
     );
     Ok(accounts)
-}
-
-/// Runs one GraphQL operation over HTTP; its `data`, or an error naming what went wrong.
-async fn graphql(
-    client: &Client,
-    addr: SocketAddr,
-    token: &str,
-    query: &str,
-    variables: Value,
-) -> anyhow::Result<Value> {
-    let response = client
-        .post(format!("http://{addr}/graphql"))
-        .header(AUTHORIZATION, format!("Bearer {token}"))
-        .json(&json!({ "query": query, "variables": variables }))
-        .send()
-        .await?;
-    let status = response.status();
-    let body: Value = response.json().await?;
-    if status != StatusCode::OK || body.get("errors").is_some() {
-        bail!("HTTP {status}: {body}");
-    }
-    body.get("data")
-        .cloned()
-        .ok_or_else(|| anyhow!("no data in {body}"))
 }
 
 // --- subscribers -------------------------------------------------------------------------
@@ -364,7 +263,7 @@ async fn open_subscribers(
 ) -> anyhow::Result<Vec<JoinHandle<Received>>> {
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(OPEN_CONCURRENCY));
-    let keys: Vec<Arc<str>> = accounts.iter().map(|a| Arc::from(a.key.as_str())).collect();
+    let keys: Vec<Arc<str>> = accounts.iter().map(|a| Arc::from(a.api.token())).collect();
     // Interleaved over the accounts, so that a failure shows as a pattern, not one account.
     let tasks = (0..SUBSCRIBERS)
         .map(|i| {
@@ -661,14 +560,10 @@ async fn drive_load(
         let (client, id) = (client.clone(), ids[account].clone());
         tasks.push(tokio::spawn(async move {
             let sent = Instant::now();
-            let outcome = graphql(&client, addr, ADMIN_TOKEN, GRANT, json!({ "id": id })).await;
+            let admin = Api::admin(&client, addr);
+            let outcome = admin.call(GRANT, json!({ "id": id })).await;
             drop(permit);
-            (
-                account,
-                outcome
-                    .map(|_| sent.elapsed())
-                    .map_err(|e| format!("{e:#}")),
-            )
+            (account, outcome.map(|_| sent.elapsed()))
         }));
     }
     for task in tasks {
@@ -718,18 +613,14 @@ fn cpu_percent(ticks: u64, seconds: f64) -> f64 {
 // --- checks ------------------------------------------------------------------------------
 
 /// Positions of the `credits.changed` events stored per account, read with its own key.
-async fn stored_events(
-    client: &Client,
-    addr: SocketAddr,
-    accounts: &[Account],
-) -> anyhow::Result<Vec<BTreeSet<i64>>> {
+async fn stored_events(accounts: &[Account]) -> anyhow::Result<Vec<BTreeSet<i64>>> {
     let mut stored = Vec::with_capacity(accounts.len());
     for account in accounts {
         let mut positions = BTreeSet::new();
         let mut after = Value::Null;
         loop {
             let variables = json!({ "after": after });
-            let data = graphql(client, addr, &account.key, STORED_EVENTS, variables).await?;
+            let data = account.api.data(STORED_EVENTS, variables).await?;
             let events = &data["events"];
             for edge in events["edges"].as_array().context("edges")? {
                 let cursor = edge["node"]["cursor"].as_str().context("cursor")?;

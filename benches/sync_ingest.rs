@@ -43,7 +43,7 @@ use chrono::Utc;
 use entity::record;
 use millwright::{
     catalog::{self, EntityType},
-    config::{Config, Secret},
+    config::Config,
     connectors::{Connector, ReadRequest, RemoteRecord, demo::DemoConnector},
     db,
     ids::{self, Kind},
@@ -55,12 +55,10 @@ use sea_orm::{
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use common::{
-    ADMIN_TOKEN, Api, ENCRYPTION_KEY, Run, http_client, load_average, peak_rss_kib, reset_peak_rss,
+    Api, Run, Server, http_client, load_average, peak_rss_kib, reset_peak_rss, server_config,
     set_up_account, text_at, thousands, wait_run,
 };
 
@@ -77,7 +75,6 @@ const REQUESTS_PER_SECOND: u32 = 100_000;
 const DEMO_API_KEY: &str = "bench";
 const CREDITS: i64 = 10;
 
-const READY_DEADLINE: Duration = Duration::from_secs(30);
 const FULL_DEADLINE: Duration = Duration::from_secs(20 * 60);
 const INCREMENTAL_DEADLINE: Duration = Duration::from_secs(10 * 60);
 const EMPTY_RUN_DEADLINE: Duration = Duration::from_secs(60);
@@ -270,12 +267,10 @@ async fn measure(database_url: String, settings: &Settings) -> anyhow::Result<Su
     let name = settings.name;
     settings.describe();
     let peak_reset = reset_peak_rss();
-    let token = CancellationToken::new();
-    let (server, addr) = start_server(database_url.clone(), settings, token.clone()).await?;
-    let synced = run_syncs(name, addr, settings).await;
+    let server = Server::start(name, config(database_url.clone(), settings)).await?;
+    let synced = run_syncs(name, server.addr, settings).await;
     let peak_kib = peak_rss_kib();
-    token.cancel();
-    common::stop_server(name, server).await;
+    server.stop().await;
     let synced = synced?;
     report_peak_rss(name, peak_kib, peak_reset);
     let ceiling = measure_ceiling(&database_url, synced.empty_connection, settings);
@@ -302,30 +297,10 @@ async fn measure(database_url: String, settings: &Settings) -> anyhow::Result<Su
 // --- server ------------------------------------------------------------------------------
 
 fn config(database_url: String, settings: &Settings) -> Config {
-    let mut config = Config::default();
-    config.database.url = database_url;
-    config.http.listen = "127.0.0.1:0".parse().expect("a socket address");
-    config.security.admin_token = Some(Secret::new(ADMIN_TOKEN));
-    config.security.encryption_key = Some(Secret::new(ENCRYPTION_KEY));
+    let mut config = server_config(database_url);
     config.sync.page_size = settings.page_size;
     config.sync.requests_per_second = REQUESTS_PER_SECOND;
-    config.connectors.health_check_interval_secs = 3600;
     config
-}
-
-/// The real server, as the binary runs it.
-async fn start_server(
-    database_url: String,
-    settings: &Settings,
-    token: CancellationToken,
-) -> anyhow::Result<(common::ServerTask, SocketAddr)> {
-    let config = config(database_url, settings);
-    let listener = TcpListener::bind(config.http.listen)
-        .await
-        .context("bind 127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let task = tokio::spawn(Box::pin(millwright::run(config, listener, token)));
-    Ok((task, addr))
 }
 
 // --- GraphQL -----------------------------------------------------------------------------
@@ -359,7 +334,6 @@ struct Synced {
 
 async fn run_syncs(name: &str, addr: SocketAddr, settings: &Settings) -> anyhow::Result<Synced> {
     let client = http_client()?;
-    common::wait_ready(&client, addr, READY_DEADLINE).await?;
     let (api, customer_id) = set_up_account(&client, addr, CREDITS).await?;
 
     let connected = Instant::now();

@@ -56,19 +56,16 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use entity::{event, webhook_attempt, webhook_delivery, webhook_endpoint};
-use millwright::config::{Config, Secret};
+use millwright::config::Config;
 use reqwest::{Client, header::CONTENT_TYPE};
 use sea_orm::{Database, DatabaseConnection, EntityTrait};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
-/// base64 of 32 bytes: the credentials key of the bench server.
-const ENCRYPTION_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+use common::{Api, Server, create_account, pooled_http_client, server_config};
 
 const ENDPOINTS: usize = 4;
 const BATCHES: usize = 200;
@@ -89,14 +86,9 @@ const CEILING_REQUESTS: usize = EXPECTED;
 const CEILING_LENGTH: Duration = Duration::from_secs(10);
 const CEILING_ROUNDS: usize = 3;
 
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-const READY_DEADLINE: Duration = Duration::from_secs(10);
-
 const TARGET_DELIVERIES_PER_SECOND: f64 = 2_000.0;
 const TARGET_CEILING_PERCENT: f64 = 30.0;
 
-const CREATE_ACCOUNT: &str =
-    "mutation { createAccount(input: {name: \"bench\"}) { apiKey account { id } } }";
 const CREATE_ENDPOINT: &str = "mutation($input: CreateWebhookEndpointInput!) {
     createWebhookEndpoint(input: $input) { endpoint { id } } }";
 const GRANT: &str = "mutation($id: ID!) { grantCredits(accountId: $id, amount: 1) { total } }";
@@ -140,15 +132,10 @@ async fn run() -> anyhow::Result<bool> {
 // --- server ------------------------------------------------------------------------------
 
 fn config(database_url: String) -> Config {
-    let mut config = Config::default();
-    config.database.url = database_url;
-    config.http.listen = "127.0.0.1:0".parse().expect("a socket address");
-    config.security.admin_token = Some(Secret::new(ADMIN_TOKEN));
-    config.security.encryption_key = Some(Secret::new(ENCRYPTION_KEY));
+    let mut config = server_config(database_url);
     config.webhooks.allow_private_targets = true;
     config.http.max_batch_size = GRANTS_PER_BATCH;
     config.http.max_query_complexity = 5000;
-    config.connectors.health_check_interval_secs = 3600;
     config
 }
 
@@ -170,27 +157,6 @@ fn report_config(config: &Config) {
         config.database.max_connections,
         config.webhooks.lease_secs,
     );
-}
-
-/// The real server, as the binary runs it.
-async fn start_server(
-    config: Config,
-    token: CancellationToken,
-) -> anyhow::Result<(common::ServerTask, SocketAddr)> {
-    let listener = TcpListener::bind(config.http.listen)
-        .await
-        .context("bind 127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let task = tokio::spawn(Box::pin(millwright::run(config, listener, token)));
-    Ok((task, addr))
-}
-
-fn http_client(pool: usize) -> anyhow::Result<Client> {
-    Ok(Client::builder()
-        .pool_max_idle_per_host(pool)
-        .timeout(REQUEST_TIMEOUT)
-        .no_proxy()
-        .build()?)
 }
 
 // --- receiver ----------------------------------------------------------------------------
@@ -275,38 +241,6 @@ async fn receive(
 
 // --- GraphQL -----------------------------------------------------------------------------
 
-/// A GraphQL client for one server and one bearer token.
-#[derive(Clone)]
-struct Api {
-    client: Client,
-    url: String,
-    token: String,
-}
-
-impl Api {
-    /// Runs one operation that must succeed; returns `data`.
-    async fn ok(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
-        let body = json!({ "query": query, "variables": variables });
-        let response: Value = self.post(&body).await?;
-        check_errors(&response)?;
-        Ok(response["data"].clone())
-    }
-
-    async fn post(&self, body: &Value) -> anyhow::Result<Value> {
-        let response = self
-            .client
-            .post(&self.url)
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await?;
-        let status = response.status();
-        let text = response.text().await?;
-        ensure!(status == StatusCode::OK, "HTTP {status}: {text}");
-        Ok(serde_json::from_str(&text)?)
-    }
-}
-
 fn check_errors(response: &Value) -> anyhow::Result<()> {
     match response.get("errors") {
         Some(errors) => bail!("GraphQL errors: {errors}"),
@@ -320,30 +254,12 @@ async fn set_up(
     addr: SocketAddr,
     receiver: &Receiver,
 ) -> anyhow::Result<(Api, Api, String)> {
-    let url = format!("http://{addr}/graphql");
-    let admin = Api {
-        client: client.clone(),
-        url: url.clone(),
-        token: ADMIN_TOKEN.to_owned(),
-    };
-    let created = admin.ok(CREATE_ACCOUNT, json!({})).await?;
-    let created = &created["createAccount"];
-    let (Some(key), Some(account_id)) = (
-        created["apiKey"].as_str(),
-        created["account"]["id"].as_str(),
-    ) else {
-        bail!("createAccount answered {created}");
-    };
-    let account = Api {
-        client: client.clone(),
-        url,
-        token: key.to_owned(),
-    };
+    let created = create_account(client, addr, "bench", 0).await?;
     for route in 0..ENDPOINTS {
         let input = json!({ "input": { "url": receiver.url(route), "eventTypes": [] } });
-        account.ok(CREATE_ENDPOINT, input).await?;
+        created.api.data(CREATE_ENDPOINT, input).await?;
     }
-    Ok((admin, account, account_id.to_owned()))
+    Ok((Api::admin(client, addr), created.api, created.id))
 }
 
 // --- the measured run --------------------------------------------------------------------
@@ -365,11 +281,9 @@ impl ServerFigures {
 /// Events committed while the workers deliver: the headline figures.
 async fn measure_live(receiver: &Receiver) -> anyhow::Result<ServerFigures> {
     let (_dir, database_url) = fresh_database()?;
-    let token = CancellationToken::new();
-    let (server, addr) = start_server(config(database_url.clone()), token.clone()).await?;
-    let measured = live_run(addr, receiver, &database_url).await;
-    token.cancel();
-    common::stop_server("server", server).await;
+    let server = Server::start("server", config(database_url.clone())).await?;
+    let measured = live_run(server.addr, receiver, &database_url).await;
+    server.stop().await;
     measured
 }
 
@@ -378,8 +292,7 @@ async fn live_run(
     receiver: &Receiver,
     database_url: &str,
 ) -> anyhow::Result<ServerFigures> {
-    let client = http_client(GRANT_SENDERS * 2)?;
-    common::wait_ready(&client, addr, READY_DEADLINE).await?;
+    let client = pooled_http_client(GRANT_SENDERS * 2)?;
     let (admin, account, account_id) = set_up(&client, addr, receiver).await?;
     let statements_before = db_statements(&client, addr).await?;
     let cpu = CpuClock::now();
@@ -418,22 +331,18 @@ async fn measure_backlog(receiver: &Receiver) -> anyhow::Result<(ServerFigures, 
     let (_dir, database_url) = fresh_database()?;
     let mut quiet = config(database_url.clone());
     quiet.process.workers = false;
-    let token = CancellationToken::new();
-    let (server, addr) = start_server(quiet, token.clone()).await?;
-    let produced = produce_backlog(addr, receiver).await;
-    token.cancel();
-    common::stop_server("server", server).await;
+    let server = Server::start("server", quiet).await?;
+    let produced = produce_backlog(server.addr, receiver).await;
+    server.stop().await;
     let (key, grant_cpu) = produced?;
     ensure!(
         receiver.count() == 0,
         "deliveries sent with the workers off"
     );
-    let token = CancellationToken::new();
     let started = Instant::now();
-    let (server, addr) = start_server(config(database_url), token.clone()).await?;
-    let drained = drain_backlog(addr, receiver, key, started).await;
-    token.cancel();
-    common::stop_server("server", server).await;
+    let server = Server::start("server", config(database_url)).await?;
+    let drained = drain_backlog(server.addr, receiver, key, started).await;
+    server.stop().await;
     let (figures, delivery_cpu) = drained?;
     let costs = CpuCosts {
         per_grant: Duration::from_secs_f64(grant_cpu / EVENTS as f64),
@@ -445,13 +354,12 @@ async fn measure_backlog(receiver: &Receiver) -> anyhow::Result<(ServerFigures, 
 /// Account, endpoints and events on a server without workers; returns the account's key and
 /// the CPU seconds the grants took.
 async fn produce_backlog(addr: SocketAddr, receiver: &Receiver) -> anyhow::Result<(String, f64)> {
-    let client = http_client(GRANT_SENDERS * 2)?;
-    common::wait_ready(&client, addr, READY_DEADLINE).await?;
+    let client = pooled_http_client(GRANT_SENDERS * 2)?;
     let (admin, account, account_id) = set_up(&client, addr, receiver).await?;
     let cpu = CpuClock::now();
     commit_events(&admin, &account_id).await?;
     let used = cpu.report("grants, workers off");
-    Ok((account.token, used))
+    Ok((account.token().to_owned(), used))
 }
 
 async fn drain_backlog(
@@ -464,14 +372,10 @@ async fn drain_backlog(
     let waited = wait_for_deliveries(receiver, started).await;
     let used = cpu.report("draining");
     tokio::time::sleep(DUPLICATE_GRACE).await;
-    let client = http_client(GRANT_SENDERS * 2)?;
+    let client = pooled_http_client(GRANT_SENDERS * 2)?;
     let statements = db_statements(&client, addr).await?;
     let receipts = receiver.take();
-    let account = Api {
-        client,
-        url: format!("http://{addr}/graphql"),
-        token: key,
-    };
+    let account = Api::new(&client, addr, &key);
     let occurred = read_events(&account).await?;
     let tally = Tally::of(&receipts, &occurred);
     let figures = report_tally(&tally, &waited, started, "the server's start");
@@ -568,7 +472,9 @@ async fn read_events(account: &Api) -> anyhow::Result<HashMap<String, DateTime<U
     let mut occurred = HashMap::with_capacity(EVENTS);
     let mut after = Value::Null;
     loop {
-        let data = account.ok(EVENTS_QUERY, json!({ "after": after })).await?;
+        let data = account
+            .data(EVENTS_QUERY, json!({ "after": after }))
+            .await?;
         let page = &data["events"];
         let nodes: Vec<EventNode> = serde_json::from_value(page["nodes"].clone())?;
         ensure!(nodes.len() <= EVENTS_PAGE, "a page larger than asked");
@@ -917,7 +823,7 @@ struct Ceiling {
 /// 2 s, so a burst of other load on the machine moves it a lot).
 async fn measure_ceiling(receiver: &Receiver) -> anyhow::Result<Ceiling> {
     let workers = Config::default().webhooks.workers;
-    let client = http_client(workers)?;
+    let client = pooled_http_client(workers)?;
     let body = Bytes::from(sample_body());
     let mut rounds = Vec::with_capacity(CEILING_ROUNDS);
     for _ in 0..CEILING_ROUNDS {

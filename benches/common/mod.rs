@@ -1,33 +1,39 @@
-//! What the in-process benches share: waiting for the server and stopping it, the bench
-//! server's secrets, a GraphQL client with an account, sync runs as GraphQL reports them,
-//! the process's peak RSS and the report's number formatting.
+//! What the benches share: the bench server's configuration and secrets, starting it in
+//! this process and stopping it, an HTTP client, a GraphQL client with an account, sync runs
+//! as GraphQL reports them, the process's peak RSS and the report's number formatting.
 
 #![allow(dead_code, reason = "each bench uses its own part")]
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
 use std::{
+    fs::File,
     net::SocketAddr,
+    path::Path,
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, anyhow, bail, ensure};
 use chrono::{DateTime, Utc};
+use millwright::config::{Config, Secret};
 use reqwest::{Client, StatusCode, header::AUTHORIZATION};
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
 
-const READY_POLL: Duration = Duration::from_millis(10);
+const READY_POLL: Duration = Duration::from_millis(5);
+const READY_DEADLINE: Duration = Duration::from_secs(30);
 const SERVER_STOP_DEADLINE: Duration = Duration::from_secs(15);
 
 pub const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 /// base64 of 32 bytes: the credentials key of the bench server.
 pub const ENCRYPTION_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const RUN_POLL: Duration = Duration::from_millis(250);
 
-const CREATE_ACCOUNT: &str = "mutation($credits: Int) {
-    createAccount(input: {name: \"bench\", credits: $credits}) { apiKey }
+const CREATE_ACCOUNT: &str = "mutation($name: String!, $credits: Int) {
+    createAccount(input: {name: $name, credits: $credits}) { apiKey account { id } }
 }";
 const CREATE_CUSTOMER: &str = "mutation { createCustomer(input: {name: \"Plant\"}) { id } }";
 const CANCEL: &str = "mutation($id: ID!) { cancelSyncRun(id: $id) { status } }";
@@ -38,6 +44,60 @@ const SYNC_RUN: &str = "query($id: ID!) { syncRun(id: $id) {
 
 /// The server running in this process (`millwright::run`).
 pub type ServerTask = JoinHandle<anyhow::Result<()>>;
+
+/// The bench server's settings: `database_url`, a free port on loopback, the bench secrets,
+/// and no health checks (they would only add load). Each bench adds its own.
+pub fn server_config(database_url: String) -> Config {
+    let mut config = Config::default();
+    config.database.url = database_url;
+    config.http.listen = "127.0.0.1:0".parse().expect("a socket address");
+    config.security.admin_token = Some(Secret::new(ADMIN_TOKEN));
+    config.security.encryption_key = Some(Secret::new(ENCRYPTION_KEY));
+    config.connectors.health_check_interval_secs = 3600;
+    config
+}
+
+/// The real server in this process, as the binary runs it.
+pub struct Server {
+    pub addr: SocketAddr,
+    name: String,
+    shutdown: CancellationToken,
+    task: ServerTask,
+}
+
+impl Server {
+    /// Starts `millwright::run` on `config` and waits until it is ready; `name` labels what
+    /// it reports when it stops.
+    pub async fn start(name: &str, config: Config) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.http.listen)
+            .await
+            .context("bind 127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(Box::pin(millwright::run(
+            config,
+            listener,
+            shutdown.clone(),
+        )));
+        let server = Self {
+            addr,
+            name: name.to_owned(),
+            shutdown,
+            task,
+        };
+        if let Err(err) = wait_ready(&http_client()?, addr, READY_DEADLINE).await {
+            server.stop().await;
+            return Err(err);
+        }
+        Ok(server)
+    }
+
+    /// Shuts the server down and waits for it.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        stop_server(&self.name, self.task).await;
+    }
+}
 
 /// Polls `/readyz` until it answers 200, for at most `deadline`.
 pub async fn wait_ready(
@@ -73,6 +133,89 @@ pub async fn stop_server(name: &str, server: ServerTask) {
     }
 }
 
+/// `millwright serve` as a child process, for figures of the server alone (its memory, its
+/// CPU, its time to ready); killed when dropped.
+pub struct ServerProcess {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Spawns the binary on `database_url` with the bench secrets and the extra `settings`
+    /// (`MILLWRIGHT_*` variables), its output to `log` (or nowhere); returns it once ready,
+    /// with the time from spawn to ready.
+    pub async fn start(
+        client: &Client,
+        database_url: &str,
+        settings: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> anyhow::Result<(Self, Duration)> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let (stdout, stderr) = match log {
+            Some(path) => {
+                let file = File::create(path).context("server log file")?;
+                (Stdio::from(file.try_clone()?), Stdio::from(file))
+            }
+            None => (Stdio::null(), Stdio::null()),
+        };
+        let mut command = Command::new(env!("CARGO_BIN_EXE_millwright"));
+        command
+            .arg("serve")
+            .env("MILLWRIGHT_DATABASE_URL", database_url)
+            .env("MILLWRIGHT_LISTEN", addr.to_string())
+            .env("MILLWRIGHT_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("MILLWRIGHT_ENCRYPTION_KEY", ENCRYPTION_KEY)
+            .envs(settings.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        let started = Instant::now();
+        let child = command.spawn().context("spawn millwright serve")?;
+        let mut server = Self { child, addr };
+        server.wait_ready(client).await?;
+        Ok((server, started.elapsed()))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    async fn wait_ready(&mut self, client: &Client) -> anyhow::Result<()> {
+        let started = Instant::now();
+        loop {
+            let response = client
+                .get(format!("http://{}/readyz", self.addr))
+                .send()
+                .await;
+            if response.is_ok_and(|r| r.status() == StatusCode::OK) {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait().context("server status")? {
+                bail!("millwright serve exited before ready: {status}");
+            }
+            ensure!(
+                started.elapsed() < READY_DEADLINE,
+                "server not ready within {} s",
+                READY_DEADLINE.as_secs()
+            );
+            tokio::time::sleep(READY_POLL).await;
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // Already exited is fine: the point is that it is gone.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
+    Ok(listener.local_addr().context("listener address")?.port())
+}
+
 pub fn http_client() -> anyhow::Result<Client> {
     Ok(Client::builder()
         .timeout(REQUEST_TIMEOUT)
@@ -80,11 +223,22 @@ pub fn http_client() -> anyhow::Result<Client> {
         .build()?)
 }
 
+/// An HTTP client keeping up to `idle` connections per host open for reuse: one per
+/// concurrent caller of a load.
+pub fn pooled_http_client(idle: usize) -> anyhow::Result<Client> {
+    Ok(Client::builder()
+        .pool_max_idle_per_host(idle)
+        .timeout(REQUEST_TIMEOUT)
+        .no_proxy()
+        .build()?)
+}
+
 /// A GraphQL endpoint and the bearer token to call it with.
+#[derive(Clone)]
 pub struct Api {
     client: Client,
     url: String,
-    authorization: String,
+    token: String,
 }
 
 impl Api {
@@ -92,17 +246,50 @@ impl Api {
         Self {
             client: client.clone(),
             url: format!("http://{addr}/graphql"),
-            authorization: format!("Bearer {token}"),
+            token: token.to_owned(),
         }
     }
 
+    /// The admin API of the server at `addr`.
+    pub fn admin(client: &Client, addr: SocketAddr) -> Self {
+        Self::new(client, addr, ADMIN_TOKEN)
+    }
+
+    /// The bearer token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     /// Runs an operation; its `data`, or why it failed (transport, status, GraphQL errors).
+    pub async fn call(&self, query: &str, variables: Value) -> Result<Value, String> {
+        let body = self
+            .post(&json!({ "query": query, "variables": variables }))
+            .await
+            .map_err(|err| format!("{err:#}"))?;
+        if let Some(errors) = body.get("errors") {
+            return Err(format!("GraphQL errors: {errors}"));
+        }
+        body.get("data")
+            .filter(|data| !data.is_null())
+            .cloned()
+            .ok_or_else(|| format!("no data: {body}"))
+    }
+
+    /// [`Api::call`] for setup and checks, where any failure ends the run.
     pub async fn data(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
+        self.call(query, variables)
+            .await
+            .map_err(|err| anyhow!(err))
+    }
+
+    /// Posts `body` (one request or a batch) and returns the answer as it is, errors included;
+    /// fails on transport errors and statuses other than 200.
+    pub async fn post(&self, body: &Value) -> anyhow::Result<Value> {
         let response = self
             .client
             .post(&self.url)
-            .header(AUTHORIZATION, &self.authorization)
-            .json(&json!({ "query": query, "variables": variables }))
+            .header(AUTHORIZATION, format!("Bearer {}", self.token))
+            .json(body)
             .send()
             .await
             .context("request failed")?;
@@ -112,13 +299,7 @@ impl Api {
             .await
             .with_context(|| format!("HTTP {status}, body not JSON"))?;
         ensure!(status == StatusCode::OK, "HTTP {status}: {body}");
-        if let Some(errors) = body.get("errors") {
-            bail!("GraphQL errors: {errors}");
-        }
-        body.get("data")
-            .filter(|data| !data.is_null())
-            .cloned()
-            .ok_or_else(|| anyhow!("no data: {body}"))
+        Ok(body)
     }
 }
 
@@ -132,18 +313,36 @@ pub fn number_at(data: &Value, pointer: &str) -> u64 {
     data.pointer(pointer).and_then(Value::as_u64).unwrap_or(0)
 }
 
+/// An account created over the admin API: its id and a client with its API key.
+pub struct Account {
+    pub id: String,
+    pub api: Api,
+}
+
+/// Creates an account named `name` with `credits`, as a client would.
+pub async fn create_account(
+    client: &Client,
+    addr: SocketAddr,
+    name: &str,
+    credits: i64,
+) -> anyhow::Result<Account> {
+    let created = Api::admin(client, addr)
+        .data(CREATE_ACCOUNT, json!({ "name": name, "credits": credits }))
+        .await
+        .context("createAccount")?;
+    Ok(Account {
+        id: text_at(&created, "/createAccount/account/id")?.to_owned(),
+        api: Api::new(client, addr, text_at(&created, "/createAccount/apiKey")?),
+    })
+}
+
 /// Creates the account (admin token) and its customer (API key), as a client would.
 pub async fn set_up_account(
     client: &Client,
     addr: SocketAddr,
     credits: i64,
 ) -> anyhow::Result<(Api, String)> {
-    let admin = Api::new(client, addr, ADMIN_TOKEN);
-    let created = admin
-        .data(CREATE_ACCOUNT, json!({ "credits": credits }))
-        .await
-        .context("createAccount")?;
-    let api = Api::new(client, addr, text_at(&created, "/createAccount/apiKey")?);
+    let api = create_account(client, addr, "bench", credits).await?.api;
     let customer = api
         .data(CREATE_CUSTOMER, json!({}))
         .await

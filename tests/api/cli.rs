@@ -1,10 +1,13 @@
 //! The command line: `account create --json`, `credits grant`, `migrate`, configuration errors.
 
-use std::process::{Command, Output};
+use std::{
+    process::{Command, Output},
+    time::Duration,
+};
 
 use serde_json::{Value, json};
 
-use crate::harness::{TestApp, TestDb, error_code, test_config};
+use crate::harness::{TestApp, TestDb, error_code, test_config, wait_for};
 
 fn millwright(db_url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_millwright"))
@@ -241,14 +244,12 @@ async fn serve_logs_its_address_and_stops_on_sigterm() {
         .status()
         .unwrap();
     assert!(killed.success());
-    for _ in 0..150 {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            assert!(status.success(), "graceful exit, got {status}");
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("server did not stop within 15 s of SIGTERM");
+    let stopped = "the server to exit after SIGTERM";
+    let status = wait_for(Duration::from_secs(15), stopped, async || {
+        server.child.try_wait().unwrap()
+    })
+    .await;
+    assert!(status.success(), "graceful exit, got {status}");
 }
 
 struct KillOnDrop(std::process::Child);
@@ -299,7 +300,7 @@ async fn secrets_never_appear_in_the_logs() {
         String::from_utf8_lossy(&all).into_owned()
     });
     let addr = rx
-        .recv_timeout(std::time::Duration::from_secs(20))
+        .recv_timeout(Duration::from_secs(20))
         .expect("`listening on` logged");
     let http = reqwest::Client::new();
     let gql = |token: String, query: &'static str, variables: Value| {

@@ -9,8 +9,7 @@ use millwright_fixtures::{
 use serde_json::{Value, json};
 
 use crate::{
-    connections::setup,
-    harness::{TestApp, error_code},
+    harness::{TestApp, error_code, setup, wait_until},
     sync::{entity, last_run, trigger},
 };
 
@@ -385,16 +384,12 @@ async fn a_deletion_while_a_full_pass_reads_takes_nothing_else_for_deleted(syste
         )
         .await;
     let run_id = data["triggerSync"]["id"].as_str().unwrap().to_owned();
-    for _ in 0..600 {
-        if asset_requests(&c.fixture) >= before_deletion {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert!(
-        asset_requests(&c.fixture) >= before_deletion,
-        "the pass reached later pages"
-    );
+    wait_until(
+        std::time::Duration::from_secs(6),
+        "the pass to reach later pages",
+        async || asset_requests(&c.fixture) >= before_deletion,
+    )
+    .await;
     assert!(c.fixture.remote.delete(Entity::Asset, 3));
     let run = crate::sync::finished(&c.app, &c.key, &run_id).await;
     c.fixture.remote.slow_down(None);

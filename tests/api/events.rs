@@ -6,8 +6,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::{
-    connections::{connect, demo_input, setup},
-    harness::{ADMIN_TOKEN, TestApp, error_code},
+    harness::{
+        ADMIN_TOKEN, TestApp, connect, demo_input, error_code, grant, log_end, setup, wait_until,
+    },
     websocket::{Socket, init, next, open, send},
 };
 
@@ -15,14 +16,6 @@ const GRANT: &str = "mutation($id: ID!) { grantCredits(accountId: $id, amount: 1
 const EVENTS: &str = "query($after: String, $filter: EventFilter, $first: Int) {
     events(first: $first, after: $after, filter: $filter) {
         edges { cursor node { id type connectionId data } } pageInfo { hasNextPage endCursor } } }";
-
-/// Each grant stores exactly one `credits.changed` event.
-async fn grant(app: &TestApp, account_id: &str, times: usize) {
-    for _ in 0..times {
-        app.ok(ADMIN_TOKEN, GRANT, json!({ "id": account_id }))
-            .await;
-    }
-}
 
 async fn subscribe(socket: &mut Socket, id: &str, query: &str, variables: Value) {
     send(socket, json!({ "id": id, "type": "subscribe", "payload": { "query": query, "variables": variables } })).await;
@@ -201,9 +194,18 @@ async fn subscriptions_see_only_their_own_account_and_connection() {
     let (own, token) = connect(&app, &key, input).await;
     let (other_id, other_key) = app.create_account("Other", 0).await;
 
+    // Both start from the end of the log as it is now: what follows reaches them however
+    // long they take to start streaming.
+    let after = log_end(&app).await;
     let mut foreign = open(&app).await;
     init(&mut foreign, &other_key).await;
-    subscribe(&mut foreign, "f", SUBSCRIBE_EVENTS, json!({})).await;
+    subscribe(
+        &mut foreign,
+        "f",
+        SUBSCRIBE_EVENTS,
+        json!({ "after": after }),
+    )
+    .await;
     let mut scoped = open(&app).await;
     init(&mut scoped, &token).await;
     let connection_events = json!({ "types": ["CONNECTION_CREATED", "CONNECTION_STATUS_CHANGED", "CONNECTION_DISCONNECTED"] });
@@ -211,10 +213,9 @@ async fn subscriptions_see_only_their_own_account_and_connection() {
         &mut scoped,
         "c",
         SUBSCRIBE_EVENTS,
-        json!({ "filter": connection_events }),
+        json!({ "filter": connection_events, "after": after }),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
 
     // Events of another connection of the account, then of the other account, then of the
     // token's own connection.
@@ -251,13 +252,14 @@ async fn a_slow_subscriber_still_receives_every_event() {
     let (account_id, key) = app.create_account("A", 0).await;
     let mut socket = open(&app).await;
     init(&mut socket, &key).await;
-    subscribe(&mut socket, "slow", SUBSCRIBE_EVENTS, json!({})).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = json!({ "after": log_end(&app).await });
+    subscribe(&mut socket, "slow", SUBSCRIBE_EVENTS, after).await;
     // 300 events while the subscriber reads nothing: far beyond every buffer on the way.
     grant(&app, &account_id, 300).await;
     let mut events = Vec::new();
     while events.len() < 300 {
         events.extend(receive(&mut socket, "slow", 1).await);
+        // The slowness under test: pauses while the server has more to send.
         if events.len() % 50 == 0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -276,8 +278,8 @@ async fn an_event_from_another_server_process_reaches_subscribers() {
     let (account_id, key) = app.create_account("A", 0).await;
     let mut socket = open(&other).await;
     init(&mut socket, &key).await;
-    subscribe(&mut socket, "s", SUBSCRIBE_EVENTS, json!({})).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = json!({ "after": log_end(&app).await });
+    subscribe(&mut socket, "s", SUBSCRIBE_EVENTS, after).await;
     let started = std::time::Instant::now();
     grant(&app, &account_id, 3).await;
     let events = receive(&mut socket, "s", 3).await;
@@ -317,6 +319,9 @@ async fn connection_status_subscription_follows_changes() {
         json!({ "c": customer }),
     )
     .await;
+    // `connectionStatus` takes no `after` cursor: it streams from wherever the server's feed
+    // stands once the subscription runs, which nothing on the wire announces. This pause lets
+    // it start before the first change is made.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut input = demo_input(&customer, "offline");
     input["validate"] = json!(false);
@@ -373,17 +378,23 @@ async fn an_idle_subscription_survives_on_ping_pong() {
         send(&mut socket, json!({ "type": "pong" })).await;
     }
     grant(&app, &account_id, 1).await;
-    loop {
-        let message = next(&mut socket).await.unwrap();
-        if message["type"] == "next" {
-            assert_eq!(
-                message["payload"]["data"]["events"]["type"],
-                "CREDITS_CHANGED"
-            );
-            return;
+    // Pings keep coming while the event does not: bounded by a deadline, not by them.
+    let event = async {
+        loop {
+            let message = next(&mut socket).await.unwrap();
+            if message["type"] == "next" {
+                return message;
+            }
+            assert_eq!(message["type"], "ping");
         }
-        assert_eq!(message["type"], "ping");
-    }
+    };
+    let message = tokio::time::timeout(Duration::from_secs(15), event)
+        .await
+        .expect("the event within 15 s");
+    assert_eq!(
+        message["payload"]["data"]["events"]["type"],
+        "CREDITS_CHANGED"
+    );
 }
 
 #[tokio::test]
@@ -392,15 +403,12 @@ async fn cursors_older_than_the_retention_are_refused() {
     let (account_id, key) = app.create_account("A", 0).await;
     grant(&app, &account_id, 2).await;
     let first = app.ok(&key, EVENTS, json!({})).await["events"]["edges"][0]["cursor"].clone();
-    let mut pruned = false;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if app.ok(&key, EVENTS, json!({})).await["events"]["edges"] == json!([]) {
-            pruned = true;
-            break;
-        }
-    }
-    assert!(pruned, "expired events are pruned");
+    wait_until(
+        Duration::from_secs(5),
+        "the expired events to be pruned",
+        async || app.ok(&key, EVENTS, json!({})).await["events"]["edges"] == json!([]),
+    )
+    .await;
     let body = app.gql(&key, EVENTS, json!({ "after": first })).await;
     assert_eq!(error_code(&body), "BAD_USER_INPUT");
     assert!(
@@ -498,6 +506,7 @@ async fn pruning_deletes_exactly_the_expired_events_in_batches() {
         db::Db,
         events::{self, EventType, NewEvent},
     };
+    use sea_orm::{EntityTrait, sea_query::Expr};
     let app = TestApp::spawn().await;
     let (account_id, _) = app.create_account("A", 0).await;
     let account = millwright::ids::decode(millwright::ids::Kind::Account, &account_id).unwrap();
@@ -516,15 +525,23 @@ async fn pruning_deletes_exactly_the_expired_events_in_batches() {
         .await
         .unwrap();
     txn.commit().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Every event so far is made an hour old, rather than waiting for them to age.
     let txn = db.begin_write().await.unwrap();
+    entity::event::Entity::update_many()
+        .col_expr(
+            entity::event::Column::OccurredAt,
+            Expr::value(chrono::Utc::now() - chrono::Duration::hours(1)),
+        )
+        .exec(&*txn)
+        .await
+        .unwrap();
     events::record(&*txn, vec![event(), event()]).await.unwrap();
     txn.commit().await.unwrap();
-    // Everything older than a second: the 12,000, and the account's creation events.
-    let pruned = events::prune(&db, Duration::from_secs(1)).await.unwrap();
+    // Everything older than a minute: the 12,000, and the account's creation events.
+    let retention = Duration::from_secs(60);
+    let pruned = events::prune(&db, retention).await.unwrap();
     assert!((12_000..12_010).contains(&pruned), "{pruned}");
-    assert_eq!(events::prune(&db, Duration::from_secs(1)).await.unwrap(), 0);
-    use sea_orm::EntityTrait;
+    assert_eq!(events::prune(&db, retention).await.unwrap(), 0);
     let left = entity::event::Entity::find().all(db.conn()).await.unwrap();
     assert_eq!(left.len(), 2);
     db.close().await.unwrap();

@@ -1,4 +1,9 @@
-//! Spawns a server per test and speaks GraphQL to it.
+//! Spawns a server per test and speaks GraphQL to it; waits for what a test expects to
+//! happen; the fake webhook receivers and the setup every test file shares.
+
+mod postgres;
+mod receiver;
+mod setup;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -7,6 +12,9 @@ use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+pub use receiver::{Received, Receiver, SlowReceiver};
+pub use setup::{connect, demo_input, grant, log_end, setup, webhooks_settled};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 /// base64 of 32 bytes: the credentials key of every test server.
@@ -37,17 +45,9 @@ impl TestDb {
 
     async fn postgres(base: String) -> Self {
         let name = format!("mw_test_{}", uuid::Uuid::now_v7().simple());
-        let admin = Database::connect(&base)
-            .await
-            .expect("connect to the test server");
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create database");
-        admin.close().await.ok();
-        let (prefix, _) = base.rsplit_once('/').expect("postgres URL with a database");
+        postgres::create_database(&base, &name).await;
         Self {
-            url: format!("{prefix}/{name}"),
+            url: postgres::database_url(&base, &name),
             _dir: None,
             postgres: Some((base, name)),
         }
@@ -146,14 +146,15 @@ impl TestApp {
     }
 
     async fn wait_ready(&self) {
-        for _ in 0..500 {
-            let response = self.http.get(self.url("/readyz")).send().await;
-            if response.is_ok_and(|r| r.status() == 200) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("server did not become ready");
+        wait_until(
+            Duration::from_secs(5),
+            "the server to be ready",
+            async || {
+                let response = self.http.get(self.url("/readyz")).send().await;
+                response.is_ok_and(|r| r.status() == 200)
+            },
+        )
+        .await;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -238,6 +239,34 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// How often [`wait_until`] and [`wait_for`] look again: soon, without loading the server.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Waits until `condition` holds, looking every 50 ms; panics naming `what` once `deadline`
+/// (from now) has passed without it. For what a test expects to happen in the background.
+pub async fn wait_until(deadline: Duration, what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    wait_for(deadline, what, async || condition().await.then_some(())).await;
+}
+
+/// Like [`wait_until`], returning the first value `probe` yields.
+pub async fn wait_for<T>(
+    deadline: Duration,
+    what: &str,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "waited {deadline:?} for {what} in vain"
+        );
+        tokio::time::sleep(POLL).await;
     }
 }
 

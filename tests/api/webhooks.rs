@@ -1,99 +1,13 @@
 //! Outbound webhooks against a real receiver on loopback.
 
-use std::{
-    collections::VecDeque,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::atomic::Ordering::SeqCst, time::Duration};
 
-use axum::{
-    Router, body::Bytes, extract::State, http::HeaderMap, response::IntoResponse, routing::post,
-};
 use serde_json::{Value, json};
 
-use crate::{
-    connections::{connect, demo_input, setup},
-    harness::{ADMIN_TOKEN, TestApp, error_code},
+use crate::harness::{
+    ADMIN_TOKEN, Received, Receiver, SlowReceiver, TestApp, connect, demo_input, error_code, grant,
+    setup, wait_for, wait_until, webhooks_settled,
 };
-
-/// What the receiver got.
-#[derive(Clone, Debug)]
-pub struct Received {
-    pub headers: HeaderMap,
-    pub body: Bytes,
-    pub at: std::time::Instant,
-}
-
-/// An HTTP status and an optional `Retry-After` in seconds.
-type Answer = (u16, Option<u64>);
-
-/// A webhook receiver whose answers can be scripted: (status, Retry-After) per request, then 200.
-#[derive(Clone, Default)]
-pub struct Receiver {
-    pub received: Arc<Mutex<Vec<Received>>>,
-    script: Arc<Mutex<VecDeque<Answer>>>,
-    pub url: String,
-}
-
-impl Receiver {
-    pub async fn start(script: &[Answer]) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut receiver = Receiver {
-            url: format!("http://{}/hook", listener.local_addr().unwrap()),
-            ..Default::default()
-        };
-        receiver.script = Arc::new(Mutex::new(script.iter().copied().collect()));
-        let app = Router::new()
-            .route("/hook", post(receive))
-            .with_state(receiver.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        receiver
-    }
-
-    pub fn bodies(&self) -> Vec<Value> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|r| serde_json::from_slice(&r.body).unwrap())
-            .collect()
-    }
-
-    pub async fn wait_for(&self, count: usize) -> Vec<Received> {
-        for _ in 0..300 {
-            let got = self.received.lock().unwrap().clone();
-            if got.len() >= count {
-                return got;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "expected {count} webhook requests, got {}",
-            self.received.lock().unwrap().len()
-        );
-    }
-}
-
-async fn receive(
-    State(receiver): State<Receiver>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> impl IntoResponse {
-    receiver.received.lock().unwrap().push(Received {
-        headers,
-        body,
-        at: std::time::Instant::now(),
-    });
-    let next = receiver.script.lock().unwrap().pop_front();
-    let (status, retry_after) = next.unwrap_or((200, None));
-    let mut response = (axum::http::StatusCode::from_u16(status).unwrap(), "ok").into_response();
-    if let Some(seconds) = retry_after {
-        response
-            .headers_mut()
-            .insert("retry-after", seconds.to_string().parse().unwrap());
-    }
-    response
-}
 
 const CREATE: &str = "mutation($input: CreateWebhookEndpointInput!) {
     createWebhookEndpoint(input: $input) { secret endpoint { id url enabled eventTypes } } }";
@@ -161,12 +75,7 @@ async fn events_are_delivered_signed_and_rotation_signs_with_both_secrets() {
         .as_str()
         .unwrap()
         .to_owned();
-    app.ok(
-        ADMIN_TOKEN,
-        "mutation($id: ID!) { grantCredits(accountId: $id, amount: 1) { total } }",
-        json!({ "id": account_id }),
-    )
-    .await;
+    grant(&app, &account_id, 1).await;
     let got = receiver.wait_for(2).await;
     assert!(
         verify(&new_secret, &got[1]) && verify(&secret, &got[1]),
@@ -200,7 +109,9 @@ async fn routing_follows_endpoint_and_connection_event_types() {
         json!({ "id": quiet_id }),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The loud connection's first sync ends in the background; then nothing more is sent.
+    receiver.wait_for(3).await;
+    webhooks_settled(&app).await;
     let mut seen: Vec<(String, String)> = receiver
         .bodies()
         .iter()
@@ -227,12 +138,7 @@ async fn failures_are_retried_on_schedule_honouring_retry_after() {
     let receiver = Receiver::start(&[(500, None), (503, Some(2))]).await;
     let (account_id, key) = app.create_account("A", 0).await;
     let (endpoint, _) = create_endpoint(&app, &key, &receiver.url, json!([])).await;
-    app.ok(
-        ADMIN_TOKEN,
-        "mutation($id: ID!) { grantCredits(accountId: $id, amount: 1) { total } }",
-        json!({ "id": account_id }),
-    )
-    .await;
+    grant(&app, &account_id, 1).await;
     let got = receiver.wait_for(3).await;
     let ids: Vec<_> = got
         .iter()
@@ -246,7 +152,8 @@ async fn failures_are_retried_on_schedule_honouring_retry_after() {
         got[2].at - got[1].at >= Duration::from_millis(1900),
         "Retry-After: 2 was honoured"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The third answer is recorded after the receiver has sent it.
+    webhooks_settled(&app).await;
     let data = app
         .ok(&key, "query($id: ID!) { webhookEndpoint(id: $id) { deliveries { nodes { status attemptCount attempts { responseStatus } } } } }", json!({ "id": endpoint }))
         .await;
@@ -273,17 +180,17 @@ async fn gone_disables_the_endpoint_at_once_and_exhaustion_ends_retries() {
     let (account_id, key) = app.create_account("A", 0).await;
     let (gone_id, _) = create_endpoint(&app, &key, &gone.url, json!([])).await;
     let (failing_id, _) = create_endpoint(&app, &key, &failing.url, json!([])).await;
-    app.ok(
-        ADMIN_TOKEN,
-        "mutation($id: ID!) { grantCredits(accountId: $id, amount: 1) { total } }",
-        json!({ "id": account_id }),
+    grant(&app, &account_id, 1).await;
+    let query = "query($id: ID!) { webhookEndpoint(id: $id) { enabled disabledReason deliveries { nodes { status } } } }";
+    let data = wait_for(
+        Duration::from_secs(15),
+        "the 410 to disable the endpoint",
+        async || {
+            let data = app.ok(&key, query, json!({ "id": gone_id })).await;
+            (data["webhookEndpoint"]["enabled"] == false).then_some(data)
+        },
     )
     .await;
-    failing.wait_for(2).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let query = "query($id: ID!) { webhookEndpoint(id: $id) { enabled disabledReason deliveries { nodes { status } } } }";
-    let data = app.ok(&key, query, json!({ "id": gone_id })).await;
-    assert_eq!(data["webhookEndpoint"]["enabled"], false);
     assert!(
         data["webhookEndpoint"]["disabledReason"]
             .as_str()
@@ -291,16 +198,12 @@ async fn gone_disables_the_endpoint_at_once_and_exhaustion_ends_retries() {
             .contains("410")
     );
     // The first delivery (the grant) fails twice: its one retry is used up.
-    let mut status = Value::Null;
-    for _ in 0..100 {
+    let exhausted = "the failing delivery to exhaust its retries";
+    wait_until(Duration::from_secs(15), exhausted, async || {
         let data = app.ok(&key, query, json!({ "id": failing_id })).await;
-        status = data["webhookEndpoint"]["deliveries"]["nodes"][0]["status"].clone();
-        if status == "EXHAUSTED" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, "EXHAUSTED");
+        data["webhookEndpoint"]["deliveries"]["nodes"][0]["status"] == "EXHAUSTED"
+    })
+    .await;
     let events = app
         .ok(
             &key,
@@ -325,73 +228,19 @@ async fn continuous_failure_for_the_window_disables_the_endpoint() {
     let receiver = Receiver::start(&[(500, None); 10]).await;
     let (account_id, key) = app.create_account("A", 0).await;
     let (endpoint, _) = create_endpoint(&app, &key, &receiver.url, json!([])).await;
-    app.ok(
-        ADMIN_TOKEN,
-        "mutation($id: ID!) { grantCredits(accountId: $id, amount: 1) { total } }",
-        json!({ "id": account_id }),
-    )
+    grant(&app, &account_id, 1).await;
+    let query = "query($id: ID!) { webhookEndpoint(id: $id) { enabled disabledReason } }";
+    let disabled = "a second of failures to disable the endpoint";
+    wait_until(Duration::from_secs(15), disabled, async || {
+        let data = app.ok(&key, query, json!({ "id": endpoint })).await;
+        data["webhookEndpoint"]["enabled"] == false
+    })
     .await;
-    receiver.wait_for(2).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let data = app
-        .ok(
-            &key,
-            "query($id: ID!) { webhookEndpoint(id: $id) { enabled disabledReason } }",
-            json!({ "id": endpoint }),
-        )
-        .await;
-    assert_eq!(data["webhookEndpoint"]["enabled"], false, "{data}");
-}
-
-/// A receiver that takes `delay` per request and remembers the most requests it had open
-/// (a request the client gave up on counts as closed).
-#[derive(Clone, Default)]
-struct SlowReceiver {
-    open: Arc<std::sync::atomic::AtomicUsize>,
-    most_open: Arc<std::sync::atomic::AtomicUsize>,
-    started: Arc<std::sync::atomic::AtomicUsize>,
-    done: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-/// One open request, counted until dropped.
-struct Open(Arc<std::sync::atomic::AtomicUsize>);
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl SlowReceiver {
-    async fn start(delay: Duration) -> (Self, String) {
-        use std::sync::atomic::Ordering::SeqCst;
-        let receiver = SlowReceiver::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let state = receiver.clone();
-        let app = Router::new().route(
-            "/hook",
-            post(move || {
-                let state = state.clone();
-                async move {
-                    state.started.fetch_add(1, SeqCst);
-                    let open = state.open.fetch_add(1, SeqCst) + 1;
-                    let _open = Open(state.open.clone());
-                    state.most_open.fetch_max(open, SeqCst);
-                    tokio::time::sleep(delay).await;
-                    state.done.fetch_add(1, SeqCst);
-                    "ok"
-                }
-            }),
-        );
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (receiver, url)
-    }
+    assert!(receiver.count() >= 2, "failed more than once before");
 }
 
 #[tokio::test]
 async fn a_slow_endpoint_gets_its_limit_in_flight_and_does_not_hold_up_others() {
-    use std::sync::atomic::Ordering::SeqCst;
     let app = TestApp::spawn_with(|c| {
         private_allowed(c);
         c.webhooks.max_in_flight_per_endpoint = 2;
@@ -403,14 +252,7 @@ async fn a_slow_endpoint_gets_its_limit_in_flight_and_does_not_hold_up_others() 
     let (account_id, key) = app.create_account("A", 0).await;
     create_endpoint(&app, &key, &slow_url, json!([])).await;
     create_endpoint(&app, &key, &fast.url, json!([])).await;
-    for _ in 0..10 {
-        app.ok(
-            ADMIN_TOKEN,
-            "mutation($id: ID!) { grantCredits(accountId: $id, amount: 1) { total } }",
-            json!({ "id": account_id }),
-        )
-        .await;
-    }
+    grant(&app, &account_id, 10).await;
     // Ten requests two at a time take the slow receiver at least 2 s; the fast one has all of
     // its deliveries long before.
     fast.wait_for(10).await;
@@ -418,13 +260,12 @@ async fn a_slow_endpoint_gets_its_limit_in_flight_and_does_not_hold_up_others() 
         slow.done.load(SeqCst) < 10,
         "the fast endpoint waited for the slow one"
     );
-    for _ in 0..200 {
-        if slow.done.load(SeqCst) == 10 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(slow.done.load(SeqCst), 10);
+    wait_until(
+        Duration::from_secs(15),
+        "the slow endpoint's 10",
+        async || slow.done.load(SeqCst) == 10,
+    )
+    .await;
     assert_eq!(
         slow.most_open.load(SeqCst),
         2,
@@ -478,12 +319,7 @@ async fn test_redeliver_and_replay() {
     )
     .await;
     receiver.wait_for(2).await;
-    app.ok(
-        ADMIN_TOKEN,
-        "mutation($id: ID!) { grantCredits(accountId: $id, amount: 1) { total } }",
-        json!({ "id": account_id }),
-    )
-    .await;
+    grant(&app, &account_id, 1).await;
     receiver.wait_for(3).await;
     let data = app.ok(&key, "mutation($id: ID!) { replayWebhooks(endpointId: $id, since: \"2020-01-01T00:00:00Z\") }", json!({ "id": endpoint })).await;
     assert_eq!(
@@ -505,19 +341,15 @@ async fn test_redeliver_and_replay() {
 /// Waits until the delivery has `status` (its attempt recorded).
 async fn wait_for_status(app: &TestApp, key: &str, delivery: &Value, status: &str) {
     let query = "query($id: ID!) { node(id: $id) { ... on WebhookDelivery { status } } }";
-    for _ in 0..200 {
-        let data = app.ok(key, query, json!({ "id": delivery })).await;
-        if data["node"]["status"] == status {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("delivery {delivery} never reached {status}");
+    let what = format!("delivery {delivery} to reach {status}");
+    wait_until(Duration::from_secs(5), &what, async || {
+        app.ok(key, query, json!({ "id": delivery })).await["node"]["status"] == status
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_delivery_in_flight_is_not_redelivered_beside_itself() {
-    use std::sync::atomic::Ordering::SeqCst;
     let app = TestApp::spawn_with(private_allowed).await;
     let (receiver, url) = SlowReceiver::start(Duration::from_millis(1500)).await;
     let (_, key) = app.create_account("A", 0).await;
@@ -530,26 +362,24 @@ async fn a_delivery_in_flight_is_not_redelivered_beside_itself() {
         )
         .await;
     let delivery = data["sendTestWebhook"]["id"].clone();
-    for _ in 0..100 {
-        if receiver.started.load(SeqCst) == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(receiver.started.load(SeqCst), 1);
+    wait_until(
+        Duration::from_secs(5),
+        "the delivery to be in flight",
+        async || receiver.started.load(SeqCst) == 1,
+    )
+    .await;
     let redeliver = "mutation($id: ID!) { redeliverWebhook(deliveryId: $id) { id } }";
     let body = app.gql(&key, redeliver, json!({ "id": delivery })).await;
     assert_eq!(error_code(&body), "CONFLICT", "{body}");
     wait_for_status(&app, &key, &delivery, "SUCCEEDED").await;
     app.ok(&key, redeliver, json!({ "id": delivery })).await;
-    wait_for_status(&app, &key, &delivery, "SUCCEEDED").await;
-    for _ in 0..100 {
-        if receiver.started.load(SeqCst) == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until(
+        Duration::from_secs(5),
+        "the redelivery to arrive",
+        async || receiver.started.load(SeqCst) >= 2,
+    )
+    .await;
+    webhooks_settled(&app).await;
     assert_eq!(
         receiver.started.load(SeqCst),
         2,
@@ -562,7 +392,6 @@ async fn a_delivery_in_flight_is_not_redelivered_beside_itself() {
 /// delivery is never in flight twice at once, and its retries follow one another.
 #[tokio::test]
 async fn a_request_never_outlives_its_lease() {
-    use std::sync::atomic::Ordering::SeqCst;
     let app = TestApp::spawn_with(|c| {
         private_allowed(c);
         c.webhooks.lease_secs = 2;
@@ -577,11 +406,12 @@ async fn a_request_never_outlives_its_lease() {
         json!({ "id": endpoint }),
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    assert!(
-        receiver.started.load(SeqCst) >= 2,
-        "retried after timing out"
-    );
+    wait_until(
+        Duration::from_secs(15),
+        "a retry after the timeout",
+        async || receiver.started.load(SeqCst) >= 2,
+    )
+    .await;
     assert_eq!(receiver.most_open.load(SeqCst), 1, "never two at once");
     let data = app
         .ok(
@@ -625,12 +455,15 @@ async fn a_disabled_endpoint_takes_no_test_redelivery_or_replay() {
         assert_eq!(error_code(&body), "CONFLICT", "{query}: {body}");
         assert!(body.to_string().contains("disabled"), "{body}");
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Nothing was queued: the one delivery there is has ended, and so nothing more is sent.
+    let deliveries = "query($id: ID!) { webhookEndpoint(id: $id) { deliveries { nodes { id } } } }";
+    let data = app.ok(&key, deliveries, json!({ "id": endpoint })).await;
     assert_eq!(
-        receiver.received.lock().unwrap().len(),
-        1,
-        "nothing more sent"
+        data["webhookEndpoint"]["deliveries"]["nodes"],
+        json!([{ "id": delivery }])
     );
+    webhooks_settled(&app).await;
+    assert_eq!(receiver.count(), 1, "nothing more sent");
 }
 
 #[tokio::test]
@@ -684,7 +517,7 @@ async fn a_long_replay_queues_every_event_once() {
     let data = app.ok(&key, "mutation($id: ID!) { replayWebhooks(endpointId: $id, since: \"2020-01-01T00:00:00Z\") }", json!({ "id": endpoint })).await;
     assert_eq!(data["replayWebhooks"], 510);
     receiver.wait_for(1020).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    webhooks_settled(&app).await;
     let mut times = std::collections::HashMap::new();
     for received in receiver.received.lock().unwrap().iter() {
         let id = received.headers.get("webhook-id").unwrap().clone();
@@ -742,9 +575,12 @@ async fn deliveries_survive_a_killed_process() {
             .unwrap();
         assert_eq!(response.status(), 200);
     }
-    while receivers[0].received.lock().unwrap().len() < 50 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(
+        Duration::from_secs(30),
+        "50 deliveries before the kill",
+        async || receivers[0].count() >= 50,
+    )
+    .await;
     server.kill();
     let delivered_before = receivers
         .iter()
@@ -753,25 +589,18 @@ async fn deliveries_survive_a_killed_process() {
 
     let _server = ServerProcess::start(&db.url, &settings);
     for receiver in &receivers {
-        let mut ids = std::collections::HashSet::new();
-        for _ in 0..600 {
-            ids = receiver
+        let ids = || -> std::collections::HashSet<String> {
+            receiver
                 .received
                 .lock()
                 .unwrap()
                 .iter()
                 .map(|r| r.headers["webhook-id"].to_str().unwrap().to_owned())
-                .collect();
-            if ids.len() >= 1000 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(
-            ids.len(),
-            1000,
-            "every event reached every endpoint at least once"
-        );
+                .collect()
+        };
+        let every = "every event at every endpoint at least once";
+        wait_until(Duration::from_secs(60), every, async || ids().len() >= 1000).await;
+        assert_eq!(ids().len(), 1000, "no webhook-id beyond the 1,000 events");
     }
     assert!(delivered_before < 2000, "the kill interrupted the burst");
 }
