@@ -123,7 +123,7 @@ pub async fn run(
         let dispatcher = webhooks::dispatch::Dispatcher {
             db: db.clone(),
             deliveries: webhook_wake.clone(),
-            handoff: Some(deliveries.handoff()),
+            direct: Some(deliveries.direct_dispatch()),
         };
         workers.spawn(dispatcher.run(db.commits(), shutdown.clone()));
         workers.spawn(deliveries.run(shutdown.clone()));
