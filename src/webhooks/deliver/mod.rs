@@ -1,8 +1,8 @@
 //! Delivery: a claimer (`claim`) takes due deliveries in batches under a lease (`lease`),
 //! senders post them (`send`), and a recorder (`record`, `health`) writes the attempts in
-//! batches. A delivery moves through typed steps: [`claim::Claimed`] (leased to this
-//! process, by the claimer or straight from the dispatcher through [`DirectDispatch`]) →
-//! [`send::Sent`] with its [`send::Outcome`] → recorded (succeeded, rescheduled or ended).
+//! batches. A delivery moves through typed steps: `Claimed` (leased to this process, by the
+//! claimer or straight from the dispatcher through [`DirectDispatch`]) → `Sent` with its
+//! `Outcome` → recorded (succeeded, or after a failure `AfterFailure`: retried or ended).
 //!
 //! Limits: at most `per_endpoint` requests in flight per endpoint and `concurrency` overall.
 //! Across processes an endpoint is served by one process at a time: a process claims an

@@ -8,7 +8,10 @@ use reqwest::{Client, StatusCode, redirect::Policy};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::{claim::Claimed, lease::Capacity, lease::request_window};
+use super::{
+    claim::Claimed,
+    lease::{Capacity, request_window},
+};
 use crate::{
     crypto::Cipher,
     guard::{self, GuardedResolver},
