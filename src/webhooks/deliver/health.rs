@@ -2,7 +2,7 @@
 //! continuously for the configured window disables it (with a `webhook_endpoint.disabled`
 //! event).
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -61,20 +61,15 @@ pub async fn update_endpoints(
         else {
             continue;
         };
-        let mut failing_since = endpoint.failing_since;
-        let mut disable_for = None;
-        for attempt in attempts {
-            if attempt.succeeded() {
-                failing_since = None;
-            } else if attempt.gone() {
-                disable_for = Some("the endpoint answered 410 Gone");
-            } else {
-                let since = *failing_since.get_or_insert(now);
-                if (now - since).to_std().unwrap_or_default() >= settings.disable_after {
-                    disable_for = Some("deliveries kept failing for the configured window");
-                }
-            }
-        }
+        let Health {
+            failing_since,
+            disable_for,
+        } = Health::after(
+            endpoint.failing_since,
+            &attempts,
+            now,
+            settings.disable_after,
+        );
         match disable_for {
             Some(reason) => disable(txn, endpoint, failing_since, reason).await?,
             None if failing_since != endpoint.failing_since => {
@@ -86,6 +81,44 @@ pub async fn update_endpoints(
         }
     }
     Ok(())
+}
+
+/// An endpoint's health once a batch's outcomes for it are replayed.
+#[derive(Debug, PartialEq)]
+struct Health {
+    /// Start of the current failure streak; `None` after a success.
+    failing_since: Option<DateTime<Utc>>,
+    /// Why the endpoint is to be disabled, if it is.
+    disable_for: Option<&'static str>,
+}
+
+impl Health {
+    /// Replays `outcomes` in the order they finished, on a streak that started at
+    /// `failing_since`.
+    fn after(
+        mut failing_since: Option<DateTime<Utc>>,
+        outcomes: &[&Outcome],
+        now: DateTime<Utc>,
+        disable_after: Duration,
+    ) -> Self {
+        let mut disable_for = None;
+        for outcome in outcomes {
+            if outcome.succeeded() {
+                failing_since = None;
+            } else if outcome.gone() {
+                disable_for = Some("the endpoint answered 410 Gone");
+            } else {
+                let since = *failing_since.get_or_insert(now);
+                if (now - since).to_std().unwrap_or_default() >= disable_after {
+                    disable_for = Some("deliveries kept failing for the configured window");
+                }
+            }
+        }
+        Self {
+            failing_since,
+            disable_for,
+        }
+    }
 }
 
 /// Disables an endpoint and stores `webhook_endpoint.disabled`.
@@ -114,4 +147,77 @@ async fn disable(
     events::record(txn, vec![event]).await?;
     tracing::warn!(endpoint.id = %id, reason, "webhook endpoint disabled");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::{DateTime, Utc};
+
+    use super::{Health, Outcome};
+
+    fn answered(status: u16) -> Outcome {
+        Outcome::Answered {
+            status,
+            duration_ms: 1,
+            body: None,
+            retry_after: None,
+        }
+    }
+
+    fn health(since: Option<DateTime<Utc>>, outcomes: &[Outcome], now: DateTime<Utc>) -> Health {
+        let outcomes: Vec<&Outcome> = outcomes.iter().collect();
+        Health::after(since, &outcomes, now, Duration::from_secs(3600))
+    }
+
+    #[test]
+    fn a_failure_starts_a_streak_and_a_success_ends_it() {
+        let now = Utc::now();
+        assert_eq!(
+            health(None, &[answered(500)], now),
+            Health {
+                failing_since: Some(now),
+                disable_for: None
+            }
+        );
+        let earlier = now - chrono::Duration::minutes(5);
+        assert_eq!(
+            health(Some(earlier), &[answered(500), answered(200)], now),
+            Health {
+                failing_since: None,
+                disable_for: None
+            }
+        );
+        assert_eq!(
+            health(Some(earlier), &[answered(200), answered(503)], now).failing_since,
+            Some(now),
+            "a failure after the success starts a new streak"
+        );
+    }
+
+    #[test]
+    fn gone_or_failing_for_the_whole_window_disables_the_endpoint() {
+        let now = Utc::now();
+        assert_eq!(
+            health(None, &[answered(410)], now).disable_for,
+            Some("the endpoint answered 410 Gone")
+        );
+        let long_ago = now - chrono::Duration::hours(2);
+        assert_eq!(
+            health(Some(long_ago), &[answered(500)], now),
+            Health {
+                failing_since: Some(long_ago),
+                disable_for: Some("deliveries kept failing for the configured window")
+            }
+        );
+        let refused = Outcome::Refused {
+            reason: "the URL points to a non-public address".into(),
+        };
+        assert_eq!(
+            health(Some(now - chrono::Duration::minutes(59)), &[refused], now).disable_for,
+            None,
+            "within the window"
+        );
+    }
 }
