@@ -2,6 +2,10 @@
 //! event's account that accepts its type (and, for a connection's event, whose type the
 //! connection sends). Its position moves in the same transaction as the deliveries it
 //! creates, so no event is skipped or routed twice across crashes and restarts.
+//!
+//! Routing ([`route`]) is pure: events, endpoints and the connections' event types in, the
+//! deliveries to create out. `Dispatcher::dispatch_batch` reads those inputs and persists
+//! what they route to.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -18,47 +22,130 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{LINGER, deliver::Handoff, event_types, pending_delivery};
-use crate::{connections, db::Db, error::AppResult, events::EventType};
+use super::{
+    LINGER,
+    deliver::{DirectDispatch, LeasedDelivery},
+    event_types, pending_delivery,
+};
+use crate::{
+    connections,
+    db::{Db, WriteTxn},
+    error::AppResult,
+    events::EventType,
+};
 use entity::{connection, event, webhook_delivery, webhook_dispatch, webhook_endpoint};
 
 const BATCH: u64 = 500;
+/// Rows read or written per statement (SQLite binds at most 32,766 values in one).
+const ROWS_PER_STATEMENT: usize = 500;
 
-/// Event types each connection sends to webhooks, looked up once per batch.
+/// Event types each connection sends to webhooks.
 #[derive(Default)]
 pub struct ConnectionTypes(HashMap<Uuid, Vec<EventType>>);
 
-/// Whether the endpoint wants this event.
+impl ConnectionTypes {
+    /// Loads the types of these connections, those not loaded yet; a connection that is not
+    /// found sends none.
+    async fn load(
+        &mut self,
+        db: &impl ConnectionTrait,
+        ids: impl IntoIterator<Item = Uuid>,
+    ) -> AppResult<()> {
+        let missing: HashSet<Uuid> = ids
+            .into_iter()
+            .filter(|id| !self.0.contains_key(id))
+            .collect();
+        let missing: Vec<Uuid> = missing.into_iter().collect();
+        for chunk in missing.chunks(ROWS_PER_STATEMENT) {
+            for found in connection::Entity::find()
+                .filter(connection::Column::Id.is_in(chunk.to_vec()))
+                .all(db)
+                .await?
+            {
+                self.0
+                    .insert(found.id, connections::webhook_event_types(&found)?);
+            }
+        }
+        for id in missing {
+            self.0.entry(id).or_default();
+        }
+        Ok(())
+    }
+
+    fn sends(&self, connection: Uuid, event_type: EventType) -> bool {
+        self.0
+            .get(&connection)
+            .is_some_and(|types| types.contains(&event_type))
+    }
+}
+
+/// Whether the endpoint's own filter accepts the event's type. A test event is never routed
+/// (it goes only to the endpoint it was made for).
+fn accepted_type(endpoint: &webhook_endpoint::Model, event: &event::Model) -> AppResult<bool> {
+    if event.event_type == EventType::WebhookTest {
+        return Ok(false);
+    }
+    let accepted = event_types(endpoint)?;
+    Ok(accepted.is_empty() || accepted.contains(&event.event_type))
+}
+
+/// Whether the endpoint wants this event, given the types of the event's connection.
+fn accepts(
+    endpoint: &webhook_endpoint::Model,
+    event: &event::Model,
+    connections: &ConnectionTypes,
+) -> AppResult<bool> {
+    Ok(accepted_type(endpoint, event)?
+        && event
+            .connection_id
+            .is_none_or(|connection| connections.sends(connection, event.event_type)))
+}
+
+/// Whether the endpoint wants this event, loading the types of its connection on first sight.
 pub async fn wants(
     db: &impl ConnectionTrait,
     endpoint: &webhook_endpoint::Model,
     event: &event::Model,
     cache: &mut ConnectionTypes,
 ) -> AppResult<bool> {
-    let event_type = event.event_type;
-    if event_type == EventType::WebhookTest {
+    if !accepted_type(endpoint, event)? {
         return Ok(false);
     }
-    let accepted = event_types(endpoint)?;
-    if !accepted.is_empty() && !accepted.contains(&event_type) {
-        return Ok(false);
+    if let Some(connection) = event.connection_id {
+        cache.load(db, [connection]).await?;
     }
-    let Some(connection_id) = event.connection_id else {
-        return Ok(true);
-    };
-    if let Some(types) = cache.0.get(&connection_id) {
-        return Ok(types.contains(&event_type));
+    accepts(endpoint, event, cache)
+}
+
+/// Enabled endpoints, by account.
+pub type EndpointsByAccount = HashMap<Uuid, Vec<Arc<webhook_endpoint::Model>>>;
+
+/// One delivery to create: this event to this endpoint.
+pub struct Route {
+    pub endpoint: Arc<webhook_endpoint::Model>,
+    pub event: Arc<event::Model>,
+}
+
+/// Routes a batch of events, with no IO: one delivery per event and enabled endpoint of the
+/// event's account that wants it, in event order (and for one event in the endpoints'
+/// order). `connections` holds the types of every connection the events come from.
+pub fn route(
+    events: &[Arc<event::Model>],
+    endpoints: &EndpointsByAccount,
+    connections: &ConnectionTypes,
+) -> AppResult<Vec<Route>> {
+    let mut routes = Vec::new();
+    for event in events {
+        for endpoint in endpoints.get(&event.account_id).into_iter().flatten() {
+            if accepts(endpoint, event, connections)? {
+                routes.push(Route {
+                    endpoint: endpoint.clone(),
+                    event: event.clone(),
+                });
+            }
+        }
     }
-    let found = connection::Entity::find_by_id(connection_id)
-        .one(db)
-        .await?;
-    let types = found
-        .map(|c| connections::webhook_event_types(&c))
-        .transpose()?
-        .unwrap_or_default();
-    let wanted = types.contains(&event_type);
-    cache.0.insert(connection_id, types);
-    Ok(wanted)
+    Ok(routes)
 }
 
 pub struct Dispatcher {
@@ -66,8 +153,8 @@ pub struct Dispatcher {
     /// Wakes the delivery workers when deliveries were created for them to claim.
     pub deliveries: Arc<Notify>,
     /// This process's delivery workers, when they run: first attempts are created leased to
-    /// them and handed over.
-    pub handoff: Option<Handoff>,
+    /// them and passed to them directly.
+    pub direct: Option<DirectDispatch>,
 }
 
 impl Dispatcher {
@@ -110,86 +197,62 @@ impl Dispatcher {
             return Ok(0);
         }
         let txn = self.db.begin_write().await?;
-        // Locks the position row first: one dispatcher at a time across processes.
-        let last = webhook_dispatch::Entity::update_many()
-            .col_expr(
-                webhook_dispatch::Column::LastPosition,
-                Expr::col(webhook_dispatch::Column::LastPosition),
-            )
-            .filter(webhook_dispatch::Column::Id.eq(1))
-            .exec_with_returning(&*txn)
-            .await?
-            .first()
-            .map_or(0, |row| row.last_position);
-        let batch = event::Entity::find()
+        let last = lock_position(&*txn).await?;
+        let events: Vec<Arc<event::Model>> = event::Entity::find()
             .filter(event::Column::Position.gt(last))
             .order_by_asc(event::Column::Position)
             .limit(BATCH)
             .all(&*txn)
-            .await?;
-        let Some(newest) = batch.last().map(|e| e.position) else {
+            .await?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        let Some(newest) = events.last().map(|e| e.position) else {
             return Ok(0);
         };
-        let accounts: HashSet<Uuid> = batch.iter().map(|e| e.account_id).collect();
-        let mut endpoints: HashMap<Uuid, Vec<Arc<webhook_endpoint::Model>>> = HashMap::new();
-        for endpoint in webhook_endpoint::Entity::find()
-            .filter(webhook_endpoint::Column::AccountId.is_in(accounts))
-            .filter(webhook_endpoint::Column::Enabled.eq(true))
-            .all(&*txn)
-            .await?
-        {
-            endpoints
-                .entry(endpoint.account_id)
-                .or_default()
-                .push(Arc::new(endpoint));
-        }
-        let mut cache = ConnectionTypes::default();
-        // (endpoint, event) pairs in event order.
-        let mut routed = Vec::new();
-        // Deliveries per endpoint, in the order the endpoints first appear.
-        let mut per_endpoint: Vec<(Uuid, usize)> = Vec::new();
-        let mut slot: HashMap<Uuid, usize> = HashMap::new();
-        for event in batch.iter().cloned().map(Arc::new) {
-            for endpoint in endpoints.get(&event.account_id).into_iter().flatten() {
-                if wants(&*txn, endpoint, &event, &mut cache).await? {
-                    let at = *slot.entry(endpoint.id).or_insert_with(|| {
-                        per_endpoint.push((endpoint.id, 0));
-                        per_endpoint.len() - 1
-                    });
-                    per_endpoint[at].1 += 1;
-                    routed.push((endpoint.clone(), event.clone()));
-                }
-            }
-        }
-        let reservation = match &self.handoff {
-            Some(handoff) if !routed.is_empty() => {
-                Some(handoff.reserve(&*txn, &per_endpoint).await?)
-            }
-            _ => None,
-        };
-        let mut to_lease: HashMap<Uuid, usize> = per_endpoint
+        let endpoints = enabled_endpoints(&*txn, &events).await?;
+        let mut connections = ConnectionTypes::default();
+        let routed_connections = events
             .iter()
-            .map(|(id, _)| (*id, reservation.as_ref().map_or(0, |r| r.leased(*id))))
-            .collect();
-        let lease = reservation.as_ref().map(|r| r.lease());
+            .filter(|e| endpoints.contains_key(&e.account_id))
+            .filter_map(|e| e.connection_id);
+        connections.load(&*txn, routed_connections).await?;
+        let routes = route(&events, &endpoints, &connections)?;
+        self.persist(txn, routes, newest).await?;
+        Ok(events.len())
+    }
+
+    /// Creates the routed deliveries and moves the position to `newest`, in the batch's
+    /// transaction. First attempts this process has room for are created leased to its
+    /// senders and passed to them after the commit; the claimer is woken for the others.
+    async fn persist(&self, txn: WriteTxn, routes: Vec<Route>, newest: i64) -> AppResult<()> {
+        let mut reservation = match &self.direct {
+            Some(direct) => {
+                let deliveries_to = routes.iter().map(|r| r.endpoint.id);
+                Some(direct.reserve(&*txn, deliveries_to).await?)
+            }
+            None => None,
+        };
         let now = Utc::now();
         let (mut leased, mut unleased) = (Vec::new(), 0);
-        let mut rows = Vec::with_capacity(routed.len());
-        for (endpoint, event) in routed {
+        let mut rows = Vec::with_capacity(routes.len());
+        for Route { endpoint, event } in routes {
             let mut delivery = pending_delivery(&endpoint, event.position, now);
-            let left = to_lease.get_mut(&endpoint.id).filter(|n| **n > 0);
-            match (left, &lease) {
-                (Some(left), Some((worker, until))) => {
-                    *left -= 1;
-                    delivery.locked_by = Some(worker.clone());
-                    delivery.locked_until = Some(*until);
-                    leased.push((delivery.clone(), endpoint, event));
-                }
-                _ => unleased += 1,
+            if reservation
+                .as_mut()
+                .is_some_and(|r| r.try_lease(&mut delivery))
+            {
+                leased.push(LeasedDelivery {
+                    delivery: delivery.clone(),
+                    endpoint,
+                    event,
+                });
+            } else {
+                unleased += 1;
             }
             rows.push(delivery.into_active_model().reset_all());
         }
-        for chunk in rows.chunks(500) {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             webhook_delivery::Entity::insert_many(chunk.to_vec())
                 .exec_without_returning(&*txn)
                 .await?;
@@ -201,11 +264,193 @@ impl Dispatcher {
             .await?;
         txn.commit().await?;
         if let Some(reservation) = reservation {
-            reservation.hand_over(leased);
+            reservation.pass_to_senders(leased);
         }
         if unleased > 0 {
             self.deliveries.notify_one();
         }
-        Ok(batch.len())
+        Ok(())
+    }
+}
+
+/// Locks the position row and reads it: one dispatcher at a time across processes.
+async fn lock_position(txn: &impl ConnectionTrait) -> AppResult<i64> {
+    Ok(webhook_dispatch::Entity::update_many()
+        .col_expr(
+            webhook_dispatch::Column::LastPosition,
+            Expr::col(webhook_dispatch::Column::LastPosition),
+        )
+        .filter(webhook_dispatch::Column::Id.eq(1))
+        .exec_with_returning(txn)
+        .await?
+        .first()
+        .map_or(0, |row| row.last_position))
+}
+
+/// The enabled endpoints of the events' accounts.
+async fn enabled_endpoints(
+    txn: &impl ConnectionTrait,
+    events: &[Arc<event::Model>],
+) -> AppResult<EndpointsByAccount> {
+    let accounts: HashSet<Uuid> = events.iter().map(|e| e.account_id).collect();
+    let mut endpoints = EndpointsByAccount::new();
+    for endpoint in webhook_endpoint::Entity::find()
+        .filter(webhook_endpoint::Column::AccountId.is_in(accounts))
+        .filter(webhook_endpoint::Column::Enabled.eq(true))
+        .all(txn)
+        .await?
+    {
+        endpoints
+            .entry(endpoint.account_id)
+            .or_default()
+            .push(Arc::new(endpoint));
+    }
+    Ok(endpoints)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashMap, sync::Arc};
+
+    use chrono::Utc;
+    use serde_json::json;
+    use uuid::Uuid;
+
+    use super::{ConnectionTypes, EndpointsByAccount, route};
+    use crate::events::EventType;
+    use entity::{event, webhook_endpoint};
+
+    fn endpoint(account_id: Uuid, types: &[&str]) -> Arc<webhook_endpoint::Model> {
+        Arc::new(webhook_endpoint::Model {
+            id: Uuid::new_v4(),
+            account_id,
+            url: "https://example.com/hook".into(),
+            description: None,
+            event_types: json!(types),
+            enabled: true,
+            disabled_reason: None,
+            secret: Vec::new(),
+            previous_secret: None,
+            previous_secret_until: None,
+            failing_since: None,
+            created_at: Utc::now(),
+        })
+    }
+
+    fn event(
+        position: i64,
+        account_id: Uuid,
+        event_type: &str,
+        connection_id: Option<Uuid>,
+    ) -> Arc<event::Model> {
+        Arc::new(event::Model {
+            position,
+            id: Uuid::new_v4(),
+            account_id,
+            customer_id: None,
+            connection_id,
+            event_type: sea_orm::ActiveEnum::try_from_value(&event_type.to_owned()).unwrap(),
+            data: json!({}),
+            occurred_at: Utc::now(),
+        })
+    }
+
+    fn by_account(endpoints: &[&Arc<webhook_endpoint::Model>]) -> EndpointsByAccount {
+        let mut by_account = EndpointsByAccount::new();
+        for endpoint in endpoints {
+            by_account
+                .entry(endpoint.account_id)
+                .or_default()
+                .push(Arc::clone(endpoint));
+        }
+        by_account
+    }
+
+    /// The routes as (event position, endpoint id), in order.
+    fn routed(
+        events: &[Arc<event::Model>],
+        endpoints: &EndpointsByAccount,
+        connections: &ConnectionTypes,
+    ) -> Vec<(i64, Uuid)> {
+        route(events, endpoints, connections)
+            .unwrap()
+            .iter()
+            .map(|r| (r.event.position, r.endpoint.id))
+            .collect()
+    }
+
+    #[test]
+    fn each_event_goes_to_every_endpoint_of_its_account_in_event_order() {
+        let (mine, theirs) = (Uuid::new_v4(), Uuid::new_v4());
+        let (first, second, other) = (
+            endpoint(mine, &[]),
+            endpoint(mine, &[]),
+            endpoint(theirs, &[]),
+        );
+        let endpoints = by_account(&[&first, &second, &other]);
+        let events = [
+            event(1, mine, "credits.changed", None),
+            event(2, theirs, "credits.changed", None),
+            event(3, mine, "system.error", None),
+            event(4, Uuid::new_v4(), "credits.changed", None),
+        ];
+        assert_eq!(
+            routed(&events, &endpoints, &ConnectionTypes::default()),
+            [
+                (1, first.id),
+                (1, second.id),
+                (2, other.id),
+                (3, first.id),
+                (3, second.id)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_endpoint_gets_only_the_types_it_asked_for_and_never_a_test_event() {
+        let account = Uuid::new_v4();
+        let picky = endpoint(account, &["sync.failed"]);
+        let endpoints = by_account(&[&picky]);
+        let events = [
+            event(1, account, "sync.completed", None),
+            event(2, account, "sync.failed", None),
+            event(3, account, "webhook.test", None),
+        ];
+        assert_eq!(
+            routed(&events, &endpoints, &ConnectionTypes::default()),
+            [(2, picky.id)]
+        );
+        let all = endpoint(account, &[]);
+        assert_eq!(
+            routed(&events, &by_account(&[&all]), &ConnectionTypes::default()),
+            [(1, all.id), (2, all.id)],
+            "an empty filter takes every type but test and unknown events"
+        );
+    }
+
+    #[test]
+    fn a_connections_event_goes_out_only_when_the_connection_sends_its_type() {
+        let account = Uuid::new_v4();
+        let (quiet, chatty, gone) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let all = endpoint(account, &[]);
+        let endpoints = by_account(&[&all]);
+        let connections = ConnectionTypes(HashMap::from([
+            (quiet, vec![]),
+            (
+                chatty,
+                vec![EventType::SyncCompleted, EventType::SyncFailed],
+            ),
+        ]));
+        let events = [
+            event(1, account, "sync.completed", Some(quiet)),
+            event(2, account, "sync.completed", Some(chatty)),
+            event(3, account, "records.changed", Some(chatty)),
+            event(4, account, "sync.failed", Some(gone)),
+            event(5, account, "credits.changed", None),
+        ];
+        assert_eq!(
+            routed(&events, &endpoints, &connections),
+            [(2, all.id), (5, all.id)]
+        );
     }
 }

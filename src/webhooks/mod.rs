@@ -3,7 +3,6 @@
 
 pub mod deliver;
 pub mod dispatch;
-mod record;
 pub mod sign;
 
 use chrono::Utc;

@@ -143,7 +143,7 @@ pub fn start(services: &Services, config: &Config, shutdown: CancellationToken) 
     let dispatcher = webhooks::dispatch::Dispatcher {
         db: db.clone(),
         deliveries: db.notifier().deliveries_queued(),
-        handoff: Some(deliveries.handoff()),
+        direct: Some(deliveries.direct_dispatch()),
     };
     workers.spawn(
         "webhook-dispatch",

@@ -1,0 +1,193 @@
+//! Claiming: due deliveries of every endpoint this process has room for, leased to it in one
+//! write transaction and loaded with their events, become [`Claimed`] jobs for the senders.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use rand::seq::SliceRandom;
+use sea_orm::{
+    ColumnTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect,
+    sea_query::{LockBehavior, LockType},
+};
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+use super::lease::Capacity;
+use crate::{db, db::Db, error::AppResult};
+use entity::{event, webhook_delivery, webhook_endpoint};
+
+/// A delivery leased to this process, ready to send.
+pub struct Claimed {
+    pub delivery: webhook_delivery::Model,
+    pub endpoint: Arc<webhook_endpoint::Model>,
+    /// `None`: the event was pruned; the attempt fails with a reason (it cannot be sent).
+    pub event: Option<Arc<event::Model>>,
+    /// The endpoint's permits: they bound its requests in flight.
+    pub permits: Arc<Semaphore>,
+}
+
+/// Claims due deliveries for this process (`worker`, the name on its leases).
+pub struct Claimer {
+    pub db: Db,
+    pub worker: String,
+    pub lease: Duration,
+    pub capacity: Arc<Capacity>,
+}
+
+impl Claimer {
+    /// Claims due deliveries for every endpoint with room, in one write transaction.
+    pub async fn claim(&self) -> AppResult<Vec<Claimed>> {
+        let now = Utc::now();
+        let endpoints = self.candidates(now).await?;
+        if endpoints.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut candidates: Vec<Uuid> = endpoints.iter().map(|e| e.id).collect();
+        // Fair to every endpoint when the process-wide depth runs out.
+        candidates.shuffle(&mut rand::rng());
+        let until = now + chrono::Duration::from_std(self.lease).unwrap_or_default();
+        let backend = self.db.conn().get_database_backend();
+        let txn = self.db.begin_write().await?;
+        if backend == DbBackend::Postgres {
+            // One claimer per endpoint at a time across processes (on SQLite the write
+            // transaction is already exclusive).
+            let locked: Vec<Uuid> = webhook_endpoint::Entity::find()
+                .select_only()
+                .column(webhook_endpoint::Column::Id)
+                .filter(webhook_endpoint::Column::Id.is_in(candidates.clone()))
+                .lock_with_behavior(LockType::NoKeyUpdate, LockBehavior::SkipLocked)
+                .into_tuple()
+                .all(&*txn)
+                .await?;
+            candidates.retain(|id| locked.contains(id));
+        }
+        let Some((sql, values)) = self.claim_statement(candidates, now, until) else {
+            return Ok(Vec::new());
+        };
+        let mut rows = webhook_delivery::Entity::find()
+            .from_raw_sql(db::statement(backend, &sql, values))
+            .all(&*txn)
+            .await?;
+        txn.commit().await?;
+        rows.sort_by_key(|d| d.next_attempt_at);
+        let mut by_endpoint: HashMap<Uuid, Vec<webhook_delivery::Model>> = HashMap::new();
+        for row in rows {
+            by_endpoint.entry(row.endpoint_id).or_default().push(row);
+        }
+        let claimed = endpoints
+            .into_iter()
+            .filter_map(|e| {
+                let rows = by_endpoint.remove(&e.id)?;
+                Some((Arc::new(e), rows))
+            })
+            .collect();
+        self.with_events(claimed).await
+    }
+
+    /// Enabled endpoints with due, unleased deliveries that no other process serves and this
+    /// one has room for: a read without the write lock, since most rounds find nothing to do.
+    async fn candidates(&self, now: DateTime<Utc>) -> AppResult<Vec<webhook_endpoint::Model>> {
+        let backend = self.db.conn().get_database_backend();
+        let values = [
+            now.into(),
+            now.into(),
+            now.into(),
+            self.worker.clone().into(),
+        ];
+        Ok(webhook_endpoint::Entity::find()
+            .from_raw_sql(db::statement(backend, CANDIDATES, values))
+            .all(self.db.conn())
+            .await?
+            .into_iter()
+            .filter(|e| self.capacity.room(e.id) > 0)
+            .collect())
+    }
+
+    /// One statement leasing each endpoint's share of the room left, or `None` when no
+    /// endpoint has room.
+    fn claim_statement(
+        &self,
+        candidates: Vec<Uuid>,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Option<(String, Vec<sea_orm::Value>)> {
+        let mut total = self.capacity.total_room();
+        let (mut parts, mut values) = (Vec::new(), vec![self.worker.clone().into(), until.into()]);
+        for id in candidates {
+            let room = self.capacity.room(id).min(total);
+            if room == 0 {
+                continue;
+            }
+            total -= room;
+            parts.push(format!("SELECT id FROM ({CLAIM_ONE}) AS c{}", parts.len()));
+            values.extend([
+                id.into(),
+                now.into(),
+                now.into(),
+                now.into(),
+                self.worker.clone().into(),
+                (room as i64).into(),
+            ]);
+        }
+        if parts.is_empty() {
+            return None;
+        }
+        let sql = format!(
+            "UPDATE webhook_deliveries SET locked_by = ?, locked_until = ? WHERE id IN ({}) \
+             RETURNING *",
+            parts.join(" UNION ALL ")
+        );
+        Some((sql, values))
+    }
+
+    /// Loads the claimed deliveries' events and takes their room.
+    async fn with_events(
+        &self,
+        claimed: Vec<(Arc<webhook_endpoint::Model>, Vec<webhook_delivery::Model>)>,
+    ) -> AppResult<Vec<Claimed>> {
+        let positions: Vec<i64> = claimed
+            .iter()
+            .flat_map(|(_, rows)| rows.iter().map(|d| d.event_position))
+            .collect();
+        let mut events = HashMap::with_capacity(positions.len());
+        for chunk in positions.chunks(500) {
+            for found in event::Entity::find()
+                .filter(event::Column::Position.is_in(chunk.to_vec()))
+                .all(self.db.conn())
+                .await?
+            {
+                events.insert(found.position, Arc::new(found));
+            }
+        }
+        let mut jobs = Vec::with_capacity(positions.len());
+        for (endpoint, rows) in claimed {
+            let permits = self.capacity.take(endpoint.id, rows.len());
+            jobs.extend(rows.into_iter().map(|delivery| Claimed {
+                event: events.get(&delivery.event_position).cloned(),
+                endpoint: endpoint.clone(),
+                permits: permits.clone(),
+                delivery,
+            }));
+        }
+        Ok(jobs)
+    }
+}
+
+/// Enabled endpoints with due, unleased deliveries that no other process is serving.
+const CANDIDATES: &str = concat!(
+    "SELECT e.* FROM webhook_endpoints e WHERE e.enabled \
+     AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = e.id AND ",
+    due_unleased!(),
+    ") AND NOT ",
+    leased_elsewhere!("e.id")
+);
+
+/// Up to n due deliveries of one enabled endpoint, unless another process serves it.
+const CLAIM_ONE: &str = concat!(
+    "SELECT d.id FROM webhook_deliveries d WHERE d.endpoint_id = ? AND ",
+    due_unleased!(),
+    " AND EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id = d.endpoint_id AND e.enabled) \
+     AND NOT ",
+    leased_elsewhere!("d.endpoint_id"),
+    " ORDER BY d.next_attempt_at LIMIT ?"
+);

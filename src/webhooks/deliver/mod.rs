@@ -1,0 +1,212 @@
+//! Delivery: a claimer (`claim`) takes due deliveries in batches under a lease (`lease`),
+//! senders post them (`send`), and a recorder (`record`, `health`) writes the attempts in
+//! batches. A delivery moves through typed steps: `Claimed` (leased to this process, by the
+//! claimer or straight from the dispatcher through [`DirectDispatch`]) → `Sent` with its
+//! `Outcome` → recorded (succeeded, or after a failure `AfterFailure`: retried or ended).
+//!
+//! Limits: at most `per_endpoint` requests in flight per endpoint and `concurrency` overall.
+//! Across processes an endpoint is served by one process at a time: a process claims an
+//! endpoint's deliveries only while no other process holds a lease on any of them. Each
+//! process keeps at most `lease ÷ 15 s` rounds of requests claimed ahead, so a claimed
+//! delivery is sent before its lease runs out even when every request takes the full 15 s
+//! timeout. A process killed mid-delivery leaves its leases to expire and those deliveries
+//! are sent again, with the same `webhook-id`; one that shuts down releases them at once.
+
+/// SQL: delivery `d` is pending, due, and not leased. Binds `now` twice.
+macro_rules! due_unleased {
+    () => {
+        "d.status = 'PENDING' AND d.next_attempt_at <= ? \
+         AND (d.locked_until IS NULL OR d.locked_until < ?)"
+    };
+}
+
+/// SQL: another process holds a live lease on a pending delivery of the endpoint whose id
+/// is the expression `$endpoint`, and so serves that endpoint for now. Binds `now`, then
+/// this process's name.
+macro_rules! leased_elsewhere {
+    ($endpoint:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM webhook_deliveries x WHERE x.endpoint_id = ",
+            $endpoint,
+            " AND x.status = 'PENDING' AND x.locked_until >= ? AND x.locked_by <> ?)"
+        )
+    };
+}
+
+mod claim;
+mod health;
+mod lease;
+mod record;
+mod send;
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::{
+    sync::{Notify, mpsc},
+    task::JoinSet,
+};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use lease::{DirectDispatch, LeasedDelivery, Reservation};
+
+use self::{
+    claim::{Claimed, Claimer},
+    lease::Capacity,
+    send::{REQUEST_TIMEOUT, Sender},
+};
+use super::LINGER;
+use crate::{crypto::Cipher, db::Db};
+
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
+#[derive(Clone)]
+pub struct DeliverySettings {
+    /// Seconds before each retry after the first attempt.
+    pub schedule: Vec<u64>,
+    pub allow_private: bool,
+    /// Continuous failure for this long disables the endpoint.
+    pub disable_after: Duration,
+    pub per_endpoint: usize,
+    pub concurrency: usize,
+    /// Longer than a request may take (15 s).
+    pub lease: Duration,
+}
+
+impl DeliverySettings {
+    /// Rounds of requests claimed ahead: all of them can time out within one lease.
+    fn rounds_ahead(&self) -> usize {
+        (self.lease.as_secs() / REQUEST_TIMEOUT.as_secs()).max(1) as usize
+    }
+}
+
+/// This process's delivery workers: the claimer, the senders and the recorder.
+pub struct DeliveryWorkers {
+    db: Db,
+    settings: DeliverySettings,
+    /// Signalled when deliveries were created for the claimer.
+    wake: Arc<Notify>,
+    /// This process's name on its leases.
+    worker: String,
+    capacity: Arc<Capacity>,
+    sender: Arc<Sender>,
+    /// Deliveries the dispatcher created already leased to this process.
+    from_dispatcher: Option<mpsc::UnboundedReceiver<Vec<Claimed>>>,
+    to_senders: mpsc::UnboundedSender<Vec<Claimed>>,
+}
+
+impl DeliveryWorkers {
+    pub fn new(db: Db, cipher: Cipher, settings: DeliverySettings, wake: Arc<Notify>) -> Self {
+        let worker = format!(
+            "webhook-{}-{}",
+            std::process::id(),
+            &Uuid::new_v4().simple().to_string()[..8]
+        );
+        let capacity = Arc::new(Capacity::new(&settings));
+        let sender = Arc::new(Sender::new(
+            cipher,
+            settings.allow_private,
+            capacity.clone(),
+        ));
+        let (to_senders, from_dispatcher) = mpsc::unbounded_channel();
+        Self {
+            db,
+            settings,
+            wake,
+            worker,
+            capacity,
+            sender,
+            from_dispatcher: Some(from_dispatcher),
+            to_senders,
+        }
+    }
+
+    /// For the dispatcher of this process.
+    pub fn direct_dispatch(&self) -> DirectDispatch {
+        DirectDispatch {
+            worker: self.worker.clone(),
+            capacity: self.capacity.clone(),
+            lease: self.settings.lease,
+            senders: self.to_senders.clone(),
+        }
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut dispatched = self
+            .from_dispatcher
+            .take()
+            .expect("the delivery workers run once");
+        let claimer = Claimer {
+            db: self.db.clone(),
+            worker: self.worker.clone(),
+            lease: self.settings.lease,
+            capacity: self.capacity.clone(),
+        };
+        let (done, sent) = mpsc::unbounded_channel();
+        let recorder = tokio::spawn(record::record_sent(
+            self.db.clone(),
+            self.settings.clone(),
+            sent,
+        ));
+        let mut sends = JoinSet::new();
+        let send_all = |sends: &mut JoinSet<()>, jobs: Vec<Claimed>| {
+            for job in jobs {
+                sends.spawn(self.sender.clone().send(job, done.clone()));
+            }
+        };
+        while !shutdown.is_cancelled() {
+            while sends.try_join_next().is_some() {}
+            while let Ok(jobs) = dispatched.try_recv() {
+                send_all(&mut sends, jobs);
+            }
+            let jobs = claimer.claim().await.unwrap_or_else(|err| {
+                tracing::error!(error = %err, "claiming webhook deliveries failed");
+                Vec::new()
+            });
+            if !jobs.is_empty() {
+                send_all(&mut sends, jobs);
+                continue;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = self.wake.notified() => {}
+                () = self.capacity.freed.notified() => {}
+                () = tokio::time::sleep(IDLE_POLL) => {}
+                Some(jobs) = dispatched.recv() => {
+                    send_all(&mut sends, jobs);
+                    continue;
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = tokio::time::sleep(LINGER) => {}
+            }
+        }
+        // Requests still in flight are abandoned; what finished is recorded, and the rest is
+        // released for the next process rather than left to its leases.
+        sends.shutdown().await;
+        dispatched.close();
+        while dispatched.try_recv().is_ok() {}
+        drop(done);
+        let _ = recorder.await;
+        if let Err(err) = lease::release_all(&self.db, &self.worker).await {
+            tracing::warn!(error = %err, "releasing webhook delivery leases failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod literal_statuses {
+    use sea_orm::ActiveEnum as _;
+
+    use crate::webhooks::DeliveryStatus;
+
+    /// The delivery statements write `'PENDING'` into their SQL (the partial indexes over
+    /// pending deliveries serve only a literal match): it must be the stored text.
+    #[test]
+    fn the_pending_literal_is_the_stored_status() {
+        let pending = format!("status = '{}'", DeliveryStatus::Pending.to_value());
+        assert!(due_unleased!().contains(&pending));
+        assert!(leased_elsewhere!("d.endpoint_id").contains(&pending));
+    }
+}
