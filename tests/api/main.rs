@@ -7,6 +7,7 @@ mod cli;
 mod connections;
 mod connectors;
 mod customers;
+mod edge;
 mod events;
 mod harness;
 mod hygiene;
