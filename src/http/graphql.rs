@@ -156,9 +156,12 @@ impl Unreadable {
         }
     }
 
-    fn answer(&self, answer: Answer, body_limit: usize) -> Response {
+    fn answer(&self, answer: Answer, body_limit: Option<usize>) -> Response {
         if self.too_large() {
-            let message = format!("the body is larger than {body_limit} bytes");
+            let message = match body_limit {
+                Some(limit) => format!("the body is larger than {limit} bytes"),
+                None => "the body is too large".to_owned(),
+            };
             return answer.reject(StatusCode::PAYLOAD_TOO_LARGE, "BAD_USER_INPUT", &message);
         }
         let message = format!("not a GraphQL request: {}", self.0);
@@ -168,7 +171,7 @@ impl Unreadable {
 
 impl IntoResponse for Unreadable {
     fn into_response(self) -> Response {
-        self.answer(Answer::Json, 0)
+        self.answer(Answer::Json, None)
     }
 }
 
@@ -270,7 +273,7 @@ async fn graphql(state: &AppState, request: Request) -> Response {
         GraphQLBatchRequest::<Unreadable>::from_request(request.with_limited_body(), &()).await;
     let mut batch = match extracted {
         Ok(batch) => batch.into_inner(),
-        Err(unreadable) => return unreadable.answer(answer, state.config.body_limit_bytes),
+        Err(unreadable) => return unreadable.answer(answer, Some(state.config.body_limit_bytes)),
     };
     if let (Some(name), BatchRequest::Single(single)) = (get_operation, &mut batch) {
         single.operation_name = Some(name);
