@@ -112,9 +112,11 @@ async fn serve(state: Arc<AppState>, socket: WebSocket, protocol: GraphQLProtoco
     });
     let init = socket.clone();
     // Every sender of the outbox lives inside this future: when it ends, the writer ends.
+    // The guard is boxed: the crate's `serve` keeps its argument and the stream made of it
+    // both in its future, so inline it would take its space twice on every socket.
     let graphql = GraphQLWebSocket::new_with_pair(
         PollSender::new(out),
-        guard(socket.clone(), stream),
+        guard(socket.clone(), stream).boxed(),
         SocketExecutor(socket),
         protocol,
     )
