@@ -165,8 +165,10 @@ mod layering {
                 .to_string_lossy()
                 .replace('\\', "/");
             let text = std::fs::read_to_string(&file).unwrap();
-            let edge =
-                relative.starts_with("graphql/") || relative == "http.rs" || relative == "ws.rs";
+            let edge = relative.starts_with("graphql/")
+                || relative == "http.rs"
+                || relative.starts_with("http/")
+                || relative == "ws.rs";
             if !edge && relative != "lib.rs" {
                 assert!(
                     !text.contains("async_graphql"),

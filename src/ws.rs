@@ -1,32 +1,54 @@
-//! GraphQL over WebSocket with the `graphql-transport-ws` protocol.
+//! GraphQL over WebSocket (`graphql-transport-ws`), on async-graphql-axum's `GraphQLWebSocket`.
 //!
-//! Close codes: 4400 invalid message, 4401 subscribe before the acknowledgement, 4403 missing
-//! or bad token in `connection_init`, 4408 no `connection_init` in time, 4409 a subscription
-//! id already in use, 4429 a second `connection_init`. The server also pings idle sockets.
+//! The crate speaks the protocol: it parses the client's messages, runs `connection_init`
+//! through [`Socket::connection_init`], acknowledges, runs every `subscribe` and sends `next`,
+//! `complete` and `pong`, and closes a second `connection_init` with 4429. Three small parts
+//! around it do what it cannot (docs/edge.md says why):
 //!
-//! The token given in `connection_init` is checked again before every `subscribe` and on
-//! every ping: a revoked API key or a replaced connection token closes the socket (4403)
-//! and with it every subscription it carried.
+//! - the guard, between the socket and the crate: close codes 4400 (a message that is not
+//!   graphql-transport-ws), 4401 (subscribe before the acknowledgement), 4408 (no
+//!   `connection_init` in time) and 4409 (a subscription id already in use), the cap on
+//!   subscriptions per socket, the server's pings, and closing on shutdown;
+//! - the executor the crate runs operations with: the caller and its DataLoaders, error codes,
+//!   and `error` (not `next`) for a subscription that fails before it starts;
+//! - the writer, between the crate and the socket: the protocol's close codes where the crate
+//!   has others (4403 for a refused token, 4400 for a malformed message), and `complete` only
+//!   for a subscription that ended by itself.
+//!
+//! The token given in `connection_init` is checked again before every `subscribe` and on every
+//! server ping: a revoked API key or a replaced connection token closes the socket (4403) and
+//! with it every subscription it carried. Messages are held to the HTTP body limit.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
 
-use async_graphql::Request as GqlRequest;
+use async_graphql::{Data, Executor, Response as GqlResponse, Value as GqlValue};
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::{
     extract::{
-        State, WebSocketUpgrade,
+        FromRequestParts, Request, State, WebSocketUpgrade,
         ws::{CloseFrame, Message, WebSocket},
     },
-    response::Response,
+    http::{HeaderValue, StatusCode, header::SEC_WEBSOCKET_PROTOCOL, request::Parts},
+    response::{IntoResponse, Response},
 };
-use futures_util::StreamExt;
+use futures_util::{
+    SinkExt, Stream, StreamExt,
+    stream::{self, BoxStream, SplitSink, SplitStream},
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::{sync::mpsc, task::AbortHandle, time::Instant};
+use tokio::{sync::mpsc, time::Instant};
+use tokio_util::sync::PollSender;
 
 use crate::{
     auth::{self, Principal},
+    error::AppError,
     graphql::normalize,
-    http::AppState,
+    http::{AppState, with_context},
 };
 
 pub const PROTOCOL: &str = "graphql-transport-ws";
@@ -35,7 +57,16 @@ const MAX_SUBSCRIPTIONS: usize = 200;
 /// Messages queued for a slow client before its subscriptions wait.
 const OUTBOX: usize = 256;
 
-pub async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let (mut parts, _) = request.into_parts();
+    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let Some(protocol) = graphql_transport_ws(&mut parts).await else {
+        let message = "the WebSocket subprotocol served here is graphql-transport-ws";
+        return (StatusCode::BAD_REQUEST, message).into_response();
+    };
     // The default 128 KiB read buffer is zero-filled and stays resident on every socket, while
     // graphql-transport-ws messages are small: 10,000 sockets took 1.5 GB with it, 276 MB with 4 KiB.
     // Messages are held to the HTTP body limit, before and after `connection_init`.
@@ -44,174 +75,93 @@ pub async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -
         .read_buffer_size(4 * 1024)
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| Session::new(state, socket).run())
+        .on_upgrade(move |socket| serve(state, socket, protocol))
 }
 
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum ClientMessage {
-    ConnectionInit {
-        #[serde(default)]
-        payload: Option<Value>,
-    },
-    Ping {
-        #[serde(default)]
-        payload: Option<Value>,
-    },
-    Pong {},
-    Subscribe {
-        id: String,
-        payload: Box<GqlRequest>,
-    },
-    Complete {
-        id: String,
-    },
+/// The crate's handle for graphql-transport-ws, when the client offers it (or offers nothing,
+/// as some clients do). The crate would take the first protocol it knows in the client's
+/// order, the legacy `graphql-ws` included; we speak only the current one.
+async fn graphql_transport_ws(parts: &mut Parts) -> Option<GraphQLProtocol> {
+    let offered = parts
+        .headers
+        .get(SEC_WEBSOCKET_PROTOCOL)
+        .map(|v| v.to_str().unwrap_or_default());
+    let ours = |offer: &str| {
+        offer
+            .split(',')
+            .any(|p| p.trim().eq_ignore_ascii_case(PROTOCOL))
+    };
+    if !offered.is_none_or(ours) {
+        return None;
+    }
+    parts
+        .headers
+        .insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(PROTOCOL));
+    GraphQLProtocol::from_request_parts(parts, &()).await.ok()
 }
 
-/// What a subscription task hands to the socket loop.
-struct Outgoing {
-    text: String,
-    /// Set on the last message of a subscription: (id, generation).
-    finished: Option<(String, u64)>,
+async fn serve(state: Arc<AppState>, socket: WebSocket, protocol: GraphQLProtocol) {
+    let (sink, stream) = socket.split();
+    let (out, outbox) = mpsc::channel(OUTBOX);
+    let subscriptions = Arc::new(Mutex::new(Subscriptions::default()));
+    let socket = Arc::new(Socket {
+        state,
+        out: out.clone(),
+        caller: OnceLock::new(),
+        subscriptions: subscriptions.clone(),
+    });
+    let init = socket.clone();
+    // Every sender of the outbox lives inside this future: when it ends, the writer ends.
+    // The guard is boxed: the crate's `serve` keeps its argument and the stream made of it
+    // both in its future, so inline it would take its space twice on every socket.
+    let graphql = GraphQLWebSocket::new_with_pair(
+        PollSender::new(out),
+        guard(socket.clone(), stream).boxed(),
+        SocketExecutor(socket),
+        protocol,
+    )
+    .on_connection_init(move |payload| init.connection_init(payload))
+    .on_ping(|_, payload| async move { Ok(payload) })
+    .serve();
+    tokio::join!(graphql, write(sink, outbox, subscriptions));
 }
 
-enum Flow {
-    Continue,
-    Close(u16, String),
-}
-
-struct Session {
+/// What the guard, the executor and the connection hook of one socket share.
+struct Socket {
     state: Arc<AppState>,
-    socket: WebSocket,
-    principal: Option<Principal>,
-    /// The `authorization` value of `connection_init`, checked again as the socket lives.
-    authorization: Option<String>,
-    subscriptions: HashMap<String, (u64, AbortHandle)>,
-    generation: u64,
-    tx: mpsc::Sender<Outgoing>,
-    rx: mpsc::Receiver<Outgoing>,
+    /// Our own messages to the client, in order with the crate's.
+    out: mpsc::Sender<Message>,
+    /// Set once `connection_init` authenticated.
+    caller: OnceLock<Caller>,
+    subscriptions: Arc<Mutex<Subscriptions>>,
 }
 
-impl Session {
-    fn new(state: Arc<AppState>, socket: WebSocket) -> Self {
-        let (tx, rx) = mpsc::channel(OUTBOX);
-        Self {
-            state,
-            socket,
-            principal: None,
-            authorization: None,
-            subscriptions: HashMap::new(),
-            generation: 0,
-            tx,
-            rx,
-        }
-    }
+struct Caller {
+    principal: Principal,
+    /// The `authorization` value of `connection_init`, checked again as the socket lives.
+    authorization: String,
+}
 
-    async fn run(mut self) {
-        let init_deadline =
-            Instant::now() + Duration::from_secs(self.state.config.http.ws_init_timeout_secs);
-        let ping_every = Duration::from_secs(self.state.config.http.ws_ping_interval_secs);
-        let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
-        let shutdown = self.state.shutdown.clone();
-        let flow = loop {
-            let flow = tokio::select! {
-                message = self.socket.recv() => match message {
-                    Some(Ok(message)) => self.on_message(message).await,
-                    _ => break Flow::Continue,
-                },
-                Some(out) = self.rx.recv() => self.on_outgoing(out).await,
-                _ = tokio::time::sleep_until(init_deadline), if self.principal.is_none() => {
-                    Flow::Close(4408, "Connection initialisation timeout".into())
-                }
-                _ = ping.tick() => match Box::pin(self.still_authorized()).await {
-                    Flow::Continue => self.send_json(json!({"type": "ping"})).await,
-                    close => close,
-                },
-                _ = shutdown.cancelled() => Flow::Close(1001, "server shutting down".into()),
-            };
-            if let Flow::Close(..) = flow {
-                break flow;
-            }
-        };
-        for (_, (_, handle)) in self.subscriptions.drain() {
-            handle.abort();
-        }
-        if let Flow::Close(code, reason) = flow {
-            let frame = CloseFrame {
-                code,
-                reason: reason.into(),
-            };
-            let _ = self.socket.send(Message::Close(Some(frame))).await;
-        }
-    }
+#[derive(Default)]
+struct Subscriptions {
+    /// Running subscriptions by id, with the generation that tells a reused id apart.
+    running: HashMap<String, u64>,
+    generation: u64,
+    /// The `subscribe` the guard just passed to the crate, which runs it at once; the
+    /// executor takes it to learn the subscription's id.
+    handed: Option<(String, u64)>,
+    /// Subscriptions that ended by themselves: only their `complete` goes out.
+    ended: HashSet<String>,
+}
 
-    async fn send_json(&mut self, value: Value) -> Flow {
-        self.send_text(value.to_string()).await
-    }
-
-    async fn send_text(&mut self, text: String) -> Flow {
-        match self.socket.send(Message::Text(text.into())).await {
-            Ok(()) => Flow::Continue,
-            Err(_) => Flow::Close(1011, "send failed".into()),
-        }
-    }
-
-    async fn on_outgoing(&mut self, out: Outgoing) -> Flow {
-        // A finished subscription frees its id, unless the id was already reused.
-        if let Some((id, generation)) = out.finished
-            && self
-                .subscriptions
-                .get(&id)
-                .is_some_and(|(g, _)| *g == generation)
-        {
-            self.subscriptions.remove(&id);
-        }
-        self.send_text(out.text).await
-    }
-
-    async fn on_message(&mut self, message: Message) -> Flow {
-        let text = match message {
-            Message::Text(text) => text,
-            Message::Close(_) => return Flow::Close(1000, "bye".into()),
-            Message::Ping(_) | Message::Pong(_) => return Flow::Continue,
-            Message::Binary(_) => {
-                return Flow::Close(4400, "binary messages are not supported".into());
-            }
-        };
-        let message = match serde_json::from_str::<ClientMessage>(text.as_str()) {
-            Ok(message) => message,
-            Err(err) => return Flow::Close(4400, truncate(format!("invalid message: {err}"))),
-        };
-        match message {
-            ClientMessage::ConnectionInit { payload } => self.on_init(payload).await,
-            ClientMessage::Ping { payload } => {
-                let mut pong = json!({"type": "pong"});
-                if let Some(payload) = payload {
-                    pong["payload"] = payload;
-                }
-                self.send_json(pong).await
-            }
-            ClientMessage::Pong {} => Flow::Continue,
-            ClientMessage::Subscribe { id, payload } => self.on_subscribe(id, *payload).await,
-            ClientMessage::Complete { id } => {
-                if let Some((_, handle)) = self.subscriptions.remove(&id) {
-                    handle.abort();
-                }
-                Flow::Continue
-            }
-        }
-    }
-
-    async fn on_init(&mut self, payload: Option<Value>) -> Flow {
-        if self.principal.is_some() {
-            return Flow::Close(4429, "Too many initialisation requests".into());
-        }
+impl Socket {
+    async fn connection_init(self: Arc<Self>, payload: Value) -> async_graphql::Result<Data> {
         let authorization = payload
-            .as_ref()
-            .and_then(|p| p.get("authorization"))
-            .and_then(Value::as_str);
+            .get("authorization")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let state = &self.state;
-        let principal = match authorization {
+        let principal = match authorization.as_deref() {
             None => Err(None),
             // Boxed, as the re-checks: held inline, a token lookup's future makes every idle
             // session's future larger (the bench measured 0.7 KB a socket for each).
@@ -224,129 +174,347 @@ impl Session {
             .await
             .map_err(Some),
         };
-        match principal {
-            Ok(principal) if principal != Principal::Anonymous => {
-                self.principal = Some(principal);
-                self.authorization = authorization.map(str::to_owned);
-                self.send_json(json!({"type": "connection_ack"})).await
+        let (code, reason) = match (principal, authorization) {
+            (Ok(principal), Some(authorization)) if principal != Principal::Anonymous => {
+                let caller = Caller {
+                    principal,
+                    authorization,
+                };
+                let _ = self.caller.set(caller);
+                return Ok(Data::default());
             }
-            Err(Some(crate::error::AppError::Internal(err))) => {
+            (Err(Some(AppError::Internal(err))), _) => {
                 tracing::error!(error = %format!("{err:#}"), "websocket authentication failed");
-                Flow::Close(1011, "internal error".into())
+                (1011, "internal error")
             }
-            _ => Flow::Close(4403, "Forbidden".into()),
+            _ => (4403, "Forbidden"),
+        };
+        // The crate closes a refused `connection_init` with 1002; the protocol says 4403.
+        self.close(code, reason.to_owned()).await;
+        Err(reason.into())
+    }
+
+    async fn send(&self, text: String) -> Step {
+        match self.out.send(Message::Text(text.into())).await {
+            Ok(()) => Step::Skip,
+            Err(_) => Step::End,
         }
+    }
+
+    async fn close(&self, code: u16, reason: String) {
+        let frame = CloseFrame {
+            code,
+            reason: truncate(reason).into(),
+        };
+        let _ = self.out.send(Message::Close(Some(frame))).await;
     }
 
     /// Whether the socket's token still authenticates as it did at `connection_init`
-    /// (the admin token and unacknowledged sockets have nothing to re-check).
-    /// (The socket is not `Sync`: the check holds none of the session across its await.
-    /// Callers box it, so that an idle session does not carry its space.)
-    fn still_authorized(&self) -> impl Future<Output = Flow> + Send + 'static {
-        let state = self.state.clone();
-        let authorization = self.authorization.clone();
-        let principal = self.principal.clone();
-        async move {
-            let Some(authorization) = authorization else {
-                return Flow::Continue;
-            };
-            let now = auth::authenticate(
-                &state.db,
-                &state.auth_cache,
-                state.config.security.admin_token.as_ref(),
-                Some(&authorization),
-            )
-            .await;
-            verdict(now, principal.as_ref())
-        }
-    }
-
-    async fn on_subscribe(&mut self, id: String, request: GqlRequest) -> Flow {
-        let Some(principal) = self.principal.clone() else {
-            return Flow::Close(4401, "Unauthorized".into());
+    /// (an unacknowledged socket has nothing to re-check).
+    /// Callers box it, so that an idle session does not carry its space.
+    async fn still_authorized(&self) -> Step {
+        let Some(Caller {
+            principal,
+            authorization,
+        }) = self.caller.get()
+        else {
+            return Step::Skip;
         };
-        if let Flow::Close(code, reason) = Box::pin(self.still_authorized()).await {
-            return Flow::Close(code, reason);
-        }
-        if self.subscriptions.contains_key(&id) {
-            return Flow::Close(
-                4409,
-                truncate(format!("Subscriber for {id} already exists")),
-            );
-        }
-        if self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
-            let errors = json!([{"message": format!("at most {MAX_SUBSCRIPTIONS} subscriptions per socket"),
-                                 "extensions": {"code": "BAD_USER_INPUT"}}]);
-            return self
-                .send_json(json!({"type": "error", "id": id, "payload": errors}))
-                .await;
-        }
-        self.generation += 1;
-        let generation = self.generation;
-        let request = crate::http::with_context(&self.state, request, principal);
-        let stream = self.state.schema.execute_stream(request);
-        let task = tokio::spawn(forward(stream, id.clone(), generation, self.tx.clone()));
-        self.subscriptions
-            .insert(id, (generation, task.abort_handle()));
-        Flow::Continue
+        let state = &self.state;
+        let now = auth::authenticate(
+            &state.db,
+            &state.auth_cache,
+            state.config.security.admin_token.as_ref(),
+            Some(authorization),
+        )
+        .await;
+        verdict(now, principal)
     }
 }
 
-/// Sends each result as `next`, a failure before any result as `error`, then `complete`.
-async fn forward(
-    stream: impl futures_util::Stream<Item = async_graphql::Response> + Send,
-    id: String,
-    generation: u64,
-    tx: mpsc::Sender<Outgoing>,
-) {
-    let mut stream = std::pin::pin!(stream);
-    let mut first = true;
-    while let Some(response) = stream.next().await {
-        let response = normalize(response);
-        let failed_before_start =
-            first && response.data == async_graphql::Value::Null && !response.errors.is_empty();
-        if failed_before_start {
-            let text = json!({"type": "error", "id": id, "payload": response.errors}).to_string();
-            let _ = tx
-                .send(Outgoing {
-                    text,
-                    finished: Some((id, generation)),
-                })
-                .await;
-            return;
-        }
-        first = false;
-        let text = json!({"type": "next", "id": id, "payload": response}).to_string();
-        if tx
-            .send(Outgoing {
-                text,
-                finished: None,
-            })
-            .await
-            .is_err()
-        {
-            return;
+/// What the guard does with what it just saw.
+enum Step {
+    /// Hand this message to the crate.
+    Pass(Message),
+    /// Nothing for the crate; wait for the next.
+    Skip,
+    /// Close the socket with this code and reason.
+    Close(u16, String),
+    /// The socket is gone.
+    End,
+}
+
+/// The client's messages as the crate gets them, after the checks the crate does not make.
+fn guard(
+    socket: Arc<Socket>,
+    stream: SplitStream<WebSocket>,
+) -> impl Stream<Item = Result<Message, axum::Error>> + Send {
+    let config = &socket.state.config;
+    let init_deadline = Instant::now() + Duration::from_secs(config.http.ws_init_timeout_secs);
+    let ping_every = Duration::from_secs(config.http.ws_ping_interval_secs);
+    let ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    let guard = Guard {
+        socket,
+        stream,
+        init_deadline,
+        ping,
+    };
+    stream::unfold(guard, |mut guard| async move {
+        let message = guard.next().await?;
+        Some((Ok(message), guard))
+    })
+}
+
+struct Guard {
+    socket: Arc<Socket>,
+    stream: SplitStream<WebSocket>,
+    init_deadline: Instant,
+    ping: tokio::time::Interval,
+}
+
+/// The part of a client message the guard reads.
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "type")]
+    kind: String,
+    id: Option<String>,
+}
+
+impl Guard {
+    /// The next message for the crate; `None` ends the session.
+    async fn next(&mut self) -> Option<Message> {
+        loop {
+            let socket = self.socket.clone();
+            let step = tokio::select! {
+                message = self.stream.next() => match message {
+                    Some(Ok(message)) => self.inspect(message).await,
+                    _ => Step::End,
+                },
+                _ = tokio::time::sleep_until(self.init_deadline), if socket.caller.get().is_none() => {
+                    Step::Close(4408, "Connection initialisation timeout".into())
+                }
+                _ = self.ping.tick() => match Box::pin(socket.still_authorized()).await {
+                    Step::Skip => socket.send(json!({"type": "ping"}).to_string()).await,
+                    step => step,
+                },
+                _ = socket.state.shutdown.cancelled() => Step::Close(1001, "server shutting down".into()),
+                _ = socket.out.closed() => Step::End,
+            };
+            match step {
+                Step::Pass(message) => return Some(message),
+                Step::Skip => {}
+                Step::Close(code, reason) => {
+                    socket.close(code, reason).await;
+                    return None;
+                }
+                Step::End => return None,
+            }
         }
     }
-    let text = json!({"type": "complete", "id": id}).to_string();
-    let _ = tx
-        .send(Outgoing {
-            text,
-            finished: Some((id, generation)),
-        })
-        .await;
+
+    async fn inspect(&mut self, message: Message) -> Step {
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Close(_) => return Step::Close(1000, "bye".into()),
+            Message::Ping(_) | Message::Pong(_) => return Step::Skip,
+            Message::Binary(_) => {
+                return Step::Close(4400, "binary messages are not supported".into());
+            }
+        };
+        let envelope = match serde_json::from_str::<Envelope>(text.as_str()) {
+            Ok(envelope) => envelope,
+            Err(err) => return Step::Close(4400, format!("invalid message: {err}")),
+        };
+        match (envelope.kind.as_str(), envelope.id) {
+            ("subscribe", Some(id)) => match self.admit(&id).await {
+                None => Step::Pass(Message::Text(text)),
+                Some(step) => step,
+            },
+            ("connection_init" | "ping" | "pong", _) | ("complete", Some(_)) => {
+                Step::Pass(Message::Text(text))
+            }
+            (kind, _) => Step::Close(4400, format!("invalid message: type {kind:?}")),
+        }
+    }
+
+    /// `None` when a `subscribe` may run: after the acknowledgement, under a token that still
+    /// holds, with an id not in use, and within the cap; otherwise what to do instead.
+    async fn admit(&mut self, id: &str) -> Option<Step> {
+        let socket = &self.socket;
+        if socket.caller.get().is_none() {
+            return Some(Step::Close(4401, "Unauthorized".into()));
+        }
+        if let Step::Close(code, reason) = Box::pin(socket.still_authorized()).await {
+            return Some(Step::Close(code, reason));
+        }
+        let full = {
+            let mut subscriptions = lock(&socket.subscriptions);
+            if subscriptions.running.contains_key(id) {
+                let reason = format!("Subscriber for {id} already exists");
+                return Some(Step::Close(4409, reason));
+            }
+            let full = subscriptions.running.len() >= MAX_SUBSCRIPTIONS;
+            if !full {
+                subscriptions.generation += 1;
+                let generation = subscriptions.generation;
+                subscriptions.running.insert(id.to_owned(), generation);
+                subscriptions.handed = Some((id.to_owned(), generation));
+            }
+            full
+        };
+        if !full {
+            return None;
+        }
+        let errors = json!([{"message": format!("at most {MAX_SUBSCRIPTIONS} subscriptions per socket"),
+                             "extensions": {"code": "BAD_USER_INPUT"}}]);
+        let refusal = json!({"type": "error", "id": id, "payload": errors});
+        Some(socket.send(refusal.to_string()).await)
+    }
+}
+
+/// Runs the crate's operations as the socket's caller.
+#[derive(Clone)]
+struct SocketExecutor(Arc<Socket>);
+
+impl Executor for SocketExecutor {
+    async fn execute(&self, request: async_graphql::Request) -> GqlResponse {
+        let socket = &self.0;
+        let principal = caller_principal(socket);
+        let request = with_context(&socket.state, request, principal);
+        normalize(socket.state.schema.execute(request).await)
+    }
+
+    fn execute_stream(
+        &self,
+        request: async_graphql::Request,
+        _session_data: Option<Arc<Data>>,
+    ) -> BoxStream<'static, GqlResponse> {
+        let socket = self.0.clone();
+        let Some((id, generation)) = lock(&socket.subscriptions).handed.take() else {
+            // Every `subscribe` passes the guard, which hands its id over first.
+            tracing::error!("websocket subscription without an id");
+            return stream::empty().boxed();
+        };
+        let principal = caller_principal(&socket);
+        let request = with_context(&socket.state, request, principal);
+        let results = socket.state.schema.execute_stream(request);
+        let running = Running {
+            subscriptions: socket.subscriptions.clone(),
+            id,
+            generation,
+        };
+        subscription(socket, running, results).boxed()
+    }
+}
+
+fn caller_principal(socket: &Socket) -> Principal {
+    socket
+        .caller
+        .get()
+        .map_or(Principal::Anonymous, |c| c.principal.clone())
+}
+
+/// One subscription's results with codes on their errors. A failure before any result is
+/// sent as `error` and ends it; the crate would send it as `next`.
+fn subscription(
+    socket: Arc<Socket>,
+    running: Running,
+    results: impl Stream<Item = GqlResponse> + Send + 'static,
+) -> impl Stream<Item = GqlResponse> + Send + 'static {
+    let results = Box::pin(results);
+    stream::unfold(Some((socket, running, results, true)), |state| async move {
+        let (socket, running, mut results, first) = state?;
+        let Some(response) = results.next().await else {
+            running.ended();
+            return None;
+        };
+        let response = normalize(response);
+        if first && response.data == GqlValue::Null && !response.errors.is_empty() {
+            let message = json!({"type": "error", "id": running.id, "payload": response.errors});
+            let _ = socket
+                .out
+                .send(Message::Text(message.to_string().into()))
+                .await;
+            return None;
+        }
+        Some((response, Some((socket, running, results, false))))
+    })
+}
+
+/// A running subscription's place in [`Subscriptions`]; dropped, it frees its id.
+struct Running {
+    subscriptions: Arc<Mutex<Subscriptions>>,
+    id: String,
+    generation: u64,
+}
+
+impl Running {
+    fn ended(&self) {
+        lock(&self.subscriptions).ended.insert(self.id.clone());
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut subscriptions = lock(&self.subscriptions);
+        // Unless the id was already reused.
+        if subscriptions.running.get(&self.id) == Some(&self.generation) {
+            subscriptions.running.remove(&self.id);
+        }
+    }
+}
+
+fn lock(subscriptions: &Mutex<Subscriptions>) -> std::sync::MutexGuard<'_, Subscriptions> {
+    subscriptions
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Sends the crate's messages and ours to the client, until the first close frame.
+async fn write(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut outbox: mpsc::Receiver<Message>,
+    subscriptions: Arc<Mutex<Subscriptions>>,
+) {
+    while let Some(message) = outbox.recv().await {
+        let message = match message {
+            Message::Text(text) if !complete_goes_out(&text, &subscriptions) => continue,
+            Message::Close(Some(frame)) => Message::Close(Some(CloseFrame {
+                // The crate's code for a message it cannot parse; the protocol's is 4400.
+                code: if frame.code == 1002 { 4400 } else { frame.code },
+                reason: truncate(frame.reason.to_string()).into(),
+            })),
+            other => other,
+        };
+        let closing = matches!(message, Message::Close(_));
+        if sink.send(message).await.is_err() || closing {
+            break;
+        }
+    }
+}
+
+/// The crate also sends `complete` after a subscription the client completed and after one
+/// that failed with `error`; the protocol sends it only when the server ended it.
+fn complete_goes_out(text: &str, subscriptions: &Mutex<Subscriptions>) -> bool {
+    if !text.starts_with(r#"{"type":"complete""#) {
+        return true;
+    }
+    let Ok(Envelope { id: Some(id), .. }) = serde_json::from_str::<Envelope>(text) else {
+        return true;
+    };
+    lock(subscriptions).ended.remove(&id)
 }
 
 /// What a re-check of the socket's token means for it.
-fn verdict(now: Result<Principal, crate::error::AppError>, was: Option<&Principal>) -> Flow {
+fn verdict(now: Result<Principal, AppError>, was: &Principal) -> Step {
     match now {
-        Ok(principal) if Some(&principal) == was => Flow::Continue,
+        Ok(principal) if &principal == was => Step::Skip,
         // A database hiccup is not a revocation: the next check decides.
-        Err(crate::error::AppError::Internal(err)) => {
+        Err(AppError::Internal(err)) => {
             tracing::warn!(error = %format!("{err:#}"), "websocket re-authentication failed");
-            Flow::Continue
+            Step::Skip
         }
-        _ => Flow::Close(4403, "Forbidden: the token was revoked".into()),
+        _ => Step::Close(4403, "Forbidden: the token was revoked".into()),
     }
 }
 

@@ -61,6 +61,9 @@ fn classify_library_error(error: &mut ServerError) -> &'static str {
     if error.path.is_empty()
         || message.starts_with("Failed to parse")
         || message.starts_with("Invalid value")
+        // A variable the request declared but did not send, or sent with the wrong type,
+        // is found only where it is used.
+        || message.starts_with("Variable ")
         || message.starts_with("Internal error: Failed to parse")
     {
         return "BAD_USER_INPUT";

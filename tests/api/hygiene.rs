@@ -210,3 +210,23 @@ fragment TypeRef on __Type {
   ofType { kind name ofType { kind name ofType { kind name ofType { kind name
     ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } }
 }"#;
+
+/// A declared variable that is missing or of the wrong type is the caller's mistake, found
+/// where the variable is used: `BAD_USER_INPUT` with the library's message, not `INTERNAL`.
+#[tokio::test]
+async fn missing_or_mistyped_variables_are_bad_input() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_account("Acme", 0).await;
+    let query = "query($n: Int!) { customers(first: $n) { nodes { id } } }";
+    // (A `null` for the `Int!` reaches the optional argument as null: async-graphql checks a
+    // variable only where it is used, against the argument's type; see docs/edge.md.)
+    for variables in [json!({}), json!({"n": "many"})] {
+        let (status, body) = app
+            .post(Some(&key), json!({"query": query, "variables": variables}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(error_code(&body), "BAD_USER_INPUT", "{variables}: {body}");
+        let message = body["errors"][0]["message"].as_str().unwrap();
+        assert_ne!(message, "internal error", "{variables}: {body}");
+    }
+}

@@ -8,6 +8,7 @@ mod connections;
 mod connectors;
 mod customers;
 mod docs;
+mod edge;
 mod events;
 mod harness;
 mod hygiene;

@@ -1,4 +1,5 @@
-//! GraphQL over WebSocket (graphql-transport-ws): handshake, auth, timeouts, ping/pong.
+//! GraphQL over WebSocket (graphql-transport-ws): handshake, auth, timeouts, ping/pong,
+//! protocol violations and the cap on subscriptions.
 
 use std::time::Duration;
 
@@ -252,4 +253,139 @@ async fn messages_over_the_body_limit_end_the_socket() {
         Some(Ok(Message::Text(text))) => panic!("answered a message over the limit: {:.80}", text),
         _ => {} // the server dropped the connection
     }
+}
+
+/// A socket offering `protocols`, or none; the handshake's answer status.
+async fn handshake(app: &TestApp, protocols: Option<&'static str>) -> Result<Socket, u16> {
+    let mut request = app.ws_url().into_client_request().unwrap();
+    if let Some(protocols) = protocols {
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static(protocols),
+        );
+    }
+    match connect_async(request).await {
+        Ok((socket, _)) => Ok(socket),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(other) => panic!("handshake failed: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn only_graphql_transport_ws_is_spoken() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_account("A", 0).await;
+    assert_eq!(handshake(&app, Some("graphql-ws")).await.err(), Some(400));
+    for offer in [Some("graphql-ws, graphql-transport-ws"), None] {
+        let mut socket = handshake(&app, offer).await.expect("upgraded");
+        init(&mut socket, &key).await;
+    }
+}
+
+#[tokio::test]
+async fn messages_outside_the_protocol_close_with_4400() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_account("A", 0).await;
+    for message in [
+        // The legacy protocol's names for subscribe and complete.
+        json!({ "id": "1", "type": "start", "payload": { "query": "{ __typename }" } }),
+        json!({ "id": "1", "type": "stop" }),
+        json!({ "type": "subscribe", "payload": { "query": "{ __typename }" } }),
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": 5 } }),
+    ] {
+        let mut socket = open(&app).await;
+        init(&mut socket, &key).await;
+        send(&mut socket, message.clone()).await;
+        assert_eq!(next(&mut socket).await, Err(4400), "{message}");
+    }
+    let mut socket = open(&app).await;
+    socket
+        .send(Message::Binary(b"{}".to_vec().into()))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut socket).await, Err(4400), "binary");
+}
+
+#[tokio::test]
+async fn complete_is_sent_only_for_subscriptions_the_server_ended() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_account("A", 0).await;
+    let mut socket = open(&app).await;
+    init(&mut socket, &key).await;
+    let events = "subscription { events { type } }";
+    // Completed by the client: no `complete` back, and the id is free again.
+    send(
+        &mut socket,
+        json!({ "id": "e", "type": "subscribe", "payload": { "query": events } }),
+    )
+    .await;
+    send(&mut socket, json!({ "id": "e", "type": "complete" })).await;
+    send(
+        &mut socket,
+        json!({ "id": "e", "type": "subscribe", "payload": { "query": events } }),
+    )
+    .await;
+    // Failed before it started: `error`, and no `complete` after it.
+    send(
+        &mut socket,
+        json!({ "id": "bad", "type": "subscribe", "payload": { "query": "{ nope }" } }),
+    )
+    .await;
+    let error = next(&mut socket).await.unwrap();
+    assert_eq!(
+        (error["type"].as_str(), error["id"].as_str()),
+        (Some("error"), Some("bad"))
+    );
+    send(&mut socket, json!({ "type": "ping" })).await;
+    assert_eq!(next(&mut socket).await.unwrap(), json!({ "type": "pong" }));
+    // Ended by the server: `complete`.
+    send(
+        &mut socket,
+        json!({ "id": "q", "type": "subscribe", "payload": { "query": "{ __typename }" } }),
+    )
+    .await;
+    assert_eq!(next(&mut socket).await.unwrap()["type"], "next");
+    assert_eq!(
+        next(&mut socket).await.unwrap(),
+        json!({ "id": "q", "type": "complete" })
+    );
+}
+
+#[tokio::test]
+async fn a_socket_holds_at_most_200_subscriptions() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_account("A", 0).await;
+    let mut socket = open(&app).await;
+    init(&mut socket, &key).await;
+    let events = "subscription { events { type } }";
+    for id in 0..200 {
+        send(
+            &mut socket,
+            json!({ "id": id.to_string(), "type": "subscribe", "payload": { "query": events } }),
+        )
+        .await;
+    }
+    send(
+        &mut socket,
+        json!({ "id": "one more", "type": "subscribe", "payload": { "query": events } }),
+    )
+    .await;
+    let refusal = next(&mut socket).await.unwrap();
+    assert_eq!(refusal["type"], "error");
+    assert_eq!(refusal["id"], "one more");
+    assert_eq!(
+        refusal["payload"][0]["extensions"]["code"],
+        "BAD_USER_INPUT"
+    );
+    // Completing one makes room for another.
+    send(&mut socket, json!({ "id": "0", "type": "complete" })).await;
+    send(
+        &mut socket,
+        json!({ "id": "one more", "type": "subscribe", "payload": { "query": events } }),
+    )
+    .await;
+    send(&mut socket, json!({ "type": "ping" })).await;
+    assert_eq!(next(&mut socket).await.unwrap(), json!({ "type": "pong" }));
 }
