@@ -201,47 +201,42 @@ pub enum EventType {
     WebhookTest,
 }
 
-/// Displays each enum as its stored text (`ON_PREMISES`, `sync.completed`), the form logs,
-/// messages and JSON documents use.
-macro_rules! display_as_stored {
-    ($($name:ident),+) => {$(
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(&self.to_value())
+/// For each enum, the columns it is stored in. Gives each its `Display` (the stored text,
+/// as in `ON_PREMISES` or `sync.completed`: the form logs, messages and JSON documents use)
+/// and [`stored_in`], which names the columns for read errors (sea-orm reports an unknown
+/// stored text as "unexpected value for NAME enum").
+macro_rules! stored_enums {
+    ($($name:ident => $columns:literal),+ $(,)?) => {
+        $(
+            impl std::fmt::Display for $name {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str(&self.to_value())
+                }
+            }
+        )+
+
+        /// The columns an enum's values are stored in, by the enum's name.
+        pub fn stored_in(enum_name: &str) -> Option<&'static str> {
+            match enum_name {
+                $(stringify!($name) => Some($columns),)+
+                _ => None,
             }
         }
-    )+};
+    };
 }
-display_as_stored!(
-    Deployment,
-    EntityType,
-    ConnectionStatus,
-    CreditEntryKind,
-    SyncKind,
-    SyncTrigger,
-    SyncStatus,
-    SyncErrorCode,
-    DeliveryStatus,
-    EventType
-);
 
-/// The columns an enum's values are stored in, by the enum's name, for read errors: sea-orm
-/// reports an unknown stored text as "unexpected value for NAME enum".
-pub fn stored_in(enum_name: &str) -> Option<&'static str> {
-    Some(match enum_name {
-        "Deployment" => "connections.deployment",
-        "EntityType" => "records.entity or sync_cursors.entity",
-        "ConnectionStatus" => "connections.status",
-        "CreditEntryKind" => "credit_ledger.kind",
-        "SyncKind" => "sync_runs.kind or sync_cursors.pass_kind",
-        "SyncTrigger" => "sync_runs.trigger",
-        "SyncStatus" => "sync_runs.status",
-        "SyncErrorCode" => "sync_runs.error_code",
-        "DeliveryStatus" => "webhook_deliveries.status",
-        "EventType" => "events.event_type",
-        _ => return None,
-    })
-}
+stored_enums!(
+    Deployment => "connections.deployment",
+    EntityType => "records.entity or sync_cursors.entity",
+    ConnectionStatus => "connections.status",
+    CreditEntryKind => "credit_ledger.kind",
+    SyncKind => "sync_runs.kind or sync_cursors.pass_kind",
+    SyncTrigger => "sync_runs.trigger",
+    SyncStatus => "sync_runs.status",
+    SyncErrorCode => "sync_runs.error_code",
+    DeliveryStatus => "webhook_deliveries.status",
+    EventType => "events.event_type",
+);
 
 #[cfg(test)]
 mod tests {

@@ -275,27 +275,26 @@ pub async fn claim(
 /// The claim statement. Statuses are written into the SQL as literals, not bound: the
 /// partial index over queued and running runs is used only for a literal match.
 fn claim_sql(backend: DbBackend) -> &'static str {
-    static SQLITE: LazyLock<String> = LazyLock::new(|| {
-        format!(
+    fn written_for(backend: DbBackend) -> String {
+        // PostgreSQL: concurrent claimers skip a row another one is taking.
+        let lock = if backend == DbBackend::Postgres {
+            " FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        let sql = format!(
             "UPDATE sync_runs SET locked_by = ?, locked_until = ?, \
              started_at = COALESCE(started_at, ?), status = ?, attempts = attempts + 1 \
              WHERE id = (SELECT id FROM sync_runs WHERE (status = '{queued}' AND run_after <= ?) \
-             OR (status = '{running}' AND locked_until < ?) ORDER BY run_after LIMIT 1) RETURNING *",
+             OR (status = '{running}' AND locked_until < ?) ORDER BY run_after LIMIT 1{lock}) \
+             RETURNING *",
             queued = SyncStatus::Queued.to_value(),
             running = SyncStatus::Running.to_value(),
-        )
-    });
-    static POSTGRES: LazyLock<String> = LazyLock::new(|| {
-        format!(
-            "UPDATE sync_runs SET locked_by = $1, locked_until = $2, \
-             started_at = COALESCE(started_at, $3), status = $4, attempts = attempts + 1 \
-             WHERE id = (SELECT id FROM sync_runs WHERE (status = '{queued}' AND run_after <= $5) \
-             OR (status = '{running}' AND locked_until < $6) ORDER BY run_after LIMIT 1 \
-             FOR UPDATE SKIP LOCKED) RETURNING *",
-            queued = SyncStatus::Queued.to_value(),
-            running = SyncStatus::Running.to_value(),
-        )
-    });
+        );
+        crate::db::statement(backend, &sql, []).sql
+    }
+    static SQLITE: LazyLock<String> = LazyLock::new(|| written_for(DbBackend::Sqlite));
+    static POSTGRES: LazyLock<String> = LazyLock::new(|| written_for(DbBackend::Postgres));
     match backend {
         DbBackend::Postgres => &POSTGRES,
         _ => &SQLITE,

@@ -10,7 +10,7 @@ use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
@@ -42,10 +42,6 @@ pub struct EndpointInput {
 
 pub fn event_types(endpoint: &webhook_endpoint::Model) -> AppResult<Vec<EventType>> {
     events::types_from_json(&endpoint.event_types, "webhook_endpoints.event_types")
-}
-
-fn types_json(types: &[EventType]) -> Value {
-    events::types_to_json(types)
 }
 
 fn validate_description(description: Option<String>) -> AppResult<Option<String>> {
@@ -107,7 +103,9 @@ pub async fn create(
         account_id: Set(account_id),
         url: Set(url),
         description: Set(description),
-        event_types: Set(types_json(&input.event_types.unwrap_or_default())),
+        event_types: Set(events::types_to_json(
+            &input.event_types.unwrap_or_default(),
+        )),
         enabled: Set(input.enabled.unwrap_or(true)),
         disabled_reason: Set(None),
         secret: Set(cipher.encrypt(secret.as_bytes(), id.as_bytes())),
@@ -165,7 +163,7 @@ pub async fn update(
         active.description = Set(description);
     }
     if let Some(types) = input.event_types {
-        active.event_types = Set(types_json(&types));
+        active.event_types = Set(events::types_to_json(&types));
     }
     if let Some(enabled) = input.enabled {
         active.enabled = Set(enabled);
