@@ -101,9 +101,16 @@ impl TestApp {
     }
 
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
-        // Server logs only when asked for, e.g. `RUST_LOG=debug cargo test name -- --nocapture`.
+        // Server logs in full only when asked for, e.g. `RUST_LOG=debug cargo test name --
+        // --nocapture`. Otherwise its errors go to the test's captured output, which the test
+        // runner prints when the test fails (the server runs on the test's own thread).
         if std::env::var_os("RUST_LOG").is_some() {
             millwright::telemetry::init(millwright::config::LogFormat::Pretty);
+        } else {
+            let _ = tracing_subscriber::fmt()
+                .with_test_writer()
+                .with_env_filter(tracing_subscriber::EnvFilter::new("error"))
+                .try_init();
         }
         let db = TestDb::new().await;
         let mut config = test_config(&db);
