@@ -24,9 +24,10 @@ impl Account {
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
-    /// The credit pool: total, held by connections, available.
-    async fn credits(&self) -> CreditBalance {
-        CreditBalance::of(&self.0)
+    /// The credit pool: total, held by connections, available (not for a connection token).
+    async fn credits(&self, ctx: &Context<'_>) -> AppResult<CreditBalance> {
+        super::account_id(ctx)?;
+        Ok(CreditBalance::of(&self.0))
     }
     /// Every API key of the account, revoked ones included, oldest first.
     async fn api_keys(&self, ctx: &Context<'_>) -> AppResult<Vec<ApiKey>> {

@@ -38,8 +38,10 @@ impl Customer {
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
-    /// Credits held by this customer's connections that are not disconnected.
+    /// Credits held by this customer's connections that are not disconnected (not for a
+    /// connection token).
     async fn credits_in_use(&self, ctx: &Context<'_>) -> AppResult<i32> {
+        super::account_id(ctx)?;
         let used = credits::in_use_by_customer(super::db(ctx).conn(), self.0.account_id, self.0.id)
             .await?;
         Ok(used.clamp(0, i64::from(i32::MAX)) as i32)

@@ -213,3 +213,122 @@ async fn account_input_is_validated() {
         .await;
     assert_eq!(error_code(&body), "BAD_USER_INPUT");
 }
+
+/// A connection token reaches its connection, its runs, records and events, and nothing of the
+/// account: every account-level field and operation answers `FORBIDDEN` (or, for an object
+/// looked up by id, nothing), whatever path it is reached by.
+#[tokio::test]
+async fn a_connection_token_reaches_nothing_of_the_account() {
+    use crate::harness::{Receiver, connect, demo_input, setup};
+    let app = TestApp::spawn_with(|config| config.webhooks.allow_private_targets = true).await;
+    let (key, customer) = setup(&app, 10).await;
+    let (connection, token) = connect(&app, &key, demo_input(&customer, "none")).await;
+    let receiver = Receiver::start(&[]).await;
+    let data = app
+        .ok(
+            &key,
+            "mutation($url: String!) { createWebhookEndpoint(input: { url: $url }) { endpoint { id } }
+             createApiKey(name: \"second\") { apiKey { id } } }",
+            json!({ "url": receiver.url }),
+        )
+        .await;
+    let endpoint = data["createWebhookEndpoint"]["endpoint"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let api_key = data["createApiKey"]["apiKey"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let data = app
+        .ok(
+            &key,
+            "{ creditLedger { nodes { id } } viewer { account { id } } }",
+            json!({}),
+        )
+        .await;
+    let entry = data["creditLedger"]["nodes"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let account = data["viewer"]["account"]["id"].as_str().unwrap().to_owned();
+
+    // What the token may see of its own: the connection, its customer's name, the account's
+    // name (whose token it is).
+    let data = app
+        .ok(
+            &token,
+            "{ viewer { account { id name } connection { id customer { id name connections { nodes { id } } } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(data["viewer"]["connection"]["id"], connection.as_str());
+    assert_eq!(
+        data["viewer"]["connection"]["customer"]["connections"]["nodes"],
+        json!([{ "id": connection }])
+    );
+
+    let vars = json!({
+        "customer": customer, "connection": connection, "endpoint": endpoint, "key": api_key,
+        "entry": entry, "account": account, "delivery": "whd_0190a0b0c0d07e008000000000000000",
+    });
+    let forbidden = [
+        "{ viewer { account { credits { total used available } } } }",
+        "{ viewer { account { apiKeys { id } } } }",
+        "{ viewer { connection { customer { creditsInUse } } } }",
+        "{ customers { nodes { id } } }",
+        "query($customer: ID!) { customer(id: $customer) { id } }",
+        "{ creditLedger { nodes { id } } }",
+        "{ webhookEndpoints { nodes { id } } }",
+        "query($endpoint: ID!) { webhookEndpoint(id: $endpoint) { id } }",
+        "mutation { createApiKey(name: \"x\") { key } }",
+        "mutation($key: ID!) { revokeApiKey(id: $key) { id } }",
+        "mutation { createCustomer(input: { name: \"x\" }) { id } }",
+        "mutation($customer: ID!) { updateCustomer(input: { id: $customer, name: \"y\" }) { id } }",
+        "mutation($customer: ID!) { deleteCustomer(id: $customer) }",
+        "mutation($connection: ID!) { disconnect(id: $connection) { id } }",
+        "mutation($connection: ID!) { updateConnection(input: { id: $connection, label: \"x\" }) { id } }",
+        "mutation($connection: ID!) { updateConnectionCredentials(id: $connection, credentials: { api_key: \"k\" }) { id } }",
+        "mutation($connection: ID!) { rotateConnectionToken(id: $connection) { token } }",
+        "mutation($connection: ID!) { checkConnection(id: $connection) { id } }",
+        "mutation { createWebhookEndpoint(input: { url: \"https://example.com/x\" }) { secret } }",
+        "mutation($endpoint: ID!) { updateWebhookEndpoint(input: { id: $endpoint, enabled: false }) { id } }",
+        "mutation($endpoint: ID!) { deleteWebhookEndpoint(id: $endpoint) }",
+        "mutation($endpoint: ID!) { rotateWebhookSecret(id: $endpoint) { secret } }",
+        "mutation($endpoint: ID!) { sendTestWebhook(endpointId: $endpoint) { id } }",
+        "mutation($delivery: ID!) { redeliverWebhook(deliveryId: $delivery) { id } }",
+        "mutation($endpoint: ID!) { replayWebhooks(endpointId: $endpoint, since: \"2020-01-01T00:00:00Z\") }",
+        "mutation($account: ID!) { grantCredits(accountId: $account, amount: 5) { total } }",
+        "mutation { createAccount(input: { name: \"x\" }) { apiKey } }",
+    ];
+    for query in forbidden {
+        let body = app.gql(&token, query, vars.clone()).await;
+        assert_eq!(error_code(&body), "FORBIDDEN", "{query}: {body}");
+    }
+    // Objects of the account looked up by id are not there for the token.
+    for id in [&customer, &endpoint, &api_key, &entry, &account] {
+        let data = app
+            .ok(
+                &token,
+                "query($id: ID!) { node(id: $id) { id } }",
+                json!({ "id": id }),
+            )
+            .await;
+        assert_eq!(data["node"], serde_json::Value::Null, "node {id}");
+    }
+    // Nothing above changed the account.
+    let data = app
+        .ok(
+            &key,
+            "{ viewer { account { credits { total used } apiKeys { revokedAt } } } customers { nodes { name } } webhookEndpoints { nodes { enabled } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        data,
+        json!({ "viewer": { "account": { "credits": { "total": 10, "used": 1 },
+                "apiKeys": [{ "revokedAt": null }, { "revokedAt": null }] } },
+                "customers": { "nodes": [{ "name": "North Plant" }] },
+                "webhookEndpoints": { "nodes": [{ "enabled": true }] } })
+    );
+}
