@@ -47,7 +47,7 @@ use tokio_util::sync::PollSender;
 use crate::{
     auth::{self, Principal},
     error::AppError,
-    graphql::normalize,
+    graphql::{admission, normalize},
     http::{AppState, with_context},
 };
 
@@ -377,8 +377,11 @@ impl Guard {
 struct SocketExecutor(Arc<Socket>);
 
 impl Executor for SocketExecutor {
-    async fn execute(&self, request: async_graphql::Request) -> GqlResponse {
+    async fn execute(&self, mut request: async_graphql::Request) -> GqlResponse {
         let socket = &self.0;
+        if let Err(refusal) = admission::check(&mut request) {
+            return normalize(GqlResponse::from_errors(vec![refusal]));
+        }
         let principal = caller_principal(socket);
         let request = with_context(&socket.state, request, principal);
         normalize(socket.state.schema.execute(request).await)
@@ -386,7 +389,7 @@ impl Executor for SocketExecutor {
 
     fn execute_stream(
         &self,
-        request: async_graphql::Request,
+        mut request: async_graphql::Request,
         _session_data: Option<Arc<Data>>,
     ) -> BoxStream<'static, GqlResponse> {
         let socket = self.0.clone();
@@ -395,9 +398,16 @@ impl Executor for SocketExecutor {
             tracing::error!("websocket subscription without an id");
             return stream::empty().boxed();
         };
-        let principal = caller_principal(&socket);
-        let request = with_context(&socket.state, request, principal);
-        let results = socket.state.schema.execute_stream(request);
+        let results = match admission::check(&mut request) {
+            Err(refusal) => {
+                stream::once(async move { GqlResponse::from_errors(vec![refusal]) }).boxed()
+            }
+            Ok(()) => {
+                let principal = caller_principal(&socket);
+                let request = with_context(&socket.state, request, principal);
+                socket.state.schema.execute_stream(request)
+            }
+        };
         let running = Running {
             subscriptions: socket.subscriptions.clone(),
             id,

@@ -2,6 +2,7 @@
 //! and arguments, call a domain function, and wrap what it returns.
 
 mod account;
+pub mod admission;
 mod catalog;
 mod connection;
 mod customer;

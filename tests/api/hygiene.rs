@@ -230,3 +230,85 @@ async fn missing_or_mistyped_variables_are_bad_input() {
         assert_ne!(message, "internal error", "{variables}: {body}");
     }
 }
+
+/// NUL and the other control characters (but tab, line feed, carriage return) are refused in
+/// every text input, as variables or as literals, on either database, before anything is
+/// stored; the refusal names where the character is.
+#[tokio::test]
+async fn control_characters_in_any_text_are_bad_input() {
+    use crate::harness::{connect, demo_input, setup};
+    let app = TestApp::spawn().await;
+    let (key, customer) = setup(&app, 10).await;
+    let (connection, _) = connect(&app, &key, demo_input(&customer, "none")).await;
+    let create = "mutation($input: CreateCustomerInput!) { createCustomer(input: $input) { id } }";
+    let refused = [
+        (create, json!({ "input": { "name": "North\u{0}Plant" } })),
+        (
+            create,
+            json!({ "input": { "name": "ok", "externalId": "x\u{1b}[2J" } }),
+        ),
+        (
+            create,
+            json!({ "input": { "name": "C1 \u{85} next line" } }),
+        ),
+        (
+            "mutation { createCustomer(input: { name: \"a\\u0000b\" }) { id } }",
+            json!({}),
+        ),
+        (
+            "query($s: String) { customers(search: $s) { nodes { id } } }",
+            json!({ "s": "\u{0}" }),
+        ),
+        ("{ system(key: \"sap\\u0000\") { key } }", json!({})),
+        (
+            "mutation($input: UpdateConnectionInput!) { updateConnection(input: $input) { id } }",
+            json!({ "input": { "id": connection, "metadata": { "plant": "a\u{0}b" } } }),
+        ),
+        (
+            "mutation($input: UpdateConnectionInput!) { updateConnection(input: $input) { id } }",
+            json!({ "input": { "id": connection, "metadata": { "k\u{0}": 1 } } }),
+        ),
+        (
+            "mutation($input: UpdateConnectionInput!) { updateConnection(input: $input) { id } }",
+            json!({ "input": { "id": connection, "label": "\u{7f}" } }),
+        ),
+        (
+            "mutation($input: CreateWebhookEndpointInput!) { createWebhookEndpoint(input: $input) { secret } }",
+            json!({ "input": { "url": "https://example.com/hook", "description": "bell\u{7}" } }),
+        ),
+    ];
+    for (query, variables) in refused {
+        let body = app.gql(&key, query, variables.clone()).await;
+        assert_eq!(
+            error_code(&body),
+            "BAD_USER_INPUT",
+            "{query} {variables}: {body}"
+        );
+        let message = body["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains("control character U+"), "{message}");
+    }
+    // Nothing was stored; tab, line feed and carriage return are text like any other.
+    let update =
+        "mutation($input: UpdateConnectionInput!) { updateConnection(input: $input) { metadata } }";
+    let note = json!({ "note": "two\nlines\tand\r tab" });
+    let data = app
+        .ok(
+            &key,
+            update,
+            json!({ "input": { "id": connection, "metadata": note } }),
+        )
+        .await;
+    assert_eq!(data["updateConnection"]["metadata"], note);
+    let data = app
+        .ok(
+            &key,
+            "query($id: ID!) { customers { nodes { name } } connection(id: $id) { label } webhookEndpoints { nodes { id } } }",
+            json!({ "id": connection }),
+        )
+        .await;
+    assert_eq!(
+        data,
+        json!({ "customers": { "nodes": [{ "name": "North Plant" }] },
+                "connection": { "label": null }, "webhookEndpoints": { "nodes": [] } })
+    );
+}
