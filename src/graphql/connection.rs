@@ -128,7 +128,8 @@ pub struct ConnectInput {
     /// Minutes between scheduled incremental syncs (1 to 43200); omitted or null for
     /// manual syncs only.
     pub sync_interval_minutes: Option<i32>,
-    /// Defaults to every event type.
+    /// Defaults to every event type; at most 100 entries, each counted once.
+    #[graphql(validator(max_items = 100))]
     pub webhook_event_types: Option<Vec<EventType>>,
     /// Your own JSON value for this connection (at most 16 KiB of JSON).
     pub metadata: Option<Json<Value>>,
@@ -146,7 +147,9 @@ pub struct UpdateConnectionInput {
     pub label: MaybeUndefined<String>,
     /// New minutes between scheduled syncs; `null` stops scheduled syncs.
     pub sync_interval_minutes: MaybeUndefined<i32>,
-    /// The event types this connection sends to webhooks; an empty list sends none.
+    /// The event types this connection sends to webhooks; an empty list sends none; at most
+    /// 100 entries, each counted once.
+    #[graphql(validator(max_items = 100))]
     pub webhook_event_types: Option<Vec<EventType>>,
     /// A new metadata value; `null` clears it.
     pub metadata: MaybeUndefined<Json<Value>>,

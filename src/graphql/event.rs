@@ -72,12 +72,24 @@ impl Event {
 /// Which events to read; the conditions given must all hold.
 #[derive(InputObject, Default)]
 pub struct EventFilter {
-    /// Only events of these types.
+    /// Only events of these types (at most 100 entries, each counted once).
+    #[graphql(validator(max_items = 100))]
     pub types: Option<Vec<EventType>>,
     /// Only events about this customer.
     pub customer_id: Option<ID>,
     /// Only events about this connection.
     pub connection_id: Option<ID>,
+}
+
+/// Each value once, in the order first given.
+fn distinct<T: PartialEq>(values: Vec<T>) -> Vec<T> {
+    let mut seen = Vec::with_capacity(values.len());
+    for value in values {
+        if !seen.contains(&value) {
+            seen.push(value);
+        }
+    }
+    seen
 }
 
 /// The caller's scope narrowed by its filter.
@@ -86,7 +98,7 @@ pub fn filter_for(scope: Scope, filter: Option<EventFilter>) -> AppResult<Filter
     Ok(Filter {
         account_id: scope.account_id,
         scope_connection_id: scope.connection_id,
-        types: filter.types.map(|t| enums::all(&t)),
+        types: filter.types.map(|t| distinct(enums::all(&t))),
         customer_id: filter
             .customer_id
             .map(|id| ids::decode(ids::Kind::Customer, &id))

@@ -154,7 +154,8 @@ pub struct CreateWebhookEndpointInput {
     pub url: String,
     /// Your description of the endpoint (at most 500 characters).
     pub description: Option<String>,
-    /// Empty or omitted = every event type.
+    /// Empty or omitted = every event type; at most 100 entries, each counted once.
+    #[graphql(validator(max_items = 100))]
     pub event_types: Option<Vec<EventType>>,
 }
 
@@ -167,7 +168,9 @@ pub struct UpdateWebhookEndpointInput {
     pub url: Option<String>,
     /// A new description; `null` clears it.
     pub description: MaybeUndefined<String>,
-    /// The event types it receives; empty means every type.
+    /// The event types it receives; empty means every type; at most 100 entries, each
+    /// counted once.
+    #[graphql(validator(max_items = 100))]
     pub event_types: Option<Vec<EventType>>,
     /// `false` stops deliveries, `true` resumes them (and clears `disabledReason`).
     pub enabled: Option<bool>,

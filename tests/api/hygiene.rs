@@ -312,3 +312,54 @@ async fn control_characters_in_any_text_are_bad_input() {
                 "connection": { "label": null }, "webhookEndpoints": { "nodes": [] } })
     );
 }
+
+/// List arguments have a cap (100 entries); event types given twice count once.
+#[tokio::test]
+async fn list_arguments_are_capped_and_deduplicated() {
+    use crate::harness::{connect, demo_input, setup};
+    let app = TestApp::spawn().await;
+    let (key, customer) = setup(&app, 10).await;
+    let (connection, _) = connect(&app, &key, demo_input(&customer, "none")).await;
+    let many: Vec<&str> = std::iter::repeat_n("CONNECTION_CREATED", 101).collect();
+    let refused = [
+        (
+            "query($t: [EventType!]) { events(filter: { types: $t }) { nodes { id } } }",
+            json!({ "t": many }),
+        ),
+        (
+            "mutation($id: ID!, $t: [EventType!]) { updateConnection(input: { id: $id, webhookEventTypes: $t }) { id } }",
+            json!({ "id": connection, "t": many }),
+        ),
+        (
+            "mutation($t: [EventType!]) { createWebhookEndpoint(input: { url: \"https://example.com/h\", eventTypes: $t }) { secret } }",
+            json!({ "t": many }),
+        ),
+    ];
+    for (query, variables) in refused {
+        let body = app.gql(&key, query, variables).await;
+        assert_eq!(error_code(&body), "BAD_USER_INPUT", "{query}: {body}");
+    }
+    let hundred: Vec<&str> = many[..100].to_vec();
+    let data = app
+        .ok(
+            &key,
+            "query($t: [EventType!]) { events(filter: { types: $t }) { nodes { type } } }",
+            json!({ "t": hundred }),
+        )
+        .await;
+    assert_eq!(
+        data["events"]["nodes"],
+        json!([{ "type": "CONNECTION_CREATED" }])
+    );
+    let data = app
+        .ok(
+            &key,
+            "mutation($id: ID!, $t: [EventType!]) { updateConnection(input: { id: $id, webhookEventTypes: $t }) { webhookEventTypes } }",
+            json!({ "id": connection, "t": ["SYNC_FAILED", "SYNC_COMPLETED", "SYNC_FAILED"] }),
+        )
+        .await;
+    assert_eq!(
+        data["updateConnection"]["webhookEventTypes"],
+        json!(["SYNC_COMPLETED", "SYNC_FAILED"])
+    );
+}
