@@ -143,10 +143,7 @@ pub async fn authenticate(
     let Some(header) = header else {
         return Ok(Principal::Anonymous);
     };
-    let token = header
-        .strip_prefix("Bearer ")
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
+    let token = bearer_token(header)
         .ok_or_else(|| unauthenticated("the Authorization header must be `Bearer <token>`"))?;
     let Some(kind) = TokenKind::of(token) else {
         return match is_admin_token(admin_token, token) {
@@ -165,6 +162,15 @@ pub async fn authenticate(
     };
     cache.put(hash, principal.clone(), seen);
     Ok(principal)
+}
+
+/// The token of a `Bearer <token>` credential. The scheme's name is case-insensitive and
+/// one or more spaces follow it (RFC 7235 §2.1, RFC 6750 §2.1).
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    let token = token.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' '))
+        .then_some(token)
 }
 
 fn is_admin_token(admin_token: Option<&Secret>, token: &str) -> bool {
@@ -223,6 +229,16 @@ async fn touch_api_key(db: &Db, id: Uuid, now: chrono::DateTime<Utc>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for header in ["Bearer t", "bearer t", "BEARER t", "bEaReR   t", " Bearer t "] {
+            assert_eq!(bearer_token(header), Some("t"), "{header:?}");
+        }
+        for header in ["Bearer", "Bearer ", "Basic t", "Bearert", "t", "Bearer t u", ""] {
+            assert_eq!(bearer_token(header), None, "{header:?}");
+        }
+    }
 
     #[test]
     fn a_lookup_older_than_a_revocation_is_not_cached() {

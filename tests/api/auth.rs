@@ -41,6 +41,26 @@ async fn every_kind_of_bad_token_is_unauthenticated() {
     }
 }
 
+/// RFC 6750: the scheme's name is case-insensitive.
+#[tokio::test]
+async fn the_bearer_scheme_is_accepted_in_any_case() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_account("Acme", 0).await;
+    for scheme in ["bearer", "BEARER", "bEaReR"] {
+        let response = app
+            .http
+            .post(app.url("/graphql"))
+            .header("authorization", format!("{scheme} {key}"))
+            .json(&json!({ "query": VIEWER }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{scheme}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["data"]["viewer"]["account"]["name"], "Acme", "{scheme}");
+    }
+}
+
 #[tokio::test]
 async fn revoked_key_stops_working_and_other_keys_keep_working() {
     let app = TestApp::spawn().await;
