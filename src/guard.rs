@@ -3,7 +3,10 @@
 //! resolves to must be public. Checked when a URL is accepted and again when each request
 //! connects ([`GuardedResolver`], [`refused_literal`]), since DNS can change.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    time::Duration,
+};
 
 use reqwest::{
     Url,
@@ -44,22 +47,61 @@ pub async fn resolve(
         .ok_or_else(|| AppError::bad_input(format!("`{field}` needs a host")))?;
     let port = url.port_or_known_default().unwrap_or(443);
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|_| AppError::bad_input(format!("`{field}` host {host} does not resolve")))?
-        .collect();
-    if addrs.is_empty() {
+    let addrs = match lookup_within(DNS_TIMEOUT, tokio::net::lookup_host((host, port))).await {
+        Ok(addrs) if !addrs.is_empty() => addrs,
+        Ok(_) | Err(Lookup::Failed(_)) => {
+            return Err(AppError::bad_input(format!(
+                "`{field}` host {host} does not resolve"
+            )));
+        }
+        Err(Lookup::TimedOut) => {
+            return Err(AppError::bad_input(format!(
+                "`{field}` host {host} did not resolve within {} s",
+                DNS_TIMEOUT.as_secs()
+            )));
+        }
+    };
+    // The message does not say which address: it would tell anyone who can create an
+    // endpoint what internal names resolve to.
+    if !allow_private && addrs.iter().any(|a| !is_public(a.ip())) {
         return Err(AppError::bad_input(format!(
-            "`{field}` host {host} does not resolve"
-        )));
-    }
-    if !allow_private && let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
-        return Err(AppError::bad_input(format!(
-            "`{field}` resolves to {}, a loopback, private or reserved address",
-            bad.ip()
+            "`{field}` resolves to a loopback, private or reserved address"
         )));
     }
     Ok(addrs)
+}
+
+/// How long a host name may take to resolve, when a URL is accepted and when a request
+/// connects; a resolver that stalls fails the lookup instead of holding the caller.
+pub const DNS_TIMEOUT: Duration = Duration::from_secs(5);
+
+enum Lookup {
+    Failed(std::io::Error),
+    TimedOut,
+}
+
+impl From<Lookup> for std::io::Error {
+    fn from(lookup: Lookup) -> Self {
+        match lookup {
+            Lookup::Failed(err) => err,
+            Lookup::TimedOut => std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer from DNS within {} s", DNS_TIMEOUT.as_secs()),
+            ),
+        }
+    }
+}
+
+/// The addresses a lookup finds, or why it found none, within `timeout`.
+async fn lookup_within<I: Iterator<Item = SocketAddr>>(
+    timeout: Duration,
+    lookup: impl Future<Output = std::io::Result<I>>,
+) -> Result<Vec<SocketAddr>, Lookup> {
+    match tokio::time::timeout(timeout, lookup).await {
+        Ok(Ok(addrs)) => Ok(addrs.collect()),
+        Ok(Err(err)) => Err(Lookup::Failed(err)),
+        Err(_) => Err(Lookup::TimedOut),
+    }
 }
 
 /// Whether the URL's host is an IP literal that the guard refuses. A literal does not pass
@@ -82,8 +124,9 @@ impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let allow_private = self.allow_private;
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            let addrs = lookup_within(DNS_TIMEOUT, tokio::net::lookup_host((name.as_str(), 0)))
+                .await
+                .map_err(std::io::Error::from)?;
             if !allow_private && addrs.iter().any(|a| !is_public(a.ip())) {
                 return Err(format!("{} resolves to a non-public address", name.as_str()).into());
             }
@@ -158,6 +201,32 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_lookup_times_out() {
+        let stalled = std::future::pending::<std::io::Result<std::vec::IntoIter<SocketAddr>>>();
+        assert!(matches!(
+            lookup_within(DNS_TIMEOUT, stalled).await,
+            Err(Lookup::TimedOut)
+        ));
+        let err = std::io::Error::from(Lookup::TimedOut);
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn a_refused_name_does_not_tell_its_address() {
+        let url = Url::parse("http://localhost:9/x").unwrap();
+        let err = resolve(&url, false, "url").await.unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("loopback, private or reserved"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("127.0.0.1") && !message.contains("::1"),
+            "{message}"
+        );
+    }
 
     #[test]
     fn classifies_addresses() {

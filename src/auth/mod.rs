@@ -232,10 +232,24 @@ mod tests {
 
     #[test]
     fn the_bearer_scheme_is_case_insensitive() {
-        for header in ["Bearer t", "bearer t", "BEARER t", "bEaReR   t", " Bearer t "] {
+        for header in [
+            "Bearer t",
+            "bearer t",
+            "BEARER t",
+            "bEaReR   t",
+            " Bearer t ",
+        ] {
             assert_eq!(bearer_token(header), Some("t"), "{header:?}");
         }
-        for header in ["Bearer", "Bearer ", "Basic t", "Bearert", "t", "Bearer t u", ""] {
+        for header in [
+            "Bearer",
+            "Bearer ",
+            "Basic t",
+            "Bearert",
+            "t",
+            "Bearer t u",
+            "",
+        ] {
             assert_eq!(bearer_token(header), None, "{header:?}");
         }
     }

@@ -57,7 +57,10 @@ async fn the_bearer_scheme_is_accepted_in_any_case() {
             .unwrap();
         assert_eq!(response.status(), 200, "{scheme}");
         let body: serde_json::Value = response.json().await.unwrap();
-        assert_eq!(body["data"]["viewer"]["account"]["name"], "Acme", "{scheme}");
+        assert_eq!(
+            body["data"]["viewer"]["account"]["name"], "Acme",
+            "{scheme}"
+        );
     }
 }
 
