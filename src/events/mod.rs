@@ -294,16 +294,19 @@ pub async fn find_for_delivery(
 }
 
 pub async fn ensure_retained(db: &impl ConnectionTrait, after: i64) -> AppResult<()> {
+    // The last position first, then the oldest event: events committed between the two reads
+    // come after `last`, so they never make the log look pruned. (Read the other way round,
+    // an empty log that gets its first events in between looked pruned.)
+    let last = event_sequence::Entity::find_by_id(1)
+        .one(db)
+        .await?
+        .map_or(0, |s| s.last_position);
     let oldest: Option<Option<i64>> = event::Entity::find()
         .select_only()
         .column_as(Expr::col(event::Column::Position).min(), "oldest")
         .into_tuple()
         .one(db)
         .await?;
-    let last = event_sequence::Entity::find_by_id(1)
-        .one(db)
-        .await?
-        .map_or(0, |s| s.last_position);
     if after > last {
         return Err(AppError::bad_input(
             "the cursor is ahead of the event log: no event has that position yet",
