@@ -12,6 +12,7 @@ mod edge;
 mod events;
 mod harness;
 mod hygiene;
+mod properties;
 mod schema;
 mod sync;
 mod webhooks;
