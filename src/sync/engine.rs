@@ -271,8 +271,19 @@ impl Engine<'_> {
         system_error: Option<Value>,
     ) -> AppResult<sync_run::Model> {
         let txn = self.db.begin_write().await?;
-        let connection_id = run.connection_id;
-        let account_id = run.account_id;
+        let scope = Scope {
+            account_id: run.account_id,
+            connection_id: None,
+        };
+        // Locks in the order every writer takes them: the connection's row first, then the
+        // run's, then the event log's sequence (`finish` and `set_status` record events).
+        // Taken the other way round, a check or a credentials update of the connection,
+        // which lock the connection and then record an event, deadlocked with this on
+        // PostgreSQL.
+        let current = match &connection_status {
+            Some(_) => Some(connections::find_for_update(&*txn, scope, run.connection_id).await?),
+            None => None,
+        };
         let Some(closed) = finish(&*txn, run.clone(), to, error).await? else {
             drop(txn);
             return Ok(self.lease_lost(run).await);
@@ -280,16 +291,11 @@ impl Engine<'_> {
         if let Some(data) = system_error {
             record_run_event(&*txn, &closed, EventType::SystemError, data).await?;
         }
-        if let Some((to, reason)) = connection_status {
-            let scope = Scope {
-                account_id,
-                connection_id: None,
-            };
-            let current = connections::find_for_update(&*txn, scope, connection_id).await?;
-            if current.status != ConnectionStatus::Disconnected {
-                let reason = (!reason.is_empty()).then_some(reason);
-                connections::set_status(&*txn, current, to, reason).await?;
-            }
+        if let (Some((to, reason)), Some(current)) = (connection_status, current)
+            && current.status != ConnectionStatus::Disconnected
+        {
+            let reason = (!reason.is_empty()).then_some(reason);
+            connections::set_status(&*txn, current, to, reason).await?;
         }
         txn.commit().await?;
         Ok(closed)
