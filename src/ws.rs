@@ -47,7 +47,7 @@ use tokio_util::sync::PollSender;
 use crate::{
     auth::{self, Principal},
     error::AppError,
-    graphql::normalize,
+    graphql::{Price, normalize, price, request_error},
     http::{AppState, with_context},
 };
 
@@ -378,10 +378,8 @@ struct SocketExecutor(Arc<Socket>);
 
 impl Executor for SocketExecutor {
     async fn execute(&self, request: async_graphql::Request) -> GqlResponse {
-        let socket = &self.0;
-        let principal = caller_principal(socket);
-        let request = with_context(&socket.state, request, principal);
-        normalize(socket.state.schema.execute(request).await)
+        let mut results = self.results(request);
+        results.next().await.unwrap_or_default()
     }
 
     fn execute_stream(
@@ -395,9 +393,7 @@ impl Executor for SocketExecutor {
             tracing::error!("websocket subscription without an id");
             return stream::empty().boxed();
         };
-        let principal = caller_principal(&socket);
-        let request = with_context(&socket.state, request, principal);
-        let results = socket.state.schema.execute_stream(request);
+        let results = self.results(request);
         let running = Running {
             subscriptions: socket.subscriptions.clone(),
             id,
@@ -405,6 +401,55 @@ impl Executor for SocketExecutor {
         };
         subscription(socket, running, results).boxed()
     }
+}
+
+impl SocketExecutor {
+    /// An operation's results as the socket's caller, priced first (a refusal is the only
+    /// result), each with its cost; a query or mutation held to the request timeout.
+    fn results(&self, mut request: async_graphql::Request) -> BoxStream<'static, GqlResponse> {
+        let socket = &self.0;
+        let price = price(&mut request, &socket.state.config.http);
+        if let Some(refusal) = price.refusal() {
+            return stream::once(async move { refusal }).boxed();
+        }
+        let principal = caller_principal(socket);
+        let request = with_context(&socket.state, request, principal);
+        let results = socket.state.schema.execute_stream(request);
+        let results = if price.is_subscription() {
+            // Subscriptions hold their setup and each event's lookups to the timeout
+            // themselves (src/graphql/event.rs): a stream may wait for events for hours.
+            results
+        } else {
+            in_time(results, socket.state.config.request_timeout())
+        };
+        reported(results, price)
+    }
+}
+
+fn reported(
+    results: BoxStream<'static, GqlResponse>,
+    price: Price,
+) -> BoxStream<'static, GqlResponse> {
+    results.map(move |response| price.report(response)).boxed()
+}
+
+/// A query's or mutation's result, or `TIMEOUT` once it has taken longer than `limit`.
+fn in_time(
+    results: BoxStream<'static, GqlResponse>,
+    limit: Duration,
+) -> BoxStream<'static, GqlResponse> {
+    stream::unfold(Some(results), move |results| async move {
+        let mut results = results?;
+        match tokio::time::timeout(limit, results.next()).await {
+            Ok(Some(response)) => Some((response, Some(results))),
+            Ok(None) => None,
+            Err(_) => {
+                let error = request_error(AppError::timeout(limit));
+                Some((GqlResponse::from_errors(vec![error]), None))
+            }
+        }
+    })
+    .boxed()
 }
 
 fn caller_principal(socket: &Socket) -> Principal {

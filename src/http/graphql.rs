@@ -21,7 +21,7 @@ use super::{AppState, with_context};
 use crate::{
     auth::{self, Principal},
     error::AppError,
-    graphql::normalize,
+    graphql::{normalize, price},
 };
 
 /// The media type of an answer, chosen from the request's `Accept` header as the
@@ -333,7 +333,7 @@ async fn graphql(state: &AppState, request: Request) -> Response {
 /// Runs one operation, gives its errors their codes and records its metrics.
 async fn execute(
     state: &AppState,
-    request: async_graphql::Request,
+    mut request: async_graphql::Request,
     principal: Principal,
 ) -> async_graphql::Response {
     let operation = request
@@ -341,12 +341,16 @@ async fn execute(
         .clone()
         .or_else(|| operation_name(&request.query).map(str::to_owned));
     let started = std::time::Instant::now();
-    let response = normalize(
-        state
-            .schema
-            .execute(with_context(state, request, principal))
-            .await,
-    );
+    let price = price(&mut request, &state.config.http);
+    let response = match price.refusal() {
+        Some(refusal) => refusal,
+        None => price.report(normalize(
+            state
+                .schema
+                .execute(with_context(state, request, principal))
+                .await,
+        )),
+    };
     let seconds = started.elapsed().as_secs_f64();
     state
         .metrics
