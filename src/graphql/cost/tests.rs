@@ -42,6 +42,13 @@ fn objects_count_one_and_lists_multiply() {
         ),
         10_100
     );
+    // The example of docs/queries.md.
+    assert_eq!(
+        requested(
+            "{ customers(first: 100) { nodes { connections(first: 100) { nodes { customer { connections(first: 100) { nodes { id } } } } } } } }"
+        ),
+        1_020_100
+    );
     // Edges, nodes and pageInfo are one page of customers.
     assert_eq!(
         requested(

@@ -284,8 +284,8 @@ impl<'a> Walk<'a> {
             let inner: Vec<&'a SelectionSet> =
                 merged.iter().map(|f| &f.selection_set.node).collect();
             let cost = match name {
-                "edges" => self.inside_connection(&shape.ty.clone(), &inner, depth + 1)?,
-                "nodes" | "node" => self.selections(&shape.ty.clone(), &inner, depth + 1)?,
+                "edges" => self.inside_connection(&shape.ty, &inner, depth + 1)?,
+                "nodes" | "node" => self.selections(&shape.ty, &inner, depth + 1)?,
                 "pageInfo" | "cursor" => 0,
                 _ => self.field(ty, merged, depth)?,
             };
