@@ -49,7 +49,8 @@ settings! {
         http: HttpSettings {
             /// HTTP address; port 0 picks a free one (logged as `listening on <addr>`)
             listen => listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080));
-            /// GraphQL requests taking longer get 408
+            /// GraphQL requests taking longer get 408; over WebSocket, a query or mutation (or a
+            /// subscription's setup) taking longer ends with `TIMEOUT`
             request_timeout_secs => request_timeout_secs: u64 = 30, range(1, DAY);
             /// larger request bodies get 413
             body_limit_bytes => body_limit_bytes: usize = 1024 * 1024, range(1, 256 << 20);
@@ -59,6 +60,9 @@ settings! {
             max_query_depth => max_query_depth: usize = 15, range(1, 1000);
             /// fields per query (aliases count) before `QUERY_TOO_COMPLEX`
             max_query_complexity => max_query_complexity: usize = 500, range(1, 1_000_000);
+            /// the most objects one operation may return, each list counted at its page size
+            /// (docs/queries.md); costlier operations get `QUERY_TOO_COMPLEX`
+            max_query_cost => max_query_cost: u64 = 10_000, range(1, 1_000_000_000);
             /// how long a request's data loaders gather keys before one query, in milliseconds;
             /// a longer window batches more on a busy machine, a shorter one answers sooner
             graphql_batch_window_ms => graphql_batch_window_ms: u64 = 4, range(1, 1000);

@@ -29,6 +29,8 @@ pub enum AppError {
     RateLimited { retry_after_seconds: u64 },
     #[error("{0}")]
     QueryTooComplex(String),
+    #[error("{0}")]
+    Timeout(String),
     #[error("internal error")]
     Internal(Arc<anyhow::Error>),
 }
@@ -47,12 +49,21 @@ impl AppError {
             AppError::ConnectionFailed(_) => "CONNECTION_FAILED",
             AppError::RateLimited { .. } => "RATE_LIMITED",
             AppError::QueryTooComplex(_) => "QUERY_TOO_COMPLEX",
+            AppError::Timeout(_) => "TIMEOUT",
             AppError::Internal(_) => "INTERNAL",
         }
     }
 
     pub fn bad_input(message: impl Into<String>) -> Self {
         AppError::BadUserInput(message.into())
+    }
+
+    /// Work stopped because it took longer than the request timeout, `limit`.
+    pub fn timeout(limit: std::time::Duration) -> Self {
+        AppError::Timeout(format!(
+            "the operation took longer than {} s and was stopped",
+            limit.as_secs()
+        ))
     }
 
     pub fn internal(error: impl Into<anyhow::Error>) -> Self {

@@ -47,7 +47,7 @@ use tokio_util::sync::PollSender;
 use crate::{
     auth::{self, Principal},
     error::AppError,
-    graphql::{admission, normalize},
+    graphql::{Price, admission, normalize, price, request_error},
     http::{AppState, with_context},
 };
 
@@ -377,19 +377,14 @@ impl Guard {
 struct SocketExecutor(Arc<Socket>);
 
 impl Executor for SocketExecutor {
-    async fn execute(&self, mut request: async_graphql::Request) -> GqlResponse {
-        let socket = &self.0;
-        if let Err(refusal) = admission::check(&mut request) {
-            return normalize(GqlResponse::from_errors(vec![refusal]));
-        }
-        let principal = caller_principal(socket);
-        let request = with_context(&socket.state, request, principal);
-        normalize(socket.state.schema.execute(request).await)
+    async fn execute(&self, request: async_graphql::Request) -> GqlResponse {
+        let mut results = self.results(request);
+        results.next().await.unwrap_or_default()
     }
 
     fn execute_stream(
         &self,
-        mut request: async_graphql::Request,
+        request: async_graphql::Request,
         _session_data: Option<Arc<Data>>,
     ) -> BoxStream<'static, GqlResponse> {
         let socket = self.0.clone();
@@ -398,16 +393,7 @@ impl Executor for SocketExecutor {
             tracing::error!("websocket subscription without an id");
             return stream::empty().boxed();
         };
-        let results = match admission::check(&mut request) {
-            Err(refusal) => {
-                stream::once(async move { GqlResponse::from_errors(vec![refusal]) }).boxed()
-            }
-            Ok(()) => {
-                let principal = caller_principal(&socket);
-                let request = with_context(&socket.state, request, principal);
-                socket.state.schema.execute_stream(request)
-            }
-        };
+        let results = self.results(request);
         let running = Running {
             subscriptions: socket.subscriptions.clone(),
             id,
@@ -415,6 +401,59 @@ impl Executor for SocketExecutor {
         };
         subscription(socket, running, results).boxed()
     }
+}
+
+impl SocketExecutor {
+    /// An operation's results as the socket's caller, priced first (a refusal is the only
+    /// result), each with its cost; a query or mutation held to the request timeout.
+    fn results(&self, mut request: async_graphql::Request) -> BoxStream<'static, GqlResponse> {
+        let socket = &self.0;
+        let price = price(&mut request, &socket.state.config.http);
+        if let Some(refusal) = price.refusal() {
+            return stream::once(async move { refusal }).boxed();
+        }
+        if let Err(refusal) = admission::check(&mut request) {
+            let refused = stream::once(async move { GqlResponse::from_errors(vec![refusal]) });
+            return reported(refused.boxed(), price);
+        }
+        let principal = caller_principal(socket);
+        let request = with_context(&socket.state, request, principal);
+        let results = socket.state.schema.execute_stream(request);
+        let results = if price.is_subscription() {
+            // Subscriptions hold their setup and each event's lookups to the timeout
+            // themselves (src/graphql/event.rs): a stream may wait for events for hours.
+            results
+        } else {
+            in_time(results, socket.state.config.request_timeout())
+        };
+        reported(results, price)
+    }
+}
+
+fn reported(
+    results: BoxStream<'static, GqlResponse>,
+    price: Price,
+) -> BoxStream<'static, GqlResponse> {
+    results.map(move |response| price.report(response)).boxed()
+}
+
+/// A query's or mutation's result, or `TIMEOUT` once it has taken longer than `limit`.
+fn in_time(
+    results: BoxStream<'static, GqlResponse>,
+    limit: Duration,
+) -> BoxStream<'static, GqlResponse> {
+    stream::unfold(Some(results), move |results| async move {
+        let mut results = results?;
+        match tokio::time::timeout(limit, results.next()).await {
+            Ok(Some(response)) => Some((response, Some(results))),
+            Ok(None) => None,
+            Err(_) => {
+                let error = request_error(AppError::timeout(limit));
+                Some((GqlResponse::from_errors(vec![error]), None))
+            }
+        }
+    })
+    .boxed()
 }
 
 fn caller_principal(socket: &Socket) -> Principal {

@@ -3,7 +3,7 @@
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder,
+    QueryOrder, QuerySelect,
 };
 use uuid::Uuid;
 
@@ -137,13 +137,20 @@ pub async fn revoke_api_key(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<ap
     Ok(key)
 }
 
+/// At most `limit` of the account's keys after the key `after`, oldest first.
 pub async fn list_api_keys(
     db: &impl ConnectionTrait,
     account_id: Uuid,
+    after: Option<Uuid>,
+    limit: u64,
 ) -> AppResult<Vec<api_key::Model>> {
-    Ok(api_key::Entity::find()
-        .filter(api_key::Column::AccountId.eq(account_id))
+    let mut select = api_key::Entity::find().filter(api_key::Column::AccountId.eq(account_id));
+    if let Some(after) = after {
+        select = select.filter(api_key::Column::Id.gt(after));
+    }
+    Ok(select
         .order_by_asc(api_key::Column::Id)
+        .limit(limit)
         .all(db)
         .await?)
 }

@@ -3,7 +3,12 @@
 use async_graphql::{Context, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
-use crate::{accounts, error::AppResult, ids};
+use crate::{
+    accounts,
+    error::AppResult,
+    ids,
+    pagination::{MAX_PAGE_SIZE, PageRequest},
+};
 use entity::{account, api_key, connection};
 
 pub struct Account(pub account::Model);
@@ -29,10 +34,22 @@ impl Account {
         super::account_id(ctx)?;
         Ok(CreditBalance::of(&self.0))
     }
-    /// Every API key of the account, revoked ones included, oldest first.
-    async fn api_keys(&self, ctx: &Context<'_>) -> AppResult<Vec<ApiKey>> {
+    /// The account's API keys, revoked ones included, oldest first: at most `first`, after
+    /// the key `after`.
+    async fn api_keys(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "How many keys, 0 to 100.", default = 100)] first: Option<i32>,
+        #[graphql(desc = "The `id` of the last key of the previous page: the keys after it.")]
+        after: Option<ID>,
+    ) -> AppResult<Vec<ApiKey>> {
         super::account_id(ctx)?;
-        let keys = accounts::list_api_keys(super::db(ctx).conn(), self.0.id).await?;
+        let limit =
+            PageRequest::from_args(Some(first.unwrap_or(MAX_PAGE_SIZE)), None, None, None)?.limit;
+        let after = after
+            .map(|id| ids::decode(ids::Kind::ApiKey, &id))
+            .transpose()?;
+        let keys = accounts::list_api_keys(super::db(ctx).conn(), self.0.id, after, limit).await?;
         Ok(keys.into_iter().map(ApiKey).collect())
     }
 }

@@ -4,6 +4,8 @@
 //! This is done on the response rather than in an async-graphql extension: an extension
 //! puts a hook around every resolved field, which costs a noticeable share of throughput.
 
+use std::sync::Arc;
+
 use async_graphql::{Response, ServerError, Value};
 
 use crate::error::AppError;
@@ -13,6 +15,14 @@ pub fn normalize(mut response: Response) -> Response {
         classify(error);
     }
     response
+}
+
+/// An error of a whole operation (of no field), coded as a resolver's would be.
+pub fn request_error(error: AppError) -> ServerError {
+    let mut server_error = ServerError::new(error.to_string(), None);
+    server_error.source = Some(Arc::new(error));
+    classify(&mut server_error);
+    server_error
 }
 
 /// Sets `extensions.code`; replaces the message of anything unexpected with an opaque one.

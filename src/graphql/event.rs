@@ -112,6 +112,12 @@ pub fn filter_for(scope: Scope, filter: Option<EventFilter>) -> AppResult<Filter
 
 pub struct Subscription;
 
+/// How long a subscription's setup, and what one event needs before it is sent, may take:
+/// the request timeout (a subscription itself lives as long as the client wants).
+fn timeout(ctx: &Context<'_>) -> std::time::Duration {
+    super::config(ctx).request_timeout()
+}
+
 /// Live streams over the `graphql-transport-ws` WebSocket protocol at `/graphql/ws`.
 #[Subscription]
 impl Subscription {
@@ -127,12 +133,16 @@ impl Subscription {
             String,
         >,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Event>> + use<>> {
-        let scope = super::principal(ctx).scope()?;
-        let filter = filter_for(scope, filter)?;
-        let after = after.as_deref().map(events::decode_cursor).transpose()?;
-        if let Some(after) = after {
-            events::ensure_retained(super::db(ctx).conn(), after).await?;
-        }
+        let setup = async {
+            let scope = super::principal(ctx).scope()?;
+            let filter = filter_for(scope, filter)?;
+            let after = after.as_deref().map(events::decode_cursor).transpose()?;
+            if let Some(after) = after {
+                events::ensure_retained(super::db(ctx).conn(), after).await?;
+            }
+            Ok((filter, after))
+        };
+        let (filter, after) = super::within(timeout(ctx), setup).await?;
         let feed = ctx.data_unchecked::<EventFeed>();
         Ok(feed
             .stream(filter, after)
@@ -154,7 +164,8 @@ impl Subscription {
         // Noted before the run is read: a change committed between the read and the stream
         // is then read back from the table, not missed.
         let from = feed.position();
-        let run = sync::find(db.conn(), scope, id).await?;
+        let limit = timeout(ctx);
+        let run = super::within(limit, sync::find(db.conn(), scope, id)).await?;
         let types = vec![
             events::EventType::SyncStarted,
             events::EventType::SyncProgress,
@@ -171,10 +182,10 @@ impl Subscription {
         let first = futures_util::stream::once(async move { Ok::<_, AppError>(run) });
         let updates = changes.then(move |item| {
             let db = db.clone();
-            async move {
+            super::within(limit, async move {
                 item?;
                 sync::find(db.conn(), scope, id).await
-            }
+            })
         });
         // Ends right after the state that finishes the run, without waiting for another event.
         let states = first.chain(updates).boxed();
@@ -214,15 +225,19 @@ impl Subscription {
         )?;
         let db = super::db(ctx).clone();
         let feed = ctx.data_unchecked::<EventFeed>();
-        Ok(feed.stream(filter, None).then(move |item| {
-            let db = db.clone();
-            async move {
-                let event = item?;
-                let id = event.connection_id.ok_or_else(|| {
-                    AppError::internal(anyhow::anyhow!("connection event without connection"))
-                })?;
-                Ok(Connection(connections::find(db.conn(), scope, id).await?))
-            }
-        }))
+        let limit = timeout(ctx);
+        Ok(feed
+            .stream(filter, None)
+            .then(move |item| {
+                let db = db.clone();
+                super::within(limit, async move {
+                    let event = item?;
+                    let id = event.connection_id.ok_or_else(|| {
+                        AppError::internal(anyhow::anyhow!("connection event without connection"))
+                    })?;
+                    Ok(Connection(connections::find(db.conn(), scope, id).await?))
+                })
+            })
+            .map(|item| item.map_err(Into::into)))
     }
 }

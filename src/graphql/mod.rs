@@ -5,6 +5,7 @@ mod account;
 pub mod admission;
 mod catalog;
 mod connection;
+mod cost;
 mod customer;
 pub mod enums;
 mod errors;
@@ -21,7 +22,8 @@ mod webhooks;
 use crate::events::feed::EventFeed;
 use async_graphql::{Context, Schema, SchemaBuilder};
 
-pub use errors::{classify, normalize};
+pub use cost::{Price, price};
+pub use errors::{classify, normalize, request_error};
 pub use loaders::Loaders;
 
 use crate::{
@@ -92,6 +94,7 @@ pub fn build_schema(
     feed: EventFeed,
     config: &Config,
 ) -> AppSchema {
+    cost::prepare();
     builder()
         .data(db)
         .data(cipher)
@@ -135,6 +138,17 @@ pub(crate) fn loaders<'a>(ctx: &Context<'a>) -> Result<&'a Loaders, AppError> {
     principal(ctx).scope()?;
     ctx.data::<Loaders>()
         .map_err(|_| AppError::internal(anyhow::anyhow!("request without loaders")))
+}
+
+/// Runs `work` (a subscription's setup, or what one of its events needs before it is sent)
+/// within the request timeout.
+pub(crate) async fn within<T>(
+    limit: std::time::Duration,
+    work: impl Future<Output = Result<T, AppError>>,
+) -> Result<T, AppError> {
+    tokio::time::timeout(limit, work)
+        .await
+        .unwrap_or_else(|_| Err(AppError::timeout(limit)))
 }
 
 pub(crate) fn account_id(ctx: &Context<'_>) -> Result<uuid::Uuid, AppError> {

@@ -13,7 +13,7 @@ use super::{
 use crate::{
     error::{AppError, AppResult},
     events, ids,
-    pagination::PageRequest,
+    pagination::{MAX_PAGE_SIZE, PageRequest},
     webhooks::{self, EndpointInput},
 };
 use entity::{webhook_attempt, webhook_delivery, webhook_endpoint};
@@ -103,9 +103,17 @@ impl WebhookDelivery {
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
-    /// Every attempt, oldest first.
-    async fn attempts(&self, ctx: &Context<'_>) -> AppResult<Vec<WebhookAttempt>> {
-        let attempts = webhooks::attempts(super::db(ctx).conn(), self.0.id).await?;
+    /// The newest attempts, at most `last` of them, oldest first.
+    async fn attempts(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "How many of the newest attempts, 0 to 100.", default = 100)] last: Option<
+            i32,
+        >,
+    ) -> AppResult<Vec<WebhookAttempt>> {
+        let last = last.unwrap_or(MAX_PAGE_SIZE);
+        let limit = PageRequest::from_args(None, None, Some(last), None)?.limit;
+        let attempts = webhooks::attempts(super::db(ctx).conn(), self.0.id, limit).await?;
         Ok(attempts.into_iter().map(WebhookAttempt::from).collect())
     }
 }

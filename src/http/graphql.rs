@@ -21,7 +21,7 @@ use super::{AppState, with_context};
 use crate::{
     auth::{self, Principal},
     error::AppError,
-    graphql::{admission, normalize},
+    graphql::{admission, normalize, price},
 };
 
 /// The media type of an answer, chosen from the request's `Accept` header as the
@@ -341,15 +341,21 @@ async fn execute(
         .clone()
         .or_else(|| operation_name(&request.query).map(str::to_owned));
     let started = std::time::Instant::now();
-    let response = normalize(match admission::check(&mut request) {
-        Err(refusal) => async_graphql::Response::from_errors(vec![refusal]),
-        Ok(()) => {
+    let price = price(&mut request, &state.config.http);
+    let response = match (price.refusal(), admission::check(&mut request)) {
+        (Some(refusal), _) => refusal,
+        (None, Err(refusal)) => {
+            price.report(normalize(async_graphql::Response::from_errors(vec![
+                refusal,
+            ])))
+        }
+        (None, Ok(())) => price.report(normalize(
             state
                 .schema
                 .execute(with_context(state, request, principal))
-                .await
-        }
-    });
+                .await,
+        )),
+    };
     let seconds = started.elapsed().as_secs_f64();
     state
         .metrics

@@ -407,13 +407,18 @@ pub async fn deliveries(
     Ok(fetch_page(db, select, webhook_delivery::Column::Id, page).await?)
 }
 
+/// The newest `limit` attempts of a delivery, oldest first.
 pub async fn attempts(
     db: &impl ConnectionTrait,
     delivery_id: Uuid,
+    limit: u64,
 ) -> AppResult<Vec<webhook_attempt::Model>> {
-    Ok(webhook_attempt::Entity::find()
+    let mut attempts = webhook_attempt::Entity::find()
         .filter(webhook_attempt::Column::DeliveryId.eq(delivery_id))
-        .order_by_asc(webhook_attempt::Column::Id)
+        .order_by_desc(webhook_attempt::Column::Id)
+        .limit(limit)
         .all(db)
-        .await?)
+        .await?;
+    attempts.reverse();
+    Ok(attempts)
 }

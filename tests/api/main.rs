@@ -6,6 +6,7 @@ mod auth;
 mod cli;
 mod connections;
 mod connectors;
+mod cost;
 mod customers;
 mod docs;
 mod edge;

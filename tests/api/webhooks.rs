@@ -166,6 +166,14 @@ async fn failures_are_retried_on_schedule_honouring_retry_after() {
         delivery["attempts"],
         json!([{ "responseStatus": 500 }, { "responseStatus": 503 }, { "responseStatus": 200 }])
     );
+    // `last` keeps the newest attempts, still oldest first.
+    let data = app
+        .ok(&key, "query($id: ID!) { webhookEndpoint(id: $id) { deliveries { nodes { attempts(last: 2) { responseStatus } } } } }", json!({ "id": endpoint }))
+        .await;
+    assert_eq!(
+        data["webhookEndpoint"]["deliveries"]["nodes"][0]["attempts"],
+        json!([{ "responseStatus": 503 }, { "responseStatus": 200 }])
+    );
 }
 
 #[tokio::test]
