@@ -1,6 +1,7 @@
 //! Who is calling: bearer tokens (account API keys, connection tokens, the admin token),
 //! how they are made and checked, and the `Principal` every request runs as.
 
+pub mod sockets;
 mod token;
 
 pub use token::{GeneratedToken, TokenKind, generate, hash_token};
@@ -143,11 +144,7 @@ pub async fn authenticate(
     let Some(header) = header else {
         return Ok(Principal::Anonymous);
     };
-    let token = header
-        .strip_prefix("Bearer ")
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| unauthenticated("the Authorization header must be `Bearer <token>`"))?;
+    let token = bearer(header)?;
     let Some(kind) = TokenKind::of(token) else {
         return match is_admin_token(admin_token, token) {
             true => Ok(Principal::Admin),
@@ -165,6 +162,21 @@ pub async fn authenticate(
     };
     cache.put(hash, principal.clone(), seen);
     Ok(principal)
+}
+
+/// The token of an `Authorization` value.
+fn bearer(header: &str) -> Result<&str, AppError> {
+    header
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| unauthenticated("the Authorization header must be `Bearer <token>`"))
+}
+
+/// The stored hash of the token in an `Authorization` value, which names the token without
+/// holding it (e.g. to count a token's sockets).
+pub fn token_hash(header: &str) -> Option<String> {
+    bearer(header).ok().map(hash_token)
 }
 
 fn is_admin_token(admin_token: Option<&Secret>, token: &str) -> bool {
