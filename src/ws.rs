@@ -177,6 +177,7 @@ impl Socket {
             .and_then(Value::as_str)
             .map(str::to_owned);
         let state = &self.state;
+        let revocations = state.auth_cache.revocations();
         let principal = match authorization.as_deref() {
             None => Err(None),
             // Boxed, as the re-checks: held inline, a token lookup's future makes every idle
@@ -200,7 +201,10 @@ impl Socket {
                             _slot: slot,
                         };
                         let _ = self.caller.set(caller);
-                        return Ok(Data::default());
+                        if !self.revoked_meanwhile(revocations).await {
+                            return Ok(Data::default());
+                        }
+                        (4403, REVOKED)
                     }
                     None => (4429, "too many sockets for this token"),
                 }
@@ -222,6 +226,15 @@ impl Socket {
         let max = self.state.config.http.ws_max_sockets_per_token;
         let sockets = self.state.db.notifier().sockets();
         sockets.open(hash, principal, max, self.revoked.clone())
+    }
+
+    /// Whether the token was revoked while `connection_init` authenticated it: a revocation
+    /// made after the lookup and before the socket took its slot found no socket to close.
+    /// `seen` is the cache's revocation count before the lookup; only if it moved is the token
+    /// looked up again (the revocation cleared it from the cache).
+    async fn revoked_meanwhile(&self, seen: u64) -> bool {
+        self.state.auth_cache.revocations() != seen
+            && matches!(Box::pin(self.still_authorized()).await, Step::Close(..))
     }
 
     async fn send(&self, text: String) -> Step {

@@ -104,7 +104,8 @@ impl AuthCache {
             .map(|(p, _)| p.clone())
     }
 
-    fn revocations(&self) -> u64 {
+    /// Moves on every revocation this process learns of (its own, or another's `NOTIFY`).
+    pub fn revocations(&self) -> u64 {
         self.revocations.load(std::sync::atomic::Ordering::SeqCst)
     }
 
