@@ -8,9 +8,11 @@
 //! the cache's short lifetime (`auth::AUTH_CACHE_TTL`), and for revocations by
 //! [`crate::auth::sockets::watch`] (PostgreSQL `NOTIFY`, a poll on SQLite).
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use tokio::sync::Notify;
+use sea_orm::sqlx::postgres::PgListener;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::auth::{AuthCache, Principal, sockets::Sockets};
@@ -97,4 +99,62 @@ impl Notifier {
     pub fn auth_cache(&self) -> Arc<AuthCache> {
         self.auth_cache.clone()
     }
+}
+
+/// What a PostgreSQL LISTEN connection hears.
+pub enum Heard {
+    /// The connection (again) listens: what was sent while none did is to be read from the
+    /// database.
+    Listening,
+    /// A `NOTIFY` payload.
+    Payload(String),
+}
+
+/// LISTENs on a PostgreSQL `channel` on a connection of its own until shutdown or until the
+/// receiver is dropped; a lost connection is opened again, with backoff.
+pub fn listen(
+    url: String,
+    channel: &'static str,
+    shutdown: CancellationToken,
+) -> mpsc::Receiver<Heard> {
+    let (heard, receiver) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            match PgListener::connect(&url).await {
+                Ok(mut listener) => match listener.listen(channel).await {
+                    Ok(()) => {
+                        backoff = Duration::from_millis(100);
+                        let mut next = Heard::Listening;
+                        loop {
+                            if heard.send(next).await.is_err() {
+                                return;
+                            }
+                            let received = tokio::select! {
+                                () = shutdown.cancelled() => return,
+                                received = listener.recv() => received,
+                            };
+                            match received {
+                                Ok(notification) => {
+                                    next = Heard::Payload(notification.payload().to_owned())
+                                }
+                                Err(err) => {
+                                    tracing::warn!(error = %err, channel, "LISTEN connection lost; reconnecting");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Err(err) => tracing::warn!(error = %err, channel, "LISTEN failed"),
+                },
+                Err(err) => tracing::warn!(error = %err, channel, "LISTEN connection failed"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    });
+    receiver
 }

@@ -22,7 +22,7 @@ use std::{
 
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QuerySelect,
-    Statement, sqlx::postgres::PgListener,
+    Statement,
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -31,7 +31,7 @@ use super::Principal;
 use crate::{
     db::{Db, WriteTxn},
     error::AppResult,
-    notify::Notice,
+    notify::{self, Heard, Notice},
 };
 use entity::{api_key, connection};
 
@@ -250,42 +250,16 @@ async fn poll(db: Db, shutdown: CancellationToken) {
 async fn listen(db: Db, url: String, shutdown: CancellationToken) {
     let notifier = db.notifier().clone();
     let sockets = notifier.sockets();
-    let mut backoff = Duration::from_millis(100);
-    while !shutdown.is_cancelled() {
-        match PgListener::connect(&url).await {
-            Ok(mut listener) => match listener.listen(CHANNEL).await {
-                Ok(()) => {
-                    backoff = Duration::from_millis(100);
-                    loop {
-                        if let Err(err) = sweep(&db, &sockets).await {
-                            tracing::warn!(error = %err, "looking for revoked tokens failed");
-                        }
-                        let received = tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            received = listener.recv() => received,
-                        };
-                        match received {
-                            Ok(notification) => {
-                                if let Some(notice) = parse(notification.payload()) {
-                                    notifier.revoked_elsewhere(notice);
-                                }
-                            }
-                            Err(err) => {
-                                tracing::warn!(error = %err, "revocation LISTEN connection lost; reconnecting");
-                                break;
-                            }
-                        }
-                    }
-                }
-                Err(err) => tracing::warn!(error = %err, "revocation LISTEN failed"),
-            },
-            Err(err) => tracing::warn!(error = %err, "revocation LISTEN connection failed"),
+    let mut heard = notify::listen(url, CHANNEL, shutdown);
+    while let Some(heard) = heard.recv().await {
+        if let Heard::Payload(payload) = heard
+            && let Some(notice) = parse(&payload)
+        {
+            notifier.revoked_elsewhere(notice);
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
+        if let Err(err) = sweep(&db, &sockets).await {
+            tracing::warn!(error = %err, "looking for revoked tokens failed");
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
