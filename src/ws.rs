@@ -19,8 +19,8 @@
 //! A token holds at most `ws_max_sockets_per_token` sockets in this process (the next is
 //! closed with 4429 at `connection_init`), each in an [`auth::sockets::Slot`]. Revoking an API
 //! key or replacing a connection token closes its sockets (4403) and with them every
-//! subscription they carried: at once in the revoking process, within a second or so in the
-//! others ([`auth::sockets`]). The token is also checked again before every `subscribe` and on
+//! subscription they carried: at once in the revoking process, within 2 s in the others
+//! ([`auth::sockets`]). The token is also checked again before every `subscribe` and on
 //! every server ping. Messages are held to the HTTP body limit.
 
 use std::{

@@ -140,13 +140,9 @@ impl Sockets {
             .collect()
     }
 
-    /// Sockets open here, over all tokens.
-    pub fn len(&self) -> usize {
-        self.lock().values().map(|h| h.sockets.len()).sum()
-    }
-
+    /// Whether no socket is open here (a token without sockets is forgotten).
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.lock().is_empty()
     }
 }
 
