@@ -105,7 +105,8 @@ async fn subscription_ids_longer_than_128_characters_close_with_4400() {
     );
     assert_eq!(next(&mut socket).await.unwrap()["type"], "complete");
 
-    for id in ["x".repeat(129), "x".repeat(900 * 1024)] {
+    // A 1 MB id fits in the default body limit: it is refused as soon as it is read.
+    for id in ["x".repeat(129), "x".repeat(1_000_000)] {
         let mut socket = open(&app).await;
         init(&mut socket, &key).await;
         send(&mut socket, subscribe(&id, "{ __typename }", json!({}))).await;
