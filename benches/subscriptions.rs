@@ -171,8 +171,11 @@ impl Server {
         let dir = tempfile::tempdir().context("temp dir for the database")?;
         let database_url = format!("sqlite://{}?mode=rwc", dir.path().join("m.db").display());
         let log = dir.path().join("server.log");
+        let per_token = SUBSCRIBERS_PER_ACCOUNT.to_string();
         let settings = [
             ("MILLWRIGHT_WS_PING_INTERVAL_SECS", "30"),
+            // Each account's subscribers share its key: more than the default 50 per token.
+            ("MILLWRIGHT_WS_MAX_SOCKETS_PER_TOKEN", per_token.as_str()),
             ("MILLWRIGHT_LOG_FORMAT", "json"),
             ("RUST_LOG", "warn"),
         ];

@@ -70,6 +70,12 @@ settings! {
             ws_init_timeout_secs => ws_init_timeout_secs: u64 = 10, range(1, DAY);
             /// the server pings WebSockets this often, to keep proxies from dropping them
             ws_ping_interval_secs => ws_ping_interval_secs: u64 = 30, range(1, DAY);
+            /// WebSockets open at once with one token, counted per server process; the next
+            /// is closed with 4429 at `connection_init`
+            ws_max_sockets_per_token => ws_max_sockets_per_token: usize = 50, range(1, 1_000_000);
+            /// a WebSocket client that reads none of its messages this long is dropped (close
+            /// code 4413), so that it does not hold the server's buffers
+            ws_send_timeout_secs => ws_send_timeout_secs: u64 = 10, range(1, 3600);
         }
         /// Secrets: the operator's token and the key that encrypts stored credentials.
         security: SecuritySettings {

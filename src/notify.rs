@@ -2,17 +2,20 @@
 //! code attaches a [`Notice`] to its write transaction ([`crate::db::WriteTxn::after_commit`]);
 //! the [`Notifier`] acts on it once the transaction commits, never when it rolls back: a
 //! queued sync run wakes the sync workers, queued deliveries wake the delivery workers, a
-//! revoked key or token leaves the authentication cache.
+//! revoked key or token leaves the authentication cache and closes its WebSockets.
 //!
-//! Other instances sharing a PostgreSQL database learn of the same changes by polling
-//! (workers) or by the cache's short lifetime (`auth::AUTH_CACHE_TTL`).
+//! Other instances sharing the database learn of the same changes by polling (workers), by
+//! the cache's short lifetime (`auth::AUTH_CACHE_TTL`), and for revocations by
+//! [`crate::auth::sockets::watch`] (PostgreSQL `NOTIFY`, a poll on SQLite).
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use tokio::sync::Notify;
+use sea_orm::sqlx::postgres::PgListener;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::auth::{AuthCache, Principal};
+use crate::auth::{AuthCache, Principal, sockets::Sockets};
 
 /// What a committed write asks of this process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +30,22 @@ pub enum Notice {
     ConnectionTokenRevoked(Uuid),
 }
 
+impl Notice {
+    /// Whether this notice revokes the token `principal` authenticated with.
+    pub fn revokes(&self, principal: &Principal) -> bool {
+        match (self, principal) {
+            (Notice::ApiKeyRevoked(key), Principal::Account { api_key_id, .. }) => {
+                api_key_id == key
+            }
+            (
+                Notice::ConnectionTokenRevoked(connection),
+                Principal::Connection { connection_id, .. },
+            ) => connection_id == connection,
+            _ => false,
+        }
+    }
+}
+
 /// The process's listeners for [`Notice`]s; cheap to clone, one per process (the [`Db`]
 /// handle carries it).
 ///
@@ -36,6 +55,7 @@ pub struct Notifier {
     sync_queued: Arc<Notify>,
     deliveries_queued: Arc<Notify>,
     auth_cache: Arc<AuthCache>,
+    sockets: Arc<Sockets>,
 }
 
 impl Notifier {
@@ -46,13 +66,18 @@ impl Notifier {
             // One delivery worker claims for all (it batches); a stored permit means a
             // claim in progress looks again.
             Notice::DeliveriesQueued => self.deliveries_queued.notify_one(),
-            Notice::ApiKeyRevoked(key) => self.auth_cache.forget(
-                |p| matches!(p, Principal::Account { api_key_id, .. } if *api_key_id == key),
-            ),
-            Notice::ConnectionTokenRevoked(connection) => self.auth_cache.forget(|p| {
-                matches!(p, Principal::Connection { connection_id, .. } if *connection_id == connection)
-            }),
+            Notice::ApiKeyRevoked(_) | Notice::ConnectionTokenRevoked(_) => {
+                self.auth_cache.forget(|p| notice.revokes(p));
+                self.sockets.close(|p| notice.revokes(p));
+            }
         }
+    }
+
+    /// A revocation committed by another process: the cache forgets the token at once (its
+    /// sockets here are closed by a sweep of the database, which tells a rotated connection
+    /// token from the one that replaced it).
+    pub fn revoked_elsewhere(&self, notice: Notice) {
+        self.auth_cache.forget(|p| notice.revokes(p));
     }
 
     /// What the sync workers wait on between polls.
@@ -65,8 +90,71 @@ impl Notifier {
         self.deliveries_queued.clone()
     }
 
+    /// The WebSockets of this process, which revocations close.
+    pub fn sockets(&self) -> Arc<Sockets> {
+        self.sockets.clone()
+    }
+
     /// The authentication cache that revocations clear.
     pub fn auth_cache(&self) -> Arc<AuthCache> {
         self.auth_cache.clone()
     }
+}
+
+/// What a PostgreSQL LISTEN connection hears.
+pub enum Heard {
+    /// The connection (again) listens: what was sent while none did is to be read from the
+    /// database.
+    Listening,
+    /// A `NOTIFY` payload.
+    Payload(String),
+}
+
+/// LISTENs on a PostgreSQL `channel` on a connection of its own until shutdown or until the
+/// receiver is dropped; a lost connection is opened again, with backoff.
+pub fn listen(
+    url: String,
+    channel: &'static str,
+    shutdown: CancellationToken,
+) -> mpsc::Receiver<Heard> {
+    let (heard, receiver) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            match PgListener::connect(&url).await {
+                Ok(mut listener) => match listener.listen(channel).await {
+                    Ok(()) => {
+                        backoff = Duration::from_millis(100);
+                        let mut next = Heard::Listening;
+                        loop {
+                            if heard.send(next).await.is_err() {
+                                return;
+                            }
+                            let received = tokio::select! {
+                                () = shutdown.cancelled() => return,
+                                received = listener.recv() => received,
+                            };
+                            match received {
+                                Ok(notification) => {
+                                    next = Heard::Payload(notification.payload().to_owned())
+                                }
+                                Err(err) => {
+                                    tracing::warn!(error = %err, channel, "LISTEN connection lost; reconnecting");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Err(err) => tracing::warn!(error = %err, channel, "LISTEN failed"),
+                },
+                Err(err) => tracing::warn!(error = %err, channel, "LISTEN connection failed"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    });
+    receiver
 }

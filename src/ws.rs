@@ -6,18 +6,22 @@
 //! around it do what it cannot (docs/edge.md says why):
 //!
 //! - the guard, between the socket and the crate: close codes 4400 (a message that is not
-//!   graphql-transport-ws), 4401 (subscribe before the acknowledgement), 4408 (no
-//!   `connection_init` in time) and 4409 (a subscription id already in use), the cap on
-//!   subscriptions per socket, the server's pings, and closing on shutdown;
+//!   graphql-transport-ws, or an id over 128 characters), 4401 (subscribe before the
+//!   acknowledgement), 4403 (the token was revoked), 4408 (no `connection_init` in time) and
+//!   4409 (a subscription id already in use), the cap on subscriptions per socket, the
+//!   server's pings, and closing on shutdown;
 //! - the executor the crate runs operations with: the caller and its DataLoaders, error codes,
 //!   and `error` (not `next`) for a subscription that fails before it starts;
 //! - the writer, between the crate and the socket: the protocol's close codes where the crate
-//!   has others (4403 for a refused token, 4400 for a malformed message), and `complete` only
-//!   for a subscription that ended by itself.
+//!   has others (4403 for a refused token, 4400 for a malformed message), `complete` only
+//!   for a subscription that ended by itself, and dropping a client that does not read (4413).
 //!
-//! The token given in `connection_init` is checked again before every `subscribe` and on every
-//! server ping: a revoked API key or a replaced connection token closes the socket (4403) and
-//! with it every subscription it carried. Messages are held to the HTTP body limit.
+//! A token holds at most `ws_max_sockets_per_token` sockets in this process (the next is
+//! closed with 4429 at `connection_init`), each in an [`auth::sockets::Slot`]. Revoking an API
+//! key or replacing a connection token closes its sockets (4403) and with them every
+//! subscription they carried: at once in the revoking process, within 2 s in the others
+//! ([`auth::sockets`]). The token is also checked again before every `subscribe` and on
+//! every server ping. Messages are held to the HTTP body limit.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -42,10 +46,10 @@ use futures_util::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::{sync::mpsc, time::Instant};
-use tokio_util::sync::PollSender;
+use tokio_util::sync::{CancellationToken, PollSender};
 
 use crate::{
-    auth::{self, Principal},
+    auth::{self, Principal, sockets::Slot},
     error::AppError,
     graphql::{Price, admission, normalize, price, request_error},
     http::{AppState, with_context},
@@ -56,6 +60,12 @@ pub const PROTOCOL: &str = "graphql-transport-ws";
 const MAX_SUBSCRIPTIONS: usize = 200;
 /// Messages queued for a slow client before its subscriptions wait.
 const OUTBOX: usize = 256;
+/// The longest subscription id (in characters) a client may use.
+const MAX_ID_CHARS: usize = 128;
+/// The close code of a client that read nothing for `ws_send_timeout_secs`.
+const SLOW_READER: u16 = 4413;
+/// How long the close frame of a client that does not read may take before the socket drops.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 pub async fn upgrade(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let (mut parts, _) = request.into_parts();
@@ -104,10 +114,12 @@ async fn serve(state: Arc<AppState>, socket: WebSocket, protocol: GraphQLProtoco
     let (sink, stream) = socket.split();
     let (out, outbox) = mpsc::channel(OUTBOX);
     let subscriptions = Arc::new(Mutex::new(Subscriptions::default()));
+    let send_timeout = Duration::from_secs(state.config.http.ws_send_timeout_secs);
     let socket = Arc::new(Socket {
         state,
         out: out.clone(),
         caller: OnceLock::new(),
+        revoked: CancellationToken::new(),
         subscriptions: subscriptions.clone(),
     });
     let init = socket.clone();
@@ -123,7 +135,7 @@ async fn serve(state: Arc<AppState>, socket: WebSocket, protocol: GraphQLProtoco
     .on_connection_init(move |payload| init.connection_init(payload))
     .on_ping(|_, payload| async move { Ok(payload) })
     .serve();
-    tokio::join!(graphql, write(sink, outbox, subscriptions));
+    tokio::join!(graphql, write(sink, outbox, subscriptions, send_timeout));
 }
 
 /// What the guard, the executor and the connection hook of one socket share.
@@ -133,6 +145,8 @@ struct Socket {
     out: mpsc::Sender<Message>,
     /// Set once `connection_init` authenticated.
     caller: OnceLock<Caller>,
+    /// Fires when the caller's token is revoked (in this process or another).
+    revoked: CancellationToken,
     subscriptions: Arc<Mutex<Subscriptions>>,
 }
 
@@ -140,6 +154,8 @@ struct Caller {
     principal: Principal,
     /// The `authorization` value of `connection_init`, checked again as the socket lives.
     authorization: String,
+    /// The socket's place among its token's; freed when the socket ends.
+    _slot: Slot,
 }
 
 #[derive(Default)]
@@ -161,6 +177,7 @@ impl Socket {
             .and_then(Value::as_str)
             .map(str::to_owned);
         let state = &self.state;
+        let revocations = state.auth_cache.revocations();
         let principal = match authorization.as_deref() {
             None => Err(None),
             // Boxed, as the re-checks: held inline, a token lookup's future makes every idle
@@ -176,12 +193,21 @@ impl Socket {
         };
         let (code, reason) = match (principal, authorization) {
             (Ok(principal), Some(authorization)) if principal != Principal::Anonymous => {
-                let caller = Caller {
-                    principal,
-                    authorization,
-                };
-                let _ = self.caller.set(caller);
-                return Ok(Data::default());
+                match self.take_slot(&principal, &authorization) {
+                    Some(slot) => {
+                        let caller = Caller {
+                            principal,
+                            authorization,
+                            _slot: slot,
+                        };
+                        let _ = self.caller.set(caller);
+                        if !self.revoked_meanwhile(revocations).await {
+                            return Ok(Data::default());
+                        }
+                        (4403, REVOKED)
+                    }
+                    None => (4429, "too many sockets for this token"),
+                }
             }
             (Err(Some(AppError::Internal(err))), _) => {
                 tracing::error!(error = %format!("{err:#}"), "websocket authentication failed");
@@ -192,6 +218,23 @@ impl Socket {
         // The crate closes a refused `connection_init` with 1002; the protocol says 4403.
         self.close(code, reason.to_owned()).await;
         Err(reason.into())
+    }
+
+    /// A place among the sockets of the caller's token, unless it has all it may have.
+    fn take_slot(&self, principal: &Principal, authorization: &str) -> Option<Slot> {
+        let hash = auth::token_hash(authorization)?;
+        let max = self.state.config.http.ws_max_sockets_per_token;
+        let sockets = self.state.db.notifier().sockets();
+        sockets.open(hash, principal, max, self.revoked.clone())
+    }
+
+    /// Whether the token was revoked while `connection_init` authenticated it: a revocation
+    /// made after the lookup and before the socket took its slot found no socket to close.
+    /// `seen` is the cache's revocation count before the lookup; only if it moved is the token
+    /// looked up again (the revocation cleared it from the cache).
+    async fn revoked_meanwhile(&self, seen: u64) -> bool {
+        self.state.auth_cache.revocations() != seen
+            && matches!(Box::pin(self.still_authorized()).await, Step::Close(..))
     }
 
     async fn send(&self, text: String) -> Step {
@@ -216,6 +259,7 @@ impl Socket {
         let Some(Caller {
             principal,
             authorization,
+            ..
         }) = self.caller.get()
         else {
             return Step::Skip;
@@ -297,6 +341,7 @@ impl Guard {
                     Step::Skip => socket.send(json!({"type": "ping"}).to_string()).await,
                     step => step,
                 },
+                _ = socket.revoked.cancelled() => Step::Close(4403, REVOKED.into()),
                 _ = socket.state.shutdown.cancelled() => Step::Close(1001, "server shutting down".into()),
                 _ = socket.out.closed() => Step::End,
             };
@@ -325,6 +370,12 @@ impl Guard {
             Ok(envelope) => envelope,
             Err(err) => return Step::Close(4400, format!("invalid message: {err}")),
         };
+        if let Some(id) = &envelope.id
+            && id.chars().count() > MAX_ID_CHARS
+        {
+            let reason = format!("invalid message: an id is at most {MAX_ID_CHARS} characters");
+            return Step::Close(4400, reason);
+        }
         match (envelope.kind.as_str(), envelope.id) {
             ("subscribe", Some(id)) => match self.admit(&id).await {
                 None => Step::Pass(Message::Text(text)),
@@ -519,11 +570,14 @@ fn lock(subscriptions: &Mutex<Subscriptions>) -> std::sync::MutexGuard<'_, Subsc
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Sends the crate's messages and ours to the client, until the first close frame.
+/// Sends the crate's messages and ours to the client, until the first close frame; drops a
+/// client that takes more than `send_timeout` to take one message (it reads nothing, its
+/// buffers are full), so that its messages do not pile up.
 async fn write(
     mut sink: SplitSink<WebSocket, Message>,
     mut outbox: mpsc::Receiver<Message>,
     subscriptions: Arc<Mutex<Subscriptions>>,
+    send_timeout: Duration,
 ) {
     while let Some(message) = outbox.recv().await {
         let message = match message {
@@ -536,8 +590,22 @@ async fn write(
             other => other,
         };
         let closing = matches!(message, Message::Close(_));
-        if sink.send(message).await.is_err() || closing {
-            break;
+        match tokio::time::timeout(send_timeout, sink.send(message)).await {
+            Ok(Ok(())) if !closing => {}
+            Ok(_) => break,
+            Err(_) => {
+                tracing::info!(
+                    timeout_secs = send_timeout.as_secs(),
+                    "dropping a WebSocket client that does not read"
+                );
+                let frame = CloseFrame {
+                    code: SLOW_READER,
+                    reason: "the client does not read its messages".into(),
+                };
+                let close = sink.send(Message::Close(Some(frame)));
+                let _ = tokio::time::timeout(CLOSE_GRACE, close).await;
+                break;
+            }
         }
     }
 }
@@ -563,9 +631,11 @@ fn verdict(now: Result<Principal, AppError>, was: &Principal) -> Step {
             tracing::warn!(error = %format!("{err:#}"), "websocket re-authentication failed");
             Step::Skip
         }
-        _ => Step::Close(4403, "Forbidden: the token was revoked".into()),
+        _ => Step::Close(4403, REVOKED.into()),
     }
 }
+
+const REVOKED: &str = "Forbidden: the token was revoked";
 
 /// Close reasons are limited to 123 bytes by the WebSocket protocol.
 fn truncate(mut reason: String) -> String {

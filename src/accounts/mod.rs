@@ -132,7 +132,7 @@ pub async fn revoke_api_key(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<ap
     let mut active: api_key::ActiveModel = key.into();
     active.revoked_at = Set(Some(Utc::now()));
     let key = active.update(&*txn).await?;
-    txn.after_commit(Notice::ApiKeyRevoked(key.id));
+    auth::sockets::announce(&txn, Notice::ApiKeyRevoked(key.id)).await?;
     txn.commit().await?;
     Ok(key)
 }

@@ -1,6 +1,7 @@
 //! Who is calling: bearer tokens (account API keys, connection tokens, the admin token),
 //! how they are made and checked, and the `Principal` every request runs as.
 
+pub mod sockets;
 mod token;
 
 pub use token::{GeneratedToken, TokenKind, generate, hash_token};
@@ -103,7 +104,8 @@ impl AuthCache {
             .map(|(p, _)| p.clone())
     }
 
-    fn revocations(&self) -> u64 {
+    /// Moves on every revocation this process learns of (its own, or another's `NOTIFY`).
+    pub fn revocations(&self) -> u64 {
         self.revocations.load(std::sync::atomic::Ordering::SeqCst)
     }
 
@@ -143,8 +145,7 @@ pub async fn authenticate(
     let Some(header) = header else {
         return Ok(Principal::Anonymous);
     };
-    let token = bearer_token(header)
-        .ok_or_else(|| unauthenticated("the Authorization header must be `Bearer <token>`"))?;
+    let token = bearer(header)?;
     let Some(kind) = TokenKind::of(token) else {
         return match is_admin_token(admin_token, token) {
             true => Ok(Principal::Admin),
@@ -171,6 +172,18 @@ fn bearer_token(header: &str) -> Option<&str> {
     let token = token.trim_start_matches(' ');
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' '))
         .then_some(token)
+}
+
+/// The token of an `Authorization` value.
+fn bearer(header: &str) -> Result<&str, AppError> {
+    bearer_token(header)
+        .ok_or_else(|| unauthenticated("the Authorization header must be `Bearer <token>`"))
+}
+
+/// The stored hash of the token in an `Authorization` value, which names the token without
+/// holding it (e.g. to count a token's sockets).
+pub fn token_hash(header: &str) -> Option<String> {
+    bearer(header).ok().map(hash_token)
 }
 
 fn is_admin_token(admin_token: Option<&Secret>, token: &str) -> bool {

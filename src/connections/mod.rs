@@ -417,7 +417,7 @@ pub async fn disconnect(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<connec
         data: json!({ "credits_returned": model.credit_cost }),
     };
     events::record(&*txn, vec![disconnected]).await?;
-    txn.after_commit(Notice::ConnectionTokenRevoked(id));
+    auth::sockets::announce(&txn, Notice::ConnectionTokenRevoked(id)).await?;
     txn.commit().await?;
     connectors::demo::forget(id);
     tracing::info!(credits = model.credit_cost, "connection disconnected");
@@ -531,7 +531,7 @@ pub async fn rotate_token(
     active.token_prefix = Set(token.display_prefix);
     active.updated_at = Set(Utc::now());
     let model = active.update(&*txn).await?;
-    txn.after_commit(Notice::ConnectionTokenRevoked(model.id));
+    auth::sockets::announce(&txn, Notice::ConnectionTokenRevoked(model.id)).await?;
     txn.commit().await?;
     Ok((model, token.token))
 }

@@ -15,9 +15,7 @@ use std::{
 };
 
 use futures_util::Stream;
-use sea_orm::{
-    ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sqlx::postgres::PgListener,
-};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -215,35 +213,9 @@ async fn catch_up(
 /// LISTENs for other processes' commits; after a dropped connection it reconnects and wakes
 /// the dispatcher, which reads whatever was committed meanwhile from the table.
 async fn listen(url: String, wake: Arc<Notify>, shutdown: CancellationToken) {
-    let mut backoff = Duration::from_millis(100);
-    while !shutdown.is_cancelled() {
-        match PgListener::connect(&url).await {
-            Ok(mut listener) => match listener.listen(CHANNEL).await {
-                Ok(()) => {
-                    backoff = Duration::from_millis(100);
-                    wake.notify_one();
-                    loop {
-                        tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            received = listener.recv() => match received {
-                                Ok(_) => wake.notify_one(),
-                                Err(err) => {
-                                    tracing::warn!(error = %err, "event LISTEN connection lost; reconnecting");
-                                    break;
-                                }
-                            },
-                        }
-                    }
-                }
-                Err(err) => tracing::warn!(error = %err, "LISTEN failed"),
-            },
-            Err(err) => tracing::warn!(error = %err, "event LISTEN connection failed"),
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+    let mut heard = crate::notify::listen(url, CHANNEL, shutdown);
+    while heard.recv().await.is_some() {
+        wake.notify_one();
     }
 }
 

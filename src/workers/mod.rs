@@ -4,6 +4,7 @@
 //! | Worker | What it does | Where it runs |
 //! |---|---|---|
 //! | `event-feed` | Reads committed events and fans them out to subscriptions | always |
+//! | `revocations` | Closes the WebSockets of tokens other processes revoked (`NOTIFY` on PostgreSQL, a poll each second on SQLite) | always |
 //! | `sqlite-checkpoint` | Copies the SQLite log into the database file after writes | SQLite |
 //! | `health-check` | Probes each live connection once per interval | `workers = true` |
 //! | `sync-schedule` | Queues incremental runs whose interval has passed | `workers = true` |
@@ -102,7 +103,12 @@ pub fn start(services: &Services, config: &Config, shutdown: CancellationToken) 
     let postgres_url = (!config.is_sqlite()).then(|| config.database.url.clone());
     workers.spawn(
         "event-feed",
-        feed.clone().run(postgres_url, workers.shutdown()),
+        feed.clone().run(postgres_url.clone(), workers.shutdown()),
+    );
+    // Every process serves WebSockets, so every process closes those of revoked tokens.
+    workers.spawn(
+        "revocations",
+        crate::auth::sockets::watch(db.clone(), postgres_url, workers.shutdown()),
     );
     if let Some(interval) = config.sqlite_checkpoint_interval() {
         workers.spawn(

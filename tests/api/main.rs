@@ -18,3 +18,4 @@ mod schema;
 mod sync;
 mod webhooks;
 mod websocket;
+mod websocket_limits;
