@@ -2,17 +2,20 @@
 //! code attaches a [`Notice`] to its write transaction ([`crate::db::WriteTxn::after_commit`]);
 //! the [`Notifier`] acts on it once the transaction commits, never when it rolls back: a
 //! queued sync run wakes the sync workers, queued deliveries wake the delivery workers, a
-//! revoked key or token leaves the authentication cache.
+//! revoked key or token leaves the authentication cache, an account's new rate limit applies.
 //!
 //! Other instances sharing a PostgreSQL database learn of the same changes by polling
-//! (workers) or by the cache's short lifetime (`auth::AUTH_CACHE_TTL`).
+//! (workers, rate limits) or by the cache's short lifetime (`auth::AUTH_CACHE_TTL`).
 
 use std::sync::Arc;
 
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::auth::{AuthCache, Principal};
+use crate::{
+    auth::{AuthCache, Principal},
+    limits::{Overrides, RateLimit},
+};
 
 /// What a committed write asks of this process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +28,11 @@ pub enum Notice {
     ApiKeyRevoked(Uuid),
     /// A connection's token was replaced or the connection disconnected.
     ConnectionTokenRevoked(Uuid),
+    /// The operator set or cleared an account's rate limit (`None`: the default again).
+    RateLimitChanged {
+        account_id: Uuid,
+        limit: Option<RateLimit>,
+    },
 }
 
 /// The process's listeners for [`Notice`]s; cheap to clone, one per process (the [`Db`]
@@ -36,6 +44,7 @@ pub struct Notifier {
     sync_queued: Arc<Notify>,
     deliveries_queued: Arc<Notify>,
     auth_cache: Arc<AuthCache>,
+    rate_limits: Arc<Overrides>,
 }
 
 impl Notifier {
@@ -52,6 +61,9 @@ impl Notifier {
             Notice::ConnectionTokenRevoked(connection) => self.auth_cache.forget(|p| {
                 matches!(p, Principal::Connection { connection_id, .. } if *connection_id == connection)
             }),
+            Notice::RateLimitChanged { account_id, limit } => {
+                self.rate_limits.set(account_id, limit);
+            }
         }
     }
 
@@ -63,6 +75,11 @@ impl Notifier {
     /// What the webhook delivery workers wait on between polls.
     pub fn deliveries_queued(&self) -> Arc<Notify> {
         self.deliveries_queued.clone()
+    }
+
+    /// The accounts' own rate limits, which changes update.
+    pub fn rate_limits(&self) -> Arc<Overrides> {
+        self.rate_limits.clone()
     }
 
     /// The authentication cache that revocations clear.

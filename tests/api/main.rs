@@ -12,6 +12,7 @@ mod edge;
 mod events;
 mod harness;
 mod hygiene;
+mod limits;
 mod schema;
 mod sync;
 mod webhooks;
