@@ -83,7 +83,8 @@ settings! {
         }
         /// Secrets: the operator's token and the key that encrypts stored credentials.
         security: SecuritySettings {
-            /// operator token for `createAccount` and `grantCredits`; unset turns the admin API off
+            /// operator token for `createAccount`, `grantCredits` and `setAccountRateLimit`; unset
+            /// turns the admin API off
             admin_token => admin_token: Option<Secret> = None,
                 check(values::is_operator_token, "at least 16 characters");
             /// encrypts connection credentials at rest; unset with SQLite: a key file beside the
