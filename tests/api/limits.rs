@@ -1,13 +1,13 @@
 //! Abuse limits: a rate limit per token and per client address of failed authentication,
 //! `RateLimit-*` headers, the operator's per-account limits, and bounded metric labels.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, time::Duration};
 
 use reqwest::{Response, header::HeaderMap};
 use serde_json::{Value, json};
 
 use crate::{
-    harness::{ADMIN_TOKEN, TestApp, connect, demo_input, error_code, setup},
+    harness::{ADMIN_TOKEN, TestApp, connect, demo_input, error_code, setup, wait_until},
     websocket,
 };
 
@@ -181,6 +181,38 @@ async fn the_operators_account_limit_applies_at_once_and_clearing_restores_the_d
     } else {
         assert_eq!(rate_headers(&assert_rate_limited(response).await).0, 3);
     }
+}
+
+#[tokio::test]
+async fn an_account_limit_reaches_other_processes_on_postgres() {
+    let app = spawn(3).await;
+    if !app.db.url.starts_with("postgres") {
+        // Several processes share a PostgreSQL database only; they reread limits from it.
+        return;
+    }
+    let other = app
+        .another_with(|config| {
+            config.rate_limits.api_requests_per_second = 1;
+            config.rate_limits.api_burst = 3;
+        })
+        .await;
+    let (account_id, key) = app.create_account("Acme", 0).await;
+    let limit = json!({ "requestsPerSecond": 1, "burst": 10 });
+    app.ok(
+        ADMIN_TOKEN,
+        SET_LIMIT,
+        json!({ "id": account_id, "limit": limit }),
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(10),
+        "the other process to apply the account's limit",
+        async || {
+            let response = post(&other, Some(&key), json!({ "query": VIEWER })).await;
+            rate_headers(response.headers()).0 == 10
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
