@@ -437,7 +437,7 @@ async fn metrics_label_a_bounded_number_of_operation_names() {
     let fixed = ["other", "unauthenticated", "anonymous"];
     assert!(
         labels.len() <= LIMIT + fixed.len(),
-        "{} labels: {labels:?}",
+        "{} operation labels, at most {LIMIT} names and {fixed:?} expected",
         labels.len()
     );
     for label in fixed {
