@@ -176,6 +176,9 @@ impl Server {
             ("MILLWRIGHT_WS_PING_INTERVAL_SECS", "30"),
             // Each account's subscribers share its key: more than the default 50 per token.
             ("MILLWRIGHT_WS_MAX_SOCKETS_PER_TOKEN", per_token.as_str()),
+            // Rate limiting on, high enough that the sockets' subscriptions all pass.
+            ("MILLWRIGHT_API_REQUESTS_PER_SECOND", "1000000"),
+            ("MILLWRIGHT_API_BURST", "1000000"),
             ("MILLWRIGHT_LOG_FORMAT", "json"),
             ("RUST_LOG", "warn"),
         ];

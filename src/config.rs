@@ -77,9 +77,24 @@ settings! {
             /// code 4413), so that it does not hold the server's buffers
             ws_send_timeout_secs => ws_send_timeout_secs: u64 = 10, range(1, 3600);
         }
+        /// API rate limits: a token bucket for each API key and connection token, and one for
+        /// each client address whose requests bring no valid token.
+        rate_limits: RateLimitSettings {
+            /// requests per second each API key or connection token may make, on average (an
+            /// account's own limit, set with `setAccountRateLimit`, replaces it and the burst)
+            api_requests_per_second => api_requests_per_second: u32 = 50, range(1, 1_000_000);
+            /// requests a token may make at once beyond its rate (the bucket's size)
+            api_burst => api_burst: u32 = 100, range(1, 1_000_000);
+            /// requests per second from one client address (an IPv6 /64) with a missing,
+            /// invalid or revoked token; more get 429
+            failed_auth_per_second => failed_auth_per_second: u32 = 1, range(1, 1_000_000);
+            /// such requests one client address may make at once
+            failed_auth_burst => failed_auth_burst: u32 = 20, range(1, 1_000_000);
+        }
         /// Secrets: the operator's token and the key that encrypts stored credentials.
         security: SecuritySettings {
-            /// operator token for `createAccount` and `grantCredits`; unset turns the admin API off
+            /// operator token for `createAccount`, `grantCredits` and `setAccountRateLimit`; unset
+            /// turns the admin API off
             admin_token => admin_token: Option<Secret> = None,
                 check(values::is_operator_token, "at least 16 characters");
             /// encrypts connection credentials at rest; unset with SQLite: a key file beside the
@@ -94,6 +109,10 @@ settings! {
             /// run the background workers (health checks, syncs, webhook deliveries, pruning) in
             /// this process
             workers => workers: bool = true;
+            /// distinct operation names `/metrics` labels, first come first labelled; further
+            /// names count as `other` (only authenticated requests' names are labelled)
+            metrics_max_operation_names => metrics_max_operation_names: usize = 200,
+                range(0, 100_000);
         }
         /// Connections to customers' systems.
         connectors: ConnectorSettings {

@@ -24,6 +24,7 @@ use crate::{
     config::Config,
     db::Db,
     graphql::{AppSchema, Loaders},
+    limits::RateLimits,
     metrics::Metrics,
     ws,
 };
@@ -32,6 +33,7 @@ pub struct AppState {
     pub db: Db,
     pub schema: AppSchema,
     pub metrics: Metrics,
+    pub limits: Arc<RateLimits>,
     pub auth_cache: Arc<AuthCache>,
     pub config: Config,
     /// Fires when the server stops; long-lived sockets close on it.

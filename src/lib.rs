@@ -19,6 +19,7 @@ pub mod graphql;
 pub mod guard;
 pub mod http;
 pub mod ids;
+pub mod limits;
 pub mod metrics;
 pub mod notify;
 pub mod pagination;
@@ -48,14 +49,23 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     warn_about(&config);
     let cipher = crypto::Cipher::from_config(&config)?;
-    let metrics = Metrics::new();
+    let metrics = Metrics::new(config.process.metrics_max_operation_names);
     let db = open_database(&config, &metrics).await?;
     let feed = events::feed::EventFeed::new(db.clone(), config.events.feed_capacity).await?;
+    let limits = Arc::new(limits::RateLimits::new(
+        &config,
+        db.notifier().rate_limits(),
+    ));
+    limits
+        .reload(&db)
+        .await
+        .context("reading the accounts' rate limits")?;
     let services = workers::Services {
         db: db.clone(),
         cipher,
         outbound: connectors::http::Outbound::new(config.connectors.allow_private_targets),
         feed,
+        limits,
     };
     let workers = workers::start(&services, &config, shutdown.clone());
     let app = http::router(api_state(services, metrics, config, shutdown.clone()));
@@ -100,6 +110,7 @@ fn api_state(
         cipher,
         outbound,
         feed,
+        limits,
     } = services;
     let schema = graphql::build_schema(db.clone(), cipher, outbound, feed, &config);
     Arc::new(AppState {
@@ -107,6 +118,7 @@ fn api_state(
         db,
         schema,
         metrics,
+        limits,
         config,
         shutdown,
     })
@@ -120,6 +132,8 @@ async fn serve(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     tracing::info!("listening on {}", listener.local_addr()?);
+    // The client's address, for the rate limit of failed authentication.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();

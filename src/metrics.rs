@@ -1,4 +1,13 @@
 //! Prometheus metrics of one server instance, served at `/metrics`.
+//!
+//! Operation names come from clients, so they label series only for authenticated callers
+//! and only up to `metrics_max_operation_names` distinct names; every series lives as long as
+//! the process, so an unbounded label would be unbounded memory.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, RwLock},
+};
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
@@ -11,10 +20,61 @@ pub struct Metrics {
     pub graphql_requests: IntCounterVec,
     pub graphql_duration: HistogramVec,
     pub db_statements: IntCounter,
+    operations: Arc<OperationNames>,
+}
+
+/// The operation label of requests that brought no valid token, whatever their names.
+pub const UNAUTHENTICATED: &str = "unauthenticated";
+/// The operation label of authenticated operations once the distinct names are used up.
+pub const OTHER: &str = "other";
+/// The operation label of authenticated operations without a name.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// Who ran an operation, as the metrics see it.
+#[derive(Clone, Copy, Debug)]
+pub enum Caller<'a> {
+    /// A valid token, and the operation's name if it has one.
+    Authenticated(Option<&'a str>),
+    /// No token, or a token that did not authenticate.
+    Unauthenticated,
+}
+
+/// The names already labelled, at most `limit` of them.
+struct OperationNames {
+    seen: RwLock<HashSet<String>>,
+    limit: usize,
+}
+
+impl OperationNames {
+    fn label(&self, caller: Caller<'_>) -> String {
+        let name = match caller {
+            Caller::Unauthenticated => return UNAUTHENTICATED.to_owned(),
+            Caller::Authenticated(name) => sanitize(name),
+        };
+        if name == ANONYMOUS
+            || self
+                .seen
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(&name)
+        {
+            return name;
+        }
+        let mut seen = self
+            .seen
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.contains(&name) || seen.len() < self.limit {
+            seen.insert(name.clone());
+            return name;
+        }
+        OTHER.to_owned()
+    }
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    /// Metrics that label at most `operation_names` distinct operation names.
+    pub fn new(operation_names: usize) -> Self {
         let registry = Registry::new();
         let http_requests = IntCounterVec::new(
             Opts::new(
@@ -62,12 +122,16 @@ impl Metrics {
             http_requests,
             graphql_requests,
             graphql_duration,
+            operations: Arc::new(OperationNames {
+                seen: RwLock::default(),
+                limit: operation_names,
+            }),
         }
     }
 
-    /// Records one GraphQL operation. Names come from clients, so they are bounded.
-    pub fn observe_graphql(&self, operation: Option<&str>, ok: bool, seconds: f64) {
-        let operation = operation_label(operation);
+    /// Records one GraphQL operation that ran.
+    pub fn observe_graphql(&self, caller: Caller<'_>, ok: bool, seconds: f64) {
+        let operation = self.operations.label(caller);
         let outcome = if ok { "ok" } else { "error" };
         self.graphql_requests
             .with_label_values(&[operation.as_str(), outcome])
@@ -75,6 +139,14 @@ impl Metrics {
         self.graphql_duration
             .with_label_values(&[operation.as_str()])
             .observe(seconds);
+    }
+
+    /// Records a GraphQL request refused before it ran: no valid token, or over its rate limit.
+    pub fn count_refused(&self, caller: Caller<'_>) {
+        let operation = self.operations.label(caller);
+        self.graphql_requests
+            .with_label_values(&[operation.as_str(), "refused"])
+            .inc();
     }
 
     pub fn render(&self) -> String {
@@ -86,13 +158,7 @@ impl Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-fn operation_label(operation: Option<&str>) -> String {
+fn sanitize(operation: Option<&str>) -> String {
     match operation {
         Some(name) if !name.is_empty() => name
             .chars()
@@ -105,6 +171,31 @@ fn operation_label(operation: Option<&str>) -> String {
                 }
             })
             .collect(),
-        _ => "anonymous".to_owned(),
+        _ => ANONYMOUS.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_names_are_bounded_and_unauthenticated_ones_not_labelled() {
+        let metrics = Metrics::new(2);
+        for name in ["a", "b", "c", "a", "d"] {
+            metrics.observe_graphql(Caller::Authenticated(Some(name)), true, 0.01);
+        }
+        metrics.count_refused(Caller::Unauthenticated);
+        metrics.observe_graphql(Caller::Authenticated(None), true, 0.01);
+        let labels = |o: &str| metrics.graphql_requests.with_label_values(&[o, "ok"]).get();
+        assert_eq!(labels("a"), 2);
+        assert_eq!(labels("b"), 1);
+        assert_eq!(labels(OTHER), 2, "c and d");
+        assert_eq!(labels(ANONYMOUS), 1);
+        let refused = metrics
+            .graphql_requests
+            .with_label_values(&[UNAUTHENTICATED, "refused"])
+            .get();
+        assert_eq!(refused, 1);
     }
 }

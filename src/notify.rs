@@ -2,11 +2,12 @@
 //! code attaches a [`Notice`] to its write transaction ([`crate::db::WriteTxn::after_commit`]);
 //! the [`Notifier`] acts on it once the transaction commits, never when it rolls back: a
 //! queued sync run wakes the sync workers, queued deliveries wake the delivery workers, a
-//! revoked key or token leaves the authentication cache and closes its WebSockets.
+//! revoked key or token leaves the authentication cache and closes its WebSockets, an
+//! account's new rate limit applies.
 //!
-//! Other instances sharing the database learn of the same changes by polling (workers), by
-//! the cache's short lifetime (`auth::AUTH_CACHE_TTL`), and for revocations by
-//! [`crate::auth::sockets::watch`] (PostgreSQL `NOTIFY`, a poll on SQLite).
+//! Other instances sharing the database learn of the same changes by polling (workers, rate
+//! limits on PostgreSQL), by the cache's short lifetime (`auth::AUTH_CACHE_TTL`), and for
+//! revocations by [`crate::auth::sockets::watch`] (PostgreSQL `NOTIFY`, a poll on SQLite).
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,7 +16,10 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::auth::{AuthCache, Principal, sockets::Sockets};
+use crate::{
+    auth::{AuthCache, Principal, sockets::Sockets},
+    limits::{Overrides, RateLimit},
+};
 
 /// What a committed write asks of this process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +32,11 @@ pub enum Notice {
     ApiKeyRevoked(Uuid),
     /// A connection's token was replaced or the connection disconnected.
     ConnectionTokenRevoked(Uuid),
+    /// The operator set or cleared an account's rate limit (`None`: the default again).
+    RateLimitChanged {
+        account_id: Uuid,
+        limit: Option<RateLimit>,
+    },
 }
 
 impl Notice {
@@ -56,6 +65,7 @@ pub struct Notifier {
     deliveries_queued: Arc<Notify>,
     auth_cache: Arc<AuthCache>,
     sockets: Arc<Sockets>,
+    rate_limits: Arc<Overrides>,
 }
 
 impl Notifier {
@@ -69,6 +79,9 @@ impl Notifier {
             Notice::ApiKeyRevoked(_) | Notice::ConnectionTokenRevoked(_) => {
                 self.auth_cache.forget(|p| notice.revokes(p));
                 self.sockets.close(|p| notice.revokes(p));
+            }
+            Notice::RateLimitChanged { account_id, limit } => {
+                self.rate_limits.set(account_id, limit);
             }
         }
     }
@@ -93,6 +106,11 @@ impl Notifier {
     /// The WebSockets of this process, which revocations close.
     pub fn sockets(&self) -> Arc<Sockets> {
         self.sockets.clone()
+    }
+
+    /// The accounts' own rate limits, which changes update.
+    pub fn rate_limits(&self) -> Arc<Overrides> {
+        self.rate_limits.clone()
     }
 
     /// The authentication cache that revocations clear.

@@ -22,6 +22,8 @@
 //! subscription they carried: at once in the revoking process, within 2 s in the others
 //! ([`auth::sockets`]). The token is also checked again before every `subscribe` and on
 //! every server ping. Messages are held to the HTTP body limit.
+//! Every `subscribe` takes one request from its token's rate limit; one over it gets an
+//! `error` (`RATE_LIMITED`) and the socket stays open.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -398,6 +400,9 @@ impl Guard {
         if let Step::Close(code, reason) = Box::pin(socket.still_authorized()).await {
             return Some(Step::Close(code, reason));
         }
+        if let Some(refusal) = rate_limited(socket, id) {
+            return Some(socket.send(refusal).await);
+        }
         let full = {
             let mut subscriptions = lock(&socket.subscriptions);
             if subscriptions.running.contains_key(id) {
@@ -421,6 +426,25 @@ impl Guard {
         let refusal = json!({"type": "error", "id": id, "payload": errors});
         Some(socket.send(refusal.to_string()).await)
     }
+}
+
+/// The `error` message for a `subscribe` over its token's rate limit: the operation does
+/// not run, the socket stays open.
+fn rate_limited(socket: &Socket, id: &str) -> Option<String> {
+    let principal = socket.caller.get().map(|c| &c.principal)?;
+    let Some(Err(refused)) = socket.state.limits.admit(principal, 1) else {
+        return None;
+    };
+    let error = refused.error();
+    let mut extensions = json!({"code": error.code()});
+    if let AppError::RateLimited {
+        retry_after_seconds,
+    } = error
+    {
+        extensions["retryAfterSeconds"] = json!(retry_after_seconds);
+    }
+    let errors = json!([{"message": error.to_string(), "extensions": extensions}]);
+    Some(json!({"type": "error", "id": id, "payload": errors}).to_string())
 }
 
 /// Runs the crate's operations as the socket's caller.

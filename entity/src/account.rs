@@ -11,6 +11,11 @@ pub struct Model {
     pub credits_total: i64,
     pub credits_used: i64,
     pub created_at: DateTimeUtc,
+    /// The operator's rate limit for each of the account's tokens, requests per second;
+    /// null: the configured default. Set together with `rate_limit_burst`.
+    pub rate_limit_per_second: Option<i32>,
+    /// The burst that goes with `rate_limit_per_second`.
+    pub rate_limit_burst: Option<i32>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

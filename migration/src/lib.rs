@@ -13,6 +13,7 @@ mod m20261127_000004_webhooks;
 mod m20261128_000010_webhook_claims;
 mod m20261128_000020_webhook_pending_indexes;
 mod m20261205_000001_work_order_enums;
+mod m20261205_000010_account_rate_limits;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000010_webhook_claims::Migration),
             Box::new(m20261128_000020_webhook_pending_indexes::Migration),
             Box::new(m20261205_000001_work_order_enums::Migration),
+            Box::new(m20261205_000010_account_rate_limits::Migration),
         ]
     }
 }

@@ -1,5 +1,7 @@
 //! Accounts (the vendors using Millwright), their API keys and their credit pool totals.
 
+use std::collections::HashMap;
+
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
@@ -12,6 +14,7 @@ use crate::{
     db::Db,
     error::{AppError, AppResult},
     ids::new_id,
+    limits::RateLimit,
     notify::Notice,
 };
 use entity::{account, api_key};
@@ -60,6 +63,8 @@ pub async fn create_account(db: &Db, name: &str, credits: i64) -> AppResult<NewA
         credits_total: Set(credits),
         credits_used: Set(0),
         created_at: Set(Utc::now()),
+        rate_limit_per_second: Set(None),
+        rate_limit_burst: Set(None),
     }
     .insert(&*txn)
     .await?;
@@ -165,4 +170,45 @@ pub async fn find_api_key(
         .one(db)
         .await?
         .ok_or(AppError::NotFound("API key"))
+}
+
+/// Sets the account's own rate limit for each of its tokens, or with `None` returns it to
+/// the configured default; this process applies it at its next request.
+#[tracing::instrument(skip_all, fields(account.id = %account_id), err(level = "debug"))]
+pub async fn set_rate_limit(
+    db: &Db,
+    account_id: Uuid,
+    limit: Option<RateLimit>,
+) -> AppResult<account::Model> {
+    let txn = db.begin_write().await?;
+    let account = find_account(&*txn, account_id).await?;
+    let mut active: account::ActiveModel = account.into();
+    let as_column = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+    active.rate_limit_per_second = Set(limit.map(|l| as_column(l.per_second)));
+    active.rate_limit_burst = Set(limit.map(|l| as_column(l.burst)));
+    let account = active.update(&*txn).await?;
+    txn.after_commit(Notice::RateLimitChanged { account_id, limit });
+    txn.commit().await?;
+    tracing::info!(?limit, "account rate limit set");
+    Ok(account)
+}
+
+/// The account's own rate limit, if the operator set one.
+pub fn rate_limit_of(account: &account::Model) -> Option<RateLimit> {
+    match (account.rate_limit_per_second, account.rate_limit_burst) {
+        (Some(per_second), Some(burst)) => RateLimit::new(per_second.into(), burst.into()).ok(),
+        _ => None,
+    }
+}
+
+/// Every account's own rate limit.
+pub async fn rate_limits(db: &impl ConnectionTrait) -> AppResult<HashMap<Uuid, RateLimit>> {
+    let accounts = account::Entity::find()
+        .filter(account::Column::RateLimitPerSecond.is_not_null())
+        .all(db)
+        .await?;
+    Ok(accounts
+        .iter()
+        .filter_map(|a| Some((a.id, rate_limit_of(a)?)))
+        .collect())
 }

@@ -34,7 +34,31 @@ pub enum Principal {
     },
 }
 
+/// The token a request came with, as rate limits count it: each token has its own bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TokenId {
+    ApiKey(Uuid),
+    /// A connection token, by its connection: a rotated token keeps the connection's bucket.
+    Connection(Uuid),
+}
+
 impl Principal {
+    /// The rate-limited token behind this caller and its account; the admin token and
+    /// anonymous callers have none.
+    pub fn token(&self) -> Option<(TokenId, Uuid)> {
+        match self {
+            Principal::Account {
+                account_id,
+                api_key_id,
+            } => Some((TokenId::ApiKey(*api_key_id), *account_id)),
+            Principal::Connection {
+                account_id,
+                connection_id,
+            } => Some((TokenId::Connection(*connection_id), *account_id)),
+            Principal::Admin | Principal::Anonymous => None,
+        }
+    }
+
     /// The account this caller manages; connection tokens and the admin manage none.
     pub fn account_id(&self) -> Result<Uuid, AppError> {
         match self {

@@ -5,8 +5,10 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     accounts,
+    config::Config,
     error::AppResult,
     ids,
+    limits::RateLimit,
     pagination::{MAX_PAGE_SIZE, PageRequest},
 };
 use entity::{account, api_key, connection};
@@ -51,6 +53,38 @@ impl Account {
             .transpose()?;
         let keys = accounts::list_api_keys(super::db(ctx).conn(), self.0.id, after, limit).await?;
         Ok(keys.into_iter().map(ApiKey).collect())
+    }
+}
+
+/// The API rate limit of each of an account's tokens: a token bucket of `burst` requests
+/// that refills at `requestsPerSecond`.
+#[derive(SimpleObject)]
+pub struct AccountRateLimit {
+    /// The account's id (`acc_…`).
+    pub account_id: ID,
+    /// Requests per second each token may make on average.
+    pub requests_per_second: i32,
+    /// Requests a token may make at once beyond that rate.
+    pub burst: i32,
+    /// Whether this is the account's own limit (true) or the configured default (false).
+    pub custom: bool,
+}
+
+impl AccountRateLimit {
+    pub fn of(account: &account::Model, config: &Config) -> Self {
+        let own = accounts::rate_limit_of(account);
+        let limit = own.unwrap_or(RateLimit {
+            per_second: config.rate_limits.api_requests_per_second,
+            burst: config.rate_limits.api_burst,
+        });
+        // Both are at most `RateLimit::MAX`.
+        let as_int = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+        Self {
+            account_id: ID(ids::encode(ids::Kind::Account, account.id)),
+            requests_per_second: as_int(limit.per_second),
+            burst: as_int(limit.burst),
+            custom: own.is_some(),
+        }
     }
 }
 

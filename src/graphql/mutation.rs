@@ -4,7 +4,9 @@ use async_graphql::{Context, ID, InputObject, Json, MaybeUndefined, Object};
 use uuid::Uuid;
 
 use super::{
-    account::{Account, ApiKey, CreateAccountPayload, CreateApiKeyPayload, CreditBalance},
+    account::{
+        Account, AccountRateLimit, ApiKey, CreateAccountPayload, CreateApiKeyPayload, CreditBalance,
+    },
     connection::{
         ConnectInput, ConnectPayload, Connection, RotateConnectionTokenPayload,
         UpdateConnectionInput, change,
@@ -20,11 +22,13 @@ use crate::{
     credits,
     customers::{self, CustomerChanges, NewCustomer},
     error::AppResult,
-    ids, sync,
+    ids,
+    limits::RateLimit,
+    sync,
 };
 
-/// What can be changed: with an API key everything but `createAccount` and `grantCredits`,
-/// which need the admin token; with a connection token `triggerSync` and `cancelSyncRun` on
+/// What can be changed: with an API key everything but `createAccount`, `grantCredits` and
+/// `setAccountRateLimit`, which need the admin token; with a connection token `triggerSync` and `cancelSyncRun` on
 /// its own connection.
 #[derive(async_graphql::MergedObject, Default)]
 pub struct Mutation(BaseMutation, super::webhooks::WebhookMutation);
@@ -40,6 +44,15 @@ pub struct CreateAccountInput {
     /// Credits the account's pool starts with.
     #[graphql(default = 0)]
     pub credits: Option<i32>,
+}
+
+/// An account's own API rate limit.
+#[derive(InputObject)]
+pub struct RateLimitInput {
+    /// Requests per second each token may make on average (1 to 1,000,000).
+    pub requests_per_second: i32,
+    /// Requests a token may make at once beyond that rate (1 to 1,000,000).
+    pub burst: i32,
 }
 
 #[Object]
@@ -75,6 +88,25 @@ impl BaseMutation {
         let account_id = ids::decode(ids::Kind::Account, &account_id)?;
         let account = credits::grant(super::db(ctx), account_id, amount.into(), note).await?;
         Ok(CreditBalance::of(&account))
+    }
+
+    /// Admin token only: sets the rate limit of each of an account's tokens (API keys and
+    /// connection tokens), or with `limit: null` returns it to the configured default. It
+    /// applies at the tokens' next request, with a full bucket.
+    async fn set_account_rate_limit(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The account (`acc_…`).")] account_id: ID,
+        #[graphql(desc = "The account's own limit; null for the configured default.")]
+        limit: Option<RateLimitInput>,
+    ) -> AppResult<AccountRateLimit> {
+        super::principal(ctx).require_admin()?;
+        let account_id = ids::decode(ids::Kind::Account, &account_id)?;
+        let limit = limit
+            .map(|l| RateLimit::new(l.requests_per_second.into(), l.burst.into()))
+            .transpose()?;
+        let account = accounts::set_rate_limit(super::db(ctx), account_id, limit).await?;
+        Ok(AccountRateLimit::of(&account, super::config(ctx)))
     }
 
     /// Creates an API key for the caller's account; the key is returned once.

@@ -11,17 +11,22 @@ use async_graphql_axum::GraphQLBatchRequest;
 use axum::{
     RequestExt,
     extract::{FromRequest, Query, Request, State},
-    http::{HeaderMap, Method, StatusCode, header},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::{Html, IntoResponse, Response},
 };
 use serde_json::json;
 use std::sync::Arc;
+
+mod limits;
+
+use limits::{admit, client_address, count_refused, rate_limit_headers, too_many};
 
 use super::{AppState, with_context};
 use crate::{
     auth::{self, Principal},
     error::AppError,
     graphql::{admission, normalize, price},
+    metrics::Caller,
 };
 
 /// The media type of an answer, chosen from the request's `Accept` header as the
@@ -269,6 +274,7 @@ async fn graphql(state: &AppState, request: Request) -> Response {
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or("\u{0}").to_owned());
+    let address = client_address(&request);
     let extracted =
         GraphQLBatchRequest::<Unreadable>::from_request(request.with_limited_body(), &()).await;
     let mut batch = match extracted {
@@ -291,7 +297,7 @@ async fn graphql(state: &AppState, request: Request) -> Response {
         );
         response
             .headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
     let principal = match auth::authenticate(
@@ -304,6 +310,10 @@ async fn graphql(state: &AppState, request: Request) -> Response {
     {
         Ok(principal) => principal,
         Err(AppError::Unauthenticated(message)) => {
+            count_refused(state, &batch, false);
+            if let Err(wait) = state.limits.admit_failed_auth(address) {
+                return too_many(answer, wait, None);
+            }
             return answer.reject(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", &message);
         }
         Err(err) => {
@@ -314,6 +324,10 @@ async fn graphql(state: &AppState, request: Request) -> Response {
                 "internal error",
             );
         }
+    };
+    let allowance = match admit(state, &principal, &batch, address) {
+        Ok(allowance) => allowance,
+        Err(refusal) => return refusal.answer(answer),
     };
     let response = match batch {
         BatchRequest::Single(request) => {
@@ -327,7 +341,11 @@ async fn graphql(state: &AppState, request: Request) -> Response {
             BatchResponse::Batch(responses)
         }
     };
-    answer.respond(response)
+    let mut response = answer.respond(response);
+    if let Some(allowance) = allowance {
+        rate_limit_headers(response.headers_mut(), allowance);
+    }
+    response
 }
 
 /// Runs one operation, gives its errors their codes and records its metrics.
@@ -336,10 +354,11 @@ async fn execute(
     mut request: async_graphql::Request,
     principal: Principal,
 ) -> async_graphql::Response {
-    let operation = request
-        .operation_name
-        .clone()
-        .or_else(|| operation_name(&request.query).map(str::to_owned));
+    let operation = name_of(&request);
+    let caller = match principal {
+        Principal::Anonymous => Caller::Unauthenticated,
+        _ => Caller::Authenticated(operation.as_deref()),
+    };
     let started = std::time::Instant::now();
     let price = price(&mut request, &state.config.http);
     let response = match (price.refusal(), admission::check(&mut request)) {
@@ -359,8 +378,16 @@ async fn execute(
     let seconds = started.elapsed().as_secs_f64();
     state
         .metrics
-        .observe_graphql(operation.as_deref(), response.errors.is_empty(), seconds);
+        .observe_graphql(caller, response.errors.is_empty(), seconds);
     response
+}
+
+/// The operation's name for metrics: given, or the first one in the document.
+fn name_of(request: &async_graphql::Request) -> Option<String> {
+    request
+        .operation_name
+        .clone()
+        .or_else(|| operation_name(&request.query).map(str::to_owned))
 }
 
 async fn graphiql() -> Html<String> {

@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `event-feed` | Reads committed events and fans them out to subscriptions | always |
 //! | `revocations` | Closes the WebSockets of tokens other processes revoked (`NOTIFY` on PostgreSQL, a poll each second on SQLite) | always |
+//! | `rate-limits` | Drops idle rate-limit buckets; rereads accounts' limits (PostgreSQL) | always |
 //! | `sqlite-checkpoint` | Copies the SQLite log into the database file after writes | SQLite |
 //! | `health-check` | Probes each live connection once per interval | `workers = true` |
 //! | `sync-schedule` | Queues incremental runs whose interval has passed | `workers = true` |
@@ -21,7 +22,7 @@ mod prune;
 mod schedule;
 mod sync_runs;
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -33,7 +34,12 @@ pub use schedule::Scheduler;
 pub use sync_runs::SyncWorkers;
 
 use crate::{
-    config::Config, connectors::http::Outbound, crypto::Cipher, db::Db, events::feed::EventFeed,
+    config::Config,
+    connectors::http::Outbound,
+    crypto::Cipher,
+    db::Db,
+    events::feed::EventFeed,
+    limits::{self, RateLimits},
     webhooks,
 };
 
@@ -89,6 +95,7 @@ pub struct Services {
     pub cipher: Cipher,
     pub outbound: Outbound,
     pub feed: EventFeed,
+    pub limits: Arc<RateLimits>,
 }
 
 /// Starts the workers `config` asks for.
@@ -98,6 +105,7 @@ pub fn start(services: &Services, config: &Config, shutdown: CancellationToken) 
         cipher,
         outbound,
         feed,
+        limits,
     } = services;
     let mut workers = Workers::new(shutdown);
     let postgres_url = (!config.is_sqlite()).then(|| config.database.url.clone());
@@ -109,6 +117,14 @@ pub fn start(services: &Services, config: &Config, shutdown: CancellationToken) 
     workers.spawn(
         "revocations",
         crate::auth::sockets::watch(db.clone(), postgres_url, workers.shutdown()),
+    );
+    // Only PostgreSQL is shared by several processes, whose limit changes this one must learn.
+    let reload = (!config.is_sqlite()).then_some(limits::RELOAD_EVERY);
+    workers.spawn(
+        "rate-limits",
+        limits
+            .clone()
+            .housekeep(db.clone(), reload, workers.shutdown()),
     );
     if let Some(interval) = config.sqlite_checkpoint_interval() {
         workers.spawn(

@@ -7,7 +7,10 @@ mod setup;
 
 use std::{net::SocketAddr, time::Duration};
 
-use millwright::config::{Config, Secret};
+use millwright::{
+    config::{Config, Secret},
+    limits::RateLimit,
+};
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -92,6 +95,13 @@ pub fn test_config(db: &TestDb) -> Config {
     config.http.listen = "127.0.0.1:0".parse().unwrap();
     config.security.admin_token = Some(Secret::new(ADMIN_TOKEN));
     config.security.encryption_key = Some(Secret::new(ENCRYPTION_KEY));
+    // Tests of other things are not throttled (a slow machine makes their bursts denser);
+    // the rate limits are on all the same, and tests/api/limits.rs sets its own.
+    let limits = &mut config.rate_limits;
+    limits.api_requests_per_second = RateLimit::MAX;
+    limits.api_burst = RateLimit::MAX;
+    limits.failed_auth_per_second = RateLimit::MAX;
+    limits.failed_auth_burst = RateLimit::MAX;
     config
 }
 

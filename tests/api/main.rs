@@ -13,6 +13,7 @@ mod edge;
 mod events;
 mod harness;
 mod hygiene;
+mod limits;
 mod properties;
 mod schema;
 mod sync;
