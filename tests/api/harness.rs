@@ -332,9 +332,14 @@ impl ServerProcess {
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("`listening on` logged");
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(err) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the server did not log `listening on` ({err}); it is stopped");
+            }
+        };
         Self { child, addr }
     }
 

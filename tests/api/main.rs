@@ -2,6 +2,7 @@
 //! (SQLite by default, PostgreSQL when `MILLWRIGHT_TEST_POSTGRES_URL` is set) and talks to it
 //! over HTTP and WebSocket as a client would.
 
+mod attacks;
 mod auth;
 mod cli;
 mod connections;
