@@ -225,7 +225,6 @@ async fn each_attack_is_refused_and_memory_stays_bounded() {
     assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
 
     let grown = target.rss().saturating_sub(baseline);
-    println!("resident memory: {baseline} KiB before the attacks, {grown} KiB more after them");
     assert!(
         grown < RSS_GROWTH_BOUND_KIB,
         "resident memory grew by {grown} KiB over the attacks (bound {RSS_GROWTH_BOUND_KIB} KiB)"
