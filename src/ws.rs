@@ -27,6 +27,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
@@ -35,7 +36,7 @@ use async_graphql::{Data, Executor, Response as GqlResponse, Value as GqlValue};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::{
     extract::{
-        FromRequestParts, Request, State, WebSocketUpgrade,
+        ConnectInfo, FromRequestParts, Request, State, WebSocketUpgrade,
         ws::{CloseFrame, Message, WebSocket},
     },
     http::{HeaderValue, StatusCode, header::SEC_WEBSOCKET_PROTOCOL, request::Parts},
@@ -71,6 +72,11 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 pub async fn upgrade(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let (mut parts, _) = request.into_parts();
+    // The TCP peer, whose failed `connection_init`s count against one bucket, as over HTTP.
+    let address = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
     let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
@@ -87,7 +93,7 @@ pub async fn upgrade(State(state): State<Arc<AppState>>, request: Request) -> Re
         .read_buffer_size(4 * 1024)
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| serve(state, socket, protocol))
+        .on_upgrade(move |socket| serve(state, socket, protocol, address))
 }
 
 /// The crate's handle for graphql-transport-ws, when the client offers it (or offers nothing,
@@ -112,13 +118,19 @@ async fn graphql_transport_ws(parts: &mut Parts) -> Option<GraphQLProtocol> {
     GraphQLProtocol::from_request_parts(parts, &()).await.ok()
 }
 
-async fn serve(state: Arc<AppState>, socket: WebSocket, protocol: GraphQLProtocol) {
+async fn serve(
+    state: Arc<AppState>,
+    socket: WebSocket,
+    protocol: GraphQLProtocol,
+    address: IpAddr,
+) {
     let (sink, stream) = socket.split();
     let (out, outbox) = mpsc::channel(OUTBOX);
     let subscriptions = Arc::new(Mutex::new(Subscriptions::default()));
     let send_timeout = Duration::from_secs(state.config.http.ws_send_timeout_secs);
     let socket = Arc::new(Socket {
         state,
+        address,
         out: out.clone(),
         caller: OnceLock::new(),
         revoked: CancellationToken::new(),
@@ -143,6 +155,8 @@ async fn serve(state: Arc<AppState>, socket: WebSocket, protocol: GraphQLProtoco
 /// What the guard, the executor and the connection hook of one socket share.
 struct Socket {
     state: Arc<AppState>,
+    /// The client's address, for the limit on failed authentications.
+    address: IpAddr,
     /// Our own messages to the client, in order with the crate's.
     out: mpsc::Sender<Message>,
     /// Set once `connection_init` authenticated.
@@ -215,7 +229,16 @@ impl Socket {
                 tracing::error!(error = %format!("{err:#}"), "websocket authentication failed");
                 (1011, "internal error")
             }
-            _ => (4403, "Forbidden"),
+            _ => match state.limits.admit_failed_auth(self.address) {
+                Ok(()) => (4403, "Forbidden"),
+                Err(wait) => {
+                    let reason = format!(
+                        "too many failed authentications from this address; retry in {wait} s"
+                    );
+                    self.close(4429, reason.clone()).await;
+                    return Err(reason.into());
+                }
+            },
         };
         // The crate closes a refused `connection_init` with 1002; the protocol says 4403.
         self.close(code, reason.to_owned()).await;

@@ -294,6 +294,44 @@ async fn failed_authentication_is_limited_per_address_while_valid_keys_work() {
     assert_eq!(valid.status(), 200, "a valid key from the same address");
 }
 
+/// A failed `connection_init` counts against its address's bucket as a failed HTTP request
+/// does; over it the socket closes with 4429, while a valid key from the address still works.
+#[tokio::test]
+async fn failed_websocket_authentication_counts_against_the_address() {
+    let app = TestApp::spawn_with(|config| {
+        config.rate_limits.failed_auth_per_second = 1;
+        config.rate_limits.failed_auth_burst = 3;
+    })
+    .await;
+    let (_, key) = app.create_account("Acme", 0).await;
+    let init = |token: &str| json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } });
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        let mut socket = websocket::open(&app).await;
+        websocket::send(&mut socket, init("mwk_not-a-key-at-all")).await;
+        codes.push(websocket::next(&mut socket).await.unwrap_err());
+    }
+    // The bucket holds 3 and refills one a second: the fourth finds it empty unless a whole
+    // second passed, in which case a fifth does.
+    if codes[3] != 4429 {
+        let mut socket = websocket::open(&app).await;
+        websocket::send(&mut socket, init("mwk_not-a-key-at-all")).await;
+        codes[3] = websocket::next(&mut socket).await.unwrap_err();
+    }
+    assert_eq!(codes, [4403, 4403, 4403, 4429]);
+    // HTTP shares the bucket.
+    let refused = post(
+        &app,
+        Some("mwk_not-a-key-at-all"),
+        json!({ "query": VIEWER }),
+    )
+    .await;
+    assert_eq!(refused.status(), 429);
+
+    let mut socket = websocket::open(&app).await;
+    websocket::init(&mut socket, &key).await;
+}
+
 #[tokio::test]
 async fn every_answer_to_a_token_carries_rate_limit_headers() {
     let app = TestApp::spawn_with(|config| {
