@@ -3,7 +3,7 @@
 //! 2,000 sockets on one token, a 1 MB subscription id, NUL bytes in text. The server refuses
 //! each one with its code, and its resident memory stays within a bound throughout.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt, stream};
 use serde_json::{Value, json};
@@ -12,7 +12,9 @@ use tokio_tungstenite::{
     tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
 };
 
-use crate::harness::{ADMIN_TOKEN, ServerProcess, TestDb};
+use crate::harness::{ADMIN_TOKEN, ServerProcess, TestDb, metrics_at, operation_labels};
+
+const OTHER: &str = "other";
 
 /// How much the server's resident memory may grow over the whole attack. Before the limits,
 /// the operation names alone added metrics series for each name, and every socket was kept. (Measured after them: about 2.5 MiB of growth, on both databases.)
@@ -161,27 +163,13 @@ async fn each_attack_is_refused_and_memory_stays_bounded() {
             }
         })
         .await;
-    let metrics = target
-        .http
-        .get(format!("http://{}/metrics", target.server.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let names: BTreeSet<&str> = metrics
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split("operation=\"").nth(1))
-        .filter_map(|rest| rest.split('"').next())
-        .collect();
+    let names = operation_labels(&metrics_at(&target.http, &target.server.addr).await);
     assert!(
         names.len() <= 200 + 2,
         "{} operation labels: at most 200 names, `other` and `unauthenticated`",
         names.len()
     );
-    assert!(names.contains("other"), "{names:?}");
+    assert!(names.contains(OTHER), "{names:?}");
 
     // 3. 2,000 sockets on one token: the first 50 are admitted, every other one gets 4429.
     let mut admitted = Vec::new();

@@ -178,6 +178,11 @@ impl TestApp {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The server's `/metrics` page.
+    pub async fn metrics(&self) -> String {
+        metrics_at(&self.http, &self.addr.to_string()).await
+    }
+
     pub fn ws_url(&self) -> String {
         format!("ws://{}/graphql/ws", self.addr)
     }
@@ -370,4 +375,28 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The `/metrics` page of the server at `addr`.
+pub async fn metrics_at(http: &reqwest::Client, addr: &str) -> String {
+    http.get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// The distinct values of the `operation` label of `millwright_graphql_requests_total`.
+pub fn operation_labels(metrics: &str) -> std::collections::BTreeSet<String> {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("millwright_graphql_requests_total{"))
+        .filter_map(|line| {
+            let start = line.find("operation=\"")? + "operation=\"".len();
+            let end = start + line[start..].find('"')?;
+            Some(line[start..end].to_owned())
+        })
+        .collect()
 }

@@ -156,15 +156,7 @@ async fn health_readiness_metrics_and_request_ids() {
         )
         .await;
     assert_eq!(error_code(&body), "BAD_USER_INPUT");
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(
             r#"millwright_graphql_requests_total{operation="DashboardCustomers",outcome="ok"} 1"#

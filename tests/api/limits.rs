@@ -1,13 +1,15 @@
 //! Abuse limits: a rate limit per token and per client address of failed authentication,
 //! `RateLimit-*` headers, the operator's per-account limits, and bounded metric labels.
 
-use std::{collections::HashSet, time::Duration};
+use std::time::Duration;
 
 use reqwest::{Response, header::HeaderMap};
 use serde_json::{Value, json};
 
 use crate::{
-    harness::{ADMIN_TOKEN, TestApp, connect, demo_input, error_code, setup, wait_until},
+    harness::{
+        ADMIN_TOKEN, TestApp, connect, demo_input, error_code, operation_labels, setup, wait_until,
+    },
     websocket,
 };
 
@@ -427,27 +429,6 @@ async fn operations_over_a_socket_count_against_the_token_and_keep_it_open() {
     );
 }
 
-/// The distinct values of the `operation` label of `millwright_graphql_requests_total`.
-async fn operation_labels(app: &TestApp) -> HashSet<String> {
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|line| line.starts_with("millwright_graphql_requests_total{"))
-        .filter_map(|line| {
-            let start = line.find("operation=\"")? + "operation=\"".len();
-            let end = start + line[start..].find('"')?;
-            Some(line[start..end].to_owned())
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn metrics_label_a_bounded_number_of_operation_names() {
     const LIMIT: usize = 10;
@@ -471,7 +452,7 @@ async fn metrics_label_a_bounded_number_of_operation_names() {
     }
     app.ok(&key, VIEWER, json!({})).await;
 
-    let labels = operation_labels(&app).await;
+    let labels = operation_labels(&app.metrics().await);
     let fixed = ["other", "unauthenticated", "anonymous"];
     assert!(
         labels.len() <= LIMIT + fixed.len(),

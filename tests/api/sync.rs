@@ -578,16 +578,9 @@ async fn triggers(app: &TestApp, key: &str, connection: &str) -> Vec<String> {
 
 /// SQL statements the server has run so far, from `/metrics`.
 async fn statements(app: &TestApp) -> u64 {
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
+    app.metrics()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .find_map(|line| line.strip_prefix("millwright_db_statements_total "))
         .and_then(|n| n.trim().parse().ok())
         .expect("statement counter in /metrics")
