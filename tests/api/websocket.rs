@@ -160,7 +160,7 @@ async fn the_server_pings_idle_sockets() {
 }
 
 /// A second API key of the account: (its id, the key).
-async fn second_key(app: &TestApp, key: &str) -> (String, String) {
+pub async fn second_key(app: &TestApp, key: &str) -> (String, String) {
     let data = app
         .ok(
             key,

@@ -12,7 +12,7 @@ use tokio_tungstenite::{
 
 use crate::{
     harness::{ADMIN_TOKEN, TestApp, connect, demo_input, log_end, setup, wait_until},
-    websocket::{Socket, init, next, open, send},
+    websocket::{Socket, init, next, open, second_key, send},
 };
 
 /// `connection_init` with `token`: the acknowledgement, or the close code.
@@ -218,21 +218,6 @@ async fn a_client_that_does_not_read_is_dropped() {
             Some(Err(_)) | None => break,
         }
     }
-}
-
-async fn second_key(app: &TestApp, key: &str) -> (String, String) {
-    let data = app
-        .ok(
-            key,
-            "mutation { createApiKey(name: \"socket\") { apiKey { id } key } }",
-            json!({}),
-        )
-        .await;
-    let created = &data["createApiKey"];
-    (
-        created["apiKey"]["id"].as_str().unwrap().to_owned(),
-        created["key"].as_str().unwrap().to_owned(),
-    )
 }
 
 #[tokio::test]
