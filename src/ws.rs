@@ -458,15 +458,7 @@ fn rate_limited(socket: &Socket, id: &str) -> Option<String> {
     let Some(Err(refused)) = socket.state.limits.admit(principal, 1) else {
         return None;
     };
-    let error = refused.error();
-    let mut extensions = json!({"code": error.code()});
-    if let AppError::RateLimited {
-        retry_after_seconds,
-    } = error
-    {
-        extensions["retryAfterSeconds"] = json!(retry_after_seconds);
-    }
-    let errors = json!([{"message": error.to_string(), "extensions": extensions}]);
+    let errors = [request_error(refused.error())];
     Some(json!({"type": "error", "id": id, "payload": errors}).to_string())
 }
 

@@ -361,19 +361,17 @@ async fn execute(
     };
     let started = std::time::Instant::now();
     let price = price(&mut request, &state.config.http);
-    let response = match (price.refusal(), admission::check(&mut request)) {
-        (Some(refusal), _) => refusal,
-        (None, Err(refusal)) => {
-            price.report(normalize(async_graphql::Response::from_errors(vec![
-                refusal,
-            ])))
-        }
-        (None, Ok(())) => price.report(normalize(
-            state
-                .schema
-                .execute(with_context(state, request, principal))
-                .await,
-        )),
+    let response = match price.refusal() {
+        Some(refusal) => refusal,
+        None => price.report(normalize(match admission::check(&mut request) {
+            Err(refusal) => async_graphql::Response::from_errors(vec![refusal]),
+            Ok(()) => {
+                state
+                    .schema
+                    .execute(with_context(state, request, principal))
+                    .await
+            }
+        })),
     };
     let seconds = started.elapsed().as_secs_f64();
     state

@@ -16,6 +16,7 @@ use super::{Answer, name_of};
 use crate::{
     auth::Principal,
     error::AppError,
+    graphql::request_error,
     http::AppState,
     limits::{Allowance, Refused},
     metrics::Caller,
@@ -102,10 +103,7 @@ pub(super) fn too_many(answer: Answer, wait: u64, allowance: Option<Allowance>) 
     let error = AppError::RateLimited {
         retry_after_seconds: wait,
     };
-    let body = json!({ "errors": [{
-        "message": error.to_string(),
-        "extensions": { "code": error.code(), "retryAfterSeconds": wait },
-    }] });
+    let body = json!({ "errors": [request_error(error)] });
     let mut response = answer.body(StatusCode::TOO_MANY_REQUESTS, &body);
     let headers = response.headers_mut();
     headers.insert(header::RETRY_AFTER, HeaderValue::from(wait));
