@@ -91,16 +91,21 @@ settings! {
             /// such requests one client address may make at once
             failed_auth_burst => failed_auth_burst: u32 = 20, range(1, 1_000_000);
         }
-        /// Secrets: the operator's token and the key that encrypts stored credentials.
+        /// Secrets: the operator's token and the keys that encrypt stored credentials.
         security: SecuritySettings {
             /// operator token for `createAccount`, `grantCredits` and `setAccountRateLimit`; unset
             /// turns the admin API off
             admin_token => admin_token: Option<Secret> = None,
                 check(values::is_operator_token, "at least 16 characters");
-            /// encrypts connection credentials at rest; unset with SQLite: a key file beside the
-            /// database is generated (PostgreSQL needs this set)
+            /// encrypts connection credentials and webhook secrets at rest; unset with SQLite: a
+            /// key file beside the database is generated (PostgreSQL needs this set)
             encryption_key => encryption_key: Option<Secret> = None,
                 check(values::is_encryption_key, "the base64 encoding of 32 bytes");
+            /// previous encryption keys, comma-separated: values they sealed still decrypt
+            /// until `millwright keys rotate` has re-encrypted them with `encryption_key`
+            /// (docs/operations.md, Key rotation)
+            encryption_old_keys => encryption_old_keys: Option<Secret> = None,
+                check(values::are_encryption_keys, "base64 encodings of 32 bytes, comma-separated");
         }
         /// What this process runs and how it logs.
         process: ProcessSettings {
@@ -210,6 +215,7 @@ impl fmt::Debug for Config {
             .field("listen", &self.http.listen)
             .field("admin_token", &self.security.admin_token)
             .field("encryption_key", &self.security.encryption_key)
+            .field("encryption_old_keys", &self.security.encryption_old_keys)
             .field("log_format", &self.process.log_format)
             .field("workers", &self.process.workers)
             .finish_non_exhaustive()

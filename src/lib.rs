@@ -49,6 +49,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     warn_about(&config);
     let cipher = crypto::Cipher::from_config(&config)?;
+    let old_key_ids: Vec<String> = cipher
+        .old_key_ids()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    tracing::info!(key_id = %cipher.current_key_id(), old_key_ids = ?old_key_ids, "encryption keys");
     let metrics = Metrics::new(config.process.metrics_max_operation_names);
     let db = open_database(&config, &metrics).await?;
     let feed = events::feed::EventFeed::new(db.clone(), config.events.feed_capacity).await?;

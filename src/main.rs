@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use millwright::{accounts, config::Config, credits, db::Db, graphql, ids, telemetry};
+use millwright::{accounts, config::Config, credits, crypto, db::Db, graphql, ids, telemetry};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +36,22 @@ enum Command {
     /// Manage connection credits.
     #[command(subcommand)]
     Credits(CreditsCommand),
+    /// Manage the keys that encrypt stored credentials and webhook secrets.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print a new random key (base64 of 32 bytes) for `MILLWRIGHT_ENCRYPTION_KEY`.
+    Generate,
+    /// Re-encrypt every stored credential and webhook secret with the current key (safe while
+    /// servers run, and safe to run again); exits non-zero if some value no key decrypts.
+    Rotate {
+        /// Rows read and rewritten per write transaction.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        batch_size: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -67,8 +83,10 @@ enum CreditsCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Schema) = cli.command {
-        return print(&graphql::sdl());
+    match cli.command {
+        Some(Command::Schema) => return print(&graphql::sdl()),
+        Some(Command::Keys(KeysCommand::Generate)) => return print(&crypto::generate_key()),
+        _ => {}
     }
     let (config, retired) = match Config::load(cli.config.as_deref()) {
         Ok(loaded) => (loaded.config, loaded.retired),
@@ -104,7 +122,8 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             Ok(())
         }
-        Command::Schema => Ok(()),
+        Command::Schema | Command::Keys(KeysCommand::Generate) => Ok(()),
+        Command::Keys(KeysCommand::Rotate { batch_size }) => rotate_keys(&config, batch_size).await,
         Command::Account(AccountCommand::Create {
             name,
             credits,
@@ -139,6 +158,22 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             ));
             Ok(())
         }
+    }
+}
+
+async fn rotate_keys(config: &Config, batch_size: u64) -> anyhow::Result<()> {
+    let cipher = crypto::Cipher::from_config(config)?;
+    let db = connect_migrated(config).await?;
+    tracing::info!(key_id = %cipher.current_key_id(), "re-encrypting with the current key");
+    let report = crypto::rotate::rotate(&db, &cipher, batch_size).await?;
+    db.close().await.context("closing the database")?;
+    print(&report.lines().join("\n"));
+    match report.unreadable() {
+        0 => Ok(()),
+        n => anyhow::bail!(
+            "{n} values decrypt with no configured key and were left as they are; \
+             add the key that sealed them to MILLWRIGHT_ENCRYPTION_OLD_KEYS and run again"
+        ),
     }
 }
 

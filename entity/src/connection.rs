@@ -32,7 +32,8 @@ pub struct Model {
     /// Event types (wire names) this connection sends to webhooks.
     pub webhook_event_types: Json,
     pub metadata: Option<Json>,
-    /// AES-256-GCM: nonce followed by ciphertext; null once disconnected.
+    /// Sealed by `millwright::crypto` (AES-256-GCM: a header naming the key, the nonce, the
+    /// ciphertext; without the header if written before key ids); null once disconnected.
     pub credentials: Option<Vec<u8>>,
 }
 

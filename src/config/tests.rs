@@ -19,6 +19,7 @@ fn debug_never_prints_secrets() {
     let mut config = Config::default();
     config.database.url = "postgres://u:db-password@h/db".into();
     config.security.admin_token = Some(Secret::new("super-secret-admin-token"));
+    config.security.encryption_old_keys = Some(Secret::new("super-secret-old-keys"));
     let printed = format!("{config:?}");
     assert!(!printed.contains("super-secret"), "{printed}");
     assert!(!printed.contains("db-password"), "{printed}");
@@ -34,10 +35,17 @@ type Breakage = fn(&mut Config);
 
 #[test]
 fn invalid_values_name_their_key() {
-    let cases: [(Breakage, &str); 9] = [
+    let cases: [(Breakage, &str); 10] = [
         (
             |c| c.security.encryption_key = Some(Secret::new("short")),
             "encryption_key",
+        ),
+        (
+            |c| {
+                let good = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+                c.security.encryption_old_keys = Some(Secret::new(format!("{good},short")));
+            },
+            "encryption_old_keys",
         ),
         (
             |c| c.security.admin_token = Some(Secret::new("too-short")),

@@ -103,6 +103,14 @@ pub(super) fn is_encryption_key(key: &Option<Secret>) -> bool {
     })
 }
 
+/// Comma-separated keys, each as [`is_encryption_key`] accepts it (blanks are skipped).
+pub(super) fn are_encryption_keys(keys: &Option<Secret>) -> bool {
+    keys.as_ref().is_none_or(|keys| {
+        crate::crypto::split_keys(keys.expose())
+            .all(|key| is_encryption_key(&Some(Secret::new(key))))
+    })
+}
+
 /// 1 to 50 delays of at most a week each (the declaration says so in words).
 pub(super) fn is_retry_schedule(delays: &[u64]) -> bool {
     (1..=50).contains(&delays.len()) && delays.iter().all(|&d| d <= 7 * 24 * 3600)
