@@ -14,6 +14,7 @@ mod edge;
 mod events;
 mod harness;
 mod hygiene;
+mod keys;
 mod limits;
 mod properties;
 mod schema;
