@@ -167,16 +167,19 @@ async fn credentials(
                 (id, sealed, resealed)
             })
             .collect();
-        let mut outcomes = Vec::with_capacity(planned.len());
-        let txn = db.begin_write().await?;
-        for (id, sealed, resealed) in &planned {
-            let written = match resealed {
-                Resealed::Rewritten(new) => swap_credentials(&*txn, *id, sealed, new).await?,
-                _ => true,
-            };
-            outcomes.push(written.then(|| outcome(resealed)));
+        let mut outcomes: Vec<Option<Outcome>> =
+            planned.iter().map(|(_, _, r)| Some(outcome(r))).collect();
+        if outcomes.contains(&Some(Outcome::Reencrypted)) {
+            let txn = db.begin_write().await?;
+            for ((id, sealed, resealed), done) in planned.iter().zip(&mut outcomes) {
+                if let Resealed::Rewritten(new) = resealed
+                    && !swap_credentials(&*txn, *id, sealed, new).await?
+                {
+                    *done = None;
+                }
+            }
+            txn.commit().await?;
         }
-        txn.commit().await?;
         for ((id, _, _), done) in planned.iter().zip(outcomes) {
             let done = match done {
                 Some(done) => Some(done),
@@ -345,12 +348,14 @@ async fn webhook_secrets(
             .into_iter()
             .map(|row| EndpointPlan::new(cipher, row))
             .collect();
-        let mut written = Vec::with_capacity(plans.len());
-        let txn = db.begin_write().await?;
-        for plan in &plans {
-            written.push(!plan.needs_write() || plan.swap(&*txn).await?);
+        let mut written = vec![true; plans.len()];
+        if plans.iter().any(EndpointPlan::needs_write) {
+            let txn = db.begin_write().await?;
+            for (plan, written) in plans.iter().zip(&mut written) {
+                *written = !plan.needs_write() || plan.swap(&*txn).await?;
+            }
+            txn.commit().await?;
         }
-        txn.commit().await?;
         for (plan, written) in plans.iter().zip(written) {
             if written {
                 plan.count(report);
