@@ -34,6 +34,9 @@ pub struct Model {
     pub metadata: Option<Json>,
     /// AES-256-GCM: nonce followed by ciphertext; null once disconnected.
     pub credentials: Option<Vec<u8>>,
+    /// When the records of this disconnected connection were deleted (after the grace
+    /// period); null before.
+    pub purged_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -16,6 +16,7 @@ mod harness;
 mod hygiene;
 mod limits;
 mod properties;
+mod retention;
 mod schema;
 mod sync;
 mod webhooks;
