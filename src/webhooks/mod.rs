@@ -395,7 +395,10 @@ async fn pending_positions(
         .select_only()
         .column(webhook_delivery::Column::EventPosition)
         .filter(webhook_delivery::Column::EndpointId.eq(endpoint_id))
-        .filter(webhook_delivery::Column::Status.eq(DeliveryStatus::Pending))
+        // Literal, as in the delivery statements: the partial index over pending deliveries
+        // (idx_webhook_deliveries_pending_due) serves only a literal match, and holds only
+        // the endpoint's few pending rows, not its whole history.
+        .filter(sea_orm::sea_query::Expr::cust("status = 'PENDING'"))
         .filter(webhook_delivery::Column::EventPosition.is_in(events.iter().map(|e| e.position)))
         .into_tuple()
         .all(txn)
