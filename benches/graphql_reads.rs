@@ -152,6 +152,7 @@ fn new_customer(account_id: Uuid, index: usize) -> customer::ActiveModel {
         name: Set(format!("Customer {index:05}")),
         created_at: Set(now),
         updated_at: Set(now),
+        deleted_at: Set(None),
     }
 }
 

@@ -127,6 +127,10 @@ settings! {
             connector_allow_private_targets => allow_private_targets: bool = false;
             /// each live connection is probed this often (first probes spread over the interval)
             health_check_interval_secs => health_check_interval_secs: u64 = 300, range(1, 30 * DAY);
+            /// the records and sync cursors of a disconnected connection are deleted this long
+            /// (7 days) after the disconnect; the connection, its runs and its events stay
+            disconnected_records_grace_secs => disconnected_records_grace_secs: u64 = 7 * DAY,
+                range(0, 365 * DAY);
         }
         /// Sync runs: how many, how fast, how they survive a crash.
         sync: SyncSettings {
@@ -160,6 +164,10 @@ settings! {
             /// a delivery whose process died is sent again after this; each process claims up to
             /// lease ÷ 15 s rounds of requests ahead (more throughput, slower takeover)
             webhook_lease_secs => lease_secs: u64 = 120, range(1, DAY);
+            /// finished deliveries (succeeded, failed, exhausted) and their attempts are deleted
+            /// this long (30 days) after they were created; at least the sum of
+            /// `webhook_retry_schedule`, so that no delivery is pruned while it may be retried
+            webhook_retention_secs => retention_secs: u64 = 30 * DAY, range(1, 100 * 365 * DAY);
         }
         /// The event log and its live feed.
         events: EventSettings {
@@ -276,6 +284,7 @@ impl Config {
     /// Every setting within its declared bounds.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.check_bounds()?;
+        self.check_webhook_retention()?;
         if self.testing.schedule_minute.is_zero() {
             return Err(ConfigError::Invalid {
                 key: "testing.schedule_minute",
@@ -283,6 +292,36 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// A finished delivery may be redelivered and retried again, but a pending one is never
+    /// pruned; what the retention must cover is the longest a delivery can stay pending.
+    fn check_webhook_retention(&self) -> Result<(), ConfigError> {
+        let horizon = self.webhook_retry_horizon().as_secs();
+        if self.webhooks.retention_secs < horizon {
+            return Err(ConfigError::Invalid {
+                key: "webhook_retention_secs",
+                message: format!(
+                    "must be at least the retry horizon, the sum of `webhook_retry_schedule` \
+                     ({horizon} s); it is {} s",
+                    self.webhooks.retention_secs
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// How long after its first attempt a delivery may still be retried.
+    pub fn webhook_retry_horizon(&self) -> Duration {
+        Duration::from_secs(self.webhooks.retry_schedule.iter().sum())
+    }
+
+    pub fn webhook_retention(&self) -> Duration {
+        Duration::from_secs(self.webhooks.retention_secs)
+    }
+
+    pub fn disconnected_records_grace(&self) -> Duration {
+        Duration::from_secs(self.connectors.disconnected_records_grace_secs)
     }
 
     pub fn is_sqlite(&self) -> bool {

@@ -35,6 +35,9 @@ pub struct Model {
     /// Sealed by `millwright::crypto` (AES-256-GCM: a header naming the key, the nonce, the
     /// ciphertext; without the header if written before key ids); null once disconnected.
     pub credentials: Option<Vec<u8>>,
+    /// When the records of this disconnected connection were deleted (after the grace
+    /// period); null before.
+    pub purged_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -12,6 +12,9 @@ pub struct Model {
     pub name: String,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// Set when `deleteCustomer` ran: the customer is gone from the API while its rows are
+    /// deleted in batches.
+    pub deleted_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

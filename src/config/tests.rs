@@ -79,6 +79,23 @@ fn invalid_values_name_their_key() {
     }
 }
 
+#[test]
+fn a_webhook_retention_shorter_than_the_retry_horizon_is_refused() {
+    let mut config = Config::default();
+    config.webhooks.retry_schedule = vec![60, 600];
+    config.webhooks.retention_secs = 659;
+    let error = config.validate().unwrap_err().to_string();
+    assert!(error.contains("`webhook_retention_secs`"), "{error}");
+    assert!(error.contains("660 s"), "names the horizon: {error}");
+    config.webhooks.retention_secs = 660;
+    config.validate().unwrap();
+    assert!(
+        Config::default().webhooks.retention_secs
+            >= Config::default().webhook_retry_horizon().as_secs(),
+        "the defaults agree"
+    );
+}
+
 fn file_with(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("millwright.toml");

@@ -1,5 +1,8 @@
 //! Connections: one remote system of one customer, with its own token, its encrypted
 //! credentials and the credits it holds. Every status change goes through [`set_status`].
+//! What a disconnected connection stored is deleted by [`cleanup`].
+
+pub mod cleanup;
 
 use chrono::Utc;
 use rand::Rng;
@@ -223,6 +226,7 @@ pub async fn connect(
         webhook_event_types: Set(event_types_json(request.webhook_event_types)),
         metadata: Set(metadata),
         credentials: Set(Some(seal(cipher, id, &credentials))),
+        purged_at: Set(None),
     }
     .insert(&*txn)
     .await?;

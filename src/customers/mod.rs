@@ -1,5 +1,6 @@
 //! Customers of an account: the owners of connections. Every function is scoped to the
-//! caller's account, so another account's customer is simply not found.
+//! caller's account, so another account's customer is simply not found; nor is a customer
+//! being deleted (`deleted_at` set), whose rows are going in batches.
 
 use std::collections::HashMap;
 
@@ -7,14 +8,14 @@ use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait,
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, ModelTrait, PaginatorTrait, QueryFilter,
-    QuerySelect,
+    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
     sea_query::{Expr, ExprTrait, Func, LikeExpr, LockType},
 };
 use uuid::Uuid;
 
 use crate::{
     accounts::validate_name,
+    connections,
     db::Db,
     error::{AppError, AppResult},
     ids::new_id,
@@ -69,6 +70,7 @@ pub async fn find_many(
     let rows = customer::Entity::find()
         .filter(customer::Column::AccountId.eq(account_id))
         .filter(customer::Column::Id.is_in(ids.iter().copied()))
+        .filter(customer::Column::DeletedAt.is_null())
         .all(db)
         .await?;
     Ok(rows.into_iter().map(|c| (c.id, c)).collect())
@@ -86,6 +88,7 @@ pub async fn create(db: &Db, account_id: Uuid, input: NewCustomer) -> AppResult<
         name: Set(name),
         created_at: Set(now),
         updated_at: Set(now),
+        deleted_at: Set(None),
     }
     .insert(&*txn)
     .await
@@ -112,8 +115,9 @@ pub async fn find_locked(
     id: Uuid,
     lock: Option<LockType>,
 ) -> AppResult<customer::Model> {
-    let mut select =
-        customer::Entity::find_by_id(id).filter(customer::Column::AccountId.eq(account_id));
+    let mut select = customer::Entity::find_by_id(id)
+        .filter(customer::Column::AccountId.eq(account_id))
+        .filter(customer::Column::DeletedAt.is_null());
     if let Some(lock) = lock {
         select = select.lock(lock);
     }
@@ -150,11 +154,17 @@ pub async fn update(
 }
 
 /// Deletes a customer whose connections are all disconnected (`CONFLICT` otherwise), together
-/// with those disconnected connections; the credit ledger and event log keep their history.
+/// with those disconnected connections and all they hold; the credit ledger and event log
+/// keep their history (the credits came back when each connection was disconnected).
+///
+/// One short transaction marks the customer deleted: from then on it is not found, and its
+/// external id is free again. Its rows then go in batches ([`finish_delete`]), a short
+/// transaction each, so that a large customer never holds SQLite's write lock for long; what
+/// a crash or a cancelled request leaves is finished by the `connection-cleanup` worker.
 #[tracing::instrument(skip_all, fields(account.id = %account_id, customer.id = %id), err(level = "debug"))]
 pub async fn delete(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<()> {
     let txn = db.begin_write().await?;
-    let model = find_locked(&*txn, account_id, id, Some(LockType::Update)).await?;
+    find_locked(&*txn, account_id, id, Some(LockType::Update)).await?;
     let live = connection::Entity::find()
         .filter(connection::Column::CustomerId.eq(id))
         .filter(connection::Column::Status.ne(connection::ConnectionStatus::Disconnected))
@@ -165,13 +175,64 @@ pub async fn delete(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<()> {
             "the customer has {live} connection(s) that are not disconnected"
         )));
     }
-    connection::Entity::delete_many()
-        .filter(connection::Column::CustomerId.eq(id))
+    let now = Utc::now();
+    customer::Entity::update_many()
+        .col_expr(customer::Column::DeletedAt, now.into())
+        .col_expr(customer::Column::UpdatedAt, now.into())
+        .col_expr(customer::Column::ExternalId, Option::<String>::None.into())
+        .filter(customer::Column::Id.eq(id))
         .exec(&*txn)
         .await?;
-    model.delete(&*txn).await?;
     txn.commit().await?;
+    finish_delete(db, id).await?;
     Ok(())
+}
+
+/// Deletes a customer marked deleted, its connections first, in batches; `false` when a
+/// connection's sync run has not ended yet (it stops at its next page): the rest is left for
+/// the next call.
+pub async fn finish_delete(db: &Db, id: Uuid) -> AppResult<bool> {
+    let connections: Vec<Uuid> = connection::Entity::find()
+        .select_only()
+        .column(connection::Column::Id)
+        .filter(connection::Column::CustomerId.eq(id))
+        .into_tuple()
+        .all(db.conn())
+        .await?;
+    let mut done = true;
+    for connection_id in connections {
+        done &= connections::cleanup::delete(db, connection_id).await?;
+    }
+    if !done {
+        return Ok(false);
+    }
+    let txn = db.begin_write().await?;
+    customer::Entity::delete_many()
+        .filter(customer::Column::Id.eq(id))
+        .filter(customer::Column::DeletedAt.is_not_null())
+        .exec(&*txn)
+        .await?;
+    txn.commit().await?;
+    Ok(true)
+}
+
+/// Finishes the deletes of customers marked deleted (after a crash, or while their runs were
+/// ending); returns how many it finished.
+pub async fn finish_deletes(db: &Db) -> AppResult<usize> {
+    let deleting: Vec<Uuid> = customer::Entity::find()
+        .select_only()
+        .column(customer::Column::Id)
+        .filter(customer::Column::DeletedAt.is_not_null())
+        .into_tuple()
+        .all(db.conn())
+        .await?;
+    let mut finished = 0;
+    for id in deleting {
+        if finish_delete(db, id).await? {
+            finished += 1;
+        }
+    }
+    Ok(finished)
 }
 
 /// Lists the account's customers, optionally those whose name or external id contains `search`.
@@ -181,7 +242,9 @@ pub async fn list(
     search: Option<&str>,
     page: PageRequest,
 ) -> AppResult<Page<customer::Model>> {
-    let mut select = customer::Entity::find().filter(customer::Column::AccountId.eq(account_id));
+    let mut select = customer::Entity::find()
+        .filter(customer::Column::AccountId.eq(account_id))
+        .filter(customer::Column::DeletedAt.is_null());
     if let Some(search) = search.map(str::trim).filter(|s| !s.is_empty()) {
         if search.chars().count() > MAX_SEARCH_LEN {
             return Err(AppError::bad_input(format!(

@@ -343,7 +343,8 @@ impl WebhookMutation {
         Ok(WebhookDelivery(delivery))
     }
 
-    /// Queues again every stored event since `since` that the endpoint accepts.
+    /// Queues again every stored event since `since` that the endpoint accepts, except those
+    /// with a delivery to it still pending; returns how many it queued.
     async fn replay_webhooks(
         &self,
         ctx: &Context<'_>,

@@ -228,7 +228,9 @@ impl Dispatcher {
     async fn persist(&self, txn: WriteTxn, routes: Vec<Route>, newest: i64) -> AppResult<()> {
         let mut reservation = match &self.direct {
             Some(direct) => {
-                let deliveries_to = routes.iter().map(|r| r.endpoint.id);
+                let deliveries_to = routes
+                    .iter()
+                    .map(|r| (r.endpoint.id, r.endpoint.account_id));
                 Some(direct.reserve(&*txn, deliveries_to).await?)
             }
             None => None,

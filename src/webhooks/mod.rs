@@ -3,6 +3,7 @@
 
 pub mod deliver;
 pub mod dispatch;
+pub mod retention;
 pub mod sign;
 
 use chrono::Utc;
@@ -331,7 +332,8 @@ pub async fn redeliver(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<webhook
     Ok(delivery)
 }
 
-/// Queues again every stored event since `since` that the endpoint accepts; returns how many.
+/// Queues again every stored event since `since` that the endpoint accepts, but for those
+/// already pending for it; returns how many it queued.
 pub async fn replay(
     db: &Db,
     account_id: Uuid,
@@ -361,8 +363,12 @@ pub async fn replay(
         };
         after = Some(last.position);
         let txn = db.begin_write().await?;
+        let pending = pending_positions(&*txn, endpoint_id, &stored).await?;
         let mut deliveries = Vec::new();
         for event in &stored {
+            if pending.contains(&event.position) {
+                continue;
+            }
             if dispatch::wants(&*txn, &endpoint, event, &mut connections).await? {
                 deliveries.push(new_delivery(&endpoint, event.position));
             }
@@ -376,6 +382,28 @@ pub async fn replay(
         }
         txn.commit().await?;
     }
+}
+
+/// Those of the events with a delivery to the endpoint that is still pending (not sent
+/// yet, or to be retried): a replay does not queue them again.
+async fn pending_positions(
+    txn: &impl ConnectionTrait,
+    endpoint_id: Uuid,
+    events: &[event::Model],
+) -> AppResult<std::collections::HashSet<i64>> {
+    let positions: Vec<i64> = webhook_delivery::Entity::find()
+        .select_only()
+        .column(webhook_delivery::Column::EventPosition)
+        .filter(webhook_delivery::Column::EndpointId.eq(endpoint_id))
+        // Literal, as in the delivery statements: the partial index over pending deliveries
+        // (idx_webhook_deliveries_pending_due) serves only a literal match, and holds only
+        // the endpoint's few pending rows, not its whole history.
+        .filter(sea_orm::sea_query::Expr::cust("status = 'PENDING'"))
+        .filter(webhook_delivery::Column::EventPosition.is_in(events.iter().map(|e| e.position)))
+        .into_tuple()
+        .all(txn)
+        .await?;
+    Ok(positions.into_iter().collect())
 }
 
 /// Events read and queued per transaction by `replay`.

@@ -13,10 +13,13 @@
 //! | `webhook-dispatch` | Turns committed events into deliveries | `workers = true` |
 //! | `webhook-delivery` | Claims due deliveries and sends them | `workers = true` |
 //! | `event-pruning` | Deletes events older than the retention | `workers = true` |
+//! | `webhook-pruning` | Deletes finished webhook deliveries (and their attempts) older than the retention, in batches | `workers = true` |
+//! | `connection-cleanup` | Deletes the records of connections disconnected longer than the grace period, and finishes customer deletes, in batches | `workers = true` |
 //!
 //! Each runs until the shutdown token fires; [`Workers::stop`] then waits for all of them.
 //! With `workers = false` an instance serves the API only, and other instances do the work.
 
+mod cleanup;
 mod health;
 mod prune;
 mod schedule;
@@ -28,8 +31,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+pub use cleanup::ConnectionCleanup;
 pub use health::HealthCheck;
-pub use prune::EventPruning;
+pub use prune::{EventPruning, WebhookPruning};
 pub use schedule::Scheduler;
 pub use sync_runs::SyncWorkers;
 
@@ -177,5 +181,15 @@ pub fn start(services: &Services, config: &Config, shutdown: CancellationToken) 
         retention: config.event_retention(),
     };
     workers.spawn("event-pruning", pruning.run(workers.shutdown()));
+    let webhook_pruning = WebhookPruning {
+        db: db.clone(),
+        retention: config.webhook_retention(),
+    };
+    workers.spawn("webhook-pruning", webhook_pruning.run(workers.shutdown()));
+    let cleanup = ConnectionCleanup {
+        db: db.clone(),
+        grace: config.disconnected_records_grace(),
+    };
+    workers.spawn("connection-cleanup", cleanup.run(workers.shutdown()));
     workers
 }

@@ -17,6 +17,7 @@ mod hygiene;
 mod keys;
 mod limits;
 mod properties;
+mod retention;
 mod schema;
 mod sync;
 mod webhooks;

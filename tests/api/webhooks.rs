@@ -329,6 +329,8 @@ async fn test_redeliver_and_replay() {
     receiver.wait_for(2).await;
     grant(&app, &account_id, 1).await;
     receiver.wait_for(3).await;
+    // Recorded as sent: a replay skips an event whose delivery is still pending.
+    webhooks_settled(&app).await;
     let data = app.ok(&key, "mutation($id: ID!) { replayWebhooks(endpointId: $id, since: \"2020-01-01T00:00:00Z\") }", json!({ "id": endpoint })).await;
     assert_eq!(
         data["replayWebhooks"], 1,
@@ -522,6 +524,7 @@ async fn a_long_replay_queues_every_event_once() {
         assert!(!body.to_string().contains("\"errors\""), "{body}");
     }
     receiver.wait_for(510).await;
+    webhooks_settled(&app).await;
     let data = app.ok(&key, "mutation($id: ID!) { replayWebhooks(endpointId: $id, since: \"2020-01-01T00:00:00Z\") }", json!({ "id": endpoint })).await;
     assert_eq!(data["replayWebhooks"], 510);
     receiver.wait_for(1020).await;

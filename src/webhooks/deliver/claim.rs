@@ -9,10 +9,9 @@ use sea_orm::{
     ColumnTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect,
     sea_query::{LockBehavior, LockType},
 };
-use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use super::lease::Capacity;
+use super::lease::{Capacity, Permits};
 use crate::{db, db::Db, error::AppResult};
 use entity::{event, webhook_delivery, webhook_endpoint};
 
@@ -22,8 +21,8 @@ pub struct Claimed {
     pub endpoint: Arc<webhook_endpoint::Model>,
     /// `None`: the event was pruned; the attempt fails with a reason (it cannot be sent).
     pub event: Option<Arc<event::Model>>,
-    /// The endpoint's permits: they bound its requests in flight.
-    pub permits: Arc<Semaphore>,
+    /// The endpoint's and its account's permits: they bound their requests in flight.
+    pub permits: Permits,
 }
 
 /// Claims due deliveries for this process (`worker`, the name on its leases).
@@ -42,8 +41,10 @@ impl Claimer {
         if endpoints.is_empty() {
             return Ok(Vec::new());
         }
-        let mut candidates: Vec<Uuid> = endpoints.iter().map(|e| e.id).collect();
-        // Fair to every endpoint when the process-wide depth runs out.
+        let mut candidates: Vec<(Uuid, Uuid)> =
+            endpoints.iter().map(|e| (e.id, e.account_id)).collect();
+        // Fair to every endpoint when the process-wide depth runs out (and to every account
+        // by the accounts' shares, see `Capacity`).
         candidates.shuffle(&mut rand::rng());
         let until = now + chrono::Duration::from_std(self.lease).unwrap_or_default();
         let backend = self.db.conn().get_database_backend();
@@ -54,12 +55,12 @@ impl Claimer {
             let locked: Vec<Uuid> = webhook_endpoint::Entity::find()
                 .select_only()
                 .column(webhook_endpoint::Column::Id)
-                .filter(webhook_endpoint::Column::Id.is_in(candidates.clone()))
+                .filter(webhook_endpoint::Column::Id.is_in(candidates.iter().map(|c| c.0)))
                 .lock_with_behavior(LockType::NoKeyUpdate, LockBehavior::SkipLocked)
                 .into_tuple()
                 .all(&*txn)
                 .await?;
-            candidates.retain(|id| locked.contains(id));
+            candidates.retain(|(id, _)| locked.contains(id));
         }
         let Some((sql, values)) = self.claim_statement(candidates, now, until) else {
             return Ok(Vec::new());
@@ -99,26 +100,35 @@ impl Claimer {
             .all(self.db.conn())
             .await?
             .into_iter()
-            .filter(|e| self.capacity.room(e.id) > 0)
+            .filter(|e| self.capacity.room(e.id, e.account_id) > 0)
             .collect())
     }
 
-    /// One statement leasing each endpoint's share of the room left, or `None` when no
-    /// endpoint has room.
+    /// One statement leasing each endpoint's share of the room left (`candidates`: endpoint
+    /// and account ids), or `None` when no endpoint has room.
     fn claim_statement(
         &self,
-        candidates: Vec<Uuid>,
+        candidates: Vec<(Uuid, Uuid)>,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Option<(String, Vec<sea_orm::Value>)> {
         let mut total = self.capacity.total_room();
         let (mut parts, mut values) = (Vec::new(), vec![self.worker.clone().into(), until.into()]);
-        for id in candidates {
-            let room = self.capacity.room(id).min(total);
+        let mut accounts: HashMap<Uuid, usize> = HashMap::new();
+        for (id, account) in candidates {
+            let account_room = accounts
+                .entry(account)
+                .or_insert_with(|| self.capacity.account_room(account));
+            let room = self
+                .capacity
+                .room(id, account)
+                .min(total)
+                .min(*account_room);
             if room == 0 {
                 continue;
             }
             total -= room;
+            *account_room -= room;
             parts.push(format!("SELECT id FROM ({CLAIM_ONE}) AS c{}", parts.len()));
             values.extend([
                 id.into(),
@@ -161,7 +171,9 @@ impl Claimer {
         }
         let mut jobs = Vec::with_capacity(positions.len());
         for (endpoint, rows) in claimed {
-            let permits = self.capacity.take(endpoint.id, rows.len());
+            let permits = self
+                .capacity
+                .take(endpoint.id, endpoint.account_id, rows.len());
             jobs.extend(rows.into_iter().map(|delivery| Claimed {
                 event: events.get(&delivery.event_position).cloned(),
                 endpoint: endpoint.clone(),

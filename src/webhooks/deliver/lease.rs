@@ -37,8 +37,12 @@ pub fn request_window(locked_until: Option<DateTime<Utc>>, now: DateTime<Utc>) -
     (window >= MIN_REQUEST_TIME).then_some(window)
 }
 
-/// This process's claimed deliveries: how many per endpoint are claimed and not yet sent,
-/// and the permits that bound the requests in flight.
+/// This process's claimed deliveries: how many per endpoint and per account are claimed and
+/// not yet sent, and the permits that bound the requests in flight.
+///
+/// Fair between accounts: one account may hold at most seven eighths of the room to claim
+/// ahead and of the requests in flight ([`share`]), so another account's delivery is claimed
+/// and sent at once even while the first one's receivers stall with a backlog.
 pub struct Capacity {
     slots: Mutex<Slots>,
     /// Requests in flight over all endpoints.
@@ -46,13 +50,22 @@ pub struct Capacity {
     /// Signalled when sent deliveries free room for more claims.
     pub freed: Notify,
     per_endpoint: usize,
+    per_account: usize,
     endpoint_depth: usize,
+    account_depth: usize,
     total_depth: usize,
+}
+
+/// What one account may hold of `n`: all but an eighth, and at least one left to the others
+/// when there are two or more (a single account that is alone loses little throughput).
+fn share(n: usize) -> usize {
+    if n < 2 { n } else { n - (n / 8).max(1) }
 }
 
 #[derive(Default)]
 struct Slots {
     endpoints: HashMap<Uuid, Slot>,
+    accounts: HashMap<Uuid, Slot>,
     outstanding: usize,
 }
 
@@ -61,16 +74,26 @@ struct Slot {
     outstanding: usize,
 }
 
+/// The permits a claimed delivery's request takes, besides an overall one.
+#[derive(Clone)]
+pub struct Permits {
+    pub endpoint: Arc<Semaphore>,
+    pub account: Arc<Semaphore>,
+}
+
 impl Capacity {
     pub fn new(settings: &DeliverySettings) -> Self {
         let (per_endpoint, overall) = (settings.per_endpoint.max(1), settings.concurrency.max(1));
+        let total_depth = overall * settings.rounds_ahead();
         Self {
             slots: Mutex::default(),
             overall: Arc::new(Semaphore::new(overall)),
             freed: Notify::new(),
             per_endpoint,
+            per_account: share(overall),
             endpoint_depth: per_endpoint * settings.rounds_ahead(),
-            total_depth: overall * settings.rounds_ahead(),
+            account_depth: share(total_depth),
+            total_depth,
         }
     }
 
@@ -78,12 +101,16 @@ impl Capacity {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// How many more deliveries of this endpoint may be claimed now.
-    pub fn room(&self, endpoint: Uuid) -> usize {
+    /// How many more deliveries of this endpoint (of `account`) may be claimed now.
+    pub fn room(&self, endpoint: Uuid, account: Uuid) -> usize {
         let slots = self.slots();
-        let taken = slots.endpoints.get(&endpoint).map_or(0, |s| s.outstanding);
+        let taken = |slots: &HashMap<Uuid, Slot>, id| slots.get(&id).map_or(0, |s| s.outstanding);
         self.endpoint_depth
-            .saturating_sub(taken)
+            .saturating_sub(taken(&slots.endpoints, endpoint))
+            .min(
+                self.account_depth
+                    .saturating_sub(taken(&slots.accounts, account)),
+            )
             .min(self.total_depth.saturating_sub(slots.outstanding))
     }
 
@@ -92,33 +119,50 @@ impl Capacity {
         self.total_depth.saturating_sub(self.slots().outstanding)
     }
 
-    /// Takes room for `n` deliveries of an endpoint; returns the endpoint's permits.
-    pub fn take(&self, endpoint: Uuid, n: usize) -> Arc<Semaphore> {
+    /// How many more deliveries of this account may be claimed now, over its endpoints.
+    pub fn account_room(&self, account: Uuid) -> usize {
+        let slots = self.slots();
+        let taken = slots.accounts.get(&account).map_or(0, |s| s.outstanding);
+        self.account_depth.saturating_sub(taken)
+    }
+
+    /// Takes room for `n` deliveries of an endpoint of `account`; returns their permits.
+    pub fn take(&self, endpoint: Uuid, account: Uuid, n: usize) -> Permits {
         let mut slots = self.slots();
         slots.outstanding += n;
-        let slot = slots.endpoints.entry(endpoint).or_insert_with(|| Slot {
-            permits: Arc::new(Semaphore::new(self.per_endpoint)),
-            outstanding: 0,
-        });
-        slot.outstanding += n;
-        slot.permits.clone()
+        let hold = |slots: &mut HashMap<Uuid, Slot>, id, size| {
+            let slot = slots.entry(id).or_insert_with(|| Slot {
+                permits: Arc::new(Semaphore::new(size)),
+                outstanding: 0,
+            });
+            slot.outstanding += n;
+            slot.permits.clone()
+        };
+        Permits {
+            endpoint: hold(&mut slots.endpoints, endpoint, self.per_endpoint),
+            account: hold(&mut slots.accounts, account, self.per_account),
+        }
     }
 
-    /// One delivery of the endpoint was sent (or given up to its lease).
-    pub fn release(&self, endpoint: Uuid) {
-        self.give_back(endpoint, 1);
+    /// One delivery of the endpoint (of `account`) was sent (or given up to its lease).
+    pub fn release(&self, endpoint: Uuid, account: Uuid) {
+        self.give_back(endpoint, account, 1);
     }
 
-    /// Frees room taken for `n` deliveries of an endpoint.
-    fn give_back(&self, endpoint: Uuid, n: usize) {
+    /// Frees room taken for `n` deliveries of an endpoint of `account`.
+    fn give_back(&self, endpoint: Uuid, account: Uuid, n: usize) {
         let mut slots = self.slots();
         slots.outstanding = slots.outstanding.saturating_sub(n);
-        if let Some(slot) = slots.endpoints.get_mut(&endpoint) {
-            slot.outstanding = slot.outstanding.saturating_sub(n);
-            if slot.outstanding == 0 {
-                slots.endpoints.remove(&endpoint);
+        let free = |slots: &mut HashMap<Uuid, Slot>, id| {
+            if let Some(slot) = slots.get_mut(&id) {
+                slot.outstanding = slot.outstanding.saturating_sub(n);
+                if slot.outstanding == 0 {
+                    slots.remove(&id);
+                }
             }
-        }
+        };
+        free(&mut slots.endpoints, endpoint);
+        free(&mut slots.accounts, account);
         drop(slots);
         self.freed.notify_one();
     }
@@ -150,23 +194,24 @@ pub struct Reservation<'a> {
 
 /// One endpoint's reserved room.
 struct Room {
+    account: Uuid,
     /// New deliveries of the endpoint to create leased, at most.
     reserved: usize,
     /// How many of them were leased so far.
     leased: usize,
-    permits: Arc<Semaphore>,
+    permits: Permits,
 }
 
 impl DirectDispatch {
-    /// Takes room for new deliveries (one endpoint id per delivery, in the order they are
-    /// created), within the dispatcher's write transaction. An endpoint gets none when
+    /// Takes room for new deliveries (one endpoint id and its account's per delivery, in the
+    /// order they are created), within the dispatcher's write transaction. An endpoint gets none when
     /// another process serves it, or when it has due deliveries waiting unleased (those go
     /// first, through the claimer). On PostgreSQL the endpoint rows are locked as the
     /// claimer locks them.
     pub async fn reserve(
         &self,
         txn: &impl ConnectionTrait,
-        deliveries_to: impl IntoIterator<Item = Uuid>,
+        deliveries_to: impl IntoIterator<Item = (Uuid, Uuid)>,
     ) -> AppResult<Reservation<'_>> {
         let now = Utc::now();
         let mut reservation = Reservation {
@@ -175,35 +220,36 @@ impl DirectDispatch {
             locked_until: now + chrono::Duration::from_std(self.lease).unwrap_or_default(),
         };
         // Deliveries per endpoint, in the order the endpoints first appear.
-        let mut wanted: Vec<(Uuid, usize)> = Vec::new();
+        let mut wanted: Vec<(Uuid, Uuid, usize)> = Vec::new();
         let mut at: HashMap<Uuid, usize> = HashMap::new();
-        for endpoint in deliveries_to {
+        for (endpoint, account) in deliveries_to {
             let i = *at.entry(endpoint).or_insert_with(|| {
-                wanted.push((endpoint, 0));
+                wanted.push((endpoint, account, 0));
                 wanted.len() - 1
             });
-            wanted[i].1 += 1;
+            wanted[i].2 += 1;
         }
         // At most RESERVED_ENDPOINTS endpoints a batch (one bound value each): the others'
         // new deliveries are created unleased and go through the claimer, as any backlog.
         let candidates: Vec<Uuid> = wanted
             .iter()
-            .filter(|(id, _)| self.capacity.room(*id) > 0)
-            .map(|(id, _)| *id)
+            .filter(|(id, account, _)| self.capacity.room(*id, *account) > 0)
+            .map(|(id, _, _)| *id)
             .take(RESERVED_ENDPOINTS)
             .collect();
         if candidates.is_empty() {
             return Ok(reservation);
         }
         let free = self.free_endpoints(txn, &candidates, now).await?;
-        for (id, n) in wanted {
+        for (id, account, n) in wanted {
             if !free.contains(&id) {
                 continue;
             }
-            let n = n.min(self.capacity.room(id));
+            let n = n.min(self.capacity.room(id, account));
             if n > 0 {
-                let permits = self.capacity.take(id, n);
+                let permits = self.capacity.take(id, account, n);
                 let room = Room {
+                    account,
                     reserved: n,
                     leased: 0,
                     permits,
@@ -291,7 +337,9 @@ impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         for (endpoint, room) in self.rooms.drain() {
             if room.reserved > 0 {
-                self.direct.capacity.give_back(endpoint, room.reserved);
+                self.direct
+                    .capacity
+                    .give_back(endpoint, room.account, room.reserved);
             }
         }
     }
@@ -327,8 +375,10 @@ mod tests {
     use std::time::Duration;
 
     use chrono::Utc;
+    use uuid::Uuid;
 
-    use super::request_window;
+    use super::{Capacity, request_window, share};
+    use crate::webhooks::deliver::DeliverySettings;
 
     #[test]
     fn a_request_ends_within_its_lease_or_is_not_sent() {
@@ -347,5 +397,35 @@ mod tests {
             Some(Duration::from_secs(15)),
             "unleased"
         );
+    }
+
+    #[test]
+    fn one_account_never_takes_all_the_room() {
+        assert_eq!([share(1), share(2), share(4), share(32)], [1, 1, 3, 28]);
+        let capacity = Capacity::new(&DeliverySettings {
+            schedule: vec![5],
+            allow_private: false,
+            disable_after: Duration::from_secs(60),
+            per_endpoint: 8,
+            concurrency: 32,
+            lease: Duration::from_secs(120),
+        });
+        let (busy, other) = (Uuid::new_v4(), Uuid::new_v4());
+        // 8 rounds ahead of 32 workers: 256 claimed at most, 224 of them by one account.
+        for _ in 0..100 {
+            let endpoint = Uuid::new_v4();
+            let room = capacity.room(endpoint, busy);
+            capacity.take(endpoint, busy, room);
+        }
+        assert_eq!(capacity.account_room(busy), 0);
+        assert_eq!(capacity.total_room(), 32);
+        let endpoint = Uuid::new_v4();
+        assert_eq!(
+            capacity.room(endpoint, other),
+            32,
+            "room left for another account"
+        );
+        let permits = capacity.take(endpoint, other, 1);
+        assert_eq!(permits.account.available_permits(), 28);
     }
 }

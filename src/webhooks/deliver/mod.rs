@@ -4,7 +4,9 @@
 //! claimer or straight from the dispatcher through [`DirectDispatch`]) → `Sent` with its
 //! `Outcome` → recorded (succeeded, or after a failure `AfterFailure`: retried or ended).
 //!
-//! Limits: at most `per_endpoint` requests in flight per endpoint and `concurrency` overall.
+//! Limits: at most `per_endpoint` requests in flight per endpoint and `concurrency` overall,
+//! of which one account holds at most seven eighths (as of the deliveries claimed ahead), so
+//! that one account's stalled backlog never keeps another's deliveries waiting.
 //! Across processes an endpoint is served by one process at a time: a process claims an
 //! endpoint's deliveries only while no other process holds a lease on any of them. Each
 //! process keeps at most `lease ÷ 15 s` rounds of requests claimed ahead, so a claimed

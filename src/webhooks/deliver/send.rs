@@ -147,15 +147,19 @@ impl Sender {
         let (attempted_at, outcome) = {
             // The endpoint's permit first: a task waiting on a busy endpoint holds no overall
             // one.
-            let (Ok(_endpoint), Ok(_overall)) = (
-                permits.acquire().await,
+            // Then the account's: a task waiting behind its account's share holds no
+            // overall one either, so that other accounts' requests start at once.
+            let (Ok(_endpoint), Ok(_account), Ok(_overall)) = (
+                permits.endpoint.acquire().await,
+                permits.account.acquire().await,
                 self.capacity.overall.acquire().await,
             ) else {
                 return;
             };
             let attempted_at = Utc::now();
             let Some(timeout) = request_window(delivery.locked_until, attempted_at) else {
-                self.capacity.release(delivery.endpoint_id);
+                self.capacity
+                    .release(delivery.endpoint_id, delivery.account_id);
                 tracing::debug!(delivery.id = %delivery.id, "lease too short to send; left to the next claim");
                 return;
             };
@@ -167,7 +171,8 @@ impl Sender {
         };
         // Sent: its lease is no longer at risk, so its room goes to the next claim while the
         // recorder writes the attempt.
-        self.capacity.release(delivery.endpoint_id);
+        self.capacity
+            .release(delivery.endpoint_id, delivery.account_id);
         let _ = recorder.send(Sent {
             delivery,
             attempted_at,
