@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{db::Db, events};
 
+#[derive(Clone)]
 pub struct EventPruning {
     pub db: Db,
     pub retention: Duration,

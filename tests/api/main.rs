@@ -15,6 +15,7 @@ mod events;
 mod harness;
 mod hygiene;
 mod limits;
+mod operability;
 mod properties;
 mod schema;
 mod sync;
