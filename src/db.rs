@@ -11,7 +11,11 @@
 //! on another connection (another thread) shortly after writes, and a writer checkpoints
 //! itself only if the log reaches [`WAL_AUTOCHECKPOINT_PAGES`].
 
-use std::{ops::Deref, sync::Arc, time::Duration};
+use std::{
+    ops::Deref,
+    sync::{Arc, Weak},
+    time::Duration,
+};
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
@@ -223,8 +227,9 @@ impl Deref for WriteTxn {
 
 /// Tells every listener (event feed, webhook dispatcher) about each commit. Each listener has
 /// its own `Notify`, whose stored permit means a commit made while it was busy is not missed.
+/// Listeners are held weakly: one dropped (a worker's run that ended) is forgotten.
 #[derive(Default)]
-pub struct CommitSignal(std::sync::Mutex<Vec<Arc<Notify>>>);
+pub struct CommitSignal(std::sync::Mutex<Vec<Weak<Notify>>>);
 
 impl CommitSignal {
     fn subscribe(&self) -> Arc<Notify> {
@@ -232,14 +237,21 @@ impl CommitSignal {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(listener.clone());
+            .push(Arc::downgrade(&listener));
         listener
     }
 
     fn notify(&self) {
-        for listener in self.0.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            listener.notify_one();
-        }
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|listener| match listener.upgrade() {
+                Some(listener) => {
+                    listener.notify_one();
+                    true
+                }
+                None => false,
+            });
     }
 }
 
@@ -267,6 +279,8 @@ pub fn statement(
 
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt as _;
+
     use super::*;
 
     /// Writes `mib` MiB in one write transaction.
@@ -280,6 +294,19 @@ mod tests {
         .await
         .unwrap();
         txn.commit().await.unwrap();
+    }
+
+    #[test]
+    fn a_dropped_commit_listener_is_forgotten() {
+        let signal = CommitSignal::default();
+        let kept = signal.subscribe();
+        drop(signal.subscribe());
+        signal.notify();
+        assert_eq!(signal.0.lock().unwrap().len(), 1);
+        assert!(
+            kept.notified().now_or_never().is_some(),
+            "the live one was told"
+        );
     }
 
     #[tokio::test]
