@@ -27,7 +27,9 @@
 //! in a row and no healthy run since keeps failing: `/readyz` answers 503 naming it. A loop
 //! that only logs its errors and tries again is not failing; one whose error leaves it
 //! broken returns it. Tasks a worker spawns itself (the sync loops, the webhook senders and
-//! recorder) are watched by that worker: one that panics or ends early fails the worker.
+//! recorder) are watched by that worker: one that panics or ends early fails the worker
+//! ([`supervise::join_loops`] does that for a set of loops). Operators read about it in
+//! docs/operations.md (Supervised workers).
 //!
 //! [`Workers::stop`] fires the shutdown token and waits for every worker, including those
 //! waiting out a backoff. With `workers = false` an instance serves the API only, and other
