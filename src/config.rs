@@ -190,12 +190,16 @@ settings! {
 pub struct TestingSettings {
     /// Length of one minute of `syncIntervalMinutes`; tests shorten it.
     pub schedule_minute: Duration,
+    /// The worker (by its name in `workers`) that panics each time it starts, to test its
+    /// supervision (restarts, `/readyz`, the restart counter).
+    pub panic_in_worker: Option<&'static str>,
 }
 
 impl Default for TestingSettings {
     fn default() -> Self {
         Self {
             schedule_minute: Duration::from_secs(60),
+            panic_in_worker: None,
         }
     }
 }

@@ -10,14 +10,24 @@
 //! 1,000 pages, while it holds the write lock; here [`Db::checkpoint_periodically`] does it
 //! on another connection (another thread) shortly after writes, and a writer checkpoints
 //! itself only if the log reaches [`WAL_AUTOCHECKPOINT_PAGES`].
+//!
+//! Migrations ([`Db::migrate`]) run under the SQLite write lock, and on PostgreSQL under an
+//! advisory lock, so that processes starting at once on one database migrate in turn.
 
-use std::{ops::Deref, sync::Arc, time::Duration};
+use std::{
+    ops::Deref,
+    sync::{Arc, Weak},
+    time::Duration,
+};
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbErr,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
-    sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous},
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    sqlx::{
+        self, ConnectOptions as _, Connection as _,
+        sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous},
+    },
 };
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 use tokio_util::sync::CancellationToken;
@@ -54,6 +64,31 @@ pub fn sqlite_settings(opts: SqliteConnectOptions, cache_mib: u64) -> SqliteConn
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true)
         .create_if_missing(true)
+}
+
+/// PostgreSQL: the advisory lock migrations run under (an arbitrary constant, `mwmigr`).
+const MIGRATION_LOCK: i64 = 0x6d77_6d69_6772;
+
+/// Takes the migration lock on `session`, waiting for the process that holds it.
+async fn lock_migrations(session: &mut sqlx::PgConnection) -> Result<(), DbErr> {
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .fetch_one(&mut *session)
+        .await
+        .map_err(sql_err)?;
+    if !locked {
+        tracing::info!("another process is migrating the database; waiting for it");
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *session)
+            .await
+            .map_err(sql_err)?;
+    }
+    Ok(())
+}
+
+fn sql_err(err: sqlx::Error) -> DbErr {
+    DbErr::Custom(format!("migration lock: {err}"))
 }
 
 #[derive(Clone)]
@@ -106,9 +141,28 @@ impl Db {
         self.conn.set_metric_callback(move |_| counter.inc());
     }
 
+    /// Applies pending migrations. On PostgreSQL several processes may start at once on one
+    /// database: each migrates under an advisory lock, so they migrate one after another and
+    /// all but the first find nothing left to do.
     pub async fn migrate(&self) -> Result<(), DbErr> {
         let _guard = self.lock_writes().await;
-        Migrator::up(&self.conn, None).await
+        if self.conn.get_database_backend() != DbBackend::Postgres {
+            return Migrator::up(&self.conn, None).await;
+        }
+        // A session-level lock belongs to one session: a connection of its own, outside the
+        // pool (which the migrator uses, and which may hold only one connection).
+        let options = self.conn.get_postgres_connection_pool().connect_options();
+        let mut session = options.connect().await.map_err(sql_err)?;
+        lock_migrations(&mut session).await?;
+        let migrated = Migrator::up(&self.conn, None).await;
+        // Closing the session releases the lock too, and does so if this process dies.
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut session)
+            .await;
+        let _ = session.close().await;
+        migrated?;
+        unlocked.map(|_| ()).map_err(sql_err)
     }
 
     /// The pool, for reads.
@@ -223,8 +277,9 @@ impl Deref for WriteTxn {
 
 /// Tells every listener (event feed, webhook dispatcher) about each commit. Each listener has
 /// its own `Notify`, whose stored permit means a commit made while it was busy is not missed.
+/// Listeners are held weakly: one dropped (a worker's run that ended) is forgotten.
 #[derive(Default)]
-pub struct CommitSignal(std::sync::Mutex<Vec<Arc<Notify>>>);
+pub struct CommitSignal(std::sync::Mutex<Vec<Weak<Notify>>>);
 
 impl CommitSignal {
     fn subscribe(&self) -> Arc<Notify> {
@@ -232,25 +287,32 @@ impl CommitSignal {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(listener.clone());
+            .push(Arc::downgrade(&listener));
         listener
     }
 
     fn notify(&self) {
-        for listener in self.0.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            listener.notify_one();
-        }
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|listener| match listener.upgrade() {
+                Some(listener) => {
+                    listener.notify_one();
+                    true
+                }
+                None => false,
+            });
     }
 }
 
 /// A raw statement written once with `?` placeholders, numbered `$1, $2, …` for PostgreSQL.
 pub fn statement(
-    backend: sea_orm::DbBackend,
+    backend: DbBackend,
     sql: &str,
     values: impl IntoIterator<Item = sea_orm::Value>,
 ) -> sea_orm::Statement {
     let sql = match backend {
-        sea_orm::DbBackend::Postgres => {
+        DbBackend::Postgres => {
             let mut numbered = String::with_capacity(sql.len() + 16);
             for (n, part) in sql.split('?').enumerate() {
                 if n > 0 {
@@ -267,6 +329,8 @@ pub fn statement(
 
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt as _;
+
     use super::*;
 
     /// Writes `mib` MiB in one write transaction.
@@ -280,6 +344,19 @@ mod tests {
         .await
         .unwrap();
         txn.commit().await.unwrap();
+    }
+
+    #[test]
+    fn a_dropped_commit_listener_is_forgotten() {
+        let signal = CommitSignal::default();
+        let kept = signal.subscribe();
+        drop(signal.subscribe());
+        signal.notify();
+        assert_eq!(signal.0.lock().unwrap().len(), 1);
+        assert!(
+            kept.notified().now_or_never().is_some(),
+            "the live one was told"
+        );
     }
 
     #[tokio::test]
@@ -317,7 +394,7 @@ mod tests {
         let count: i64 = db
             .conn()
             .query_one_raw(sea_orm::Statement::from_string(
-                sea_orm::DbBackend::Sqlite,
+                DbBackend::Sqlite,
                 "SELECT count(*) AS n FROM blobs",
             ))
             .await

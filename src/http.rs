@@ -26,6 +26,7 @@ use crate::{
     graphql::{AppSchema, Loaders},
     limits::RateLimits,
     metrics::Metrics,
+    workers::WorkerHealth,
     ws,
 };
 
@@ -33,6 +34,8 @@ pub struct AppState {
     pub db: Db,
     pub schema: AppSchema,
     pub metrics: Metrics,
+    /// The background workers' supervision: `/readyz` names those that keep failing.
+    pub workers: WorkerHealth,
     pub limits: Arc<RateLimits>,
     pub auth_cache: Arc<AuthCache>,
     pub config: Config,
@@ -91,10 +94,21 @@ async fn count_requests(
     response
 }
 
+/// Ready when the database answers within 2 s and no background worker keeps failing (see
+/// `workers::supervise`); otherwise 503 saying why, one reason a line.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    match tokio::time::timeout(Duration::from_secs(2), state.db.ping()).await {
-        Ok(Ok(())) => (StatusCode::OK, "ready").into_response(),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response(),
+    let mut reasons: Vec<String> = Vec::new();
+    if !matches!(
+        tokio::time::timeout(Duration::from_secs(2), state.db.ping()).await,
+        Ok(Ok(()))
+    ) {
+        reasons.push("database unreachable".to_owned());
+    }
+    reasons.extend(state.workers.failing().iter().map(ToString::to_string));
+    if reasons.is_empty() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, reasons.join("\n")).into_response()
     }
 }
 

@@ -73,8 +73,19 @@ pub async fn run(
         feed,
         limits,
     };
-    let workers = workers::start(&services, &config, shutdown.clone());
-    let app = http::router(api_state(services, metrics, config, shutdown.clone()));
+    let workers = workers::start(
+        &services,
+        &config,
+        metrics.worker_restarts.clone(),
+        shutdown.clone(),
+    );
+    let app = http::router(api_state(
+        services,
+        metrics,
+        workers.health(),
+        config,
+        shutdown.clone(),
+    ));
     serve(listener, app, &shutdown).await?;
     workers.stop().await;
     db.close().await.context("closing the database")?;
@@ -108,6 +119,7 @@ async fn open_database(config: &Config, metrics: &Metrics) -> anyhow::Result<Db>
 fn api_state(
     services: workers::Services,
     metrics: Metrics,
+    workers: workers::WorkerHealth,
     config: Config,
     shutdown: CancellationToken,
 ) -> Arc<AppState> {
@@ -124,6 +136,7 @@ fn api_state(
         db,
         schema,
         metrics,
+        workers,
         limits,
         config,
         shutdown,

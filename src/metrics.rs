@@ -20,6 +20,8 @@ pub struct Metrics {
     pub graphql_requests: IntCounterVec,
     pub graphql_duration: HistogramVec,
     pub db_statements: IntCounter,
+    /// Restarts of each background worker after it failed (`worker` label).
+    pub worker_restarts: IntCounterVec,
     operations: Arc<OperationNames>,
 }
 
@@ -106,8 +108,17 @@ impl Metrics {
         let db_statements =
             IntCounter::new("millwright_db_statements_total", "SQL statements executed")
                 .expect("valid metric");
+        let worker_restarts = IntCounterVec::new(
+            Opts::new(
+                "millwright_worker_restarts_total",
+                "Restarts of background workers after a panic, an error or an early return",
+            ),
+            &["worker"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(db_statements.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(worker_restarts.clone()),
             Box::new(http_requests.clone()),
             Box::new(graphql_requests.clone()),
             Box::new(graphql_duration.clone()),
@@ -118,6 +129,7 @@ impl Metrics {
         }
         Self {
             db_statements,
+            worker_restarts,
             registry,
             http_requests,
             graphql_requests,

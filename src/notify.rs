@@ -150,6 +150,8 @@ pub fn listen(
                             }
                             let received = tokio::select! {
                                 () = shutdown.cancelled() => return,
+                                // Its reader is gone (a worker that failed and restarts).
+                                () = heard.closed() => return,
                                 received = listener.recv() => received,
                             };
                             match received {
@@ -169,6 +171,7 @@ pub fn listen(
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
+                () = heard.closed() => return,
                 () = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));

@@ -43,6 +43,8 @@ struct Inner {
     accounts: std::sync::Mutex<HashMap<Uuid, broadcast::Sender<Shared>>>,
     capacity: usize,
     last: AtomicI64,
+    /// Signalled by this process's commits and by the `event-listener` worker.
+    wake: Arc<Notify>,
 }
 
 impl EventFeed {
@@ -54,10 +56,11 @@ impl EventFeed {
             .map_or(0, |s| s.last_position);
         Ok(Self {
             inner: Arc::new(Inner {
-                db,
                 accounts: std::sync::Mutex::default(),
                 capacity: capacity.max(1),
                 last: AtomicI64::new(last),
+                wake: db.commits(),
+                db,
             }),
         })
     }
@@ -88,12 +91,9 @@ impl EventFeed {
         }
     }
 
-    /// Dispatches until shutdown. `postgres_url` turns on LISTEN for other processes' commits.
-    pub async fn run(self, postgres_url: Option<String>, shutdown: CancellationToken) {
-        let wake = self.inner.db.commits();
-        if let Some(url) = postgres_url {
-            tokio::spawn(listen(url, wake.clone(), shutdown.clone()));
-        }
+    /// Dispatches until shutdown.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let wake = &self.inner.wake;
         loop {
             if let Err(err) = self.dispatch().await {
                 tracing::error!(error = %err, "event feed: reading new events failed");
@@ -103,6 +103,21 @@ impl EventFeed {
                 () = wake.notified() => {}
                 () = tokio::time::sleep(POLL) => {}
             }
+        }
+    }
+
+    /// PostgreSQL: LISTENs for other processes' commits on `url` until shutdown; after a
+    /// dropped connection it reconnects and wakes the dispatcher, which reads whatever was
+    /// committed meanwhile from the table. Ends early only if the listening task died.
+    pub async fn listen(self, url: String, shutdown: CancellationToken) -> Result<(), String> {
+        let mut heard = crate::notify::listen(url, CHANNEL, shutdown.clone());
+        while heard.recv().await.is_some() {
+            self.inner.wake.notify_one();
+        }
+        if shutdown.is_cancelled() {
+            Ok(())
+        } else {
+            Err("the LISTEN task ended".to_owned())
         }
     }
 
@@ -207,15 +222,6 @@ async fn catch_up(
         if done {
             return Ok(());
         }
-    }
-}
-
-/// LISTENs for other processes' commits; after a dropped connection it reconnects and wakes
-/// the dispatcher, which reads whatever was committed meanwhile from the table.
-async fn listen(url: String, wake: Arc<Notify>, shutdown: CancellationToken) {
-    let mut heard = crate::notify::listen(url, CHANNEL, shutdown);
-    while heard.recv().await.is_some() {
-        wake.notify_one();
     }
 }
 

@@ -148,6 +148,7 @@ pub fn route(
     Ok(routes)
 }
 
+#[derive(Clone)]
 pub struct Dispatcher {
     pub db: Db,
     /// Wakes the delivery workers when deliveries were created for them to claim.

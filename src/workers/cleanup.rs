@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{connections, customers, db::Db};
 
+#[derive(Clone)]
 pub struct ConnectionCleanup {
     pub db: Db,
     pub grace: Duration,

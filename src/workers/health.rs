@@ -24,6 +24,7 @@ use entity::connection;
 const BATCH: u64 = 100;
 const CONCURRENT_PROBES: usize = 8;
 
+#[derive(Clone)]
 pub struct HealthCheck {
     pub db: Db,
     pub cipher: Cipher,

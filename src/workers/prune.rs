@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{db::Db, events, webhooks};
 
+#[derive(Clone)]
 pub struct EventPruning {
     pub db: Db,
     pub retention: Duration,
@@ -34,6 +35,7 @@ fn period(retention: Duration) -> Duration {
     (retention / 10).clamp(Duration::from_millis(100), Duration::from_secs(3600))
 }
 
+#[derive(Clone)]
 pub struct WebhookPruning {
     pub db: Db,
     pub retention: Duration,

@@ -21,6 +21,7 @@ use crate::{
 };
 use entity::{connection, sync_run};
 
+#[derive(Clone)]
 pub struct Scheduler {
     pub db: Db,
     /// Length of one "minute" of `syncIntervalMinutes` (shortened in tests).

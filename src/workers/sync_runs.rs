@@ -27,13 +27,17 @@ pub struct SyncWorkers {
 }
 
 impl SyncWorkers {
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Runs `concurrency` loops until shutdown. A loop that panics or ends before shutdown
+    /// stops the others (as a shutdown would) and fails the worker, whose supervisor starts
+    /// them all again.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
+        let stopping = shutdown.child_token();
         let mut set = tokio::task::JoinSet::new();
         for n in 0..self.concurrency.max(1) {
             let name = format!("{}-sync-{n}", process_name());
-            set.spawn(self.clone().work(name, shutdown.clone()));
+            set.spawn(self.clone().work(name, stopping.clone()));
         }
-        while set.join_next().await.is_some() {}
+        super::supervise::join_loops(set, &stopping, "a sync loop").await
     }
 
     async fn work(self, name: String, shutdown: CancellationToken) {

@@ -46,6 +46,21 @@ impl TestDb {
         }
     }
 
+    /// A fresh PostgreSQL database without any table (not even the migrations'), when the
+    /// tests run against PostgreSQL; `None` on SQLite.
+    pub async fn empty_postgres() -> Option<Self> {
+        let base = std::env::var("MILLWRIGHT_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|base| !base.is_empty())?;
+        let name = format!("mw_test_{}", uuid::Uuid::now_v7().simple());
+        postgres::create_empty_database(&base, &name).await;
+        Some(Self {
+            url: postgres::database_url(&base, &name),
+            _dir: None,
+            postgres: Some((base, name)),
+        })
+    }
+
     async fn postgres(base: String) -> Self {
         let name = format!("mw_test_{}", uuid::Uuid::now_v7().simple());
         postgres::create_database(&base, &name).await;

@@ -16,6 +16,7 @@ mod harness;
 mod hygiene;
 mod keys;
 mod limits;
+mod operability;
 mod properties;
 mod retention;
 mod schema;

@@ -149,6 +149,13 @@ impl Capacity {
         self.give_back(endpoint, account, 1);
     }
 
+    /// Frees all room, once every lease of this process was released (after its delivery
+    /// workers failed and before they start again): what their sends held is not coming back.
+    pub fn clear(&self) {
+        *self.slots() = Slots::default();
+        self.freed.notify_one();
+    }
+
     /// Frees room taken for `n` deliveries of an endpoint of `account`.
     fn give_back(&self, endpoint: Uuid, account: Uuid, n: usize) {
         let mut slots = self.slots();
@@ -171,6 +178,7 @@ impl Capacity {
 /// The dispatcher's direct line to this process's senders: it creates first attempts
 /// already leased to them, in its own transaction, and passes them over after the commit:
 /// no claim (and no write) per new delivery.
+#[derive(Clone)]
 pub struct DirectDispatch {
     pub(super) worker: String,
     pub(super) capacity: Arc<Capacity>,

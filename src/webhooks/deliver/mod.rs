@@ -44,8 +44,8 @@ mod send;
 use std::{sync::Arc, time::Duration};
 
 use tokio::{
-    sync::{Notify, mpsc},
-    task::JoinSet,
+    sync::{Mutex, Notify, mpsc},
+    task::{JoinHandle, JoinSet},
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -92,8 +92,9 @@ pub struct DeliveryWorkers {
     worker: String,
     capacity: Arc<Capacity>,
     sender: Arc<Sender>,
-    /// Deliveries the dispatcher created already leased to this process.
-    from_dispatcher: Option<mpsc::UnboundedReceiver<Vec<Claimed>>>,
+    /// Deliveries the dispatcher created already leased to this process; each run (a
+    /// restart after a failure is another run) takes it in turn.
+    from_dispatcher: Mutex<mpsc::UnboundedReceiver<Vec<Claimed>>>,
     to_senders: mpsc::UnboundedSender<Vec<Claimed>>,
 }
 
@@ -118,7 +119,7 @@ impl DeliveryWorkers {
             worker,
             capacity,
             sender,
-            from_dispatcher: Some(from_dispatcher),
+            from_dispatcher: Mutex::new(from_dispatcher),
             to_senders,
         }
     }
@@ -133,11 +134,11 @@ impl DeliveryWorkers {
         }
     }
 
-    pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut dispatched = self
-            .from_dispatcher
-            .take()
-            .expect("the delivery workers run once");
+    /// Claims and sends until shutdown. A sender or the recorder that panics (or a recorder
+    /// that ends) fails the run: it winds down as at shutdown and returns the error, for
+    /// its supervisor to run it again.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), String> {
+        let mut dispatched = self.from_dispatcher.lock().await;
         let claimer = Claimer {
             db: self.db.clone(),
             worker: self.worker.clone(),
@@ -156,8 +157,12 @@ impl DeliveryWorkers {
                 sends.spawn(self.sender.clone().send(job, done.clone()));
             }
         };
+        let mut failure = None;
         while !shutdown.is_cancelled() {
-            while sends.try_join_next().is_some() {}
+            if let Err(error) = check_tasks(&mut sends, &recorder) {
+                failure = Some(error);
+                break;
+            }
             while let Ok(jobs) = dispatched.try_recv() {
                 send_all(&mut sends, jobs);
             }
@@ -187,14 +192,44 @@ impl DeliveryWorkers {
         // Requests still in flight are abandoned; what finished is recorded, and the rest is
         // released for the next process rather than left to its leases.
         sends.shutdown().await;
-        dispatched.close();
+        if failure.is_none() {
+            dispatched.close();
+        }
+        // After a failure the channel stays open for the next run; what is in it now goes
+        // back with the leases below.
         while dispatched.try_recv().is_ok() {}
         drop(done);
-        let _ = recorder.await;
+        if let Err(err) = recorder.await {
+            failure = Some(format!("the webhook recorder failed: {err}"));
+        }
         if let Err(err) = lease::release_all(&self.db, &self.worker).await {
             tracing::warn!(error = %err, "releasing webhook delivery leases failed");
         }
+        match failure {
+            None => Ok(()),
+            Some(error) => {
+                // Every lease was given up: the next run starts with all its room. (A batch
+                // the dispatcher leases meanwhile may briefly count for less; it is sent by
+                // the next run, or claimed again: at least once, as always.)
+                self.capacity.clear();
+                Err(error)
+            }
+        }
     }
+}
+
+/// `Err` when a sender panicked or the recorder ended: deliveries would no longer be sent or
+/// recorded. Reaps the senders that finished.
+fn check_tasks(sends: &mut JoinSet<()>, recorder: &JoinHandle<()>) -> Result<(), String> {
+    while let Some(ended) = sends.try_join_next() {
+        if let Err(err) = ended {
+            return Err(format!("a webhook sender failed: {err}"));
+        }
+    }
+    if recorder.is_finished() {
+        return Err("the webhook recorder ended".to_owned());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -21,6 +21,13 @@ pub async fn create_database(base: &str, name: &str) {
     admin.close().await.ok();
 }
 
+/// Creates database `name` on the server of `base`, empty: not migrated.
+pub async fn create_empty_database(base: &str, name: &str) {
+    let admin = connect_admin(base).await;
+    execute(&admin, &format!("CREATE DATABASE {name}")).await;
+    admin.close().await.ok();
+}
+
 /// The template for the binary's migrations, built by the first test of this process that
 /// needs it unless another process already did.
 async fn template(base: &str) -> String {
