@@ -182,7 +182,7 @@ pub async fn connect(
 
     let id = new_id();
     let status = if request.validate {
-        connectors::probe(connectors::connect(system, id, &credentials, outbound).as_ref())
+        connectors::probe(connectors::connect(system, id, &credentials, outbound, db).as_ref())
             .await
             .map_err(|err| AppError::ConnectionFailed(err.to_string()))?;
         ConnectionStatus::Online
@@ -418,8 +418,9 @@ pub async fn disconnect(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<connec
     };
     events::record(&*txn, vec![disconnected]).await?;
     auth::sockets::announce(&txn, Notice::ConnectionTokenRevoked(id)).await?;
+    // A demo connection's simulated remote goes with it (other systems keep nothing here).
+    connectors::demo::forget(&*txn, id).await?;
     txn.commit().await?;
-    connectors::demo::forget(id);
     tracing::info!(credits = model.credit_cost, "connection disconnected");
     Ok(model)
 }
@@ -493,7 +494,7 @@ pub async fn update_credentials(
     let credentials = system.validate_credentials(credentials)?;
     connectors::validate(system, &credentials, outbound).await?;
     outbound.forget_token(id);
-    connectors::probe(connectors::connect(system, id, &credentials, outbound).as_ref())
+    connectors::probe(connectors::connect(system, id, &credentials, outbound, db).as_ref())
         .await
         .map_err(|err| AppError::ConnectionFailed(err.to_string()))?;
     let txn = db.begin_write().await?;
@@ -547,7 +548,7 @@ pub async fn check(
     let model = find(db.conn(), scope, id).await?;
     ensure_live(&model)?;
     let credentials = credentials(cipher, &model)?;
-    let connector = connectors::connect(system(&model)?, id, &credentials, outbound);
+    let connector = connectors::connect(system(&model)?, id, &credentials, outbound, db);
     let outcome = connectors::probe(connector.as_ref()).await;
     record_check(db, scope, id, outcome).await
 }
