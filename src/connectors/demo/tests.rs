@@ -15,6 +15,7 @@ use crate::{
 /// A database with one account and customer, for connections to hang off.
 struct Demo {
     db: Db,
+    config: Config,
     account_id: Uuid,
     customer_id: Uuid,
     _dir: tempfile::TempDir,
@@ -42,6 +43,7 @@ impl Demo {
             .id;
         Self {
             db,
+            config,
             account_id,
             customer_id,
             _dir: dir,
@@ -74,6 +76,11 @@ impl Demo {
         .unwrap();
         let connector = DemoConnector::new(&self.db, model.id, credentials.as_object().unwrap());
         (model.id, connector)
+    }
+
+    /// Another process's handle on the database: a pool of its own.
+    async fn other_process(&self) -> Db {
+        Db::connect(&self.config).await.unwrap()
     }
 
     async fn count(&self, table: &str) -> i64 {
@@ -272,13 +279,7 @@ async fn the_remote_survives_its_connector_and_is_shared_by_every_process() {
     assert_eq!(created[0], Ok("AST-W000001".to_owned()));
     drop(connector);
 
-    // Another process: its own pool on the same database.
-    let mut config = Config::default();
-    config.database.url = format!(
-        "sqlite://{}?mode=rwc",
-        demo._dir.path().join("demo.db").display()
-    );
-    let other = Db::connect(&config).await.unwrap();
+    let other = demo.other_process().await;
     let credentials = json!({ "api_key": "k", "scale": 10 });
     let again = DemoConnector::new(&other, id, credentials.as_object().unwrap());
     let (all, mark) = read_all(&again, EntityType::Asset, None).await;
@@ -296,6 +297,41 @@ async fn the_remote_survives_its_connector_and_is_shared_by_every_process() {
         .await
         .unwrap();
     assert_eq!(next[0], Ok("AST-W000002".to_owned()), "numbers go on");
+}
+
+/// Reads add no query per record: one a pass for a connection never written, and one a page
+/// (one more where the generated records end) for one that was.
+#[tokio::test]
+async fn reads_cost_one_query_a_pass_or_a_page() {
+    let demo = Demo::new().await;
+    let (id, writer) = demo.connect(1000, "none").await;
+    let mut db = demo.other_process().await;
+    let statements = prometheus::IntCounter::new("statements", "statements").unwrap();
+    db.count_statements(statements.clone());
+    let credentials = json!({ "api_key": "k", "scale": 1000 });
+    let reader = DemoConnector::new(&db, id, credentials.as_object().unwrap());
+
+    let (all, _) = read_all(&reader, EntityType::Asset, None).await;
+    let pages = all.len().div_ceil(37) as u64;
+    assert_eq!(pages, 28);
+    assert_eq!(
+        statements.get(),
+        1,
+        "never written: the pass's snapshot only"
+    );
+
+    writer
+        .write_batch(
+            EntityType::Asset,
+            WriteOperation::Update,
+            &[json!({"key": "AST-000500", "name": "Renamed"})],
+        )
+        .await
+        .unwrap();
+    statements.reset();
+    let (all, _) = read_all(&reader, EntityType::Asset, None).await;
+    assert_eq!(all.len(), 1000);
+    assert_eq!(statements.get(), 1 + pages + 1);
 }
 
 #[tokio::test]
