@@ -409,6 +409,8 @@ pub async fn disconnect(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<connec
         )
         .exec(&*txn)
         .await?;
+    // A demo connection's simulated remote goes with it (other systems keep nothing here).
+    connectors::demo::forget(&*txn, id).await?;
     let disconnected = NewEvent {
         account_id,
         customer_id: Some(model.customer_id),
@@ -418,8 +420,6 @@ pub async fn disconnect(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<connec
     };
     events::record(&*txn, vec![disconnected]).await?;
     auth::sockets::announce(&txn, Notice::ConnectionTokenRevoked(id)).await?;
-    // A demo connection's simulated remote goes with it (other systems keep nothing here).
-    connectors::demo::forget(&*txn, id).await?;
     txn.commit().await?;
     tracing::info!(credits = model.credit_cost, "connection disconnected");
     Ok(model)
