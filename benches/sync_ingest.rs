@@ -44,8 +44,11 @@ use entity::record;
 use millwright::{
     catalog::{self, EntityType},
     config::Config,
-    connectors::{Connector, ReadRequest, RemoteRecord, demo::DemoConnector},
-    db,
+    connectors::{
+        Connector, ReadRequest, RemoteRecord,
+        demo::{self, DemoConnector},
+    },
+    db::{self, Db},
     ids::{self, Kind},
 };
 use sea_orm::{
@@ -268,7 +271,7 @@ async fn measure(database_url: String, settings: &Settings) -> anyhow::Result<Su
     settings.describe();
     let peak_reset = reset_peak_rss();
     let server = Server::start(name, config(database_url.clone(), settings)).await?;
-    let synced = run_syncs(name, server.addr, settings).await;
+    let synced = run_syncs(name, server.addr, &database_url, settings).await;
     let peak_kib = peak_rss_kib();
     server.stop().await;
     let synced = synced?;
@@ -332,7 +335,12 @@ struct Synced {
     counts_exact: bool,
 }
 
-async fn run_syncs(name: &str, addr: SocketAddr, settings: &Settings) -> anyhow::Result<Synced> {
+async fn run_syncs(
+    name: &str,
+    addr: SocketAddr,
+    database_url: &str,
+    settings: &Settings,
+) -> anyhow::Result<Synced> {
     let client = http_client()?;
     let (api, customer_id) = set_up_account(&client, addr, CREDITS).await?;
 
@@ -344,11 +352,15 @@ async fn run_syncs(name: &str, addr: SocketAddr, settings: &Settings) -> anyhow:
     report_full(name, &full, full_wall, settings);
 
     let incremental = run_incremental(name, &api, &connection, &full).await?;
-    // The remote moves on once more by itself (the bench shares the process, so it reaches
-    // the server's simulated remote): the next run reads two generations of changes.
+    // The remote moves on once more by itself (its state is in the database the server
+    // uses): the next run reads two generations of changes.
     let connection_id = ids::decode(Kind::Connection, &connection)
         .map_err(|err| anyhow!("connection id {connection}: {err}"))?;
-    demo_connector(connection_id, settings.scale).begin_sync();
+    let db = Db::connect(&config(database_url.to_owned(), settings)).await?;
+    demo_connector(&db, connection_id, settings.scale)
+        .begin_sync()
+        .await?;
+    db.close().await?;
     let second = run_incremental(name, &api, &connection, &full).await?;
     let incremental_exact =
         check_incremental(name, &incremental) & check_incremental(name, &second);
@@ -553,11 +565,11 @@ async fn connect_plain(url: &str) -> anyhow::Result<DatabaseConnection> {
         .context("connect with sea-orm")
 }
 
-fn demo_connector(remote_id: Uuid, scale: u64) -> DemoConnector {
+fn demo_connector(db: &Db, remote_id: Uuid, scale: u64) -> DemoConnector {
     let mut credentials = Map::new();
     credentials.insert("api_key".into(), DEMO_API_KEY.into());
     credentials.insert("scale".into(), scale.into());
-    DemoConnector::new(remote_id, &credentials)
+    DemoConnector::new(db, remote_id, &credentials)
 }
 
 /// The same remote data as the synced connection (same API key and scale, generation 0),
@@ -568,9 +580,12 @@ async fn measure_ceiling(
     settings: &Settings,
 ) -> anyhow::Result<Ceiling> {
     let db = connect_plain(url).await?;
-    let remote_id = Uuid::now_v7();
-    let connector = demo_connector(remote_id, settings.scale);
-    connector.begin_sync();
+    // The empty connection's simulated remote, started over at generation 0 with the
+    // synced connection's API key and scale.
+    let remote_db = Db::connect(&config(url.to_owned(), settings)).await?;
+    demo::forget(remote_db.conn(), connection_id).await?;
+    let connector = demo_connector(&remote_db, connection_id, settings.scale);
+    connector.begin_sync().await?;
     let mut ceiling = Ceiling::default();
     let mut marks = Vec::new();
     let pass = ids::new_id();
@@ -590,7 +605,7 @@ async fn measure_ceiling(
     }
     // The next generation, as the first incremental run saw it, then two more, as the
     // second saw them: the remote's share of their time.
-    connector.begin_sync();
+    connector.begin_sync().await?;
     let mut next_marks = Vec::new();
     for (entity, mark) in marks {
         let (time, records, mark) = read_changes(&connector, entity, mark, settings).await?;
@@ -598,14 +613,15 @@ async fn measure_ceiling(
         ceiling.incremental_records += records;
         next_marks.push((entity, mark));
     }
-    connector.begin_sync();
-    connector.begin_sync();
+    connector.begin_sync().await?;
+    connector.begin_sync().await?;
     for (entity, mark) in next_marks {
         let (time, records, _) = read_changes(&connector, entity, mark, settings).await?;
         ceiling.remote_second += time;
         ceiling.second_records += records;
     }
-    millwright::connectors::demo::forget(remote_id);
+    demo::forget(remote_db.conn(), connection_id).await?;
+    remote_db.close().await.ok();
     ceiling.stored = record::Entity::find()
         .filter(record::Column::ConnectionId.eq(connection_id))
         .count(&db)

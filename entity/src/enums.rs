@@ -19,8 +19,8 @@ pub enum Deployment {
     OnPremises,
 }
 
-/// The kinds of records of the unified model (`records.entity`, `sync_cursors.entity`, and
-/// the keys of `sync_runs.stats`), in catalog order.
+/// The kinds of records of the unified model (`records.entity`, `sync_cursors.entity`,
+/// `demo_remote_records.entity`, and the keys of `sync_runs.stats`), in catalog order.
 #[derive(
     Clone,
     Copy,
@@ -227,7 +227,7 @@ macro_rules! stored_enums {
 
 stored_enums!(
     Deployment => "connections.deployment",
-    EntityType => "records.entity or sync_cursors.entity",
+    EntityType => "records.entity, sync_cursors.entity or demo_remote_records.entity",
     ConnectionStatus => "connections.status",
     CreditEntryKind => "credit_ledger.kind",
     SyncKind => "sync_runs.kind or sync_cursors.pass_kind",

@@ -5,6 +5,8 @@ pub mod api_key;
 pub mod connection;
 pub mod credit_ledger;
 pub mod customer;
+pub mod demo_remote;
+pub mod demo_remote_record;
 pub mod enums;
 pub mod event;
 pub mod event_sequence;

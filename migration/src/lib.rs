@@ -15,6 +15,7 @@ mod m20261128_000020_webhook_pending_indexes;
 mod m20261205_000001_work_order_enums;
 mod m20261205_000010_account_rate_limits;
 mod m20261205_000020_retention;
+mod m20261205_000030_demo_remote;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000001_work_order_enums::Migration),
             Box::new(m20261205_000010_account_rate_limits::Migration),
             Box::new(m20261205_000020_retention::Migration),
+            Box::new(m20261205_000030_demo_remote::Migration),
         ]
     }
 }

@@ -185,7 +185,7 @@ pub async fn connect(
 
     let id = new_id();
     let status = if request.validate {
-        connectors::probe(connectors::connect(system, id, &credentials, outbound).as_ref())
+        connectors::probe(connectors::connect(system, id, &credentials, outbound, db).as_ref())
             .await
             .map_err(|err| AppError::ConnectionFailed(err.to_string()))?;
         ConnectionStatus::Online
@@ -413,6 +413,8 @@ pub async fn disconnect(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<connec
         )
         .exec(&*txn)
         .await?;
+    // A demo connection's simulated remote goes with it (other systems keep nothing here).
+    connectors::demo::forget(&*txn, id).await?;
     let disconnected = NewEvent {
         account_id,
         customer_id: Some(model.customer_id),
@@ -423,7 +425,6 @@ pub async fn disconnect(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<connec
     events::record(&*txn, vec![disconnected]).await?;
     auth::sockets::announce(&txn, Notice::ConnectionTokenRevoked(id)).await?;
     txn.commit().await?;
-    connectors::demo::forget(id);
     tracing::info!(credits = model.credit_cost, "connection disconnected");
     Ok(model)
 }
@@ -497,7 +498,7 @@ pub async fn update_credentials(
     let credentials = system.validate_credentials(credentials)?;
     connectors::validate(system, &credentials, outbound).await?;
     outbound.forget_token(id);
-    connectors::probe(connectors::connect(system, id, &credentials, outbound).as_ref())
+    connectors::probe(connectors::connect(system, id, &credentials, outbound, db).as_ref())
         .await
         .map_err(|err| AppError::ConnectionFailed(err.to_string()))?;
     let txn = db.begin_write().await?;
@@ -551,7 +552,7 @@ pub async fn check(
     let model = find(db.conn(), scope, id).await?;
     ensure_live(&model)?;
     let credentials = credentials(cipher, &model)?;
-    let connector = connectors::connect(system(&model)?, id, &credentials, outbound);
+    let connector = connectors::connect(system(&model)?, id, &credentials, outbound, db);
     let outcome = connectors::probe(connector.as_ref()).await;
     record_check(db, scope, id, outcome).await
 }

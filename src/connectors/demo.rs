@@ -4,16 +4,22 @@
 //! Its data is a pure function of the API key, `scale` and a generation number. Each sync
 //! session (`Connector::begin_sync`) after the first moves to the next generation:
 //! about 1 % of the records change, a few are added and a few deleted (reported as
-//! tombstones to incremental reads). `simulate` makes the remote answer 401, be unreachable,
-//! rate limit every other request, or fail one request in ten.
+//! tombstones to incremental reads). Records written to it (`write_batch`) are shown
+//! instead of the generated ones, and created ones after them. `simulate` makes the remote
+//! answer 401, be unreachable, rate limit every other request, or fail one request in ten.
+//!
+//! What the remote remembers of a connection (its sessions, the requests it counted, what it
+//! was written) is kept in the database ([`remote`]), so it survives restarts and every
+//! process sees the same remote. A pass reads it once, at its first page; after that a
+//! connection never written costs no query, and one that was costs one a page (two on the
+//! page where the generated records end), never one a record.
+
+mod remote;
+mod writes;
 
 use sea_orm::ActiveEnum as _;
 use std::{
-    collections::HashMap,
-    sync::{
-        Arc, LazyLock, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
+    sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
 
@@ -28,11 +34,18 @@ use super::{
 };
 use crate::{
     catalog::EntityType,
+    db::Db,
     records::unified::{WorkOrderPriority, WorkOrderStatus, known},
 };
+pub use remote::forget;
+use remote::{Remote, Written};
+use writes::Change;
 
 const DEFAULT_SCALE: u64 = 100;
 const DEFAULT_PAGE_SIZE: usize = 100;
+/// Written generated records fetched per page, as a multiple of the page size: a page whose
+/// range holds more ends early (at the last one fetched), so one query always covers it.
+const OVERLAYS_PER_PAGE_RECORD: usize = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Simulate {
@@ -43,46 +56,19 @@ enum Simulate {
     Flaky,
 }
 
-/// What the simulated remote remembers about one connection while the process runs.
-#[derive(Default)]
-struct RemoteState {
-    requests: AtomicU64,
-    generation: AtomicU64,
-    session_started: AtomicBool,
-    writes: Mutex<Writes>,
-}
-
-#[derive(Default)]
-struct Writes {
-    sequence: u64,
-    /// Records written through the API: `None` once deleted; with the write sequence.
-    records: HashMap<(EntityType, String), (Option<Value>, u64)>,
-}
-
-static REMOTES: LazyLock<Mutex<HashMap<Uuid, Arc<RemoteState>>>> = LazyLock::new(Default::default);
-
-fn remote_state(connection_id: Uuid) -> Arc<RemoteState> {
-    let mut remotes = REMOTES.lock().unwrap_or_else(|e| e.into_inner());
-    remotes.entry(connection_id).or_default().clone()
-}
-
-/// Forgets a connection's simulated remote (after disconnect).
-pub fn forget(connection_id: Uuid) {
-    REMOTES
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&connection_id);
-}
-
 pub struct DemoConnector {
-    state: Arc<RemoteState>,
+    remote: Remote,
+    /// Requests counted here while the connection has no state of its own: the probe of a
+    /// connect runs before the connection exists, and leaves nothing behind.
+    unsaved_requests: AtomicU64,
     seed: u64,
     scale: u64,
     simulate: Simulate,
 }
 
 impl DemoConnector {
-    pub fn new(connection_id: Uuid, credentials: &Map<String, Value>) -> Self {
+    /// The demo remote of `connection_id`, whose state lives in `db`.
+    pub fn new(db: &Db, connection_id: Uuid, credentials: &Map<String, Value>) -> Self {
         let api_key = credentials
             .get("api_key")
             .and_then(Value::as_str)
@@ -95,7 +81,8 @@ impl DemoConnector {
             _ => Simulate::None,
         };
         Self {
-            state: remote_state(connection_id),
+            remote: Remote::new(db, connection_id),
+            unsaved_requests: AtomicU64::new(0),
             seed: hash(&[api_key.as_bytes()]),
             scale: credentials
                 .get("scale")
@@ -105,49 +92,135 @@ impl DemoConnector {
         }
     }
 
-    /// Marks the start of a sync: the remote has moved on since the previous one.
-    fn start_session(&self) {
-        if self.state.session_started.swap(true, Ordering::SeqCst) {
-            self.state.generation.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
     /// Every request passes here first, as it would pass the remote's front door.
-    fn gate(&self) -> Result<(), ConnectorError> {
-        let n = self.state.requests.fetch_add(1, Ordering::SeqCst);
+    async fn gate(&self) -> Result<(), ConnectorError> {
         match self.simulate {
             Simulate::None => Ok(()),
             Simulate::AuthExpired => Err(ConnectorError::AuthRejected(
                 "401 Unauthorized: the API key has expired".into(),
             )),
             Simulate::Offline => Err(ConnectorError::Unreachable("connection refused".into())),
-            Simulate::RateLimited if n % 2 == 1 => Err(ConnectorError::RateLimited {
-                retry_after: Duration::from_secs(1),
-            }),
-            Simulate::Flaky if n % 10 == 9 => Err(ConnectorError::RemoteFault(
-                "503 Service Unavailable".into(),
-            )),
-            Simulate::RateLimited | Simulate::Flaky => Ok(()),
+            Simulate::RateLimited => match self.count_request().await? % 2 {
+                1 => Err(ConnectorError::RateLimited {
+                    retry_after: Duration::from_secs(1),
+                }),
+                _ => Ok(()),
+            },
+            Simulate::Flaky => match self.count_request().await? % 10 {
+                9 => Err(ConnectorError::RemoteFault(
+                    "503 Service Unavailable".into(),
+                )),
+                _ => Ok(()),
+            },
         }
     }
 
-    fn dataset(&self) -> Dataset {
-        Dataset {
-            seed: self.seed,
-            scale: self.scale,
-            generation: self.state.generation.load(Ordering::SeqCst),
+    /// How many requests the remote answered before this one (for every process alike).
+    async fn count_request(&self) -> Result<u64, ConnectorError> {
+        match self.remote.count_request().await.map_err(unavailable)? {
+            Some(before) => Ok(before),
+            None => Ok(self.unsaved_requests.fetch_add(1, Ordering::SeqCst)),
         }
     }
+
+    /// The generated records of one page from `next` on, with the written ones in their
+    /// place: the records, and where the next page starts (`None`: no generated ones left).
+    async fn read_generated(
+        &self,
+        data: &Dataset,
+        entity: EntityType,
+        cursor: &Cursor,
+        next: u64,
+        since: Option<Mark>,
+        page_size: usize,
+    ) -> Result<(Vec<RemoteRecord>, Option<u64>), ConnectorError> {
+        let last = data.max_index(entity);
+        let (overlays, scan_end) = if cursor.writes == 0 {
+            (Vec::new(), last)
+        } else {
+            let limit = page_size * OVERLAYS_PER_PAGE_RECORD;
+            let overlays = self
+                .remote
+                .overlays(entity, next, last, limit as u64)
+                .await
+                .map_err(unavailable)?;
+            // A full fetch covers the range up to its last position only.
+            let scan_end = match overlays.last() {
+                Some(written) if overlays.len() == limit => written.position,
+                _ => last,
+            };
+            (overlays, scan_end)
+        };
+        let mut overlays = overlays.iter().peekable();
+        let mut records = Vec::with_capacity(page_size);
+        let mut index = next;
+        while index <= scan_end && records.len() < page_size {
+            let written = overlays.next_if(|w| w.position == index);
+            if let Some(record) = data.record(entity, index, since, written) {
+                records.push(record);
+            }
+            index += 1;
+        }
+        Ok((records, (index <= last).then_some(index)))
+    }
+
+    /// Records created through writes from position `from` on, at most `room` of them, and
+    /// where the next page goes on (`None`: none left).
+    async fn read_created(
+        &self,
+        entity: EntityType,
+        cursor: &Cursor,
+        from: u64,
+        since: Option<Mark>,
+        room: usize,
+    ) -> Result<(Vec<RemoteRecord>, Option<u64>), ConnectorError> {
+        if cursor.writes == 0 {
+            return Ok((Vec::new(), None));
+        }
+        let mut created = self
+            .remote
+            .created(entity, from, since.map(|m| m.write), room as u64 + 1)
+            .await
+            .map_err(unavailable)?;
+        let more = created.len() > room;
+        created.truncate(room);
+        let next = more.then(|| created.last().map_or(from, |w| w.position + 1));
+        let records = created
+            .into_iter()
+            .map(|written| match written.data {
+                Some(value) => remote_record(written.key, cursor.generation, value),
+                None => tombstone(written.key, cursor.generation),
+            })
+            .collect();
+        Ok((records, next))
+    }
+}
+
+/// The simulated remote's own storage failed: to the caller, the remote did.
+fn unavailable(err: sea_orm::DbErr) -> ConnectorError {
+    ConnectorError::RemoteFault(format!("the demo remote's state is unavailable: {err}"))
+}
+
+/// What a remote answers for a connection it no longer serves.
+fn unknown_connection() -> ConnectorError {
+    ConnectorError::AuthRejected(
+        "401 Unauthorized: the demo remote serves no such connection (disconnected?)".into(),
+    )
 }
 
 #[async_trait]
 impl Connector for DemoConnector {
     async fn check(&self) -> Result<(), ConnectorError> {
-        self.gate()
+        self.gate().await
     }
 
-    fn begin_sync(&self) {
-        self.start_session();
+    /// The remote has moved on since the previous session: the second and every later
+    /// session sees the next generation.
+    async fn begin_sync(&self) -> Result<(), ConnectorError> {
+        match self.remote.begin_session().await.map_err(unavailable)? {
+            Some(_) => Ok(()),
+            None => Err(unknown_connection()),
+        }
     }
 
     fn unify(&self, entity: EntityType, remote: &Value) -> Result<Value, String> {
@@ -159,14 +232,18 @@ impl Connector for DemoConnector {
         entity: EntityType,
         request: &ReadRequest,
     ) -> Result<RemotePage, ConnectorError> {
-        self.gate()?;
-        let data = self.dataset();
+        self.gate().await?;
         let cursor = match request.cursor.as_deref() {
             Some(text) => Cursor::parse(text)?,
-            None => Cursor {
-                generation: data.generation,
-                next: 1,
-            },
+            // A pass starts from the remote as it is now; its pages keep to that generation.
+            None => {
+                let now = self.remote.snapshot().await.map_err(unavailable)?;
+                Cursor {
+                    generation: now.generation,
+                    writes: now.writes,
+                    at: Position::Generated(1),
+                }
+            }
         };
         let since = request
             .modified_since
@@ -179,36 +256,41 @@ impl Connector for DemoConnector {
             request.page_size
         };
         let data = Dataset {
+            seed: self.seed,
+            scale: self.scale,
             generation: cursor.generation,
-            ..data
         };
-        let writes = self.state.writes.lock().unwrap_or_else(|e| e.into_inner());
-        let mut records = Vec::with_capacity(page_size);
-        let mut index = cursor.next;
-        let last = data.max_index(entity);
-        while index <= last && records.len() < page_size {
-            if let Some(record) = data.record(entity, index, since, &writes) {
-                records.push(record);
-            }
-            index += 1;
+        let (mut records, mut at) = (Vec::new(), Some(cursor.at));
+        if let Some(Position::Generated(next)) = at {
+            let (read, next) = self
+                .read_generated(&data, entity, &cursor, next, since, page_size)
+                .await?;
+            records = read;
+            at = match next {
+                Some(next) => Some(Position::Generated(next)),
+                None if cursor.writes == 0 => None,
+                None => Some(Position::Created(1)),
+            };
         }
-        let done = index > last;
-        if done {
-            records.extend(written_since(&writes, entity, since, cursor.generation));
+        if let Some(Position::Created(from)) = at
+            && records.len() < page_size
+        {
+            let room = page_size - records.len();
+            let (read, next) = self
+                .read_created(entity, &cursor, from, since, room)
+                .await?;
+            records.extend(read);
+            at = next.map(Position::Created);
         }
         Ok(RemotePage {
             records,
-            next_cursor: (!done).then(|| {
-                Cursor {
-                    generation: cursor.generation,
-                    next: index,
-                }
-                .to_string()
-            }),
-            high_water_mark: done.then(|| {
+            next_cursor: at.map(|at| Cursor { at, ..cursor }.to_string()),
+            // Writes after the pass began may have been read already; a later read sees
+            // them again rather than missing one.
+            high_water_mark: at.is_none().then(|| {
                 Mark {
                     generation: cursor.generation,
-                    write: writes.sequence,
+                    write: cursor.writes,
                 }
                 .to_string()
             }),
@@ -221,118 +303,91 @@ impl Connector for DemoConnector {
         operation: WriteOperation,
         records: &[Value],
     ) -> Result<Vec<WriteOutcome>, ConnectorError> {
-        self.gate()?;
+        self.gate().await?;
         if !matches!(entity, EntityType::Asset | EntityType::WorkOrder) {
             return Err(ConnectorError::Validation(format!(
                 "{entity} is read-only in the demo system"
             )));
         }
-        let mut writes = self.state.writes.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(records
+        let checked: Vec<Result<Change, String>> = records
             .iter()
-            .map(|record| write_one(&mut writes, entity, operation, record))
+            .map(|record| Change::check(entity, operation, record))
+            .collect();
+        let valid: Vec<&Change> = checked.iter().filter_map(|c| c.as_ref().ok()).collect();
+        // A batch the remote refuses in full never reaches its storage.
+        let stored = if valid.is_empty() {
+            Vec::new()
+        } else {
+            self.remote
+                .write(entity, valid.len(), |first| {
+                    valid
+                        .iter()
+                        .zip(first..)
+                        .map(|(change, number)| change.stored(entity, number))
+                        .collect()
+                })
+                .await
+                .map_err(unavailable)?
+                .ok_or_else(unknown_connection)?
+        };
+        // One stored write per valid record, in order.
+        let mut keys = stored.into_iter().map(|write| write.key);
+        Ok(checked
+            .into_iter()
+            .map(|outcome| outcome.map(|_| keys.next().unwrap_or_default()))
             .collect())
     }
 }
 
-fn write_one(
-    writes: &mut Writes,
-    entity: EntityType,
-    operation: WriteOperation,
-    record: &Value,
-) -> WriteOutcome {
-    let Value::Object(fields) = record else {
-        return Err("validation failed: a record must be a JSON object".into());
-    };
-    let title_field = if entity == EntityType::Asset {
-        "name"
-    } else {
-        "title"
-    };
-    let title = fields.get(title_field).and_then(Value::as_str);
-    if title == Some("reject") {
-        return Err(format!(
-            "validation failed: {title_field} \"reject\" is not allowed"
-        ));
-    }
-    writes.sequence += 1;
-    let sequence = writes.sequence;
-    let key = match operation {
-        WriteOperation::Create => {
-            if title.is_none_or(|t| t.trim().is_empty()) {
-                return Err(format!("validation failed: {title_field} is required"));
-            }
-            format!("{}-W{sequence:06}", prefix(entity))
-        }
-        WriteOperation::Update | WriteOperation::Delete => {
-            match fields.get("key").and_then(Value::as_str) {
-                Some(key) if !key.is_empty() && key.len() <= 64 => key.to_owned(),
-                _ => return Err("validation failed: key is required".into()),
-            }
-        }
-    };
-    let stored = match operation {
-        WriteOperation::Delete => None,
-        _ => {
-            let mut stored = fields.clone();
-            stored.insert("id".into(), Value::from(key.clone()));
-            stored.remove("key");
-            Some(Value::Object(stored))
-        }
-    };
-    writes
-        .records
-        .insert((entity, key.clone()), (stored, sequence));
-    Ok(key)
-}
-
-/// Records written through the API since the mark, after the generated ones.
-fn written_since(
-    writes: &Writes,
-    entity: EntityType,
-    since: Option<Mark>,
-    generation: u64,
-) -> Vec<RemoteRecord> {
-    let mut written: Vec<_> = writes
-        .records
-        .iter()
-        .filter(|((e, key), (_, seq))| {
-            *e == entity && key.contains("-W") && since.is_none_or(|m| *seq > m.write)
-        })
-        .filter_map(|((_, key), (value, _))| match (value, since) {
-            (Some(value), _) => Some(remote_record(key.clone(), generation, value.clone())),
-            (None, Some(_)) => Some(tombstone(key.clone(), generation)),
-            (None, None) => None,
-        })
-        .collect();
-    written.sort_by(|a, b| a.key.cmp(&b.key));
-    written
-}
-
+/// Where a pass stands: the generation it reads, the last write number when it began, and
+/// its position, `g4.w7:o301` (generated records from index 301 on) or `g4.w7:c12` (records
+/// created through writes, from number 12 on). Earlier releases wrote `g4:o301`.
 #[derive(Clone, Copy)]
 struct Cursor {
     generation: u64,
-    next: u64,
+    writes: u64,
+    at: Position,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Position {
+    Generated(u64),
+    Created(u64),
 }
 
 impl Cursor {
     fn parse(text: &str) -> Result<Self, ConnectorError> {
         let invalid =
             || ConnectorError::Validation(format!("invalid continuation token `{text:.40}`"));
-        let (generation, next) = text
+        let number = |digits: &str| digits.parse::<u64>().map_err(|_| invalid());
+        let (pass, at) = text
             .strip_prefix('g')
-            .and_then(|t| t.split_once(":o"))
+            .and_then(|t| t.split_once(':'))
             .ok_or_else(invalid)?;
+        let (generation, writes) = match pass.split_once(".w") {
+            Some((generation, writes)) => (number(generation)?, number(writes)?),
+            None => (number(pass)?, 0),
+        };
+        let at = match (at.strip_prefix('o'), at.strip_prefix('c')) {
+            (Some(next), _) => Position::Generated(number(next)?),
+            (_, Some(next)) => Position::Created(number(next)?),
+            _ => return Err(invalid()),
+        };
         Ok(Self {
-            generation: generation.parse().map_err(|_| invalid())?,
-            next: next.parse().map_err(|_| invalid())?,
+            generation,
+            writes,
+            at,
         })
     }
 }
 
 impl std::fmt::Display for Cursor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "g{}:o{}", self.generation, self.next)
+        let (phase, next) = match self.at {
+            Position::Generated(next) => ('o', next),
+            Position::Created(next) => ('c', next),
+        };
+        write!(f, "g{}.w{}:{phase}{next}", self.generation, self.writes)
     }
 }
 
@@ -420,21 +475,20 @@ impl Dataset {
         (None, changed_at, version)
     }
 
-    /// The record at `index` as a read since `since` sees it, if it sees it at all.
+    /// The record at `index` as a read since `since` sees it, if it sees it at all; a record
+    /// written through the API is seen as written.
     fn record(
         &self,
         entity: EntityType,
         index: u64,
         since: Option<Mark>,
-        writes: &Writes,
+        written: Option<&Written>,
     ) -> Option<RemoteRecord> {
         let key = format!("{}-{index:06}", prefix(entity));
-        if let Some((written, seq)) = writes.records.get(&(entity, key.clone())) {
-            let changed = since.is_none_or(|m| *seq > m.write);
-            return match written {
-                Some(value) if changed || since.is_none() => {
-                    Some(remote_record(key, self.generation, value.clone()))
-                }
+        if let Some(written) = written {
+            let changed = since.is_none_or(|m| written.sequence > m.write);
+            return match &written.data {
+                Some(value) if changed => Some(remote_record(key, self.generation, value.clone())),
                 None if since.is_some() && changed => Some(tombstone(key, self.generation)),
                 _ => None,
             };
@@ -625,127 +679,4 @@ fn hash(parts: &[&[u8]]) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn demo(scale: u64, simulate: &str) -> DemoConnector {
-        let credentials = json!({ "api_key": "k", "scale": scale, "simulate": simulate });
-        DemoConnector::new(Uuid::now_v7(), credentials.as_object().unwrap())
-    }
-
-    async fn read_all(
-        connector: &DemoConnector,
-        since: Option<String>,
-    ) -> (Vec<RemoteRecord>, String) {
-        let mut request = ReadRequest {
-            modified_since: since,
-            page_size: 37,
-            ..Default::default()
-        };
-        let mut all = Vec::new();
-        loop {
-            let page = connector
-                .read_page(EntityType::Asset, &request)
-                .await
-                .unwrap();
-            all.extend(page.records);
-            match page.next_cursor {
-                Some(cursor) => request.cursor = Some(cursor),
-                None => return (all, page.high_water_mark.unwrap()),
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn full_then_incremental_reads_follow_the_generations() {
-        let connector = demo(1000, "none");
-        connector.begin_sync();
-        let (first, mark) = read_all(&connector, None).await;
-        assert_eq!(first.len(), 1000);
-        let (again, _) = read_all(&connector, None).await;
-        assert_eq!(
-            first.iter().map(|r| &r.data).collect::<Vec<_>>(),
-            again.iter().map(|r| &r.data).collect::<Vec<_>>()
-        );
-
-        connector.begin_sync();
-        let (changes, _) = read_all(&connector, Some(mark)).await;
-        let deleted = changes.iter().filter(|r| r.data["deleted"] == true).count();
-        assert!(
-            (5..=40).contains(&changes.len()),
-            "about 1 % changed: {}",
-            changes.len()
-        );
-        assert!(
-            changes
-                .iter()
-                .any(|r| r.key == "AST-001001" || r.key == "AST-001002"),
-            "additions"
-        );
-        let (full, _) = read_all(&connector, None).await;
-        assert_eq!(full.len(), 1000 + 2 - deleted);
-    }
-
-    #[test]
-    fn malformed_records_are_refused_by_the_mapping() {
-        assert!(
-            unify(EntityType::Asset, &json!({ "id": "AST-1" }))
-                .unwrap_err()
-                .contains("name")
-        );
-        assert!(unify(EntityType::WorkOrder, &json!("text")).is_err());
-        let asset = unify(
-            EntityType::Asset,
-            &json!({ "name": "Pump", "site_id": "SITE-000001" }),
-        )
-        .unwrap();
-        assert_eq!(asset["siteKey"], "SITE-000001");
-    }
-
-    #[tokio::test]
-    async fn simulated_faults() {
-        assert!(matches!(
-            demo(1, "auth_expired").check().await,
-            Err(ConnectorError::AuthRejected(_))
-        ));
-        assert!(matches!(
-            demo(1, "offline").check().await,
-            Err(ConnectorError::Unreachable(_))
-        ));
-        let limited = demo(1, "rate_limited");
-        assert!(limited.check().await.is_ok());
-        assert!(matches!(
-            limited.check().await,
-            Err(ConnectorError::RateLimited { .. })
-        ));
-        let flaky = demo(1, "flaky");
-        let failures = futures_util::future::join_all((0..20).map(|_| flaky.check())).await;
-        assert_eq!(failures.iter().filter(|r| r.is_err()).count(), 2);
-    }
-
-    #[tokio::test]
-    async fn writes_report_per_record_and_show_up_in_reads() {
-        let connector = demo(10, "none");
-        let outcomes = connector
-            .write_batch(
-                EntityType::Asset,
-                WriteOperation::Create,
-                &[
-                    json!({"name": "New pump"}),
-                    json!({"name": "reject"}),
-                    json!(5),
-                ],
-            )
-            .await
-            .unwrap();
-        assert!(outcomes[0].is_ok() && outcomes[1].is_err() && outcomes[2].is_err());
-        let (all, _) = read_all(&connector, None).await;
-        assert_eq!(all.len(), 11);
-        assert!(
-            connector
-                .write_batch(EntityType::Site, WriteOperation::Create, &[json!({})])
-                .await
-                .is_err()
-        );
-    }
-}
+mod tests;

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::{
     catalog::{EntityType, System},
+    db::Db,
     error::AppError,
 };
 use http::Outbound;
@@ -118,7 +119,9 @@ pub trait Connector: Send + Sync {
         request: &ReadRequest,
     ) -> Result<RemotePage, ConnectorError>;
     /// Called once at the start of a sync run (not when a run is resumed).
-    fn begin_sync(&self) {}
+    async fn begin_sync(&self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
     /// Maps a remote record to the unified fields of its entity; `Err` for a malformed record.
     fn unify(&self, entity: EntityType, remote: &Value) -> Result<Value, String>;
     /// Writes a batch; one outcome per record, in order, unless the whole batch failed.
@@ -130,12 +133,14 @@ pub trait Connector: Send + Sync {
     ) -> Result<Vec<WriteOutcome>, ConnectorError>;
 }
 
-/// A connector for a connection of `system` with validated `credentials`.
+/// A connector for a connection of `system` with validated `credentials`; remote systems are
+/// reached through `outbound`, the simulated one (demo) keeps its state in `db`.
 pub fn connect(
     system: &System,
     connection_id: Uuid,
     credentials: &Map<String, Value>,
     outbound: &Outbound,
+    db: &Db,
 ) -> Box<dyn Connector> {
     let outbound = outbound.clone();
     match system.key {
@@ -153,7 +158,7 @@ pub fn connect(
             credentials,
             outbound,
         )),
-        _ => Box::new(demo::DemoConnector::new(connection_id, credentials)),
+        _ => Box::new(demo::DemoConnector::new(db, connection_id, credentials)),
     }
 }
 

@@ -159,9 +159,9 @@ impl Engine<'_> {
         let credentials = connections::credentials(self.cipher, &connection)?;
         let system = connections::system(&connection)?;
         let connector: Arc<dyn Connector> =
-            connectors::connect(system, connection.id, &credentials, self.outbound).into();
+            connectors::connect(system, connection.id, &credentials, self.outbound, self.db).into();
         if run.attempts <= 1 {
-            connector.begin_sync();
+            connector.begin_sync().await.map_err(AppError::internal)?;
             let txn = self.db.begin_write().await?;
             record_run_event(&*txn, &run, EventType::SyncStarted, run_summary(&run)).await?;
             txn.commit().await?;

@@ -102,6 +102,7 @@ impl HealthCheck {
             model.id,
             &credentials,
             &self.outbound,
+            &self.db,
         );
         let outcome = connectors::probe(connector.as_ref()).await;
         connections::record_check(&self.db, scope, model.id, outcome).await?;

@@ -9,7 +9,7 @@ use millwright_fixtures::{
 use serde_json::{Value, json};
 
 use crate::{
-    harness::{TestApp, error_code, setup, wait_until},
+    harness::{TestApp, TestDb, error_code, setup, test_config, wait_until},
     sync::{entity, last_run, trigger},
 };
 
@@ -684,11 +684,16 @@ async fn sap_equipment_writes_carry_a_csrf_token_fetched_again_when_stale() {
     };
     let fixture = Fixture::start(Kind::SapS4Hana, Sizes::small()).await;
     let credentials = credentials(S4HANA, &fixture);
+    let test_db = TestDb::new().await;
+    let db = millwright::db::Db::connect(&test_config(&test_db))
+        .await
+        .unwrap();
     let connector = connectors::connect(
         &catalog::SAP_S4HANA,
         uuid::Uuid::now_v7(),
         credentials.as_object().unwrap(),
         &Outbound::new(true),
+        &db,
     );
     let created = connector
         .write_batch(

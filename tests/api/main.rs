@@ -9,6 +9,7 @@ mod connections;
 mod connectors;
 mod cost;
 mod customers;
+mod demo;
 mod docs;
 mod edge;
 mod events;
