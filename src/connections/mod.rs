@@ -275,6 +275,24 @@ pub async fn find_for_update(
         .ok_or(AppError::NotFound("connection"))
 }
 
+/// Locks the connection's row for the rest of `txn` on PostgreSQL (SQLite's write lock
+/// already serializes writers): the first lock of every transaction that writes a
+/// connection's sync runs, records or events, so that all of them take their locks in one
+/// order (docs/architecture.md, "Locks").
+pub async fn lock(txn: &impl ConnectionTrait, id: Uuid) -> AppResult<()> {
+    if txn.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return Ok(());
+    }
+    connection::Entity::find_by_id(id)
+        .select_only()
+        .column(connection::Column::Id)
+        .lock_exclusive()
+        .into_tuple::<Uuid>()
+        .one(txn)
+        .await?;
+    Ok(())
+}
+
 fn scoped(scope: Scope, id: Uuid) -> AppResult<sea_orm::Select<connection::Entity>> {
     if scope.connection_id.is_some_and(|own| own != id) {
         return Err(AppError::NotFound("connection"));

@@ -163,6 +163,8 @@ impl Engine<'_> {
         if run.attempts <= 1 {
             connector.begin_sync();
             let txn = self.db.begin_write().await?;
+            // The connection's row before the event log (docs/architecture.md, "Locks").
+            connections::lock(&*txn, run.connection_id).await?;
             record_run_event(&*txn, &run, EventType::SyncStarted, run_summary(&run)).await?;
             txn.commit().await?;
         }
@@ -275,15 +277,12 @@ impl Engine<'_> {
             account_id: run.account_id,
             connection_id: None,
         };
-        // Locks in the order every writer takes them: the connection's row first, then the
-        // run's, then the event log's sequence (`finish` and `set_status` record events).
-        // Taken the other way round, a check or a credentials update of the connection,
-        // which lock the connection and then record an event, deadlocked with this on
-        // PostgreSQL.
-        let current = match &connection_status {
-            Some(_) => Some(connections::find_for_update(&*txn, scope, run.connection_id).await?),
-            None => None,
-        };
+        // Locks in the order every writer takes them (docs/architecture.md, "Locks"): the
+        // connection's row first, whether or not its status changes, then the run's, then
+        // the event log's sequence (`finish` and `set_status` record events). Taken the
+        // other way round, a check or a credentials update of the connection, which lock
+        // the connection and then record an event, deadlocked with this on PostgreSQL.
+        let current = connections::find_for_update(&*txn, scope, run.connection_id).await?;
         let Some(closed) = finish(&*txn, run.clone(), to, error).await? else {
             drop(txn);
             return Ok(self.lease_lost(run).await);
@@ -291,7 +290,7 @@ impl Engine<'_> {
         if let Some(data) = system_error {
             record_run_event(&*txn, &closed, EventType::SystemError, data).await?;
         }
-        if let (Some((to, reason)), Some(current)) = (connection_status, current)
+        if let Some((to, reason)) = connection_status
             && current.status != ConnectionStatus::Disconnected
         {
             let reason = (!reason.is_empty()).then_some(reason);
@@ -425,6 +424,9 @@ impl Engine<'_> {
     ) -> Result<(), Stop> {
         let done = page.next_cursor.is_none();
         let txn = self.db.begin_write().await?;
+        // The connection's row first: the page's records, the run's row and the event log
+        // follow (docs/architecture.md, "Locks").
+        connections::lock(&*txn, connection.id).await?;
         let outcome =
             records::apply_page(&*txn, connection.id, pass.entity, page.records, pass.seen).await?;
         let stats = progress.stats.entry(pass.entity).or_default();

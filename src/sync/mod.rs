@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use chrono::Utc;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, Statement, sea_query::OnConflict,
+    QueryOrder, QuerySelect, Statement, sea_query::OnConflict,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -88,7 +88,8 @@ pub async fn trigger(
     kind: SyncKind,
 ) -> AppResult<sync_run::Model> {
     let txn = db.begin_write().await?;
-    let connection = connections::find(&*txn, scope, connection_id).await?;
+    // Locked before the run is written (docs/architecture.md, "Locks").
+    let connection = connections::find_for_update(&*txn, scope, connection_id).await?;
     if connection.status == ConnectionStatus::Disconnected {
         return Err(AppError::Conflict("the connection is disconnected".into()));
     }
@@ -132,6 +133,10 @@ pub async fn last_run(
 pub async fn cancel(db: &Db, scope: Scope, id: Uuid) -> AppResult<sync_run::Model> {
     let txn = db.begin_write().await?;
     let run = find(&*txn, scope, id).await?;
+    // The connection's row, then the run's (docs/architecture.md, "Locks"): with the run's
+    // row locked, no worker claims or ends it between this read and the write.
+    connections::lock(&*txn, run.connection_id).await?;
+    let run = locked(&*txn, id).await?;
     let cancelled = Some((SyncErrorCode::Cancelled, "cancelled".to_owned()));
     // Each step is conditional on the status just read: on PostgreSQL a worker may claim
     // the queued run in between, and then the cancel becomes a request to the running run.
@@ -145,6 +150,15 @@ pub async fn cancel(db: &Db, scope: Scope, id: Uuid) -> AppResult<sync_run::Mode
     };
     txn.commit().await?;
     Ok(run)
+}
+
+/// The run, its row locked for the rest of `txn` (on PostgreSQL).
+async fn locked(txn: &impl ConnectionTrait, id: Uuid) -> AppResult<sync_run::Model> {
+    sync_run::Entity::find_by_id(id)
+        .lock_exclusive()
+        .one(txn)
+        .await?
+        .ok_or(AppError::NotFound("sync run"))
 }
 
 /// Asks a running run to stop at its next page boundary; the run as it now stands.

@@ -18,6 +18,7 @@ mod limits;
 mod properties;
 mod schema;
 mod sync;
+mod sync_faults;
 mod webhooks;
 mod websocket;
 mod websocket_limits;
