@@ -13,10 +13,12 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{SyncErrorCode, SyncKind, SyncStatus, finish, record_run_event, run_summary};
+use super::{
+    SyncErrorCode, SyncKind, SyncStatus, disconnected, finish, record_run_event, run_summary,
+};
 use crate::{
     catalog::EntityType,
-    connections::{self, ConnectionStatus, Scope},
+    connections::{self, ConnectionStatus, CredentialsError, Scope},
     connectors::{self, Connector, ConnectorError, ReadRequest, RemotePage, http::Outbound},
     crypto::Cipher,
     db::Db,
@@ -34,6 +36,8 @@ pub struct EngineSettings {
     pub lease: Duration,
     /// Retries of an unreachable or failing remote within a run, before the run fails.
     pub retries: u32,
+    /// Attempts a run that fails unexpectedly is given before it ends `MAX_ATTEMPTS`.
+    pub max_attempts: u32,
 }
 
 /// Why a run stopped early.
@@ -156,7 +160,36 @@ impl Engine<'_> {
                 .close(run, SyncStatus::Cancelled, Some(disconnected()), None)
                 .await;
         }
-        let credentials = connections::credentials(self.cipher, &connection)?;
+        if run.cancel_requested {
+            // Asked while no worker held it (between failed attempts, or before a takeover).
+            let cancelled = (SyncErrorCode::Cancelled, "cancelled".to_owned());
+            return self
+                .close(run, SyncStatus::Cancelled, Some(cancelled), None)
+                .await;
+        }
+        let credentials = match connections::open_credentials(self.cipher, &connection) {
+            Ok(credentials) => credentials,
+            // No attempt can read them: the run ends now, and the connection asks for new ones.
+            Err(CredentialsError::Unreadable(why)) => {
+                tracing::warn!(sync_run.id = %run.id, reason = %why, "the run's credentials are unreadable");
+                let reason = connections::UNREADABLE_CREDENTIALS_REASON.to_owned();
+                let error = (SyncErrorCode::CredentialsUnreadable, reason.clone());
+                return self
+                    .close(
+                        run,
+                        SyncStatus::Failed,
+                        Some(error),
+                        Some((ConnectionStatus::AuthRequired, reason)),
+                    )
+                    .await;
+            }
+            // Disconnected since it was read above.
+            Err(CredentialsError::Disconnected) => {
+                return self
+                    .close(run, SyncStatus::Cancelled, Some(disconnected()), None)
+                    .await;
+            }
+        };
         let system = connections::system(&connection)?;
         let connector: Arc<dyn Connector> =
             connectors::connect(system, connection.id, &credentials, self.outbound).into();
@@ -737,13 +770,6 @@ fn repeated_token(entity: EntityType) -> Stop {
         status: None,
         remote: Some("REMOTE_FAULT"),
     }
-}
-
-fn disconnected() -> (SyncErrorCode, String) {
-    (
-        SyncErrorCode::Disconnected,
-        "the connection was disconnected".into(),
-    )
 }
 
 fn count(stats: &mut EntityStats, outcome: &PageOutcome) {
