@@ -183,11 +183,21 @@ async fn a_failing_run_is_cancelled_while_it_waits_to_be_retried() {
 
 /// Marks the run as claimed by a worker of another process whose lease ends at `until`.
 async fn claimed_elsewhere(db: &DatabaseConnection, run: &str, until: chrono::DateTime<Utc>) {
+    claimed_elsewhere_after(db, run, until, 1).await;
+}
+
+/// [`claimed_elsewhere`], as the run's `attempts`-th attempt.
+async fn claimed_elsewhere_after(
+    db: &DatabaseConnection,
+    run: &str,
+    until: chrono::DateTime<Utc>,
+    attempts: i32,
+) {
     sync_run::Entity::update_many()
         .col_expr(sync_run::Column::Status, "RUNNING".into())
         .col_expr(sync_run::Column::LockedBy, Some("elsewhere-sync-0").into())
         .col_expr(sync_run::Column::LockedUntil, Some(until).into())
-        .col_expr(sync_run::Column::Attempts, 1.into())
+        .col_expr(sync_run::Column::Attempts, attempts.into())
         .filter(sync_run::Column::Id.eq(run_uuid(run)))
         .exec(db)
         .await
@@ -213,6 +223,26 @@ async fn a_run_nobody_executes_is_cancelled_at_once_and_a_held_one_when_taken_ov
     let _worker = app.another().await;
     let cancelled = ended(&app, &key, &run, Duration::from_secs(10)).await;
     assert_eq!(cancelled["error"]["code"], "CANCELLED", "{cancelled}");
+    db.close().await.ok();
+}
+
+#[tokio::test]
+async fn a_run_whose_process_died_at_every_attempt_is_given_up() {
+    let (app, key, connection, run) = queued().await;
+    let db = database(&app).await;
+    // Its fifth attempt's process died too: the lease has expired.
+    claimed_elsewhere_after(&db, &run, Utc::now() - chrono::Duration::seconds(1), 5).await;
+    let _worker = app.another().await;
+    let failed = ended(&app, &key, &run, Duration::from_secs(10)).await;
+    assert_eq!(
+        (failed["status"].as_str(), failed["error"]["code"].as_str()),
+        (Some("FAILED"), Some("MAX_ATTEMPTS")),
+        "{failed}"
+    );
+    let started = events(&app, &key, "SYNC_STARTED").await;
+    assert!(started.is_empty(), "not executed again: {started:?}");
+    let next = trigger(&app, &key, &connection, "FULL").await;
+    assert_eq!(next["status"], "SUCCEEDED", "{next}");
     db.close().await.ok();
 }
 
