@@ -144,6 +144,9 @@ settings! {
             sync_lease_secs => lease_secs: u64 = 30, range(1, DAY);
             /// retries of an unreachable or failing remote within a run before the run fails
             sync_retries => retries: u32 = 4, range(0, 100);
+            /// attempts a run that fails unexpectedly (an internal error, a process that died)
+            /// is given, with backoff, before it ends `FAILED` with `MAX_ATTEMPTS`
+            sync_max_attempts => max_attempts: u32 = 5, range(1, 100);
         }
         /// Webhook deliveries: targets, retries, concurrency.
         webhooks: WebhookSettings {
@@ -338,6 +341,7 @@ impl Config {
             requests_per_second: self.sync.requests_per_second,
             lease: Duration::from_secs(self.sync.lease_secs),
             retries: self.sync.retries,
+            max_attempts: self.sync.max_attempts,
         }
     }
 

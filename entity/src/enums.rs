@@ -150,6 +150,11 @@ pub enum SyncErrorCode {
     Offline,
     /// The remote answered with something the connector cannot use.
     RemoteError,
+    /// The stored credentials cannot be decrypted (say, the encryption key changed); the
+    /// connection goes `AUTH_REQUIRED` until new ones are set.
+    CredentialsUnreadable,
+    /// Every attempt the run was given (`MILLWRIGHT_SYNC_MAX_ATTEMPTS`) ended unexpectedly.
+    MaxAttempts,
 }
 
 /// Where one webhook delivery stands (`webhook_deliveries.status`).
@@ -252,6 +257,11 @@ mod tests {
         assert_eq!(SyncTrigger::Schedule.to_value(), "SCHEDULE");
         assert_eq!(SyncStatus::Cancelled.to_value(), "CANCELLED");
         assert_eq!(SyncErrorCode::RemoteError.to_value(), "REMOTE_ERROR");
+        assert_eq!(
+            SyncErrorCode::CredentialsUnreadable.to_value(),
+            "CREDENTIALS_UNREADABLE"
+        );
+        assert_eq!(SyncErrorCode::MaxAttempts.to_value(), "MAX_ATTEMPTS");
         assert_eq!(DeliveryStatus::Exhausted.to_value(), "EXHAUSTED");
         assert_eq!(
             EventType::WebhookEndpointDisabled.to_value(),

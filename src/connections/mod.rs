@@ -134,19 +134,64 @@ fn seal(cipher: &Cipher, id: Uuid, credentials: &Map<String, Value>) -> Vec<u8> 
     cipher.encrypt(&plaintext, id.as_bytes())
 }
 
+/// Why a connection's stored credentials cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("the connection is disconnected")]
+    Disconnected,
+    /// They do not decrypt with the configured key, or what decrypts is not a JSON object:
+    /// nothing a retry mends, only new credentials.
+    #[error("the stored credentials cannot be read: {0}")]
+    Unreadable(String),
+}
+
+impl From<CredentialsError> for AppError {
+    fn from(err: CredentialsError) -> Self {
+        match err {
+            CredentialsError::Disconnected => AppError::Conflict(err.to_string()),
+            CredentialsError::Unreadable(_) => AppError::internal(err),
+        }
+    }
+}
+
+/// What a connection whose credentials cannot be read says (its status reason and its
+/// runs' error message).
+pub const UNREADABLE_CREDENTIALS_REASON: &str = "the stored credentials cannot be decrypted \
+    (was MILLWRIGHT_ENCRYPTION_KEY changed?); set them again with updateConnectionCredentials";
+
 /// The stored credentials of a live connection.
 pub fn credentials(cipher: &Cipher, model: &connection::Model) -> AppResult<Map<String, Value>> {
+    Ok(open_credentials(cipher, model)?)
+}
+
+/// [`credentials`], telling unreadable credentials apart from other failures.
+pub fn open_credentials(
+    cipher: &Cipher,
+    model: &connection::Model,
+) -> Result<Map<String, Value>, CredentialsError> {
     let sealed = model
         .credentials
         .as_deref()
-        .ok_or_else(|| AppError::Conflict("the connection is disconnected".into()))?;
+        .ok_or(CredentialsError::Disconnected)?;
     let plaintext = cipher.decrypt(sealed, model.id.as_bytes()).ok_or_else(|| {
-        AppError::internal(anyhow::anyhow!(
-            "credentials of connection {} do not decrypt",
+        CredentialsError::Unreadable(format!("those of connection {} do not decrypt", model.id))
+    })?;
+    serde_json::from_slice(&plaintext).map_err(|err| {
+        CredentialsError::Unreadable(format!(
+            "those of connection {} are not a JSON object: {err}",
             model.id
         ))
-    })?;
-    serde_json::from_slice(&plaintext).map_err(AppError::internal)
+    })
+}
+
+/// Moves a connection whose stored credentials cannot be read to `AUTH_REQUIRED`, in `txn`
+/// (which has locked it): only new credentials mend it.
+pub async fn credentials_unreadable(
+    txn: &impl ConnectionTrait,
+    model: connection::Model,
+) -> AppResult<connection::Model> {
+    let reason = Some(UNREADABLE_CREDENTIALS_REASON.to_owned());
+    set_status(txn, model, ConnectionStatus::AuthRequired, reason).await
 }
 
 /// A first health check somewhere in the coming interval, so that many connections spread out.
@@ -277,6 +322,24 @@ pub async fn find_for_update(
         .one(txn)
         .await?
         .ok_or(AppError::NotFound("connection"))
+}
+
+/// Locks the connection's row for the rest of `txn` on PostgreSQL (SQLite's write lock
+/// already serializes writers): the first lock of every transaction that writes a
+/// connection's sync runs, records or events, so that all of them take their locks in one
+/// order (docs/architecture.md, "Locks").
+pub async fn lock(txn: &impl ConnectionTrait, id: Uuid) -> AppResult<()> {
+    if txn.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return Ok(());
+    }
+    connection::Entity::find_by_id(id)
+        .select_only()
+        .column(connection::Column::Id)
+        .lock_exclusive()
+        .into_tuple::<Uuid>()
+        .one(txn)
+        .await?;
+    Ok(())
 }
 
 fn scoped(scope: Scope, id: Uuid) -> AppResult<sea_orm::Select<connection::Entity>> {
@@ -551,10 +614,38 @@ pub async fn check(
 ) -> AppResult<connection::Model> {
     let model = find(db.conn(), scope, id).await?;
     ensure_live(&model)?;
-    let credentials = credentials(cipher, &model)?;
+    let credentials = match open_credentials(cipher, &model) {
+        Ok(credentials) => credentials,
+        Err(CredentialsError::Unreadable(why)) => {
+            return record_unreadable(db, scope, id, &why).await;
+        }
+        Err(err) => return Err(err.into()),
+    };
     let connector = connectors::connect(system(&model)?, id, &credentials, outbound, db);
     let outcome = connectors::probe(connector.as_ref()).await;
     record_check(db, scope, id, outcome).await
+}
+
+/// Stores that a check found the connection's credentials unreadable (`why`, for the log):
+/// the connection goes `AUTH_REQUIRED`.
+pub async fn record_unreadable(
+    db: &Db,
+    scope: Scope,
+    id: Uuid,
+    why: &str,
+) -> AppResult<connection::Model> {
+    tracing::warn!(connection.id = %id, reason = why, "connection credentials are unreadable");
+    let txn = db.begin_write().await?;
+    let model = find_for_update(&*txn, scope, id).await?;
+    if model.status == ConnectionStatus::Disconnected {
+        return Ok(model);
+    }
+    let mut active: connection::ActiveModel = model.into();
+    active.last_checked_at = Set(Some(Utc::now()));
+    let model = active.update(&*txn).await?;
+    let model = credentials_unreadable(&*txn, model).await?;
+    txn.commit().await?;
+    Ok(model)
 }
 
 /// Stores a probe's outcome: status, reason, `lastCheckedAt`.

@@ -134,7 +134,8 @@ pub struct SyncRecordError {
 /// Why a sync run failed or was cancelled.
 #[derive(SimpleObject)]
 pub struct SyncError {
-    /// `AUTH_REQUIRED`, `OFFLINE`, `REMOTE_ERROR`, `CANCELLED` or `DISCONNECTED`.
+    /// `AUTH_REQUIRED`, `OFFLINE`, `REMOTE_ERROR`, `CREDENTIALS_UNREADABLE`, `MAX_ATTEMPTS`,
+    /// `CANCELLED` or `DISCONNECTED`.
     pub code: String,
     /// What went wrong, in words.
     pub message: String,

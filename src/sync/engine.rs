@@ -13,10 +13,12 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{SyncErrorCode, SyncKind, SyncStatus, finish, record_run_event, run_summary};
+use super::{
+    SyncErrorCode, SyncKind, SyncStatus, disconnected, finish, record_run_event, run_summary,
+};
 use crate::{
     catalog::EntityType,
-    connections::{self, ConnectionStatus, Scope},
+    connections::{self, ConnectionStatus, CredentialsError, Scope},
     connectors::{self, Connector, ConnectorError, ReadRequest, RemotePage, http::Outbound},
     crypto::Cipher,
     db::Db,
@@ -34,6 +36,8 @@ pub struct EngineSettings {
     pub lease: Duration,
     /// Retries of an unreachable or failing remote within a run, before the run fails.
     pub retries: u32,
+    /// Attempts a run that fails unexpectedly is given before it ends `MAX_ATTEMPTS`.
+    pub max_attempts: u32,
 }
 
 /// Why a run stopped early.
@@ -156,13 +160,44 @@ impl Engine<'_> {
                 .close(run, SyncStatus::Cancelled, Some(disconnected()), None)
                 .await;
         }
-        let credentials = connections::credentials(self.cipher, &connection)?;
+        if run.cancel_requested {
+            // Asked while no worker held it (between failed attempts, or before a takeover).
+            let cancelled = (SyncErrorCode::Cancelled, "cancelled".to_owned());
+            return self
+                .close(run, SyncStatus::Cancelled, Some(cancelled), None)
+                .await;
+        }
+        let credentials = match connections::open_credentials(self.cipher, &connection) {
+            Ok(credentials) => credentials,
+            // No attempt can read them: the run ends now, and the connection asks for new ones.
+            Err(CredentialsError::Unreadable(why)) => {
+                tracing::warn!(sync_run.id = %run.id, reason = %why, "the run's credentials are unreadable");
+                let reason = connections::UNREADABLE_CREDENTIALS_REASON.to_owned();
+                let error = (SyncErrorCode::CredentialsUnreadable, reason.clone());
+                return self
+                    .close(
+                        run,
+                        SyncStatus::Failed,
+                        Some(error),
+                        Some((ConnectionStatus::AuthRequired, reason)),
+                    )
+                    .await;
+            }
+            // Disconnected since it was read above.
+            Err(CredentialsError::Disconnected) => {
+                return self
+                    .close(run, SyncStatus::Cancelled, Some(disconnected()), None)
+                    .await;
+            }
+        };
         let system = connections::system(&connection)?;
         let connector: Arc<dyn Connector> =
             connectors::connect(system, connection.id, &credentials, self.outbound, self.db).into();
         if run.attempts <= 1 {
             connector.begin_sync().await.map_err(AppError::internal)?;
             let txn = self.db.begin_write().await?;
+            // The connection's row before the event log (docs/architecture.md, "Locks").
+            connections::lock(&*txn, run.connection_id).await?;
             record_run_event(&*txn, &run, EventType::SyncStarted, run_summary(&run)).await?;
             txn.commit().await?;
         }
@@ -275,15 +310,12 @@ impl Engine<'_> {
             account_id: run.account_id,
             connection_id: None,
         };
-        // Locks in the order every writer takes them: the connection's row first, then the
-        // run's, then the event log's sequence (`finish` and `set_status` record events).
-        // Taken the other way round, a check or a credentials update of the connection,
-        // which lock the connection and then record an event, deadlocked with this on
-        // PostgreSQL.
-        let current = match &connection_status {
-            Some(_) => Some(connections::find_for_update(&*txn, scope, run.connection_id).await?),
-            None => None,
-        };
+        // Locks in the order every writer takes them (docs/architecture.md, "Locks"): the
+        // connection's row first, whether or not its status changes, then the run's, then
+        // the event log's sequence (`finish` and `set_status` record events). Taken the
+        // other way round, a check or a credentials update of the connection, which lock
+        // the connection and then record an event, deadlocked with this on PostgreSQL.
+        let current = connections::find_for_update(&*txn, scope, run.connection_id).await?;
         let Some(closed) = finish(&*txn, run.clone(), to, error).await? else {
             drop(txn);
             return Ok(self.lease_lost(run).await);
@@ -291,7 +323,7 @@ impl Engine<'_> {
         if let Some(data) = system_error {
             record_run_event(&*txn, &closed, EventType::SystemError, data).await?;
         }
-        if let (Some((to, reason)), Some(current)) = (connection_status, current)
+        if let Some((to, reason)) = connection_status
             && current.status != ConnectionStatus::Disconnected
         {
             let reason = (!reason.is_empty()).then_some(reason);
@@ -425,6 +457,9 @@ impl Engine<'_> {
     ) -> Result<(), Stop> {
         let done = page.next_cursor.is_none();
         let txn = self.db.begin_write().await?;
+        // The connection's row first: the page's records, the run's row and the event log
+        // follow (docs/architecture.md, "Locks").
+        connections::lock(&*txn, connection.id).await?;
         let outcome =
             records::apply_page(&*txn, connection.id, pass.entity, page.records, pass.seen).await?;
         let stats = progress.stats.entry(pass.entity).or_default();
@@ -735,13 +770,6 @@ fn repeated_token(entity: EntityType) -> Stop {
         status: None,
         remote: Some("REMOTE_FAULT"),
     }
-}
-
-fn disconnected() -> (SyncErrorCode, String) {
-    (
-        SyncErrorCode::Disconnected,
-        "the connection was disconnected".into(),
-    )
 }
 
 fn count(stats: &mut EntityStats, outcome: &PageOutcome) {

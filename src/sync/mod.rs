@@ -1,6 +1,9 @@
 //! Sync runs: durable jobs that pull a connection's data into the unified record store.
 //! `QUEUED → RUNNING → SUCCEEDED | FAILED | CANCELLED`; at most one queued-or-running run per
-//! connection (a partial unique index), claimed by workers under a lease.
+//! connection (a partial unique index), claimed by workers under a lease. Each claim is an
+//! attempt: one that fails unexpectedly lets the run go for a backoff ([`attempt_failed`]),
+//! and `sync_max_attempts` of them end it `MAX_ATTEMPTS`; a shutdown lets it go at once
+//! ([`release`]). Writers lock the connection's row before its runs' (docs/architecture.md).
 
 pub mod engine;
 
@@ -9,8 +12,10 @@ use std::sync::LazyLock;
 
 use chrono::Utc;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, Statement, sea_query::OnConflict,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Statement,
+    sea_query::{Expr, ExprTrait, OnConflict},
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -88,7 +93,8 @@ pub async fn trigger(
     kind: SyncKind,
 ) -> AppResult<sync_run::Model> {
     let txn = db.begin_write().await?;
-    let connection = connections::find(&*txn, scope, connection_id).await?;
+    // Locked before the run is written (docs/architecture.md, "Locks").
+    let connection = connections::find_for_update(&*txn, scope, connection_id).await?;
     if connection.status == ConnectionStatus::Disconnected {
         return Err(AppError::Conflict("the connection is disconnected".into()));
     }
@@ -128,23 +134,171 @@ pub async fn last_run(
         .await?)
 }
 
-/// Cancels a queued run at once, a running one at its next page boundary.
+/// Cancels a run: at once when it is queued, or running with no worker holding it (it waits
+/// to be retried after a failed attempt, or its process stopped); else, when a worker is
+/// executing it, at the run's next page boundary.
 pub async fn cancel(db: &Db, scope: Scope, id: Uuid) -> AppResult<sync_run::Model> {
     let txn = db.begin_write().await?;
     let run = find(&*txn, scope, id).await?;
+    // The connection's row, then the run's (docs/architecture.md, "Locks"): with the run's
+    // row locked, no worker claims, releases or ends it between this read and the write.
+    connections::lock(&*txn, run.connection_id).await?;
+    let run = locked(&*txn, id).await?;
     let cancelled = Some((SyncErrorCode::Cancelled, "cancelled".to_owned()));
-    // Each step is conditional on the status just read: on PostgreSQL a worker may claim
-    // the queued run in between, and then the cancel becomes a request to the running run.
+    let unheld = run.status == SyncStatus::Queued
+        || (run.status == SyncStatus::Running && !held(&run, Utc::now()));
     let run = match run.status {
-        SyncStatus::Queued => match finish(&*txn, run, SyncStatus::Cancelled, cancelled).await? {
-            Some(run) => run,
-            None => request_cancel(&*txn, id).await?,
-        },
+        SyncStatus::Queued | SyncStatus::Running if unheld => {
+            match finish(&*txn, run, SyncStatus::Cancelled, cancelled).await? {
+                Some(run) => run,
+                None => request_cancel(&*txn, id).await?,
+            }
+        }
         SyncStatus::Running => request_cancel(&*txn, id).await?,
         _ => run,
     };
     txn.commit().await?;
     Ok(run)
+}
+
+/// The run, its row locked for the rest of `txn` (on PostgreSQL).
+async fn locked(txn: &impl ConnectionTrait, id: Uuid) -> AppResult<sync_run::Model> {
+    sync_run::Entity::find_by_id(id)
+        .lock_exclusive()
+        .one(txn)
+        .await?
+        .ok_or(AppError::NotFound("sync run"))
+}
+
+/// Whether a worker holds the run under a lease that has not expired.
+fn held(run: &sync_run::Model, now: chrono::DateTime<Utc>) -> bool {
+    run.locked_by.is_some() && run.locked_until.is_some_and(|until| until >= now)
+}
+
+/// The code and message of a run the connection's disconnect stopped.
+pub fn disconnected() -> (SyncErrorCode, String) {
+    (
+        SyncErrorCode::Disconnected,
+        "the connection was disconnected".into(),
+    )
+}
+
+/// The code and message of a run given up after `attempts` attempts.
+fn gave_up(attempts: i32) -> (SyncErrorCode, String) {
+    (
+        SyncErrorCode::MaxAttempts,
+        format!(
+            "given up after {attempts} attempts that ended unexpectedly (an internal error \
+             or a stopped process; the server log has each)"
+        ),
+    )
+}
+
+/// How long a run whose attempt failed unexpectedly waits before it may be claimed again:
+/// 1 s after the first attempt, doubling, at most the lease (a run that keeps failing never
+/// waits longer than one whose process died) and 5 minutes.
+pub fn retry_backoff(attempts: i32, lease: std::time::Duration) -> std::time::Duration {
+    let doublings = attempts.saturating_sub(1).clamp(0, 16) as u32;
+    std::time::Duration::from_secs(1 << doublings)
+        .min(lease)
+        .min(std::time::Duration::from_secs(300))
+}
+
+/// After an attempt of `run` that `worker` held and that ended in an unexpected error (the
+/// caller logs it): the run ends `CANCELLED` if a cancel or a disconnect asked for it
+/// meanwhile, `FAILED` with `MAX_ATTEMPTS` when it has had `max_attempts`; otherwise the
+/// worker lets it go until `retry_backoff` has passed, when any worker may claim it again.
+/// The run as it now stands; `None` when the worker no longer held it.
+pub async fn attempt_failed(
+    db: &Db,
+    run: &sync_run::Model,
+    worker: &str,
+    max_attempts: u32,
+    lease: std::time::Duration,
+) -> AppResult<Option<sync_run::Model>> {
+    let txn = db.begin_write().await?;
+    let scope = Scope {
+        account_id: run.account_id,
+        connection_id: None,
+    };
+    let connection = connections::find_for_update(&*txn, scope, run.connection_id).await?;
+    let current = locked(&*txn, run.id).await?;
+    if current.status != SyncStatus::Running || current.locked_by.as_deref() != Some(worker) {
+        return Ok(None);
+    }
+    let outcome = if current.cancel_requested {
+        let why = if connection.status == ConnectionStatus::Disconnected {
+            disconnected()
+        } else {
+            (SyncErrorCode::Cancelled, "cancelled".to_owned())
+        };
+        finish(&*txn, current, SyncStatus::Cancelled, Some(why)).await?
+    } else if current.attempts >= max_attempts as i32 {
+        let attempts = current.attempts;
+        finish(&*txn, current, SyncStatus::Failed, Some(gave_up(attempts))).await?
+    } else {
+        let retry_at = Utc::now()
+            + chrono::Duration::from_std(retry_backoff(current.attempts, lease))
+                .unwrap_or_default();
+        sync_run::Entity::update_many()
+            .col_expr(sync_run::Column::LockedBy, Option::<String>::None.into())
+            .col_expr(sync_run::Column::LockedUntil, Some(retry_at).into())
+            .filter(sync_run::Column::Id.eq(current.id))
+            .exec_with_returning(&*txn)
+            .await?
+            .into_iter()
+            .next()
+    };
+    txn.commit().await?;
+    Ok(outcome)
+}
+
+/// Ends a run `worker` has just claimed for more than `max_attempts` attempts (its earlier
+/// attempts ended without a word: the process died each time) `FAILED` with `MAX_ATTEMPTS`.
+pub async fn give_up(
+    db: &Db,
+    run: sync_run::Model,
+    max_attempts: u32,
+) -> AppResult<Option<sync_run::Model>> {
+    let txn = db.begin_write().await?;
+    connections::lock(&*txn, run.connection_id).await?;
+    let ended = finish(
+        &*txn,
+        run,
+        SyncStatus::Failed,
+        Some(gave_up(max_attempts as i32)),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(ended)
+}
+
+/// Lets go of a run `worker` holds, at once (at shutdown): another worker, of this process
+/// or another, claims it without waiting for its lease to expire. The interrupted attempt
+/// is given back, so that a run outlives any number of restarts, except a run's first: an
+/// attempt count of 1 or more marks a run that has started (its `sync.started` is stored
+/// once). Whether the worker still held it.
+pub async fn release(db: &Db, run_id: Uuid, worker: &str) -> AppResult<bool> {
+    let txn = db.begin_write().await?;
+    let released = sync_run::Entity::update_many()
+        .col_expr(sync_run::Column::LockedBy, Option::<String>::None.into())
+        .col_expr(sync_run::Column::LockedUntil, Some(Utc::now()).into())
+        .col_expr(
+            sync_run::Column::Attempts,
+            Expr::case(
+                Expr::col(sync_run::Column::Attempts).gt(1),
+                Expr::col(sync_run::Column::Attempts).sub(1),
+            )
+            .finally(Expr::col(sync_run::Column::Attempts))
+            .into(),
+        )
+        .filter(sync_run::Column::Id.eq(run_id))
+        .filter(sync_run::Column::LockedBy.eq(worker))
+        .filter(sync_run::Column::Status.eq(SyncStatus::Running))
+        .exec(&*txn)
+        .await?;
+    txn.commit().await?;
+    Ok(released.rows_affected == 1)
 }
 
 /// Asks a running run to stop at its next page boundary; the run as it now stands.
@@ -298,5 +452,29 @@ fn claim_sql(backend: DbBackend) -> &'static str {
     match backend {
         DbBackend::Postgres => &POSTGRES,
         _ => &SQLITE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::retry_backoff;
+
+    #[test]
+    fn retries_back_off_doubling_within_the_lease() {
+        let lease = Duration::from_secs(30);
+        let waits: Vec<u64> = (1..=7)
+            .map(|attempts| retry_backoff(attempts, lease).as_secs())
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(
+            retry_backoff(99, Duration::from_secs(3600)),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            retry_backoff(3, Duration::from_secs(1)),
+            Duration::from_secs(1)
+        );
     }
 }

@@ -96,7 +96,14 @@ impl HealthCheck {
             account_id: model.account_id,
             connection_id: None,
         };
-        let credentials = connections::credentials(&self.cipher, &model)?;
+        let credentials = match connections::open_credentials(&self.cipher, &model) {
+            Ok(credentials) => credentials,
+            Err(connections::CredentialsError::Unreadable(why)) => {
+                connections::record_unreadable(&self.db, scope, model.id, &why).await?;
+                return Ok(());
+            }
+            Err(err) => return Err(err.into()),
+        };
         let connector = connectors::connect(
             connections::system(&model)?,
             model.id,

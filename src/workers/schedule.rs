@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    connections::ConnectionStatus,
+    connections::{self, ConnectionStatus},
     db::Db,
     error::AppResult,
     notify::Notice,
@@ -79,6 +79,8 @@ impl Scheduler {
                 .is_none_or(|last| *last + interval <= now);
             if due {
                 let txn = self.db.begin_write().await?;
+                // The connection's row before its run's (docs/architecture.md, "Locks").
+                connections::lock(&*txn, connection.id).await?;
                 enqueue(
                     &*txn,
                     &connection,

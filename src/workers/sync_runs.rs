@@ -1,5 +1,7 @@
 //! The sync worker pool: a bounded number of runs at a time, each claimed under a lease so
-//! that a run of a crashed process is taken over after the lease expires.
+//! that a run of a crashed process is taken over after the lease expires. A run whose
+//! attempt fails unexpectedly is let go with a backoff and retried, at most
+//! `sync_max_attempts` times in all; at shutdown a worker lets go of its run at once.
 
 use std::time::Duration;
 
@@ -9,6 +11,7 @@ use crate::{
     connectors::http::Outbound,
     crypto::Cipher,
     db::Db,
+    error::AppError,
     sync::{
         self,
         engine::{Engine, EngineSettings},
@@ -48,6 +51,14 @@ impl SyncWorkers {
                 return;
             }
             match sync::claim(&self.db, &name, self.settings.lease).await {
+                Ok(Some(run)) if run.attempts > self.settings.max_attempts as i32 => {
+                    // Every earlier attempt ended without a word (its process died).
+                    tracing::error!(sync_run.id = %run.id, attempts = run.attempts - 1, "a sync run is given up: its attempts never ended");
+                    if let Err(err) = sync::give_up(&self.db, run, self.settings.max_attempts).await
+                    {
+                        tracing::error!(error = %err, "giving up a sync run failed");
+                    }
+                }
                 Ok(Some(run)) => {
                     let engine = Engine {
                         db: &self.db,
@@ -56,11 +67,18 @@ impl SyncWorkers {
                         settings: &self.settings,
                         worker: &name,
                     };
-                    // A stop mid-run leaves the run RUNNING under a lease another worker retakes.
                     tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        result = engine.execute(run) => if let Err(err) = result {
-                            tracing::error!(error = %err, "sync run failed unexpectedly; it will be retried when its lease expires");
+                        () = shutdown.cancelled() => {
+                            // Let go of the run, so that another worker takes it over now
+                            // rather than when the lease expires.
+                            match sync::release(&self.db, run.id, &name).await {
+                                Ok(_) => tracing::info!(sync_run.id = %run.id, "sync run released at shutdown"),
+                                Err(err) => tracing::error!(sync_run.id = %run.id, error = %err, "releasing a sync run at shutdown failed; it is taken over when its lease expires"),
+                            }
+                            return;
+                        }
+                        result = engine.execute(run.clone()) => if let Err(err) = result {
+                            self.attempt_failed(&run, &name, &err).await;
                         }
                     }
                 }
@@ -73,6 +91,29 @@ impl SyncWorkers {
                     tracing::error!(error = %err, "claiming a sync run failed");
                     tokio::time::sleep(IDLE_POLL).await;
                 }
+            }
+        }
+    }
+}
+
+impl SyncWorkers {
+    /// After an attempt that ended in an unexpected error: the run is retried after a
+    /// backoff, or ends (`MAX_ATTEMPTS`, or `CANCELLED` if asked meanwhile).
+    async fn attempt_failed(&self, run: &entity::sync_run::Model, worker: &str, err: &AppError) {
+        let (max, lease) = (self.settings.max_attempts, self.settings.lease);
+        tracing::error!(sync_run.id = %run.id, attempt = run.attempts, max_attempts = max, error = %err, "a sync run's attempt failed unexpectedly");
+        match sync::attempt_failed(&self.db, run, worker, max, lease).await {
+            Ok(Some(now)) if now.status.is_finished() => {
+                let code = now.error_code.map(|c| c.to_string()).unwrap_or_default();
+                tracing::warn!(sync_run.id = %run.id, status = %now.status, code, "the failing sync run ended");
+            }
+            Ok(Some(_)) => {
+                let backoff = sync::retry_backoff(run.attempts, lease);
+                tracing::info!(sync_run.id = %run.id, ?backoff, "the failing sync run is retried after a backoff");
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::error!(sync_run.id = %run.id, error = %err, "recording a failed sync attempt failed; the run is retried when its lease expires");
             }
         }
     }

@@ -318,6 +318,8 @@ pub fn error_code(body: &Value) -> &str {
 pub struct ServerProcess {
     pub child: std::process::Child,
     pub addr: String,
+    /// Every line the process has logged so far (JSON), for tests that look for errors.
+    pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl ServerProcess {
@@ -339,8 +341,11 @@ impl ServerProcess {
         let mut child = command.spawn().expect("start millwright serve");
         let stderr = BufReader::new(child.stderr.take().unwrap());
         let (tx, rx) = std::sync::mpsc::channel();
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = logs.clone();
         std::thread::spawn(move || {
             for line in stderr.lines().map_while(Result::ok) {
+                kept.lock().unwrap().push(line.clone());
                 let Ok(event) = serde_json::from_str::<Value>(&line) else {
                     continue;
                 };
@@ -360,7 +365,20 @@ impl ServerProcess {
                 panic!("the server did not log `listening on` ({err}); it is stopped");
             }
         };
-        Self { child, addr }
+        Self { child, addr, logs }
+    }
+
+    /// The lines logged at level ERROR so far.
+    pub fn errors(&self) -> Vec<String> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| {
+                serde_json::from_str::<Value>(line).is_ok_and(|event| event["level"] == "ERROR")
+            })
+            .cloned()
+            .collect()
     }
 
     pub async fn gql(&self, token: &str, query: &str, variables: Value) -> Value {

@@ -22,6 +22,7 @@ mod properties;
 mod retention;
 mod schema;
 mod sync;
+mod sync_faults;
 mod webhooks;
 mod websocket;
 mod websocket_limits;
