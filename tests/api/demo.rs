@@ -15,10 +15,7 @@ use uuid::Uuid;
 
 use crate::{
     connections::raw_rows,
-    harness::{
-        ADMIN_TOKEN, ServerProcess, TestApp, TestDb, connect, error_code, setup, test_config,
-        wait_for,
-    },
+    harness::{ServerProcess, TestApp, TestDb, connect, error_code, setup, test_config, wait_for},
     sync::last_run,
 };
 
@@ -57,22 +54,8 @@ async fn write(
 /// An account, a customer and a demo connection (not probed) on `server`, whose first run has
 /// ended: (API key, connection id as the API gives it).
 async fn connected(server: &ServerProcess) -> (String, String) {
-    let data = server
-        .gql(
-            ADMIN_TOKEN,
-            "mutation { createAccount(input: {name: \"A\", credits: 5}) { apiKey } }",
-            json!({}),
-        )
-        .await;
-    let key = data["createAccount"]["apiKey"].as_str().unwrap().to_owned();
-    let data = server
-        .gql(
-            &key,
-            "mutation { createCustomer(input: {name: \"C\"}) { id } }",
-            json!({}),
-        )
-        .await;
-    let input = json!({ "customerId": data["createCustomer"]["id"], "systemKey": "demo",
+    let (key, customer) = server.account_and_customer(5).await;
+    let input = json!({ "customerId": customer, "systemKey": "demo",
                         "credentials": credentials(), "validate": false });
     let data = server
         .gql(&key, "mutation($i: ConnectInput!) { connect(input: $i) { connection { id lastSyncRun { id } } } }", json!({ "i": input }))

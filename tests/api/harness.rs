@@ -396,6 +396,27 @@ impl ServerProcess {
         body["data"].clone()
     }
 
+    /// A new account with `credits` and one customer of it: (API key, customer id).
+    pub async fn account_and_customer(&self, credits: u32) -> (String, String) {
+        let data = self
+            .gql(
+                ADMIN_TOKEN,
+                "mutation($c: Int!) { createAccount(input: {name: \"A\", credits: $c}) { apiKey } }",
+                json!({ "c": credits }),
+            )
+            .await;
+        let key = data["createAccount"]["apiKey"].as_str().unwrap().to_owned();
+        let data = self
+            .gql(
+                &key,
+                "mutation { createCustomer(input: {name: \"C\"}) { id } }",
+                json!({}),
+            )
+            .await;
+        let customer = data["createCustomer"]["id"].as_str().unwrap().to_owned();
+        (key, customer)
+    }
+
     /// SIGKILL: no graceful anything.
     pub fn kill(mut self) {
         let _ = self.child.kill();

@@ -696,7 +696,7 @@ async fn live_asset_keys(app: &TestApp, token: &str) -> (std::collections::HashS
 
 #[tokio::test]
 async fn a_run_of_a_killed_process_is_taken_over_and_completed_exactly() {
-    use crate::harness::{ADMIN_TOKEN, ServerProcess, TestDb};
+    use crate::harness::{ServerProcess, TestDb};
     let db = TestDb::new().await;
     let settings = [
         ("MILLWRIGHT_SYNC_LEASE_SECS", "2"),
@@ -704,22 +704,8 @@ async fn a_run_of_a_killed_process_is_taken_over_and_completed_exactly() {
         ("MILLWRIGHT_SYNC_REQUESTS_PER_SECOND", "40"),
     ];
     let server = ServerProcess::start(&db.url, &settings);
-    let data = server
-        .gql(
-            ADMIN_TOKEN,
-            "mutation { createAccount(input: {name: \"A\", credits: 5}) { apiKey } }",
-            json!({}),
-        )
-        .await;
-    let key = data["createAccount"]["apiKey"].as_str().unwrap().to_owned();
-    let data = server
-        .gql(
-            &key,
-            "mutation { createCustomer(input: {name: \"C\"}) { id } }",
-            json!({}),
-        )
-        .await;
-    let mut connect_input = input(data["createCustomer"]["id"].as_str().unwrap(), 400, "none");
+    let (key, customer) = server.account_and_customer(5).await;
+    let mut connect_input = input(&customer, 400, "none");
     connect_input["validate"] = json!(false);
     let data = server
         .gql(&key, "mutation($i: ConnectInput!) { connect(input: $i) { connection { id lastSyncRun { id } } } }", json!({ "i": connect_input }))

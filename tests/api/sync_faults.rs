@@ -12,10 +12,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::{
-    harness::{
-        ADMIN_TOKEN, ServerProcess, TestApp, TestDb, connect, demo_input, setup, wait_for,
-        wait_until,
-    },
+    harness::{ServerProcess, TestApp, TestDb, connect, demo_input, setup, wait_for, wait_until},
     sync::trigger,
 };
 
@@ -345,22 +342,7 @@ async fn disconnects_and_checks_racing_finishing_syncs_never_deadlock() {
         ("MILLWRIGHT_API_BURST", "100000"),
     ];
     let server = ServerProcess::start(&db.url, &settings);
-    let data = server
-        .gql(
-            ADMIN_TOKEN,
-            "mutation { createAccount(input: {name: \"A\", credits: 100}) { apiKey } }",
-            json!({}),
-        )
-        .await;
-    let key = data["createAccount"]["apiKey"].as_str().unwrap().to_owned();
-    let data = server
-        .gql(
-            &key,
-            "mutation { createCustomer(input: {name: \"C\"}) { id } }",
-            json!({}),
-        )
-        .await;
-    let customer = data["createCustomer"]["id"].as_str().unwrap().to_owned();
+    let (key, customer) = server.account_and_customer(100).await;
     let http = reqwest::Client::new();
     let (addr, key) = (server.addr.as_str(), key.as_str());
     let connect = "mutation($i: ConnectInput!) { connect(input: $i) { connection { id } } }";
