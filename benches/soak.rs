@@ -133,12 +133,14 @@ const DISCONNECT: &str = "mutation($id: ID!) { disconnect(id: $id) { status } }"
 const TRIGGER: &str =
     "mutation($id: ID!, $k: SyncKind) { triggerSync(connectionId: $id, kind: $k) { id } }";
 const CHECK: &str = "mutation($id: ID!) { checkConnection(id: $id) { status } }";
-const READ_CREDITS: &str = "query Credits { viewer { account { credits { total used available } } } }";
+const READ_CREDITS: &str =
+    "query Credits { viewer { account { credits { total used available } } } }";
 const READ_CONNECTION: &str = "query Connection($id: ID!) { connection(id: $id) {
     status statusReason lastSyncRun { status } syncRuns(first: 5) { nodes { id status } } } }";
 const READ_ASSETS: &str = "query Assets($id: ID!) { assets(connectionId: $id, first: 20) {
     nodes { key name site { name } } } }";
-const READ_EVENTS: &str = "query Events($id: ID!) { events(first: 20, filter: {connectionId: $id}) {
+const READ_EVENTS: &str =
+    "query Events($id: ID!) { events(first: 20, filter: {connectionId: $id}) {
     nodes { id type } } }";
 const EVENTS_PAGE: &str = "query($after: String, $filter: EventFilter) {
     events(first: 100, after: $after, filter: $filter) {
@@ -455,11 +457,20 @@ fn server_settings() -> Vec<(&'static str, String)> {
         // logged inside a request says which request.
         ("RUST_LOG", "warn,millwright::http=info".into()),
         ("MILLWRIGHT_WEBHOOK_ALLOW_PRIVATE_TARGETS", "true".into()),
-        ("MILLWRIGHT_WEBHOOK_RETRY_SCHEDULE", WEBHOOK_RETRY_SCHEDULE.into()),
-        ("MILLWRIGHT_WEBHOOK_LEASE_SECS", WEBHOOK_LEASE_SECS.to_string()),
+        (
+            "MILLWRIGHT_WEBHOOK_RETRY_SCHEDULE",
+            WEBHOOK_RETRY_SCHEDULE.into(),
+        ),
+        (
+            "MILLWRIGHT_WEBHOOK_LEASE_SECS",
+            WEBHOOK_LEASE_SECS.to_string(),
+        ),
         ("MILLWRIGHT_SYNC_LEASE_SECS", SYNC_LEASE_SECS.to_string()),
         ("MILLWRIGHT_HEALTH_CHECK_INTERVAL_SECS", "30".into()),
-        ("MILLWRIGHT_WS_MAX_SOCKETS_PER_TOKEN", (SUBSCRIBERS * 2).to_string()),
+        (
+            "MILLWRIGHT_WS_MAX_SOCKETS_PER_TOKEN",
+            (SUBSCRIBERS * 2).to_string(),
+        ),
         ("MILLWRIGHT_API_REQUESTS_PER_SECOND", "1000000".into()),
         ("MILLWRIGHT_API_BURST", "1000000".into()),
     ]
@@ -568,7 +579,11 @@ impl Cluster {
         Invariant {
             name: "processes alive (but the one killed)",
             figure: if dead.is_empty() {
-                format!("{} of {} running", self.processes.len(), self.processes.len())
+                format!(
+                    "{} of {} running",
+                    self.processes.len(),
+                    self.processes.len()
+                )
             } else {
                 dead.join("; ")
             },
@@ -978,8 +993,13 @@ impl Worker {
                     self.op(turn, "read credits", READ_CREDITS, json!({})).await;
                 }
                 12..26 => {
-                    self.op(turn, "read connection", READ_CONNECTION, json!({ "id": demo }))
-                        .await;
+                    self.op(
+                        turn,
+                        "read connection",
+                        READ_CONNECTION,
+                        json!({ "id": demo }),
+                    )
+                    .await;
                 }
                 26..38 => {
                     self.op(turn, "read assets", READ_ASSETS, json!({ "id": demo }))
@@ -1272,7 +1292,7 @@ struct Subscribers {
 }
 
 fn subscriber_filter(index: usize, demo: &[String]) -> Value {
-    if index % ACCOUNT_WIDE_EVERY == 0 {
+    if index.is_multiple_of(ACCOUNT_WIDE_EVERY) {
         Value::Null
     } else if index % 5 < 2 {
         json!({ "types": SUBSCRIBER_TYPES[index % SUBSCRIBER_TYPES.len()] })
@@ -1320,7 +1340,8 @@ async fn open_subscribers(
         };
         subscribers.tasks.push(tokio::spawn(subscriber.run()));
     }
-    while opened.load(Ordering::Relaxed) < SUBSCRIBERS as u64 && started.elapsed() < HANDSHAKE_TIMEOUT * 4
+    while opened.load(Ordering::Relaxed) < SUBSCRIBERS as u64
+        && started.elapsed() < HANDSHAKE_TIMEOUT * 4
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -1423,11 +1444,16 @@ impl Subscriber {
                 Some(Ok(Message::Close(frame))) => {
                     return Some(format!(
                         "closed {}",
-                        frame.map_or_else(|| "without a code".into(), |f| u16::from(f.code).to_string())
+                        frame.map_or_else(
+                            || "without a code".into(),
+                            |f| u16::from(f.code).to_string()
+                        )
                     ));
                 }
                 Some(Ok(_)) => continue,
-                Some(Err(err)) => return Some(format!("socket error: {}", short(&err.to_string()))),
+                Some(Err(err)) => {
+                    return Some(format!("socket error: {}", short(&err.to_string())));
+                }
                 None => return Some("socket ended".into()),
             };
             let Ok(message) = serde_json::from_str::<Value>(&text) else {
@@ -1440,7 +1466,11 @@ impl Subscriber {
                         return Some(format!("next without a cursor: {}", short(&text)));
                     };
                     self.cursor = cursor.map(str::to_owned);
-                    self.seen.lock().expect("seen lock").positions.push(position);
+                    self.seen
+                        .lock()
+                        .expect("seen lock")
+                        .positions
+                        .push(position);
                 }
                 Some("ping") => {
                     let pong = Message::Text(json!({ "type": "pong" }).to_string().into());
@@ -1543,15 +1573,13 @@ fn subscribers_missing(subscribers: &Subscribers, expected: &[Vec<i64>]) -> usiz
         .seen
         .iter()
         .zip(&subscribers.filter_of)
-        .map(|(seen, filter)| subscriber_missing(&seen.lock().expect("seen lock"), &expected[*filter]))
+        .map(|(seen, filter)| {
+            subscriber_missing(&seen.lock().expect("seen lock"), &expected[*filter])
+        })
         .sum()
 }
 
-fn check_subscribers(
-    subscribers: &Subscribers,
-    expected: &[Vec<i64>],
-    end: i64,
-) -> Invariant {
+fn check_subscribers(subscribers: &Subscribers, expected: &[Vec<i64>], end: i64) -> Invariant {
     let mut missing = 0;
     let mut short_subscribers = 0;
     let mut duplicates = 0;
@@ -1560,7 +1588,11 @@ fn check_subscribers(
     let mut reconnects = 0;
     let mut delivered = 0;
     let mut problems: BTreeMap<String, u64> = BTreeMap::new();
-    let expected_total: usize = subscribers.filter_of.iter().map(|f| expected[*f].len()).sum();
+    let expected_total: usize = subscribers
+        .filter_of
+        .iter()
+        .map(|f| expected[*f].len())
+        .sum();
     for (seen, filter) in subscribers.seen.iter().zip(&subscribers.filter_of) {
         let seen = seen.lock().expect("seen lock");
         let wanted: HashSet<i64> = expected[*filter].iter().copied().collect();
@@ -1590,7 +1622,7 @@ fn check_subscribers(
         }
     }
     let mut problems: Vec<_> = problems.into_iter().collect();
-    problems.sort_by(|a, b| b.1.cmp(&a.1));
+    problems.sort_by_key(|p| std::cmp::Reverse(p.1));
     let problems: Vec<String> = problems
         .iter()
         .take(SAMPLES)
@@ -1704,7 +1736,9 @@ async fn read_connections(api: &Gql) -> anyhow::Result<(Vec<ConnectionRow>, Vec<
     let mut runs = Vec::new();
     let mut after = Value::Null;
     loop {
-        let data = api.data(CONNECTIONS_PAGE, json!({ "after": after })).await?;
+        let data = api
+            .data(CONNECTIONS_PAGE, json!({ "after": after }))
+            .await?;
         let page = &data["connections"];
         for node in page["nodes"].as_array().context("connections")? {
             let id = text(node, "/id")?;
@@ -1784,7 +1818,10 @@ async fn check_credits(setup: &Setup, connections: &[ConnectionRow]) -> anyhow::
     let mut opening_grant = None;
     let mut after = Value::Null;
     loop {
-        let data = setup.api.data(LEDGER_PAGE, json!({ "after": after })).await?;
+        let data = setup
+            .api
+            .data(LEDGER_PAGE, json!({ "after": after }))
+            .await?;
         let page = &data["creditLedger"];
         for node in page["nodes"].as_array().context("ledger")? {
             let kind = text(node, "/kind")?;
@@ -1819,29 +1856,47 @@ async fn check_credits(setup: &Setup, connections: &[ConnectionRow]) -> anyhow::
         after = page["pageInfo"]["endCursor"].clone();
     }
     // The credits of `createAccount` are either the ledger's first entry or its opening balance.
-    let opening = if opening_grant == Some(true) { 0 } else { INITIAL_CREDITS };
+    let opening = if opening_grant == Some(true) {
+        0
+    } else {
+        INITIAL_CREDITS
+    };
     let mut expect = |ok: bool, what: String| {
         if !ok {
             mismatches.push(what);
         }
     };
-    expect(total == INITIAL_CREDITS, format!("total {total} != {INITIAL_CREDITS}"));
-    expect(used == live_cost, format!("used {used} != {live_cost}, the catalog cost of the {live} live connections"));
-    expect(available == total - used, format!("available {available} != total - used"));
+    expect(
+        total == INITIAL_CREDITS,
+        format!("total {total} != {INITIAL_CREDITS}"),
+    );
+    expect(
+        used == live_cost,
+        format!("used {used} != {live_cost}, the catalog cost of the {live} live connections"),
+    );
+    expect(
+        available == total - used,
+        format!("available {available} != total - used"),
+    );
     expect(
         opening + sum == available,
         format!("opening {opening} + the ledger's amounts {sum} != available {available}"),
     );
-    expect(balance_after == Some(available), format!("the last balanceAfter {balance_after:?} != available {available}"));
-    expect(breaks == 0, format!("{breaks} entries whose balanceAfter is not the previous one plus their amount"));
+    expect(
+        balance_after == Some(available),
+        format!("the last balanceAfter {balance_after:?} != available {available}"),
+    );
+    expect(
+        breaks == 0,
+        format!("{breaks} entries whose balanceAfter is not the previous one plus their amount"),
+    );
     expect(
         opening + others == INITIAL_CREDITS,
         format!("opening {opening} + entries of no connection {others} != {INITIAL_CREDITS}"),
     );
     for connection in connections {
-        let (connects, disconnects, net) = per_connection
-            .remove(&connection.id)
-            .unwrap_or_default();
+        let (connects, disconnects, net) =
+            per_connection.remove(&connection.id).unwrap_or_default();
         let cost = cost_of[connection.id.as_str()];
         let gone = connection.status == "DISCONNECTED";
         let wanted = (1, u32::from(gone), if gone { 0 } else { -cost });
@@ -1853,7 +1908,9 @@ async fn check_credits(setup: &Setup, connections: &[ConnectionRow]) -> anyhow::
         }
     }
     for id in per_connection.keys() {
-        mismatches.push(format!("ledger entries for {id}, which the connections list lacks"));
+        mismatches.push(format!(
+            "ledger entries for {id}, which the connections list lacks"
+        ));
     }
     let figure = format!(
         "total {total}, used {used} = catalog cost of {live} live connections {live_cost}, available {available}; ledger {entries} entries adding up to {sum} over {} connections ({disconnected} disconnected); {} mismatches{}",
@@ -1862,7 +1919,15 @@ async fn check_credits(setup: &Setup, connections: &[ConnectionRow]) -> anyhow::
         if mismatches.is_empty() {
             String::new()
         } else {
-            format!(": {}", mismatches.iter().take(SAMPLES).cloned().collect::<Vec<_>>().join("; "))
+            format!(
+                ": {}",
+                mismatches
+                    .iter()
+                    .take(SAMPLES)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
         }
     );
     Ok(Invariant {
@@ -1914,7 +1979,10 @@ fn check_faults(faults: &Faults, logs: &[PathBuf]) -> Invariant {
         if fault.status >= 500 {
             status_5xx += 1;
             if fault.codes.is_empty() || fault.codes.iter().any(|c| c != "INTERNAL") {
-                not_internal.push(format!("HTTP {} from {}: {}", fault.status, fault.addr, fault.body));
+                not_internal.push(format!(
+                    "HTTP {} from {}: {}",
+                    fault.status, fault.addr, fault.body
+                ));
             }
         }
         let cause = lines
@@ -1977,7 +2045,8 @@ fn report_logs(db: &str, logs: &[PathBuf]) {
         }
         println!(
             "{db}: log {}: {} ERROR, {warnings} WARN, {panics} panics",
-            path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            path.file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
             errors.len()
         );
         for (kind, n) in kinds.iter().take(SAMPLES * 2) {
@@ -1995,7 +2064,10 @@ struct RssSample {
 }
 
 /// Every second, the RSS of each live process, until cancelled.
-fn sample_rss(live: Arc<Live>, started: Instant) -> (Arc<Mutex<Vec<RssSample>>>, CancellationToken) {
+fn sample_rss(
+    live: Arc<Live>,
+    started: Instant,
+) -> (Arc<Mutex<Vec<RssSample>>>, CancellationToken) {
     let samples = Arc::new(Mutex::new(Vec::new()));
     let stop = CancellationToken::new();
     let (into, until) = (samples.clone(), stop.clone());
