@@ -19,7 +19,8 @@
 //!   of the 20 demo connections;
 //! - at half time the first process is killed with SIGKILL and started again on the same
 //!   database. Requests that cannot reach a process (the killed one, or none while SQLite's
-//!   only process restarts) are counted apart, never as 5xx, and the client goes on.
+//!   only process restarts) are counted apart, never as 5xx, and sent again to the next
+//!   live process (or after a pause while none is up).
 //!
 //! The servers run with short leases (sync 10 s, webhook 15 s) and webhook retries after
 //! 1, 2, 4, 8, 8 … s, so that what the kill leaves behind is taken over, and refused
@@ -102,6 +103,9 @@ const DEMO_SCALE: u64 = 50;
 /// Live connections of its own a client keeps at most.
 const CHURN_HELD: usize = 3;
 const THINK_MS: std::ops::Range<u64> = 400..1200;
+/// A client's operation that reached no process is retried this often, this far apart.
+const RETRIES: usize = 20;
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
 const SUBSCRIBERS: usize = 1_000;
 /// Every `ACCOUNT_WIDE_EVERY`th subscriber listens to the whole account.
 const ACCOUNT_WIDE_EVERY: usize = 50;
@@ -1053,10 +1057,22 @@ impl Worker {
         }
     }
 
+    /// Sends the operation; one that reached no process is sent again to the next live one
+    /// (or, while none is up, after a pause), up to `RETRIES` times.
     async fn op(&self, turn: usize, name: &'static str, query: &str, variables: Value) -> Reply {
-        let reply = self.gql.call(turn, query, variables).await;
-        self.ops.record(name, &reply);
-        reply
+        let mut attempt = 0;
+        loop {
+            let reply = self
+                .gql
+                .call(turn + attempt, query, variables.clone())
+                .await;
+            self.ops.record(name, &reply);
+            if !matches!(reply, Reply::Unreachable(_)) || attempt == RETRIES {
+                return reply;
+            }
+            attempt += 1;
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
     }
 
     async fn connect(&self, turn: usize, rng: &mut StdRng, held: &mut Vec<String>) {
