@@ -186,6 +186,18 @@ impl ServerProcess {
         self.child.id()
     }
 
+    /// Kills the process with SIGKILL, as a crash would, and reaps it.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill().context("SIGKILL the server")?;
+        self.child.wait().context("reap the server")?;
+        Ok(())
+    }
+
+    /// How the process ended, if it has; `None` while it runs.
+    pub fn exited(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        self.child.try_wait().context("server status")
+    }
+
     async fn wait_ready(&mut self, client: &Client) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
