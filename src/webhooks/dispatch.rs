@@ -128,7 +128,10 @@ pub struct Route {
 
 /// Routes a batch of events, with no IO: one delivery per event and enabled endpoint of the
 /// event's account that wants it, in event order (and for one event in the endpoints'
-/// order). `connections` holds the types of every connection the events come from.
+/// order). `connections` holds the types of every connection the events come from. An
+/// endpoint gets only events that occurred once it existed: one created while the
+/// dispatcher was behind (say, after a restart) is not sent the backlog before it, which
+/// `replayWebhooks` sends on request.
 pub fn route(
     events: &[Arc<event::Model>],
     endpoints: &EndpointsByAccount,
@@ -137,7 +140,7 @@ pub fn route(
     let mut routes = Vec::new();
     for event in events {
         for endpoint in endpoints.get(&event.account_id).into_iter().flatten() {
-            if accepts(endpoint, event, connections)? {
+            if event.occurred_at >= endpoint.created_at && accepts(endpoint, event, connections)? {
                 routes.push(Route {
                     endpoint: endpoint.clone(),
                     event: event.clone(),
@@ -336,7 +339,8 @@ mod tests {
             previous_secret: None,
             previous_secret_until: None,
             failing_since: None,
-            created_at: Utc::now(),
+            // Before any event the tests make.
+            created_at: Utc::now() - chrono::Duration::hours(1),
         })
     }
 
@@ -428,6 +432,28 @@ mod tests {
             routed(&events, &by_account(&[&all]), &ConnectionTypes::default()),
             [(1, all.id), (2, all.id)],
             "an empty filter takes every type but test and unknown events"
+        );
+    }
+
+    #[test]
+    fn an_endpoint_is_not_sent_what_happened_before_it_existed() {
+        let account = Uuid::new_v4();
+        let before = event(1, account, "credits.changed", None);
+        let mut later = endpoint(account, &[]);
+        Arc::make_mut(&mut later).created_at =
+            before.occurred_at + chrono::Duration::milliseconds(1);
+        let after = Arc::new(event::Model {
+            position: 2,
+            occurred_at: later.created_at,
+            ..(*before).clone()
+        });
+        assert_eq!(
+            routed(
+                &[before, after],
+                &by_account(&[&later]),
+                &ConnectionTypes::default()
+            ),
+            [(2, later.id)]
         );
     }
 
