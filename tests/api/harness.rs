@@ -261,6 +261,19 @@ impl TestApp {
         data["createCustomer"].clone()
     }
 
+    /// A server on `db` (a database another, stopped server used).
+    pub async fn on(db: std::sync::Arc<TestDb>) -> Self {
+        let config = test_config(&db);
+        Self::start_shared(db, config).await
+    }
+
+    /// Stops the server gracefully and hands back its database, for [`TestApp::on`].
+    pub async fn into_db(self) -> std::sync::Arc<TestDb> {
+        let db = self.db.clone();
+        self.stop().await;
+        db
+    }
+
     /// Stops the server gracefully and waits for it.
     pub async fn stop(mut self) {
         self.shutdown.cancel();

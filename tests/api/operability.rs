@@ -6,7 +6,9 @@ use std::time::Duration;
 use migration::MigratorTrait;
 use sea_orm::{ConnectionTrait, Statement};
 
-use crate::harness::{ServerProcess, TestApp, TestDb, wait_for};
+use serde_json::json;
+
+use crate::harness::{ServerProcess, TestApp, TestDb, connect, demo_input, setup, wait_for};
 
 /// The value of `millwright_worker_restarts_total` for `worker` on a `/metrics` page.
 fn restarts(metrics: &str, worker: &str) -> Option<u64> {
@@ -89,4 +91,71 @@ async fn four_processes_started_at_once_on_an_empty_database_all_come_up() {
     let migrations = migration::Migrator::migrations().len();
     assert_eq!(applied, migrations as i64, "each migration applied once");
     conn.close().await.ok();
+}
+
+/// The migrations this release added, newest first: a database of the previous release is
+/// one without them.
+const THIS_RELEASE: [&str; 2] = ["m20261205_000030_demo_remote", "m20261205_000020_retention"];
+
+/// The last sync run of `connection` once it has ended: its status.
+async fn ended_run(app: &TestApp, key: &str, connection: &str) -> String {
+    let query = "query($id: ID!) { connection(id: $id) { lastSyncRun { id status } } }";
+    wait_for(Duration::from_secs(30), "the sync run to end", async || {
+        let data = app.ok(key, query, json!({ "id": connection })).await;
+        let status = data["connection"]["lastSyncRun"]["status"]
+            .as_str()?
+            .to_owned();
+        (status != "QUEUED" && status != "RUNNING").then_some(status)
+    })
+    .await
+}
+
+/// A database the previous release wrote (customers, a synced demo connection, its records,
+/// runs and events, a disconnected connection) keeps working once this release migrates it:
+/// its rows are carried forward, the connection syncs again, credits stay exact, and the
+/// new workers (cleanup, retention) run over the old rows.
+#[tokio::test]
+async fn a_database_of_the_previous_release_is_carried_forward() {
+    let app = TestApp::spawn().await;
+    let (key, customer) = setup(&app, 10).await;
+    let (live, _) = connect(&app, &key, demo_input(&customer, "none")).await;
+    let (gone, _) = connect(&app, &key, demo_input(&customer, "none")).await;
+    assert_eq!(ended_run(&app, &key, &live).await, "SUCCEEDED");
+    assert_eq!(ended_run(&app, &key, &gone).await, "SUCCEEDED");
+    let disconnect = "mutation($id: ID!) { disconnect(id: $id) { status } }";
+    app.ok(&key, disconnect, json!({ "id": gone })).await;
+    let read = "query($c: ID!) { viewer { account { credits { total used available } } }
+        customers(first: 10) { nodes { id name } }
+        assets(connectionId: $c, first: 100) { nodes { key } } }";
+    let on = json!({ "c": live });
+    let before = app.ok(&key, read, on.clone()).await;
+    assert!(!before["assets"]["nodes"].as_array().unwrap().is_empty());
+
+    // The database as the previous release left it: this release's migrations reverted.
+    let db = app.into_db().await;
+    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
+    migration::Migrator::down(&conn, Some(THIS_RELEASE.len() as u32))
+        .await
+        .unwrap();
+    for version in THIS_RELEASE {
+        let applied = conn
+            .query_one_raw(Statement::from_string(
+                conn.get_database_backend(),
+                format!("SELECT version FROM seaql_migrations WHERE version = '{version}'"),
+            ))
+            .await
+            .unwrap();
+        assert!(applied.is_none(), "{version} was reverted");
+    }
+    conn.close().await.unwrap();
+
+    // This release starts on it and migrates it.
+    let upgraded = TestApp::on(db).await;
+    assert_eq!(upgraded.ok(&key, read, on.clone()).await, before);
+    let sync = "mutation($id: ID!) { triggerSync(connectionId: $id, kind: FULL) { id } }";
+    upgraded.ok(&key, sync, json!({ "id": live })).await;
+    assert_eq!(ended_run(&upgraded, &key, &live).await, "SUCCEEDED");
+    upgraded.ok(&key, disconnect, json!({ "id": live })).await;
+    let credits = upgraded.ok(&key, read, on).await["viewer"]["account"]["credits"].clone();
+    assert_eq!(credits, json!({ "total": 10, "used": 0, "available": 10 }));
 }
