@@ -289,10 +289,13 @@ async fn soak_postgres(load: Duration) -> anyhow::Result<bool> {
         .await
         .map_err(|err| anyhow!("the soak panicked: {err}"))
         .and_then(|result| result);
-    let dropped = admin
+    if matches!(outcome, Ok(false)) {
+        // An invariant failed: the database is kept for a look at what the servers stored.
+        println!("postgres: database {name} kept for inspection (drop it when done)");
+    } else if let Err(err) = admin
         .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await;
-    if let Err(err) = dropped {
+        .await
+    {
         println!("postgres: could not drop database {name}: {err}");
     }
     admin.close().await.ok();
@@ -1271,6 +1274,24 @@ fn wanted_by(route: usize, event: &LogEvent, start: i64) -> bool {
         && (types.is_empty() || types.contains(&event.kind.as_str()))
 }
 
+/// What was never received: (endpoint route, event), in log order.
+fn webhooks_not_received<'a>(
+    receiver: &Receiver,
+    log: &'a [LogEvent],
+    start: i64,
+) -> Vec<(usize, &'a LogEvent)> {
+    let received = receiver.log.lock().expect("receiver lock");
+    let mut lacking = Vec::new();
+    for route in 0..ENDPOINT_TYPES.len() {
+        for event in log.iter().filter(|e| wanted_by(route, e, start)) {
+            if !received.delivered[route].contains_key(&event.id) {
+                lacking.push((route, event));
+            }
+        }
+    }
+    lacking
+}
+
 fn webhooks_missing(receiver: &Receiver, log: &[LogEvent], start: i64) -> usize {
     let received = receiver.log.lock().expect("receiver lock");
     (0..ENDPOINT_TYPES.len())
@@ -1285,6 +1306,12 @@ fn webhooks_missing(receiver: &Receiver, log: &[LogEvent], start: i64) -> usize 
 
 fn check_webhooks(receiver: &Receiver, log: &[LogEvent], start: i64) -> Invariant {
     let missing = webhooks_missing(receiver, log, start);
+    for (route, event) in webhooks_not_received(receiver, log, start).iter().take(20) {
+        println!(
+            "  not received: endpoint {route} ({:?}), event {} {} at position {}",
+            ENDPOINT_TYPES[*route], event.id, event.kind, event.position
+        );
+    }
     let expected: usize = (0..ENDPOINT_TYPES.len())
         .map(|route| log.iter().filter(|e| wanted_by(route, e, start)).count())
         .sum();
