@@ -112,6 +112,23 @@ async fn sealed_values(db_url: &str) -> Vec<(String, Uuid, Vec<u8>)> {
 }
 
 /// Polls a sync run on `server` until it ends; returns its status.
+/// A demo connection of `customer` made on `server`: its id.
+async fn connect_demo(server: &ServerProcess, key: &str, customer: &str) -> String {
+    let connect =
+        "mutation($input: ConnectInput!) { connect(input: $input) { connection { id } } }";
+    let data = server
+        .gql(
+            key,
+            connect,
+            json!({ "input": demo_input(customer, "none") }),
+        )
+        .await;
+    data["connect"]["connection"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 async fn sync_once(server: &ServerProcess, key: &str, connection: &str) -> Value {
     let data = server
         .gql(key, TRIGGER_SYNC, json!({ "id": connection }))
@@ -195,23 +212,9 @@ async fn rotate_while_a_server_runs_then_the_old_key_can_go() {
         .as_str()
         .unwrap()
         .to_owned();
-    let connect =
-        "mutation($input: ConnectInput!) { connect(input: $input) { connection { id } } }";
     let mut connections = Vec::new();
     for _ in 0..6 {
-        let data = first
-            .gql(
-                &key,
-                connect,
-                json!({ "input": demo_input(&customer, "none") }),
-            )
-            .await;
-        connections.push(
-            data["connect"]["connection"]["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        connections.push(connect_demo(&first, &key, &customer).await);
     }
     let mut endpoints = Vec::new();
     for rotated in [false, true] {
@@ -247,19 +250,7 @@ async fn rotate_while_a_server_runs_then_the_old_key_can_go() {
     ]);
     let second = Arc::new(ServerProcess::start(&db.url, &settings));
     // One connection made now is sealed with the new key already.
-    let data = second
-        .gql(
-            &key,
-            connect,
-            json!({ "input": demo_input(&customer, "none") }),
-        )
-        .await;
-    connections.push(
-        data["connect"]["connection"]["id"]
-            .as_str()
-            .unwrap()
-            .to_owned(),
-    );
+    connections.push(connect_demo(&second, &key, &customer).await);
 
     // Step 3: `keys rotate` while the server replaces credentials and probes connections.
     let stop = Arc::new(AtomicBool::new(false));
