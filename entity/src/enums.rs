@@ -206,6 +206,38 @@ pub enum EventType {
     WebhookTest,
 }
 
+/// What a write does to each record of its batch (`bulk_operations.operation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(
+    rs_type = "String",
+    db_type = "Text",
+    rename_all = "SCREAMING_SNAKE_CASE"
+)]
+pub enum WriteOperation {
+    /// Creates a record.
+    Create,
+    /// Changes a record.
+    Update,
+    /// Deletes a record.
+    Delete,
+}
+
+/// Where a bulk operation stands (`bulk_operations.status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+#[sea_orm(
+    rs_type = "String",
+    db_type = "Text",
+    rename_all = "SCREAMING_SNAKE_CASE"
+)]
+pub enum BulkStatus {
+    Queued,
+    Running,
+    Succeeded,
+    PartiallyFailed,
+    Failed,
+    Cancelled,
+}
+
 /// For each enum, the columns it is stored in. Gives each its `Display` (the stored text,
 /// as in `ON_PREMISES` or `sync.completed`: the form logs, messages and JSON documents use)
 /// and [`stored_in`], which names the columns for read errors (sea-orm reports an unknown
@@ -241,6 +273,8 @@ stored_enums!(
     SyncErrorCode => "sync_runs.error_code",
     DeliveryStatus => "webhook_deliveries.status",
     EventType => "events.event_type",
+    WriteOperation => "bulk_operations.operation",
+    BulkStatus => "bulk_operations.status",
 );
 
 #[cfg(test)]
@@ -263,6 +297,8 @@ mod tests {
         );
         assert_eq!(SyncErrorCode::MaxAttempts.to_value(), "MAX_ATTEMPTS");
         assert_eq!(DeliveryStatus::Exhausted.to_value(), "EXHAUSTED");
+        assert_eq!(WriteOperation::Create.to_value(), "CREATE");
+        assert_eq!(BulkStatus::PartiallyFailed.to_value(), "PARTIALLY_FAILED");
         assert_eq!(
             EventType::WebhookEndpointDisabled.to_value(),
             "webhook_endpoint.disabled"

@@ -2,11 +2,14 @@
 
 pub mod account;
 pub mod api_key;
+pub mod bulk_operation;
+pub mod bulk_record;
 pub mod connection;
 pub mod credit_ledger;
 pub mod customer;
 pub mod demo_remote;
 pub mod demo_remote_record;
+pub mod demo_remote_write;
 pub mod enums;
 pub mod event;
 pub mod event_sequence;

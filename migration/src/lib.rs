@@ -16,6 +16,7 @@ mod m20261205_000001_work_order_enums;
 mod m20261205_000010_account_rate_limits;
 mod m20261205_000020_retention;
 mod m20261205_000030_demo_remote;
+mod m20261205_000040_bulk_writes;
 
 pub struct Migrator;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000010_account_rate_limits::Migration),
             Box::new(m20261205_000020_retention::Migration),
             Box::new(m20261205_000030_demo_remote::Migration),
+            Box::new(m20261205_000040_bulk_writes::Migration),
         ]
     }
 }

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::error::AppError;
 
-pub use entity::enums::{Deployment, EntityType};
+pub use entity::enums::{Deployment, EntityType, WriteOperation};
 
 /// What kind of system a connectable system is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,8 +54,31 @@ pub struct System {
     pub tier: u8,
     pub deployments: &'static [Deployment],
     pub entities: &'static [EntityType],
-    pub writable_entities: &'static [EntityType],
+    /// What a bulk write may do: the entity types written back, each with its operations.
+    pub writes: &'static [(EntityType, &'static [WriteOperation])],
     pub credential_fields: &'static [CredentialField],
+}
+
+/// Every write operation.
+pub const ALL_WRITES: &[WriteOperation] = &[
+    WriteOperation::Create,
+    WriteOperation::Update,
+    WriteOperation::Delete,
+];
+
+impl System {
+    /// The entity types its connector writes back.
+    pub fn writable_entities(&self) -> Vec<EntityType> {
+        self.writes.iter().map(|(entity, _)| *entity).collect()
+    }
+
+    /// The operations its connector performs on `entity` (none when it is read-only).
+    pub fn write_operations(&self, entity: EntityType) -> &'static [WriteOperation] {
+        self.writes
+            .iter()
+            .find(|(e, _)| *e == entity)
+            .map_or(&[], |(_, operations)| operations)
+    }
 }
 
 impl fmt::Display for System {
@@ -194,7 +217,10 @@ pub static DEMO: System = System {
     tier: 1,
     deployments: &[Deployment::Cloud, Deployment::OnPremises],
     entities: ALL_ENTITIES,
-    writable_entities: &[EntityType::Asset, EntityType::WorkOrder],
+    writes: &[
+        (EntityType::Asset, ALL_WRITES),
+        (EntityType::WorkOrder, ALL_WRITES),
+    ],
     credential_fields: &[
         CredentialField {
             name: "api_key",
@@ -255,7 +281,7 @@ pub static MAINTAINX: System = System {
         EntityType::Vendor,
         EntityType::User,
     ],
-    writable_entities: &[],
+    writes: &[],
     credential_fields: &[
         field("api_key", "API key", true, true),
         field(
@@ -276,7 +302,7 @@ pub static IBM_MAXIMO: System = System {
     tier: 3,
     deployments: &[Deployment::Cloud, Deployment::OnPremises],
     entities: ALL_ENTITIES,
-    writable_entities: &[],
+    writes: &[],
     credential_fields: &[
         field(
             "base_url",
@@ -333,7 +359,10 @@ pub static SAP_S4HANA: System = System {
         EntityType::PurchaseOrder,
         EntityType::Vendor,
     ],
-    writable_entities: &[EntityType::Asset],
+    writes: &[(
+        EntityType::Asset,
+        &[WriteOperation::Create, WriteOperation::Update],
+    )],
     credential_fields: SAP_FIELDS,
 };
 
@@ -353,7 +382,7 @@ pub static SAP_ECC: System = System {
         EntityType::PurchaseOrder,
         EntityType::Vendor,
     ],
-    writable_entities: &[],
+    writes: &[],
     credential_fields: &[
         SAP_FIELDS[0],
         SAP_FIELDS[1],

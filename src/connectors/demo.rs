@@ -4,7 +4,7 @@
 //! Its data is a pure function of the API key, `scale` and a generation number. Each sync
 //! session (`Connector::begin_sync`) after the first moves to the next generation:
 //! about 1 % of the records change, a few are added and a few deleted (reported as
-//! tombstones to incremental reads). Records written to it (`write_batch`) are shown
+//! tombstones to incremental reads). Records written to it (`write`) are shown
 //! instead of the generated ones, and created ones after them. `simulate` makes the remote
 //! answer 401, be unreachable, rate limit every other request, or fail one request in ten.
 //!
@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{
-    Connector, ConnectorError, ReadRequest, RemotePage, RemoteRecord, WriteOperation, WriteOutcome,
+    Connector, ConnectorError, ReadRequest, RemotePage, RemoteRecord, WriteReply, WriteRequest,
 };
 use crate::{
     catalog::EntityType,
@@ -297,45 +297,49 @@ impl Connector for DemoConnector {
         })
     }
 
-    async fn write_batch(
-        &self,
-        entity: EntityType,
-        operation: WriteOperation,
-        records: &[Value],
-    ) -> Result<Vec<WriteOutcome>, ConnectorError> {
-        self.gate().await?;
-        if !matches!(entity, EntityType::Asset | EntityType::WorkOrder) {
-            return Err(ConnectorError::Validation(format!(
-                "{entity} is read-only in the demo system"
-            )));
+    /// One request for the whole batch. The remote keeps each write's idempotency key, so a
+    /// batch sent again (after a crash) writes nothing twice and answers as it did.
+    async fn write(&self, request: &WriteRequest<'_>) -> WriteReply {
+        request.pace.ready().await;
+        if let Err(err) = self.gate().await {
+            return WriteReply::stopped(err);
         }
-        let checked: Vec<Result<Change, String>> = records
+        let entity = request.entity;
+        if !matches!(entity, EntityType::Asset | EntityType::WorkOrder) {
+            return super::not_writable("the demo system", entity);
+        }
+        let checked: Vec<Result<Change, String>> = request
+            .records
             .iter()
-            .map(|record| Change::check(entity, operation, record))
+            .map(|record| Change::check(entity, request.operation, &record.fields))
             .collect();
-        let valid: Vec<&Change> = checked.iter().filter_map(|c| c.as_ref().ok()).collect();
+        let valid: Vec<(&str, &Change)> = request
+            .records
+            .iter()
+            .zip(&checked)
+            .filter_map(|(record, change)| {
+                Some((record.idempotency_key.as_str(), change.as_ref().ok()?))
+            })
+            .collect();
         // A batch the remote refuses in full never reaches its storage.
-        let stored = if valid.is_empty() {
+        let keys = if valid.is_empty() {
             Vec::new()
         } else {
-            self.remote
-                .write(entity, valid.len(), |first| {
-                    valid
-                        .iter()
-                        .zip(first..)
-                        .map(|(change, number)| change.stored(entity, number))
-                        .collect()
-                })
-                .await
-                .map_err(unavailable)?
-                .ok_or_else(unknown_connection)?
+            match self.remote.write(entity, &valid).await {
+                Ok(Some(keys)) => keys,
+                Ok(None) => return WriteReply::stopped(unknown_connection()),
+                Err(err) => return WriteReply::stopped(unavailable(err)),
+            }
         };
-        // One stored write per valid record, in order.
-        let mut keys = stored.into_iter().map(|write| write.key);
-        Ok(checked
-            .into_iter()
-            .map(|outcome| outcome.map(|_| keys.next().unwrap_or_default()))
-            .collect())
+        // One key per valid record, in order.
+        let mut keys = keys.into_iter();
+        WriteReply {
+            outcomes: checked
+                .into_iter()
+                .map(|outcome| outcome.map(|_| keys.next().unwrap_or_default()))
+                .collect(),
+            stopped: None,
+        }
     }
 }
 

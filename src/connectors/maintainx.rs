@@ -16,7 +16,7 @@ use reqwest::{Method, Url};
 use serde_json::{Map, Value, json};
 
 use super::{
-    Connector, ConnectorError, ReadRequest, RemotePage, RemoteRecord, WriteOperation, WriteOutcome,
+    Connector, ConnectorError, ReadRequest, RemotePage, RemoteRecord, WriteReply, WriteRequest,
     http::{self, Outbound, Reply},
     mapping::Fields,
 };
@@ -144,13 +144,8 @@ impl Connector for MaintainX {
         unify(entity, remote)
     }
 
-    async fn write_batch(
-        &self,
-        _entity: EntityType,
-        _operation: WriteOperation,
-        _records: &[Value],
-    ) -> Result<Vec<WriteOutcome>, ConnectorError> {
-        super::no_writes("MaintainX")
+    async fn write(&self, request: &WriteRequest<'_>) -> WriteReply {
+        super::not_writable("MaintainX", request.entity)
     }
 }
 

@@ -19,7 +19,7 @@ use reqwest::{Method, Url};
 use serde_json::{Map, Value, json};
 
 use super::{
-    Connector, ConnectorError, ReadRequest, RemotePage, RemoteRecord, WriteOperation, WriteOutcome,
+    Connector, ConnectorError, ReadRequest, RemotePage, RemoteRecord, WriteReply, WriteRequest,
     http::{self, Outbound, Reply},
     mapping::{Fields, later},
 };
@@ -317,13 +317,8 @@ impl Connector for Maximo {
         unify(entity, remote)
     }
 
-    async fn write_batch(
-        &self,
-        _entity: EntityType,
-        _operation: WriteOperation,
-        _records: &[Value],
-    ) -> Result<Vec<WriteOutcome>, ConnectorError> {
-        super::no_writes("IBM Maximo")
+    async fn write(&self, request: &WriteRequest<'_>) -> WriteReply {
+        super::not_writable("IBM Maximo", request.entity)
     }
 }
 

@@ -69,16 +69,7 @@ impl ConnectorError {
     }
 }
 
-/// What a write does to each record of its batch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WriteOperation {
-    /// Creates a record.
-    Create,
-    /// Changes a record.
-    Update,
-    /// Deletes a record.
-    Delete,
-}
+pub use crate::catalog::WriteOperation;
 
 /// Where to read from: a continuation token from the previous page, and for incremental
 /// reads the modification mark of the previous run.
@@ -109,6 +100,92 @@ pub struct RemotePage {
 /// The result of writing one record: the remote key, or why the remote refused it.
 pub type WriteOutcome = Result<String, String>;
 
+/// The error of a record whose create an earlier attempt may have sent, to a remote that can
+/// neither take an idempotency key nor be asked whether it has the record: it is not sent
+/// again (that could create it twice), and someone has to look.
+pub const OUTCOME_UNKNOWN: &str = "outcome unknown: the record was being sent when an earlier \
+     attempt stopped, and this system cannot tell whether it was created; check the remote \
+     before writing it again";
+
+/// One record of a write, with the idempotency key it keeps across every attempt to send it
+/// (`mw-<operation>-<index>` for a bulk operation), which a connector sends to a remote that
+/// honours one, or stamps on a created record to look it up after a crash.
+#[derive(Clone, Debug)]
+pub struct WriteRecord {
+    pub idempotency_key: String,
+    pub fields: Value,
+}
+
+/// A batch of writes for [`Connector::write`].
+pub struct WriteRequest<'a> {
+    pub entity: EntityType,
+    pub operation: WriteOperation,
+    pub records: &'a [WriteRecord],
+    /// Set when an earlier attempt may have sent some of these records before it stopped (a
+    /// crash, a timeout): the instant it began sending. A connector must then not create a
+    /// record twice: it sends the idempotency key, looks the records up, or reports the
+    /// record's outcome as unknown rather than resend it (docs/bulk-writes.md says which).
+    pub sent_since: Option<DateTime<Utc>>,
+    /// Awaited before each request to the remote: the connection's outbound rate limit.
+    pub pace: &'a Pace,
+}
+
+/// What a write did: an outcome per record, in order, for the first `outcomes.len()`
+/// records. When that is fewer than all, `stopped` says why the rest were not written (a
+/// rate limit, rejected credentials, an unreachable remote); after `Unreachable` the first of
+/// them may have reached the remote.
+#[derive(Debug, Default)]
+pub struct WriteReply {
+    pub outcomes: Vec<WriteOutcome>,
+    pub stopped: Option<ConnectorError>,
+}
+
+impl WriteReply {
+    /// A reply for a batch none of whose records was written.
+    pub fn stopped(err: ConnectorError) -> Self {
+        WriteReply {
+            outcomes: Vec::new(),
+            stopped: Some(err),
+        }
+    }
+}
+
+/// The per-connection outbound rate limit a write waits on (one bucket per connection,
+/// shared by every operation of this process that writes to it).
+#[derive(Clone)]
+pub struct Pace {
+    limiter: Option<std::sync::Arc<governor::DefaultKeyedRateLimiter<Uuid>>>,
+    connection_id: Uuid,
+}
+
+impl Pace {
+    /// Requests to `connection_id` go at most as fast as `limiter` lets them.
+    pub fn new(
+        limiter: std::sync::Arc<governor::DefaultKeyedRateLimiter<Uuid>>,
+        connection_id: Uuid,
+    ) -> Self {
+        Pace {
+            limiter: Some(limiter),
+            connection_id,
+        }
+    }
+
+    /// No limit (tools and tests that write directly).
+    pub fn unlimited() -> Self {
+        Pace {
+            limiter: None,
+            connection_id: Uuid::nil(),
+        }
+    }
+
+    /// Waits until the connection may send its next request.
+    pub async fn ready(&self) {
+        if let Some(limiter) = &self.limiter {
+            limiter.until_key_ready(&self.connection_id).await;
+        }
+    }
+}
+
 #[async_trait]
 pub trait Connector: Send + Sync {
     /// Probes the remote: `Ok` when it answers and accepts the credentials.
@@ -124,13 +201,40 @@ pub trait Connector: Send + Sync {
     }
     /// Maps a remote record to the unified fields of its entity; `Err` for a malformed record.
     fn unify(&self, entity: EntityType, remote: &Value) -> Result<Value, String>;
-    /// Writes a batch; one outcome per record, in order, unless the whole batch failed.
+    /// Writes a batch of records to the remote (see [`WriteRequest`] and [`WriteReply`]).
+    async fn write(&self, request: &WriteRequest<'_>) -> WriteReply;
+    /// Writes a batch without pacing, each record with a fresh idempotency key: one outcome
+    /// per record, in order, unless the batch stopped before its end.
     async fn write_batch(
         &self,
         entity: EntityType,
         operation: WriteOperation,
         records: &[Value],
-    ) -> Result<Vec<WriteOutcome>, ConnectorError>;
+    ) -> Result<Vec<WriteOutcome>, ConnectorError> {
+        let batch = Uuid::now_v7().simple().to_string();
+        let records: Vec<WriteRecord> = records
+            .iter()
+            .enumerate()
+            .map(|(index, fields)| WriteRecord {
+                idempotency_key: format!("mw-{batch}-{index}"),
+                fields: fields.clone(),
+            })
+            .collect();
+        let pace = Pace::unlimited();
+        let reply = self
+            .write(&WriteRequest {
+                entity,
+                operation,
+                records: &records,
+                sent_since: None,
+                pace: &pace,
+            })
+            .await;
+        match reply.stopped {
+            Some(err) if reply.outcomes.len() < records.len() => Err(err),
+            _ => Ok(reply.outcomes),
+        }
+    }
 }
 
 /// A connector for a connection of `system` with validated `credentials`; remote systems are
@@ -178,10 +282,10 @@ pub async fn validate(
     http::check_targets(system, credentials, outbound.allow_private()).await
 }
 
-/// The answer of a connector whose system takes no writes through Millwright.
-pub fn no_writes(system: &str) -> Result<Vec<WriteOutcome>, ConnectorError> {
-    Err(ConnectorError::Validation(format!(
-        "{system} takes no writes through Millwright yet (no writable entities)"
+/// The answer of a connector whose system takes no writes of `entity` through Millwright.
+pub fn not_writable(system: &str, entity: EntityType) -> WriteReply {
+    WriteReply::stopped(ConnectorError::Validation(format!(
+        "{entity} is not writable in {system}"
     )))
 }
 

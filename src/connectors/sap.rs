@@ -32,6 +32,7 @@ use uuid::Uuid;
 
 use super::{
     Connector, ConnectorError, ReadRequest, RemotePage, RemoteRecord, WriteOperation, WriteOutcome,
+    WriteReply, WriteRequest,
     http::{self, Outbound, Reply},
     mapping::{Fields, later},
 };
@@ -1012,26 +1013,34 @@ impl Connector for Sap {
     /// Writes equipment through `API_EQUIPMENT` (S/4HANA): creates (POST) and updates
     /// (PATCH) under a CSRF token; a stale token (403 `X-CSRF-Token: Required`) is fetched
     /// again once. SAP deletes no equipment through the API: a delete is a per-record error.
-    async fn write_batch(
-        &self,
-        entity: EntityType,
-        operation: WriteOperation,
-        records: &[Value],
-    ) -> Result<Vec<WriteOutcome>, ConnectorError> {
-        let spec = match self.spec(entity) {
-            Some(spec) if self.flavor == Flavor::S4Hana && entity == EntityType::Asset => spec,
-            _ => {
-                return Err(ConnectorError::Validation(format!(
-                    "{entity} is not writable in {}",
-                    self.system_name()
-                )));
+    /// A create an earlier attempt may have sent (`sent_since`) is not sent again: SAP takes
+    /// no idempotency key for equipment, so its outcome is reported as unknown.
+    async fn write(&self, request: &WriteRequest<'_>) -> WriteReply {
+        let spec = match self.spec(request.entity) {
+            Some(spec) if self.flavor == Flavor::S4Hana && request.entity == EntityType::Asset => {
+                spec
             }
+            _ => return super::not_writable(self.system_name(), request.entity),
         };
-        let mut outcomes = Vec::with_capacity(records.len());
-        for record in records {
-            outcomes.push(self.write_equipment(spec, operation, record).await?);
+        let mut reply = WriteReply::default();
+        for record in request.records {
+            if request.sent_since.is_some() && request.operation == WriteOperation::Create {
+                reply.outcomes.push(Err(super::OUTCOME_UNKNOWN.to_owned()));
+                continue;
+            }
+            request.pace.ready().await;
+            match self
+                .write_equipment(spec, request.operation, &record.fields)
+                .await
+            {
+                Ok(outcome) => reply.outcomes.push(outcome),
+                Err(err) => {
+                    reply.stopped = Some(err);
+                    break;
+                }
+            }
         }
-        Ok(outcomes)
+        reply
     }
 }
 

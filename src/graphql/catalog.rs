@@ -49,7 +49,7 @@ impl System {
     }
     /// The entity types its connector can write back (not yet offered by the API).
     async fn writable_entities(&self) -> Vec<EntityType> {
-        enums::all(self.0.writable_entities)
+        enums::all(&self.0.writable_entities())
     }
     /// The keys the `credentials` object of `connect` takes.
     async fn credential_fields(&self) -> Vec<CredentialField> {

@@ -50,6 +50,37 @@ pub enum EntityType {
     User,
 }
 
+/// What a write does to each record of a bulk operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
+#[graphql(remote = "crate::catalog::WriteOperation")]
+pub enum WriteOperation {
+    /// Creates each record; the remote assigns its key.
+    Create,
+    /// Changes the fields given of the record named by `key`.
+    Update,
+    /// Deletes the record named by `key`.
+    Delete,
+}
+
+/// Where a bulk operation stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
+#[graphql(remote = "entity::enums::BulkStatus")]
+pub enum BulkOperationStatus {
+    /// Waiting for a worker.
+    Queued,
+    /// Being written, batch by batch.
+    Running,
+    /// Every record was written.
+    Succeeded,
+    /// It ran to its end and some records failed (see `results(onlyFailed: true)`).
+    PartiallyFailed,
+    /// It stopped before its end (rejected credentials, a disconnected connection, the remote
+    /// refusing every attempt) or every record failed.
+    Failed,
+    /// Cancelled: the records written before stay written and are reported.
+    Cancelled,
+}
+
 /// Where a connection stands, as the last probe of its remote system found it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
 #[graphql(remote = "crate::connections::ConnectionStatus")]

@@ -7,9 +7,7 @@ use chrono::{DateTime, Utc};
 use entity::record;
 use millwright::{
     catalog::EntityType,
-    connectors::{
-        ConnectorError, ReadRequest, RemotePage, RemoteRecord, WriteOperation, WriteOutcome,
-    },
+    connectors::{ConnectorError, ReadRequest, RemotePage, RemoteRecord, WriteReply, WriteRequest},
     db::Db,
     ids, records,
 };
@@ -835,13 +833,8 @@ impl millwright::connectors::Connector for NamedConnector {
         }
     }
 
-    async fn write_batch(
-        &self,
-        _entity: EntityType,
-        _operation: WriteOperation,
-        _records: &[Value],
-    ) -> Result<Vec<WriteOutcome>, ConnectorError> {
-        Err(ConnectorError::Validation("read-only".into()))
+    async fn write(&self, _request: &WriteRequest<'_>) -> WriteReply {
+        WriteReply::stopped(ConnectorError::Validation("read-only".into()))
     }
 }
 

@@ -17,11 +17,12 @@ use sea_orm::{
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::writes::Change;
 use crate::{
     catalog::EntityType,
     db::{self, Db},
 };
-use entity::{demo_remote, demo_remote_record, enums::ConnectionStatus};
+use entity::{demo_remote, demo_remote_record, demo_remote_write, enums::ConnectionStatus};
 
 /// Rows per statement when storing a written batch (7 values a row: far below PostgreSQL's
 /// 65,535 parameters).
@@ -123,22 +124,95 @@ impl Remote {
         Ok(requests.map(|n| n - 1))
     }
 
-    /// Stores `count` writes, numbered in one atomic step (two processes never hand out the
-    /// same number): `records` makes them from the first number, the n-th record taking
-    /// the first + n. `None`, and nothing stored, when the connection is gone.
+    /// Stores a batch of writes, each under its idempotency key, numbered in one atomic step
+    /// (two processes never hand out the same number): a write whose key the remote has
+    /// kept already is not made again and answers with the record key it had. The record
+    /// key of each write, in order; `None`, and nothing stored, when the connection is gone.
     pub async fn write(
         &self,
         entity: EntityType,
-        count: usize,
-        records: impl FnOnce(u64) -> Vec<NewWrite>,
-    ) -> Result<Option<Vec<NewWrite>>, DbErr> {
+        batch: &[(&str, &Change)],
+    ) -> Result<Option<Vec<String>>, DbErr> {
         let txn = self.db.begin_write().await?;
-        let Some(last) = add(&*txn, self.connection_id, Counter::Writes, count as u64).await?
-        else {
+        let known = self.written_before(&*txn, batch).await?;
+        let fresh: Vec<&(&str, &Change)> = batch
+            .iter()
+            .filter(|(idempotency_key, _)| !known.contains_key(*idempotency_key))
+            .collect();
+        let count = fresh.len() as u64;
+        let Some(last) = add(&*txn, self.connection_id, Counter::Writes, count).await? else {
             return Ok(None);
         };
-        let first = last + 1 - count as u64;
-        let writes = records(first);
+        let first = last + 1 - count;
+        let writes: Vec<NewWrite> = fresh
+            .iter()
+            .zip(first..)
+            .map(|((_, change), number)| change.stored(entity, number))
+            .collect();
+        self.store(&*txn, entity, &writes, first).await?;
+        let kept: Vec<demo_remote_write::ActiveModel> = fresh
+            .iter()
+            .zip(&writes)
+            .map(
+                |((idempotency_key, _), write)| demo_remote_write::ActiveModel {
+                    connection_id: Set(self.connection_id),
+                    idempotency_key: Set((*idempotency_key).to_owned()),
+                    key: Set(write.key.clone()),
+                },
+            )
+            .collect();
+        for chunk in kept.chunks(WRITE_CHUNK) {
+            demo_remote_write::Entity::insert_many(chunk.to_vec())
+                .exec_without_returning(&*txn)
+                .await?;
+        }
+        txn.commit().await?;
+        let mut made = fresh
+            .iter()
+            .zip(writes)
+            .map(|((idempotency_key, _), write)| (*idempotency_key, write.key))
+            .collect::<HashMap<_, _>>();
+        Ok(Some(
+            batch
+                .iter()
+                .map(|(idempotency_key, _)| {
+                    made.remove(idempotency_key)
+                        .or_else(|| known.get(*idempotency_key).cloned())
+                        .unwrap_or_default()
+                })
+                .collect(),
+        ))
+    }
+
+    /// The record keys of the writes of `batch` the remote has kept already.
+    async fn written_before(
+        &self,
+        txn: &impl ConnectionTrait,
+        batch: &[(&str, &Change)],
+    ) -> Result<HashMap<String, String>, DbErr> {
+        let mut known = HashMap::new();
+        for chunk in batch.chunks(WRITE_CHUNK) {
+            let rows = demo_remote_write::Entity::find()
+                .filter(demo_remote_write::Column::ConnectionId.eq(self.connection_id))
+                .filter(
+                    demo_remote_write::Column::IdempotencyKey
+                        .is_in(chunk.iter().map(|(key, _)| (*key).to_owned())),
+                )
+                .all(txn)
+                .await?;
+            known.extend(rows.into_iter().map(|row| (row.idempotency_key, row.key)));
+        }
+        Ok(known)
+    }
+
+    /// Stores the records of writes numbered from `first`.
+    async fn store(
+        &self,
+        txn: &impl ConnectionTrait,
+        entity: EntityType,
+        writes: &[NewWrite],
+        first: u64,
+    ) -> Result<(), DbErr> {
         // One row per key: a batch that writes a key twice keeps its last write.
         let mut rows: Vec<demo_remote_record::ActiveModel> = Vec::with_capacity(writes.len());
         let mut seen = HashMap::new();
@@ -173,11 +247,10 @@ impl Remote {
                     ])
                     .to_owned(),
                 )
-                .exec_without_returning(&*txn)
+                .exec_without_returning(txn)
                 .await?;
         }
-        txn.commit().await?;
-        Ok(Some(writes))
+        Ok(())
     }
 
     /// Written generated records at positions `from..=to`, in order, at most `limit` of them.
@@ -279,6 +352,10 @@ async fn add(
 /// Deletes a connection's simulated remote, inside the caller's transaction (the disconnect
 /// calls it; deleting the connection's row does the same through the foreign keys).
 pub async fn forget(txn: &impl ConnectionTrait, connection_id: Uuid) -> Result<(), DbErr> {
+    demo_remote_write::Entity::delete_many()
+        .filter(demo_remote_write::Column::ConnectionId.eq(connection_id))
+        .exec(txn)
+        .await?;
     demo_remote_record::Entity::delete_many()
         .filter(demo_remote_record::Column::ConnectionId.eq(connection_id))
         .exec(txn)

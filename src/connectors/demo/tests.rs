@@ -7,7 +7,7 @@ use crate::{
     catalog::Deployment,
     config::Config,
     connections::{self, ConnectRequest},
-    connectors::http::Outbound,
+    connectors::{WriteOperation, http::Outbound},
     crypto::Cipher,
     customers::{self, NewCustomer},
 };
