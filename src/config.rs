@@ -138,7 +138,8 @@ settings! {
             sync_workers => workers: usize = 4, range(1, 1024);
             /// records asked of a remote per page
             sync_page_size => page_size: usize = 500, range(1, 10_000);
-            /// request rate limit towards each customer system, per second
+            /// requests per second to each connection's remote system, shared by its sync runs
+            /// and bulk writes
             sync_requests_per_second => requests_per_second: u32 = 10, range(1, 1_000_000);
             /// a run whose process died (its lease expired) is taken over after this
             sync_lease_secs => lease_secs: u64 = 30, range(1, DAY);
@@ -147,6 +148,18 @@ settings! {
             /// attempts a run that fails unexpectedly (an internal error, a process that died)
             /// is given, with backoff, before it ends `FAILED` with `MAX_ATTEMPTS`
             sync_max_attempts => max_attempts: u32 = 5, range(1, 100);
+        }
+        /// Bulk writes to customers' systems: how many at once, how they survive a crash.
+        /// Their requests share `sync_requests_per_second` with the connection's syncs.
+        bulk: BulkSettings {
+            /// bulk operations written at once by this process
+            bulk_workers => workers: usize = 2, range(1, 1024);
+            /// an operation whose process died (its lease expired) is taken over after this,
+            /// from its first unfinished batch
+            bulk_lease_secs => lease_secs: u64 = 30, range(1, DAY);
+            /// attempts an operation whose remote stays unreachable (or that fails
+            /// unexpectedly) is given, with backoff, before it ends `FAILED`
+            bulk_max_attempts => max_attempts: u32 = 5, range(1, 100);
         }
         /// Webhook deliveries: targets, retries, concurrency.
         webhooks: WebhookSettings {
@@ -342,6 +355,13 @@ impl Config {
             lease: Duration::from_secs(self.sync.lease_secs),
             retries: self.sync.retries,
             max_attempts: self.sync.max_attempts,
+        }
+    }
+
+    pub fn bulk_settings(&self) -> crate::bulk::run::BulkSettings {
+        crate::bulk::run::BulkSettings {
+            lease: Duration::from_secs(self.bulk.lease_secs),
+            max_attempts: self.bulk.max_attempts,
         }
     }
 

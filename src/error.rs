@@ -19,6 +19,13 @@ pub enum AppError {
     NotFound(&'static str),
     #[error("{0}")]
     BadUserInput(String),
+    /// Records of a bulk write that cannot be written as given: the first
+    /// [`crate::bulk::fields::MAX_PROBLEMS`] problems, and how many there are.
+    #[error("{}", invalid_records_message(.problems, *.count))]
+    InvalidRecords {
+        problems: Vec<crate::bulk::fields::Problem>,
+        count: usize,
+    },
     #[error("{0}")]
     Conflict(String),
     #[error("insufficient credits: {needed} needed, {available} available")]
@@ -43,7 +50,7 @@ impl AppError {
             AppError::Unauthenticated(_) => "UNAUTHENTICATED",
             AppError::Forbidden(_) => "FORBIDDEN",
             AppError::NotFound(_) => "NOT_FOUND",
-            AppError::BadUserInput(_) => "BAD_USER_INPUT",
+            AppError::BadUserInput(_) | AppError::InvalidRecords { .. } => "BAD_USER_INPUT",
             AppError::Conflict(_) => "CONFLICT",
             AppError::InsufficientCredits { .. } => "INSUFFICIENT_CREDITS",
             AppError::ConnectionFailed(_) => "CONNECTION_FAILED",
@@ -74,6 +81,31 @@ impl AppError {
     pub fn is_unique_violation(err: &DbErr) -> bool {
         matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
     }
+}
+
+/// `3 records are invalid: records[1].title: expected a string, got a number; …`: the first
+/// few problems in words (all of them, up to the cap, are in `extensions.problems`).
+fn invalid_records_message(problems: &[crate::bulk::fields::Problem], count: usize) -> String {
+    const SHOWN: usize = 5;
+    let listed: Vec<String> = problems
+        .iter()
+        .take(SHOWN)
+        .map(|p| match &p.field {
+            Some(field) => format!("records[{}].{field}: {}", p.index, p.message),
+            None => format!("records[{}]: {}", p.index, p.message),
+        })
+        .collect();
+    let more = count.saturating_sub(listed.len());
+    let tail = if more > 0 {
+        format!("; and {more} more")
+    } else {
+        String::new()
+    };
+    let noun = if count == 1 { "problem" } else { "problems" };
+    format!(
+        "{count} {noun} in records, nothing was queued: {}{tail}",
+        listed.join("; ")
+    )
 }
 
 impl From<DbErr> for AppError {

@@ -16,10 +16,11 @@ pub enum Kind {
     Record,
     WebhookEndpoint,
     WebhookDelivery,
+    BulkOperation,
 }
 
 impl Kind {
-    const ALL: [Kind; 10] = [
+    const ALL: [Kind; 11] = [
         Kind::Account,
         Kind::ApiKey,
         Kind::Customer,
@@ -30,6 +31,7 @@ impl Kind {
         Kind::Record,
         Kind::WebhookEndpoint,
         Kind::WebhookDelivery,
+        Kind::BulkOperation,
     ];
 
     pub fn prefix(self) -> &'static str {
@@ -44,6 +46,7 @@ impl Kind {
             Kind::Record => "rec",
             Kind::WebhookEndpoint => "whe",
             Kind::WebhookDelivery => "whd",
+            Kind::BulkOperation => "blk",
         }
     }
 
@@ -59,6 +62,7 @@ impl Kind {
             Kind::Record => "record",
             Kind::WebhookEndpoint => "webhook endpoint",
             Kind::WebhookDelivery => "webhook delivery",
+            Kind::BulkOperation => "bulk operation",
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod bulk;
 pub mod catalog;
 pub mod config;
 pub mod connections;
@@ -69,7 +70,8 @@ pub async fn run(
     let services = workers::Services {
         db: db.clone(),
         cipher,
-        outbound: connectors::http::Outbound::new(config.connectors.allow_private_targets),
+        outbound: connectors::http::Outbound::new(config.connectors.allow_private_targets)
+            .with_request_rate(config.sync.requests_per_second),
         feed,
         limits,
     };

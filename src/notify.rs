@@ -26,6 +26,8 @@ use crate::{
 pub enum Notice {
     /// A sync run was queued: the sync workers look for work now, not at their next poll.
     SyncQueued,
+    /// A bulk operation was queued: the bulk-write workers look for work now.
+    BulkQueued,
     /// Webhook deliveries were queued outside the dispatcher (tests, redeliveries, replays).
     DeliveriesQueued,
     /// An API key was revoked: no cached copy of it may authenticate again.
@@ -62,6 +64,7 @@ impl Notice {
 #[derive(Clone, Default)]
 pub struct Notifier {
     sync_queued: Arc<Notify>,
+    bulk_queued: Arc<Notify>,
     deliveries_queued: Arc<Notify>,
     auth_cache: Arc<AuthCache>,
     sockets: Arc<Sockets>,
@@ -73,6 +76,7 @@ impl Notifier {
         match notice {
             // Every idle sync worker looks: runs of several connections may be waiting.
             Notice::SyncQueued => self.sync_queued.notify_waiters(),
+            Notice::BulkQueued => self.bulk_queued.notify_waiters(),
             // One delivery worker claims for all (it batches); a stored permit means a
             // claim in progress looks again.
             Notice::DeliveriesQueued => self.deliveries_queued.notify_one(),
@@ -96,6 +100,11 @@ impl Notifier {
     /// What the sync workers wait on between polls.
     pub fn sync_queued(&self) -> Arc<Notify> {
         self.sync_queued.clone()
+    }
+
+    /// What the bulk-write workers wait on between polls.
+    pub fn bulk_queued(&self) -> Arc<Notify> {
+        self.bulk_queued.clone()
     }
 
     /// What the webhook delivery workers wait on between polls.

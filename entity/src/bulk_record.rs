@@ -7,9 +7,9 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub operation_id: Uuid,
-    /// The record's position in `bulkWrite`'s `records`, from 0.
+    /// The record's index in `bulkWrite`'s `records`, from 0.
     #[sea_orm(primary_key, auto_increment = false)]
-    pub index: i32,
+    pub position: i32,
     /// The unified fields to write.
     pub data: Json,
     /// `None` until its batch has been written.

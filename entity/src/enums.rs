@@ -238,6 +238,13 @@ pub enum BulkStatus {
     Cancelled,
 }
 
+impl BulkStatus {
+    /// Whether the operation has ended (nothing more is written).
+    pub fn is_finished(self) -> bool {
+        !matches!(self, BulkStatus::Queued | BulkStatus::Running)
+    }
+}
+
 /// For each enum, the columns it is stored in. Gives each its `Display` (the stored text,
 /// as in `ON_PREMISES` or `sync.completed`: the form logs, messages and JSON documents use)
 /// and [`stored_in`], which names the columns for read errors (sea-orm reports an unknown

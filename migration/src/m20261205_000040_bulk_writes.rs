@@ -119,7 +119,7 @@ fn bulk_records() -> TableCreateStatement {
     Table::create()
         .table(BulkRecords::Table)
         .col(uuid(BulkRecords::OperationId))
-        .col(integer(BulkRecords::Index))
+        .col(integer(BulkRecords::Position))
         .col(json(BulkRecords::Data))
         .col(boolean_null(BulkRecords::Succeeded))
         .col(string_null(BulkRecords::RemoteKey))
@@ -127,7 +127,7 @@ fn bulk_records() -> TableCreateStatement {
         .primary_key(
             Index::create()
                 .col(BulkRecords::OperationId)
-                .col(BulkRecords::Index),
+                .col(BulkRecords::Position),
         )
         .foreign_key(
             ForeignKey::create()
@@ -206,7 +206,7 @@ enum Col {
 enum BulkRecords {
     Table,
     OperationId,
-    Index,
+    Position,
     Data,
     Succeeded,
     RemoteKey,

@@ -202,7 +202,10 @@ fn payload(notice: Notice) -> Option<String> {
     match notice {
         Notice::ApiKeyRevoked(id) => Some(format!("api_key:{id}")),
         Notice::ConnectionTokenRevoked(id) => Some(format!("connection:{id}")),
-        Notice::SyncQueued | Notice::DeliveriesQueued | Notice::RateLimitChanged { .. } => None,
+        Notice::SyncQueued
+        | Notice::BulkQueued
+        | Notice::DeliveriesQueued
+        | Notice::RateLimitChanged { .. } => None,
     }
 }
 

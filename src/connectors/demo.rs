@@ -30,7 +30,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{
-    Connector, ConnectorError, ReadRequest, RemotePage, RemoteRecord, WriteReply, WriteRequest,
+    Connector, ConnectorError, ReadRequest, RemotePage, RemoteRecord, WriteOperation, WriteReply,
+    WriteRequest,
 };
 use crate::{
     catalog::EntityType,
@@ -308,11 +309,16 @@ impl Connector for DemoConnector {
         if !matches!(entity, EntityType::Asset | EntityType::WorkOrder) {
             return super::not_writable("the demo system", entity);
         }
-        let checked: Vec<Result<Change, String>> = request
+        let mut checked: Vec<Result<Change, String>> = request
             .records
             .iter()
             .map(|record| Change::check(entity, request.operation, &record.fields))
             .collect();
+        if request.operation == WriteOperation::Update
+            && let Err(err) = self.merge_updates(entity, &mut checked).await
+        {
+            return WriteReply::stopped(err);
+        }
         let valid: Vec<(&str, &Change)> = request
             .records
             .iter()
@@ -340,6 +346,58 @@ impl Connector for DemoConnector {
                 .collect(),
             stopped: None,
         }
+    }
+}
+
+impl DemoConnector {
+    /// Lays each update's fields over the record as the remote holds it (a generated one,
+    /// or one written before): the remote changes only the fields given. An update of a
+    /// record the remote does not have fails as its API would, with a 404.
+    async fn merge_updates(
+        &self,
+        entity: EntityType,
+        checked: &mut [Result<Change, String>],
+    ) -> Result<(), ConnectorError> {
+        let keys: Vec<String> = checked
+            .iter()
+            .filter_map(|c| match c {
+                Ok(Change::Update(key, _)) => Some(key.clone()),
+                _ => None,
+            })
+            .collect();
+        let written = self
+            .remote
+            .written(entity, keys)
+            .await
+            .map_err(unavailable)?;
+        let snapshot = self.remote.snapshot().await.map_err(unavailable)?;
+        let data = Dataset {
+            seed: self.seed,
+            scale: self.scale,
+            generation: snapshot.generation,
+        };
+        for change in checked.iter_mut() {
+            let Ok(Change::Update(key, fields)) = change else {
+                continue;
+            };
+            let current = match written.get(key.as_str()) {
+                Some(written) => written.data.clone(),
+                None => match writes::parse_key(entity, key) {
+                    Some(writes::KeyKind::Generated(n)) if n <= data.max_index(entity) => {
+                        data.record(entity, n, None, None).map(|r| r.data)
+                    }
+                    _ => None,
+                },
+            };
+            *change = match current {
+                Some(Value::Object(mut base)) => {
+                    base.extend(std::mem::take(fields));
+                    Ok(Change::Update(std::mem::take(key), base))
+                }
+                _ => Err(format!("404 Not Found: no {entity} with key {key}")),
+            };
+        }
+        Ok(())
     }
 }
 

@@ -43,6 +43,21 @@ pub struct Outbound {
     allow_private: bool,
     tokens: Arc<Mutex<HashMap<Uuid, CachedToken>>>,
     sessions: Arc<Mutex<HashMap<Uuid, Session>>>,
+    /// Each connection's outbound request rate, shared by everything of this process that
+    /// calls its remote (sync runs and bulk writes).
+    rate: Arc<governor::DefaultKeyedRateLimiter<Uuid>>,
+}
+
+/// The outbound rate of a connection whose process was not told one.
+const DEFAULT_REQUESTS_PER_SECOND: u32 = 10;
+
+/// Evenly spaced requests: `per_second` a second, no burst above one.
+fn connection_rate(per_second: u32) -> governor::DefaultKeyedRateLimiter<Uuid> {
+    let per_second =
+        std::num::NonZeroU32::new(per_second.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+    governor::RateLimiter::keyed(
+        governor::Quota::per_second(per_second).allow_burst(std::num::NonZeroU32::MIN),
+    )
 }
 
 /// A write session a remote hands out (SAP: a CSRF token and the cookies it belongs to).
@@ -101,7 +116,19 @@ impl Outbound {
             allow_private,
             tokens: Arc::default(),
             sessions: Arc::default(),
+            rate: Arc::new(connection_rate(DEFAULT_REQUESTS_PER_SECOND)),
         }
+    }
+
+    /// Each connection's remote gets at most `per_second` requests a second from this process.
+    pub fn with_request_rate(mut self, per_second: u32) -> Self {
+        self.rate = Arc::new(connection_rate(per_second));
+        self
+    }
+
+    /// What a write to `connection_id`'s remote waits on before each request.
+    pub fn pace(&self, connection_id: Uuid) -> super::Pace {
+        super::Pace::new(self.rate.clone(), connection_id)
     }
 
     pub fn allow_private(&self) -> bool {

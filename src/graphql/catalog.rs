@@ -4,7 +4,7 @@ use async_graphql::{Object, SimpleObject};
 
 use crate::{
     catalog,
-    graphql::enums::{self, Deployment, EntityType, SystemCategory},
+    graphql::enums::{self, Deployment, EntityType, SystemCategory, WriteOperation},
 };
 
 pub struct System(pub &'static catalog::System);
@@ -47,9 +47,16 @@ impl System {
     async fn entities(&self) -> Vec<EntityType> {
         enums::all(self.0.entities)
     }
-    /// The entity types its connector can write back (not yet offered by the API).
+    /// The entity types `bulkWrite` writes back to it.
     async fn writable_entities(&self) -> Vec<EntityType> {
         enums::all(&self.0.writable_entities())
+    }
+    /// What `bulkWrite` may do to `entity` in it (empty when it is read-only).
+    async fn write_operations(
+        &self,
+        #[graphql(desc = "The entity type.")] entity: EntityType,
+    ) -> Vec<WriteOperation> {
+        enums::all(self.0.write_operations(entity.into()))
     }
     /// The keys the `credentials` object of `connect` takes.
     async fn credential_fields(&self) -> Vec<CredentialField> {

@@ -186,10 +186,11 @@ pub enum EventType {
     SyncCompleted,
     /// A sync run failed or was cancelled (`sync.failed`).
     SyncFailed,
-    /// A sync pass over one entity type added, updated or deleted records (`records.changed`).
+    /// A sync pass over one entity type, or a batch of a bulk write, added, updated or deleted
+    /// records (`records.changed`).
     RecordsChanged,
-    /// Reserved for bulk writes, which the API does not offer yet
-    /// (`bulk_operation.completed`); never emitted by this version.
+    /// A bulk operation ended, whatever its status (`bulk_operation.completed`): its id,
+    /// status and counts.
     BulkOperationCompleted,
     /// The account's credit pool moved (`credits.changed`).
     CreditsChanged,

@@ -49,6 +49,10 @@ pub fn classify(error: &mut ServerError) {
                     Value::from(*retry_after_seconds),
                 );
             }
+            if let AppError::InvalidRecords { problems, count } = &app {
+                set_extension(error, "problems", problems_value(problems));
+                set_extension(error, "problemCount", Value::from(*count as u64));
+            }
             app.code()
         }
         None => classify_library_error(error),
@@ -81,6 +85,31 @@ fn classify_library_error(error: &mut ServerError) -> &'static str {
     tracing::error!(error = %error.message, path = ?error.path, "unclassified resolver error");
     error.message = "internal error".to_owned();
     "INTERNAL"
+}
+
+/// `[{index, field, message}]`, as the GraphQL response carries them.
+fn problems_value(problems: &[crate::bulk::fields::Problem]) -> Value {
+    Value::List(
+        problems
+            .iter()
+            .map(|p| {
+                let mut object = async_graphql::indexmap::IndexMap::new();
+                object.insert(
+                    async_graphql::Name::new("index"),
+                    Value::from(p.index as u64),
+                );
+                object.insert(
+                    async_graphql::Name::new("field"),
+                    p.field.clone().map_or(Value::Null, Value::from),
+                );
+                object.insert(
+                    async_graphql::Name::new("message"),
+                    Value::from(p.message.clone()),
+                );
+                Value::Object(object)
+            })
+            .collect(),
+    )
 }
 
 fn set_extension(error: &mut ServerError, key: &str, value: Value) {

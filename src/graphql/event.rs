@@ -10,6 +10,7 @@ use super::{
     enums::{self, EventType},
 };
 use crate::{
+    bulk,
     connections::{self, Scope},
     error::{AppError, AppResult},
     events::{self, Filter, feed::EventFeed},
@@ -112,6 +113,9 @@ pub fn filter_for(scope: Scope, filter: Option<EventFilter>) -> AppResult<Filter
 
 pub struct Subscription;
 
+/// How often the `bulkOperation` subscription looks for progress.
+const BULK_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// How long a subscription's setup, and what one event needs before it is sent, may take:
 /// the request timeout (a subscription itself lives as long as the client wants).
 fn timeout(ctx: &Context<'_>) -> std::time::Duration {
@@ -202,6 +206,64 @@ impl Subscription {
                 Some((item, (states, finished)))
             });
         Ok(until_finished.map(|item| item.map(super::sync::SyncRun).map_err(Into::into)))
+    }
+
+    /// The bulk operation each time its status or counts change (batches that finish close
+    /// together may show as one change); completes when it ends.
+    async fn bulk_operation(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The operation's id (`blk_…`).")] id: ID,
+    ) -> async_graphql::Result<
+        impl Stream<Item = async_graphql::Result<super::bulk::BulkOperation>> + use<>,
+    > {
+        let scope = super::principal(ctx).scope()?;
+        let id = ids::decode(ids::Kind::BulkOperation, &id)?;
+        let db = super::db(ctx).clone();
+        let feed = ctx.data_unchecked::<EventFeed>();
+        let from = feed.position();
+        let limit = timeout(ctx);
+        let op = super::within(limit, Box::pin(bulk::find(db.conn(), scope, id))).await?;
+        let filter = Filter {
+            connection_id: Some(op.connection_id),
+            types: Some(vec![events::EventType::BulkOperationCompleted]),
+            ..filter_for(scope, None)?
+        };
+        // Woken by the operation's end at once, and between batches by a short poll.
+        let ends = feed.stream(filter, Some(from)).map(|_| ());
+        let ticks = futures_util::stream::unfold((), |()| async {
+            tokio::time::sleep(BULK_POLL).await;
+            Some(((), ()))
+        });
+        let reads = futures_util::stream::select(ends, ticks).then(move |()| {
+            let db = db.clone();
+            super::within(limit, async move { bulk::find(db.conn(), scope, id).await })
+        });
+        let states = futures_util::stream::once(async move { Ok::<_, AppError>(op) })
+            .chain(reads)
+            .boxed();
+        let changes = futures_util::stream::unfold(
+            (states, None, false),
+            |(mut states, last, done)| async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    match states.next().await? {
+                        Ok(op) => {
+                            let seen = Some((op.status, op.processed, op.failed));
+                            if seen == last {
+                                continue;
+                            }
+                            let finished = op.status.is_finished();
+                            return Some((Ok(op), (states, seen, finished)));
+                        }
+                        Err(err) => return Some((Err(err), (states, last, true))),
+                    }
+                }
+            },
+        );
+        Ok(changes.map(|item| item.map(super::bulk::BulkOperation).map_err(Into::into)))
     }
 
     /// The connection each time one of the filtered connections is created, changes status,

@@ -3,6 +3,7 @@
 
 mod account;
 pub mod admission;
+mod bulk;
 mod catalog;
 mod connection;
 mod cost;
@@ -65,6 +66,12 @@ fn describe_library_types(
         .override_output_type_description::<Page<customer::Customer>>("A page of customers.")
         .override_output_type_description::<Page<event::Event>>("A page of events.")
         .override_output_type_description::<Page<sync::SyncRun>>("A page of sync runs.")
+        .override_output_type_description::<Page<bulk::BulkOperation>>(
+            "A page of bulk operations.",
+        )
+        .override_output_type_description::<Page<bulk::BulkRecordResult>>(
+            "A page of a bulk operation's record outcomes.",
+        )
         .override_output_type_description::<Page<webhooks::WebhookEndpoint>>(
             "A page of webhook endpoints.",
         )

@@ -28,10 +28,14 @@ use crate::{
 };
 
 /// What can be changed: with an API key everything but `createAccount`, `grantCredits` and
-/// `setAccountRateLimit`, which need the admin token; with a connection token `triggerSync` and `cancelSyncRun` on
-/// its own connection.
+/// `setAccountRateLimit`, which need the admin token; with a connection token `triggerSync`,
+/// `cancelSyncRun`, `bulkWrite` and `cancelBulkOperation` on its own connection.
 #[derive(async_graphql::MergedObject, Default)]
-pub struct Mutation(BaseMutation, super::webhooks::WebhookMutation);
+pub struct Mutation(
+    BaseMutation,
+    super::webhooks::WebhookMutation,
+    super::bulk::BulkMutation,
+);
 
 #[derive(Default)]
 pub struct BaseMutation;

@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::{
     account::{Account, ApiKey},
+    bulk::BulkOperation,
     connection::{Connection, CreditLedgerEntry},
     customer::Customer,
     event::Event,
@@ -14,7 +15,7 @@ use super::{
     webhooks::{WebhookDelivery, WebhookEndpoint},
 };
 use crate::{
-    accounts, connections, credits, customers,
+    accounts, bulk, connections, credits, customers,
     error::{AppError, AppResult},
     events,
     ids::{self, Kind},
@@ -35,6 +36,7 @@ pub enum Node {
     Connection(Connection),
     CreditLedgerEntry(CreditLedgerEntry),
     SyncRun(SyncRun),
+    BulkOperation(BulkOperation),
     Event(Event),
     WebhookEndpoint(WebhookEndpoint),
     WebhookDelivery(WebhookDelivery),
@@ -62,6 +64,9 @@ pub async fn resolve(ctx: &Context<'_>, id: &str) -> AppResult<Option<Node>> {
         Kind::SyncRun => sync::find(db, scope, uuid)
             .await
             .map(|r| Some(Node::SyncRun(SyncRun(r)))),
+        Kind::BulkOperation => bulk::find(db, scope, uuid)
+            .await
+            .map(|op| Some(Node::BulkOperation(BulkOperation(op)))),
         Kind::Event => events::find(db, scope, uuid)
             .await
             .map(|e| Some(Node::Event(Event(e)))),

@@ -29,7 +29,12 @@ use crate::{
 /// What can be read: with an API key the whole account, with a connection token that one
 /// connection.
 #[derive(MergedObject, Default)]
-pub struct Query(BaseQuery, RecordQuery, super::webhooks::WebhookQuery);
+pub struct Query(
+    BaseQuery,
+    RecordQuery,
+    super::webhooks::WebhookQuery,
+    super::bulk::BulkQuery,
+);
 
 #[derive(Default)]
 pub struct BaseQuery;

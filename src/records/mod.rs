@@ -37,6 +37,95 @@ pub struct PageOutcome {
     pub skipped: Vec<(String, String)>,
 }
 
+/// What a pass (or a bulk write's batch) changed, for its `records.changed` event.
+#[derive(Default)]
+pub struct Changed {
+    pub added: ChangedKeys,
+    pub updated: ChangedKeys,
+    pub deleted: ChangedKeys,
+}
+
+impl Changed {
+    pub fn is_empty(&self) -> bool {
+        self.added.count + self.updated.count + self.deleted.count == 0
+    }
+
+    /// Adds what a page did to the store.
+    pub fn add(&mut self, outcome: PageOutcome) {
+        self.added.add(outcome.added);
+        self.updated.add(outcome.updated);
+        self.deleted.add(outcome.deleted);
+    }
+
+    /// The `records.changed` event's data.
+    pub fn event_data(&self, entity: EntityType) -> Value {
+        serde_json::json!({
+            "entity": entity.to_value(),
+            "added": self.added.first, "added_count": self.added.count,
+            "updated": self.updated.first, "updated_count": self.updated.count,
+            "deleted": self.deleted.first, "deleted_count": self.deleted.count,
+        })
+    }
+}
+
+/// The first 100 keys of one kind of change, and how many there were in all.
+#[derive(Default)]
+pub struct ChangedKeys {
+    first: Vec<String>,
+    count: usize,
+}
+
+impl ChangedKeys {
+    pub fn add(&mut self, keys: Vec<String>) {
+        self.count += keys.len();
+        let room = 100usize.saturating_sub(self.first.len());
+        self.first.extend(keys.into_iter().take(room));
+    }
+}
+
+/// A record a bulk write changed at the remote: its key and the unified fields it was
+/// written with (`None`: deleted).
+pub struct Written {
+    pub key: String,
+    pub fields: Option<serde_json::Map<String, Value>>,
+}
+
+/// Makes the records a bulk write changed ready to store, so that they show before the next
+/// sync: created ones with the fields written, updated ones with the written fields over
+/// the stored ones, deleted ones as tombstones. Their remote record is the one stored before
+/// (none for a created record), and their content hash is of the written fields, so the next
+/// sync that reads them stores the remote's own version.
+pub fn prepare_written(
+    existing: &HashMap<String, record::Model>,
+    written: Vec<Written>,
+) -> PreparedPage {
+    let mut prepared = PreparedPage::default();
+    for Written { key, fields } in written {
+        let Some(fields) = fields else {
+            prepared.gone.push(key);
+            continue;
+        };
+        let before = existing.get(&key);
+        let mut data = before
+            .and_then(|r| r.data.as_object().cloned())
+            .unwrap_or_default();
+        data.extend(fields.into_iter().filter(|(name, _)| name != "key"));
+        let data = Value::Object(data).to_string();
+        prepared.rows.push(PreparedRow {
+            id: new_id(),
+            hash: content_hash(&format!("written:{data}")),
+            key,
+            data,
+            remote: before
+                .and_then(|r| r.remote_data.as_ref())
+                .map_or_else(|| "null".to_owned(), Value::to_string),
+            remote_created_at: before.and_then(|r| r.remote_created_at),
+            remote_updated_at: before.and_then(|r| r.remote_updated_at),
+        });
+    }
+    prepared
+}
+
 /// The first 16 bytes of SHA-256 of the record's JSON text, in hex.
 fn content_hash(remote_text: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";

@@ -125,8 +125,8 @@ struct Progress {
 
 /// Paces a run's requests to the remote and counts the rate limits it met.
 struct Pacer {
-    spacing: Duration,
-    last_request: Option<Instant>,
+    /// The connection's outbound rate limit, shared with its bulk writes.
+    pace: connectors::Pace,
     /// Rate limits met since the last page was handed over.
     rate_limited: i64,
 }
@@ -201,16 +201,13 @@ impl Engine<'_> {
             record_run_event(&*txn, &run, EventType::SyncStarted, run_summary(&run)).await?;
             txn.commit().await?;
         }
-        let spacing =
-            Duration::from_secs_f64(1.0 / f64::from(self.settings.requests_per_second.max(1)));
         let mut progress = Progress {
             stats: stats_of(&run)?,
             run,
             last_progress_event: Instant::now(),
         };
         let mut pacer = Pacer {
-            spacing,
-            last_request: None,
+            pace: self.outbound.pace(connection.id),
             rate_limited: 0,
         };
         for entity in system.entities {
@@ -370,7 +367,7 @@ impl Engine<'_> {
             seen: full_read(&cursor, kind).then_some(cursor.pass_id).flatten(),
         };
         let mut request = self.first_request(&cursor, kind);
-        let mut changed = Changed::default();
+        let mut changed = records::Changed::default();
         loop {
             let page = fetched?;
             let stats = progress.stats.entry(entity).or_default();
@@ -453,7 +450,7 @@ impl Engine<'_> {
         pass: &PassState<'_>,
         page: FetchedPage,
         progress: &mut Progress,
-        changed: &mut Changed,
+        changed: &mut records::Changed,
     ) -> Result<(), Stop> {
         let done = page.next_cursor.is_none();
         let txn = self.db.begin_write().await?;
@@ -472,9 +469,7 @@ impl Engine<'_> {
         if done {
             stats.done = true;
         }
-        changed.added.add(outcome.added);
-        changed.updated.add(outcome.updated);
-        changed.deleted.add(outcome.deleted);
+        changed.add(outcome);
         let cursor_row = sync_cursor::ActiveModel {
             connection_id: Set(connection.id),
             entity: Set(pass.entity),
@@ -495,7 +490,7 @@ impl Engine<'_> {
                 &*txn,
                 &progress.run,
                 EventType::RecordsChanged,
-                records_changed(pass.entity, changed),
+                changed.event_data(pass.entity),
             )
             .await?;
         }
@@ -662,10 +657,7 @@ impl Engine<'_> {
     ) -> Result<RemotePage, Stop> {
         let mut failures = 0;
         loop {
-            if let Some(last) = pacer.last_request {
-                tokio::time::sleep_until(last + pacer.spacing).await;
-            }
-            pacer.last_request = Some(Instant::now());
+            pacer.pace.ready().await;
             let read = tokio::select! {
                 read = connector.read_page(entity, request) => read,
                 stop = self.hold_lease(run_id) => return Err(stop),
@@ -787,42 +779,4 @@ fn count(stats: &mut EntityStats, outcome: &PageOutcome) {
             });
         }
     }
-}
-
-/// What a pass changed, for its `records.changed` event.
-#[derive(Default)]
-struct Changed {
-    added: ChangedKeys,
-    updated: ChangedKeys,
-    deleted: ChangedKeys,
-}
-
-impl Changed {
-    fn is_empty(&self) -> bool {
-        self.added.count + self.updated.count + self.deleted.count == 0
-    }
-}
-
-/// The first 100 keys of one kind of change, and how many there were in all.
-#[derive(Default)]
-struct ChangedKeys {
-    first: Vec<String>,
-    count: usize,
-}
-
-impl ChangedKeys {
-    fn add(&mut self, keys: Vec<String>) {
-        self.count += keys.len();
-        let room = 100usize.saturating_sub(self.first.len());
-        self.first.extend(keys.into_iter().take(room));
-    }
-}
-
-fn records_changed(entity: EntityType, changed: &Changed) -> Value {
-    json!({
-        "entity": entity.to_value(),
-        "added": changed.added.first, "added_count": changed.added.count,
-        "updated": changed.updated.first, "updated_count": changed.updated.count,
-        "deleted": changed.deleted.first, "deleted_count": changed.deleted.count,
-    })
 }

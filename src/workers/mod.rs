@@ -11,6 +11,7 @@
 //! | `health-check` | Probes each live connection once per interval | `workers = true` |
 //! | `sync-schedule` | Queues incremental runs whose interval has passed | `workers = true` |
 //! | `sync-runs` | Claims queued runs under a lease and executes them (`sync_workers` loops) | `workers = true` |
+//! | `bulk-writes` | Claims queued bulk operations under a lease and writes them batch by batch (`bulk_workers` loops) | `workers = true` |
 //! | `webhook-dispatch` | Turns committed events into deliveries | `workers = true` |
 //! | `webhook-delivery` | Claims due deliveries and sends them | `workers = true` |
 //! | `event-pruning` | Deletes events older than the retention | `workers = true` |
@@ -37,6 +38,7 @@
 //! waiting out a backoff. With `workers = false` an instance serves the API only, and other
 //! instances do the work.
 
+mod bulk;
 mod cleanup;
 mod health;
 mod prune;
@@ -51,6 +53,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+pub use bulk::BulkWorkers;
 pub use cleanup::ConnectionCleanup;
 pub use health::HealthCheck;
 pub use prune::{EventPruning, WebhookPruning};
@@ -209,7 +212,7 @@ fn start_always(workers: &mut Workers, services: &Services, config: &Config) {
     }
 }
 
-/// Health checks and syncs.
+/// Health checks, syncs and bulk writes.
 fn start_sync(workers: &mut Workers, services: &Services, config: &Config) {
     let health = HealthCheck {
         db: services.db.clone(),
@@ -231,6 +234,14 @@ fn start_sync(workers: &mut Workers, services: &Services, config: &Config) {
         concurrency: config.sync.workers,
     };
     workers.spawn("sync-runs", move |s| sync_runs.clone().run(s));
+    let bulk = BulkWorkers {
+        db: services.db.clone(),
+        cipher: services.cipher.clone(),
+        outbound: services.outbound.clone(),
+        settings: config.bulk_settings(),
+        concurrency: config.bulk.workers,
+    };
+    workers.spawn("bulk-writes", move |s| bulk.clone().run(s));
 }
 
 /// The webhook dispatcher and this process's delivery workers, which it hands new

@@ -120,7 +120,7 @@ impl SyncWorkers {
 }
 
 /// Identifies this process in leases.
-fn process_name() -> String {
+pub(super) fn process_name() -> String {
     format!(
         "pid{}-{}",
         std::process::id(),

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use receiver::{Received, Receiver, SlowReceiver};
-pub use setup::{connect, demo_input, grant, log_end, setup, webhooks_settled};
+pub use setup::{connect, demo_input, grant, log_end, number, setup, webhooks_settled};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 /// base64 of 32 bytes: the credentials key of every test server.

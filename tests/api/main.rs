@@ -4,6 +4,7 @@
 
 mod attacks;
 mod auth;
+mod bulk;
 mod cli;
 mod connections;
 mod connectors;

@@ -271,6 +271,24 @@ impl Remote {
         Ok(rows.into_iter().map(Written::from).collect())
     }
 
+    /// The written records of `entity` among `keys`, by key (deleted ones too).
+    pub async fn written(
+        &self,
+        entity: EntityType,
+        keys: Vec<String>,
+    ) -> Result<HashMap<String, Written>, DbErr> {
+        let rows = demo_remote_record::Entity::find()
+            .filter(demo_remote_record::Column::ConnectionId.eq(self.connection_id))
+            .filter(demo_remote_record::Column::Entity.eq(entity))
+            .filter(demo_remote_record::Column::Key.is_in(keys))
+            .all(self.db.conn())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.key.clone(), Written::from(row)))
+            .collect())
+    }
+
     /// Records created through writes from position `from` on, in order, at most `limit`:
     /// those written after write number `since` (deleted ones too), or without it the ones
     /// that exist.

@@ -41,8 +41,8 @@ impl Change {
             WriteOperation::Create if title.is_none_or(|t| t.trim().is_empty()) => {
                 return Err(format!("validation failed: {title_field} is required"));
             }
-            WriteOperation::Create => Change::Create(fields.clone()),
-            WriteOperation::Update => Change::Update(key()?, fields.clone()),
+            WriteOperation::Create => Change::Create(remote_fields(entity, fields)),
+            WriteOperation::Update => Change::Update(key()?, remote_fields(entity, fields)),
             WriteOperation::Delete => Change::Delete(key()?),
         })
     }
@@ -74,6 +74,60 @@ impl Change {
     }
 }
 
+/// A record's unified fields under the names and in the words the demo remote uses
+/// (`assetKey` is `asset_id`, `IN_PROGRESS` is `in_progress`); other names are kept as given.
+fn remote_fields(entity: EntityType, fields: &Map<String, Value>) -> Map<String, Value> {
+    const WORK_ORDER: &[(&str, &str)] = &[
+        ("assetKey", "asset_id"),
+        ("locationKey", "location_id"),
+        ("siteKey", "site_id"),
+        ("dueAt", "due_date"),
+        ("scheduledAt", "scheduled_date"),
+        ("completedAt", "completed_date"),
+    ];
+    const ASSET: &[(&str, &str)] = &[
+        ("serialNumber", "serial_number"),
+        ("makeName", "manufacturer"),
+        ("modelName", "model"),
+        ("isActive", "active"),
+        ("siteKey", "site_id"),
+        ("locationKey", "location_id"),
+        ("parentKey", "parent_id"),
+    ];
+    let names = if entity == EntityType::Asset {
+        ASSET
+    } else {
+        WORK_ORDER
+    };
+    fields
+        .iter()
+        .map(|(name, value)| {
+            let remote_name = names
+                .iter()
+                .find(|(unified, _)| unified == name)
+                .map_or(name.as_str(), |(_, remote)| remote);
+            let value = match (entity, name.as_str(), value) {
+                (EntityType::WorkOrder, "status", Value::String(status)) => {
+                    Value::from(demo_status_word(status))
+                }
+                (EntityType::WorkOrder, "priority", Value::String(p)) => {
+                    Value::from(p.to_ascii_lowercase())
+                }
+                _ => value.clone(),
+            };
+            (remote_name.to_owned(), value)
+        })
+        .collect()
+}
+
+/// The demo's word for a unified work order status.
+fn demo_status_word(status: &str) -> String {
+    match status {
+        "COMPLETED" => "done".to_owned(),
+        other => other.to_ascii_lowercase(),
+    }
+}
+
 /// The key of the record created by write number `number`.
 fn created_key(entity: EntityType, number: u64) -> String {
     format!("{}-W{number:06}", prefix(entity))
@@ -81,14 +135,14 @@ fn created_key(entity: EntityType, number: u64) -> String {
 
 /// What a key names: a generated record (`AST-000042`) or a created one (`AST-W000042`).
 #[derive(Debug, PartialEq, Eq)]
-enum KeyKind {
+pub(super) enum KeyKind {
     Generated(u64),
     Created(u64),
 }
 
 /// The kind and number of a key in the demo's own forms (six digits at least, no more
 /// leading zeros than that); `None` for any other key.
-fn parse_key(entity: EntityType, key: &str) -> Option<KeyKind> {
+pub(super) fn parse_key(entity: EntityType, key: &str) -> Option<KeyKind> {
     let rest = key.strip_prefix(prefix(entity))?.strip_prefix('-')?;
     let (created, digits) = match rest.strip_prefix('W') {
         Some(digits) => (true, digits),

@@ -74,7 +74,7 @@ pub async fn webhooks_settled(app: &TestApp) {
 }
 
 /// The one number `sql` selects, as `n`.
-async fn number(db: &DatabaseConnection, sql: &str) -> i64 {
+pub async fn number(db: &DatabaseConnection, sql: &str) -> i64 {
     let row = db
         .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
         .await

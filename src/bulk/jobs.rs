@@ -1,0 +1,427 @@
+//! A bulk operation as a durable job: claimed under a lease (`SKIP LOCKED` on PostgreSQL), its
+//! lease renewed while it works, each batch marked as being sent before it is sent and its
+//! outcomes stored after, and its end stored with its `bulk_operation.completed` event.
+
+use std::{sync::LazyLock, time::Duration};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveEnum as _, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+    sea_query::{Expr, ExprTrait},
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::{
+    connectors::WriteOutcome,
+    db::{self, Db},
+    error::{AppError, AppResult},
+    events::{self, EventType, NewEvent},
+    ids,
+};
+use entity::{
+    bulk_operation::{self, BulkStatus},
+    bulk_record,
+};
+
+/// The operation's row, locked for the rest of the transaction.
+pub async fn locked(txn: &impl ConnectionTrait, id: Uuid) -> AppResult<bulk_operation::Model> {
+    bulk_operation::Entity::find_by_id(id)
+        .lock_exclusive()
+        .one(txn)
+        .await?
+        .ok_or(AppError::NotFound("bulk operation"))
+}
+
+/// Asks the worker that holds a running operation to stop before its next batch.
+pub async fn request_cancel(
+    txn: &impl ConnectionTrait,
+    id: Uuid,
+) -> AppResult<bulk_operation::Model> {
+    bulk_operation::Entity::update_many()
+        .col_expr(bulk_operation::Column::CancelRequested, true.into())
+        .filter(bulk_operation::Column::Id.eq(id))
+        .exec_with_returning(txn)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or(AppError::NotFound("bulk operation"))
+}
+
+/// How an operation that ran to its end (or was cancelled) ends, by its counts.
+pub fn final_status(op: &bulk_operation::Model) -> BulkStatus {
+    if op.cancel_requested {
+        BulkStatus::Cancelled
+    } else if op.failed == 0 {
+        BulkStatus::Succeeded
+    } else if op.succeeded == 0 {
+        BulkStatus::Failed
+    } else {
+        BulkStatus::PartiallyFailed
+    }
+}
+
+/// Ends an operation and stores `bulk_operation.completed`, provided it still stands as `op`
+/// says (same status, same lease holder); `None`, and nothing written, when it does not.
+pub async fn finish(
+    txn: &impl ConnectionTrait,
+    op: bulk_operation::Model,
+    to: BulkStatus,
+    error: Option<String>,
+) -> AppResult<Option<bulk_operation::Model>> {
+    let holder = match &op.locked_by {
+        Some(worker) => bulk_operation::Column::LockedBy.eq(worker.as_str()),
+        None => bulk_operation::Column::LockedBy.is_null(),
+    };
+    let ended = bulk_operation::Entity::update_many()
+        .col_expr(bulk_operation::Column::Status, to.to_value().into())
+        .col_expr(bulk_operation::Column::FinishedAt, Some(Utc::now()).into())
+        .col_expr(
+            bulk_operation::Column::LockedBy,
+            Option::<String>::None.into(),
+        )
+        .col_expr(
+            bulk_operation::Column::LockedUntil,
+            Option::<DateTime<Utc>>::None.into(),
+        )
+        .col_expr(
+            bulk_operation::Column::SendingSince,
+            Option::<DateTime<Utc>>::None.into(),
+        )
+        .col_expr(bulk_operation::Column::ErrorMessage, error.into())
+        .filter(bulk_operation::Column::Id.eq(op.id))
+        .filter(bulk_operation::Column::Status.eq(op.status))
+        .filter(holder)
+        .exec_with_returning(txn)
+        .await?
+        .into_iter()
+        .next();
+    if let Some(op) = &ended {
+        record_completed(txn, op).await?;
+    }
+    Ok(ended)
+}
+
+/// What `bulk_operation.completed` carries.
+pub fn summary(op: &bulk_operation::Model) -> Value {
+    json!({
+        "bulk_operation_id": ids::encode(ids::Kind::BulkOperation, op.id),
+        "connection_id": ids::encode(ids::Kind::Connection, op.connection_id),
+        "entity": op.entity.to_value(), "operation": op.operation.to_value(),
+        "status": op.status.to_value(), "total": op.total, "processed": op.processed,
+        "succeeded": op.succeeded, "failed": op.failed, "error": op.error_message,
+    })
+}
+
+async fn record_completed(txn: &impl ConnectionTrait, op: &bulk_operation::Model) -> AppResult<()> {
+    let customer_id = entity::connection::Entity::find_by_id(op.connection_id)
+        .one(txn)
+        .await?
+        .map(|c| c.customer_id);
+    events::record(
+        txn,
+        vec![NewEvent {
+            account_id: op.account_id,
+            customer_id,
+            connection_id: Some(op.connection_id),
+            event_type: EventType::BulkOperationCompleted,
+            data: summary(op),
+        }],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Claims the next operation due: queued, waiting to be retried, or held under an expired
+/// lease (its process died). Its attempt count goes up by one.
+pub async fn claim(
+    db: &Db,
+    worker: &str,
+    lease: Duration,
+) -> AppResult<Option<bulk_operation::Model>> {
+    let now = Utc::now();
+    let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+    let backend = db.conn().get_database_backend();
+    let statement = sea_orm::Statement::from_sql_and_values(
+        backend,
+        claim_sql(backend),
+        [
+            worker.into(),
+            until.into(),
+            now.into(),
+            BulkStatus::Running.to_value().into(),
+            now.into(),
+            now.into(),
+        ],
+    );
+    let txn = db.begin_write().await?;
+    let op = bulk_operation::Entity::find()
+        .from_raw_sql(statement)
+        .one(&*txn)
+        .await?;
+    txn.commit().await?;
+    Ok(op)
+}
+
+/// The claim statement, statuses written in as literals (as the sync runs' claim does).
+fn claim_sql(backend: DbBackend) -> &'static str {
+    fn written_for(backend: DbBackend) -> String {
+        let lock = if backend == DbBackend::Postgres {
+            " FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "UPDATE bulk_operations SET locked_by = ?, locked_until = ?, \
+             started_at = COALESCE(started_at, ?), status = ?, attempts = attempts + 1 \
+             WHERE id = (SELECT id FROM bulk_operations WHERE \
+             (status = '{queued}' AND run_after <= ?) \
+             OR (status = '{running}' AND (locked_until IS NULL OR locked_until < ?)) \
+             ORDER BY run_after LIMIT 1{lock}) RETURNING *",
+            queued = BulkStatus::Queued.to_value(),
+            running = BulkStatus::Running.to_value(),
+        );
+        db::statement(backend, &sql, []).sql
+    }
+    static SQLITE: LazyLock<String> = LazyLock::new(|| written_for(DbBackend::Sqlite));
+    static POSTGRES: LazyLock<String> = LazyLock::new(|| written_for(DbBackend::Postgres));
+    match backend {
+        DbBackend::Postgres => &POSTGRES,
+        _ => &SQLITE,
+    }
+}
+
+/// Renews the lease `worker` holds and returns the operation as it now stands (a cancel
+/// asked meanwhile shows in it); `None` when the worker no longer holds it.
+pub async fn heartbeat(
+    db: &Db,
+    id: Uuid,
+    worker: &str,
+    lease: Duration,
+) -> AppResult<Option<bulk_operation::Model>> {
+    let until = Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default();
+    let txn = db.begin_write().await?;
+    let op = bulk_operation::Entity::update_many()
+        .col_expr(bulk_operation::Column::LockedUntil, Some(until).into())
+        .filter(bulk_operation::Column::Id.eq(id))
+        .filter(bulk_operation::Column::LockedBy.eq(worker))
+        .filter(bulk_operation::Column::Status.eq(BulkStatus::Running))
+        .exec_with_returning(&*txn)
+        .await?
+        .into_iter()
+        .next();
+    txn.commit().await?;
+    Ok(op)
+}
+
+/// Marks the batch from record `processed` on as being sent (unless an earlier attempt left
+/// that mark): after a crash, the next worker knows these records may have reached the remote.
+pub async fn mark_sending(
+    db: &Db,
+    op: &bulk_operation::Model,
+) -> AppResult<Option<bulk_operation::Model>> {
+    let txn = db.begin_write().await?;
+    let marked = bulk_operation::Entity::update_many()
+        .col_expr(
+            bulk_operation::Column::SendingSince,
+            Expr::col(bulk_operation::Column::SendingSince).if_null(Utc::now()),
+        )
+        .filter(bulk_operation::Column::Id.eq(op.id))
+        .filter(bulk_operation::Column::LockedBy.eq(op.locked_by.as_deref()))
+        .filter(bulk_operation::Column::Status.eq(BulkStatus::Running))
+        .exec_with_returning(&*txn)
+        .await?
+        .into_iter()
+        .next();
+    txn.commit().await?;
+    Ok(marked)
+}
+
+/// The records of the batch that starts at the operation's first unwritten record: up to
+/// the batch's boundary (a batch cut short by a rate limit is finished before the next).
+pub async fn next_batch(
+    db: &impl ConnectionTrait,
+    op: &bulk_operation::Model,
+) -> AppResult<Vec<bulk_record::Model>> {
+    let size = Ord::max(op.batch_size, 1);
+    let end = ((op.processed / size) + 1) * size;
+    Ok(bulk_record::Entity::find()
+        .filter(bulk_record::Column::OperationId.eq(op.id))
+        .filter(bulk_record::Column::Position.gte(op.processed))
+        .filter(bulk_record::Column::Position.lt(Ord::min(end, op.total)))
+        .order_by_asc(bulk_record::Column::Position)
+        .all(db)
+        .await?)
+}
+
+/// Stores the outcomes of the records from index `from` on, in one statement, and moves the
+/// operation's counts; `still_sending` keeps the mark that records after them may have been
+/// sent. The operation as it now stands; `None` when `worker` no longer holds it.
+pub async fn record_outcomes(
+    txn: &impl ConnectionTrait,
+    op: &bulk_operation::Model,
+    from: i32,
+    outcomes: &[WriteOutcome],
+    still_sending: bool,
+) -> AppResult<Option<bulk_operation::Model>> {
+    if !outcomes.is_empty() {
+        store_outcomes(txn, op.id, from, outcomes).await?;
+    }
+    let succeeded = outcomes.iter().filter(|o| o.is_ok()).count() as i32;
+    let failed = outcomes.len() as i32 - succeeded;
+    let sending: Option<DateTime<Utc>> = if still_sending {
+        op.sending_since.or(Some(Utc::now()))
+    } else {
+        None
+    };
+    Ok(bulk_operation::Entity::update_many()
+        .col_expr(
+            bulk_operation::Column::Processed,
+            Expr::col(bulk_operation::Column::Processed).add(outcomes.len() as i32),
+        )
+        .col_expr(
+            bulk_operation::Column::Succeeded,
+            Expr::col(bulk_operation::Column::Succeeded).add(succeeded),
+        )
+        .col_expr(
+            bulk_operation::Column::Failed,
+            Expr::col(bulk_operation::Column::Failed).add(failed),
+        )
+        .col_expr(bulk_operation::Column::SendingSince, sending.into())
+        .filter(bulk_operation::Column::Id.eq(op.id))
+        .filter(bulk_operation::Column::LockedBy.eq(op.locked_by.as_deref()))
+        .filter(bulk_operation::Column::Status.eq(BulkStatus::Running))
+        .filter(bulk_operation::Column::Processed.eq(from))
+        .exec_with_returning(txn)
+        .await?
+        .into_iter()
+        .next())
+}
+
+/// One `UPDATE … FROM (VALUES …)` for a batch's outcomes (a CTE names the columns, which
+/// SQLite's VALUES cannot).
+async fn store_outcomes(
+    txn: &impl ConnectionTrait,
+    operation_id: Uuid,
+    from: i32,
+    outcomes: &[WriteOutcome],
+) -> AppResult<()> {
+    let backend = txn.get_database_backend();
+    let rows = vec!["(?, ?, ?, ?)"; outcomes.len()].join(", ");
+    let sql = format!(
+        "WITH outcome(idx, ok, remote_key, message) AS (VALUES {rows}) \
+         UPDATE bulk_records SET succeeded = outcome.ok, remote_key = outcome.remote_key, \
+         error = outcome.message FROM outcome \
+         WHERE bulk_records.operation_id = ? AND bulk_records.position = outcome.idx"
+    );
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(outcomes.len() * 4 + 1);
+    for (n, outcome) in outcomes.iter().enumerate() {
+        let (ok, key, message) = match outcome {
+            Ok(key) => (true, Some(key.clone()), None),
+            Err(message) => (false, None, Some(message.clone())),
+        };
+        values.extend([
+            (from + n as i32).into(),
+            ok.into(),
+            key.into(),
+            message.into(),
+        ]);
+    }
+    values.push(operation_id.into());
+    txn.execute_raw(db::statement(backend, &sql, values))
+        .await?;
+    Ok(())
+}
+
+/// Counts a remote 429 the operation waited out.
+pub async fn count_rate_limit(db: &Db, id: Uuid) -> AppResult<()> {
+    let txn = db.begin_write().await?;
+    bulk_operation::Entity::update_many()
+        .col_expr(
+            bulk_operation::Column::RateLimited,
+            Expr::col(bulk_operation::Column::RateLimited).add(1),
+        )
+        .filter(bulk_operation::Column::Id.eq(id))
+        .exec(&*txn)
+        .await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// After an attempt that ended in an unexpected error or an unreachable remote: the operation
+/// ends `CANCELLED` if asked meanwhile, `FAILED` after `max_attempts`, and otherwise is let
+/// go until a backoff has passed (the sync runs' backoff). The operation as it now stands;
+/// `None` when `worker` no longer held it.
+pub async fn attempt_failed(
+    db: &Db,
+    op: &bulk_operation::Model,
+    why: &str,
+    max_attempts: u32,
+    lease: Duration,
+) -> AppResult<Option<bulk_operation::Model>> {
+    let txn = db.begin_write().await?;
+    crate::connections::lock(&*txn, op.connection_id).await?;
+    let current = locked(&*txn, op.id).await?;
+    if current.status != BulkStatus::Running || current.locked_by != op.locked_by {
+        return Ok(None);
+    }
+    let outcome = if current.cancel_requested {
+        finish(&*txn, current, BulkStatus::Cancelled, None).await?
+    } else if current.attempts >= max_attempts as i32 {
+        let message = format!("gave up after {} attempts: {why}", current.attempts);
+        finish(&*txn, current, BulkStatus::Failed, Some(message)).await?
+    } else {
+        let retry_at = Utc::now()
+            + chrono::Duration::from_std(crate::sync::retry_backoff(current.attempts, lease))
+                .unwrap_or_default();
+        bulk_operation::Entity::update_many()
+            .col_expr(
+                bulk_operation::Column::LockedBy,
+                Option::<String>::None.into(),
+            )
+            .col_expr(bulk_operation::Column::LockedUntil, Some(retry_at).into())
+            .col_expr(bulk_operation::Column::RunAfter, retry_at.into())
+            .filter(bulk_operation::Column::Id.eq(current.id))
+            .exec_with_returning(&*txn)
+            .await?
+            .into_iter()
+            .next()
+    };
+    txn.commit().await?;
+    Ok(outcome)
+}
+
+/// Lets go of an operation at shutdown, so that another worker takes it over at once; the
+/// interrupted attempt is given back. Whether the worker still held it.
+pub async fn release(db: &Db, id: Uuid, worker: &str) -> AppResult<bool> {
+    let txn = db.begin_write().await?;
+    let released = bulk_operation::Entity::update_many()
+        .col_expr(
+            bulk_operation::Column::LockedBy,
+            Option::<String>::None.into(),
+        )
+        .col_expr(bulk_operation::Column::LockedUntil, Some(Utc::now()).into())
+        .col_expr(
+            bulk_operation::Column::Attempts,
+            Expr::col(bulk_operation::Column::Attempts).sub(1),
+        )
+        .filter(bulk_operation::Column::Id.eq(id))
+        .filter(bulk_operation::Column::LockedBy.eq(worker))
+        .filter(bulk_operation::Column::Status.eq(BulkStatus::Running))
+        .exec(&*txn)
+        .await?;
+    txn.commit().await?;
+    Ok(released.rows_affected == 1)
+}
+
+/// Ends an operation claimed more than `max_attempts` times, all of whose attempts ended
+/// without a word (their process died).
+pub async fn give_up(db: &Db, op: bulk_operation::Model, max_attempts: u32) -> AppResult<()> {
+    let txn = db.begin_write().await?;
+    crate::connections::lock(&*txn, op.connection_id).await?;
+    let message = format!("gave up after {max_attempts} attempts that never ended");
+    finish(&*txn, op, BulkStatus::Failed, Some(message)).await?;
+    txn.commit().await?;
+    Ok(())
+}

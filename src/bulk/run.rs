@@ -1,0 +1,434 @@
+//! Works a claimed bulk operation through to its end, batch by batch: each batch marked as
+//! being sent, written through the connector under the connection's outbound rate limit,
+//! its outcomes and the records it changed stored in one transaction, then the pause
+//! between batches. A remote 429 is waited out; rejected credentials end the operation and
+//! ask the connection for new ones; an unreachable or failing remote is retried, and then
+//! the attempt fails and the operation is retried later (`jobs::attempt_failed`).
+
+use std::{collections::HashMap, time::Duration};
+
+use sea_orm::EntityTrait;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::jobs;
+use crate::{
+    catalog::WriteOperation,
+    connections::{self, CredentialsError, Scope},
+    connectors::{
+        self, Connector, ConnectorError, WriteOutcome, WriteRecord, WriteRequest, http::Outbound,
+    },
+    crypto::Cipher,
+    db::Db,
+    error::{AppError, AppResult},
+    events::{self, EventType, NewEvent},
+    records,
+};
+use entity::{
+    bulk_operation::{self, BulkStatus},
+    bulk_record,
+    enums::ConnectionStatus,
+};
+
+/// Tries of an unreachable or failing remote within one attempt, with backoff.
+const RETRIES: u32 = 4;
+/// How often a pause looks for a cancel.
+const CANCEL_POLL: Duration = Duration::from_millis(250);
+/// The longest wait a remote's 429 gets in one go (then the batch is tried again).
+const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
+
+/// How bulk operations are worked.
+#[derive(Clone, Debug)]
+pub struct BulkSettings {
+    pub lease: Duration,
+    pub max_attempts: u32,
+}
+
+/// Why an attempt stopped without ending the operation: it is retried after a backoff.
+#[derive(Debug)]
+pub enum AttemptFailed {
+    /// The remote stayed unreachable or kept failing.
+    Remote(String),
+    Internal(AppError),
+}
+
+impl From<AppError> for AttemptFailed {
+    fn from(err: AppError) -> Self {
+        AttemptFailed::Internal(err)
+    }
+}
+
+impl From<sea_orm::DbErr> for AttemptFailed {
+    fn from(err: sea_orm::DbErr) -> Self {
+        AttemptFailed::Internal(err.into())
+    }
+}
+
+impl std::fmt::Display for AttemptFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttemptFailed::Remote(why) => write!(f, "the remote system failed: {why}"),
+            AttemptFailed::Internal(err) => write!(f, "{err}"),
+        }
+    }
+}
+
+pub struct Runner<'a> {
+    pub db: &'a Db,
+    pub cipher: &'a Cipher,
+    pub outbound: &'a Outbound,
+    pub settings: &'a BulkSettings,
+}
+
+/// The idempotency key of one record of one operation: the same on every attempt.
+pub fn idempotency_key(operation_id: Uuid, index: i32) -> String {
+    format!("mw-{}-{index}", operation_id.simple())
+}
+
+/// One claimed operation being worked.
+struct Job<'a> {
+    runner: &'a Runner<'a>,
+    connector: Box<dyn Connector>,
+    pace: connectors::Pace,
+    op: bulk_operation::Model,
+}
+
+impl Runner<'_> {
+    /// Works `op` (claimed by this worker) until it ends, the worker loses it, or the attempt
+    /// fails.
+    pub async fn execute(&self, op: bulk_operation::Model) -> Result<(), AttemptFailed> {
+        let scope = Scope {
+            account_id: op.account_id,
+            connection_id: None,
+        };
+        let connection = connections::find(self.db.conn(), scope, op.connection_id).await?;
+        if connection.status == ConnectionStatus::Disconnected {
+            return Ok(self
+                .end(op, BulkStatus::Failed, Some(disconnected()))
+                .await?);
+        }
+        if op.cancel_requested {
+            return Ok(self.end(op, BulkStatus::Cancelled, None).await?);
+        }
+        let credentials = match connections::open_credentials(self.cipher, &connection) {
+            Ok(credentials) => credentials,
+            Err(CredentialsError::Unreadable(why)) => {
+                tracing::warn!(bulk_operation.id = %op.id, reason = %why, "the operation's credentials are unreadable");
+                let reason = connections::UNREADABLE_CREDENTIALS_REASON.to_owned();
+                return Ok(self.fail_auth(op, reason).await?);
+            }
+            Err(CredentialsError::Disconnected) => {
+                return Ok(self
+                    .end(op, BulkStatus::Failed, Some(disconnected()))
+                    .await?);
+            }
+        };
+        let system = connections::system(&connection)?;
+        let connector =
+            connectors::connect(system, connection.id, &credentials, self.outbound, self.db);
+        let job = Job {
+            runner: self,
+            connector,
+            pace: self.outbound.pace(connection.id),
+            op,
+        };
+        job.run().await
+    }
+
+    /// Ends `op` as `status`, provided this worker still holds it.
+    async fn end(
+        &self,
+        op: bulk_operation::Model,
+        status: BulkStatus,
+        error: Option<String>,
+    ) -> AppResult<()> {
+        let txn = self.db.begin_write().await?;
+        connections::lock(&*txn, op.connection_id).await?;
+        jobs::finish(&*txn, op, status, error).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// The remote rejected the credentials: the operation fails and the connection asks for
+    /// new ones, in one transaction.
+    async fn fail_auth(&self, op: bulk_operation::Model, reason: String) -> AppResult<()> {
+        let txn = self.db.begin_write().await?;
+        let scope = Scope {
+            account_id: op.account_id,
+            connection_id: None,
+        };
+        let connection = connections::find_for_update(&*txn, scope, op.connection_id).await?;
+        connections::set_status(
+            &*txn,
+            connection,
+            ConnectionStatus::AuthRequired,
+            Some(reason.clone()),
+        )
+        .await?;
+        let message = format!("the remote system rejected the credentials: {reason}");
+        jobs::finish(&*txn, op, BulkStatus::Failed, Some(message)).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+}
+
+fn disconnected() -> String {
+    "the connection was disconnected before the operation ended".into()
+}
+
+impl Job<'_> {
+    async fn run(mut self) -> Result<(), AttemptFailed> {
+        let mut failures = 0;
+        loop {
+            if !self.refresh().await? {
+                return Ok(());
+            }
+            if self.op.cancel_requested || self.op.processed >= self.op.total {
+                let status = jobs::final_status(&self.op);
+                return Ok(self.runner.end(self.op, status, None).await?);
+            }
+            let Some(stopped) = self.send_batch().await? else {
+                return Ok(());
+            };
+            match stopped {
+                None => {
+                    failures = 0;
+                    let delay = Duration::from_millis(self.op.delay_between_batches_ms as u64);
+                    let at_boundary = self.op.processed % self.op.batch_size.max(1) == 0;
+                    if !delay.is_zero() && at_boundary && self.op.processed < self.op.total {
+                        self.pause(delay).await?;
+                    }
+                }
+                Some(ConnectorError::RateLimited { retry_after }) => {
+                    jobs::count_rate_limit(self.runner.db, self.op.id).await?;
+                    self.pause(retry_after.min(MAX_RATE_LIMIT_WAIT)).await?;
+                }
+                Some(ConnectorError::AuthRejected(reason)) => {
+                    return Ok(self.runner.fail_auth(self.op, reason).await?);
+                }
+                Some(err) => {
+                    failures += 1;
+                    if failures > RETRIES {
+                        return Err(AttemptFailed::Remote(err.message()));
+                    }
+                    tracing::debug!(bulk_operation.id = %self.op.id, error = %err, failures, "remote failed; retrying");
+                    self.pause(Duration::from_millis(250 * 2u64.pow(failures)))
+                        .await?;
+                }
+            }
+        }
+    }
+
+    /// Renews the lease and rereads the operation; false when this worker lost it.
+    async fn refresh(&mut self) -> AppResult<bool> {
+        let worker = self.op.locked_by.clone().unwrap_or_default();
+        match jobs::heartbeat(
+            self.runner.db,
+            self.op.id,
+            &worker,
+            self.runner.settings.lease,
+        )
+        .await?
+        {
+            Some(op) => {
+                self.op = op;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Sends the next batch and stores what came of it. `None` when the worker lost the
+    /// operation; otherwise why the connector stopped before the batch's end, if it did.
+    async fn send_batch(&mut self) -> Result<Option<Option<ConnectorError>>, AttemptFailed> {
+        let batch = jobs::next_batch(self.runner.db.conn(), &self.op).await?;
+        // Set when an earlier attempt stopped while sending these records.
+        let sent_since = self.op.sending_since;
+        let Some(marked) = jobs::mark_sending(self.runner.db, &self.op).await? else {
+            return Ok(None);
+        };
+        self.op = marked;
+        let records: Vec<WriteRecord> = batch
+            .iter()
+            .map(|r| WriteRecord {
+                idempotency_key: idempotency_key(self.op.id, r.position),
+                fields: r.data.clone(),
+            })
+            .collect();
+        let request = WriteRequest {
+            entity: self.op.entity,
+            operation: self.op.operation,
+            records: &records,
+            sent_since,
+            pace: &self.pace,
+        };
+        let reply = tokio::select! {
+            reply = self.connector.write(&request) => reply,
+            () = self.hold_lease() => return Ok(None),
+        };
+        let mut outcomes = reply.outcomes;
+        outcomes.truncate(records.len());
+        let mut stopped = reply.stopped.filter(|_| outcomes.len() < records.len());
+        // The remote refused the batch as a whole: each of its records failed so.
+        if let Some(ConnectorError::Validation(why)) = &stopped {
+            outcomes.resize(records.len(), Err(why.clone()));
+            stopped = None;
+        }
+        let unsent_may_have_arrived = sent_since.is_some()
+            || matches!(
+                stopped,
+                Some(ConnectorError::Unreachable(_) | ConnectorError::RemoteFault(_))
+            );
+        let still_sending = outcomes.len() < records.len() && unsent_may_have_arrived;
+        if !self.store(&batch, &outcomes, still_sending).await? {
+            return Ok(None);
+        }
+        Ok(Some(stopped))
+    }
+
+    /// Stores a batch's outcomes and writes the records it changed through to the record
+    /// store, with their `records.changed` event; false when the worker lost the operation.
+    async fn store(
+        &mut self,
+        batch: &[bulk_record::Model],
+        outcomes: &[WriteOutcome],
+        still_sending: bool,
+    ) -> AppResult<bool> {
+        let txn = self.runner.db.begin_write().await?;
+        // The connection's row first (docs/architecture.md, "Locks").
+        connections::lock(&*txn, self.op.connection_id).await?;
+        let from = self.op.processed;
+        let Some(op) =
+            jobs::record_outcomes(&*txn, &self.op, from, outcomes, still_sending).await?
+        else {
+            return Ok(false);
+        };
+        let written: Vec<records::Written> = batch
+            .iter()
+            .zip(outcomes)
+            .filter_map(|(record, outcome)| written(op.operation, record, outcome.as_ref().ok()?))
+            .collect();
+        if !written.is_empty() {
+            self.write_through(&*txn, written).await?;
+        }
+        txn.commit().await?;
+        self.op = op;
+        Ok(true)
+    }
+
+    async fn write_through(
+        &self,
+        txn: &impl sea_orm::ConnectionTrait,
+        written: Vec<records::Written>,
+    ) -> AppResult<()> {
+        let (connection_id, entity) = (self.op.connection_id, self.op.entity);
+        let keys: Vec<records::RecordKey> = written
+            .iter()
+            .map(|w| (connection_id, entity, w.key.clone()))
+            .collect();
+        let existing: HashMap<String, entity::record::Model> = records::find_by_keys(txn, &keys)
+            .await?
+            .into_iter()
+            .map(|((_, _, key), model)| (key, model))
+            .collect();
+        let page = records::prepare_written(&existing, written);
+        let outcome = records::apply_page(txn, connection_id, entity, page, None).await?;
+        let mut changed = records::Changed::default();
+        changed.add(outcome);
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let customer_id = entity::connection::Entity::find_by_id(connection_id)
+            .one(txn)
+            .await?
+            .map(|c| c.customer_id);
+        let mut data = changed.event_data(entity);
+        data["bulk_operation_id"] = Value::from(crate::ids::encode(
+            crate::ids::Kind::BulkOperation,
+            self.op.id,
+        ));
+        events::record(
+            txn,
+            vec![NewEvent {
+                account_id: self.op.account_id,
+                customer_id,
+                connection_id: Some(connection_id),
+                event_type: EventType::RecordsChanged,
+                data,
+            }],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Waits `duration`, keeping the lease; ends early when a cancel is asked or the
+    /// worker lost the operation (the run's next step sees which).
+    async fn pause(&mut self, duration: Duration) -> AppResult<()> {
+        let until = tokio::time::Instant::now() + duration;
+        let mut renewed = tokio::time::Instant::now();
+        while tokio::time::Instant::now() < until {
+            tokio::time::sleep_until(until.min(tokio::time::Instant::now() + CANCEL_POLL)).await;
+            let stop = bulk_operation::Entity::find_by_id(self.op.id)
+                .one(self.runner.db.conn())
+                .await?
+                .is_none_or(|op| op.cancel_requested || op.locked_by != self.op.locked_by);
+            if stop {
+                return Ok(());
+            }
+            if renewed.elapsed() >= self.runner.settings.lease / 3 {
+                if !self.refresh().await? {
+                    return Ok(());
+                }
+                renewed = tokio::time::Instant::now();
+            }
+        }
+        Ok(())
+    }
+
+    /// Renews the lease every third of it; returns when the worker has lost the operation.
+    async fn hold_lease(&self) {
+        let lease = self.runner.settings.lease;
+        let worker = self.op.locked_by.clone().unwrap_or_default();
+        loop {
+            tokio::time::sleep(lease / 3).await;
+            match jobs::heartbeat(self.runner.db, self.op.id, &worker, lease).await {
+                Ok(Some(_)) => {}
+                Ok(None) => return,
+                Err(err) => {
+                    tracing::warn!(bulk_operation.id = %self.op.id, error = %err, "renewing a bulk operation's lease failed");
+                }
+            }
+        }
+    }
+}
+
+/// What a written record does to the record store: created and updated records carry the
+/// fields written, a deleted one none.
+fn written(
+    operation: WriteOperation,
+    record: &bulk_record::Model,
+    key: &str,
+) -> Option<records::Written> {
+    let fields = match operation {
+        WriteOperation::Delete => None,
+        _ => Some(record.data.as_object()?.clone()),
+    };
+    let key = match (operation, record.data.get("key").and_then(Value::as_str)) {
+        (WriteOperation::Create, _) | (_, None) => key.to_owned(),
+        (_, Some(given)) => given.to_owned(),
+    };
+    Some(records::Written { key, fields })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_keys_are_stable_per_record() {
+        let id = Uuid::nil();
+        assert_eq!(idempotency_key(id, 7), idempotency_key(id, 7));
+        assert_ne!(idempotency_key(id, 7), idempotency_key(id, 8));
+        assert!(idempotency_key(id, 7).len() < 64);
+    }
+}

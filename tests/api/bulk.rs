@@ -1,0 +1,643 @@
+//! Bulk writes through the API, to the demo system: outcomes per record, batches and their
+//! pauses, idempotency keys, cancel, rate limits, rejected credentials, validation, tenancy,
+//! the live subscription, and a server killed mid-operation.
+
+use std::time::{Duration, Instant};
+
+use sea_orm::Database;
+use serde_json::{Value, json};
+
+use crate::{
+    harness::{
+        ServerProcess, TestApp, TestDb, connect, demo_input, error_code, number, setup, wait_for,
+    },
+    websocket::{init, next, open, send},
+};
+
+pub const BULK_WRITE: &str = "mutation($input: BulkWriteInput!) {
+    bulkWrite(input: $input) { id status total processed idempotencyKey } }";
+pub const OPERATION: &str = "query($id: ID!) { bulkOperation(id: $id) {
+    id status total processed succeeded failed rateLimited error startedAt finishedAt
+    batchSize delayBetweenBatchesMs connection { id } } }";
+const RESULTS: &str = "query($id: ID!, $after: String, $onlyFailed: Boolean) {
+    bulkOperation(id: $id) { results(first: 100, after: $after, onlyFailed: $onlyFailed) {
+        nodes { index succeeded key error } pageInfo { hasNextPage endCursor } } } }";
+const CANCEL: &str = "mutation($id: ID!) { cancelBulkOperation(id: $id) { id status processed } }";
+
+/// A server whose connections' remotes are not throttled by Millwright.
+async fn app() -> TestApp {
+    TestApp::spawn_with(|config| config.sync.requests_per_second = 100_000).await
+}
+
+/// An account with a demo connection whose remote behaves as `simulate` says: (API key,
+/// connection id, connection token).
+async fn demo(app: &TestApp, simulate: &str) -> (String, String, String) {
+    let (key, customer) = setup(app, 100).await;
+    let (connection, token) = connect(app, &key, demo_input(&customer, simulate)).await;
+    (key, connection, token)
+}
+
+/// `n` new work orders; those whose index is a multiple of `reject_every` are titled
+/// `reject`, which the demo remote refuses.
+pub fn work_orders(n: usize, reject_every: Option<usize>) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let title = match reject_every {
+                Some(every) if i % every == 0 => "reject".to_owned(),
+                _ => format!("Bulk work order {i}"),
+            };
+            json!({ "title": title, "priority": "HIGH", "status": "OPEN" })
+        })
+        .collect()
+}
+
+pub fn input(connection: &str, records: Vec<Value>, batch_size: i32, delay_ms: i32) -> Value {
+    json!({ "connectionId": connection, "entity": "WORK_ORDER", "operation": "CREATE",
+            "records": records, "batchSize": batch_size, "delayBetweenBatchesMs": delay_ms })
+}
+
+async fn bulk_write(app: &TestApp, token: &str, input: Value) -> Value {
+    app.ok(token, BULK_WRITE, json!({ "input": input })).await["bulkWrite"].clone()
+}
+
+/// The operation once it has ended.
+pub async fn finished(app: &TestApp, key: &str, id: &str) -> Value {
+    wait_for(
+        Duration::from_secs(60),
+        "the bulk operation to end",
+        async || {
+            let op = app.ok(key, OPERATION, json!({ "id": id })).await["bulkOperation"].clone();
+            (!matches!(op["status"].as_str(), Some("QUEUED" | "RUNNING"))).then_some(op)
+        },
+    )
+    .await
+}
+
+/// Every outcome of an operation, following the pages.
+async fn results(app: &TestApp, key: &str, id: &str, only_failed: bool) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let data = app
+            .ok(
+                key,
+                RESULTS,
+                json!({ "id": id, "after": after, "onlyFailed": only_failed }),
+            )
+            .await;
+        let page = &data["bulkOperation"]["results"];
+        all.extend(page["nodes"].as_array().unwrap().iter().cloned());
+        if page["pageInfo"]["hasNextPage"] != true {
+            return all;
+        }
+        after = page["pageInfo"]["endCursor"].clone();
+    }
+}
+
+/// Records the demo remote holds that were created through writes, and distinct keys among them.
+async fn created_at_remote(app: &TestApp) -> (i64, i64) {
+    let db = Database::connect(&app.db.url).await.unwrap();
+    let rows = number(
+        &db,
+        "SELECT COUNT(*) AS n FROM demo_remote_records WHERE created",
+    )
+    .await;
+    let keys = number(
+        &db,
+        "SELECT COUNT(DISTINCT key) AS n FROM demo_remote_records WHERE created",
+    )
+    .await;
+    db.close().await.ok();
+    (rows, keys)
+}
+
+#[tokio::test]
+async fn a_thousand_records_with_some_rejected_get_an_outcome_each() {
+    let app = app().await;
+    let (key, connection, _) = demo(&app, "none").await;
+    let op = bulk_write(
+        &app,
+        &key,
+        input(&connection, work_orders(1000, Some(7)), 100, 0),
+    )
+    .await;
+    assert_eq!(op["status"], "QUEUED");
+    assert_eq!(op["total"], 1000);
+    let id = op["id"].as_str().unwrap();
+    assert!(id.starts_with("blk_"), "{id}");
+    let done = finished(&app, &key, id).await;
+    let rejected: Vec<i64> = (0..1000).filter(|i| i % 7 == 0).collect();
+    assert_eq!(done["status"], "PARTIALLY_FAILED", "{done}");
+    assert_eq!(done["processed"], 1000);
+    assert_eq!(done["failed"], rejected.len());
+    assert_eq!(done["succeeded"], 1000 - rejected.len());
+
+    let outcomes = results(&app, &key, id, false).await;
+    assert_eq!(outcomes.len(), 1000);
+    for (i, outcome) in outcomes.iter().enumerate() {
+        assert_eq!(outcome["index"], i);
+        let should_fail = i % 7 == 0;
+        assert_eq!(outcome["succeeded"], !should_fail, "{outcome}");
+        if should_fail {
+            assert!(
+                outcome["error"].as_str().unwrap().contains("reject"),
+                "{outcome}"
+            );
+            assert!(outcome["key"].is_null());
+        } else {
+            assert!(
+                outcome["key"].as_str().unwrap().starts_with("WO-W"),
+                "{outcome}"
+            );
+        }
+    }
+    let failed: Vec<i64> = results(&app, &key, id, true)
+        .await
+        .iter()
+        .map(|o| o["index"].as_i64().unwrap())
+        .collect();
+    assert_eq!(failed, rejected);
+    let (rows, keys) = created_at_remote(&app).await;
+    assert_eq!((rows, keys), (1000 - rejected.len() as i64, rows));
+
+    // Written through to the record store, without a sync, with its events.
+    let key_of_1 = outcomes[1]["key"].as_str().unwrap();
+    let found = app
+        .ok(
+            &key,
+            "query($c: ID!) { workOrders(connectionId: $c, first: 100) { nodes { key title priority } } }",
+            json!({ "c": connection }),
+        )
+        .await;
+    let nodes = found["workOrders"]["nodes"].as_array().unwrap();
+    let written = nodes.iter().find(|n| n["key"] == key_of_1);
+    let written = written.unwrap_or_else(|| panic!("{key_of_1} is not in {found}"));
+    assert_eq!(written["title"], "Bulk work order 1");
+    assert_eq!(written["priority"], "HIGH");
+    let events = app
+        .ok(
+            &key,
+            "{ events(first: 100, filter: {types: [BULK_OPERATION_COMPLETED]}) { nodes { data } } }",
+            json!({}),
+        )
+        .await;
+    let completed = &events["events"]["nodes"][0]["data"];
+    assert_eq!(completed["bulk_operation_id"], id);
+    assert_eq!(completed["status"], "PARTIALLY_FAILED");
+    assert_eq!(completed["succeeded"], 1000 - rejected.len());
+    assert_eq!(completed["failed"], rejected.len());
+}
+
+#[tokio::test]
+async fn batches_are_paused_between() {
+    let app = app().await;
+    let (key, connection, _) = demo(&app, "none").await;
+    let started = Instant::now();
+    let op = bulk_write(&app, &key, input(&connection, work_orders(5, None), 1, 400)).await;
+    let done = finished(&app, &key, op["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "SUCCEEDED");
+    assert_eq!(done["delayBetweenBatchesMs"], 400);
+    // Four pauses between five batches: at least 1.6 s, however fast the machine.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1600),
+        "{:?}",
+        started.elapsed()
+    );
+    let span =
+        |field: &str| chrono::DateTime::parse_from_rfc3339(done[field].as_str().unwrap()).unwrap();
+    assert!(span("finishedAt") - span("startedAt") >= chrono::Duration::milliseconds(1600));
+}
+
+#[tokio::test]
+async fn one_idempotency_key_is_one_operation() {
+    let app = app().await;
+    let (key, connection, _) = demo(&app, "none").await;
+    let mut request = input(&connection, work_orders(30, None), 10, 0);
+    request["idempotencyKey"] = json!("import-2026-12-05");
+    let (first, second) = tokio::join!(
+        bulk_write(&app, &key, request.clone()),
+        bulk_write(&app, &key, request.clone())
+    );
+    assert_eq!(first["id"], second["id"]);
+    assert_eq!(first["idempotencyKey"], "import-2026-12-05");
+    finished(&app, &key, first["id"].as_str().unwrap()).await;
+    let again = bulk_write(&app, &key, request.clone()).await;
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["status"], "SUCCEEDED");
+    let listed = app
+        .ok(&key, "{ bulkOperations { nodes { id } } }", json!({}))
+        .await;
+    assert_eq!(
+        listed["bulkOperations"]["nodes"].as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(created_at_remote(&app).await, (30, 30));
+
+    // The same key for another request is refused.
+    request["records"] = json!(work_orders(2, None));
+    let body = app.gql(&key, BULK_WRITE, json!({ "input": request })).await;
+    assert_eq!(error_code(&body), "CONFLICT", "{body}");
+}
+
+#[tokio::test]
+async fn cancel_stops_before_the_next_batch_and_keeps_what_was_written() {
+    let app = app().await;
+    let (key, connection, _) = demo(&app, "none").await;
+    let op = bulk_write(
+        &app,
+        &key,
+        input(&connection, work_orders(40, None), 2, 300),
+    )
+    .await;
+    let id = op["id"].as_str().unwrap();
+    wait_for(Duration::from_secs(30), "two batches written", async || {
+        let op = app.ok(&key, OPERATION, json!({ "id": id })).await["bulkOperation"].clone();
+        (op["processed"].as_i64() >= Some(4)).then_some(())
+    })
+    .await;
+    app.ok(&key, CANCEL, json!({ "id": id })).await;
+    let done = finished(&app, &key, id).await;
+    assert_eq!(done["status"], "CANCELLED", "{done}");
+    let processed = done["processed"].as_i64().unwrap();
+    assert!((4..40).contains(&processed), "{done}");
+    assert_eq!(done["succeeded"], processed);
+    assert_eq!(results(&app, &key, id, false).await.len() as i64, processed);
+    assert_eq!(created_at_remote(&app).await.0, processed);
+    // Nothing more is written, and a second cancel changes nothing.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let again = app.ok(&key, CANCEL, json!({ "id": id })).await;
+    assert_eq!(again["cancelBulkOperation"]["status"], "CANCELLED");
+    assert_eq!(again["cancelBulkOperation"]["processed"], processed);
+    assert_eq!(created_at_remote(&app).await.0, processed);
+
+    // A queued operation is cancelled at once.
+    let app2 = TestApp::spawn_with(|config| config.process.workers = false).await;
+    let (key2, connection2, _) = demo(&app2, "none").await;
+    let queued = bulk_write(
+        &app2,
+        &key2,
+        input(&connection2, work_orders(3, None), 1, 0),
+    )
+    .await;
+    let cancelled = app2.ok(&key2, CANCEL, json!({ "id": queued["id"] })).await;
+    assert_eq!(cancelled["cancelBulkOperation"]["status"], "CANCELLED");
+    assert_eq!(cancelled["cancelBulkOperation"]["processed"], 0);
+}
+
+#[tokio::test]
+async fn a_rate_limited_remote_is_waited_out() {
+    let app = app().await;
+    // The demo remote answers every other request 429 (retry after 1 s).
+    let (key, connection, _) = demo(&app, "rate_limited").await;
+    let op = bulk_write(&app, &key, input(&connection, work_orders(6, None), 2, 0)).await;
+    let done = finished(&app, &key, op["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    assert!(done["rateLimited"].as_i64().unwrap() >= 1, "{done}");
+    assert_eq!(created_at_remote(&app).await, (6, 6));
+}
+
+#[tokio::test]
+async fn rejected_credentials_fail_the_operation_and_ask_for_new_ones() {
+    let app = app().await;
+    let (key, customer) = setup(&app, 10).await;
+    let mut connect_input = demo_input(&customer, "auth_expired");
+    connect_input["validate"] = json!(false);
+    let (connection, _) = connect(&app, &key, connect_input).await;
+    let op = bulk_write(&app, &key, input(&connection, work_orders(3, None), 1, 0)).await;
+    let done = finished(&app, &key, op["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "FAILED", "{done}");
+    assert!(
+        done["error"].as_str().unwrap().contains("credentials"),
+        "{done}"
+    );
+    assert_eq!(done["processed"], 0);
+    let status = app
+        .ok(
+            &key,
+            "query($id: ID!) { connection(id: $id) { status } }",
+            json!({ "id": connection }),
+        )
+        .await;
+    assert_eq!(status["connection"]["status"], "AUTH_REQUIRED");
+    // Further writes are refused until the credentials are updated.
+    let body = app
+        .gql(
+            &key,
+            BULK_WRITE,
+            json!({ "input": input(&connection, work_orders(1, None), 1, 0) }),
+        )
+        .await;
+    assert_eq!(error_code(&body), "CONFLICT", "{body}");
+}
+
+#[tokio::test]
+async fn every_problem_is_reported_with_its_index_and_field_and_nothing_is_queued() {
+    let app = app().await;
+    let (key, connection, _) = demo(&app, "none").await;
+    let records = json!([
+        { "title": "fine" },
+        { "title": 42 },
+        { "instructions": "no title" },
+        { "title": "x", "colour": "red", "dueAt": "tomorrow", "priority": "ASAP" },
+        "not a record",
+        { "title": "x", "key": "WO-1" },
+    ]);
+    let mut request = input(&connection, vec![], 50, 0);
+    request["records"] = records;
+    let body = app.gql(&key, BULK_WRITE, json!({ "input": request })).await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+    let problems: Vec<(i64, Value)> = body["errors"][0]["extensions"]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["index"].as_i64().unwrap(), p["field"].clone()))
+        .collect();
+    assert_eq!(
+        problems,
+        vec![
+            (1, json!("title")),
+            (2, json!("title")),
+            (3, json!("colour")),
+            (3, json!("dueAt")),
+            (3, json!("priority")),
+            (4, Value::Null),
+            (5, json!("key")),
+        ]
+    );
+    assert_eq!(body["errors"][0]["extensions"]["problemCount"], 7);
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("records[1].title"), "{message}");
+
+    let refused = |request: Value, code: &'static str| {
+        let app = &app;
+        let key = &key;
+        async move {
+            let body = app.gql(key, BULK_WRITE, json!({ "input": request })).await;
+            assert_eq!(error_code(&body), code, "{body}");
+        }
+    };
+    refused(input(&connection, vec![], 50, 0), "BAD_USER_INPUT").await;
+    refused(
+        input(&connection, work_orders(10_001, None), 50, 0),
+        "BAD_USER_INPUT",
+    )
+    .await;
+    refused(
+        input(&connection, work_orders(1, None), 0, 0),
+        "BAD_USER_INPUT",
+    )
+    .await;
+    refused(
+        input(&connection, work_orders(1, None), 101, 0),
+        "BAD_USER_INPUT",
+    )
+    .await;
+    refused(
+        input(&connection, work_orders(1, None), 50, -1),
+        "BAD_USER_INPUT",
+    )
+    .await;
+    refused(
+        input(&connection, work_orders(1, None), 50, 60_001),
+        "BAD_USER_INPUT",
+    )
+    .await;
+    let mut parts = input(&connection, vec![json!({"name": "Bearing"})], 50, 0);
+    parts["entity"] = json!("PART");
+    refused(parts, "BAD_USER_INPUT").await;
+    let mut update = input(&connection, vec![json!({"title": "no key"})], 50, 0);
+    update["operation"] = json!("UPDATE");
+    refused(update, "BAD_USER_INPUT").await;
+    let mut long_key = input(&connection, work_orders(1, None), 50, 0);
+    long_key["idempotencyKey"] = json!("k".repeat(256));
+    refused(long_key, "BAD_USER_INPUT").await;
+    let mut no_connection = input(&connection, work_orders(1, None), 50, 0);
+    no_connection["connectionId"] = Value::Null;
+    refused(no_connection, "BAD_USER_INPUT").await;
+    let mut malformed = input(&connection, work_orders(1, None), 50, 0);
+    malformed["connectionId"] = json!("con_nope");
+    refused(malformed, "BAD_USER_INPUT").await;
+
+    let listed = app
+        .ok(&key, "{ bulkOperations { nodes { id } } }", json!({}))
+        .await;
+    assert_eq!(listed["bulkOperations"]["nodes"], json!([]));
+
+    // A disconnected connection takes no writes.
+    app.ok(
+        &key,
+        "mutation($id: ID!) { disconnect(id: $id) { id } }",
+        json!({ "id": connection }),
+    )
+    .await;
+    refused(input(&connection, work_orders(1, None), 50, 0), "CONFLICT").await;
+}
+
+#[tokio::test]
+async fn a_connection_token_writes_to_its_own_connection_only() {
+    let app = app().await;
+    let (key, customer) = setup(&app, 10).await;
+    let (own, token) = connect(&app, &key, demo_input(&customer, "none")).await;
+    let (other, _) = connect(&app, &key, demo_input(&customer, "none")).await;
+
+    let mut mine = input(&own, work_orders(2, None), 50, 0);
+    mine["connectionId"] = Value::Null;
+    let op = bulk_write(&app, &token, mine).await;
+    let done = finished(&app, &key, op["id"].as_str().unwrap()).await;
+    assert_eq!(done["connection"]["id"], own.as_str());
+    assert_eq!(done["status"], "SUCCEEDED");
+
+    let body = app
+        .gql(
+            &token,
+            BULK_WRITE,
+            json!({ "input": input(&other, work_orders(1, None), 50, 0) }),
+        )
+        .await;
+    assert_eq!(error_code(&body), "NOT_FOUND", "{body}");
+    let theirs = bulk_write(&app, &key, input(&other, work_orders(1, None), 50, 0)).await;
+    let seen = app
+        .ok(&token, OPERATION, json!({ "id": theirs["id"] }))
+        .await;
+    assert!(seen["bulkOperation"].is_null(), "{seen}");
+    let body = app.gql(&token, CANCEL, json!({ "id": theirs["id"] })).await;
+    assert_eq!(error_code(&body), "NOT_FOUND", "{body}");
+    let listed = app
+        .ok(&token, "{ bulkOperations { nodes { id } } }", json!({}))
+        .await;
+    assert_eq!(
+        listed["bulkOperations"]["nodes"].as_array().unwrap().len(),
+        1
+    );
+
+    // Another account sees none of them.
+    let (_, stranger) = app.create_account("Other", 0).await;
+    let seen = app
+        .ok(&stranger, OPERATION, json!({ "id": op["id"] }))
+        .await;
+    assert!(seen["bulkOperation"].is_null());
+    let body = app
+        .gql(
+            &stranger,
+            BULK_WRITE,
+            json!({ "input": input(&own, work_orders(1, None), 50, 0) }),
+        )
+        .await;
+    assert_eq!(error_code(&body), "NOT_FOUND", "{body}");
+}
+
+#[tokio::test]
+async fn the_subscription_follows_an_operation_to_its_end() {
+    let app = app().await;
+    let (key, connection, _) = demo(&app, "none").await;
+    let op = bulk_write(&app, &key, input(&connection, work_orders(8, None), 2, 400)).await;
+    let mut socket = open(&app).await;
+    init(&mut socket, &key).await;
+    send(
+        &mut socket,
+        json!({ "id": "1", "type": "subscribe", "payload": {
+        "query": "subscription($id: ID!) { bulkOperation(id: $id) { status processed } }",
+        "variables": { "id": op["id"] } } }),
+    )
+    .await;
+    let mut seen = Vec::new();
+    loop {
+        let message = next(&mut socket).await.unwrap();
+        if message["type"] == "complete" {
+            break;
+        }
+        assert_eq!(message["type"], "next", "{message}");
+        seen.push(message["payload"]["data"]["bulkOperation"].clone());
+    }
+    let processed: Vec<i64> = seen
+        .iter()
+        .map(|s| s["processed"].as_i64().unwrap())
+        .collect();
+    assert!(processed.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    assert!(
+        seen.len() >= 3,
+        "several states as batches complete: {seen:?}"
+    );
+    assert_eq!(seen.last().unwrap()["status"], "SUCCEEDED");
+    assert_eq!(seen.last().unwrap()["processed"], 8);
+}
+
+#[tokio::test]
+async fn updates_and_deletes_reach_the_remote_and_the_store() {
+    let app = app().await;
+    let (key, connection, _) = demo(&app, "none").await;
+    // The first sync has stored the generated work orders.
+    let updates = json!([
+        { "key": "WO-000001", "title": "Renamed", "status": "IN_PROGRESS" },
+        { "key": "WO-000002", "priority": "URGENT" },
+    ]);
+    let mut request = input(&connection, vec![], 50, 0);
+    request["operation"] = json!("UPDATE");
+    request["records"] = updates;
+    let op = bulk_write(&app, &key, request).await;
+    let done = finished(&app, &key, op["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    let mut request = input(&connection, vec![json!({ "key": "WO-000003" })], 50, 0);
+    request["operation"] = json!("DELETE");
+    let op = bulk_write(&app, &key, request).await;
+    assert_eq!(
+        finished(&app, &key, op["id"].as_str().unwrap()).await["status"],
+        "SUCCEEDED"
+    );
+
+    let found = app
+        .ok(
+            &key,
+            "query($c: ID!) { workOrders(connectionId: $c, first: 100, includeDeleted: true) {
+                nodes { key title status priority deletedAt } } }",
+            json!({ "c": connection }),
+        )
+        .await;
+    let nodes = found["workOrders"]["nodes"].as_array().unwrap();
+    let by_key = |k: &str| nodes.iter().find(|n| n["key"] == k).cloned().unwrap();
+    assert_eq!(by_key("WO-000001")["title"], "Renamed");
+    assert_eq!(by_key("WO-000001")["status"], "IN_PROGRESS");
+    assert_eq!(by_key("WO-000002")["priority"], "URGENT");
+    assert!(
+        by_key("WO-000002")["title"].is_string(),
+        "other fields are kept"
+    );
+    assert!(by_key("WO-000003")["deletedAt"].is_string());
+}
+
+/// Settings of the killed-server test: a short lease, so the survivor takes over soon.
+const KILL_SETTINGS: [(&str, &str); 2] = [
+    ("MILLWRIGHT_BULK_LEASE_SECS", "2"),
+    ("MILLWRIGHT_SYNC_REQUESTS_PER_SECOND", "100000"),
+];
+
+#[tokio::test]
+async fn a_server_killed_mid_operation_is_taken_over_and_nothing_is_written_twice() {
+    let db = TestDb::new().await;
+    let first = ServerProcess::start(&db.url, &KILL_SETTINGS);
+    let (key, customer) = first.account_and_customer(10).await;
+    let connected = first
+        .gql(
+            &key,
+            "mutation($input: ConnectInput!) { connect(input: $input) { connection { id } } }",
+            json!({ "input": demo_input(&customer, "none") }),
+        )
+        .await;
+    let connection = connected["connect"]["connection"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let op = first
+        .gql(
+            &key,
+            BULK_WRITE,
+            json!({ "input": input(&connection, work_orders(600, Some(50)), 20, 30) }),
+        )
+        .await["bulkWrite"]
+        .clone();
+    let id = op["id"].as_str().unwrap().to_owned();
+    wait_for(
+        Duration::from_secs(30),
+        "some batches written",
+        async || {
+            let op = first.gql(&key, OPERATION, json!({ "id": id })).await["bulkOperation"].clone();
+            (op["processed"].as_i64() >= Some(100)).then_some(())
+        },
+    )
+    .await;
+    first.kill();
+
+    let second = ServerProcess::start(&db.url, &KILL_SETTINGS);
+    let done = wait_for(
+        Duration::from_secs(60),
+        "the operation to end",
+        async || {
+            let op =
+                second.gql(&key, OPERATION, json!({ "id": id })).await["bulkOperation"].clone();
+            (!matches!(op["status"].as_str(), Some("QUEUED" | "RUNNING"))).then_some(op)
+        },
+    )
+    .await;
+    assert_eq!(done["status"], "PARTIALLY_FAILED", "{done}");
+    assert_eq!(done["processed"], 600);
+    assert_eq!(done["failed"], 12);
+    assert_eq!(done["succeeded"], 588);
+    let conn = Database::connect(&db.url).await.unwrap();
+    let created = number(
+        &conn,
+        "SELECT COUNT(*) AS n FROM demo_remote_records WHERE created",
+    )
+    .await;
+    assert_eq!(
+        created, 588,
+        "every record written exactly once at the remote"
+    );
+    let outcomes = number(
+        &conn,
+        "SELECT COUNT(DISTINCT remote_key) AS n FROM bulk_records WHERE succeeded",
+    )
+    .await;
+    assert_eq!(outcomes, 588, "each written record has its own key");
+    conn.close().await.ok();
+    assert!(second.errors().is_empty(), "{:?}", second.errors());
+}
