@@ -29,8 +29,8 @@ use reqwest::{Method, Url};
 use serde_json::{Map, Value, json};
 
 use super::{
-    Connector, ConnectorError, ReadRequest, RemotePage, RemoteRecord, WriteOperation,
-    WriteOutcome, WriteRecord, WriteReply, WriteRequest,
+    Connector, ConnectorError, ReadRequest, RemotePage, RemoteRecord, WriteOperation, WriteOutcome,
+    WriteRecord, WriteReply, WriteRequest,
     http::{self, Outbound, Reply},
     mapping::{Fields, parse_date},
 };
@@ -144,10 +144,12 @@ fn error(reply: &Reply) -> ConnectorError {
             .or_else(|| b.get("error"))
             .and_then(Value::as_str)?;
         // The documented 400 names the field it refuses.
-        Some(match b.pointer("/errors/0/fieldPath").and_then(Value::as_str) {
-            Some(field) if !field.is_empty() => format!("{field}: {text}"),
-            _ => text.to_owned(),
-        })
+        Some(
+            match b.pointer("/errors/0/fieldPath").and_then(Value::as_str) {
+                Some(field) if !field.is_empty() => format!("{field}: {text}"),
+                _ => text.to_owned(),
+            },
+        )
     });
     http::error_for(reply, message, Some(RESET_HEADER))
 }
@@ -226,9 +228,7 @@ impl Connector for MaintainX {
         for record in request.records {
             let written = match request.operation {
                 WriteOperation::Create => {
-                    let found = sent
-                        .as_ref()
-                        .and_then(|s| s.get(&record.idempotency_key));
+                    let found = sent.as_ref().and_then(|s| s.get(&record.idempotency_key));
                     self.create(request.pace, record, found).await
                 }
                 WriteOperation::Update => self.update(request.pace, &record.fields).await,
@@ -369,7 +369,10 @@ impl MaintainX {
             Some(id) => id.clone(),
             None => {
                 let mut body = changes.body;
-                body.insert("externalData".into(), json!({ STAMP: record.idempotency_key }));
+                body.insert(
+                    "externalData".into(),
+                    json!({ STAMP: record.idempotency_key }),
+                );
                 let body = Value::Object(body);
                 let reply = match self
                     .send_write(pace, Method::POST, "workorders", Some(&body))
@@ -465,8 +468,7 @@ impl MaintainX {
             Ok(reply) => reply,
             Err(stop) => return Written::Stop(stop),
         };
-        if reply.status.is_success() || (resent && reply.status == reqwest::StatusCode::NOT_FOUND)
-        {
+        if reply.status.is_success() || (resent && reply.status == reqwest::StatusCode::NOT_FOUND) {
             return Written::Outcome(Ok(id));
         }
         match error(&reply) {
@@ -697,5 +699,43 @@ mod tests {
         assert_eq!(unified["priority"], Value::Null);
         assert!(unify(EntityType::WorkOrder, &json!({"title": "no id"})).is_err());
         assert!(unify(EntityType::User, &json!({"id": 1})).is_err());
+    }
+
+    #[test]
+    fn unified_work_orders_become_maintainx_fields() {
+        let record = json!({"key": "7", "title": "Fix", "instructions": "Carefully",
+                            "priority": "URGENT", "status": "CANCELLED", "assetKey": "3",
+                            "locationKey": 4, "dueAt": "2026-01-08T01:07:00+01:00",
+                            "scheduledAt": "2026-01-07T00:00:00Z", "siteKey": null});
+        let mapped = changes(&record).unwrap();
+        assert_eq!(
+            Value::Object(mapped.body),
+            json!({"title": "Fix", "description": "Carefully", "priority": "HIGH",
+                   "assetId": 3, "locationId": 4, "dueDate": "2026-01-08T00:07:00.000Z",
+                   "startDate": "2026-01-07T00:00:00.000Z"})
+        );
+        assert_eq!(mapped.status, Some("CANCELED"));
+        assert_eq!(
+            changes(&json!({"status": "COMPLETED"})).unwrap().status,
+            Some("DONE")
+        );
+        for (refused, why) in [
+            (json!({"siteKey": "1"}), "siteKey"),
+            (
+                json!({"completedAt": "2026-01-01T00:00:00Z"}),
+                "completedAt",
+            ),
+            (json!({"assetKey": "A-1"}), "assetKey"),
+            (json!({"dueAt": "soon"}), "dueAt"),
+            (json!({"priority": "CRITICAL"}), "priority"),
+            (json!({"remoteStatus": "DONE"}), "remoteStatus"),
+            (json!([1]), "object"),
+        ] {
+            let problem = changes(&refused).err().unwrap_or_default();
+            assert!(problem.contains(why), "{refused}: {problem}");
+        }
+        assert_eq!(key(&json!({"key": " 12 "})), Ok("12".into()));
+        assert!(key(&json!({"title": "no key"})).is_err());
+        assert_eq!(status("CANCELED"), Some(WorkOrderStatus::Cancelled));
     }
 }
