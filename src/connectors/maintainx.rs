@@ -1,7 +1,7 @@
 //! MaintainX, a cloud CMMS, through its REST API v1.
 //!
-//! Sources: MaintainX publishes no public reference in our reach; the wire form follows the
-//! working public clients (PipedreamHQ/pipedream `components/maintainx`, and others): base
+//! Sources: reads follow the working public clients (PipedreamHQ/pipedream
+//! `components/maintainx`, and others), writes MaintainX's OpenAPI document (below): base
 //! `https://api.getmaintainx.com/v1`, `Authorization: Bearer <api key>`; `GET /assets`,
 //! `/workorders`, `/locations`, `/parts`, `/vendors`, `/purchaseorders`, `/users` with `limit`
 //! and `cursor`; lists as `{"<resource>": […], "nextCursor": "…"}` (null or absent on the
