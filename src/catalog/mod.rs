@@ -281,7 +281,7 @@ pub static MAINTAINX: System = System {
         EntityType::Vendor,
         EntityType::User,
     ],
-    writes: &[],
+    writes: &[(EntityType::WorkOrder, ALL_WRITES)],
     credential_fields: &[
         field("api_key", "API key", true, true),
         field(

@@ -18,6 +18,7 @@ mod harness;
 mod hygiene;
 mod keys;
 mod limits;
+mod maintainx_writes;
 mod operability;
 mod properties;
 mod retention;
