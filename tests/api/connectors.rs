@@ -1073,6 +1073,12 @@ async fn maximo_creates_resent_after_a_crash_are_found_by_their_stamp() {
     );
     assert_eq!(count(), 46);
 
+    // Sent again at once, even as a fresh attempt: Maximo refuses each committed
+    // `transactionid` (409) and the connector answers with the record it finds stamped.
+    let again = write_work_orders(&connector, WriteOperation::Create, &records, None).await;
+    assert_eq!(again.outcomes, first.outcomes);
+    assert_eq!(count(), 46);
+
     // The process died before it recorded the outcomes: the batch is sent again.
     fixture.remote.clear_requests();
     let resent =

@@ -6,7 +6,10 @@
 //!   Each record is stamped with its idempotency key in WORKORDER's `externalrefid` (the
 //!   integration reference), so that a resend after a crash (`sent_since`) first asks
 //!   `oslc.where=externalrefid in ["k1",…]` and answers the records found with their keys
-//!   instead of creating them again.
+//!   instead of creating them again. The stamp also goes in the `transactionid` header
+//!   ("Handling duplicate requests"): Maximo refuses (409) a second commit of the same id
+//!   for five minutes, which covers a request of the earlier attempt still on its way
+//!   while the lookup ran; a 409 is answered with the key of the record found by its stamp.
 //! - UPDATE: `POST` to the member URI with `x-method-override: PATCH` and `patchtype:
 //!   MERGE` (a plain PATCH would drop child objects it was not sent).
 //! - DELETE: `DELETE` on the member URI; a record already gone when `sent_since` is set is
@@ -21,7 +24,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use reqwest::{Method, Url};
+use reqwest::{Method, StatusCode, Url};
 use serde_json::{Map, Value, json};
 
 use super::{Maximo, error, scoped, status, structure};
@@ -157,8 +160,14 @@ impl Maximo {
             .header("apikey", &self.api_key)
             .header("accept", "application/json")
             .header("properties", "wonum,siteid,workorderid")
+            .header("transactionid", stamp)
             .json(body);
         let reply = self.outbound.send(request).await?;
+        if reply.status == StatusCode::CONFLICT {
+            // The stamp's transaction committed already (a request of an earlier attempt
+            // that was still on its way): that one created the record.
+            return self.created_by_stamp(stamp, pace).await;
+        }
         if !reply.status.is_success() {
             return per_record(error(&reply));
         }
@@ -170,19 +179,26 @@ impl Maximo {
         });
         match key {
             Some(key) => Ok(Ok(key)),
-            None => {
-                let record = WriteRecord {
-                    idempotency_key: stamp.to_owned(),
-                    fields: Value::Null,
-                };
-                let found = self.stamped(std::slice::from_ref(&record), pace).await?;
-                found.get(stamp).cloned().map(Ok).ok_or_else(|| {
-                    ConnectorError::RemoteFault(
-                        "Maximo created a work order but neither answered nor finds its key".into(),
-                    )
-                })
-            }
+            None => self.created_by_stamp(stamp, pace).await,
         }
+    }
+
+    /// The key of the work order stamped `stamp`, which Maximo says it created; unknown
+    /// when it cannot be found (yet).
+    async fn created_by_stamp(
+        &self,
+        stamp: &str,
+        pace: &Pace,
+    ) -> Result<WriteOutcome, ConnectorError> {
+        let record = WriteRecord {
+            idempotency_key: stamp.to_owned(),
+            fields: Value::Null,
+        };
+        let found = self.stamped(std::slice::from_ref(&record), pace).await?;
+        Ok(found
+            .get(stamp)
+            .cloned()
+            .ok_or_else(|| OUTCOME_UNKNOWN.to_owned()))
     }
 
     /// The keys of the work orders stamped with the records' idempotency keys.
@@ -266,7 +282,9 @@ impl Maximo {
             WriteOperation::Delete => self.outbound.request(Method::DELETE, url),
             _ => {
                 let body = match update_body(fields, key, member.status.as_deref()) {
-                    Ok(body) => body,
+                    Ok(Some(body)) => body,
+                    // Already as asked: nothing to send.
+                    Ok(None) => return Ok(Ok(key.text())),
                     Err(message) => return Ok(Err(message)),
                 };
                 self.outbound
@@ -411,9 +429,14 @@ fn create_body(fields: &Value, stamp: &str) -> Result<Value, String> {
     Ok(Value::Object(body))
 }
 
-/// The attributes an update changes; the status only when it differs from the current
-/// one in the unified model (a change to the same state is no change to Maximo either).
-fn update_body(fields: &Value, key: &WoKey, current: Option<&str>) -> Result<Value, String> {
+/// The attributes an update changes, `None` when there are none; the status only when it
+/// differs from the current one in the unified model (a change to the same state is no
+/// change to Maximo either).
+fn update_body(
+    fields: &Value,
+    key: &WoKey,
+    current: Option<&str>,
+) -> Result<Option<Value>, String> {
     let f = Fields::of(fields).map_err(|_| "validation failed: a record must be a JSON object")?;
     if let Some(site) = f.text("siteKey")
         && site != key.site
@@ -423,12 +446,8 @@ fn update_body(fields: &Value, key: &WoKey, current: Option<&str>) -> Result<Val
             key.text()
         ));
     }
-    let mut body = attributes(f, Some(&key.site), current.and_then(status))?;
-    if body.is_empty() {
-        return Err("validation failed: nothing to change".into());
-    }
-    body.remove("siteid");
-    Ok(Value::Object(body))
+    let body = attributes(f, Some(&key.site), current.and_then(status))?;
+    Ok((!body.is_empty()).then_some(Value::Object(body)))
 }
 
 /// The site part of the `SITEID/NUMBER` key in field `name`.
@@ -594,14 +613,14 @@ mod tests {
             &key,
             Some("APPR"),
         );
-        assert_eq!(body, Err("validation failed: nothing to change".into()));
+        assert_eq!(body, Ok(None), "approved is open already");
         let body = update_body(
             &json!({"key": "S01/1003", "status": "COMPLETED", "priority": "NONE"}),
             &key,
             Some("INPRG"),
         )
         .unwrap();
-        assert_eq!(body, json!({"status": "COMP", "wopriority": null}));
+        assert_eq!(body, Some(json!({"status": "COMP", "wopriority": null})));
         for fields in [
             json!({"siteKey": "S02", "title": "x"}),
             json!({"assetKey": "S02/A00005"}),
