@@ -13,7 +13,7 @@
 //! full and the content hash decides. Site-scoped records (locations, assets, work orders,
 //! purchase orders) are keyed `SITEID/NUMBER`, as Maximo keys them.
 //!
-//! Work orders are written back (created, updated, deleted) by [`write`].
+//! Work orders are written back (created, updated, deleted) by the `write` module.
 
 mod write;
 

@@ -1,6 +1,7 @@
 //! The real connectors (MaintainX, IBM Maximo, SAP S/4HANA, SAP ECC), each against its
 //! protocol-faithful fixture server (`millwright-fixtures`): full and incremental syncs,
-//! deletions, rejected credentials, rate limits, remote faults and the outbound guard.
+//! deletions, rejected credentials, rate limits, remote faults and the outbound guard;
+//! writes back (SAP equipment, Maximo work orders) connector to fixture.
 
 use millwright_fixtures::{
     API_KEY, Fixture, Kind, SAP_CLIENT, SAP_CLIENT_ID, SAP_CLIENT_SECRET, SAP_PASSWORD, SAP_USER,
