@@ -1205,3 +1205,47 @@ async fn maximo_writes_stop_on_revoked_credentials_and_faults() {
     ));
     assert_eq!(fixture.remote.data().work_orders.len(), 43);
 }
+
+#[tokio::test]
+async fn maximo_writes_wait_for_the_connection_pace_before_each_request() {
+    use millwright::{
+        catalog::EntityType,
+        connectors::{Connector, Pace, WriteOperation, WriteRequest},
+    };
+    let fixture = Fixture::start(Kind::Maximo, Sizes::small()).await;
+    let connector = maximo_connector(&fixture);
+    // One request per 150 ms, no burst.
+    let quota = governor::Quota::with_period(std::time::Duration::from_millis(150)).unwrap();
+    let pace = Pace::new(
+        std::sync::Arc::new(governor::RateLimiter::keyed(quota)),
+        uuid::Uuid::now_v7(),
+    );
+    let records = write_records(
+        "mw-paced",
+        &[
+            json!({ "title": "A", "siteKey": "S01" }),
+            json!({ "title": "B", "siteKey": "S01" }),
+        ],
+    );
+    let started = std::time::Instant::now();
+    let reply = connector
+        .write(&WriteRequest {
+            entity: EntityType::WorkOrder,
+            operation: WriteOperation::Create,
+            records: &records,
+            sent_since: Some(chrono::Utc::now()),
+            pace: &pace,
+        })
+        .await;
+    assert_eq!(reply.outcomes.len(), 2, "{reply:?}");
+    assert_eq!(
+        fixture.remote.requests().len(),
+        3,
+        "a lookup, then two creates"
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(300),
+        "three requests take two periods at least: {:?}",
+        started.elapsed()
+    );
+}
