@@ -302,7 +302,7 @@ pub static IBM_MAXIMO: System = System {
     tier: 3,
     deployments: &[Deployment::Cloud, Deployment::OnPremises],
     entities: ALL_ENTITIES,
-    writes: &[],
+    writes: &[(EntityType::WorkOrder, ALL_WRITES)],
     credential_fields: &[
         field(
             "base_url",

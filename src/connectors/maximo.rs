@@ -12,6 +12,10 @@
 //! where the structure has `changedate`; the others (sites, items, people) are read in
 //! full and the content hash decides. Site-scoped records (locations, assets, work orders,
 //! purchase orders) are keyed `SITEID/NUMBER`, as Maximo keys them.
+//!
+//! Work orders are written back (created, updated, deleted) by the `write` module.
+
+mod write;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -318,7 +322,10 @@ impl Connector for Maximo {
     }
 
     async fn write(&self, request: &WriteRequest<'_>) -> WriteReply {
-        super::not_writable("IBM Maximo", request.entity)
+        match request.entity {
+            EntityType::WorkOrder => self.write_work_orders(request).await,
+            entity => super::not_writable("IBM Maximo", entity),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The real connectors (MaintainX, IBM Maximo, SAP S/4HANA, SAP ECC), each against its
 //! protocol-faithful fixture server (`millwright-fixtures`): full and incremental syncs,
-//! deletions, rejected credentials, rate limits, remote faults and the outbound guard.
+//! deletions, rejected credentials, rate limits, remote faults and the outbound guard;
+//! writes back (SAP equipment, Maximo work orders) connector to fixture.
 
 use millwright_fixtures::{
     API_KEY, Fixture, Kind, SAP_CLIENT, SAP_CLIENT_ID, SAP_CLIENT_SECRET, SAP_PASSWORD, SAP_USER,
@@ -830,4 +831,421 @@ async fn a_record_that_does_not_map_is_a_record_error_not_a_failed_run() {
     let assets = all(&c, "assets", "key name").await;
     assert_eq!(by_key(&assets, "12")["name"], "Pump 12");
     assert_eq!(run["recordsDeleted"], 0, "{run}");
+}
+
+/// A Maximo connector on `fixture`, for the write tests (it needs no database).
+fn maximo_connector(fixture: &Fixture) -> millwright::connectors::maximo::Maximo {
+    let credentials = credentials(MAXIMO, fixture);
+    millwright::connectors::maximo::Maximo::new(
+        credentials.as_object().unwrap(),
+        millwright::connectors::http::Outbound::new(true),
+    )
+}
+
+/// Records with the idempotency keys `<batch>-0`, `<batch>-1`, … as a bulk operation gives.
+fn write_records(batch: &str, fields: &[Value]) -> Vec<millwright::connectors::WriteRecord> {
+    fields
+        .iter()
+        .enumerate()
+        .map(|(i, fields)| millwright::connectors::WriteRecord {
+            idempotency_key: format!("{batch}-{i}"),
+            fields: fields.clone(),
+        })
+        .collect()
+}
+
+/// Writes `records` of work orders unpaced, as an attempt that began at `sent_since` if set.
+async fn write_work_orders(
+    connector: &dyn millwright::connectors::Connector,
+    operation: millwright::connectors::WriteOperation,
+    records: &[millwright::connectors::WriteRecord],
+    sent_since: Option<chrono::DateTime<chrono::Utc>>,
+) -> millwright::connectors::WriteReply {
+    let pace = millwright::connectors::Pace::unlimited();
+    connector
+        .write(&millwright::connectors::WriteRequest {
+            entity: millwright::catalog::EntityType::WorkOrder,
+            operation,
+            records,
+            sent_since,
+            pace: &pace,
+        })
+        .await
+}
+
+fn error_of(outcome: &Result<String, String>) -> &str {
+    outcome.as_ref().expect_err("a refused record")
+}
+
+#[tokio::test]
+async fn maximo_work_orders_are_created_with_their_keys_and_refused_per_record() {
+    use millwright::{
+        catalog::EntityType,
+        connectors::{Connector, ReadRequest, WriteOperation},
+    };
+    use millwright_fixtures::data::WoState;
+    let fixture = Fixture::start(Kind::Maximo, Sizes::small()).await;
+    let connector = maximo_connector(&fixture);
+    let created = connector
+        .write_batch(
+            EntityType::WorkOrder,
+            WriteOperation::Create,
+            &[
+                json!({ "title": "Replace seal", "instructions": "Drain the pump first",
+                        "siteKey": "S02", "assetKey": "S02/A00005", "priority": "URGENT",
+                        "status": "IN_PROGRESS", "dueAt": "2026-03-02T12:00:00Z",
+                        "scheduledAt": "2026-03-01T08:00:00+01:00" }),
+                json!({ "instructions": "No title", "siteKey": "S01" }),
+                json!({ "title": "Ghost asset", "siteKey": "S01", "assetKey": "S01/A99999" }),
+                json!({ "title": "Lubricate", "locationKey": "S03/L0003" }),
+                json!({ "title": "Wrong site", "siteKey": "S01", "assetKey": "S02/A00005" }),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.len(), 5);
+    assert_eq!(created[0], Ok("S02/1044".to_owned()), "{created:?}");
+    assert!(
+        error_of(&created[1]).contains("BMXAA4195E - A value is required for the Description"),
+        "Maximo's reason code and message: {created:?}"
+    );
+    assert!(error_of(&created[2]).contains("BMXAA4153E"), "{created:?}");
+    assert_eq!(
+        created[3],
+        Ok("S03/1045".to_owned()),
+        "the site of the location"
+    );
+    assert!(error_of(&created[4]).contains("site"), "{created:?}");
+    {
+        let data = fixture.remote.data();
+        assert_eq!(data.work_orders.len(), 45);
+        let w = &data.work_orders[&44];
+        assert_eq!(
+            (w.title.as_str(), w.description.as_str(), w.priority),
+            ("Replace seal", "Drain the pump first", 4)
+        );
+        assert_eq!((w.asset, w.site, w.state), (5, 2, WoState::InProgress));
+        assert_eq!(data.work_orders[&45].location, 3);
+    }
+    // The `properties` header brought each created record back: no lookup was needed.
+    let requests = fixture.remote.requests();
+    assert!(
+        requests.iter().all(|r| !r.starts_with("GET ")),
+        "{requests:?}"
+    );
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|r| *r == "POST /maximo/api/os/mxapiwodetail?lean=1")
+            .count(),
+        4,
+        "the misplaced asset is refused before it is sent: {requests:?}"
+    );
+
+    // Read back through the connector, the written fields come out as they went in.
+    let page = connector
+        .read_page(
+            EntityType::WorkOrder,
+            &ReadRequest {
+                page_size: 100,
+                ..ReadRequest::default()
+            },
+        )
+        .await
+        .unwrap();
+    let record = page.records.iter().find(|r| r.key == "S02/1044").unwrap();
+    let unified = connector
+        .unify(EntityType::WorkOrder, &record.data)
+        .unwrap();
+    assert_eq!(unified["title"], "Replace seal");
+    assert_eq!(unified["instructions"], "Drain the pump first");
+    assert_eq!(unified["status"], "IN_PROGRESS");
+    assert_eq!(unified["priority"], "URGENT");
+    assert_eq!(unified["assetKey"], "S02/A00005");
+    assert_eq!(unified["dueAt"], "2026-03-02T12:00:00Z");
+    assert_eq!(unified["scheduledAt"], "2026-03-01T07:00:00Z");
+}
+
+#[tokio::test]
+async fn maximo_work_orders_are_updated_through_the_method_override_and_deleted() {
+    use millwright::connectors::WriteOperation;
+    use millwright_fixtures::data::WoState;
+    let fixture = Fixture::start(Kind::Maximo, Sizes::small()).await;
+    let connector = maximo_connector(&fixture);
+    let key = |n: u32| work_order_key(MAXIMO, &fixture, n);
+    // 1 is in progress, 3 completed, 4 cancelled, 5 approved (APPR), 10 waiting (WAPPR).
+    let updates = write_records(
+        "mw-u",
+        &[
+            json!({ "key": key(1), "title": "Renamed", "status": "ON_HOLD" }),
+            json!({ "key": "S01/1999", "title": "Nobody" }),
+            json!({ "key": key(3), "status": "IN_PROGRESS" }),
+            json!({ "key": "1003" }),
+            json!({ "key": key(5), "status": "OPEN", "priority": "LOW" }),
+            json!({ "key": key(4), "status": "CANCELLED", "title": "Still cancelled" }),
+        ],
+    );
+    let reply = write_work_orders(&connector, WriteOperation::Update, &updates, None).await;
+    assert!(reply.stopped.is_none(), "{:?}", reply.stopped);
+    let outcomes = reply.outcomes;
+    assert_eq!(outcomes[0], Ok(key(1)));
+    assert!(
+        error_of(&outcomes[1]).contains("BMXAA8727E"),
+        "{outcomes:?}"
+    );
+    assert!(
+        error_of(&outcomes[2]).contains("BMXAA4590E"),
+        "a completed work order does not start again: {outcomes:?}"
+    );
+    assert!(
+        error_of(&outcomes[3]).contains("SITEID/WONUM"),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[4], Ok(key(5)));
+    assert_eq!(outcomes[5], Ok(key(4)), "its status is not sent again");
+    {
+        let data = fixture.remote.data();
+        let w = |n: u32| &data.work_orders[&n];
+        assert_eq!(
+            (w(1).title.as_str(), w(1).state),
+            ("Renamed", WoState::OnHold)
+        );
+        assert_eq!((w(5).state, w(5).priority), (WoState::Open, 1));
+        assert_eq!(w(3).state, WoState::Completed);
+        assert_eq!(w(4).title, "Still cancelled");
+    }
+    let requests = fixture.remote.requests();
+    let lookups: Vec<&String> = requests.iter().filter(|r| r.starts_with("GET ")).collect();
+    assert_eq!(lookups.len(), 3, "one lookup per site: {lookups:?}");
+    assert!(lookups.iter().all(|r| r.contains("oslc.where=siteid")));
+    let patches = requests
+        .iter()
+        .filter(|r| r.starts_with("POST /maximo/api/os/mxapiwodetail/_") && r.ends_with("?lean=1"))
+        .count();
+    assert_eq!(patches, 4, "{requests:?}");
+
+    // Only a work order waiting on approval is deleted.
+    let waiting = key(10);
+    let deletes = write_records(
+        "mw-d",
+        &[json!({ "key": waiting }), json!({ "key": key(5) })],
+    );
+    let reply = write_work_orders(&connector, WriteOperation::Delete, &deletes, None).await;
+    assert_eq!(reply.outcomes[0], Ok(waiting.clone()));
+    assert!(
+        error_of(&reply.outcomes[1]).contains("BMXAA4106E"),
+        "{:?}",
+        reply.outcomes
+    );
+    assert!(!fixture.remote.data().work_orders.contains_key(&10));
+    // Sent again: gone. After a crash (`sent_since`) that is what the earlier attempt did.
+    let again = write_work_orders(&connector, WriteOperation::Delete, &deletes[..1], None).await;
+    assert!(error_of(&again.outcomes[0]).contains("BMXAA8727E"));
+    let resumed = write_work_orders(
+        &connector,
+        WriteOperation::Delete,
+        &deletes[..1],
+        Some(chrono::Utc::now()),
+    )
+    .await;
+    assert_eq!(resumed.outcomes, [Ok(waiting)]);
+}
+
+#[tokio::test]
+async fn maximo_creates_resent_after_a_crash_are_found_by_their_stamp() {
+    use millwright::connectors::WriteOperation;
+    let fixture = Fixture::start(Kind::Maximo, Sizes::small()).await;
+    let connector = maximo_connector(&fixture);
+    let count = || fixture.remote.data().work_orders.len();
+    let records = write_records(
+        "mw-0193a1b2c3d4e5f6a7b8c9d0e1f2a3b4",
+        &[
+            json!({ "title": "First", "siteKey": "S01" }),
+            json!({ "title": "Second", "siteKey": "S02" }),
+            json!({ "siteKey": "S02" }),
+            json!({ "title": "Third", "siteKey": "S03" }),
+        ],
+    );
+    let started = chrono::Utc::now();
+    let first = write_work_orders(&connector, WriteOperation::Create, &records, None).await;
+    assert_eq!(
+        first.outcomes[..2],
+        [Ok("S01/1044".to_owned()), Ok("S02/1045".to_owned())]
+    );
+    assert_eq!(count(), 46);
+
+    // Sent again at once, even as a fresh attempt: Maximo refuses each committed
+    // `transactionid` (409) and the connector answers with the record it finds stamped.
+    let again = write_work_orders(&connector, WriteOperation::Create, &records, None).await;
+    assert_eq!(again.outcomes, first.outcomes);
+    assert_eq!(count(), 46);
+
+    // The process died before it recorded the outcomes: the batch is sent again.
+    fixture.remote.clear_requests();
+    let resent =
+        write_work_orders(&connector, WriteOperation::Create, &records, Some(started)).await;
+    assert!(resent.stopped.is_none());
+    assert_eq!(resent.outcomes[..2], first.outcomes[..2]);
+    assert_eq!(resent.outcomes[3], first.outcomes[3]);
+    assert!(
+        error_of(&resent.outcomes[2]).contains("BMXAA4195E"),
+        "refused again, not found"
+    );
+    assert_eq!(count(), 46, "nothing was created twice");
+    let requests = fixture.remote.requests();
+    assert_eq!(
+        requests.len(),
+        2,
+        "one lookup, the refused one resent: {requests:?}"
+    );
+    assert!(
+        requests[0].contains("oslc.where=externalrefid%20in%20%5B%22mw-0193"),
+        "{requests:?}"
+    );
+
+    // A batch that stopped half-way on a 429 is resent whole: the created half is found.
+    let more = write_records(
+        "mw-more",
+        &[
+            json!({ "title": "Fourth", "siteKey": "S01" }),
+            json!({ "title": "Fifth", "siteKey": "S01" }),
+            json!({ "title": "Sixth", "siteKey": "S01" }),
+        ],
+    );
+    fixture
+        .remote
+        .slow_down(Some(std::time::Duration::from_millis(300)));
+    fixture.remote.clear_requests();
+    let remote = fixture.remote.clone();
+    // Once the second request is on its way (it waits out the delay first), it meets a 429.
+    let watcher = tokio::spawn(async move {
+        while remote.requests().len() < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        remote.rate_limit(1, 30);
+    });
+    let started = chrono::Utc::now();
+    let limited = write_work_orders(&connector, WriteOperation::Create, &more, None).await;
+    watcher.await.unwrap();
+    fixture.remote.slow_down(None);
+    assert_eq!(limited.outcomes, [Ok("S01/1047".to_owned())]);
+    assert!(
+        matches!(
+            limited.stopped,
+            Some(millwright::connectors::ConnectorError::RateLimited { retry_after })
+                if retry_after.as_secs() == 30
+        ),
+        "{:?}",
+        limited.stopped
+    );
+    assert_eq!(count(), 47);
+    let resumed = write_work_orders(&connector, WriteOperation::Create, &more, Some(started)).await;
+    assert_eq!(
+        resumed.outcomes,
+        [
+            Ok("S01/1047".to_owned()),
+            Ok("S01/1048".to_owned()),
+            Ok("S01/1049".to_owned())
+        ]
+    );
+    assert_eq!(count(), 49);
+}
+
+#[tokio::test]
+async fn maximo_writes_stop_on_revoked_credentials_and_faults() {
+    use millwright::{
+        catalog::EntityType,
+        connectors::{Connector, ConnectorError, WriteOperation},
+    };
+    let fixture = Fixture::start(Kind::Maximo, Sizes::small()).await;
+    let connector = maximo_connector(&fixture);
+    let key = work_order_key(MAXIMO, &fixture, 1);
+    fixture.remote.fail(1);
+    let records = write_records(
+        "mw-f",
+        &[
+            json!({ "title": "A", "siteKey": "S01" }),
+            json!({ "title": "B", "siteKey": "S01" }),
+        ],
+    );
+    let failed = write_work_orders(&connector, WriteOperation::Create, &records, None).await;
+    assert!(failed.outcomes.is_empty());
+    assert!(
+        matches!(&failed.stopped, Some(ConnectorError::RemoteFault(m)) if m.contains("BMXAA4214E")),
+        "{:?}",
+        failed.stopped
+    );
+    fixture.remote.revoke();
+    for (operation, fields) in [
+        (
+            WriteOperation::Create,
+            json!({ "title": "x", "siteKey": "S01" }),
+        ),
+        (WriteOperation::Update, json!({ "key": key, "title": "x" })),
+        (WriteOperation::Delete, json!({ "key": key })),
+    ] {
+        let outcome = connector
+            .write_batch(EntityType::WorkOrder, operation, &[fields])
+            .await;
+        assert!(
+            matches!(&outcome, Err(ConnectorError::AuthRejected(m)) if m.contains("BMXAA7901E")),
+            "{operation:?}: {outcome:?}"
+        );
+    }
+    fixture.remote.restore();
+    assert!(matches!(
+        connector
+            .write_batch(
+                EntityType::Asset,
+                WriteOperation::Create,
+                &[json!({ "name": "x" })]
+            )
+            .await,
+        Err(ConnectorError::Validation(_))
+    ));
+    assert_eq!(fixture.remote.data().work_orders.len(), 43);
+}
+
+#[tokio::test]
+async fn maximo_writes_wait_for_the_connection_pace_before_each_request() {
+    use millwright::{
+        catalog::EntityType,
+        connectors::{Connector, Pace, WriteOperation, WriteRequest},
+    };
+    let fixture = Fixture::start(Kind::Maximo, Sizes::small()).await;
+    let connector = maximo_connector(&fixture);
+    // One request per 150 ms, no burst.
+    let quota = governor::Quota::with_period(std::time::Duration::from_millis(150)).unwrap();
+    let pace = Pace::new(
+        std::sync::Arc::new(governor::RateLimiter::keyed(quota)),
+        uuid::Uuid::now_v7(),
+    );
+    let records = write_records(
+        "mw-paced",
+        &[
+            json!({ "title": "A", "siteKey": "S01" }),
+            json!({ "title": "B", "siteKey": "S01" }),
+        ],
+    );
+    let started = std::time::Instant::now();
+    let reply = connector
+        .write(&WriteRequest {
+            entity: EntityType::WorkOrder,
+            operation: WriteOperation::Create,
+            records: &records,
+            sent_since: Some(chrono::Utc::now()),
+            pace: &pace,
+        })
+        .await;
+    assert_eq!(reply.outcomes.len(), 2, "{reply:?}");
+    assert_eq!(
+        fixture.remote.requests().len(),
+        3,
+        "a lookup, then two creates"
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(300),
+        "three requests take two periods at least: {:?}",
+        started.elapsed()
+    );
 }
