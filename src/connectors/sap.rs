@@ -1089,9 +1089,10 @@ pub const DEFAULT_ORDER_TYPE: &str = "PM01";
 /// A key SAP could have given: 1 to `max` letters and digits (quotes and the like would
 /// change the URL's meaning).
 fn sap_key<'f>(fields: &'f Map<String, Value>, max: usize) -> Option<&'f str> {
-    fields.get("key").and_then(Value::as_str).filter(|k| {
-        !k.is_empty() && k.len() <= max && k.bytes().all(|b| b.is_ascii_alphanumeric())
-    })
+    fields
+        .get("key")
+        .and_then(Value::as_str)
+        .filter(|k| !k.is_empty() && k.len() <= max && k.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 impl Sap {
@@ -1209,16 +1210,22 @@ impl Sap {
     }
 
     /// A maintenance-order write; `Err` is the record's refusal, found before sending.
-    fn order_write(&self, operation: WriteOperation, record: &Value) -> Result<RecordWrite, String> {
+    fn order_write(
+        &self,
+        operation: WriteOperation,
+        record: &Value,
+    ) -> Result<RecordWrite, String> {
         let Value::Object(fields) = record else {
             return Err("validation failed: a record must be a JSON object".into());
         };
         let mut body = order_body(fields)?;
         let (method, resource, key) = match operation {
             WriteOperation::Delete => {
-                return Err("SAP's API_MAINTENANCEORDER deletes no maintenance order (it is \
+                return Err(
+                    "SAP's API_MAINTENANCEORDER deletes no maintenance order (it is \
                             marked for deletion with the action SetMaintOrdStsToMrkdForDeltn)"
-                    .into());
+                        .into(),
+                );
             }
             WriteOperation::Create => {
                 if body.get("MaintenanceOrderDesc").is_none_or(|d| d == "") {
@@ -1232,9 +1239,7 @@ impl Sap {
             }
             WriteOperation::Update => {
                 let Some(key) = sap_key(fields, 12) else {
-                    return Err(
-                        "validation failed: key must be a maintenance order number".into()
-                    );
+                    return Err("validation failed: key must be a maintenance order number".into());
                 };
                 (
                     Method::PATCH,
