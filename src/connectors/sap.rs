@@ -1282,7 +1282,8 @@ impl Sap {
             if !session.cookies.is_empty() {
                 request = request.header("cookie", &session.cookies);
             }
-            let request = self.authorize(request, fresh_token).await?;
+            // After a 401 the token is forgotten: the CSRF fetch above already took a new one.
+            let request = self.authorize(request, false).await?;
             pace.ready().await;
             let reply = self.outbound.send(request).await?;
             if reply.status == StatusCode::UNAUTHORIZED
