@@ -15,6 +15,13 @@
 //! `LastChangeDateTime gt datetimeoffset'…'`; suppliers have no change time, so their
 //! deltas come through `A_BusinessPartner` (`LastChangeDate` + `LastChangeTime`).
 //!
+//! Writes (S/4HANA only): equipment through `API_EQUIPMENT` and maintenance orders through
+//! version 0002 of `API_MAINTENANCEORDER` (SAP's spec `OP_API_MAINTENANCEORDER_0002`: POST
+//! on `MaintenanceOrder`, PATCH on `MaintenanceOrder('…')`; version 0001 reads only), one
+//! request per record under a CSRF token fetched with `X-CSRF-Token: Fetch` and sent back
+//! with its session cookies. Neither service honours an idempotency key, so a create an
+//! earlier attempt may have sent is reported as unknown rather than sent again.
+//!
 //! SAP ECC has no A2X services: installations expose SAP Gateway services of their own.
 //! The ECC connector reads one with ABAP field names by default (see [`ecc_default`]) and
 //! takes per-entity overrides of service path, entity set and field names in the `services`
@@ -1088,7 +1095,7 @@ pub const DEFAULT_ORDER_TYPE: &str = "PM01";
 
 /// A key SAP could have given: 1 to `max` letters and digits (quotes and the like would
 /// change the URL's meaning).
-fn sap_key<'f>(fields: &'f Map<String, Value>, max: usize) -> Option<&'f str> {
+fn sap_key(fields: &Map<String, Value>, max: usize) -> Option<&str> {
     fields
         .get("key")
         .and_then(Value::as_str)
@@ -1601,6 +1608,38 @@ mod tests {
         );
         assert_eq!(parse_time("PT15H"), Some(ChronoDuration::hours(15)));
         assert_eq!(parse_time("15:51"), None);
+    }
+
+    #[test]
+    fn order_fields_are_the_reverse_of_unify() {
+        let fields = |v: Value| v.as_object().unwrap().clone();
+        let body = order_body(&fields(json!({"title": "Fix", "priority": "HIGH",
+            "assetKey": "10000001", "locationKey": null, "siteKey": "1010",
+            "dueAt": "2026-05-01T23:30:00-02:00", "status": null})))
+        .unwrap();
+        assert_eq!(
+            Value::Object(body),
+            json!({"MaintenanceOrderDesc": "Fix", "MaintPriority": "2",
+                "Equipment": "10000001", "FunctionalLocation": "", "MaintenancePlant": "1010",
+                "LatestAcceptableCompletionDate": "/Date(1777680000000)/"})
+        );
+        for (unified, digit) in [("URGENT", "1"), ("MEDIUM", "3"), ("LOW", "4"), ("NONE", "")] {
+            let body = order_body(&fields(json!({ "priority": unified }))).unwrap();
+            assert_eq!(body["MaintPriority"], digit);
+            let back = priority(digit).map(|p| serde_json::to_value(p).unwrap());
+            assert_eq!(back.unwrap_or(json!("NONE")), unified);
+        }
+        for refused in [
+            json!({"status": "COMPLETED"}),
+            json!({"completedAt": "2026-01-01T00:00:00Z"}),
+            json!({"instructions": "x"}),
+            json!({"scheduledAt": "2026-01-01T00:00:00Z"}),
+            json!({"priority": "SOON"}),
+            json!({"dueAt": "tomorrow"}),
+            json!({"title": 7}),
+        ] {
+            assert!(order_body(&fields(refused.clone())).is_err(), "{refused}");
+        }
     }
 
     #[test]
