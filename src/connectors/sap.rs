@@ -1179,6 +1179,16 @@ impl Sap {
         let Value::Object(fields) = record else {
             return Err("validation failed: a record must be a JSON object".into());
         };
+        // Not read from SAP either: written, they would be dropped without a word.
+        if let Some(field) = ["description", "criticality"]
+            .into_iter()
+            .find(|f| fields.get(*f).is_some_and(|v| !v.is_null()))
+        {
+            return Err(format!(
+                "validation failed: {field} cannot be written to SAP: API_EQUIPMENT has no \
+                 such property (the name is the equipment's description)"
+            ));
+        }
         let body = equipment_body(fields);
         let (method, resource, key) = match operation {
             WriteOperation::Delete => {

@@ -703,10 +703,18 @@ async fn sap_equipment_writes_carry_a_csrf_token_fetched_again_when_stale() {
                 json!({ "name": "New pump", "locationKey": "L0001", "siteKey": "1010" }),
                 json!({ "serialNumber": "SN-1" }),
                 json!({ "name": "x".repeat(41) }),
+                json!({ "name": "Rated pump", "criticality": "HIGH" }),
             ],
         )
         .await
         .unwrap();
+    assert!(
+        created[3]
+            .as_ref()
+            .unwrap_err()
+            .contains("criticality cannot be written"),
+        "{created:?}"
+    );
     assert_eq!(created[0], Ok("10000058".to_owned()), "{created:?}");
     assert!(
         created[1]
