@@ -1653,6 +1653,20 @@ mod tests {
     }
 
     #[test]
+    fn the_order_type_is_checked() {
+        let with = |order_type: Value| {
+            let credentials = json!({"auth": "basic", "username": "u", "password": "p",
+                "maintenance_order_type": order_type});
+            validate(Flavor::S4Hana, credentials.as_object().unwrap())
+        };
+        assert!(with(json!("PM02")).is_ok());
+        assert!(with(Value::Null).is_ok());
+        for bad in [json!("PM 1"), json!("PM0001"), json!(""), json!(2)] {
+            assert!(with(bad.clone()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn filters_follow_the_change_kind() {
         let at = DateTime::parse_from_rfc3339("2026-01-02T00:07:09.500Z")
             .unwrap()
