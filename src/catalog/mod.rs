@@ -341,6 +341,12 @@ const SAP_FIELDS: &[CredentialField] = &[
     field("client_id", "OAuth client ID", false, false),
     field("client_secret", "OAuth client secret", true, false),
     field("sap_client", "SAP client (sap-client)", false, false),
+    field(
+        "maintenance_order_type",
+        "Order type of work orders created in S/4HANA (default PM01)",
+        false,
+        false,
+    ),
 ];
 
 /// SAP S/4HANA through its OData V2 A2X services (see `connectors::sap`).
@@ -359,10 +365,16 @@ pub static SAP_S4HANA: System = System {
         EntityType::PurchaseOrder,
         EntityType::Vendor,
     ],
-    writes: &[(
-        EntityType::Asset,
-        &[WriteOperation::Create, WriteOperation::Update],
-    )],
+    writes: &[
+        (
+            EntityType::Asset,
+            &[WriteOperation::Create, WriteOperation::Update],
+        ),
+        (
+            EntityType::WorkOrder,
+            &[WriteOperation::Create, WriteOperation::Update],
+        ),
+    ],
     credential_fields: SAP_FIELDS,
 };
 

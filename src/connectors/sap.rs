@@ -15,6 +15,13 @@
 //! `LastChangeDateTime gt datetimeoffset'…'`; suppliers have no change time, so their
 //! deltas come through `A_BusinessPartner` (`LastChangeDate` + `LastChangeTime`).
 //!
+//! Writes (S/4HANA only): equipment through `API_EQUIPMENT` and maintenance orders through
+//! version 0002 of `API_MAINTENANCEORDER` (SAP's spec `OP_API_MAINTENANCEORDER_0002`: POST
+//! on `MaintenanceOrder`, PATCH on `MaintenanceOrder('…')`; version 0001 reads only), one
+//! request per record under a CSRF token fetched with `X-CSRF-Token: Fetch` and sent back
+//! with its session cookies. Neither service honours an idempotency key, so a create an
+//! earlier attempt may have sent is reported as unknown rather than sent again.
+//!
 //! SAP ECC has no A2X services: installations expose SAP Gateway services of their own.
 //! The ECC connector reads one with ABAP field names by default (see [`ecc_default`]) and
 //! takes per-entity overrides of service path, entity set and field names in the `services`
@@ -31,8 +38,8 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::{
-    Connector, ConnectorError, ReadRequest, RemotePage, RemoteRecord, WriteOperation, WriteOutcome,
-    WriteReply, WriteRequest,
+    Connector, ConnectorError, Pace, ReadRequest, RemotePage, RemoteRecord, WriteOperation,
+    WriteOutcome, WriteReply, WriteRequest,
     http::{self, Outbound, Reply},
     mapping::{Fields, later},
 };
@@ -468,6 +475,17 @@ pub fn validate(flavor: Flavor, credentials: &Map<String, Value>) -> Result<(), 
     if flavor == Flavor::Ecc {
         ecc_sets(credentials.get("services"))?;
     }
+    if let Some(order_type) = credentials.get("maintenance_order_type")
+        && !order_type.is_null()
+        && !order_type.as_str().is_some_and(|t| {
+            (1..=4).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
+    {
+        return Err(AppError::bad_input(
+            "`credentials.maintenance_order_type` must be an order type of 1 to 4 letters and \
+             digits, such as PM01",
+        ));
+    }
     Ok(())
 }
 
@@ -489,6 +507,8 @@ pub struct Sap {
     base: Option<Url>,
     auth: Auth,
     sap_client: Option<String>,
+    /// `MaintenanceOrderType` of created maintenance orders.
+    order_type: String,
     sets: BTreeMap<EntityType, SetSpec>,
     outbound: Outbound,
 }
@@ -577,6 +597,9 @@ impl Sap {
             base: Url::parse(&text("base_url")).ok(),
             auth,
             sap_client: Some(text("sap_client")).filter(|c| !c.is_empty()),
+            order_type: Some(text("maintenance_order_type"))
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(|| DEFAULT_ORDER_TYPE.to_owned()),
             sets,
             outbound,
         }
@@ -589,12 +612,7 @@ impl Sap {
     }
 
     fn set_url(&self, spec: &SetSpec, set: &str) -> Result<Url, ConnectorError> {
-        let mut url = http::join(self.base()?, &format!("{}/{set}", spec.service));
-        http::append_query(&mut url, &[("$format", "json")]);
-        if let Some(client) = &self.sap_client {
-            http::append_query(&mut url, &[("sap-client", client)]);
-        }
-        Ok(url)
+        self.service_url(&spec.service, set)
     }
 
     /// The first request of a window: `$top`/`$skip`, the count, order, filter, expand.
@@ -1010,16 +1028,18 @@ impl Connector for Sap {
         unify(spec, entity, remote)
     }
 
-    /// Writes equipment through `API_EQUIPMENT` (S/4HANA): creates (POST) and updates
-    /// (PATCH) under a CSRF token; a stale token (403 `X-CSRF-Token: Required`) is fetched
-    /// again once. SAP deletes no equipment through the API: a delete is a per-record error.
-    /// A create an earlier attempt may have sent (`sent_since`) is not sent again: SAP takes
-    /// no idempotency key for equipment, so its outcome is reported as unknown.
+    /// Writes equipment through `API_EQUIPMENT` and maintenance orders through
+    /// `API_MAINTENANCEORDER;v=0002` (S/4HANA), one request per record: creates (POST) and
+    /// updates (PATCH) under a CSRF token and its session cookies; a stale token (403
+    /// `X-CSRF-Token: Required`) is fetched again once, an expired OAuth token (401) too.
+    /// SAP deletes neither through these APIs: a delete is a per-record error. A create an
+    /// earlier attempt may have sent (`sent_since`) is not sent again: neither service
+    /// honours an idempotency key, so its outcome is reported as unknown.
     async fn write(&self, request: &WriteRequest<'_>) -> WriteReply {
+        let writable = self.flavor == Flavor::S4Hana
+            && matches!(request.entity, EntityType::Asset | EntityType::WorkOrder);
         let spec = match self.spec(request.entity) {
-            Some(spec) if self.flavor == Flavor::S4Hana && request.entity == EntityType::Asset => {
-                spec
-            }
+            Some(spec) if writable => spec,
             _ => return super::not_writable(self.system_name(), request.entity),
         };
         let mut reply = WriteReply::default();
@@ -1028,11 +1048,15 @@ impl Connector for Sap {
                 reply.outcomes.push(Err(super::OUTCOME_UNKNOWN.to_owned()));
                 continue;
             }
-            request.pace.ready().await;
-            match self
-                .write_equipment(spec, request.operation, &record.fields)
-                .await
-            {
+            let prepared = match request.entity {
+                EntityType::Asset => self.equipment_write(spec, request.operation, &record.fields),
+                _ => self.order_write(request.operation, &record.fields),
+            };
+            let outcome = match prepared {
+                Ok(write) => self.send_write(&write, request.pace).await,
+                Err(refusal) => Ok(Err(refusal)),
+            };
+            match outcome {
                 Ok(outcome) => reply.outcomes.push(outcome),
                 Err(err) => {
                     reply.stopped = Some(err);
@@ -1044,6 +1068,40 @@ impl Connector for Sap {
     }
 }
 
+/// One record's request, ready to send.
+struct RecordWrite {
+    /// The service path whose CSRF token the request carries.
+    service: String,
+    method: Method,
+    url: Url,
+    body: Map<String, Value>,
+    /// An update's key (the answer is a bodiless 204); `None` for a create, whose key comes
+    /// back as `d.<key_field>`.
+    key: Option<String>,
+    key_field: &'static str,
+    /// What SAP calls the record, for messages.
+    what: &'static str,
+}
+
+/// The service of maintenance-order writes: version 0002 of `API_MAINTENANCEORDER` (SAP's
+/// spec `OP_API_MAINTENANCEORDER_0002`, S/4HANA 2023 on) creates (POST on the set) and
+/// updates (PATCH on `MaintenanceOrder('…')`); version 0001, which reads use, writes
+/// nothing.
+pub const ORDER_WRITE_SERVICE: &str = "/sap/opu/odata/sap/API_MAINTENANCEORDER;v=0002";
+
+/// The order type of created maintenance orders unless a connection says otherwise:
+/// SAP's standard corrective maintenance order.
+pub const DEFAULT_ORDER_TYPE: &str = "PM01";
+
+/// A key SAP could have given: 1 to `max` letters and digits (quotes and the like would
+/// change the URL's meaning).
+fn sap_key(fields: &Map<String, Value>, max: usize) -> Option<&str> {
+    fields
+        .get("key")
+        .and_then(Value::as_str)
+        .filter(|k| !k.is_empty() && k.len() <= max && k.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
 impl Sap {
     fn system_name(&self) -> &'static str {
         match self.flavor {
@@ -1052,12 +1110,26 @@ impl Sap {
         }
     }
 
+    fn service_url(&self, service: &str, resource: &str) -> Result<Url, ConnectorError> {
+        let mut url = http::join(self.base()?, &format!("{service}/{resource}"));
+        http::append_query(&mut url, &[("$format", "json")]);
+        if let Some(client) = &self.sap_client {
+            http::append_query(&mut url, &[("sap-client", client)]);
+        }
+        Ok(url)
+    }
+
     /// The service's CSRF token and session cookies: the kept ones unless `fresh`.
-    async fn csrf(&self, spec: &SetSpec, fresh: bool) -> Result<http::Session, ConnectorError> {
+    async fn csrf(
+        &self,
+        service: &str,
+        fresh: bool,
+        pace: &Pace,
+    ) -> Result<http::Session, ConnectorError> {
         if !fresh && let Some(session) = self.outbound.session(self.connection_id) {
             return Ok(session);
         }
-        let mut url = http::join(self.base()?, &format!("{}/", spec.service));
+        let mut url = http::join(self.base()?, &format!("{service}/"));
         if let Some(client) = &self.sap_client {
             http::append_query(&mut url, &[("sap-client", client)]);
         }
@@ -1066,6 +1138,7 @@ impl Sap {
             .request(Method::GET, url)
             .header("x-csrf-token", "Fetch")
             .header("accept", "application/json");
+        pace.ready().await;
         let reply = self
             .outbound
             .send(self.authorize(request, false).await?)
@@ -1096,62 +1169,140 @@ impl Sap {
         Ok(session)
     }
 
-    async fn write_equipment(
+    /// An equipment write; `Err` is the record's refusal, found before sending.
+    fn equipment_write(
         &self,
         spec: &SetSpec,
         operation: WriteOperation,
         record: &Value,
-    ) -> Result<WriteOutcome, ConnectorError> {
+    ) -> Result<RecordWrite, String> {
         let Value::Object(fields) = record else {
-            return Ok(Err(
-                "validation failed: a record must be a JSON object".into()
-            ));
+            return Err("validation failed: a record must be a JSON object".into());
         };
+        // Not read from SAP either: written, they would be dropped without a word.
+        if let Some(field) = ["description", "criticality"]
+            .into_iter()
+            .find(|f| fields.get(*f).is_some_and(|v| !v.is_null()))
+        {
+            return Err(format!(
+                "validation failed: {field} cannot be written to SAP: API_EQUIPMENT has no \
+                 such property (the name is the equipment's description)"
+            ));
+        }
         let body = equipment_body(fields);
-        let (method, url) = match operation {
+        let (method, resource, key) = match operation {
             WriteOperation::Delete => {
-                return Ok(Err(
+                return Err(
                     "SAP's API_EQUIPMENT deletes no equipment (mark it for deletion in SAP)".into(),
-                ));
+                );
             }
             WriteOperation::Create => {
                 if body.get("EquipmentName").is_none() {
-                    return Ok(Err("validation failed: name is required".into()));
+                    return Err("validation failed: name is required".into());
                 }
-                (Method::POST, self.set_url(spec, &spec.set)?)
+                (Method::POST, spec.set.clone(), None)
             }
             WriteOperation::Update => {
-                let Some(key) = fields.get("key").and_then(Value::as_str).filter(|k| {
-                    !k.is_empty() && k.len() <= 18 && k.bytes().all(|b| b.is_ascii_alphanumeric())
-                }) else {
-                    return Ok(Err(
-                        "validation failed: key must be an equipment number".into()
-                    ));
+                let Some(key) = sap_key(fields, 18) else {
+                    return Err("validation failed: key must be an equipment number".into());
                 };
-                let set = format!(
+                let resource = format!(
                     "{}(Equipment='{key}',ValidityEndDate=datetime'9999-12-31T00%3A00%3A00')",
                     spec.set
                 );
-                (Method::PATCH, self.set_url(spec, &set)?)
+                (Method::PATCH, resource, Some(key.to_owned()))
             }
         };
+        Ok(RecordWrite {
+            service: spec.service.clone(),
+            method,
+            url: self
+                .service_url(&spec.service, &resource)
+                .map_err(|e| e.message())?,
+            body,
+            key,
+            key_field: "Equipment",
+            what: "equipment",
+        })
+    }
+
+    /// A maintenance-order write; `Err` is the record's refusal, found before sending.
+    fn order_write(
+        &self,
+        operation: WriteOperation,
+        record: &Value,
+    ) -> Result<RecordWrite, String> {
+        let Value::Object(fields) = record else {
+            return Err("validation failed: a record must be a JSON object".into());
+        };
+        let mut body = order_body(fields)?;
+        let (method, resource, key) = match operation {
+            WriteOperation::Delete => {
+                return Err(
+                    "SAP's API_MAINTENANCEORDER deletes no maintenance order (it is \
+                            marked for deletion with the action SetMaintOrdStsToMrkdForDeltn)"
+                        .into(),
+                );
+            }
+            WriteOperation::Create => {
+                if body.get("MaintenanceOrderDesc").is_none_or(|d| d == "") {
+                    return Err("validation failed: title is required".into());
+                }
+                body.insert(
+                    "MaintenanceOrderType".into(),
+                    Value::from(self.order_type.as_str()),
+                );
+                (Method::POST, "MaintenanceOrder".to_owned(), None)
+            }
+            WriteOperation::Update => {
+                let Some(key) = sap_key(fields, 12) else {
+                    return Err("validation failed: key must be a maintenance order number".into());
+                };
+                (
+                    Method::PATCH,
+                    format!("MaintenanceOrder('{key}')"),
+                    Some(key.to_owned()),
+                )
+            }
+        };
+        Ok(RecordWrite {
+            service: ORDER_WRITE_SERVICE.to_owned(),
+            method,
+            url: self
+                .service_url(ORDER_WRITE_SERVICE, &resource)
+                .map_err(|e| e.message())?,
+            body,
+            key,
+            key_field: "MaintenanceOrder",
+            what: "maintenance order",
+        })
+    }
+
+    /// Sends one record's write under the service's CSRF token. `Ok` is the record's
+    /// outcome (its key, or SAP's refusal of it); `Err` stops the batch (rejected
+    /// credentials, a rate limit, an unreachable or failing remote).
+    async fn send_write(
+        &self,
+        write: &RecordWrite,
+        pace: &Pace,
+    ) -> Result<WriteOutcome, ConnectorError> {
         // Once each: a new CSRF token (403 Required), a new OAuth access token (401).
         let (mut fresh, mut fresh_token) = (false, false);
         loop {
-            let session = self.csrf(spec, fresh).await?;
+            let session = self.csrf(&write.service, fresh, pace).await?;
             let mut request = self
                 .outbound
-                .request(method.clone(), url.clone())
+                .request(write.method.clone(), write.url.clone())
                 .header("x-csrf-token", &session.token)
                 .header("accept", "application/json")
-                .json(&Value::Object(body.clone()));
+                .json(&Value::Object(write.body.clone()));
             if !session.cookies.is_empty() {
                 request = request.header("cookie", &session.cookies);
             }
-            let reply = self
-                .outbound
-                .send(self.authorize(request, fresh_token).await?)
-                .await?;
+            // After a 401 the token is forgotten: the CSRF fetch above already took a new one.
+            let request = self.authorize(request, false).await?;
+            pace.ready().await;
+            let reply = self.outbound.send(request).await?;
             if reply.status == StatusCode::UNAUTHORIZED
                 && matches!(self.auth, Auth::OAuth { .. })
                 && !fresh_token
@@ -1174,27 +1325,25 @@ impl Sap {
                 ));
             }
             if reply.status.is_success() {
-                let key = match operation {
-                    WriteOperation::Update => fields.get("key").and_then(Value::as_str),
-                    _ => None,
-                };
-                if let Some(key) = key {
-                    return Ok(Ok(key.to_owned()));
+                if let Some(key) = &write.key {
+                    return Ok(Ok(key.clone()));
                 }
-                // Written already: whatever the answer says, this record is not retried.
+                // Created already: whatever the answer says, this record is not retried.
                 let created = reply.json().ok();
                 let number = created
                     .as_ref()
-                    .and_then(|c| c.pointer("/d/Equipment"))
-                    .and_then(Value::as_str);
+                    .and_then(|c| c.pointer(&format!("/d/{}", write.key_field)))
+                    .and_then(Value::as_str)
+                    .filter(|n| !n.is_empty());
                 return Ok(number.map(str::to_owned).ok_or_else(|| {
-                    "SAP created the equipment but did not say its number".to_owned()
+                    format!("SAP created the {} but did not say its number", write.what)
                 }));
             }
             return match error(&reply) {
-                err @ (ConnectorError::AuthRejected(_) | ConnectorError::RateLimited { .. }) => {
-                    Err(err)
-                }
+                err @ (ConnectorError::AuthRejected(_)
+                | ConnectorError::RateLimited { .. }
+                | ConnectorError::RemoteFault(_)
+                | ConnectorError::Unreachable(_)) => Err(err),
                 err => Ok(Err(err.message())),
             };
         }
@@ -1223,6 +1372,96 @@ fn equipment_body(fields: &Map<String, Value>) -> Map<String, Value> {
         body.insert("EquipmentIsInactive".into(), Value::from(!active));
     }
     body
+}
+
+/// Unified work-order fields that `API_MAINTENANCEORDER` cannot take as properties, and why.
+const ORDER_FIELDS_NOT_WRITTEN: &[(&str, &str)] = &[
+    (
+        "status",
+        "a maintenance order's status changes through SAP's actions \
+         (SetMaintOrdToTechCompleted and the like), not through its properties",
+    ),
+    (
+        "completedAt",
+        "completion is SAP's technical completion action, not a property",
+    ),
+    (
+        "instructions",
+        "long texts are separate entities (to_MaintenanceOrderLongText)",
+    ),
+    ("scheduledAt", "it is not read from SAP either"),
+];
+
+/// The unified work-order fields of a write, as `API_MAINTENANCEORDER` names them (the
+/// reverse of `unify`): title → `MaintenanceOrderDesc`, priority → `MaintPriority` (URGENT 1
+/// … LOW 4, NONE blank), assetKey → `Equipment`, locationKey → `FunctionalLocation`,
+/// siteKey → `MaintenancePlant`, dueAt → `LatestAcceptableCompletionDate` (its UTC date).
+/// A field it cannot write refuses the record rather than being dropped.
+fn order_body(fields: &Map<String, Value>) -> Result<Map<String, Value>, String> {
+    if let Some((field, why)) = ORDER_FIELDS_NOT_WRITTEN
+        .iter()
+        .find(|(field, _)| fields.get(*field).is_some_and(|v| !v.is_null()))
+    {
+        return Err(format!(
+            "validation failed: {field} cannot be written to SAP: {why}"
+        ));
+    }
+    const TEXTS: &[(&str, &str)] = &[
+        ("title", "MaintenanceOrderDesc"),
+        ("assetKey", "Equipment"),
+        ("locationKey", "FunctionalLocation"),
+        ("siteKey", "MaintenancePlant"),
+    ];
+    let mut body = Map::new();
+    for (unified, sap) in TEXTS {
+        match fields.get(*unified) {
+            None => {}
+            // SAP's unset value is blank.
+            Some(Value::Null) => {
+                body.insert((*sap).to_owned(), Value::from(""));
+            }
+            Some(Value::String(text)) => {
+                body.insert((*sap).to_owned(), Value::from(text.as_str()));
+            }
+            Some(_) => return Err(format!("validation failed: {unified} must be a string")),
+        }
+    }
+    if let Some(value) = fields.get("priority") {
+        let digit = match value.as_str() {
+            None if value.is_null() => "",
+            Some("NONE") => "",
+            Some("URGENT") => "1",
+            Some("HIGH") => "2",
+            Some("MEDIUM") => "3",
+            Some("LOW") => "4",
+            _ => {
+                return Err(
+                    "validation failed: priority must be NONE, LOW, MEDIUM, HIGH or URGENT".into(),
+                );
+            }
+        };
+        body.insert("MaintPriority".into(), Value::from(digit));
+    }
+    if let Some(value) = fields.get("dueAt") {
+        let due = match value {
+            Value::Null => Value::Null,
+            Value::String(text) => {
+                let at = DateTime::parse_from_rfc3339(text).map_err(|_| {
+                    "validation failed: dueAt must be an RFC 3339 date-time".to_owned()
+                })?;
+                edm_date(at.with_timezone(&Utc))
+            }
+            _ => return Err("validation failed: dueAt must be an RFC 3339 date-time".into()),
+        };
+        body.insert("LatestAcceptableCompletionDate".into(), due);
+    }
+    Ok(body)
+}
+
+/// An Edm.DateTime holding the UTC date of `at`: `/Date(<ms of its midnight>)/`.
+fn edm_date(at: DateTime<Utc>) -> Value {
+    let midnight = at.date_naive().and_time(chrono::NaiveTime::MIN).and_utc();
+    Value::from(format!("/Date({})/", midnight.timestamp_millis()))
 }
 
 fn remote_record(spec: &SetSpec, result: Value) -> RemoteRecord {
@@ -1379,6 +1618,52 @@ mod tests {
         );
         assert_eq!(parse_time("PT15H"), Some(ChronoDuration::hours(15)));
         assert_eq!(parse_time("15:51"), None);
+    }
+
+    #[test]
+    fn order_fields_are_the_reverse_of_unify() {
+        let fields = |v: Value| v.as_object().unwrap().clone();
+        let body = order_body(&fields(json!({"title": "Fix", "priority": "HIGH",
+            "assetKey": "10000001", "locationKey": null, "siteKey": "1010",
+            "dueAt": "2026-05-01T23:30:00-02:00", "status": null})))
+        .unwrap();
+        assert_eq!(
+            Value::Object(body),
+            json!({"MaintenanceOrderDesc": "Fix", "MaintPriority": "2",
+                "Equipment": "10000001", "FunctionalLocation": "", "MaintenancePlant": "1010",
+                "LatestAcceptableCompletionDate": "/Date(1777680000000)/"})
+        );
+        for (unified, digit) in [("URGENT", "1"), ("MEDIUM", "3"), ("LOW", "4"), ("NONE", "")] {
+            let body = order_body(&fields(json!({ "priority": unified }))).unwrap();
+            assert_eq!(body["MaintPriority"], digit);
+            let back = priority(digit).map(|p| serde_json::to_value(p).unwrap());
+            assert_eq!(back.unwrap_or(json!("NONE")), unified);
+        }
+        for refused in [
+            json!({"status": "COMPLETED"}),
+            json!({"completedAt": "2026-01-01T00:00:00Z"}),
+            json!({"instructions": "x"}),
+            json!({"scheduledAt": "2026-01-01T00:00:00Z"}),
+            json!({"priority": "SOON"}),
+            json!({"dueAt": "tomorrow"}),
+            json!({"title": 7}),
+        ] {
+            assert!(order_body(&fields(refused.clone())).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn the_order_type_is_checked() {
+        let with = |order_type: Value| {
+            let credentials = json!({"auth": "basic", "username": "u", "password": "p",
+                "maintenance_order_type": order_type});
+            validate(Flavor::S4Hana, credentials.as_object().unwrap())
+        };
+        assert!(with(json!("PM02")).is_ok());
+        assert!(with(Value::Null).is_ok());
+        for bad in [json!("PM 1"), json!("PM0001"), json!(""), json!(2)] {
+            assert!(with(bad.clone()).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -704,10 +704,18 @@ async fn sap_equipment_writes_carry_a_csrf_token_fetched_again_when_stale() {
                 json!({ "name": "New pump", "locationKey": "L0001", "siteKey": "1010" }),
                 json!({ "serialNumber": "SN-1" }),
                 json!({ "name": "x".repeat(41) }),
+                json!({ "name": "Rated pump", "criticality": "HIGH" }),
             ],
         )
         .await
         .unwrap();
+    assert!(
+        created[3]
+            .as_ref()
+            .unwrap_err()
+            .contains("criticality cannot be written"),
+        "{created:?}"
+    );
     assert_eq!(created[0], Ok("10000058".to_owned()), "{created:?}");
     assert!(
         created[1]
@@ -758,7 +766,7 @@ async fn sap_equipment_writes_carry_a_csrf_token_fetched_again_when_stale() {
     assert!(deleted[0].is_err());
     assert!(matches!(
         connector
-            .write_batch(EntityType::WorkOrder, WriteOperation::Create, &[json!({})])
+            .write_batch(EntityType::Part, WriteOperation::Create, &[json!({})])
             .await,
         Err(ConnectorError::Validation(_))
     ));
@@ -1248,4 +1256,506 @@ async fn maximo_writes_wait_for_the_connection_pace_before_each_request() {
         "three requests take two periods at least: {:?}",
         started.elapsed()
     );
+}
+
+/// An S/4HANA connector with `credentials`, built directly (it keeps nothing in the
+/// database).
+fn s4_connector(credentials: Value) -> millwright::connectors::sap::Sap {
+    use millwright::connectors::{http::Outbound, sap};
+    sap::Sap::new(
+        sap::Flavor::S4Hana,
+        uuid::Uuid::now_v7(),
+        credentials.as_object().unwrap(),
+        Outbound::new(true),
+    )
+}
+
+/// Write records with idempotency keys `sap-test-<n>`, as a bulk operation gives them.
+fn sap_records(fields: &[Value]) -> Vec<millwright::connectors::WriteRecord> {
+    fields
+        .iter()
+        .enumerate()
+        .map(|(n, fields)| millwright::connectors::WriteRecord {
+            idempotency_key: format!("sap-test-{n}"),
+            fields: fields.clone(),
+        })
+        .collect()
+}
+
+/// Writes `records` as one request, as the bulk runner does.
+async fn write(
+    connector: &dyn millwright::connectors::Connector,
+    entity: millwright::catalog::EntityType,
+    operation: millwright::connectors::WriteOperation,
+    records: &[millwright::connectors::WriteRecord],
+    sent_since: Option<chrono::DateTime<chrono::Utc>>,
+) -> millwright::connectors::WriteReply {
+    let pace = millwright::connectors::Pace::unlimited();
+    connector
+        .write(&millwright::connectors::WriteRequest {
+            entity,
+            operation,
+            records,
+            sent_since,
+            pace: &pace,
+        })
+        .await
+}
+
+/// Requests of `method` to the maintenance-order write service.
+fn order_writes(fixture: &Fixture, method: &str) -> usize {
+    let prefix =
+        format!("{method} /sap/opu/odata/sap/API_MAINTENANCEORDER;v=0002/MaintenanceOrder");
+    fixture
+        .remote
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with(&prefix))
+        .count()
+}
+
+#[tokio::test]
+async fn sap_work_orders_are_created_and_updated_through_maintenance_order_v2() {
+    use millwright::{
+        catalog::EntityType,
+        connectors::{Connector, ConnectorError, WriteOperation},
+    };
+    let fixture = Fixture::start(Kind::SapS4Hana, Sizes::small()).await;
+    let connector = s4_connector(credentials(S4HANA, &fixture));
+    let next = fixture.remote.data().next_number(Entity::WorkOrder);
+    let created = connector
+        .write_batch(
+            EntityType::WorkOrder,
+            WriteOperation::Create,
+            &[
+                json!({ "title": "Replace seal", "priority": "URGENT", "assetKey": "10000007",
+                    "dueAt": "2026-03-04T15:00:00+01:00" }),
+                json!({ "title": "Inspect line", "priority": "LOW", "locationKey": "L0003",
+                    "siteKey": "1020", "status": null }),
+                json!({ "priority": "HIGH", "assetKey": "10000007" }),
+                json!({ "title": "Close it", "assetKey": "10000007", "status": "COMPLETED" }),
+                json!({ "title": "x".repeat(41), "assetKey": "10000007" }),
+                json!({ "title": "Ghost pump", "assetKey": "99999999" }),
+                json!({ "title": "Nowhere" }),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.len(), 7, "{created:?}");
+    assert_eq!(
+        created[0],
+        Ok(format!("{}", 4_000_000 + next)),
+        "{created:?}"
+    );
+    assert_eq!(
+        created[1],
+        Ok(format!("{}", 4_000_001 + next)),
+        "{created:?}"
+    );
+    let error = |n: usize| created[n].clone().unwrap_err();
+    assert!(error(2).contains("title is required"), "{created:?}");
+    assert!(error(3).contains("status cannot be written"), "{created:?}");
+    assert!(
+        error(4).contains("MaintenanceOrderDesc"),
+        "SAP's refusal: {created:?}"
+    );
+    assert!(
+        error(5).contains("Equipment 99999999 does not exist"),
+        "{created:?}"
+    );
+    assert!(error(6).contains("plant"), "{created:?}");
+    {
+        let data = fixture.remote.data();
+        let first = &data.work_orders[&next];
+        assert_eq!(
+            (first.title.as_str(), first.priority, first.asset),
+            ("Replace seal", 4, 7)
+        );
+        assert_eq!(
+            first.due.to_rfc3339(),
+            "2026-03-04T00:00:00+00:00",
+            "the final due date is the UTC date of dueAt"
+        );
+        let second = &data.work_orders[&(next + 1)];
+        assert_eq!((second.priority, second.asset, second.site), (1, 0, 2));
+        assert_eq!(data.locations[&second.location].code, "L0003");
+        assert!(
+            !data.work_orders.contains_key(&(next + 2)),
+            "refused records make nothing"
+        );
+    }
+    // What was written reads back as it was given (the reverse of `unify`).
+    let record = fixture_order(&fixture, next + 1).await;
+    let unified = connector.unify(EntityType::WorkOrder, &record).unwrap();
+    assert_eq!(
+        (
+            &unified["title"],
+            &unified["priority"],
+            &unified["locationKey"],
+            &unified["siteKey"],
+            &unified["assetKey"]
+        ),
+        (
+            &json!("Inspect line"),
+            &json!("LOW"),
+            &json!("L0003"),
+            &json!("1020"),
+            &Value::Null
+        )
+    );
+
+    // The session's token expires; the next write is refused 403 Required, fetches a new
+    // token once and goes through.
+    fixture.remote.expire_tokens();
+    let key = format!("{}", 4_000_000 + next);
+    let updated = connector
+        .write_batch(
+            EntityType::WorkOrder,
+            WriteOperation::Update,
+            &[
+                json!({ "key": key, "title": "Replace both seals", "priority": "NONE" }),
+                json!({ "key": key, "title": "Renamed", "priority": "MEDIUM" }),
+                json!({ "key": "4999999", "title": "Nobody" }),
+                json!({ "key": "4000'1", "title": "Quoted" }),
+                json!({ "key": key, "instructions": "Check the bearings too" }),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated[0], Ok(key.clone()), "{updated:?}");
+    assert_eq!(updated[1], Ok(key.clone()), "{updated:?}");
+    assert!(
+        updated[2]
+            .as_ref()
+            .unwrap_err()
+            .contains("Resource not found"),
+        "{updated:?}"
+    );
+    assert!(
+        updated[3].as_ref().unwrap_err().contains("key must be"),
+        "{updated:?}"
+    );
+    assert!(
+        updated[4].as_ref().unwrap_err().contains("instructions"),
+        "{updated:?}"
+    );
+    {
+        let data = fixture.remote.data();
+        let order = &data.work_orders[&next];
+        assert_eq!((order.title.as_str(), order.priority), ("Renamed", 2));
+    }
+    let fetches = fixture
+        .remote
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET /sap/opu/odata/sap/API_MAINTENANCEORDER;v=0002/?"))
+        .count();
+    assert_eq!(fetches, 2, "one token, fetched again once after it expired");
+    assert_eq!(
+        order_writes(&fixture, "PATCH"),
+        4,
+        "one refused 403 Required, sent again"
+    );
+
+    let deleted = connector
+        .write_batch(
+            EntityType::WorkOrder,
+            WriteOperation::Delete,
+            &[json!({ "key": key })],
+        )
+        .await
+        .unwrap();
+    assert!(
+        deleted[0]
+            .as_ref()
+            .unwrap_err()
+            .contains("SetMaintOrdStsToMrkdForDeltn")
+    );
+
+    fixture.remote.revoke();
+    assert!(matches!(
+        connector
+            .write_batch(
+                EntityType::WorkOrder,
+                WriteOperation::Update,
+                &[json!({ "key": key, "title": "x" })]
+            )
+            .await,
+        Err(ConnectorError::AuthRejected(_))
+    ));
+}
+
+/// Maintenance order `n` as the fixture's read service renders it.
+async fn fixture_order(fixture: &Fixture, n: u32) -> Value {
+    let url = format!(
+        "{}/sap/opu/odata/sap/API_MAINTENANCEORDER/MaintenanceOrder('{}')?$format=json&sap-client={SAP_CLIENT}",
+        fixture.base_url(),
+        4_000_000 + n
+    );
+    let body: Value = reqwest::Client::new()
+        .get(url)
+        .basic_auth(SAP_USER, Some(SAP_PASSWORD))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["d"].clone()
+}
+
+#[tokio::test]
+async fn sap_work_order_writes_renew_an_expired_oauth_token_once() {
+    use millwright::{catalog::EntityType, connectors::Connector, connectors::WriteOperation};
+    let fixture = Fixture::start(Kind::SapS4Hana, Sizes::small()).await;
+    let oauth = json!({
+        "base_url": fixture.base_url(), "auth": "oauth_client_credentials",
+        "token_url": format!("{}/oauth/token", fixture.base_url()),
+        "client_id": SAP_CLIENT_ID, "client_secret": SAP_CLIENT_SECRET,
+        "maintenance_order_type": "ZZ99",
+    });
+    let connector = s4_connector(oauth);
+    let key = "4000005";
+    let update = |title: &str| json!({ "key": key, "title": title });
+    let first = connector
+        .write_batch(
+            EntityType::WorkOrder,
+            WriteOperation::Update,
+            &[update("One")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(first, vec![Ok(key.to_owned())]);
+    // Access and CSRF tokens expire together: the write meets a 401, takes a new access
+    // token and a new CSRF token, and goes through.
+    fixture.remote.expire_tokens();
+    let second = connector
+        .write_batch(
+            EntityType::WorkOrder,
+            WriteOperation::Update,
+            &[update("Two")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(second, vec![Ok(key.to_owned())]);
+    assert_eq!(fixture.remote.data().work_orders[&5].title, "Two");
+    let token_requests = fixture
+        .remote
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("POST /oauth/token"))
+        .count();
+    assert_eq!(token_requests, 2);
+    // Created orders take the connection's order type.
+    let created = connector
+        .write_batch(
+            EntityType::WorkOrder,
+            WriteOperation::Create,
+            &[json!({ "title": "Preventive check", "assetKey": "10000003" })],
+        )
+        .await
+        .unwrap();
+    assert!(
+        created[0]
+            .as_ref()
+            .unwrap_err()
+            .contains("Order type ZZ99 is not defined"),
+        "{created:?}"
+    );
+}
+
+#[tokio::test]
+async fn sap_writes_stop_at_a_rate_limit_mid_batch_and_at_revoked_credentials() {
+    use millwright::{
+        catalog::EntityType,
+        connectors::{ConnectorError, WriteOperation},
+    };
+    let fixture = Fixture::start(Kind::SapS4Hana, Sizes::small()).await;
+    let connector = s4_connector(credentials(S4HANA, &fixture));
+    let records = sap_records(&[
+        json!({ "key": "4000001", "title": "First" }),
+        json!({ "key": "4000002", "title": "Second" }),
+        json!({ "key": "4000003", "title": "Third" }),
+    ]);
+    // Every request waits a moment before the fixture looks at its faults: long enough to
+    // set a rate limit once the second record's request has arrived.
+    fixture
+        .remote
+        .slow_down(Some(std::time::Duration::from_millis(300)));
+    let steer = async {
+        while order_writes(&fixture, "PATCH") < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        fixture.remote.rate_limit(1, 30);
+    };
+    let (reply, ()) = tokio::join!(
+        write(
+            &connector,
+            EntityType::WorkOrder,
+            WriteOperation::Update,
+            &records,
+            None
+        ),
+        steer
+    );
+    fixture.remote.slow_down(None);
+    assert_eq!(reply.outcomes, vec![Ok("4000001".to_owned())]);
+    assert!(
+        matches!(reply.stopped, Some(ConnectorError::RateLimited { retry_after }) if retry_after.as_secs() == 30),
+        "{:?}",
+        reply.stopped
+    );
+    assert_eq!(order_writes(&fixture, "PATCH"), 2, "the third was not sent");
+    {
+        let data = fixture.remote.data();
+        assert_eq!(data.work_orders[&1].title, "First");
+        assert_ne!(data.work_orders[&2].title, "Second");
+    }
+
+    // The caller resends the rest after the pause.
+    let reply = write(
+        &connector,
+        EntityType::WorkOrder,
+        WriteOperation::Update,
+        &records[1..],
+        None,
+    )
+    .await;
+    assert_eq!(
+        reply.outcomes,
+        vec![Ok("4000002".to_owned()), Ok("4000003".to_owned())]
+    );
+    assert!(reply.stopped.is_none());
+
+    // A server error stops the batch too (the caller retries the rest).
+    fixture.remote.fail(1);
+    let reply = write(
+        &connector,
+        EntityType::Asset,
+        WriteOperation::Update,
+        &sap_records(&[json!({ "key": "10000001", "name": "x" })]),
+        None,
+    )
+    .await;
+    assert!(reply.outcomes.is_empty());
+    assert!(
+        matches!(reply.stopped, Some(ConnectorError::RemoteFault(_))),
+        "{:?}",
+        reply.stopped
+    );
+
+    fixture.remote.revoke();
+    let reply = write(
+        &connector,
+        EntityType::WorkOrder,
+        WriteOperation::Create,
+        &sap_records(&[json!({ "title": "New", "assetKey": "10000001" })]),
+        None,
+    )
+    .await;
+    assert!(reply.outcomes.is_empty());
+    assert!(
+        matches!(reply.stopped, Some(ConnectorError::AuthRejected(_))),
+        "{:?}",
+        reply.stopped
+    );
+}
+
+#[tokio::test]
+async fn sap_creates_an_earlier_attempt_may_have_sent_are_not_sent_again() {
+    use millwright::{
+        catalog::EntityType,
+        connectors::{OUTCOME_UNKNOWN, WriteOperation},
+    };
+    let fixture = Fixture::start(Kind::SapS4Hana, Sizes::small()).await;
+    let connector = s4_connector(credentials(S4HANA, &fixture));
+    let started = chrono::Utc::now();
+    let orders = sap_records(&[
+        json!({ "title": "Once", "assetKey": "10000002" }),
+        json!({ "title": "Only once", "assetKey": "10000004" }),
+    ]);
+    let equipment = sap_records(&[json!({ "name": "Single pump" })]);
+    let first = write(
+        &connector,
+        EntityType::WorkOrder,
+        WriteOperation::Create,
+        &orders,
+        None,
+    )
+    .await;
+    assert!(
+        first.outcomes.iter().all(Result::is_ok),
+        "{:?}",
+        first.outcomes
+    );
+    let first = write(
+        &connector,
+        EntityType::Asset,
+        WriteOperation::Create,
+        &equipment,
+        None,
+    )
+    .await;
+    assert!(first.outcomes[0].is_ok(), "{:?}", first.outcomes);
+    let counts = |fixture: &Fixture| {
+        let data = fixture.remote.data();
+        (data.work_orders.len(), data.assets.len())
+    };
+    let before = counts(&fixture);
+    let posts = fixture
+        .remote
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("POST "))
+        .count();
+
+    // The same records again, as after a crash mid-batch: SAP takes no idempotency key, so
+    // nothing is sent and each outcome is unknown.
+    for (entity, records) in [
+        (EntityType::WorkOrder, &orders),
+        (EntityType::Asset, &equipment),
+    ] {
+        let again = write(
+            &connector,
+            entity,
+            WriteOperation::Create,
+            records,
+            Some(started),
+        )
+        .await;
+        assert_eq!(again.outcomes.len(), records.len());
+        assert!(again.stopped.is_none());
+        assert!(
+            again
+                .outcomes
+                .iter()
+                .all(|o| o.as_ref().unwrap_err() == OUTCOME_UNKNOWN),
+            "{:?}",
+            again.outcomes
+        );
+    }
+    assert_eq!(counts(&fixture), before, "nothing was created twice");
+    assert_eq!(
+        fixture
+            .remote
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with("POST "))
+            .count(),
+        posts,
+        "nothing was even sent"
+    );
+
+    // Updates are idempotent: they are sent again.
+    let updates = sap_records(&[json!({ "key": "4000003", "title": "Resent" })]);
+    let again = write(
+        &connector,
+        EntityType::WorkOrder,
+        WriteOperation::Update,
+        &updates,
+        Some(started),
+    )
+    .await;
+    assert_eq!(again.outcomes, vec![Ok("4000003".to_owned())]);
+    assert_eq!(fixture.remote.data().work_orders[&3].title, "Resent");
 }
