@@ -63,6 +63,9 @@ struct Figures {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if std::env::var_os("RUST_LOG").is_some() {
+        millwright::telemetry::init(millwright::config::LogFormat::Pretty);
+    }
     let records = std::env::var("BULK_RECORDS")
         .ok()
         .and_then(|n| n.replace('_', "").parse().ok())
@@ -177,7 +180,9 @@ async fn measure_on(server: &Server, records: usize) -> anyhow::Result<Figures> 
         .collect();
     let demo_figure = write(&api, &demo, &bodies).await.context("demo")?;
     let before = fixture.remote.data().work_orders.len();
-    let maintainx_figure = write(&api, &maintainx, &bodies).await.context("maintainx")?;
+    let maintainx_figure = write(&api, &maintainx, &bodies)
+        .await
+        .context("maintainx")?;
     let gained = fixture.remote.data().work_orders.len() - before;
     ensure!(
         gained == records,

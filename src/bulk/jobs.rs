@@ -215,18 +215,25 @@ pub async fn heartbeat(
     Ok(op)
 }
 
-/// Marks the batch from record `processed` on as being sent (unless an earlier attempt left
-/// that mark): after a crash, the next worker knows these records may have reached the remote.
+/// Before each batch, in one statement: renews the lease `op`'s worker holds, and marks the
+/// batch from record `processed` on as being sent (unless an earlier attempt left that mark:
+/// after a crash, the next worker knows these records may have reached the remote). The
+/// operation as it now stands (a cancel asked meanwhile shows in it); `None` when the worker
+/// no longer holds it.
 pub async fn mark_sending(
     db: &Db,
     op: &bulk_operation::Model,
+    lease: Duration,
 ) -> AppResult<Option<bulk_operation::Model>> {
+    let now = Utc::now();
+    let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
     let txn = db.begin_write().await?;
     let marked = bulk_operation::Entity::update_many()
         .col_expr(
             bulk_operation::Column::SendingSince,
-            Expr::col(bulk_operation::Column::SendingSince).if_null(Utc::now()),
+            Expr::col(bulk_operation::Column::SendingSince).if_null(now),
         )
+        .col_expr(bulk_operation::Column::LockedUntil, Some(until).into())
         .filter(bulk_operation::Column::Id.eq(op.id))
         .filter(bulk_operation::Column::LockedBy.eq(op.locked_by.as_deref()))
         .filter(bulk_operation::Column::Status.eq(BulkStatus::Running))

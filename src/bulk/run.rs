@@ -91,6 +91,8 @@ struct Job<'a> {
     connector: Box<dyn Connector>,
     pace: connectors::Pace,
     op: bulk_operation::Model,
+    /// The write-through of the previous batch, which runs while the next one is sent.
+    through: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Runner<'_> {
@@ -131,6 +133,7 @@ impl Runner<'_> {
             connector,
             pace: self.outbound.pace(connection.id),
             op,
+            through: None,
         };
         job.run().await
     }
@@ -178,17 +181,35 @@ fn disconnected() -> String {
 
 impl Job<'_> {
     async fn run(mut self) -> Result<(), AttemptFailed> {
+        let outcome = self.batches().await;
+        // Whatever ended the attempt, the last batch's records reach the store.
+        self.settle().await;
+        match outcome? {
+            Some((status, error)) => Ok(self.runner.end(self.op, status, error).await?),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends batch after batch until the operation should end (how, and why if it failed),
+    /// the worker lost it (`None`), or the attempt failed.
+    async fn batches(&mut self) -> Result<Option<(BulkStatus, Option<String>)>, AttemptFailed> {
         let mut failures = 0;
         loop {
-            if !self.refresh().await? {
-                return Ok(());
-            }
+            // Set when an earlier attempt stopped while sending the next records.
+            let sent_since = self.op.sending_since;
+            let lease = self.runner.settings.lease;
+            let Some(op) = jobs::mark_sending(self.runner.db, &self.op, lease).await? else {
+                return Ok(None);
+            };
+            self.op = op;
             if self.op.cancel_requested || self.op.processed >= self.op.total {
-                let status = jobs::final_status(&self.op);
-                return Ok(self.runner.end(self.op, status, None).await?);
+                return Ok(Some((jobs::final_status(&self.op), None)));
             }
-            let Some(stopped) = self.send_batch().await? else {
-                return Ok(());
+            if self.disconnected().await? {
+                return Ok(Some((BulkStatus::Failed, Some(disconnected()))));
+            }
+            let Some(stopped) = self.send_batch(sent_since).await? else {
+                return Ok(None);
             };
             match stopped {
                 None => {
@@ -204,7 +225,9 @@ impl Job<'_> {
                     self.pause(retry_after.min(MAX_RATE_LIMIT_WAIT)).await?;
                 }
                 Some(ConnectorError::AuthRejected(reason)) => {
-                    return Ok(self.runner.fail_auth(self.op, reason).await?);
+                    self.settle().await;
+                    self.runner.fail_auth(self.op.clone(), reason).await?;
+                    return Ok(None);
                 }
                 Some(err) => {
                     failures += 1;
@@ -216,6 +239,24 @@ impl Job<'_> {
                         .await?;
                 }
             }
+        }
+    }
+
+    /// Whether the connection was disconnected while the operation ran: its credentials are
+    /// gone, and nothing more may be written in its name.
+    async fn disconnected(&self) -> AppResult<bool> {
+        let connection = entity::connection::Entity::find_by_id(self.op.connection_id)
+            .one(self.runner.db.conn())
+            .await?;
+        Ok(connection.is_none_or(|c| c.status == ConnectionStatus::Disconnected))
+    }
+
+    /// Waits for the write-through of the last batch.
+    async fn settle(&mut self) {
+        if let Some(through) = self.through.take()
+            && let Err(err) = through.await
+        {
+            tracing::error!(bulk_operation.id = %self.op.id, error = %err, "a write-through task failed");
         }
     }
 
@@ -240,14 +281,11 @@ impl Job<'_> {
 
     /// Sends the next batch and stores what came of it. `None` when the worker lost the
     /// operation; otherwise why the connector stopped before the batch's end, if it did.
-    async fn send_batch(&mut self) -> Result<Option<Option<ConnectorError>>, AttemptFailed> {
+    async fn send_batch(
+        &mut self,
+        sent_since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Option<Option<ConnectorError>>, AttemptFailed> {
         let batch = jobs::next_batch(self.runner.db.conn(), &self.op).await?;
-        // Set when an earlier attempt stopped while sending these records.
-        let sent_since = self.op.sending_since;
-        let Some(marked) = jobs::mark_sending(self.runner.db, &self.op).await? else {
-            return Ok(None);
-        };
-        self.op = marked;
         let records: Vec<WriteRecord> = batch
             .iter()
             .map(|r| WriteRecord {
@@ -286,8 +324,9 @@ impl Job<'_> {
         Ok(Some(stopped))
     }
 
-    /// Stores a batch's outcomes and writes the records it changed through to the record
-    /// store, with their `records.changed` event; false when the worker lost the operation.
+    /// Stores a batch's outcomes (one short transaction on the operation's rows), then
+    /// writes the records it changed through to the record store in the background, while
+    /// the next batch is sent; false when the worker lost the operation.
     async fn store(
         &mut self,
         batch: &[bulk_record::Model],
@@ -295,70 +334,32 @@ impl Job<'_> {
         still_sending: bool,
     ) -> AppResult<bool> {
         let txn = self.runner.db.begin_write().await?;
-        // The connection's row first (docs/architecture.md, "Locks").
-        connections::lock(&*txn, self.op.connection_id).await?;
         let from = self.op.processed;
         let Some(op) =
             jobs::record_outcomes(&*txn, &self.op, from, outcomes, still_sending).await?
         else {
             return Ok(false);
         };
+        txn.commit().await?;
+        self.op = op;
         let written: Vec<records::Written> = batch
             .iter()
             .zip(outcomes)
-            .filter_map(|(record, outcome)| written(op.operation, record, outcome.as_ref().ok()?))
+            .filter_map(|(record, outcome)| {
+                written(self.op.operation, record, outcome.as_ref().ok()?)
+            })
             .collect();
+        self.settle().await;
         if !written.is_empty() {
-            self.write_through(&*txn, written).await?;
+            let (db, op) = (self.runner.db.clone(), self.op.clone());
+            self.through = Some(tokio::spawn(async move {
+                if let Err(err) = write_through(&db, &op, written).await {
+                    // The next sync stores these records from the remote.
+                    tracing::error!(bulk_operation.id = %op.id, error = %err, "writing a batch through to the record store failed");
+                }
+            }));
         }
-        txn.commit().await?;
-        self.op = op;
         Ok(true)
-    }
-
-    async fn write_through(
-        &self,
-        txn: &impl sea_orm::ConnectionTrait,
-        written: Vec<records::Written>,
-    ) -> AppResult<()> {
-        let (connection_id, entity) = (self.op.connection_id, self.op.entity);
-        let keys: Vec<records::RecordKey> = written
-            .iter()
-            .map(|w| (connection_id, entity, w.key.clone()))
-            .collect();
-        let existing: HashMap<String, entity::record::Model> = records::find_by_keys(txn, &keys)
-            .await?
-            .into_iter()
-            .map(|((_, _, key), model)| (key, model))
-            .collect();
-        let page = records::prepare_written(&existing, written);
-        let outcome = records::apply_page(txn, connection_id, entity, page, None).await?;
-        let mut changed = records::Changed::default();
-        changed.add(outcome);
-        if changed.is_empty() {
-            return Ok(());
-        }
-        let customer_id = entity::connection::Entity::find_by_id(connection_id)
-            .one(txn)
-            .await?
-            .map(|c| c.customer_id);
-        let mut data = changed.event_data(entity);
-        data["bulk_operation_id"] = Value::from(crate::ids::encode(
-            crate::ids::Kind::BulkOperation,
-            self.op.id,
-        ));
-        events::record(
-            txn,
-            vec![NewEvent {
-                account_id: self.op.account_id,
-                customer_id,
-                connection_id: Some(connection_id),
-                event_type: EventType::RecordsChanged,
-                data,
-            }],
-        )
-        .await?;
-        Ok(())
     }
 
     /// Waits `duration`, keeping the lease; ends early when a cancel is asked or the
@@ -400,6 +401,57 @@ impl Job<'_> {
             }
         }
     }
+}
+
+/// Stores the records a batch wrote in the record store, with their `records.changed`
+/// event, in one transaction that takes the connection's row first (docs/architecture.md,
+/// "Locks"), as a sync page does.
+async fn write_through(
+    db: &Db,
+    op: &bulk_operation::Model,
+    written: Vec<records::Written>,
+) -> AppResult<()> {
+    let (connection_id, entity) = (op.connection_id, op.entity);
+    let txn = db.begin_write().await?;
+    connections::lock(&*txn, connection_id).await?;
+    // Created records are new; updated ones keep the fields the write did not set.
+    let existing: HashMap<String, entity::record::Model> = if op.operation == WriteOperation::Update
+    {
+        let keys: Vec<records::RecordKey> = written
+            .iter()
+            .map(|w| (connection_id, entity, w.key.clone()))
+            .collect();
+        records::find_by_keys(&*txn, &keys)
+            .await?
+            .into_iter()
+            .map(|((_, _, key), model)| (key, model))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let page = records::prepare_written(&existing, written);
+    let outcome = records::apply_page(&*txn, connection_id, entity, page, None).await?;
+    let mut changed = records::Changed::default();
+    changed.add(outcome);
+    if !changed.is_empty() {
+        let customer_id = entity::connection::Entity::find_by_id(connection_id)
+            .one(&*txn)
+            .await?
+            .map(|c| c.customer_id);
+        let mut data = changed.event_data(entity);
+        data["bulk_operation_id"] =
+            Value::from(crate::ids::encode(crate::ids::Kind::BulkOperation, op.id));
+        let event = NewEvent {
+            account_id: op.account_id,
+            customer_id,
+            connection_id: Some(connection_id),
+            event_type: EventType::RecordsChanged,
+            data,
+        };
+        events::record(&*txn, vec![event]).await?;
+    }
+    txn.commit().await?;
+    Ok(())
 }
 
 /// What a written record does to the record store: created and updated records carry the

@@ -285,6 +285,39 @@ async fn cancel_stops_before_the_next_batch_and_keeps_what_was_written() {
 }
 
 #[tokio::test]
+async fn a_disconnect_stops_a_running_operation_before_its_next_batch() {
+    let app = app().await;
+    let (key, connection, _) = demo(&app, "none").await;
+    let op = bulk_write(
+        &app,
+        &key,
+        input(&connection, work_orders(40, None), 2, 300),
+    )
+    .await;
+    let id = op["id"].as_str().unwrap();
+    wait_for(Duration::from_secs(30), "two batches written", async || {
+        let op = app.ok(&key, OPERATION, json!({ "id": id })).await["bulkOperation"].clone();
+        (op["processed"].as_i64() >= Some(4)).then_some(())
+    })
+    .await;
+    app.ok(
+        &key,
+        "mutation($id: ID!) { disconnect(id: $id) { id } }",
+        json!({ "id": connection }),
+    )
+    .await;
+    let done = finished(&app, &key, id).await;
+    assert_eq!(done["status"], "FAILED", "{done}");
+    assert!(
+        done["error"].as_str().unwrap().contains("disconnected"),
+        "{done}"
+    );
+    let processed = done["processed"].as_i64().unwrap();
+    assert!((4..40).contains(&processed), "{done}");
+    assert_eq!(results(&app, &key, id, false).await.len() as i64, processed);
+}
+
+#[tokio::test]
 async fn a_rate_limited_remote_is_waited_out() {
     let app = app().await;
     // The demo remote answers every other request 429 (retry after 1 s).
