@@ -160,6 +160,9 @@ settings! {
             /// attempts an operation whose remote stays unreachable (or that fails
             /// unexpectedly) is given, with backoff, before it ends `FAILED`
             bulk_max_attempts => max_attempts: u32 = 5, range(1, 100);
+            /// operations that ended (and the records and outcomes they hold) are deleted this
+            /// long (30 days) after they ended
+            bulk_retention_secs => retention_secs: u64 = 30 * DAY, range(1, 100 * 365 * DAY);
         }
         /// Webhook deliveries: targets, retries, concurrency.
         webhooks: WebhookSettings {
@@ -356,6 +359,10 @@ impl Config {
             retries: self.sync.retries,
             max_attempts: self.sync.max_attempts,
         }
+    }
+
+    pub fn bulk_retention(&self) -> Duration {
+        Duration::from_secs(self.bulk.retention_secs)
     }
 
     pub fn bulk_settings(&self) -> crate::bulk::run::BulkSettings {

@@ -342,6 +342,39 @@ pub async fn results(
     Ok((rows, more))
 }
 
+/// Deletes the operations that ended more than `retention` ago, with their records and
+/// outcomes: one operation (up to 10,000 records) per transaction, oldest first. How many.
+pub async fn prune(db: &Db, retention: std::time::Duration) -> AppResult<u64> {
+    let horizon = chrono::Duration::from_std(retention)
+        .ok()
+        .and_then(|retention| Utc::now().checked_sub_signed(retention))
+        .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+    let mut deleted = 0;
+    loop {
+        let expired: Option<Uuid> = bulk_operation::Entity::find()
+            .select_only()
+            .column(bulk_operation::Column::Id)
+            .filter(bulk_operation::Column::FinishedAt.lt(horizon))
+            .order_by_asc(bulk_operation::Column::FinishedAt)
+            .into_tuple()
+            .one(db.conn())
+            .await?;
+        let Some(id) = expired else {
+            return Ok(deleted);
+        };
+        let txn = db.begin_write().await?;
+        bulk_record::Entity::delete_many()
+            .filter(bulk_record::Column::OperationId.eq(id))
+            .exec(&*txn)
+            .await?;
+        deleted += bulk_operation::Entity::delete_by_id(id)
+            .exec(&*txn)
+            .await?
+            .rows_affected;
+        txn.commit().await?;
+    }
+}
+
 /// Cancels an operation: one no worker holds (queued, or waiting to be retried) ends at once;
 /// a running one stops before its next batch. What was written stays written and is
 /// reported. An operation that has ended is returned as it is.

@@ -15,6 +15,7 @@
 //! | `webhook-dispatch` | Turns committed events into deliveries | `workers = true` |
 //! | `webhook-delivery` | Claims due deliveries and sends them | `workers = true` |
 //! | `event-pruning` | Deletes events older than the retention | `workers = true` |
+//! | `bulk-pruning` | Deletes bulk operations (and their records' outcomes) that ended longer than the retention ago, one operation per transaction | `workers = true` |
 //! | `webhook-pruning` | Deletes finished webhook deliveries (and their attempts) older than the retention, in batches | `workers = true` |
 //! | `connection-cleanup` | Deletes the records of connections disconnected longer than the grace period, and finishes customer deletes, in batches | `workers = true` |
 //!
@@ -56,7 +57,7 @@ use tracing::Instrument as _;
 pub use bulk::BulkWorkers;
 pub use cleanup::ConnectionCleanup;
 pub use health::HealthCheck;
-pub use prune::{EventPruning, WebhookPruning};
+pub use prune::{Pruned, Pruning};
 pub use schedule::Scheduler;
 pub use supervise::{Failing, Outcome, Policy, WorkerHealth};
 pub use sync_runs::SyncWorkers;
@@ -160,16 +161,27 @@ pub fn start(
     if config.process.workers {
         start_sync(&mut workers, services, config);
         start_webhooks(&mut workers, services, config);
-        let pruning = EventPruning {
-            db: services.db.clone(),
-            retention: config.event_retention(),
-        };
-        workers.spawn("event-pruning", move |s| pruning.clone().run(s));
-        let webhook_pruning = WebhookPruning {
-            db: services.db.clone(),
-            retention: config.webhook_retention(),
-        };
-        workers.spawn("webhook-pruning", move |s| webhook_pruning.clone().run(s));
+        let prunings = [
+            ("event-pruning", Pruned::Events, config.event_retention()),
+            (
+                "webhook-pruning",
+                Pruned::WebhookDeliveries,
+                config.webhook_retention(),
+            ),
+            (
+                "bulk-pruning",
+                Pruned::BulkOperations,
+                config.bulk_retention(),
+            ),
+        ];
+        for (name, what, retention) in prunings {
+            let pruning = Pruning {
+                db: services.db.clone(),
+                retention,
+                what,
+            };
+            workers.spawn(name, move |s| pruning.clone().run(s));
+        }
         let cleanup = ConnectionCleanup {
             db: services.db.clone(),
             grace: config.disconnected_records_grace(),

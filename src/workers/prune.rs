@@ -1,31 +1,59 @@
-//! Retention: deletes events, and finished webhook deliveries, older than their retention
-//! now and then, every tenth of the retention and at most hourly.
+//! Retention: deletes events, finished webhook deliveries and ended bulk operations older
+//! than their retention now and then, every tenth of the retention and at most hourly.
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{db::Db, events, webhooks};
+use crate::{bulk, db::Db, error::AppResult, events, webhooks};
 
-#[derive(Clone)]
-pub struct EventPruning {
-    pub db: Db,
-    pub retention: Duration,
+/// What a pruning worker deletes.
+#[derive(Clone, Copy, Debug)]
+pub enum Pruned {
+    Events,
+    WebhookDeliveries,
+    BulkOperations,
 }
 
-impl EventPruning {
+impl Pruned {
+    fn noun(self) -> &'static str {
+        match self {
+            Pruned::Events => "events",
+            Pruned::WebhookDeliveries => "webhook deliveries",
+            Pruned::BulkOperations => "bulk operations",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Pruning {
+    pub db: Db,
+    pub retention: Duration,
+    pub what: Pruned,
+}
+
+impl Pruning {
     pub async fn run(self, shutdown: CancellationToken) {
         let every = period(self.retention);
+        let what = self.what.noun();
         loop {
-            match events::prune(&self.db, self.retention).await {
+            match self.prune().await {
                 Ok(0) => {}
-                Ok(pruned) => tracing::info!(pruned, "expired events pruned"),
-                Err(err) => tracing::error!(error = %err, "pruning events failed"),
+                Ok(pruned) => tracing::info!(pruned, what, "expired rows pruned"),
+                Err(err) => tracing::error!(error = %err, what, "pruning failed"),
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(every) => {}
             }
+        }
+    }
+
+    async fn prune(&self) -> AppResult<u64> {
+        match self.what {
+            Pruned::Events => events::prune(&self.db, self.retention).await,
+            Pruned::WebhookDeliveries => webhooks::retention::prune(&self.db, self.retention).await,
+            Pruned::BulkOperations => bulk::prune(&self.db, self.retention).await,
         }
     }
 }
@@ -33,27 +61,4 @@ impl EventPruning {
 /// How often pruning with this retention runs.
 fn period(retention: Duration) -> Duration {
     (retention / 10).clamp(Duration::from_millis(100), Duration::from_secs(3600))
-}
-
-#[derive(Clone)]
-pub struct WebhookPruning {
-    pub db: Db,
-    pub retention: Duration,
-}
-
-impl WebhookPruning {
-    pub async fn run(self, shutdown: CancellationToken) {
-        let every = period(self.retention);
-        loop {
-            match webhooks::retention::prune(&self.db, self.retention).await {
-                Ok(0) => {}
-                Ok(pruned) => tracing::info!(pruned, "expired webhook deliveries pruned"),
-                Err(err) => tracing::error!(error = %err, "pruning webhook deliveries failed"),
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(every) => {}
-            }
-        }
-    }
 }

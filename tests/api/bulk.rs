@@ -598,6 +598,44 @@ async fn updates_and_deletes_reach_the_remote_and_the_store() {
     assert!(by_key("WO-000003")["deletedAt"].is_string());
 }
 
+#[tokio::test]
+async fn ended_operations_are_pruned_after_their_retention() {
+    let app = TestApp::spawn_with(|config| {
+        config.sync.requests_per_second = 100_000;
+        config.bulk.retention_secs = 1;
+    })
+    .await;
+    let (key, connection, _) = demo(&app, "none").await;
+    let op = bulk_write(&app, &key, input(&connection, work_orders(3, None), 1, 0)).await;
+    let id = op["id"].as_str().unwrap();
+    finished(&app, &key, id).await;
+    wait_for(
+        Duration::from_secs(15),
+        "the ended operation pruned",
+        async || {
+            let seen = app.ok(&key, OPERATION, json!({ "id": id })).await;
+            seen["bulkOperation"].is_null().then_some(())
+        },
+    )
+    .await;
+    let db = Database::connect(&app.db.url).await.unwrap();
+    assert_eq!(
+        number(&db, "SELECT COUNT(*) AS n FROM bulk_records").await,
+        0
+    );
+    db.close().await.ok();
+    // What was written stays in the record store.
+    let found = app
+        .ok(
+            &key,
+            "query($c: ID!) { workOrders(connectionId: $c, first: 100) { nodes { title } } }",
+            json!({ "c": connection }),
+        )
+        .await;
+    let titles = found["workOrders"]["nodes"].to_string();
+    assert!(titles.contains("Bulk work order 2"), "{titles}");
+}
+
 /// Settings of the killed-server test: a short lease, so the survivor takes over soon.
 const KILL_SETTINGS: [(&str, &str); 2] = [
     ("MILLWRIGHT_BULK_LEASE_SECS", "2"),
