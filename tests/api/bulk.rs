@@ -712,3 +712,76 @@ async fn a_server_killed_mid_operation_is_taken_over_and_nothing_is_written_twic
     conn.close().await.ok();
     assert!(second.errors().is_empty(), "{:?}", second.errors());
 }
+
+#[tokio::test]
+async fn a_server_killed_while_writing_to_maintainx_creates_each_work_order_once() {
+    use millwright_fixtures::{API_KEY, Fixture, Kind, data::Sizes};
+    let fixture = Fixture::start(Kind::MaintainX, Sizes::small()).await;
+    // A slow remote: the kill lands while a batch is being sent.
+    fixture.remote.slow_down(Some(Duration::from_millis(3)));
+    let before = fixture.remote.data().work_orders.len();
+    let db = TestDb::new().await;
+    let mut settings = KILL_SETTINGS.to_vec();
+    settings.push(("MILLWRIGHT_CONNECTOR_ALLOW_PRIVATE_TARGETS", "true"));
+    let first = ServerProcess::start(&db.url, &settings);
+    let (key, customer) = first.account_and_customer(10).await;
+    let connected = first
+        .gql(
+            &key,
+            "mutation($input: ConnectInput!) { connect(input: $input) { connection { id } } }",
+            json!({ "input": { "customerId": customer, "systemKey": "maintainx",
+                "credentials": { "api_key": API_KEY, "base_url": fixture.base_url() } } }),
+        )
+        .await;
+    let connection = connected["connect"]["connection"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let op = first
+        .gql(
+            &key,
+            BULK_WRITE,
+            json!({ "input": input(&connection, work_orders(300, None), 20, 0) }),
+        )
+        .await["bulkWrite"]
+        .clone();
+    let id = op["id"].as_str().unwrap().to_owned();
+    // Killed in the middle of the fourth batch, as the fixture sees it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fixture.remote.data().work_orders.len() < before + 70 {
+        assert!(Instant::now() < deadline, "the writes did not start");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    first.kill();
+    let killed_at = fixture.remote.data().work_orders.len() - before;
+    assert!(killed_at < 300, "killed before the end: {killed_at}");
+
+    let second = ServerProcess::start(&db.url, &settings);
+    let done = wait_for(
+        Duration::from_secs(90),
+        "the operation to end",
+        async || {
+            let op =
+                second.gql(&key, OPERATION, json!({ "id": id })).await["bulkOperation"].clone();
+            (!matches!(op["status"].as_str(), Some("QUEUED" | "RUNNING"))).then_some(op)
+        },
+    )
+    .await;
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    assert_eq!(done["succeeded"], 300);
+    let data = fixture.remote.data();
+    let titles: Vec<&str> = data
+        .work_orders
+        .values()
+        .map(|w| w.title.as_str())
+        .filter(|t| t.starts_with("Bulk work order"))
+        .collect();
+    let distinct: std::collections::HashSet<&str> = titles.iter().copied().collect();
+    assert_eq!(
+        (titles.len(), distinct.len()),
+        (300, 300),
+        "each work order created once at the remote"
+    );
+    drop(data);
+    assert!(second.errors().is_empty(), "{:?}", second.errors());
+}
