@@ -26,10 +26,11 @@ use std::{process::ExitCode, time::Duration, time::Instant};
 use anyhow::{Context as _, anyhow, ensure};
 use chrono::DateTime;
 use millwright_fixtures::{API_KEY, Fixture, Kind, data::Sizes};
-use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
 
-use common::{Api, Server, http_client, load_average, server_config, set_up_account, text_at};
+use common::{
+    Api, ScratchPostgres, Server, http_client, load_average, server_config, set_up_account, text_at,
+};
 
 const RECORDS: usize = 10_000;
 const BATCH_SIZE: usize = 100;
@@ -39,7 +40,6 @@ const DEADLINE: Duration = Duration::from_secs(15 * 60);
 const POLL: Duration = Duration::from_millis(100);
 const TARGET_DEMO_RATE: f64 = 5_000.0;
 const TARGET_CEILING_PERCENT: f64 = 50.0;
-const POSTGRES_DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 const CONNECT: &str = "mutation($input: ConnectInput!) {
     connect(input: $input) { connection { id lastSyncRun { id } } } }";
@@ -122,30 +122,13 @@ async fn on_sqlite(records: usize) -> anyhow::Result<Figures> {
 }
 
 async fn on_postgres(records: usize) -> anyhow::Result<Figures> {
-    let admin_url = std::env::var("MILLWRIGHT_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| POSTGRES_DEFAULT_URL.to_owned());
-    let admin = Database::connect(&admin_url)
-        .await
-        .with_context(|| format!("connect to {admin_url}"))?;
-    let name = format!("mw_bulk_{}", uuid::Uuid::now_v7().simple());
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await?;
-    let base = admin_url
-        .split('?')
-        .next()
-        .and_then(|url| url.rsplit_once('/'))
-        .map(|(base, _)| base.to_owned())
-        .context("a PostgreSQL URL ending in a database name")?;
-    let url = format!("{base}/{name}");
+    let scratch = ScratchPostgres::create("mw_bulk").await?;
+    let url = scratch.url.clone();
     let outcome = tokio::spawn(async move { measure("postgres", &url, records).await })
         .await
         .map_err(|err| anyhow!("the measurement panicked: {err}"))
         .and_then(|r| r);
-    admin
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .ok();
+    scratch.drop().await;
     outcome
 }
 

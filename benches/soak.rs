@@ -79,7 +79,6 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use hmac::{Hmac, Mac as _};
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
 use reqwest::{Client, header::AUTHORIZATION};
-use sea_orm::{ConnectionTrait as _, Database, DatabaseConnection};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use tempfile::TempDir;
@@ -90,11 +89,9 @@ use tokio_tungstenite::{
 };
 use tokio_util::sync::CancellationToken;
 
-use common::{ADMIN_TOKEN, ServerProcess, pooled_http_client};
+use common::{ADMIN_TOKEN, ScratchPostgres, ServerProcess, pooled_http_client};
 
 const DEFAULT_SECS: u64 = 120;
-const POSTGRES_DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-const POSTGRES_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 const INITIAL_CREDITS: i64 = 100_000;
 const CLIENTS: usize = 32;
@@ -270,21 +267,8 @@ async fn soak_sqlite(load: Duration) -> anyhow::Result<bool> {
 }
 
 async fn soak_postgres(load: Duration) -> anyhow::Result<bool> {
-    let admin_url = std::env::var("MILLWRIGHT_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| POSTGRES_DEFAULT_URL.to_owned());
-    let admin = connect_postgres(&admin_url).await?;
-    let name = format!("mw_soak_{}", uuid::Uuid::now_v7().simple());
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .with_context(|| format!("CREATE DATABASE {name}"))?;
-    let base = admin_url
-        .split('?')
-        .next()
-        .and_then(|url| url.rsplit_once('/'))
-        .map(|(base, _)| base.to_owned())
-        .context("a PostgreSQL URL ending in a database name")?;
-    let url = format!("{base}/{name}");
+    let scratch = ScratchPostgres::create("mw_soak").await?;
+    let url = scratch.url.clone();
     let dir = tempfile::tempdir().context("temp dir")?;
     // A panic inside is caught by its task, so the database is dropped regardless.
     let outcome = tokio::spawn(async move { soak("postgres", &url, 2, load, &dir).await })
@@ -293,22 +277,11 @@ async fn soak_postgres(load: Duration) -> anyhow::Result<bool> {
         .and_then(|result| result);
     if matches!(outcome, Ok(false)) {
         // An invariant failed: the database is kept for a look at what the servers stored.
-        println!("postgres: database {name} kept for inspection (drop it when done)");
-    } else if let Err(err) = admin
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-    {
-        println!("postgres: could not drop database {name}: {err}");
+        scratch.keep().await;
+    } else {
+        scratch.drop().await;
     }
-    admin.close().await.ok();
     outcome
-}
-
-async fn connect_postgres(url: &str) -> anyhow::Result<DatabaseConnection> {
-    tokio::time::timeout(POSTGRES_CONNECT_TIMEOUT, Database::connect(url))
-        .await
-        .with_context(|| format!("no answer from {url} within 5 s"))?
-        .with_context(|| format!("connect to {url}"))
 }
 
 // --- the soak ----------------------------------------------------------------------------

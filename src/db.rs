@@ -306,6 +306,28 @@ impl CommitSignal {
 }
 
 /// A raw statement written once with `?` placeholders, numbered `$1, $2, …` for PostgreSQL.
+/// The statement that claims the next due job of `table` (sync runs, bulk operations) for a
+/// worker under a lease: one queued and due, or one `running` whose lease has expired (its
+/// process died, or it waits to be retried). Binds: worker, lease end, now (the start),
+/// the running status, now, now. Statuses are written in as literals, not bound: a partial
+/// index over queued and running jobs is used only for a literal match. On PostgreSQL
+/// concurrent claimers skip a row another one is taking.
+pub fn claim_sql(backend: DbBackend, table: &str, queued: &str, running: &str) -> String {
+    let lock = if backend == DbBackend::Postgres {
+        " FOR UPDATE SKIP LOCKED"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "UPDATE {table} SET locked_by = ?, locked_until = ?, \
+         started_at = COALESCE(started_at, ?), status = ?, attempts = attempts + 1 \
+         WHERE id = (SELECT id FROM {table} WHERE (status = '{queued}' AND run_after <= ?) \
+         OR (status = '{running}' AND locked_until < ?) ORDER BY run_after LIMIT 1{lock}) \
+         RETURNING *"
+    );
+    statement(backend, &sql, []).sql
+}
+
 pub fn statement(
     backend: DbBackend,
     sql: &str,

@@ -506,3 +506,58 @@ pub fn thousands(n: u64) -> String {
     }
     out
 }
+
+/// A fresh PostgreSQL database for one measurement, created from
+/// `MILLWRIGHT_TEST_POSTGRES_URL` (or the local default) and dropped with [`Self::drop`].
+pub struct ScratchPostgres {
+    admin: sea_orm::DatabaseConnection,
+    pub name: String,
+    pub url: String,
+}
+
+impl ScratchPostgres {
+    pub async fn create(prefix: &str) -> anyhow::Result<Self> {
+        use sea_orm::ConnectionTrait as _;
+        let admin_url = std::env::var("MILLWRIGHT_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let admin = tokio::time::timeout(
+            Duration::from_secs(5),
+            sea_orm::Database::connect(&admin_url),
+        )
+        .await
+        .with_context(|| format!("no answer from {admin_url} within 5 s"))?
+        .with_context(|| format!("connect to {admin_url}"))?;
+        let name = format!("{prefix}_{}", uuid::Uuid::now_v7().simple());
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .with_context(|| format!("CREATE DATABASE {name}"))?;
+        let base = admin_url
+            .split('?')
+            .next()
+            .and_then(|url| url.rsplit_once('/'))
+            .map(|(base, _)| base.to_owned())
+            .context("a PostgreSQL URL ending in a database name")?;
+        let url = format!("{base}/{name}");
+        Ok(Self { admin, name, url })
+    }
+
+    /// Drops the database (and closes the admin connection).
+    pub async fn drop(self) {
+        use sea_orm::ConnectionTrait as _;
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        if let Err(err) = self.admin.execute_unprepared(&sql).await {
+            println!("postgres: could not drop database {}: {err}", self.name);
+        }
+        self.admin.close().await.ok();
+    }
+
+    /// Keeps the database (for a look at what a failed run stored).
+    pub async fn keep(self) {
+        println!(
+            "postgres: database {} kept for inspection (drop it when done)",
+            self.name
+        );
+        self.admin.close().await.ok();
+    }
+}

@@ -2,11 +2,11 @@
 //! lease renewed while it works, each batch marked as being sent before it is sent and its
 //! outcomes stored after, and its end stored with its `bulk_operation.completed` event.
 
-use std::{sync::LazyLock, time::Duration};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveEnum as _, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
+    ActiveEnum as _, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
     sea_query::{Expr, ExprTrait},
 };
@@ -145,7 +145,12 @@ pub async fn claim(
     let backend = db.conn().get_database_backend();
     let statement = sea_orm::Statement::from_sql_and_values(
         backend,
-        claim_sql(backend),
+        db::claim_sql(
+            backend,
+            "bulk_operations",
+            BulkStatus::Queued.to_value().as_str(),
+            BulkStatus::Running.to_value().as_str(),
+        ),
         [
             worker.into(),
             until.into(),
@@ -164,46 +169,39 @@ pub async fn claim(
     Ok(op)
 }
 
-/// The claim statement, statuses written in as literals (as the sync runs' claim does).
-fn claim_sql(backend: DbBackend) -> &'static str {
-    fn written_for(backend: DbBackend) -> String {
-        let lock = if backend == DbBackend::Postgres {
-            " FOR UPDATE SKIP LOCKED"
-        } else {
-            ""
-        };
-        let sql = format!(
-            "UPDATE bulk_operations SET locked_by = ?, locked_until = ?, \
-             started_at = COALESCE(started_at, ?), status = ?, attempts = attempts + 1 \
-             WHERE id = (SELECT id FROM bulk_operations WHERE \
-             (status = '{queued}' AND run_after <= ?) \
-             OR (status = '{running}' AND (locked_until IS NULL OR locked_until < ?)) \
-             ORDER BY run_after LIMIT 1{lock}) RETURNING *",
-            queued = BulkStatus::Queued.to_value(),
-            running = BulkStatus::Running.to_value(),
-        );
-        db::statement(backend, &sql, []).sql
-    }
-    static SQLITE: LazyLock<String> = LazyLock::new(|| written_for(DbBackend::Sqlite));
-    static POSTGRES: LazyLock<String> = LazyLock::new(|| written_for(DbBackend::Postgres));
-    match backend {
-        DbBackend::Postgres => &POSTGRES,
-        _ => &SQLITE,
-    }
+/// Whether a renewal of the lease also marks the next batch as being sent.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// Between batches or while one is out: the lease only.
+    Lease,
+    /// Before a batch: the lease, and the mark that the batch from record `processed` on is
+    /// being sent (unless an earlier attempt left that mark): after a crash, the next worker
+    /// knows these records may have reached the remote.
+    MarkSending,
 }
 
-/// Renews the lease `worker` holds and returns the operation as it now stands (a cancel
-/// asked meanwhile shows in it); `None` when the worker no longer holds it.
-pub async fn heartbeat(
+/// Renews the lease `worker` holds on operation `id` (see [`Renewal`]) and returns the
+/// operation as it now stands (a cancel asked meanwhile shows in it); `None` when the worker
+/// no longer holds it.
+pub async fn renew(
     db: &Db,
     id: Uuid,
     worker: &str,
     lease: Duration,
+    renewal: Renewal,
 ) -> AppResult<Option<bulk_operation::Model>> {
-    let until = Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default();
+    let now = Utc::now();
+    let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+    let mut update = bulk_operation::Entity::update_many()
+        .col_expr(bulk_operation::Column::LockedUntil, Some(until).into());
+    if renewal == Renewal::MarkSending {
+        update = update.col_expr(
+            bulk_operation::Column::SendingSince,
+            Expr::col(bulk_operation::Column::SendingSince).if_null(now),
+        );
+    }
     let txn = db.begin_write().await?;
-    let op = bulk_operation::Entity::update_many()
-        .col_expr(bulk_operation::Column::LockedUntil, Some(until).into())
+    let op = update
         .filter(bulk_operation::Column::Id.eq(id))
         .filter(bulk_operation::Column::LockedBy.eq(worker))
         .filter(bulk_operation::Column::Status.eq(BulkStatus::Running))
@@ -213,36 +211,6 @@ pub async fn heartbeat(
         .next();
     txn.commit().await?;
     Ok(op)
-}
-
-/// Before each batch, in one statement: renews the lease `op`'s worker holds, and marks the
-/// batch from record `processed` on as being sent (unless an earlier attempt left that mark:
-/// after a crash, the next worker knows these records may have reached the remote). The
-/// operation as it now stands (a cancel asked meanwhile shows in it); `None` when the worker
-/// no longer holds it.
-pub async fn mark_sending(
-    db: &Db,
-    op: &bulk_operation::Model,
-    lease: Duration,
-) -> AppResult<Option<bulk_operation::Model>> {
-    let now = Utc::now();
-    let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
-    let txn = db.begin_write().await?;
-    let marked = bulk_operation::Entity::update_many()
-        .col_expr(
-            bulk_operation::Column::SendingSince,
-            Expr::col(bulk_operation::Column::SendingSince).if_null(now),
-        )
-        .col_expr(bulk_operation::Column::LockedUntil, Some(until).into())
-        .filter(bulk_operation::Column::Id.eq(op.id))
-        .filter(bulk_operation::Column::LockedBy.eq(op.locked_by.as_deref()))
-        .filter(bulk_operation::Column::Status.eq(BulkStatus::Running))
-        .exec_with_returning(&*txn)
-        .await?
-        .into_iter()
-        .next();
-    txn.commit().await?;
-    Ok(marked)
 }
 
 /// The records of the batch that starts at the operation's first unwritten record: up to

@@ -11,7 +11,7 @@ use sea_orm::EntityTrait;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::jobs;
+use super::jobs::{self, Renewal};
 use crate::{
     catalog::WriteOperation,
     connections::{self, CredentialsError, Scope},
@@ -197,11 +197,9 @@ impl Job<'_> {
         loop {
             // Set when an earlier attempt stopped while sending the next records.
             let sent_since = self.op.sending_since;
-            let lease = self.runner.settings.lease;
-            let Some(op) = jobs::mark_sending(self.runner.db, &self.op, lease).await? else {
+            if !self.renew(Renewal::MarkSending).await? {
                 return Ok(None);
-            };
-            self.op = op;
+            }
             if self.op.cancel_requested || self.op.processed >= self.op.total {
                 return Ok(Some((jobs::final_status(&self.op), None)));
             }
@@ -260,17 +258,12 @@ impl Job<'_> {
         }
     }
 
-    /// Renews the lease and rereads the operation; false when this worker lost it.
-    async fn refresh(&mut self) -> AppResult<bool> {
+    /// Renews the lease (see [`Renewal`]) and rereads the operation; false when this worker
+    /// lost it.
+    async fn renew(&mut self, renewal: Renewal) -> AppResult<bool> {
         let worker = self.op.locked_by.clone().unwrap_or_default();
-        match jobs::heartbeat(
-            self.runner.db,
-            self.op.id,
-            &worker,
-            self.runner.settings.lease,
-        )
-        .await?
-        {
+        let lease = self.runner.settings.lease;
+        match jobs::renew(self.runner.db, self.op.id, &worker, lease, renewal).await? {
             Some(op) => {
                 self.op = op;
                 Ok(true)
@@ -377,7 +370,7 @@ impl Job<'_> {
                 return Ok(());
             }
             if renewed.elapsed() >= self.runner.settings.lease / 3 {
-                if !self.refresh().await? {
+                if !self.renew(Renewal::Lease).await? {
                     return Ok(());
                 }
                 renewed = tokio::time::Instant::now();
@@ -392,7 +385,7 @@ impl Job<'_> {
         let worker = self.op.locked_by.clone().unwrap_or_default();
         loop {
             tokio::time::sleep(lease / 3).await;
-            match jobs::heartbeat(self.runner.db, self.op.id, &worker, lease).await {
+            match jobs::renew(self.runner.db, self.op.id, &worker, lease, Renewal::Lease).await {
                 Ok(Some(_)) => {}
                 Ok(None) => return,
                 Err(err) => {

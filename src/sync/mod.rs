@@ -8,13 +8,11 @@
 pub mod engine;
 
 use sea_orm::ActiveEnum as _;
-use std::sync::LazyLock;
 
 use chrono::Utc;
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Statement,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
     sea_query::{Expr, ExprTrait, OnConflict},
 };
 use serde_json::json;
@@ -407,7 +405,12 @@ pub async fn claim(
     let backend = db.conn().get_database_backend();
     let statement = Statement::from_sql_and_values(
         backend,
-        claim_sql(backend),
+        crate::db::claim_sql(
+            backend,
+            "sync_runs",
+            SyncStatus::Queued.to_value().as_str(),
+            SyncStatus::Running.to_value().as_str(),
+        ),
         [
             worker.into(),
             until.into(),
@@ -424,35 +427,6 @@ pub async fn claim(
         .await?;
     txn.commit().await?;
     Ok(run)
-}
-
-/// The claim statement. Statuses are written into the SQL as literals, not bound: the
-/// partial index over queued and running runs is used only for a literal match.
-fn claim_sql(backend: DbBackend) -> &'static str {
-    fn written_for(backend: DbBackend) -> String {
-        // PostgreSQL: concurrent claimers skip a row another one is taking.
-        let lock = if backend == DbBackend::Postgres {
-            " FOR UPDATE SKIP LOCKED"
-        } else {
-            ""
-        };
-        let sql = format!(
-            "UPDATE sync_runs SET locked_by = ?, locked_until = ?, \
-             started_at = COALESCE(started_at, ?), status = ?, attempts = attempts + 1 \
-             WHERE id = (SELECT id FROM sync_runs WHERE (status = '{queued}' AND run_after <= ?) \
-             OR (status = '{running}' AND locked_until < ?) ORDER BY run_after LIMIT 1{lock}) \
-             RETURNING *",
-            queued = SyncStatus::Queued.to_value(),
-            running = SyncStatus::Running.to_value(),
-        );
-        crate::db::statement(backend, &sql, []).sql
-    }
-    static SQLITE: LazyLock<String> = LazyLock::new(|| written_for(DbBackend::Sqlite));
-    static POSTGRES: LazyLock<String> = LazyLock::new(|| written_for(DbBackend::Postgres));
-    match backend {
-        DbBackend::Postgres => &POSTGRES,
-        _ => &SQLITE,
-    }
 }
 
 #[cfg(test)]

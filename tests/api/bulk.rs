@@ -239,22 +239,24 @@ async fn one_idempotency_key_is_one_operation() {
     assert_eq!(error_code(&body), "CONFLICT", "{body}");
 }
 
+/// Starts 20 batches of 2 with 300 ms between them and waits until two are written: its id.
+async fn two_batches_into_a_slow_operation(app: &TestApp, key: &str, connection: &str) -> String {
+    let op = bulk_write(app, key, input(connection, work_orders(40, None), 2, 300)).await;
+    let id = op["id"].as_str().unwrap().to_owned();
+    wait_for(Duration::from_secs(30), "two batches written", async || {
+        let op = app.ok(key, OPERATION, json!({ "id": id })).await["bulkOperation"].clone();
+        (op["processed"].as_i64() >= Some(4)).then_some(())
+    })
+    .await;
+    id
+}
+
 #[tokio::test]
 async fn cancel_stops_before_the_next_batch_and_keeps_what_was_written() {
     let app = app().await;
     let (key, connection, _) = demo(&app, "none").await;
-    let op = bulk_write(
-        &app,
-        &key,
-        input(&connection, work_orders(40, None), 2, 300),
-    )
-    .await;
-    let id = op["id"].as_str().unwrap();
-    wait_for(Duration::from_secs(30), "two batches written", async || {
-        let op = app.ok(&key, OPERATION, json!({ "id": id })).await["bulkOperation"].clone();
-        (op["processed"].as_i64() >= Some(4)).then_some(())
-    })
-    .await;
+    let id = two_batches_into_a_slow_operation(&app, &key, &connection).await;
+    let id = id.as_str();
     app.ok(&key, CANCEL, json!({ "id": id })).await;
     let done = finished(&app, &key, id).await;
     assert_eq!(done["status"], "CANCELLED", "{done}");
@@ -288,18 +290,8 @@ async fn cancel_stops_before_the_next_batch_and_keeps_what_was_written() {
 async fn a_disconnect_stops_a_running_operation_before_its_next_batch() {
     let app = app().await;
     let (key, connection, _) = demo(&app, "none").await;
-    let op = bulk_write(
-        &app,
-        &key,
-        input(&connection, work_orders(40, None), 2, 300),
-    )
-    .await;
-    let id = op["id"].as_str().unwrap();
-    wait_for(Duration::from_secs(30), "two batches written", async || {
-        let op = app.ok(&key, OPERATION, json!({ "id": id })).await["bulkOperation"].clone();
-        (op["processed"].as_i64() >= Some(4)).then_some(())
-    })
-    .await;
+    let id = two_batches_into_a_slow_operation(&app, &key, &connection).await;
+    let id = id.as_str();
     app.ok(
         &key,
         "mutation($id: ID!) { disconnect(id: $id) { id } }",

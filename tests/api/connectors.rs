@@ -851,7 +851,7 @@ fn maximo_connector(fixture: &Fixture) -> millwright::connectors::maximo::Maximo
 }
 
 /// Records with the idempotency keys `<batch>-0`, `<batch>-1`, … as a bulk operation gives.
-fn write_records(batch: &str, fields: &[Value]) -> Vec<millwright::connectors::WriteRecord> {
+pub fn write_records(batch: &str, fields: &[Value]) -> Vec<millwright::connectors::WriteRecord> {
     fields
         .iter()
         .enumerate()
@@ -863,22 +863,14 @@ fn write_records(batch: &str, fields: &[Value]) -> Vec<millwright::connectors::W
 }
 
 /// Writes `records` of work orders unpaced, as an attempt that began at `sent_since` if set.
-async fn write_work_orders(
+pub async fn write_work_orders(
     connector: &dyn millwright::connectors::Connector,
     operation: millwright::connectors::WriteOperation,
     records: &[millwright::connectors::WriteRecord],
     sent_since: Option<chrono::DateTime<chrono::Utc>>,
 ) -> millwright::connectors::WriteReply {
-    let pace = millwright::connectors::Pace::unlimited();
-    connector
-        .write(&millwright::connectors::WriteRequest {
-            entity: millwright::catalog::EntityType::WorkOrder,
-            operation,
-            records,
-            sent_since,
-            pace: &pace,
-        })
-        .await
+    let entity = millwright::catalog::EntityType::WorkOrder;
+    write(connector, entity, operation, records, sent_since).await
 }
 
 fn error_of(outcome: &Result<String, String>) -> &str {
@@ -1270,18 +1262,6 @@ fn s4_connector(credentials: Value) -> millwright::connectors::sap::Sap {
     )
 }
 
-/// Write records with idempotency keys `sap-test-<n>`, as a bulk operation gives them.
-fn sap_records(fields: &[Value]) -> Vec<millwright::connectors::WriteRecord> {
-    fields
-        .iter()
-        .enumerate()
-        .map(|(n, fields)| millwright::connectors::WriteRecord {
-            idempotency_key: format!("sap-test-{n}"),
-            fields: fields.clone(),
-        })
-        .collect()
-}
-
 /// Writes `records` as one request, as the bulk runner does.
 async fn write(
     connector: &dyn millwright::connectors::Connector,
@@ -1572,11 +1552,14 @@ async fn sap_writes_stop_at_a_rate_limit_mid_batch_and_at_revoked_credentials() 
     };
     let fixture = Fixture::start(Kind::SapS4Hana, Sizes::small()).await;
     let connector = s4_connector(credentials(S4HANA, &fixture));
-    let records = sap_records(&[
-        json!({ "key": "4000001", "title": "First" }),
-        json!({ "key": "4000002", "title": "Second" }),
-        json!({ "key": "4000003", "title": "Third" }),
-    ]);
+    let records = write_records(
+        "sap-test",
+        &[
+            json!({ "key": "4000001", "title": "First" }),
+            json!({ "key": "4000002", "title": "Second" }),
+            json!({ "key": "4000003", "title": "Third" }),
+        ],
+    );
     // Every request waits a moment before the fixture looks at its faults: long enough to
     // set a rate limit once the second record's request has arrived.
     fixture
@@ -1633,7 +1616,7 @@ async fn sap_writes_stop_at_a_rate_limit_mid_batch_and_at_revoked_credentials() 
         &connector,
         EntityType::Asset,
         WriteOperation::Update,
-        &sap_records(&[json!({ "key": "10000001", "name": "x" })]),
+        &write_records("sap-test", &[json!({ "key": "10000001", "name": "x" })]),
         None,
     )
     .await;
@@ -1649,7 +1632,10 @@ async fn sap_writes_stop_at_a_rate_limit_mid_batch_and_at_revoked_credentials() 
         &connector,
         EntityType::WorkOrder,
         WriteOperation::Create,
-        &sap_records(&[json!({ "title": "New", "assetKey": "10000001" })]),
+        &write_records(
+            "sap-test",
+            &[json!({ "title": "New", "assetKey": "10000001" })],
+        ),
         None,
     )
     .await;
@@ -1670,11 +1656,14 @@ async fn sap_creates_an_earlier_attempt_may_have_sent_are_not_sent_again() {
     let fixture = Fixture::start(Kind::SapS4Hana, Sizes::small()).await;
     let connector = s4_connector(credentials(S4HANA, &fixture));
     let started = chrono::Utc::now();
-    let orders = sap_records(&[
-        json!({ "title": "Once", "assetKey": "10000002" }),
-        json!({ "title": "Only once", "assetKey": "10000004" }),
-    ]);
-    let equipment = sap_records(&[json!({ "name": "Single pump" })]);
+    let orders = write_records(
+        "sap-test",
+        &[
+            json!({ "title": "Once", "assetKey": "10000002" }),
+            json!({ "title": "Only once", "assetKey": "10000004" }),
+        ],
+    );
+    let equipment = write_records("sap-test", &[json!({ "name": "Single pump" })]);
     let first = write(
         &connector,
         EntityType::WorkOrder,
@@ -1747,7 +1736,10 @@ async fn sap_creates_an_earlier_attempt_may_have_sent_are_not_sent_again() {
     );
 
     // Updates are idempotent: they are sent again.
-    let updates = sap_records(&[json!({ "key": "4000003", "title": "Resent" })]);
+    let updates = write_records(
+        "sap-test",
+        &[json!({ "key": "4000003", "title": "Resent" })],
+    );
     let again = write(
         &connector,
         EntityType::WorkOrder,

@@ -9,8 +9,8 @@ use chrono::Utc;
 use millwright::{
     catalog::{self, EntityType},
     connectors::{
-        Connector, ConnectorError, OUTCOME_UNKNOWN, Pace, WriteOperation, WriteRecord, WriteReply,
-        WriteRequest, http::Outbound, maintainx::MaintainX,
+        Connector, ConnectorError, OUTCOME_UNKNOWN, WriteOperation, http::Outbound,
+        maintainx::MaintainX,
     },
 };
 use millwright_fixtures::{
@@ -18,6 +18,8 @@ use millwright_fixtures::{
     data::{Sizes, WoState},
 };
 use serde_json::{Value, json};
+
+use crate::connectors::{write_records as records, write_work_orders as write};
 
 /// Work orders in the small dataset: the next one created is number 44.
 const WORK_ORDERS: usize = 43;
@@ -29,36 +31,6 @@ async fn fixture() -> Fixture {
 fn connector(fixture: &Fixture) -> MaintainX {
     let credentials = json!({ "api_key": API_KEY, "base_url": fixture.base_url() });
     MaintainX::new(credentials.as_object().unwrap(), Outbound::new(true))
-}
-
-/// Records with the keys `<prefix>-0`, `<prefix>-1`, …
-fn records(prefix: &str, fields: &[Value]) -> Vec<WriteRecord> {
-    fields
-        .iter()
-        .enumerate()
-        .map(|(i, fields)| WriteRecord {
-            idempotency_key: format!("{prefix}-{i}"),
-            fields: fields.clone(),
-        })
-        .collect()
-}
-
-async fn write(
-    connector: &MaintainX,
-    operation: WriteOperation,
-    records: &[WriteRecord],
-    sent_since: Option<chrono::DateTime<Utc>>,
-) -> WriteReply {
-    let pace = Pace::unlimited();
-    connector
-        .write(&WriteRequest {
-            entity: EntityType::WorkOrder,
-            operation,
-            records,
-            sent_since,
-            pace: &pace,
-        })
-        .await
 }
 
 /// A work order as `GET /workorders/{id}` answers it (with its `externalData`).
