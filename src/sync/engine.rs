@@ -123,6 +123,23 @@ struct Progress {
     last_progress_event: Instant,
 }
 
+/// A connection status a run observed, and the (sealed) credentials it observed it with.
+struct Observed {
+    status: ConnectionStatus,
+    reason: String,
+    credentials: Option<Vec<u8>>,
+}
+
+impl Observed {
+    fn new(connection: &connection::Model, status: ConnectionStatus, reason: String) -> Self {
+        Observed {
+            status,
+            reason,
+            credentials: connection.credentials.clone(),
+        }
+    }
+}
+
 /// Paces a run's requests to the remote and counts the rate limits it met.
 struct Pacer {
     /// The connection's outbound rate limit, shared with its bulk writes.
@@ -179,7 +196,11 @@ impl Engine<'_> {
                         run,
                         SyncStatus::Failed,
                         Some(error),
-                        Some((ConnectionStatus::AuthRequired, reason)),
+                        Some(Observed::new(
+                            &connection,
+                            ConnectionStatus::AuthRequired,
+                            reason,
+                        )),
                     )
                     .await;
             }
@@ -243,7 +264,7 @@ impl Engine<'_> {
                                 "system": system.key, "entity": entity.to_value(),
                                 "error_kind": kind, "message": message })
                     });
-                    let status = status.map(|s| (s, message.clone()));
+                    let status = status.map(|s| Observed::new(&connection, s, message.clone()));
                     return self
                         .close_reporting(
                             progress.run,
@@ -275,7 +296,7 @@ impl Engine<'_> {
             }
         }
         let online = (connection.status != ConnectionStatus::Online)
-            .then(|| (ConnectionStatus::Online, String::new()));
+            .then(|| Observed::new(&connection, ConnectionStatus::Online, String::new()));
         self.close(progress.run, SyncStatus::Succeeded, None, online)
             .await
     }
@@ -287,7 +308,7 @@ impl Engine<'_> {
         run: sync_run::Model,
         to: SyncStatus,
         error: Option<(SyncErrorCode, String)>,
-        connection_status: Option<(ConnectionStatus, String)>,
+        connection_status: Option<Observed>,
     ) -> AppResult<sync_run::Model> {
         self.close_reporting(run, to, error, connection_status, None)
             .await
@@ -299,7 +320,7 @@ impl Engine<'_> {
         run: sync_run::Model,
         to: SyncStatus,
         error: Option<(SyncErrorCode, String)>,
-        connection_status: Option<(ConnectionStatus, String)>,
+        connection_status: Option<Observed>,
         system_error: Option<Value>,
     ) -> AppResult<sync_run::Model> {
         let txn = self.db.begin_write().await?;
@@ -320,11 +341,14 @@ impl Engine<'_> {
         if let Some(data) = system_error {
             record_run_event(&*txn, &closed, EventType::SystemError, data).await?;
         }
-        if let Some((to, reason)) = connection_status
+        // What a run saw with credentials that were replaced since says nothing of the new
+        // ones (`updateConnectionCredentials` probed those and set the status itself).
+        if let Some(seen) = connection_status
             && current.status != ConnectionStatus::Disconnected
+            && current.credentials == seen.credentials
         {
-            let reason = (!reason.is_empty()).then_some(reason);
-            connections::set_status(&*txn, current, to, reason).await?;
+            let reason = (!seen.reason.is_empty()).then_some(seen.reason);
+            connections::set_status(&*txn, current, seen.status, reason).await?;
         }
         txn.commit().await?;
         Ok(closed)

@@ -60,6 +60,13 @@ async fn bulk_write(app: &TestApp, token: &str, input: Value) -> Value {
     app.ok(token, BULK_WRITE, json!({ "input": input })).await["bulkWrite"].clone()
 }
 
+/// `bulkWrite` of `input` with `token`, which must be refused with `code`: the response.
+async fn refused(app: &TestApp, token: &str, input: Value, code: &str) -> Value {
+    let body = app.gql(token, BULK_WRITE, json!({ "input": input })).await;
+    assert_eq!(error_code(&body), code, "{body}");
+    body
+}
+
 /// The operation once it has ended.
 pub async fn finished(app: &TestApp, key: &str, id: &str) -> Value {
     wait_for(
@@ -235,8 +242,7 @@ async fn one_idempotency_key_is_one_operation() {
 
     // The same key for another request is refused.
     request["records"] = json!(work_orders(2, None));
-    let body = app.gql(&key, BULK_WRITE, json!({ "input": request })).await;
-    assert_eq!(error_code(&body), "CONFLICT", "{body}");
+    refused(&app, &key, request, "CONFLICT").await;
 }
 
 /// Starts 20 batches of 2 with 300 ms between them and waits until two are written: its id.
@@ -345,14 +351,13 @@ async fn rejected_credentials_fail_the_operation_and_ask_for_new_ones() {
         .await;
     assert_eq!(status["connection"]["status"], "AUTH_REQUIRED");
     // Further writes are refused until the credentials are updated.
-    let body = app
-        .gql(
-            &key,
-            BULK_WRITE,
-            json!({ "input": input(&connection, work_orders(1, None), 1, 0) }),
-        )
-        .await;
-    assert_eq!(error_code(&body), "CONFLICT", "{body}");
+    refused(
+        &app,
+        &key,
+        input(&connection, work_orders(1, None), 1, 0),
+        "CONFLICT",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -369,8 +374,7 @@ async fn every_problem_is_reported_with_its_index_and_field_and_nothing_is_queue
     ]);
     let mut request = input(&connection, vec![], 50, 0);
     request["records"] = records;
-    let body = app.gql(&key, BULK_WRITE, json!({ "input": request })).await;
-    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+    let body = refused(&app, &key, request, "BAD_USER_INPUT").await;
     let problems: Vec<(i64, Value)> = body["errors"][0]["extensions"]["problems"]
         .as_array()
         .unwrap()
@@ -393,55 +397,63 @@ async fn every_problem_is_reported_with_its_index_and_field_and_nothing_is_queue
     let message = body["errors"][0]["message"].as_str().unwrap();
     assert!(message.contains("records[1].title"), "{message}");
 
-    let refused = |request: Value, code: &'static str| {
-        let app = &app;
-        let key = &key;
-        async move {
-            let body = app.gql(key, BULK_WRITE, json!({ "input": request })).await;
-            assert_eq!(error_code(&body), code, "{body}");
-        }
-    };
-    refused(input(&connection, vec![], 50, 0), "BAD_USER_INPUT").await;
     refused(
+        &app,
+        &key,
+        input(&connection, vec![], 50, 0),
+        "BAD_USER_INPUT",
+    )
+    .await;
+    refused(
+        &app,
+        &key,
         input(&connection, work_orders(10_001, None), 50, 0),
         "BAD_USER_INPUT",
     )
     .await;
     refused(
+        &app,
+        &key,
         input(&connection, work_orders(1, None), 0, 0),
         "BAD_USER_INPUT",
     )
     .await;
     refused(
+        &app,
+        &key,
         input(&connection, work_orders(1, None), 101, 0),
         "BAD_USER_INPUT",
     )
     .await;
     refused(
+        &app,
+        &key,
         input(&connection, work_orders(1, None), 50, -1),
         "BAD_USER_INPUT",
     )
     .await;
     refused(
+        &app,
+        &key,
         input(&connection, work_orders(1, None), 50, 60_001),
         "BAD_USER_INPUT",
     )
     .await;
     let mut parts = input(&connection, vec![json!({"name": "Bearing"})], 50, 0);
     parts["entity"] = json!("PART");
-    refused(parts, "BAD_USER_INPUT").await;
+    refused(&app, &key, parts, "BAD_USER_INPUT").await;
     let mut update = input(&connection, vec![json!({"title": "no key"})], 50, 0);
     update["operation"] = json!("UPDATE");
-    refused(update, "BAD_USER_INPUT").await;
+    refused(&app, &key, update, "BAD_USER_INPUT").await;
     let mut long_key = input(&connection, work_orders(1, None), 50, 0);
     long_key["idempotencyKey"] = json!("k".repeat(256));
-    refused(long_key, "BAD_USER_INPUT").await;
+    refused(&app, &key, long_key, "BAD_USER_INPUT").await;
     let mut no_connection = input(&connection, work_orders(1, None), 50, 0);
     no_connection["connectionId"] = Value::Null;
-    refused(no_connection, "BAD_USER_INPUT").await;
+    refused(&app, &key, no_connection, "BAD_USER_INPUT").await;
     let mut malformed = input(&connection, work_orders(1, None), 50, 0);
     malformed["connectionId"] = json!("con_nope");
-    refused(malformed, "BAD_USER_INPUT").await;
+    refused(&app, &key, malformed, "BAD_USER_INPUT").await;
 
     let listed = app
         .ok(&key, "{ bulkOperations { nodes { id } } }", json!({}))
@@ -455,7 +467,13 @@ async fn every_problem_is_reported_with_its_index_and_field_and_nothing_is_queue
         json!({ "id": connection }),
     )
     .await;
-    refused(input(&connection, work_orders(1, None), 50, 0), "CONFLICT").await;
+    refused(
+        &app,
+        &key,
+        input(&connection, work_orders(1, None), 50, 0),
+        "CONFLICT",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -472,14 +490,13 @@ async fn a_connection_token_writes_to_its_own_connection_only() {
     assert_eq!(done["connection"]["id"], own.as_str());
     assert_eq!(done["status"], "SUCCEEDED");
 
-    let body = app
-        .gql(
-            &token,
-            BULK_WRITE,
-            json!({ "input": input(&other, work_orders(1, None), 50, 0) }),
-        )
-        .await;
-    assert_eq!(error_code(&body), "NOT_FOUND", "{body}");
+    refused(
+        &app,
+        &token,
+        input(&other, work_orders(1, None), 50, 0),
+        "NOT_FOUND",
+    )
+    .await;
     let theirs = bulk_write(&app, &key, input(&other, work_orders(1, None), 50, 0)).await;
     let seen = app
         .ok(&token, OPERATION, json!({ "id": theirs["id"] }))
@@ -501,14 +518,13 @@ async fn a_connection_token_writes_to_its_own_connection_only() {
         .ok(&stranger, OPERATION, json!({ "id": op["id"] }))
         .await;
     assert!(seen["bulkOperation"].is_null());
-    let body = app
-        .gql(
-            &stranger,
-            BULK_WRITE,
-            json!({ "input": input(&own, work_orders(1, None), 50, 0) }),
-        )
-        .await;
-    assert_eq!(error_code(&body), "NOT_FOUND", "{body}");
+    refused(
+        &app,
+        &stranger,
+        input(&own, work_orders(1, None), 50, 0),
+        "NOT_FOUND",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -551,7 +567,10 @@ async fn the_subscription_follows_an_operation_to_its_end() {
 async fn updates_and_deletes_reach_the_remote_and_the_store() {
     let app = app().await;
     let (key, connection, _) = demo(&app, "none").await;
-    // The first sync has stored the generated work orders.
+    // Once the first sync has stored the generated work orders (a record deleted at the remote
+    // before any sync stored it is never in the store).
+    let first = crate::sync::last_run(&app, &key, &connection).await;
+    assert_eq!(first["status"], "SUCCEEDED", "{first}");
     let updates = json!([
         { "key": "WO-000001", "title": "Renamed", "status": "IN_PROGRESS" },
         { "key": "WO-000002", "priority": "URGENT" },
