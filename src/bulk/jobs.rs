@@ -62,6 +62,23 @@ pub fn final_status(op: &bulk_operation::Model) -> BulkStatus {
     }
 }
 
+/// The outcome of a record whose batch was being sent when its operation ended (cancelled,
+/// given up, disconnected) without an answer from the remote.
+pub const ENDED_WHILE_SENDING: &str = "outcome unknown: the operation ended while this \
+     record's batch was being sent; check the remote system before writing it again";
+
+/// How many records from `processed` on were in the batch being sent when `op` ends (none
+/// unless its sending mark is set): they get [`ENDED_WHILE_SENDING`], counted as failed, so
+/// that no record that may have reached the remote is left without an outcome.
+fn in_flight(op: &bulk_operation::Model) -> i32 {
+    if op.sending_since.is_none() {
+        return 0;
+    }
+    let size = Ord::max(op.batch_size, 1);
+    let end = Ord::min(((op.processed / size) + 1) * size, op.total);
+    Ord::max(end - op.processed, 0)
+}
+
 /// Ends an operation and stores `bulk_operation.completed`, provided it still stands as `op`
 /// says (same status, same lease holder); `None`, and nothing written, when it does not.
 pub async fn finish(
@@ -74,7 +91,16 @@ pub async fn finish(
         Some(worker) => bulk_operation::Column::LockedBy.eq(worker.as_str()),
         None => bulk_operation::Column::LockedBy.is_null(),
     };
+    let unknown = in_flight(&op);
     let ended = bulk_operation::Entity::update_many()
+        .col_expr(
+            bulk_operation::Column::Processed,
+            Expr::col(bulk_operation::Column::Processed).add(unknown),
+        )
+        .col_expr(
+            bulk_operation::Column::Failed,
+            Expr::col(bulk_operation::Column::Failed).add(unknown),
+        )
         .col_expr(bulk_operation::Column::Status, to.to_value().into())
         .col_expr(bulk_operation::Column::FinishedAt, Some(Utc::now()).into())
         .col_expr(
@@ -97,8 +123,12 @@ pub async fn finish(
         .await?
         .into_iter()
         .next();
-    if let Some(op) = &ended {
-        record_completed(txn, op).await?;
+    if let Some(ended) = &ended {
+        if unknown > 0 {
+            let outcomes = vec![Err(ENDED_WHILE_SENDING.to_owned()); unknown as usize];
+            store_outcomes(txn, op.id, op.processed, &outcomes).await?;
+        }
+        record_completed(txn, ended).await?;
     }
     Ok(ended)
 }
@@ -264,6 +294,15 @@ pub async fn record_outcomes(
             Expr::col(bulk_operation::Column::Failed).add(failed),
         )
         .col_expr(bulk_operation::Column::SendingSince, sending.into())
+        // An attempt that makes progress starts the count of failed attempts again.
+        .col_expr(
+            bulk_operation::Column::Attempts,
+            if outcomes.is_empty() {
+                Expr::col(bulk_operation::Column::Attempts)
+            } else {
+                Expr::value(1)
+            },
+        )
         .filter(bulk_operation::Column::Id.eq(op.id))
         .filter(bulk_operation::Column::LockedBy.eq(op.locked_by.as_deref()))
         .filter(bulk_operation::Column::Status.eq(BulkStatus::Running))
@@ -399,4 +438,61 @@ pub async fn give_up(db: &Db, op: bulk_operation::Model, max_attempts: u32) -> A
     finish(&*txn, op, BulkStatus::Failed, Some(message)).await?;
     txn.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(processed: i32, total: i32, batch_size: i32, sending: bool) -> bulk_operation::Model {
+        bulk_operation::Model {
+            id: Uuid::nil(),
+            account_id: Uuid::nil(),
+            connection_id: Uuid::nil(),
+            entity: entity::enums::EntityType::WorkOrder,
+            operation: entity::enums::WriteOperation::Create,
+            status: BulkStatus::Running,
+            total,
+            processed,
+            succeeded: processed,
+            failed: 0,
+            batch_size,
+            delay_between_batches_ms: 0,
+            idempotency_key: None,
+            request_hash: String::new(),
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            run_after: Utc::now(),
+            locked_by: None,
+            locked_until: None,
+            attempts: 1,
+            cancel_requested: false,
+            sending_since: sending.then(Utc::now),
+            rate_limited: 0,
+            error_message: None,
+        }
+    }
+
+    #[test]
+    fn an_operation_ended_mid_batch_leaves_that_batch_in_doubt() {
+        assert_eq!(in_flight(&op(40, 100, 20, true)), 20);
+        // A batch cut short (a rate limit, a fault) is in doubt up to its boundary only.
+        assert_eq!(in_flight(&op(47, 100, 20, true)), 13);
+        assert_eq!(in_flight(&op(90, 95, 20, true)), 5);
+        assert_eq!(in_flight(&op(40, 100, 20, false)), 0);
+        assert_eq!(in_flight(&op(100, 100, 20, true)), 0);
+    }
+
+    #[test]
+    fn the_status_follows_the_counts() {
+        let mut ended = op(10, 10, 5, false);
+        assert_eq!(final_status(&ended), BulkStatus::Succeeded);
+        (ended.succeeded, ended.failed) = (7, 3);
+        assert_eq!(final_status(&ended), BulkStatus::PartiallyFailed);
+        (ended.succeeded, ended.failed) = (0, 10);
+        assert_eq!(final_status(&ended), BulkStatus::Failed);
+        ended.cancel_requested = true;
+        assert_eq!(final_status(&ended), BulkStatus::Cancelled);
+    }
 }

@@ -85,7 +85,9 @@ pub async fn create(db: &Db, scope: Scope, input: NewBulk) -> AppResult<bulk_ope
         return Err(AppError::InvalidRecords { problems, count });
     }
     let hash = request_hash(connection_id, &input);
-    if let Some(existing) = same_request(db.conn(), scope.account_id, &input, &hash).await? {
+    let key = input.idempotency_key.clone();
+    if let Some(existing) = same_request(db.conn(), scope.account_id, key.as_deref(), &hash).await?
+    {
         return Ok(existing);
     }
     match insert(db, &connection, input, hash.clone()).await {
@@ -95,7 +97,13 @@ pub async fn create(db: &Db, scope: Scope, input: NewBulk) -> AppResult<bulk_ope
                 .is_some_and(AppError::is_unique_violation) =>
         {
             // The same key, queued by a concurrent request a moment ago.
-            same_request_after_race(db.conn(), scope.account_id, &hash).await
+            same_request(db.conn(), scope.account_id, key.as_deref(), &hash)
+                .await?
+                .ok_or_else(|| {
+                    AppError::internal(anyhow::anyhow!(
+                        "a bulk operation's key is taken, by no operation"
+                    ))
+                })
         }
         other => other,
     }
@@ -145,15 +153,15 @@ fn request_hash(connection_id: Uuid, input: &NewBulk) -> String {
 async fn same_request(
     db: &impl ConnectionTrait,
     account_id: Uuid,
-    input: &NewBulk,
+    key: Option<&str>,
     hash: &str,
 ) -> AppResult<Option<bulk_operation::Model>> {
-    let Some(key) = &input.idempotency_key else {
+    let Some(key) = key else {
         return Ok(None);
     };
     let found = bulk_operation::Entity::find()
         .filter(bulk_operation::Column::AccountId.eq(account_id))
-        .filter(bulk_operation::Column::IdempotencyKey.eq(key.as_str()))
+        .filter(bulk_operation::Column::IdempotencyKey.eq(key))
         .one(db)
         .await?;
     match found {
@@ -163,24 +171,6 @@ async fn same_request(
         ))),
         None => Ok(None),
     }
-}
-
-async fn same_request_after_race(
-    db: &impl ConnectionTrait,
-    account_id: Uuid,
-    hash: &str,
-) -> AppResult<bulk_operation::Model> {
-    bulk_operation::Entity::find()
-        .filter(bulk_operation::Column::AccountId.eq(account_id))
-        .filter(bulk_operation::Column::RequestHash.eq(hash))
-        .filter(bulk_operation::Column::IdempotencyKey.is_not_null())
-        .one(db)
-        .await?
-        .ok_or_else(|| {
-            AppError::Conflict(
-                "idempotencyKey was used for a different bulk write at the same moment".into(),
-            )
-        })
 }
 
 /// Stores the operation and its records in one transaction, the connection's row locked

@@ -78,6 +78,9 @@ pub struct Runner<'a> {
     pub cipher: &'a Cipher,
     pub outbound: &'a Outbound,
     pub settings: &'a BulkSettings,
+    /// Fired at shutdown: the job stops at its next batch boundary (the batch being sent is
+    /// finished and stored, so that its records do not become uncertain).
+    pub stop: &'a tokio_util::sync::CancellationToken,
 }
 
 /// The idempotency key of one record of one operation: the same on every attempt.
@@ -93,6 +96,13 @@ struct Job<'a> {
     op: bulk_operation::Model,
     /// The write-through of the previous batch, which runs while the next one is sent.
     through: Option<tokio::task::JoinHandle<()>>,
+    /// The sealed credentials the connector was made with: a rejection of them says nothing
+    /// of credentials that replaced them meanwhile.
+    credentials: Option<Vec<u8>>,
+    /// Set when this attempt's last send stopped (unreachable, a fault) at its first record
+    /// without an outcome: only that record may have reached the remote, so it is sent alone
+    /// (as possibly sent) before the rest goes as usual.
+    one_uncertain: bool,
 }
 
 impl Runner<'_> {
@@ -117,7 +127,9 @@ impl Runner<'_> {
             Err(CredentialsError::Unreadable(why)) => {
                 tracing::warn!(bulk_operation.id = %op.id, reason = %why, "the operation's credentials are unreadable");
                 let reason = connections::UNREADABLE_CREDENTIALS_REASON.to_owned();
-                return Ok(self.fail_auth(op, reason).await?);
+                self.fail_auth(op, reason, connection.credentials.as_deref())
+                    .await?;
+                return Ok(());
             }
             Err(CredentialsError::Disconnected) => {
                 return Ok(self
@@ -134,6 +146,8 @@ impl Runner<'_> {
             pace: self.outbound.pace(connection.id),
             op,
             through: None,
+            credentials: connection.credentials.clone(),
+            one_uncertain: false,
         };
         job.run().await
     }
@@ -152,26 +166,34 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// The remote rejected the credentials: the operation fails and the connection asks for
-    /// new ones, in one transaction.
-    async fn fail_auth(&self, op: bulk_operation::Model, reason: String) -> AppResult<()> {
+    /// The remote rejected the credentials `used`: the operation fails and the connection
+    /// asks for new ones, in one transaction. False, and nothing written, when the connection's
+    /// credentials were replaced since (the batch is to be written again with the new ones).
+    async fn fail_auth(
+        &self,
+        op: bulk_operation::Model,
+        reason: String,
+        used: Option<&[u8]>,
+    ) -> AppResult<bool> {
         let txn = self.db.begin_write().await?;
         let scope = Scope {
             account_id: op.account_id,
             connection_id: None,
         };
         let connection = connections::find_for_update(&*txn, scope, op.connection_id).await?;
-        connections::set_status(
-            &*txn,
-            connection,
-            ConnectionStatus::AuthRequired,
-            Some(reason.clone()),
-        )
-        .await?;
+        if connection.credentials.as_deref() != used {
+            return Ok(false);
+        }
         let message = format!("the remote system rejected the credentials: {reason}");
-        jobs::finish(&*txn, op, BulkStatus::Failed, Some(message)).await?;
+        if jobs::finish(&*txn, op, BulkStatus::Failed, Some(message))
+            .await?
+            .is_some()
+        {
+            let status = ConnectionStatus::AuthRequired;
+            connections::set_status(&*txn, connection, status, Some(reason)).await?;
+        }
         txn.commit().await?;
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -195,11 +217,16 @@ impl Job<'_> {
     async fn batches(&mut self) -> Result<Option<(BulkStatus, Option<String>)>, AttemptFailed> {
         let mut failures = 0;
         loop {
-            // Set when an earlier attempt stopped while sending the next records.
+            if self.runner.stop.is_cancelled() {
+                return Ok(None);
+            }
+            // Set when an earlier send stopped while sending the next records.
             let sent_since = self.op.sending_since;
             if !self.renew(Renewal::MarkSending).await? {
                 return Ok(None);
             }
+            // Ending here, nothing more was sent: the mark stands as it stood.
+            self.op.sending_since = sent_since;
             if self.op.cancel_requested || self.op.processed >= self.op.total {
                 return Ok(Some((jobs::final_status(&self.op), None)));
             }
@@ -224,8 +251,15 @@ impl Job<'_> {
                 }
                 Some(ConnectorError::AuthRejected(reason)) => {
                     self.settle().await;
-                    self.runner.fail_auth(self.op.clone(), reason).await?;
-                    return Ok(None);
+                    let used = self.credentials.as_deref();
+                    if self.runner.fail_auth(self.op.clone(), reason, used).await? {
+                        return Ok(None);
+                    }
+                    return Err(AttemptFailed::Remote(
+                        "the credentials were replaced while a batch was written; it is \
+                         written again with the new ones"
+                            .into(),
+                    ));
                 }
                 Some(err) => {
                     failures += 1;
@@ -278,7 +312,11 @@ impl Job<'_> {
         &mut self,
         sent_since: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<Option<Option<ConnectorError>>, AttemptFailed> {
-        let batch = jobs::next_batch(self.runner.db.conn(), &self.op).await?;
+        let mut batch = jobs::next_batch(self.runner.db.conn(), &self.op).await?;
+        let alone = self.one_uncertain && sent_since.is_some();
+        if alone {
+            batch.truncate(1);
+        }
         let records: Vec<WriteRecord> = batch
             .iter()
             .map(|r| WriteRecord {
@@ -305,12 +343,15 @@ impl Job<'_> {
             outcomes.resize(records.len(), Err(why.clone()));
             stopped = None;
         }
-        let unsent_may_have_arrived = sent_since.is_some()
-            || matches!(
-                stopped,
-                Some(ConnectorError::Unreachable(_) | ConnectorError::RemoteFault(_))
-            );
-        let still_sending = outcomes.len() < records.len() && unsent_may_have_arrived;
+        let unknown_stop = matches!(
+            stopped,
+            Some(ConnectorError::Unreachable(_) | ConnectorError::RemoteFault(_))
+        );
+        let still_sending =
+            outcomes.len() < records.len() && (sent_since.is_some() || unknown_stop);
+        // After a stop of this attempt's own sending, only the record it stopped at is in
+        // doubt; after a crash, the whole batch the dead attempt was sending is.
+        self.one_uncertain = unknown_stop && (sent_since.is_none() || alone);
         if !self.store(&batch, &outcomes, still_sending).await? {
             return Ok(None);
         }
@@ -366,7 +407,7 @@ impl Job<'_> {
                 .one(self.runner.db.conn())
                 .await?
                 .is_none_or(|op| op.cancel_requested || op.locked_by != self.op.locked_by);
-            if stop {
+            if stop || self.runner.stop.is_cancelled() {
                 return Ok(());
             }
             if renewed.elapsed() >= self.runner.settings.lease / 3 {
@@ -383,11 +424,18 @@ impl Job<'_> {
     async fn hold_lease(&self) {
         let lease = self.runner.settings.lease;
         let worker = self.op.locked_by.clone().unwrap_or_default();
+        let mut renewed = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(lease / 3).await;
             match jobs::renew(self.runner.db, self.op.id, &worker, lease, Renewal::Lease).await {
-                Ok(Some(_)) => {}
+                Ok(Some(_)) => renewed = tokio::time::Instant::now(),
                 Ok(None) => return,
+                // Another worker may take the operation over once the lease runs out: stop
+                // writing well before, rather than write beside it.
+                Err(err) if renewed.elapsed() >= lease * 2 / 3 => {
+                    tracing::warn!(bulk_operation.id = %self.op.id, error = %err, "the lease could not be renewed; the write is given up");
+                    return;
+                }
                 Err(err) => {
                     tracing::warn!(bulk_operation.id = %self.op.id, error = %err, "renewing a bulk operation's lease failed");
                 }

@@ -19,6 +19,8 @@ use crate::{
 };
 
 const IDLE_POLL: Duration = Duration::from_millis(500);
+/// How long shutdown waits for the batch being sent.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct BulkWorkers {
@@ -61,18 +63,32 @@ impl BulkWorkers {
                         cipher: &self.cipher,
                         outbound: &self.outbound,
                         settings: &self.settings,
+                        stop: &shutdown,
                     };
-                    tokio::select! {
-                        () = shutdown.cancelled() => {
-                            match jobs::release(&self.db, op.id, &name).await {
-                                Ok(_) => tracing::info!(bulk_operation.id = %op.id, "bulk operation released at shutdown"),
-                                Err(err) => tracing::error!(bulk_operation.id = %op.id, error = %err, "releasing a bulk operation at shutdown failed; it is taken over when its lease expires"),
+                    let run = runner.execute(op.clone());
+                    tokio::pin!(run);
+                    let result = tokio::select! {
+                        result = &mut run => Some(result),
+                        // The batch being sent is finished and stored (the job stops at its
+                        // next boundary), unless that takes longer than the grace.
+                        () = shutdown.cancelled() => tokio::time::timeout(SHUTDOWN_GRACE, &mut run).await.ok(),
+                    };
+                    if let Some(Err(err)) = result {
+                        self.attempt_failed(&op, &err).await;
+                    }
+                    if shutdown.is_cancelled() {
+                        // Let go of the operation, so that another worker takes it over now
+                        // rather than when the lease expires.
+                        match jobs::release(&self.db, op.id, &name).await {
+                            Ok(true) => {
+                                tracing::info!(bulk_operation.id = %op.id, "bulk operation released at shutdown")
                             }
-                            return;
+                            Ok(false) => {}
+                            Err(err) => {
+                                tracing::error!(bulk_operation.id = %op.id, error = %err, "releasing a bulk operation at shutdown failed; it is taken over when its lease expires")
+                            }
                         }
-                        result = runner.execute(op.clone()) => if let Err(err) = result {
-                            self.attempt_failed(&op, &err).await;
-                        }
+                        return;
                     }
                 }
                 Ok(None) => tokio::select! {

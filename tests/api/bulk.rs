@@ -647,6 +647,54 @@ async fn ended_operations_are_pruned_after_their_retention() {
     assert!(titles.contains("Bulk work order 2"), "{titles}");
 }
 
+#[tokio::test]
+async fn a_remote_fault_leaves_the_record_it_stopped_at_in_doubt_not_the_batch() {
+    use millwright_fixtures::{Fixture, Kind, SAP_CLIENT, SAP_PASSWORD, SAP_USER, data::Sizes};
+    let fixture = Fixture::start(Kind::SapS4Hana, Sizes::small()).await;
+    let app = TestApp::spawn_with(|config| {
+        config.sync.requests_per_second = 100_000;
+        config.connectors.allow_private_targets = true;
+    })
+    .await;
+    let (key, customer) = setup(&app, 100).await;
+    let credentials = json!({ "base_url": fixture.base_url(), "auth": "basic",
+        "username": SAP_USER, "password": SAP_PASSWORD, "sap_client": SAP_CLIENT });
+    let (connection, _) = connect(
+        &app,
+        &key,
+        json!({ "customerId": customer, "systemKey": "sap_s4hana", "credentials": credentials }),
+    )
+    .await;
+    let first = crate::sync::last_run(&app, &key, &connection).await;
+    assert_eq!(first["status"], "SUCCEEDED", "{first}");
+    // The next request fails with a 500: the create it carried may or may not have been
+    // made, and SAP takes no idempotency key, so that one record is reported in doubt and
+    // never sent again; the others of its batch are written as usual.
+    fixture.remote.fail(1);
+    let pumps = (0..5)
+        .map(|i| json!({ "name": format!("Pump {i}") }))
+        .collect();
+    let mut request = input(&connection, pumps, 50, 0);
+    request["entity"] = json!("ASSET");
+    let op = bulk_write(&app, &key, request).await;
+    let done = finished(&app, &key, op["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "PARTIALLY_FAILED", "{done}");
+    assert_eq!(
+        (done["succeeded"].as_i64(), done["failed"].as_i64()),
+        (Some(4), Some(1))
+    );
+    let failed = results(&app, &key, op["id"].as_str().unwrap(), true).await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["index"], 0);
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("outcome unknown"),
+        "{failed:?}"
+    );
+}
+
 /// Settings of the killed-server test: a short lease, so the survivor takes over soon.
 const KILL_SETTINGS: [(&str, &str); 2] = [
     ("MILLWRIGHT_BULK_LEASE_SECS", "2"),
