@@ -305,14 +305,20 @@ impl CommitSignal {
     }
 }
 
-/// A raw statement written once with `?` placeholders, numbered `$1, $2, …` for PostgreSQL.
-/// The statement that claims the next due job of `table` (sync runs, bulk operations) for a
-/// worker under a lease: one queued and due, or one `running` whose lease has expired (its
-/// process died, or it waits to be retried). Binds: worker, lease end, now (the start),
-/// the running status, now, now. Statuses are written in as literals, not bound: a partial
-/// index over queued and running jobs is used only for a literal match. On PostgreSQL
-/// concurrent claimers skip a row another one is taking.
-pub fn claim_sql(backend: DbBackend, table: &str, queued: &str, running: &str) -> String {
+/// Claims the next due job of `table` (sync runs, bulk operations: rows of `E` with a status,
+/// `run_after`, `started_at`, `attempts` and a lease) for `worker` under a lease of `lease`:
+/// one `queued` and due, or one `running` whose lease has expired (its process died, or it
+/// waits to be retried). Its attempt count goes up by one. Statuses are written in as
+/// literals, not bound: a partial index over queued and running jobs is used only for a
+/// literal match. On PostgreSQL concurrent claimers skip a row another one is taking.
+pub async fn claim<E: sea_orm::EntityTrait>(
+    db: &Db,
+    table: &str,
+    (queued, running): (&str, &str),
+    worker: &str,
+    lease: Duration,
+) -> Result<Option<E::Model>, DbErr> {
+    let backend = db.conn().get_database_backend();
     let lock = if backend == DbBackend::Postgres {
         " FOR UPDATE SKIP LOCKED"
     } else {
@@ -325,9 +331,26 @@ pub fn claim_sql(backend: DbBackend, table: &str, queued: &str, running: &str) -
          OR (status = '{running}' AND locked_until < ?) ORDER BY run_after LIMIT 1{lock}) \
          RETURNING *"
     );
-    statement(backend, &sql, []).sql
+    let now = chrono::Utc::now();
+    let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+    let values: [sea_orm::Value; 6] = [
+        worker.into(),
+        until.into(),
+        now.into(),
+        running.into(),
+        now.into(),
+        now.into(),
+    ];
+    let txn = db.begin_write().await?;
+    let job = E::find()
+        .from_raw_sql(statement(backend, &sql, values))
+        .one(&*txn)
+        .await?;
+    txn.commit().await?;
+    Ok(job)
 }
 
+/// A raw statement written once with `?` placeholders, numbered `$1, $2, …` for PostgreSQL.
 pub fn statement(
     backend: DbBackend,
     sql: &str,

@@ -17,7 +17,7 @@ use crate::{
     connectors::WriteOutcome,
     db::{self, Db},
     error::{AppError, AppResult},
-    events::{self, EventType, NewEvent},
+    events::{self, EventType},
     ids,
 };
 use entity::{
@@ -145,19 +145,13 @@ pub fn summary(op: &bulk_operation::Model) -> Value {
 }
 
 async fn record_completed(txn: &impl ConnectionTrait, op: &bulk_operation::Model) -> AppResult<()> {
-    let customer_id = entity::connection::Entity::find_by_id(op.connection_id)
-        .one(txn)
-        .await?
-        .map(|c| c.customer_id);
-    events::record(
+    let event_type = EventType::BulkOperationCompleted;
+    events::record_for_connection(
         txn,
-        vec![NewEvent {
-            account_id: op.account_id,
-            customer_id,
-            connection_id: Some(op.connection_id),
-            event_type: EventType::BulkOperationCompleted,
-            data: summary(op),
-        }],
+        op.account_id,
+        op.connection_id,
+        event_type,
+        summary(op),
     )
     .await?;
     Ok(())
@@ -170,33 +164,13 @@ pub async fn claim(
     worker: &str,
     lease: Duration,
 ) -> AppResult<Option<bulk_operation::Model>> {
-    let now = Utc::now();
-    let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
-    let backend = db.conn().get_database_backend();
-    let statement = sea_orm::Statement::from_sql_and_values(
-        backend,
-        db::claim_sql(
-            backend,
-            "bulk_operations",
-            BulkStatus::Queued.to_value().as_str(),
-            BulkStatus::Running.to_value().as_str(),
-        ),
-        [
-            worker.into(),
-            until.into(),
-            now.into(),
-            BulkStatus::Running.to_value().into(),
-            now.into(),
-            now.into(),
-        ],
+    let statuses = (
+        BulkStatus::Queued.to_value(),
+        BulkStatus::Running.to_value(),
     );
-    let txn = db.begin_write().await?;
-    let op = bulk_operation::Entity::find()
-        .from_raw_sql(statement)
-        .one(&*txn)
-        .await?;
-    txn.commit().await?;
-    Ok(op)
+    let statuses = (statuses.0.as_str(), statuses.1.as_str());
+    let table = "bulk_operations";
+    Ok(db::claim::<bulk_operation::Entity>(db, table, statuses, worker, lease).await?)
 }
 
 /// Whether a renewal of the lease also marks the next batch as being sent.

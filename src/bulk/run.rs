@@ -21,7 +21,7 @@ use crate::{
     crypto::Cipher,
     db::Db,
     error::{AppError, AppResult},
-    events::{self, EventType, NewEvent},
+    events::{self, EventType},
     records,
 };
 use entity::{
@@ -475,21 +475,12 @@ async fn write_through(
     let mut changed = records::Changed::default();
     changed.add(outcome);
     if !changed.is_empty() {
-        let customer_id = entity::connection::Entity::find_by_id(connection_id)
-            .one(&*txn)
-            .await?
-            .map(|c| c.customer_id);
         let mut data = changed.event_data(entity);
         data["bulk_operation_id"] =
             Value::from(crate::ids::encode(crate::ids::Kind::BulkOperation, op.id));
-        let event = NewEvent {
-            account_id: op.account_id,
-            customer_id,
-            connection_id: Some(connection_id),
-            event_type: EventType::RecordsChanged,
-            data,
-        };
-        events::record(&*txn, vec![event]).await?;
+        let event_type = EventType::RecordsChanged;
+        events::record_for_connection(&*txn, op.account_id, connection_id, event_type, data)
+            .await?;
     }
     txn.commit().await?;
     Ok(())

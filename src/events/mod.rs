@@ -73,6 +73,28 @@ const EVENTS_PER_ROUND_TRIP: usize = 500;
 /// events report), then stores the events, inside the caller's transaction; returns their
 /// positions. On SQLite all of it is one round trip to the database thread: each statement
 /// is otherwise a round trip made while holding the single write lock.
+/// Records one event of `connection_id` (of `account_id`), with the connection's customer.
+pub async fn record_for_connection(
+    txn: &impl ConnectionTrait,
+    account_id: Uuid,
+    connection_id: Uuid,
+    event_type: EventType,
+    data: Value,
+) -> Result<Vec<i64>, DbErr> {
+    let customer_id = entity::connection::Entity::find_by_id(connection_id)
+        .one(txn)
+        .await?
+        .map(|c| c.customer_id);
+    let event = NewEvent {
+        account_id,
+        customer_id,
+        connection_id: Some(connection_id),
+        event_type,
+        data,
+    };
+    record(txn, vec![event]).await
+}
+
 pub async fn record_after(
     txn: &impl ConnectionTrait,
     before: Option<Statement>,

@@ -12,7 +12,7 @@ use sea_orm::ActiveEnum as _;
 use chrono::Utc;
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     sea_query::{Expr, ExprTrait, OnConflict},
 };
 use serde_json::json;
@@ -22,7 +22,7 @@ use crate::{
     connections::{self, ConnectionStatus, Scope},
     db::Db,
     error::{AppError, AppResult},
-    events::{self, EventType, NewEvent},
+    events::{self, EventType},
     ids::new_id,
     notify::Notice,
     pagination::{Page, PageRequest, fetch_page},
@@ -379,18 +379,7 @@ pub async fn record_run_event(
     event_type: EventType,
     data: serde_json::Value,
 ) -> AppResult<()> {
-    let customer_id = connection::Entity::find_by_id(run.connection_id)
-        .one(txn)
-        .await?
-        .map(|c| c.customer_id);
-    let event = NewEvent {
-        account_id: run.account_id,
-        customer_id,
-        connection_id: Some(run.connection_id),
-        event_type,
-        data,
-    };
-    events::record(txn, vec![event]).await?;
+    events::record_for_connection(txn, run.account_id, run.connection_id, event_type, data).await?;
     Ok(())
 }
 
@@ -400,33 +389,12 @@ pub async fn claim(
     worker: &str,
     lease: std::time::Duration,
 ) -> AppResult<Option<sync_run::Model>> {
-    let now = Utc::now();
-    let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
-    let backend = db.conn().get_database_backend();
-    let statement = Statement::from_sql_and_values(
-        backend,
-        crate::db::claim_sql(
-            backend,
-            "sync_runs",
-            SyncStatus::Queued.to_value().as_str(),
-            SyncStatus::Running.to_value().as_str(),
-        ),
-        [
-            worker.into(),
-            until.into(),
-            now.into(),
-            SyncStatus::Running.into(),
-            now.into(),
-            now.into(),
-        ],
+    let statuses = (
+        SyncStatus::Queued.to_value(),
+        SyncStatus::Running.to_value(),
     );
-    let txn = db.begin_write().await?;
-    let run = sync_run::Entity::find()
-        .from_raw_sql(statement)
-        .one(&*txn)
-        .await?;
-    txn.commit().await?;
-    Ok(run)
+    let statuses = (statuses.0.as_str(), statuses.1.as_str());
+    Ok(crate::db::claim::<sync_run::Entity>(db, "sync_runs", statuses, worker, lease).await?)
 }
 
 #[cfg(test)]
