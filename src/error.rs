@@ -73,6 +73,15 @@ impl AppError {
         ))
     }
 
+    /// The error for an operator's log: an internal error with its cause chain (kept out of
+    /// responses), anything else as its message.
+    pub fn detail(&self) -> String {
+        match self {
+            AppError::Internal(detail) => format!("{detail:#}"),
+            other => other.to_string(),
+        }
+    }
+
     pub fn internal(error: impl Into<anyhow::Error>) -> Self {
         AppError::Internal(Arc::new(error.into()))
     }

@@ -389,7 +389,7 @@ impl Job<'_> {
             self.through = Some(tokio::spawn(async move {
                 if let Err(err) = write_through(&db, &op, written).await {
                     // The next sync stores these records from the remote.
-                    tracing::error!(bulk_operation.id = %op.id, error = %err, "writing a batch through to the record store failed");
+                    tracing::error!(bulk_operation.id = %op.id, error = %err.detail(), "writing a batch through to the record store failed");
                 }
             }));
         }
@@ -433,11 +433,11 @@ impl Job<'_> {
                 // Another worker may take the operation over once the lease runs out: stop
                 // writing well before, rather than write beside it.
                 Err(err) if renewed.elapsed() >= lease * 2 / 3 => {
-                    tracing::warn!(bulk_operation.id = %self.op.id, error = %err, "the lease could not be renewed; the write is given up");
+                    tracing::warn!(bulk_operation.id = %self.op.id, error = %err.detail(), "the lease could not be renewed; the write is given up");
                     return;
                 }
                 Err(err) => {
-                    tracing::warn!(bulk_operation.id = %self.op.id, error = %err, "renewing a bulk operation's lease failed");
+                    tracing::warn!(bulk_operation.id = %self.op.id, error = %err.detail(), "renewing a bulk operation's lease failed");
                 }
             }
         }

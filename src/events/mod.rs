@@ -69,10 +69,6 @@ pub async fn record(txn: &impl ConnectionTrait, events: Vec<NewEvent>) -> Result
 /// 32,766 per statement); more are stored with separate statements.
 const EVENTS_PER_ROUND_TRIP: usize = 500;
 
-/// Runs `before` (a statement without results, such as the ledger row of the change the
-/// events report), then stores the events, inside the caller's transaction; returns their
-/// positions. On SQLite all of it is one round trip to the database thread: each statement
-/// is otherwise a round trip made while holding the single write lock.
 /// Records one event of `connection_id` (of `account_id`), with the connection's customer.
 pub async fn record_for_connection(
     txn: &impl ConnectionTrait,
@@ -95,6 +91,10 @@ pub async fn record_for_connection(
     record(txn, vec![event]).await
 }
 
+/// Runs `before` (a statement without results, such as the ledger row of the change the
+/// events report), then stores the events, inside the caller's transaction; returns their
+/// positions. On SQLite all of it is one round trip to the database thread: each statement
+/// is otherwise a round trip made while holding the single write lock.
 pub async fn record_after(
     txn: &impl ConnectionTrait,
     before: Option<Statement>,

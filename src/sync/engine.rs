@@ -17,7 +17,7 @@ use super::{
     SyncErrorCode, SyncKind, SyncStatus, disconnected, finish, record_run_event, run_summary,
 };
 use crate::{
-    catalog::EntityType,
+    catalog::{EntityType, System},
     connections::{self, ConnectionStatus, CredentialsError, Scope},
     connectors::{self, Connector, ConnectorError, ReadRequest, RemotePage, http::Outbound},
     crypto::Cipher,
@@ -214,91 +214,114 @@ impl Engine<'_> {
         let system = connections::system(&connection)?;
         let connector: Arc<dyn Connector> =
             connectors::connect(system, connection.id, &credentials, self.outbound, self.db).into();
-        if run.attempts <= 1 {
-            connector.begin_sync().await.map_err(AppError::internal)?;
-            let txn = self.db.begin_write().await?;
-            // The connection's row before the event log (docs/architecture.md, "Locks").
-            connections::lock(&*txn, run.connection_id).await?;
-            record_run_event(&*txn, &run, EventType::SyncStarted, run_summary(&run)).await?;
-            txn.commit().await?;
-        }
+        let mut pacer = Pacer {
+            pace: self.outbound.pace(connection.id),
+            rate_limited: 0,
+        };
+        let mut step = if run.attempts <= 1 {
+            self.begin(connector.as_ref(), &run, &mut pacer)
+                .await
+                .map_err(|stop| (None, stop))
+        } else {
+            Ok(())
+        };
         let mut progress = Progress {
             stats: stats_of(&run)?,
             run,
             last_progress_event: Instant::now(),
         };
-        let mut pacer = Pacer {
-            pace: self.outbound.pace(connection.id),
-            rate_limited: 0,
-        };
         for entity in system.entities {
-            match self
+            if step.is_err() {
+                break;
+            }
+            step = self
                 .sync_entity(&connection, &connector, *entity, &mut progress, &mut pacer)
                 .await
-            {
-                Ok(()) => {}
-                Err(Stop::Cancelled) => {
-                    // A disconnect asks the connection's run to stop, too.
-                    let scope = Scope {
-                        account_id: connection.account_id,
-                        connection_id: None,
-                    };
-                    let current = connections::find(self.db.conn(), scope, connection.id).await?;
-                    let why = if current.status == ConnectionStatus::Disconnected {
-                        disconnected()
-                    } else {
-                        (SyncErrorCode::Cancelled, "cancelled".into())
-                    };
-                    return self
-                        .close(progress.run, SyncStatus::Cancelled, Some(why), None)
-                        .await;
-                }
-                Err(Stop::Failed {
-                    code,
-                    message,
-                    status,
-                    remote,
-                }) => {
-                    let system_error = remote.map(|kind| {
-                        json!({ "operation": "sync", "sync_run_id": crate::ids::encode(crate::ids::Kind::SyncRun, progress.run.id),
-                                "system": system.key, "entity": entity.to_value(),
-                                "error_kind": kind, "message": message })
-                    });
-                    let status = status.map(|s| Observed::new(&connection, s, message.clone()));
-                    return self
-                        .close_reporting(
-                            progress.run,
-                            SyncStatus::Failed,
-                            Some((code, message)),
-                            status,
-                            system_error,
-                        )
-                        .await;
-                }
-                // A token the remote gave and refused at once: not something a retry mends.
-                Err(Stop::CursorRejected(message)) => {
-                    let system_error = json!({ "operation": "sync",
-                        "sync_run_id": crate::ids::encode(crate::ids::Kind::SyncRun, progress.run.id),
-                        "system": system.key, "entity": entity.to_value(),
-                        "error_kind": "VALIDATION", "message": message });
-                    return self
-                        .close_reporting(
-                            progress.run,
-                            SyncStatus::Failed,
-                            Some((SyncErrorCode::RemoteError, message)),
-                            None,
-                            Some(system_error),
-                        )
-                        .await;
-                }
-                Err(Stop::LeaseLost) => return Ok(self.lease_lost(progress.run).await),
-                Err(Stop::Internal(err)) => return Err(err),
-            }
+                .map_err(|stop| (Some(*entity), stop));
+        }
+        if let Err((entity, stop)) = step {
+            return self.stopped(&connection, system, progress.run, entity, stop).await;
         }
         let online = (connection.status != ConnectionStatus::Online)
             .then(|| Observed::new(&connection, ConnectionStatus::Online, String::new()));
         self.close(progress.run, SyncStatus::Succeeded, None, online)
             .await
+    }
+
+    /// Opens the run's session with the remote and records `sync.started` (a run's first
+    /// attempt only, not a resumed one).
+    async fn begin(
+        &self,
+        connector: &dyn Connector,
+        run: &sync_run::Model,
+        pacer: &mut Pacer,
+    ) -> Result<(), Stop> {
+        let open = || connector.begin_sync();
+        self.call(open, false, pacer, run.id).await?;
+        let txn = self.db.begin_write().await?;
+        // The connection's row before the event log (docs/architecture.md, "Locks").
+        connections::lock(&*txn, run.connection_id).await?;
+        record_run_event(&*txn, run, EventType::SyncStarted, run_summary(run)).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Ends a run that stopped before its last entity (at its start when `entity` is none).
+    /// A run whose connection was disconnected meanwhile (its remote then refuses it, too)
+    /// ends `CANCELLED` by the disconnect.
+    async fn stopped(
+        &self,
+        connection: &connection::Model,
+        system: &System,
+        run: sync_run::Model,
+        entity: Option<EntityType>,
+        stop: Stop,
+    ) -> AppResult<sync_run::Model> {
+        let system_error = |kind: &str, message: &str| {
+            json!({ "operation": "sync", "sync_run_id": crate::ids::encode(crate::ids::Kind::SyncRun, run.id),
+                    "system": system.key, "entity": entity.map(|e| e.to_value()),
+                    "error_kind": kind, "message": message })
+        };
+        if let Stop::Cancelled | Stop::Failed { .. } = stop {
+            let scope = Scope {
+                account_id: connection.account_id,
+                connection_id: None,
+            };
+            let current = connections::find(self.db.conn(), scope, connection.id).await?;
+            if current.status == ConnectionStatus::Disconnected {
+                return self
+                    .close(run, SyncStatus::Cancelled, Some(disconnected()), None)
+                    .await;
+            }
+        }
+        match stop {
+            Stop::Cancelled => {
+                let cancelled = (SyncErrorCode::Cancelled, "cancelled".into());
+                self.close(run, SyncStatus::Cancelled, Some(cancelled), None)
+                    .await
+            }
+            Stop::Failed {
+                code,
+                message,
+                status,
+                remote,
+            } => {
+                let reported = remote.map(|kind| system_error(kind, &message));
+                let status = status.map(|s| Observed::new(connection, s, message.clone()));
+                let error = Some((code, message));
+                self.close_reporting(run, SyncStatus::Failed, error, status, reported)
+                    .await
+            }
+            // A token the remote gave and refused at once: not something a retry mends.
+            Stop::CursorRejected(message) => {
+                let reported = Some(system_error("VALIDATION", &message));
+                let error = Some((SyncErrorCode::RemoteError, message));
+                self.close_reporting(run, SyncStatus::Failed, error, None, reported)
+                    .await
+            }
+            Stop::LeaseLost => Ok(self.lease_lost(run).await),
+            Stop::Internal(err) => Err(err),
+        }
     }
 
     /// Ends the run, and sets the connection's status with it, in one transaction, provided
@@ -679,15 +702,31 @@ impl Engine<'_> {
         pacer: &mut Pacer,
         run_id: Uuid,
     ) -> Result<RemotePage, Stop> {
+        let read = || connector.read_page(entity, request);
+        self.call(read, request.cursor.is_some(), pacer, run_id)
+            .await
+    }
+
+    /// Makes one request of the remote (`request`), paced, riding out rate limits and short
+    /// outages, and turns what the remote answered in the end into why the run stops.
+    /// `cursor_given`: the request carried a continuation token (one the remote refuses
+    /// makes the pass start over).
+    async fn call<T, F: Future<Output = Result<T, ConnectorError>>>(
+        &self,
+        request: impl Fn() -> F,
+        cursor_given: bool,
+        pacer: &mut Pacer,
+        run_id: Uuid,
+    ) -> Result<T, Stop> {
         let mut failures = 0;
         loop {
             pacer.pace.ready().await;
-            let read = tokio::select! {
-                read = connector.read_page(entity, request) => read,
+            let answer = tokio::select! {
+                answer = request() => answer,
                 stop = self.hold_lease(run_id) => return Err(stop),
             };
-            match read {
-                Ok(page) => return Ok(page),
+            match answer {
+                Ok(answer) => return Ok(answer),
                 Err(ConnectorError::RateLimited { retry_after }) => {
                     // However long the remote keeps saying so: counted, not a failure, and
                     // the run stays cancellable and keeps its lease meanwhile.
@@ -695,7 +734,7 @@ impl Engine<'_> {
                     self.wait(retry_after.min(Duration::from_secs(60)), run_id)
                         .await?;
                 }
-                Err(ConnectorError::Validation(why)) if request.cursor.is_some() => {
+                Err(ConnectorError::Validation(why)) if cursor_given => {
                     return Err(Stop::CursorRejected(why));
                 }
                 Err(err @ ConnectorError::AuthRejected(_)) => {

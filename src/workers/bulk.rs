@@ -54,7 +54,7 @@ impl BulkWorkers {
                     tracing::error!(bulk_operation.id = %op.id, attempts = op.attempts - 1, "a bulk operation is given up: its attempts never ended");
                     if let Err(err) = jobs::give_up(&self.db, op, self.settings.max_attempts).await
                     {
-                        tracing::error!(error = %err, "giving up a bulk operation failed");
+                        tracing::error!(error = %err.detail(), "giving up a bulk operation failed");
                     }
                 }
                 Ok(Some(op)) => {
@@ -85,7 +85,7 @@ impl BulkWorkers {
                             }
                             Ok(false) => {}
                             Err(err) => {
-                                tracing::error!(bulk_operation.id = %op.id, error = %err, "releasing a bulk operation at shutdown failed; it is taken over when its lease expires")
+                                tracing::error!(bulk_operation.id = %op.id, error = %err.detail(), "releasing a bulk operation at shutdown failed; it is taken over when its lease expires")
                             }
                         }
                         return;
@@ -97,7 +97,7 @@ impl BulkWorkers {
                     () = tokio::time::sleep(IDLE_POLL) => {}
                 },
                 Err(err) => {
-                    tracing::error!(error = %err, "claiming a bulk operation failed");
+                    tracing::error!(error = %err.detail(), "claiming a bulk operation failed");
                     tokio::time::sleep(IDLE_POLL).await;
                 }
             }
@@ -110,8 +110,8 @@ impl BulkWorkers {
             AttemptFailed::Remote(_) => {
                 tracing::warn!(bulk_operation.id = %op.id, attempt = op.attempts, error = %err, "a bulk operation's attempt stopped");
             }
-            AttemptFailed::Internal(_) => {
-                tracing::error!(bulk_operation.id = %op.id, attempt = op.attempts, error = %err, "a bulk operation's attempt failed unexpectedly");
+            AttemptFailed::Internal(internal) => {
+                tracing::error!(bulk_operation.id = %op.id, attempt = op.attempts, error = %internal.detail(), "a bulk operation's attempt failed unexpectedly");
             }
         }
         match jobs::attempt_failed(&self.db, op, &err.to_string(), max, lease).await {
@@ -120,7 +120,7 @@ impl BulkWorkers {
             }
             Ok(_) => {}
             Err(err) => {
-                tracing::error!(bulk_operation.id = %op.id, error = %err, "recording a failed bulk attempt failed; the operation is retried when its lease expires");
+                tracing::error!(bulk_operation.id = %op.id, error = %err.detail(), "recording a failed bulk attempt failed; the operation is retried when its lease expires");
             }
         }
     }

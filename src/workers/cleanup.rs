@@ -22,13 +22,13 @@ impl ConnectionCleanup {
             match customers::finish_deletes(&self.db).await {
                 Ok(0) => {}
                 Ok(finished) => tracing::info!(finished, "customer deletes finished"),
-                Err(err) => tracing::error!(error = %err, "finishing customer deletes failed"),
+                Err(err) => tracing::error!(error = %err.detail(), "finishing customer deletes failed"),
             }
             match connections::cleanup::purge_expired(&self.db, self.grace).await {
                 Ok(0) => {}
                 Ok(purged) => tracing::info!(purged, "records of disconnected connections deleted"),
                 Err(err) => {
-                    tracing::error!(error = %err, "deleting records of disconnected connections failed")
+                    tracing::error!(error = %err.detail(), "deleting records of disconnected connections failed")
                 }
             }
             tokio::select! {

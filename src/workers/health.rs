@@ -39,7 +39,7 @@ impl HealthCheck {
             match self.check_due().await {
                 Ok(checked) if checked as u64 == BATCH => continue,
                 Ok(_) => {}
-                Err(err) => tracing::error!(error = %err, "health check failed"),
+                Err(err) => tracing::error!(error = %err.detail(), "health check failed"),
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -68,7 +68,7 @@ impl HealthCheck {
         futures_util::stream::iter(claimed)
             .for_each_concurrent(CONCURRENT_PROBES, |model| async move {
                 if let Err(err) = self.probe(model).await {
-                    tracing::error!(error = %err, "health probe failed");
+                    tracing::error!(error = %err.detail(), "health probe failed");
                 }
             })
             .await;

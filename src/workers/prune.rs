@@ -40,7 +40,7 @@ impl Pruning {
             match self.prune().await {
                 Ok(0) => {}
                 Ok(pruned) => tracing::info!(pruned, what, "expired rows pruned"),
-                Err(err) => tracing::error!(error = %err, what, "pruning failed"),
+                Err(err) => tracing::error!(error = %err.detail(), what, "pruning failed"),
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,

@@ -33,7 +33,7 @@ impl Scheduler {
         let tick = (self.minute / 4).clamp(Duration::from_millis(200), Duration::from_secs(15));
         loop {
             if let Err(err) = self.queue_due().await {
-                tracing::error!(error = %err, "scheduling syncs failed");
+                tracing::error!(error = %err.detail(), "scheduling syncs failed");
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,

@@ -56,7 +56,7 @@ impl SyncWorkers {
                     tracing::error!(sync_run.id = %run.id, attempts = run.attempts - 1, "a sync run is given up: its attempts never ended");
                     if let Err(err) = sync::give_up(&self.db, run, self.settings.max_attempts).await
                     {
-                        tracing::error!(error = %err, "giving up a sync run failed");
+                        tracing::error!(error = %err.detail(), "giving up a sync run failed");
                     }
                 }
                 Ok(Some(run)) => {
@@ -73,7 +73,7 @@ impl SyncWorkers {
                             // rather than when the lease expires.
                             match sync::release(&self.db, run.id, &name).await {
                                 Ok(_) => tracing::info!(sync_run.id = %run.id, "sync run released at shutdown"),
-                                Err(err) => tracing::error!(sync_run.id = %run.id, error = %err, "releasing a sync run at shutdown failed; it is taken over when its lease expires"),
+                                Err(err) => tracing::error!(sync_run.id = %run.id, error = %err.detail(), "releasing a sync run at shutdown failed; it is taken over when its lease expires"),
                             }
                             return;
                         }
@@ -88,7 +88,7 @@ impl SyncWorkers {
                     () = tokio::time::sleep(IDLE_POLL) => {}
                 },
                 Err(err) => {
-                    tracing::error!(error = %err, "claiming a sync run failed");
+                    tracing::error!(error = %err.detail(), "claiming a sync run failed");
                     tokio::time::sleep(IDLE_POLL).await;
                 }
             }
@@ -101,7 +101,7 @@ impl SyncWorkers {
     /// backoff, or ends (`MAX_ATTEMPTS`, or `CANCELLED` if asked meanwhile).
     async fn attempt_failed(&self, run: &entity::sync_run::Model, worker: &str, err: &AppError) {
         let (max, lease) = (self.settings.max_attempts, self.settings.lease);
-        tracing::error!(sync_run.id = %run.id, attempt = run.attempts, max_attempts = max, error = %err, "a sync run's attempt failed unexpectedly");
+        tracing::error!(sync_run.id = %run.id, attempt = run.attempts, max_attempts = max, error = %err.detail(), "a sync run's attempt failed unexpectedly");
         match sync::attempt_failed(&self.db, run, worker, max, lease).await {
             Ok(Some(now)) if now.status.is_finished() => {
                 let code = now.error_code.map(|c| c.to_string()).unwrap_or_default();
@@ -113,7 +113,7 @@ impl SyncWorkers {
             }
             Ok(None) => {}
             Err(err) => {
-                tracing::error!(sync_run.id = %run.id, error = %err, "recording a failed sync attempt failed; the run is retried when its lease expires");
+                tracing::error!(sync_run.id = %run.id, error = %err.detail(), "recording a failed sync attempt failed; the run is retried when its lease expires");
             }
         }
     }
