@@ -76,6 +76,12 @@ settings! {
             /// a WebSocket client that reads none of its messages this long is dropped (close
             /// code 4413), so that it does not hold the server's buffers
             ws_send_timeout_secs => ws_send_timeout_secs: u64 = 10, range(1, 3600);
+            /// browser origins allowed to call `/graphql` from their pages (CORS), exact and
+            /// comma-separated, e.g. `https://app.example.com`; empty: no CORS. When set, a
+            /// WebSocket upgrade whose `Origin` is not listed is refused with 403
+            #[serde(deserialize_with = "values::origin_list")]
+            cors_allowed_origins => cors_allowed_origins: Vec<String> = Vec::new(),
+                check(values::are_origins, "origins such as https://app.example.com (scheme, host, optional port; no path), comma-separated");
         }
         /// API rate limits: a token bucket for each API key and connection token, and one for
         /// each client address whose requests bring no valid token.

@@ -28,8 +28,9 @@ pub enum AppError {
     },
     #[error("{0}")]
     Conflict(String),
-    #[error("insufficient credits: {needed} needed, {available} available")]
-    InsufficientCredits { needed: i64, available: i64 },
+    /// `available` is withheld (`None`) from a caller that may not know the pool's size.
+    #[error("insufficient credits: {needed} needed{}", .available.map(|a| format!(", {a} available")).unwrap_or_default())]
+    InsufficientCredits { needed: i64, available: Option<i64> },
     #[error("{0}")]
     ConnectionFailed(String),
     #[error("rate limited, retry after {retry_after_seconds} s")]

@@ -14,6 +14,7 @@ use axum::{
     routing::get,
 };
 use tower_http::{
+    cors::{AllowOrigin, CorsLayer},
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     timeout::TimeoutLayer,
     trace::TraceLayer,
@@ -48,12 +49,15 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: Arc<AppState>) -> Router {
     let timeout = state.config.request_timeout();
     let body_limit = state.config.http.body_limit_bytes;
-    let graphql = Router::new()
+    let mut graphql = Router::new()
         .route("/graphql", get(graphql::get).post(graphql::post))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ));
+    if let Some(cors) = cors(&state.config.http.cors_allowed_origins) {
+        graphql = graphql.layer(cors);
+    }
     Router::new()
         .merge(graphql)
         .route("/graphql/ws", get(ws::upgrade))
@@ -73,6 +77,26 @@ pub fn router(state: Arc<AppState>) -> Router {
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
+}
+
+/// Cross-origin access to `/graphql` for the configured origins' pages: the methods and
+/// headers a GraphQL client sends, no credentials mode (tokens travel in `Authorization`, never
+/// in cookies). `None` without configured origins: browsers then allow same-origin pages only.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let origins = origins
+        .iter()
+        .filter_map(|o| header::HeaderValue::from_str(o).ok());
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .expose_headers([REQUEST_ID, header::RETRY_AFTER])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 async fn count_requests(
@@ -126,7 +150,7 @@ pub fn with_context(
     request: async_graphql::Request,
     principal: Principal,
 ) -> async_graphql::Request {
-    let request = match principal.scope() {
+    let request = match principal.connections_scope() {
         Ok(scope) => request.data(Loaders::new(
             &state.db,
             scope.account_id,

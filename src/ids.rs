@@ -17,10 +17,11 @@ pub enum Kind {
     WebhookEndpoint,
     WebhookDelivery,
     BulkOperation,
+    PortalSession,
 }
 
 impl Kind {
-    const ALL: [Kind; 11] = [
+    const ALL: [Kind; 12] = [
         Kind::Account,
         Kind::ApiKey,
         Kind::Customer,
@@ -32,6 +33,7 @@ impl Kind {
         Kind::WebhookEndpoint,
         Kind::WebhookDelivery,
         Kind::BulkOperation,
+        Kind::PortalSession,
     ];
 
     pub fn prefix(self) -> &'static str {
@@ -47,6 +49,7 @@ impl Kind {
             Kind::WebhookEndpoint => "whe",
             Kind::WebhookDelivery => "whd",
             Kind::BulkOperation => "blk",
+            Kind::PortalSession => "pts",
         }
     }
 
@@ -63,6 +66,7 @@ impl Kind {
             Kind::WebhookEndpoint => "webhook endpoint",
             Kind::WebhookDelivery => "webhook delivery",
             Kind::BulkOperation => "bulk operation",
+            Kind::PortalSession => "portal session",
         }
     }
 }

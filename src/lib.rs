@@ -24,6 +24,7 @@ pub mod limits;
 pub mod metrics;
 pub mod notify;
 pub mod pagination;
+pub mod portal;
 pub mod records;
 pub mod sync;
 pub mod telemetry;

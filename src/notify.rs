@@ -34,6 +34,8 @@ pub enum Notice {
     ApiKeyRevoked(Uuid),
     /// A connection's token was replaced or the connection disconnected.
     ConnectionTokenRevoked(Uuid),
+    /// A portal session was revoked.
+    PortalSessionRevoked(Uuid),
     /// The operator set or cleared an account's rate limit (`None`: the default again).
     RateLimitChanged {
         account_id: Uuid,
@@ -52,6 +54,9 @@ impl Notice {
                 Notice::ConnectionTokenRevoked(connection),
                 Principal::Connection { connection_id, .. },
             ) => connection_id == connection,
+            (Notice::PortalSessionRevoked(session), Principal::Portal(grant)) => {
+                grant.session_id == *session
+            }
             _ => false,
         }
     }
@@ -80,7 +85,9 @@ impl Notifier {
             // One delivery worker claims for all (it batches); a stored permit means a
             // claim in progress looks again.
             Notice::DeliveriesQueued => self.deliveries_queued.notify_one(),
-            Notice::ApiKeyRevoked(_) | Notice::ConnectionTokenRevoked(_) => {
+            Notice::ApiKeyRevoked(_)
+            | Notice::ConnectionTokenRevoked(_)
+            | Notice::PortalSessionRevoked(_) => {
                 self.auth_cache.forget(|p| notice.revokes(p));
                 self.sockets.close(|p| notice.revokes(p));
             }

@@ -77,6 +77,11 @@ pub async fn upgrade(State(state): State<Arc<AppState>>, request: Request) -> Re
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+    if !origin_allowed(&parts, &state.config.http.cors_allowed_origins) {
+        let message =
+            "the page's origin may not open WebSockets here (MILLWRIGHT_CORS_ALLOWED_ORIGINS)";
+        return (StatusCode::FORBIDDEN, message).into_response();
+    }
     let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
@@ -94,6 +99,32 @@ pub async fn upgrade(State(state): State<Arc<AppState>>, request: Request) -> Re
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| serve(state, socket, protocol, address))
+}
+
+/// Whether a browser page may open a socket here: with no allowed origins configured, any;
+/// otherwise one of those, or a page of this server itself (its `Origin` names the `Host` it
+/// asks, as the built-in UI's does). Clients other than browsers send no `Origin`.
+fn origin_allowed(parts: &Parts, allowed: &[String]) -> bool {
+    let Some(origin) = parts.headers.get(axum::http::header::ORIGIN) else {
+        return true;
+    };
+    if allowed.is_empty() {
+        return true;
+    }
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if allowed.iter().any(|a| a == origin) {
+        return true;
+    }
+    let host = parts
+        .headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let authority = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    host.is_some_and(|host| authority == Some(host))
 }
 
 /// The crate's handle for graphql-transport-ws, when the client offers it (or offers nothing,
@@ -354,6 +385,17 @@ impl Guard {
     async fn next(&mut self) -> Option<Message> {
         loop {
             let socket = self.socket.clone();
+            // A portal session's socket closes the moment its session expires.
+            let expiry = socket
+                .caller
+                .get()
+                .and_then(|caller| caller.principal.portal())
+                .map(|grant| {
+                    let left = (grant.expires_at - chrono::Utc::now())
+                        .to_std()
+                        .unwrap_or_default();
+                    Instant::now() + left
+                });
             let step = tokio::select! {
                 message = self.stream.next() => match message {
                     Some(Ok(message)) => self.inspect(message).await,
@@ -367,6 +409,7 @@ impl Guard {
                     step => step,
                 },
                 _ = socket.revoked.cancelled() => Step::Close(4403, REVOKED.into()),
+                _ = sleep_until_some(expiry) => Step::Close(4403, EXPIRED.into()),
                 _ = socket.state.shutdown.cancelled() => Step::Close(1001, "server shutting down".into()),
                 _ = socket.out.closed() => Step::End,
             };
@@ -675,6 +718,15 @@ fn verdict(now: Result<Principal, AppError>, was: &Principal) -> Step {
 }
 
 const REVOKED: &str = "Forbidden: the token was revoked";
+const EXPIRED: &str = "Forbidden: the portal session expired";
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Close reasons are limited to 123 bytes by the WebSocket protocol.
 fn truncate(mut reason: String) -> String {

@@ -17,6 +17,7 @@ mod m20261205_000010_account_rate_limits;
 mod m20261205_000020_retention;
 mod m20261205_000030_demo_remote;
 mod m20261205_000040_bulk_writes;
+mod m20261205_000050_portal_sessions;
 
 pub struct Migrator;
 
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000020_retention::Migration),
             Box::new(m20261205_000030_demo_remote::Migration),
             Box::new(m20261205_000040_bulk_writes::Migration),
+            Box::new(m20261205_000050_portal_sessions::Migration),
         ]
     }
 }

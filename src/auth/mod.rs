@@ -1,5 +1,5 @@
-//! Who is calling: bearer tokens (account API keys, connection tokens, the admin token),
-//! how they are made and checked, and the `Principal` every request runs as.
+//! Who is calling: bearer tokens (account API keys, connection tokens, portal sessions' tokens,
+//! the admin token), how they are made and checked, and the `Principal` every request runs as.
 
 pub mod sockets;
 mod token;
@@ -8,13 +8,13 @@ pub use token::{GeneratedToken, TokenKind, generate, hash_token};
 
 use std::{collections::HashMap, sync::Mutex, time::Instant};
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::{config::Secret, connections::Scope, db::Db, error::AppError};
-use entity::{api_key, connection};
+use entity::{api_key, connection, customer, portal_session};
 
 /// How often `lastUsedAt` is written at most; finer tracking would turn every read into a write.
 const LAST_USED_RESOLUTION: Duration = Duration::seconds(60);
@@ -32,6 +32,37 @@ pub enum Principal {
         account_id: Uuid,
         connection_id: Uuid,
     },
+    /// A portal session's token (`mwp_…`), held by a browser: one customer's connections,
+    /// the catalog, and nothing of the account (docs/portal.md).
+    Portal(PortalGrant),
+}
+
+/// What a portal session lets its browser do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortalGrant {
+    pub account_id: Uuid,
+    pub session_id: Uuid,
+    pub customer_id: Uuid,
+    /// The systems it may see and connect; `None`: every system.
+    pub allowed_systems: Option<std::sync::Arc<[String]>>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl PortalGrant {
+    /// Whether the session may see and connect the system `key`.
+    pub fn allows(&self, key: &str) -> bool {
+        self.allowed_systems
+            .as_ref()
+            .is_none_or(|keys| keys.iter().any(|k| k == key))
+    }
+}
+
+/// The refusal of everything a portal session may not do.
+fn portal_forbidden() -> AppError {
+    AppError::Forbidden(
+        "a portal session may see only its customer's connections and the catalog; use an account API key"
+            .into(),
+    )
 }
 
 /// The token a request came with, as rate limits count it: each token has its own bucket.
@@ -40,6 +71,8 @@ pub enum TokenId {
     ApiKey(Uuid),
     /// A connection token, by its connection: a rotated token keeps the connection's bucket.
     Connection(Uuid),
+    /// A portal session's token, by its session.
+    Portal(Uuid),
 }
 
 impl Principal {
@@ -55,6 +88,7 @@ impl Principal {
                 account_id,
                 connection_id,
             } => Some((TokenId::Connection(*connection_id), *account_id)),
+            Principal::Portal(grant) => Some((TokenId::Portal(grant.session_id), grant.account_id)),
             Principal::Admin | Principal::Anonymous => None,
         }
     }
@@ -66,6 +100,7 @@ impl Principal {
             Principal::Connection { .. } => Err(AppError::Forbidden(
                 "a connection token cannot manage the account; use an account API key".into(),
             )),
+            Principal::Portal(_) => Err(portal_forbidden()),
             Principal::Anonymous => Err(unauthenticated("missing bearer token")),
             Principal::Admin => Err(AppError::Forbidden(
                 "the admin token manages accounts only".into(),
@@ -73,7 +108,9 @@ impl Principal {
         }
     }
 
-    /// What this caller may read: its account, narrowed to one connection for a connection token.
+    /// What this caller may read: its account, narrowed to one connection for a connection
+    /// token. A portal session has no such scope: what it may do asks for
+    /// [`connections_scope`](Self::connections_scope) instead.
     pub fn scope(&self) -> Result<Scope, AppError> {
         match self {
             Principal::Connection {
@@ -82,11 +119,48 @@ impl Principal {
             } => Ok(Scope {
                 account_id: *account_id,
                 connection_id: Some(*connection_id),
+                customer_id: None,
             }),
-            other => other.account_id().map(|account_id| Scope {
-                account_id,
+            other => other.account_id().map(Scope::account),
+        }
+    }
+
+    /// The connections this caller may see and act on, where a portal session may too: the
+    /// scope of [`scope`](Self::scope), or a portal session's customer's connections.
+    pub fn connections_scope(&self) -> Result<Scope, AppError> {
+        match self {
+            Principal::Portal(grant) => Ok(Scope {
+                account_id: grant.account_id,
                 connection_id: None,
+                customer_id: Some(grant.customer_id),
             }),
+            other => other.scope(),
+        }
+    }
+
+    /// The connections this caller may manage (check, disconnect, give new credentials): all
+    /// of the account's with an account key, its customer's with a portal session; a
+    /// connection token manages none.
+    pub fn managed_scope(&self) -> Result<Scope, AppError> {
+        match self {
+            Principal::Portal(_) => self.connections_scope(),
+            other => other.account_id().map(Scope::account),
+        }
+    }
+
+    /// The portal session behind this caller, if it is one.
+    pub fn portal(&self) -> Option<&PortalGrant> {
+        match self {
+            Principal::Portal(grant) => Some(grant),
+            _ => None,
+        }
+    }
+
+    /// Refuses a portal session what only the account's own keys and tokens may see.
+    pub fn deny_portal(&self) -> Result<(), AppError> {
+        match self {
+            Principal::Portal(_) => Err(portal_forbidden()),
+            _ => Ok(()),
         }
     }
 
@@ -94,9 +168,9 @@ impl Principal {
         match self {
             Principal::Admin => Ok(()),
             Principal::Anonymous => Err(unauthenticated("missing bearer token")),
-            Principal::Account { .. } | Principal::Connection { .. } => Err(AppError::Forbidden(
-                "this operation needs the admin token".into(),
-            )),
+            Principal::Account { .. } | Principal::Connection { .. } | Principal::Portal(_) => Err(
+                AppError::Forbidden("this operation needs the admin token".into()),
+            ),
         }
     }
 }
@@ -178,15 +252,27 @@ pub async fn authenticate(
     };
     let hash = hash_token(token);
     if let Some(principal) = cache.get(&hash) {
-        return Ok(principal);
+        return unexpired(principal);
     }
     let seen = cache.revocations();
     let principal = match kind {
         TokenKind::ApiKey => authenticate_api_key(db, &hash).await?,
         TokenKind::Connection => authenticate_connection(db, &hash).await?,
+        TokenKind::Portal => authenticate_portal(db, &hash).await?,
     };
     cache.put(hash, principal.clone(), seen);
     Ok(principal)
+}
+
+/// A cached portal session stops authenticating the moment it expires, not when the cache
+/// entry does.
+fn unexpired(principal: Principal) -> Result<Principal, AppError> {
+    match &principal {
+        Principal::Portal(grant) if grant.expires_at <= Utc::now() => {
+            Err(unauthenticated(PORTAL_INVALID))
+        }
+        _ => Ok(principal),
+    }
 }
 
 /// The token of a `Bearer <token>` credential. The scheme's name is case-insensitive and
@@ -251,7 +337,33 @@ async fn authenticate_connection(db: &Db, hash: &str) -> Result<Principal, AppEr
     })
 }
 
-async fn touch_api_key(db: &Db, id: Uuid, now: chrono::DateTime<Utc>) -> Result<(), AppError> {
+const PORTAL_INVALID: &str = "invalid, expired or revoked portal session";
+
+async fn authenticate_portal(db: &Db, hash: &str) -> Result<Principal, AppError> {
+    let now = Utc::now();
+    let (session, customer) = portal_session::Entity::find()
+        .filter(portal_session::Column::TokenHash.eq(hash))
+        .find_also_related(customer::Entity)
+        .one(db.conn())
+        .await?
+        .ok_or_else(|| unauthenticated(PORTAL_INVALID))?;
+    // A deleted customer's sessions end with it.
+    let live = session.revoked_at.is_none()
+        && session.expires_at > now
+        && customer.is_some_and(|c| c.deleted_at.is_none());
+    if !live {
+        return Err(unauthenticated(PORTAL_INVALID));
+    }
+    Ok(Principal::Portal(PortalGrant {
+        account_id: session.account_id,
+        session_id: session.id,
+        customer_id: session.customer_id,
+        allowed_systems: crate::portal::allowed_systems(&session),
+        expires_at: session.expires_at,
+    }))
+}
+
+async fn touch_api_key(db: &Db, id: Uuid, now: DateTime<Utc>) -> Result<(), AppError> {
     let txn = db.begin_write().await?;
     let update = api_key::ActiveModel {
         id: Set(id),

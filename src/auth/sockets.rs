@@ -33,7 +33,7 @@ use crate::{
     error::AppResult,
     notify::{self, Heard, Notice},
 };
-use entity::{api_key, connection};
+use entity::{api_key, connection, portal_session};
 
 /// The PostgreSQL channel revocations are announced on.
 pub const CHANNEL: &str = "millwright_revocations";
@@ -125,15 +125,15 @@ impl Sockets {
         }
     }
 
-    /// The hashes of the API keys and connection tokens with sockets here (the admin token
-    /// is not revoked while the server runs).
+    /// The hashes of the API keys, connection tokens and portal sessions' tokens with sockets
+    /// here (the admin token is not revoked while the server runs).
     fn revocable(&self) -> Vec<String> {
         self.lock()
             .iter()
             .filter(|(_, holder)| {
                 matches!(
                     holder.principal,
-                    Principal::Account { .. } | Principal::Connection { .. }
+                    Principal::Account { .. } | Principal::Connection { .. } | Principal::Portal(_)
                 )
             })
             .map(|(hash, _)| hash.clone())
@@ -147,7 +147,7 @@ impl Sockets {
 }
 
 /// Closes the sockets here whose token no longer authenticates: an API key revoked, a
-/// connection token replaced or erased, in any process.
+/// connection token replaced or erased, a portal session revoked or expired, in any process.
 pub async fn sweep(db: &Db, sockets: &Sockets) -> AppResult<()> {
     for batch in sockets.revocable().chunks(SWEEP_BATCH) {
         let keys: Vec<String> = api_key::Entity::find()
@@ -165,9 +165,19 @@ pub async fn sweep(db: &Db, sockets: &Sockets) -> AppResult<()> {
             .into_tuple()
             .all(db.conn())
             .await?;
+        let portals: Vec<String> = portal_session::Entity::find()
+            .select_only()
+            .column(portal_session::Column::TokenHash)
+            .filter(portal_session::Column::TokenHash.is_in(batch.iter().cloned()))
+            .filter(portal_session::Column::RevokedAt.is_null())
+            .filter(portal_session::Column::ExpiresAt.gt(chrono::Utc::now()))
+            .into_tuple()
+            .all(db.conn())
+            .await?;
         let live: HashSet<String> = keys
             .into_iter()
             .chain(connections.into_iter().flatten())
+            .chain(portals)
             .collect();
         let revoked: HashSet<String> = batch
             .iter()
@@ -202,6 +212,7 @@ fn payload(notice: Notice) -> Option<String> {
     match notice {
         Notice::ApiKeyRevoked(id) => Some(format!("api_key:{id}")),
         Notice::ConnectionTokenRevoked(id) => Some(format!("connection:{id}")),
+        Notice::PortalSessionRevoked(id) => Some(format!("portal:{id}")),
         Notice::SyncQueued
         | Notice::BulkQueued
         | Notice::DeliveriesQueued
@@ -215,6 +226,7 @@ fn parse(payload: &str) -> Option<Notice> {
     match kind {
         "api_key" => Some(Notice::ApiKeyRevoked(id)),
         "connection" => Some(Notice::ConnectionTokenRevoked(id)),
+        "portal" => Some(Notice::PortalSessionRevoked(id)),
         _ => None,
     }
 }
@@ -308,6 +320,7 @@ mod tests {
         for notice in [
             Notice::ApiKeyRevoked(id),
             Notice::ConnectionTokenRevoked(id),
+            Notice::PortalSessionRevoked(id),
         ] {
             assert_eq!(parse(&payload(notice).unwrap()), Some(notice));
         }

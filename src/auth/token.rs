@@ -9,6 +9,8 @@ use sha2::{Digest, Sha256};
 pub enum TokenKind {
     ApiKey,
     Connection,
+    /// A portal session's token, for a browser: one customer, for a short while.
+    Portal,
 }
 
 impl TokenKind {
@@ -16,11 +18,12 @@ impl TokenKind {
         match self {
             TokenKind::ApiKey => "mwk_",
             TokenKind::Connection => "mwc_",
+            TokenKind::Portal => "mwp_",
         }
     }
 
     pub fn of(token: &str) -> Option<Self> {
-        [TokenKind::ApiKey, TokenKind::Connection]
+        [TokenKind::ApiKey, TokenKind::Connection, TokenKind::Portal]
             .into_iter()
             .find(|kind| token.starts_with(kind.prefix()))
     }

@@ -182,10 +182,7 @@ async fn insert(
     request_hash: String,
 ) -> AppResult<bulk_operation::Model> {
     let txn = db.begin_write().await?;
-    let scope = Scope {
-        account_id: connection.account_id,
-        connection_id: None,
-    };
+    let scope = Scope::account(connection.account_id);
     let connection = connections::find_for_update(&*txn, scope, connection.id).await?;
     refuse_unwritable(&connection)?;
     let now = Utc::now();

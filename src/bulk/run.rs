@@ -109,10 +109,7 @@ impl Runner<'_> {
     /// Works `op` (claimed by this worker) until it ends, the worker loses it, or the attempt
     /// fails.
     pub async fn execute(&self, op: bulk_operation::Model) -> Result<(), AttemptFailed> {
-        let scope = Scope {
-            account_id: op.account_id,
-            connection_id: None,
-        };
+        let scope = Scope::account(op.account_id);
         let connection = connections::find(self.db.conn(), scope, op.connection_id).await?;
         if connection.status == ConnectionStatus::Disconnected {
             return Ok(self
@@ -176,10 +173,7 @@ impl Runner<'_> {
         used: Option<&[u8]>,
     ) -> AppResult<bool> {
         let txn = self.db.begin_write().await?;
-        let scope = Scope {
-            account_id: op.account_id,
-            connection_id: None,
-        };
+        let scope = Scope::account(op.account_id);
         let connection = connections::find_for_update(&*txn, scope, op.connection_id).await?;
         if connection.credentials.as_deref() != used {
             return Ok(false);

@@ -76,6 +76,37 @@ pub(super) fn seconds_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, 
     }
 }
 
+/// A list of strings: a TOML array, or `a,b` (the environment's form); blanks are skipped.
+pub(super) fn origin_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        Text(String),
+    }
+    let items = match Raw::deserialize(d)? {
+        Raw::List(v) => v,
+        Raw::Text(s) => s.split(',').map(str::to_owned).collect(),
+    };
+    Ok(items
+        .into_iter()
+        .map(|item| item.trim().to_owned())
+        .filter(|item| !item.is_empty())
+        .collect())
+}
+
+/// Each an origin exactly as a browser sends it in `Origin`: `http` or `https`, a host, an
+/// optional port, nothing else (no path, not even `/`).
+pub(super) fn are_origins(origins: &[String]) -> bool {
+    origins.iter().all(|origin| {
+        reqwest::Url::parse(origin).is_ok_and(|url| {
+            matches!(url.scheme(), "http" | "https")
+                && url.host().is_some()
+                && url.origin().ascii_serialization() == *origin
+        })
+    })
+}
+
 /// Hides a password in a database URL.
 pub(super) fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

@@ -36,11 +36,24 @@ const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// Longest sync interval: 30 days.
 const MAX_SYNC_INTERVAL_MINUTES: i32 = 43_200;
 
-/// Whose connections a caller may see: an account's, or with a connection token, one.
+/// Whose connections a caller may see: an account's, with a connection token one, with a
+/// portal session one customer's.
 #[derive(Clone, Copy, Debug)]
 pub struct Scope {
     pub account_id: Uuid,
     pub connection_id: Option<Uuid>,
+    pub customer_id: Option<Uuid>,
+}
+
+impl Scope {
+    /// All of an account's connections.
+    pub fn account(account_id: Uuid) -> Self {
+        Scope {
+            account_id,
+            connection_id: None,
+            customer_id: None,
+        }
+    }
 }
 
 pub struct ConnectRequest {
@@ -346,8 +359,12 @@ fn scoped(scope: Scope, id: Uuid) -> AppResult<sea_orm::Select<connection::Entit
     if scope.connection_id.is_some_and(|own| own != id) {
         return Err(AppError::NotFound("connection"));
     }
-    Ok(connection::Entity::find_by_id(id)
-        .filter(connection::Column::AccountId.eq(scope.account_id)))
+    let mut select = connection::Entity::find_by_id(id)
+        .filter(connection::Column::AccountId.eq(scope.account_id));
+    if let Some(customer_id) = scope.customer_id {
+        select = select.filter(connection::Column::CustomerId.eq(customer_id));
+    }
+    Ok(select)
 }
 
 #[derive(Default)]
@@ -367,6 +384,9 @@ pub async fn list(
         connection::Entity::find().filter(connection::Column::AccountId.eq(scope.account_id));
     if let Some(own) = scope.connection_id {
         select = select.filter(connection::Column::Id.eq(own));
+    }
+    if let Some(customer_id) = scope.customer_id {
+        select = select.filter(connection::Column::CustomerId.eq(customer_id));
     }
     if let Some(customer_id) = filter.customer_id {
         select = select.filter(connection::Column::CustomerId.eq(customer_id));
@@ -454,15 +474,7 @@ pub async fn disconnect(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<connec
     let Some(model) = updated.into_iter().next() else {
         // Already disconnected (or not the caller's): read inside the transaction, so a
         // burst of disconnects never waits for a second pooled connection.
-        return find(
-            &*txn,
-            Scope {
-                account_id,
-                connection_id: None,
-            },
-            id,
-        )
-        .await;
+        return find(&*txn, Scope::account(account_id), id).await;
     };
     credits::refund(&*txn, account_id, model.credit_cost, id, model.customer_id).await?;
     // The connection's queued or running sync stops reading the customer's system: a worker
@@ -512,15 +524,7 @@ pub async fn update(
         .transpose()?;
     let metadata = changes.metadata.map(validate_metadata).transpose()?;
     let txn = db.begin_write().await?;
-    let model = find_for_update(
-        &*txn,
-        Scope {
-            account_id,
-            connection_id: None,
-        },
-        id,
-    )
-    .await?;
+    let model = find_for_update(&*txn, Scope::account(account_id), id).await?;
     ensure_live(&model)?;
     let mut active: connection::ActiveModel = model.into();
     if let Some(label) = label {
@@ -551,10 +555,7 @@ pub async fn update_credentials(
     id: Uuid,
     credentials: &Value,
 ) -> AppResult<connection::Model> {
-    let scope = Scope {
-        account_id,
-        connection_id: None,
-    };
+    let scope = Scope::account(account_id);
     let model = find(db.conn(), scope, id).await?;
     ensure_live(&model)?;
     let system = system(&model)?;
@@ -584,15 +585,7 @@ pub async fn rotate_token(
 ) -> AppResult<(connection::Model, String)> {
     let token = auth::generate(TokenKind::Connection);
     let txn = db.begin_write().await?;
-    let model = find_for_update(
-        &*txn,
-        Scope {
-            account_id,
-            connection_id: None,
-        },
-        id,
-    )
-    .await?;
+    let model = find_for_update(&*txn, Scope::account(account_id), id).await?;
     ensure_live(&model)?;
     let mut active: connection::ActiveModel = model.into();
     active.token_hash = Set(Some(token.hash));

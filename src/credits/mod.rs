@@ -62,7 +62,7 @@ pub async fn consume(
         let account = find_account(txn, account_id).await?;
         return Err(AppError::InsufficientCredits {
             needed: cost,
-            available: account.credits_total - account.credits_used,
+            available: Some(account.credits_total - account.credits_used),
         });
     };
     let movement = Movement {

@@ -183,6 +183,7 @@ pub async fn delete(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<()> {
         .filter(customer::Column::Id.eq(id))
         .exec(&*txn)
         .await?;
+    crate::portal::revoke_customer(&txn, id).await?;
     txn.commit().await?;
     finish_delete(db, id).await?;
     Ok(())

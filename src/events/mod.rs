@@ -238,6 +238,8 @@ pub struct Filter {
     pub account_id: Uuid,
     /// Set for a connection token: only that connection's events.
     pub scope_connection_id: Option<Uuid>,
+    /// Set for a portal session: only its customer's events.
+    pub scope_customer_id: Option<Uuid>,
     pub types: Option<Vec<EventType>>,
     pub customer_id: Option<Uuid>,
     pub connection_id: Option<Uuid>,
@@ -249,6 +251,9 @@ impl Filter {
             && self
                 .scope_connection_id
                 .is_none_or(|c| event.connection_id == Some(c))
+            && self
+                .scope_customer_id
+                .is_none_or(|c| event.customer_id == Some(c))
             && self
                 .connection_id
                 .is_none_or(|c| event.connection_id == Some(c))
@@ -265,6 +270,9 @@ impl Filter {
         select = select.filter(event::Column::AccountId.eq(self.account_id));
         if let Some(id) = self.scope_connection_id {
             select = select.filter(event::Column::ConnectionId.eq(id));
+        }
+        if let Some(id) = self.scope_customer_id {
+            select = select.filter(event::Column::CustomerId.eq(id));
         }
         if let Some(id) = self.connection_id {
             select = select.filter(event::Column::ConnectionId.eq(id));

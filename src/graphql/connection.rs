@@ -71,21 +71,25 @@ impl Connection {
     async fn last_checked_at(&self) -> Option<DateTime<Utc>> {
         self.0.last_checked_at
     }
-    /// The first characters of the connection token; never the token itself.
-    async fn token_prefix(&self) -> &str {
-        &self.0.token_prefix
+    /// The first characters of the connection token; never the token itself (not for a
+    /// portal session).
+    async fn token_prefix(&self, ctx: &Context<'_>) -> AppResult<&str> {
+        super::principal(ctx).deny_portal()?;
+        Ok(&self.0.token_prefix)
     }
     /// Minutes between scheduled syncs; null for manual syncs only.
     async fn sync_interval_minutes(&self) -> Option<i32> {
         self.0.sync_interval_minutes
     }
-    /// The event types this connection sends to webhooks.
-    async fn webhook_event_types(&self) -> AppResult<Vec<EventType>> {
+    /// The event types this connection sends to webhooks (not for a portal session).
+    async fn webhook_event_types(&self, ctx: &Context<'_>) -> AppResult<Vec<EventType>> {
+        super::principal(ctx).deny_portal()?;
         Ok(enums::all(&connections::webhook_event_types(&self.0)?))
     }
-    /// Your own JSON value for this connection, stored as given.
-    async fn metadata(&self) -> Option<Json<Value>> {
-        self.0.metadata.clone().map(Json)
+    /// Your own JSON value for this connection, stored as given (not for a portal session).
+    async fn metadata(&self, ctx: &Context<'_>) -> AppResult<Option<Json<Value>>> {
+        super::principal(ctx).deny_portal()?;
+        Ok(self.0.metadata.clone().map(Json))
     }
     /// The most recent sync run.
     async fn last_sync_run(&self, ctx: &Context<'_>) -> AppResult<Option<super::sync::SyncRun>> {
@@ -160,8 +164,9 @@ pub struct UpdateConnectionInput {
 pub struct ConnectPayload {
     /// The new connection.
     pub connection: Connection,
-    /// The connection token (`mwc_…`), shown once.
-    pub token: String,
+    /// The connection token (`mwc_…`), shown once; null when connected with a portal
+    /// session (a browser never sees it).
+    pub token: Option<String>,
 }
 
 /// The result of `rotateConnectionToken`.

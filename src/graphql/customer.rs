@@ -22,9 +22,11 @@ impl Customer {
     pub async fn id(&self) -> ID {
         ID(ids::encode(ids::Kind::Customer, self.0.id))
     }
-    /// Your own identifier for this customer, unique within the account.
-    async fn external_id(&self) -> Option<&str> {
-        self.0.external_id.as_deref()
+    /// Your own identifier for this customer, unique within the account (not for a portal
+    /// session).
+    async fn external_id(&self, ctx: &Context<'_>) -> AppResult<Option<&str>> {
+        super::principal(ctx).deny_portal()?;
+        Ok(self.0.external_id.as_deref())
     }
     /// The customer's name.
     async fn name(&self) -> &str {
@@ -54,7 +56,7 @@ impl Customer {
         #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
         #[graphql(desc = "Only connections with this status.")] status: Option<ConnectionStatus>,
     ) -> AppResult<Connection<String, super::connection::Connection>> {
-        let scope = super::principal(ctx).scope()?;
+        let scope = super::principal(ctx).connections_scope()?;
         let page = PageRequest::from_args(first, after.as_deref(), None, None)?;
         let filter = ListFilter {
             customer_id: Some(self.0.id),

@@ -57,7 +57,7 @@ impl Event {
         let Some(id) = self.0.connection_id else {
             return Ok(None);
         };
-        let scope = super::principal(ctx).scope()?;
+        let scope = super::principal(ctx).connections_scope()?;
         match connections::find(super::db(ctx).conn(), scope, id).await {
             Ok(model) => Ok(Some(Connection(model))),
             Err(AppError::NotFound(_)) => Ok(None),
@@ -82,6 +82,34 @@ pub struct EventFilter {
     pub connection_id: Option<ID>,
 }
 
+/// The events a portal session may receive: its customer's connections and their syncs,
+/// nothing of records, credits or webhooks.
+const PORTAL_EVENT_TYPES: [events::EventType; 8] = [
+    events::EventType::ConnectionCreated,
+    events::EventType::ConnectionStatusChanged,
+    events::EventType::ConnectionAuthRequired,
+    events::EventType::ConnectionDisconnected,
+    events::EventType::SyncStarted,
+    events::EventType::SyncProgress,
+    events::EventType::SyncCompleted,
+    events::EventType::SyncFailed,
+];
+
+/// A portal session's event types: those it asked for, all of which it must be allowed, or
+/// all it is allowed.
+fn portal_types(asked: Option<Vec<events::EventType>>) -> AppResult<Vec<events::EventType>> {
+    let Some(asked) = asked else {
+        return Ok(PORTAL_EVENT_TYPES.to_vec());
+    };
+    match asked.iter().find(|t| !PORTAL_EVENT_TYPES.contains(t)) {
+        Some(refused) => Err(AppError::Forbidden(format!(
+            "a portal session receives connection and sync events only, not {}",
+            sea_orm::ActiveEnum::to_value(refused)
+        ))),
+        None => Ok(asked),
+    }
+}
+
 /// Each value once, in the order first given.
 fn distinct<T: PartialEq>(values: Vec<T>) -> Vec<T> {
     let mut seen = Vec::with_capacity(values.len());
@@ -96,10 +124,15 @@ fn distinct<T: PartialEq>(values: Vec<T>) -> Vec<T> {
 /// The caller's scope narrowed by its filter.
 pub fn filter_for(scope: Scope, filter: Option<EventFilter>) -> AppResult<Filter> {
     let filter = filter.unwrap_or_default();
+    let mut types = filter.types.map(|t| distinct(enums::all(&t)));
+    if scope.customer_id.is_some() {
+        types = Some(portal_types(types)?);
+    }
     Ok(Filter {
         account_id: scope.account_id,
         scope_connection_id: scope.connection_id,
-        types: filter.types.map(|t| distinct(enums::all(&t))),
+        scope_customer_id: scope.customer_id,
+        types,
         customer_id: filter
             .customer_id
             .map(|id| ids::decode(ids::Kind::Customer, &id))
@@ -141,7 +174,7 @@ impl Subscription {
         // setup future held inline there (the cursor check's queries) took about 2 KB on
         // every subscription, measured by the subscriptions bench.
         let setup = Box::pin(async {
-            let scope = super::principal(ctx).scope()?;
+            let scope = super::principal(ctx).connections_scope()?;
             let filter = filter_for(scope, filter)?;
             let after = after.as_deref().map(events::decode_cursor).transpose()?;
             if let Some(after) = after {
@@ -164,7 +197,7 @@ impl Subscription {
     ) -> async_graphql::Result<
         impl Stream<Item = async_graphql::Result<super::sync::SyncRun>> + use<>,
     > {
-        let scope = super::principal(ctx).scope()?;
+        let scope = super::principal(ctx).connections_scope()?;
         let id = ids::decode(ids::Kind::SyncRun, &id)?;
         let db = super::db(ctx).clone();
         let feed = ctx.data_unchecked::<EventFeed>();
@@ -274,7 +307,7 @@ impl Subscription {
         #[graphql(desc = "Only this customer's connections.")] customer_id: Option<ID>,
         #[graphql(desc = "Only this connection.")] connection_id: Option<ID>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Connection>> + use<>> {
-        let scope = super::principal(ctx).scope()?;
+        let scope = super::principal(ctx).connections_scope()?;
         let types = vec![
             EventType::ConnectionCreated,
             EventType::ConnectionStatusChanged,

@@ -15,6 +15,7 @@ mod loaders;
 mod mutation;
 mod node;
 mod pagination;
+mod portal;
 mod query;
 mod records;
 mod sync;
@@ -142,7 +143,7 @@ pub(crate) fn config<'a>(ctx: &Context<'a>) -> &'a Config {
 
 /// The request's DataLoaders; present for every caller that has an account.
 pub(crate) fn loaders<'a>(ctx: &Context<'a>) -> Result<&'a Loaders, AppError> {
-    principal(ctx).scope()?;
+    principal(ctx).connections_scope()?;
     ctx.data::<Loaders>()
         .map_err(|_| AppError::internal(anyhow::anyhow!("request without loaders")))
 }

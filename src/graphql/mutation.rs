@@ -18,10 +18,10 @@ use super::{
 use crate::{
     accounts,
     catalog::Deployment,
-    connections::{self, ConnectRequest, ConnectionChanges, Scope},
+    connections::{self, ConnectRequest, ConnectionChanges},
     credits,
     customers::{self, CustomerChanges, NewCustomer},
-    error::AppResult,
+    error::{AppError, AppResult},
     ids,
     limits::RateLimit,
     sync,
@@ -29,12 +29,15 @@ use crate::{
 
 /// What can be changed: with an API key everything but `createAccount`, `grantCredits` and
 /// `setAccountRateLimit`, which need the admin token; with a connection token `triggerSync`,
-/// `cancelSyncRun`, `bulkWrite` and `cancelBulkOperation` on its own connection.
+/// `cancelSyncRun`, `bulkWrite` and `cancelBulkOperation` on its own connection; with a
+/// portal session `connect`, `updateConnectionCredentials`, `checkConnection` and
+/// `disconnect` for its own customer.
 #[derive(async_graphql::MergedObject, Default)]
 pub struct Mutation(
     BaseMutation,
     super::webhooks::WebhookMutation,
     super::bulk::BulkMutation,
+    super::portal::PortalMutation,
 );
 
 #[derive(Default)]
@@ -196,9 +199,26 @@ impl BaseMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The customer, the system and its credentials.")] input: ConnectInput,
     ) -> AppResult<ConnectPayload> {
-        let account_id = super::account_id(ctx)?;
+        let principal = super::principal(ctx);
+        let customer_id = customer_id(&input.customer_id)?;
+        let account_id = match principal.portal() {
+            Some(grant) => {
+                // Its own customer only, and the systems it was allowed.
+                if grant.customer_id != customer_id {
+                    return Err(AppError::NotFound("customer"));
+                }
+                if !grant.allows(&input.system_key) {
+                    return Err(AppError::Forbidden(format!(
+                        "this portal session may not connect {:?}",
+                        input.system_key
+                    )));
+                }
+                grant.account_id
+            }
+            None => principal.account_id()?,
+        };
         let request = ConnectRequest {
-            customer_id: customer_id(&input.customer_id)?,
+            customer_id,
             system_key: input.system_key,
             deployment: input.deployment.map_or(Deployment::Cloud, Into::into),
             label: input.label,
@@ -209,7 +229,7 @@ impl BaseMutation {
             validate: input.validate.unwrap_or(true),
         };
         let interval = super::config(ctx).health_check_interval();
-        let (model, token) = connections::connect(
+        let connected = connections::connect(
             super::db(ctx),
             super::cipher(ctx),
             super::outbound(ctx),
@@ -217,10 +237,21 @@ impl BaseMutation {
             interval,
             request,
         )
-        .await?;
+        .await;
+        let portal = principal.portal().is_some();
+        let (model, token) = match connected {
+            // The pool's size is the account's business, not its customer's.
+            Err(AppError::InsufficientCredits { needed, .. }) if portal => {
+                return Err(AppError::InsufficientCredits {
+                    needed,
+                    available: None,
+                });
+            }
+            other => other?,
+        };
         Ok(ConnectPayload {
             connection: Connection(model),
-            token,
+            token: (!portal).then_some(token),
         })
     }
 
@@ -230,9 +261,8 @@ impl BaseMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The connection's id (`con_…`).")] id: ID,
     ) -> AppResult<Connection> {
-        let account_id = super::account_id(ctx)?;
-        let model =
-            connections::disconnect(super::db(ctx), account_id, connection_id(&id)?).await?;
+        let (account_id, id) = own_connection(ctx, &id).await?;
+        let model = connections::disconnect(super::db(ctx), account_id, id).await?;
         Ok(Connection(model))
     }
 
@@ -268,14 +298,14 @@ impl BaseMutation {
             serde_json::Value,
         >,
     ) -> AppResult<Connection> {
-        let account_id = super::account_id(ctx)?;
+        let (account_id, id) = own_connection(ctx, &id).await?;
         let (db, cipher) = (super::db(ctx), super::cipher(ctx));
         let model = connections::update_credentials(
             db,
             cipher,
             super::outbound(ctx),
             account_id,
-            connection_id(&id)?,
+            id,
             &credentials.0,
         )
         .await?;
@@ -303,11 +333,7 @@ impl BaseMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The connection's id (`con_…`).")] id: ID,
     ) -> AppResult<Connection> {
-        let account_id = super::account_id(ctx)?;
-        let scope = Scope {
-            account_id,
-            connection_id: None,
-        };
+        let scope = super::principal(ctx).managed_scope()?;
         let model = connections::check(
             super::db(ctx),
             super::cipher(ctx),
@@ -356,4 +382,15 @@ fn customer_id(id: &ID) -> AppResult<Uuid> {
 
 fn connection_id(id: &ID) -> AppResult<Uuid> {
     ids::decode(ids::Kind::Connection, id)
+}
+
+/// The account and id of a connection the caller may manage; a portal session's customer's
+/// only (another's is NOT_FOUND, as a foreign id always is).
+async fn own_connection(ctx: &Context<'_>, id: &ID) -> AppResult<(Uuid, Uuid)> {
+    let scope = super::principal(ctx).managed_scope()?;
+    let id = connection_id(id)?;
+    if scope.customer_id.is_some() {
+        connections::find(super::db(ctx).conn(), scope, id).await?;
+    }
+    Ok((scope.account_id, id))
 }

@@ -10,6 +10,7 @@ use super::{
     connection::{Connection, CreditLedgerEntry},
     customer::Customer,
     event::Event,
+    portal::PortalSession,
     records::{Asset, Location, Part, PurchaseOrder, Site, UnifiedRecord, User, Vendor, WorkOrder},
     sync::SyncRun,
     webhooks::{WebhookDelivery, WebhookEndpoint},
@@ -19,7 +20,7 @@ use crate::{
     error::{AppError, AppResult},
     events,
     ids::{self, Kind},
-    records, sync, webhooks,
+    portal, records, sync, webhooks,
 };
 
 /// An object with a global id that `node(id:)` finds again.
@@ -38,6 +39,7 @@ pub enum Node {
     SyncRun(SyncRun),
     BulkOperation(BulkOperation),
     Event(Event),
+    PortalSession(PortalSession),
     WebhookEndpoint(WebhookEndpoint),
     WebhookDelivery(WebhookDelivery),
     Site(Site),
@@ -104,6 +106,10 @@ async fn account_node(
         Kind::CreditEntry => Node::CreditLedgerEntry(CreditLedgerEntry(
             credits::find_entry(db, account_id, id).await?,
         )),
+        Kind::PortalSession => Node::PortalSession(PortalSession {
+            model: portal::find(db, account_id, id).await?,
+            token: None,
+        }),
         _ => return Ok(None),
     }))
 }

@@ -34,6 +34,7 @@ pub struct Query(
     RecordQuery,
     super::webhooks::WebhookQuery,
     super::bulk::BulkQuery,
+    super::portal::PortalQuery,
 );
 
 #[derive(Default)]
@@ -65,24 +66,33 @@ impl BaseQuery {
         })
     }
 
-    /// Every system that can be connected, optionally of one category.
+    /// Every system that can be connected, optionally of one category (for a portal
+    /// session, those it allows).
     async fn systems(
         &self,
+        ctx: &Context<'_>,
         #[graphql(desc = "Only systems of this category.")] category: Option<SystemCategory>,
     ) -> Vec<System> {
+        let portal = super::principal(ctx).portal();
         catalog::SYSTEMS
             .iter()
             .filter(|s| category.is_none_or(|c| s.category == c.into()))
+            .filter(|s| portal.is_none_or(|grant| grant.allows(s.key)))
             .map(|s| System(s))
             .collect()
     }
 
-    /// One system by its key; null for an unknown key.
+    /// One system by its key; null for an unknown key (or one a portal session does not
+    /// allow).
     async fn system(
         &self,
+        ctx: &Context<'_>,
         #[graphql(desc = "The system's key, such as `maintainx`.")] key: String,
     ) -> Option<System> {
-        catalog::find(&key).map(System)
+        let portal = super::principal(ctx).portal();
+        catalog::find(&key)
+            .filter(|s| portal.is_none_or(|grant| grant.allows(s.key)))
+            .map(System)
     }
 
     /// Connections, oldest first; a connection token sees only its own.
@@ -100,7 +110,7 @@ impl BaseQuery {
         #[graphql(desc = "Only connections with this status.")] status: Option<ConnectionStatus>,
         #[graphql(desc = "Only connections of this system.")] system_key: Option<String>,
     ) -> AppResult<Connection<String, ConnectionObject>> {
-        let scope = super::principal(ctx).scope()?;
+        let scope = super::principal(ctx).connections_scope()?;
         let page = PageRequest::from_args(first, after.as_deref(), last, before.as_deref())?;
         let customer_id = customer_id
             .map(|id| ids::decode(ids::Kind::Customer, &id))
@@ -120,7 +130,7 @@ impl BaseQuery {
         ctx: &Context<'_>,
         #[graphql(desc = "The connection's id (`con_…`).")] id: ID,
     ) -> AppResult<Option<ConnectionObject>> {
-        let scope = super::principal(ctx).scope()?;
+        let scope = super::principal(ctx).connections_scope()?;
         let Ok(id) = ids::decode(ids::Kind::Connection, &id) else {
             return Ok(None);
         };
@@ -238,16 +248,27 @@ impl BaseQuery {
         Ok(relay(page, |c| c.id, Customer))
     }
 
-    /// One customer by id; null when it does not exist or is not the caller's.
+    /// One customer by id; null when it does not exist or is not the caller's (a portal
+    /// session sees its own customer only).
     async fn customer(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The customer's id (`cus_…`).")] id: ID,
     ) -> AppResult<Option<Customer>> {
-        let account_id = super::account_id(ctx)?;
+        let principal = super::principal(ctx);
+        let account_id = match principal.portal() {
+            Some(grant) => grant.account_id,
+            None => principal.account_id()?,
+        };
         let Ok(id) = ids::decode(ids::Kind::Customer, &id) else {
             return Ok(None);
         };
+        if principal
+            .portal()
+            .is_some_and(|grant| grant.customer_id != id)
+        {
+            return Ok(None);
+        }
         not_found_as_none(
             customers::find(super::db(ctx).conn(), account_id, id)
                 .await

@@ -22,7 +22,7 @@ impl SyncRun {
         &self,
         ctx: &async_graphql::Context<'_>,
     ) -> AppResult<super::connection::Connection> {
-        let scope = super::principal(ctx).scope()?;
+        let scope = super::principal(ctx).connections_scope()?;
         let model =
             crate::connections::find(super::db(ctx).conn(), scope, self.0.connection_id).await?;
         Ok(super::connection::Connection(model))

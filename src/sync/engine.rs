@@ -167,10 +167,7 @@ struct FetchedPage {
 impl Engine<'_> {
     /// Runs a claimed run to its end (or to a stop that leaves it resumable).
     pub async fn execute(&self, run: sync_run::Model) -> AppResult<sync_run::Model> {
-        let scope = Scope {
-            account_id: run.account_id,
-            connection_id: None,
-        };
+        let scope = Scope::account(run.account_id);
         let connection = connections::find(self.db.conn(), scope, run.connection_id).await?;
         if connection.status == ConnectionStatus::Disconnected {
             return self
@@ -240,7 +237,9 @@ impl Engine<'_> {
                 .map_err(|stop| (Some(*entity), stop));
         }
         if let Err((entity, stop)) = step {
-            return self.stopped(&connection, system, progress.run, entity, stop).await;
+            return self
+                .stopped(&connection, system, progress.run, entity, stop)
+                .await;
         }
         let online = (connection.status != ConnectionStatus::Online)
             .then(|| Observed::new(&connection, ConnectionStatus::Online, String::new()));
@@ -283,10 +282,7 @@ impl Engine<'_> {
                     "error_kind": kind, "message": message })
         };
         if let Stop::Cancelled | Stop::Failed { .. } = stop {
-            let scope = Scope {
-                account_id: connection.account_id,
-                connection_id: None,
-            };
+            let scope = Scope::account(connection.account_id);
             let current = connections::find(self.db.conn(), scope, connection.id).await?;
             if current.status == ConnectionStatus::Disconnected {
                 return self
@@ -347,10 +343,7 @@ impl Engine<'_> {
         system_error: Option<Value>,
     ) -> AppResult<sync_run::Model> {
         let txn = self.db.begin_write().await?;
-        let scope = Scope {
-            account_id: run.account_id,
-            connection_id: None,
-        };
+        let scope = Scope::account(run.account_id);
         // Locks in the order every writer takes them (docs/architecture.md, "Locks"): the
         // connection's row first, whether or not its status changes, then the run's, then
         // the event log's sequence (`finish` and `set_status` record events). Taken the

@@ -109,6 +109,15 @@ pub async fn find(db: &impl ConnectionTrait, scope: Scope, id: Uuid) -> AppResul
         .await?
         .filter(|run| scope.connection_id.is_none_or(|c| c == run.connection_id))
         .ok_or(AppError::NotFound("sync run"))?;
+    // A portal session's customer: the run's connection must be one of its.
+    if scope.customer_id.is_some() {
+        connections::find(db, scope, run.connection_id)
+            .await
+            .map_err(|err| match err {
+                AppError::NotFound(_) => AppError::NotFound("sync run"),
+                other => other,
+            })?;
+    }
     Ok(run)
 }
 
@@ -215,10 +224,7 @@ pub async fn attempt_failed(
     lease: std::time::Duration,
 ) -> AppResult<Option<sync_run::Model>> {
     let txn = db.begin_write().await?;
-    let scope = Scope {
-        account_id: run.account_id,
-        connection_id: None,
-    };
+    let scope = Scope::account(run.account_id);
     let connection = connections::find_for_update(&*txn, scope, run.connection_id).await?;
     let current = locked(&*txn, run.id).await?;
     if current.status != SyncStatus::Running || current.locked_by.as_deref() != Some(worker) {

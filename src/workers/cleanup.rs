@@ -22,7 +22,9 @@ impl ConnectionCleanup {
             match customers::finish_deletes(&self.db).await {
                 Ok(0) => {}
                 Ok(finished) => tracing::info!(finished, "customer deletes finished"),
-                Err(err) => tracing::error!(error = %err.detail(), "finishing customer deletes failed"),
+                Err(err) => {
+                    tracing::error!(error = %err.detail(), "finishing customer deletes failed")
+                }
             }
             match connections::cleanup::purge_expired(&self.db, self.grace).await {
                 Ok(0) => {}

@@ -92,10 +92,7 @@ impl HealthCheck {
     }
 
     async fn probe(&self, model: connection::Model) -> AppResult<()> {
-        let scope = Scope {
-            account_id: model.account_id,
-            connection_id: None,
-        };
+        let scope = Scope::account(model.account_id);
         let credentials = match connections::open_credentials(&self.cipher, &model) {
             Ok(credentials) => credentials,
             Err(connections::CredentialsError::Unreadable(why)) => {

@@ -173,6 +173,11 @@ pub fn start(
                 Pruned::BulkOperations,
                 config.bulk_retention(),
             ),
+            (
+                "portal-pruning",
+                Pruned::PortalSessions,
+                crate::portal::RETENTION,
+            ),
         ];
         for (name, what, retention) in prunings {
             let pruning = Pruning {

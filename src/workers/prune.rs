@@ -1,11 +1,12 @@
-//! Retention: deletes events, finished webhook deliveries and ended bulk operations older
-//! than their retention now and then, every tenth of the retention and at most hourly.
+//! Retention: deletes events, finished webhook deliveries, ended bulk operations and expired
+//! portal sessions older than their retention now and then, every tenth of the retention and
+//! at most hourly.
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{bulk, db::Db, error::AppResult, events, webhooks};
+use crate::{bulk, db::Db, error::AppResult, events, portal, webhooks};
 
 /// What a pruning worker deletes.
 #[derive(Clone, Copy, Debug)]
@@ -13,6 +14,7 @@ pub enum Pruned {
     Events,
     WebhookDeliveries,
     BulkOperations,
+    PortalSessions,
 }
 
 impl Pruned {
@@ -21,6 +23,7 @@ impl Pruned {
             Pruned::Events => "events",
             Pruned::WebhookDeliveries => "webhook deliveries",
             Pruned::BulkOperations => "bulk operations",
+            Pruned::PortalSessions => "portal sessions",
         }
     }
 }
@@ -54,6 +57,7 @@ impl Pruning {
             Pruned::Events => events::prune(&self.db, self.retention).await,
             Pruned::WebhookDeliveries => webhooks::retention::prune(&self.db, self.retention).await,
             Pruned::BulkOperations => bulk::prune(&self.db, self.retention).await,
+            Pruned::PortalSessions => portal::prune(&self.db, self.retention).await,
         }
     }
 }

@@ -870,10 +870,7 @@ async fn a_check_racing_a_disconnect_does_not_bring_the_connection_back() {
         .await
         .unwrap()
         .unwrap();
-    let scope = connections::Scope {
-        account_id: row.account_id,
-        connection_id: None,
-    };
+    let scope = connections::Scope::account(row.account_id);
     // Another process's disconnect, caught between its UPDATE and its COMMIT.
     let other = Db::connect(&crate::harness::test_config(&app.db))
         .await

@@ -20,6 +20,7 @@ mod keys;
 mod limits;
 mod maintainx_writes;
 mod operability;
+mod portal;
 mod properties;
 mod retention;
 mod schema;
