@@ -159,7 +159,10 @@ impl Browser {
     /// chromedriver is missing.
     pub async fn start() -> Option<Self> {
         if std::env::var("MILLWRIGHT_BROWSER_TESTS").is_ok_and(|v| v == "skip") {
-            say("browser test skipped: MILLWRIGHT_BROWSER_TESTS=skip");
+            let test = std::thread::current().name().unwrap_or("a test").to_owned();
+            say(&format!(
+                "{test}: browser test skipped (MILLWRIGHT_BROWSER_TESTS=skip)"
+            ));
             return None;
         }
         let chromium = in_path("chromium").unwrap_or_else(|| panic!("no chromium: {INSTALL}"));
