@@ -1,6 +1,8 @@
 //! The HTTP surface: routes, health, metrics and the shared layers (request ids, tracing,
-//! body limit, timeout). The GraphQL endpoint is [`graphql`].
+//! body limit, timeout). The GraphQL endpoint is [`graphql`]; GraphiQL's page and files are
+//! [`graphiql`].
 
+mod graphiql;
 mod graphql;
 
 use std::{sync::Arc, time::Duration};
@@ -61,6 +63,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(graphql)
         .route("/graphql/ws", get(ws::upgrade))
+        .route(graphiql::ASSETS_ROUTE, get(graphiql::asset))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

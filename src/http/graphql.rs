@@ -4,7 +4,6 @@
 
 use async_graphql::{
     BatchRequest, BatchResponse, ParseRequestError,
-    http::GraphiQLSource,
     parser::types::{DocumentOperations, OperationType},
 };
 use async_graphql_axum::GraphQLBatchRequest;
@@ -12,7 +11,7 @@ use axum::{
     RequestExt,
     extract::{FromRequest, Query, Request, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
-    response::{Html, IntoResponse, Response},
+    response::{IntoResponse, Response},
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -187,7 +186,7 @@ pub(super) async fn get(State(state): State<Arc<AppState>>, request: Request) ->
             .any(|pair| pair.split('=').next() == Some("query"))
     });
     if !has_query {
-        return graphiql().await.into_response();
+        return super::graphiql::page();
     }
     graphql(&state, request).await
 }
@@ -386,15 +385,6 @@ fn name_of(request: &async_graphql::Request) -> Option<String> {
         .operation_name
         .clone()
         .or_else(|| operation_name(&request.query).map(str::to_owned))
-}
-
-async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .finish(),
-    )
 }
 
 /// The name of the first operation in a document (`query Name …`), for metrics.

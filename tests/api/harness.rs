@@ -1,6 +1,8 @@
 //! Spawns a server per test and speaks GraphQL to it; waits for what a test expects to
-//! happen; the fake webhook receivers and the setup every test file shares.
+//! happen; the fake webhook receivers, the setup every test file shares, and a headless
+//! browser.
 
+mod browser;
 mod postgres;
 mod receiver;
 mod setup;
@@ -16,6 +18,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use browser::{Browser, screenshot_dir};
 pub use receiver::{Received, Receiver, SlowReceiver};
 pub use setup::{connect, demo_input, grant, log_end, number, setup, webhooks_settled};
 

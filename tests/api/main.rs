@@ -14,6 +14,7 @@ mod demo;
 mod docs;
 mod edge;
 mod events;
+mod graphiql;
 mod harness;
 mod hygiene;
 mod keys;
