@@ -1,6 +1,6 @@
 //! The systems catalog as GraphQL types.
 
-use async_graphql::{Object, SimpleObject};
+use async_graphql::{Enum, Object, SimpleObject};
 
 use crate::{
     catalog,
@@ -63,11 +63,37 @@ impl System {
         self.0
             .credential_fields
             .iter()
-            .map(|f| CredentialField {
-                name: f.name,
-                label: f.label,
-                secret: f.secret,
-                required: f.required,
+            .map(|f| {
+                let (kind, min, max, choices) = match f.kind {
+                    catalog::FieldKind::Text => (CredentialFieldKind::Text, None, None, None),
+                    catalog::FieldKind::Integer { min, max } => {
+                        let clamp =
+                            |n: i64| n.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
+                        (
+                            CredentialFieldKind::Integer,
+                            Some(clamp(min)),
+                            Some(clamp(max)),
+                            None,
+                        )
+                    }
+                    catalog::FieldKind::OneOf(choices) => (
+                        CredentialFieldKind::OneOf,
+                        None,
+                        None,
+                        Some(choices.to_vec()),
+                    ),
+                    catalog::FieldKind::Object => (CredentialFieldKind::Object, None, None, None),
+                };
+                CredentialField {
+                    name: f.name,
+                    label: f.label,
+                    secret: f.secret,
+                    required: f.required,
+                    kind,
+                    min,
+                    max,
+                    choices,
+                }
             })
             .collect()
     }
@@ -84,4 +110,25 @@ pub struct CredentialField {
     pub secret: bool,
     /// Whether `connect` refuses credentials without it.
     pub required: bool,
+    /// What the value is: text, a whole number, one of `choices`, or a JSON object.
+    pub kind: CredentialFieldKind,
+    /// The least whole number allowed (`INTEGER` only).
+    pub min: Option<i32>,
+    /// The greatest whole number allowed (`INTEGER` only).
+    pub max: Option<i32>,
+    /// The values allowed (`ONE_OF` only).
+    pub choices: Option<Vec<&'static str>>,
+}
+
+/// What a credential field's value is, so that a form can offer the right input.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialFieldKind {
+    /// A JSON string.
+    Text,
+    /// A JSON number without a fraction, between `min` and `max`.
+    Integer,
+    /// A JSON string, one of `choices`.
+    OneOf,
+    /// A JSON object; its shape is described in docs/connectors.md.
+    Object,
 }

@@ -73,6 +73,9 @@ fn describe_library_types(
         .override_output_type_description::<Page<bulk::BulkRecordResult>>(
             "A page of a bulk operation's record outcomes.",
         )
+        .override_output_type_description::<Page<portal::PortalSession>>(
+            "A page of portal sessions.",
+        )
         .override_output_type_description::<Page<webhooks::WebhookEndpoint>>(
             "A page of webhook endpoints.",
         )

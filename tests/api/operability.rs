@@ -95,7 +95,10 @@ async fn four_processes_started_at_once_on_an_empty_database_all_come_up() {
 
 /// The migrations this release added, newest first: a database of the previous release is
 /// one without them.
-const THIS_RELEASE: [&str; 1] = ["m20261205_000040_bulk_writes"];
+const THIS_RELEASE: [&str; 2] = [
+    "m20261205_000050_portal_sessions",
+    "m20261205_000040_bulk_writes",
+];
 
 /// The last sync run of `connection` once it has ended: its status.
 async fn ended_run(app: &TestApp, key: &str, connection: &str) -> String {
