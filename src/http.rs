@@ -1,7 +1,8 @@
 //! The HTTP surface: routes, health, metrics and the shared layers (request ids, tracing,
-//! body limit, timeout). The GraphQL endpoint is [`graphql`].
+//! body limit, timeout). The GraphQL endpoint is [`graphql`], the web UI [`ui`].
 
 mod graphql;
+mod ui;
 
 use std::{sync::Arc, time::Duration};
 
@@ -56,6 +57,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         ));
     Router::new()
         .merge(graphql)
+        .merge(ui::router())
         .route("/graphql/ws", get(ws::upgrade))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
