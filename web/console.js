@@ -4,7 +4,7 @@
 // connection statuses, and each running sync.
 
 import { ApiError, connectApi, isAuthError } from './api.js';
-import { $, badge, busy, confirmDialog, credentialInputs, debounce, fill, h, humanize, openDialog, session, showError, time } from './ui.js';
+import { $, badge, busy, confirmDialog, credentialInputs, debounce, fill, h, humanize, openDialog, plural, session, showError, time } from './ui.js';
 
 const KEY_STORAGE = 'millwright.console.apiKey';
 const PAGE_SIZE = 20;
@@ -30,13 +30,13 @@ const Q = {
   customers: `query ConsoleCustomers($first: Int, $after: String, $search: String) {
     customers(first: $first, after: $after, search: $search) {
       pageInfo { hasNextPage endCursor }
-      nodes { id name externalId creditsInUse }
+      nodes { id name externalId }
     }
   }`,
   createCustomer: `mutation ConsoleCreateCustomer($input: CreateCustomerInput!) { createCustomer(input: $input) { id name } }`,
   customer: `query ConsoleCustomer($id: ID!) {
     customer(id: $id) {
-      id name externalId creditsInUse
+      id name externalId
       connections(first: 100) { pageInfo { hasNextPage } nodes { ...Conn } }
     }
   }
@@ -102,6 +102,7 @@ let stopEvents = null;
 const customers = { search: '', cursors: [null], page: 0 };
 const open = {
   customer: null,
+  partial: false, // whether it has more connections than the first 100 shown
   stopStatus: null,
   connections: new Map(), // id → Connection
   cards: new Map(), // id → { item, summary, history, runs: Map, pageInfo, loaded }
@@ -213,7 +214,6 @@ function eventItem(event) {
     'li',
     { testid: 'event-item', dataset: { eventType: event.type, eventId: event.id } },
     h('span', { class: 'event-type' }, humanize(event.type)),
-    ' ',
     time(event.occurredAt),
     h('span', { class: 'muted ids' }, [event.customerId, event.connectionId].filter(Boolean).join(' · ')),
     h('code', { class: 'event-data' }, data.length > 240 ? `${data.slice(0, 240)}…` : data),
@@ -250,7 +250,6 @@ async function loadCustomers() {
             },
             h('span', { class: 'name' }, customer.name),
             h('span', { class: 'muted' }, customer.externalId ?? ''),
-            h('span', { class: 'muted' }, `${customer.creditsInUse} credits`),
           ),
         ),
       ),
@@ -324,16 +323,12 @@ async function openCustomer(id) {
   showError(error, null);
   open.customer = customer;
   fill($('#customer-title'), customer.name);
-  fill(
-    $('#customer-meta'),
-    h('code', {}, customer.id),
-    customer.externalId ? ` · your id ${customer.externalId}` : '',
-    customer.connections.pageInfo.hasNextPage ? ' · showing its first 100 connections' : '',
-  );
   $('#customer-actions').hidden = false;
+  open.partial = customer.connections.pageInfo.hasNextPage;
   const list = $('#connection-list');
   if (customer.connections.nodes.length === 0) list.append(h('li', { class: 'muted empty' }, 'No connections yet.'));
   for (const connection of customer.connections.nodes) showConnection(connection);
+  showCustomerMeta();
   open.stopStatus = api.subscribe(Q.connectionStatus, { customerId: id }, {
     next: ({ connectionStatus }) => {
       if (open.customer?.id === id) showConnection(connectionStatus);
@@ -378,7 +373,7 @@ function showConnection(connection) {
     h(
       'p',
       { class: 'muted' },
-      `${connection.system.name} · ${humanize(connection.deployment)} · ${connection.creditCost} credits · `,
+      `${connection.system.name} · ${humanize(connection.deployment)} · ${plural(connection.creditCost, 'credit')} · `,
       h('code', {}, connection.id),
     ),
     connection.statusReason ? h('p', { class: 'reason', testid: 'connection-status-reason' }, connection.statusReason) : null,
@@ -412,6 +407,26 @@ function showConnection(connection) {
     if (entry.loaded) showRun(connection.id, run);
     if (ACTIVE.has(run.status)) followRun(connection.id, run.id);
   }
+  showCustomerMeta();
+}
+
+/** The open customer's ids and the credits its live connections hold (as they change). */
+function showCustomerMeta() {
+  const customer = open.customer;
+  if (!customer) return;
+  let credits = 0;
+  for (const connection of open.connections.values()) {
+    if (connection.status !== 'DISCONNECTED') credits += connection.creditCost;
+  }
+  fill(
+    $('#customer-meta'),
+    h('code', {}, customer.id),
+    customer.externalId ? ` · your id ${customer.externalId}` : '',
+    ' · ',
+    h('span', { testid: 'customer-credits' }, plural(credits, 'credit')),
+    ' in use',
+    open.partial ? ' by its first 100 connections' : '',
+  );
 }
 
 /** Whether run `a` is newer than run `b` (the same run: whether `a` is further along). */
@@ -606,7 +621,7 @@ function showCost() {
   const system = systems?.find((s) => s.key === $('#connect-system').value);
   if (!system) return;
   const cost = $('#connect-deployment').value === 'ON_PREMISES' ? system.onPremises : system.cloud;
-  fill($('#connect-cost'), `Takes ${cost} credit${cost === 1 ? '' : 's'} from the pool while connected.`);
+  fill($('#connect-cost'), `Takes ${plural(cost, 'credit')} from the pool while connected.`);
 }
 
 async function submitConnect(event) {
@@ -745,7 +760,7 @@ function deliveryRow(delivery, expanded = false) {
       'div',
       { class: 'card-head' },
       badge(delivery.status, 'delivery-status'),
-      h('span', {}, `${delivery.attemptCount} attempt${delivery.attemptCount === 1 ? '' : 's'}`),
+      h('span', {}, plural(delivery.attemptCount, 'attempt')),
       time(delivery.createdAt),
     ),
     delivery.nextAttemptAt ? h('p', { class: 'muted' }, 'Next attempt ', time(delivery.nextAttemptAt)) : null,

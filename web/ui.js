@@ -77,6 +77,11 @@ export function badge(status, testid) {
   return h('span', { class: `badge badge-${String(status).toLowerCase()}`, testid, dataset: { status } }, humanize(status));
 }
 
+/** `1 credit`, `2 credits`. */
+export function plural(count, noun) {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`;
+}
+
 /** `AUTH_REQUIRED` → `auth required`. */
 export function humanize(value) {
   return String(value).toLowerCase().replaceAll('_', ' ');
