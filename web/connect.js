@@ -43,7 +43,7 @@ let ended = false;
 let customer = null;
 let systems = [];
 let readCredentials = () => ({});
-const connections = new Map(); // id → li
+const connections = new Map(); // id → { item, parts, connection }
 let stopFirstSync = null;
 
 /** Tells the page that opened or framed this one what happened (it may close the popup). */
@@ -119,7 +119,9 @@ async function start() {
   await loadConnections();
   api.subscribe(Q.connectionStatus, { customerId: customer.id }, {
     next: ({ connectionStatus }) => showConnection(connectionStatus),
-    error: (e) => showError($('[data-testid=portal-connections-error]'), e),
+    error: (e) => {
+      if (!ended) showError($('[data-testid=portal-connections-error]'), e);
+    },
   });
 }
 
@@ -183,6 +185,7 @@ async function submit(event) {
     $('#portal-credentials-set').hidden = true;
     fill($('#portal-credentials'));
     readCredentials = () => ({});
+    showSystems();
     const connection = connect.connection;
     showConnection(connection);
     tellEmbedder('connected', { connectionId: connection.id, systemKey: connection.system.key });
@@ -206,6 +209,8 @@ function watchFirstSync(connection) {
   stopFirstSync = api.subscribe(Q.syncRun, { id: run.id }, {
     next: ({ syncRun }) => {
       showFirstSync(syncRun);
+      const entry = connections.get(connection.id);
+      if (entry) showConnection({ ...entry.connection, lastSyncRun: syncRun });
       if (!ACTIVE.has(syncRun.status)) {
         tellEmbedder('sync-finished', { connectionId: connection.id, status: syncRun.status });
       }
@@ -246,35 +251,56 @@ async function loadConnections() {
   }
 }
 
-function showConnection(connection) {
-  const live = connection.status !== 'DISCONNECTED';
-  const run = connection.lastSyncRun;
+/** A connection's row, made once; updates change its text, so focus stays on its button. */
+function row(id) {
+  let entry = connections.get(id);
+  if (entry) return entry;
+  const parts = {
+    title: h('h3'),
+    status: h('span'),
+    meta: h('p', { class: 'muted' }),
+    reason: h('p', { class: 'reason', hidden: true }),
+    lastSync: h('p', { hidden: true }),
+    disconnect: h(
+      'button',
+      { type: 'button', class: 'danger', testid: 'portal-disconnect', onclick: () => disconnect(entry.connection) },
+      'Disconnect',
+    ),
+  };
   const item = h(
     'li',
-    { class: 'card', testid: 'portal-connection-row', dataset: { connectionId: connection.id, status: connection.status } },
-    h(
-      'div',
-      { class: 'card-head' },
-      h('h3', {}, connection.label || connection.system.name),
-      badge(connection.status, 'portal-connection-status'),
-    ),
-    h('p', { class: 'muted' }, `${connection.system.name} · ${humanize(connection.deployment)} · connected `, time(connection.createdAt)),
-    connection.statusReason ? h('p', { class: 'reason' }, connection.statusReason) : null,
-    run ? h('p', {}, 'Last sync: ', badge(run.status), ` ${run.recordsAdded} added, ${run.recordsUpdated} updated`) : null,
-    live
-      ? h(
-          'div',
-          { class: 'actions' },
-          h('button', { type: 'button', class: 'danger', testid: 'portal-disconnect', onclick: () => disconnect(connection) }, 'Disconnect'),
-        )
-      : null,
+    { class: 'card', testid: 'portal-connection-row', dataset: { connectionId: id }, tabindex: '-1' },
+    h('div', { class: 'card-head' }, parts.title, parts.status),
+    parts.meta,
+    parts.reason,
+    parts.lastSync,
+    h('div', { class: 'actions' }, parts.disconnect),
   );
   const list = $('#portal-connection-list');
   $('.empty', list)?.remove();
-  const existing = connections.get(connection.id);
-  if (existing) existing.replaceWith(item);
-  else list.append(item);
-  connections.set(connection.id, item);
+  list.append(item);
+  entry = { item, parts, connection: null };
+  connections.set(id, entry);
+  return entry;
+}
+
+function showConnection(connection) {
+  const entry = row(connection.id);
+  const { item, parts } = entry;
+  entry.connection = connection;
+  const run = connection.lastSyncRun;
+  item.dataset.status = connection.status;
+  fill(parts.title, connection.label || connection.system.name);
+  fill(parts.status, badge(connection.status, 'portal-connection-status'));
+  fill(parts.meta, `${connection.system.name} · ${humanize(connection.deployment)} · connected `, time(connection.createdAt));
+  parts.reason.hidden = !connection.statusReason;
+  fill(parts.reason, connection.statusReason ?? '');
+  parts.lastSync.hidden = !run;
+  if (run) fill(parts.lastSync, 'Last sync: ', badge(run.status), ` ${run.recordsAdded} added, ${run.recordsUpdated} updated`);
+  if (connection.status === 'DISCONNECTED') {
+    if (document.activeElement === parts.disconnect) item.focus();
+    parts.disconnect.hidden = true;
+  }
 }
 
 async function disconnect(connection) {

@@ -195,7 +195,8 @@ async function refreshCredits() {
 
 function startEvents() {
   const feed = $('#event-feed');
-  stopEvents = api.subscribe(Q.events, {}, {
+  const client = api;
+  stopEvents = client.subscribe(Q.events, {}, {
     next: ({ events: event }) => {
       feed.prepend(eventItem(event));
       while (feed.children.length > FEED_LENGTH) feed.lastElementChild.remove();
@@ -204,7 +205,10 @@ function startEvents() {
         followRun(event.connectionId, event.data.sync_run_id);
       }
     },
-    error: (e) => feed.prepend(h('li', { class: 'error', role: 'alert' }, `The live feed stopped: ${e.message}`)),
+    error: (e) => {
+      // After signing out (a refused key ends every subscription) there is nothing to say.
+      if (api === client) feed.prepend(h('li', { class: 'error', role: 'alert' }, `The live feed stopped: ${e.message}`));
+    },
   });
 }
 
@@ -333,19 +337,57 @@ async function openCustomer(id) {
     next: ({ connectionStatus }) => {
       if (open.customer?.id === id) showConnection(connectionStatus);
     },
-    error: (e) => showError(error, e),
+    error: (e) => {
+      if (open.customer?.id === id) showError(error, e);
+    },
   });
 }
 
+/**
+ * The card of a connection, made once: live updates change its text, never its buttons, so
+ * that keyboard focus stays where it is while a sync reports progress.
+ */
 function card(id) {
   let entry = open.cards.get(id);
   if (entry) return entry;
-  const summary = h('div', { class: 'summary' });
   const history = h('section', { class: 'history', id: `history-${id}`, hidden: true, 'aria-label': 'Sync history' });
-  const item = h('li', { class: 'card', testid: 'connection-row', dataset: { connectionId: id } }, summary, history);
+  const parts = {
+    title: h('h3'),
+    status: h('span'),
+    meta: h('p', { class: 'muted' }),
+    reason: h('p', { class: 'reason', testid: 'connection-status-reason', hidden: true }),
+    lastSync: h('p', { testid: 'connection-last-sync' }),
+    toggle: h(
+      'button',
+      {
+        type: 'button',
+        testid: 'connection-history-toggle',
+        'aria-expanded': 'false',
+        'aria-controls': history.id,
+        onclick: (event) => toggleHistory(id, event.currentTarget),
+      },
+      'Sync history',
+    ),
+    sync: h('button', { type: 'button', testid: 'connection-sync', onclick: () => syncNow(id) }, 'Sync now'),
+    disconnect: h(
+      'button',
+      { type: 'button', class: 'danger', testid: 'connection-disconnect', onclick: () => disconnect(open.connections.get(id)) },
+      'Disconnect',
+    ),
+  };
+  const item = h(
+    'li',
+    { class: 'card', testid: 'connection-row', dataset: { connectionId: id } },
+    h('div', { class: 'card-head' }, parts.title, parts.status),
+    parts.meta,
+    parts.reason,
+    parts.lastSync,
+    h('div', { class: 'actions' }, parts.toggle, parts.sync, parts.disconnect),
+    history,
+  );
   $('#connection-list .empty')?.remove();
   $('#connection-list').append(item);
-  entry = { item, summary, history, runs: new Map(), pageInfo: null, loaded: false };
+  entry = { item, parts, history, runs: new Map(), pageInfo: null, loaded: false };
   open.cards.set(id, entry);
   return entry;
 }
@@ -358,53 +400,29 @@ function showConnection(connection) {
     connection = { ...connection, lastSyncRun: previous.lastSyncRun };
   }
   open.connections.set(connection.id, connection);
-  const entry = card(connection.id);
-  entry.item.dataset.status = connection.status;
+  const { item, parts, loaded } = card(connection.id);
   const live = connection.status !== 'DISCONNECTED';
   const run = connection.lastSyncRun;
+  item.dataset.status = connection.status;
+  fill(parts.title, connection.label || connection.system.name);
+  fill(parts.status, badge(connection.status, 'connection-status'));
   fill(
-    entry.summary,
-    h(
-      'div',
-      { class: 'card-head' },
-      h('h3', {}, connection.label || connection.system.name),
-      badge(connection.status, 'connection-status'),
-    ),
-    h(
-      'p',
-      { class: 'muted' },
-      `${connection.system.name} · ${humanize(connection.deployment)} · ${plural(connection.creditCost, 'credit')} · `,
-      h('code', {}, connection.id),
-    ),
-    connection.statusReason ? h('p', { class: 'reason', testid: 'connection-status-reason' }, connection.statusReason) : null,
-    h(
-      'p',
-      { testid: 'connection-last-sync' },
-      'Last sync: ',
-      run ? [badge(run.status), ' ', counts(run), ' · ', time(run.finishedAt ?? run.startedAt ?? run.queuedAt)] : 'none yet',
-    ),
-    h(
-      'div',
-      { class: 'actions' },
-      h(
-        'button',
-        {
-          type: 'button',
-          testid: 'connection-history-toggle',
-          'aria-expanded': String(!entry.history.hidden),
-          'aria-controls': entry.history.id,
-          onclick: (event) => toggleHistory(connection.id, event.currentTarget),
-        },
-        'Sync history',
-      ),
-      live ? h('button', { type: 'button', testid: 'connection-sync', onclick: () => syncNow(connection.id) }, 'Sync now') : null,
-      live
-        ? h('button', { type: 'button', class: 'danger', testid: 'connection-disconnect', onclick: () => disconnect(connection) }, 'Disconnect')
-        : null,
-    ),
+    parts.meta,
+    `${connection.system.name} · ${humanize(connection.deployment)} · ${plural(connection.creditCost, 'credit')} · `,
+    h('code', {}, connection.id),
   );
+  parts.reason.hidden = !connection.statusReason;
+  fill(parts.reason, connection.statusReason ?? '');
+  fill(
+    parts.lastSync,
+    'Last sync: ',
+    run ? [badge(run.status), ' ', counts(run), ' · ', time(run.finishedAt ?? run.startedAt ?? run.queuedAt)] : 'none yet',
+  );
+  if (!live && item.contains(document.activeElement) && document.activeElement !== parts.toggle) parts.toggle.focus();
+  parts.sync.hidden = !live;
+  parts.disconnect.hidden = !live;
   if (run) {
-    if (entry.loaded) showRun(connection.id, run);
+    if (loaded) showRun(connection.id, run);
     if (ACTIVE.has(run.status)) followRun(connection.id, run.id);
   }
   showCustomerMeta();
