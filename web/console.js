@@ -99,9 +99,12 @@ const Q = {
 
 let api = null;
 let stopEvents = null;
-const customers = { search: '', cursors: [null], page: 0 };
+// `ticket` numbers each read of the list, so that an answer that comes after a newer
+// request's (a slow search) is dropped.
+const customers = { search: '', cursors: [null], page: 0, ticket: 0 };
 const open = {
   customer: null,
+  ticket: 0, // numbers each opening, so that a slow answer for a customer left since is dropped
   partial: false, // whether it has more connections than the first 100 shown
   stopStatus: null,
   connections: new Map(), // id → Connection
@@ -229,6 +232,7 @@ function eventItem(event) {
 async function loadCustomers() {
   const list = $('#customer-list');
   const error = $('[data-testid=customers-error]');
+  const ticket = ++customers.ticket;
   list.setAttribute('aria-busy', 'true');
   try {
     const { customers: page } = await api.request(Q.customers, {
@@ -236,6 +240,7 @@ async function loadCustomers() {
       after: customers.cursors[customers.page],
       search: customers.search || null,
     });
+    if (ticket !== customers.ticket) return;
     showError(error, null);
     fill(
       list,
@@ -313,13 +318,15 @@ async function openCustomer(id) {
     if (row.parentElement.dataset.customerId === id) row.setAttribute('aria-current', 'true');
     else row.removeAttribute('aria-current');
   }
+  const ticket = ++open.ticket;
   let customer;
   try {
     customer = (await api.request(Q.customer, { id })).customer;
   } catch (e) {
-    showError(error, e);
+    if (ticket === open.ticket) showError(error, e);
     return;
   }
+  if (ticket !== open.ticket) return;
   if (!customer) {
     showError(error, new ApiError('NOT_FOUND', 'The customer no longer exists'));
     return;

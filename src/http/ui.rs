@@ -13,8 +13,11 @@
 //! names from one release to the next, so a longer cache would pair a new page with an old
 //! script, while a revalidation costs one 304.
 
+use std::borrow::Cow;
+
 use axum::{
     Router,
+    body::Body,
     extract::Path,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Redirect, Response},
@@ -103,7 +106,12 @@ fn serve(path: &str, request: &HeaderMap) -> Response {
         return (StatusCode::NOT_MODIFIED, headers).into_response();
     }
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    (headers, file.data.into_owned()).into_response()
+    // Embedded files are borrowed from the binary: sent without a copy.
+    let body = match file.data {
+        Cow::Borrowed(bytes) => Body::from(bytes),
+        Cow::Owned(bytes) => Body::from(bytes),
+    };
+    (headers, body).into_response()
 }
 
 /// Whether the request's `If-None-Match` names this ETag (or is `*`); weak tags compare by
