@@ -54,7 +54,7 @@ const CODE_HINTS = {
 };
 
 /** A sentence for people from an ApiError (or any error): what it means, then the server's words. */
-export function describeError(error) {
+function describeError(error) {
   const code = error?.code ?? 'INTERNAL';
   const hint = CODE_HINTS[code] ?? (code.startsWith('HTTP_') ? 'Unexpected answer from the server' : code);
   const retry = error?.extensions?.retryAfterSeconds;
