@@ -1,9 +1,10 @@
 //! The HTTP surface: routes, health, metrics and the shared layers (request ids, tracing,
-//! body limit, timeout). The GraphQL endpoint is [`graphql`]; GraphiQL's page and files are
-//! [`graphiql`].
+//! body limit, timeout). The GraphQL endpoint is [`graphql`]; GraphiQL's page and files
+//! are [`graphiql`], the web UI [`ui`].
 
 mod graphiql;
 mod graphql;
+mod ui;
 
 use std::{sync::Arc, time::Duration};
 
@@ -62,6 +63,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     }
     Router::new()
         .merge(graphql)
+        .merge(ui::router())
         .route("/graphql/ws", get(ws::upgrade))
         .route(graphiql::ASSETS_ROUTE, get(graphiql::asset))
         .route("/healthz", get(|| async { "ok" }))

@@ -27,6 +27,7 @@ mod retention;
 mod schema;
 mod sync;
 mod sync_faults;
+mod ui;
 mod webhooks;
 mod websocket;
 mod websocket_limits;
