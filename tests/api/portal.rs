@@ -845,3 +845,45 @@ async fn without_configured_origins_there_is_no_cors() {
         .insert("origin", "https://app.example.com".parse().unwrap());
     assert!(tokio_tungstenite::connect_async(request).await.is_ok());
 }
+
+#[tokio::test]
+async fn sessions_are_pruned_a_week_after_they_expired() {
+    let app = TestApp::spawn().await;
+    let (key, customer) = setup(&app, 10).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(session(&app, &key, &customer, None).await.0);
+    }
+    let db = millwright::db::Db::connect(&crate::harness::test_config(&app.db))
+        .await
+        .unwrap();
+    // Expired 8 days ago, 6 days ago, and still live.
+    for (id, days) in ids.iter().zip([8, 6]) {
+        let uuid = millwright::ids::decode(millwright::ids::Kind::PortalSession, id).unwrap();
+        let expired = chrono::Utc::now() - chrono::Duration::days(days);
+        entity::portal_session::Entity::update_many()
+            .col_expr(entity::portal_session::Column::ExpiresAt, expired.into())
+            .filter(entity::portal_session::Column::Id.eq(uuid))
+            .exec(db.conn())
+            .await
+            .unwrap();
+    }
+    let pruned = millwright::portal::prune(&db, millwright::portal::RETENTION)
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+    let listed = app
+        .ok(
+            &key,
+            "{ portalSessions { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    let left: Vec<&str> = listed["portalSessions"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(left, [ids[1].as_str(), ids[2].as_str()]);
+}
