@@ -350,6 +350,15 @@ pub async fn claim<E: sea_orm::EntityTrait>(
     Ok(job)
 }
 
+/// The instant `age` ago (the earliest instant there is when that is before it): the horizon
+/// of a retention or grace period, older rows being due for deletion.
+pub fn horizon(age: Duration) -> chrono::DateTime<chrono::Utc> {
+    chrono::Duration::from_std(age)
+        .ok()
+        .and_then(|age| chrono::Utc::now().checked_sub_signed(age))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+}
+
 /// A raw statement written once with `?` placeholders, numbered `$1, $2, …` for PostgreSQL.
 pub fn statement(
     backend: DbBackend,

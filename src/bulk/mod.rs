@@ -332,10 +332,7 @@ pub async fn results(
 /// Deletes the operations that ended more than `retention` ago, with their records and
 /// outcomes: one operation (up to 10,000 records) per transaction, oldest first. How many.
 pub async fn prune(db: &Db, retention: std::time::Duration) -> AppResult<u64> {
-    let horizon = chrono::Duration::from_std(retention)
-        .ok()
-        .and_then(|retention| Utc::now().checked_sub_signed(retention))
-        .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+    let horizon = crate::db::horizon(retention);
     let mut deleted = 0;
     loop {
         let expired: Option<Uuid> = bulk_operation::Entity::find()

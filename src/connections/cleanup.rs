@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
@@ -25,10 +25,7 @@ const CONNECTIONS_PER_ROUND: u64 = 100;
 /// Deletes the records and cursors of connections disconnected more than `grace` ago that
 /// still have them; returns how many connections it purged.
 pub async fn purge_expired(db: &Db, grace: Duration) -> AppResult<usize> {
-    let horizon = chrono::Duration::from_std(grace)
-        .ok()
-        .and_then(|grace| Utc::now().checked_sub_signed(grace))
-        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let horizon = crate::db::horizon(grace);
     let mut purged = 0;
     loop {
         // idx_connections_unpurged: only disconnected connections not purged yet.

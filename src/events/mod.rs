@@ -4,7 +4,7 @@
 
 pub mod feed;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sea_orm::ActiveEnum as _;
 use sea_orm::{
     ActiveValue::Set,
@@ -395,10 +395,7 @@ const PRUNE_BATCH: u64 = 5000;
 /// primary key, no scan of the table) and deleted in short transactions, so that writers
 /// never wait long for the write lock.
 pub async fn prune(db: &Db, retention: std::time::Duration) -> AppResult<u64> {
-    let horizon = chrono::Duration::from_std(retention)
-        .ok()
-        .and_then(|retention| Utc::now().checked_sub_signed(retention))
-        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let horizon = crate::db::horizon(retention);
     // The first position that stays; everything before it has expired.
     let kept: Option<i64> = event::Entity::find()
         .select_only()

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{Duration, Utc};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
     QuerySelect,
@@ -150,10 +150,7 @@ pub async fn revoke_customer(txn: &WriteTxn, customer_id: Uuid) -> AppResult<()>
 
 /// Deletes sessions that expired longer than `retention` ago, in batches; how many.
 pub async fn prune(db: &Db, retention: std::time::Duration) -> AppResult<u64> {
-    let horizon = Duration::from_std(retention)
-        .ok()
-        .and_then(|retention| Utc::now().checked_sub_signed(retention))
-        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let horizon = crate::db::horizon(retention);
     let mut deleted = 0;
     loop {
         let expired: Vec<Uuid> = portal_session::Entity::find()

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
@@ -19,10 +18,7 @@ pub const PRUNE_BATCH: u64 = 500;
 /// Deletes finished deliveries created before `retention` ago, and their attempts; returns
 /// how many deliveries it deleted.
 pub async fn prune(db: &Db, retention: Duration) -> AppResult<u64> {
-    let horizon = chrono::Duration::from_std(retention)
-        .ok()
-        .and_then(|retention| Utc::now().checked_sub_signed(retention))
-        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let horizon = crate::db::horizon(retention);
     let mut deleted = 0;
     loop {
         // Found without the write lock, oldest first (idx_webhook_deliveries_created).

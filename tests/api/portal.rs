@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::{
     harness::{TestApp, connect, demo_input, error_code, setup, wait_until},
-    websocket::{Socket, init, next, open, send},
+    websocket::{closed_soon, init, next, open, running, send},
 };
 
 const CREATE: &str = "mutation($i: CreatePortalSessionInput!) {
@@ -491,40 +491,6 @@ async fn a_portal_session_connects_checks_and_disconnects_its_customers_systems(
     assert_ne!(data["connection"]["status"], "DISCONNECTED");
 }
 
-/// Subscribes on a socket authenticated with `token`; answers once the subscription runs.
-async fn subscribed(app: &TestApp, token: &str, query: &str, variables: Value) -> Socket {
-    let mut socket = open(app).await;
-    init(&mut socket, token).await;
-    let payload = json!({ "query": query, "variables": variables });
-    send(
-        &mut socket,
-        json!({ "id": "s", "type": "subscribe", "payload": payload }),
-    )
-    .await;
-    send(&mut socket, json!({ "type": "ping" })).await;
-    loop {
-        let message = next(&mut socket).await.unwrap();
-        assert_ne!(message["type"], "error", "{message}");
-        if message["type"] == "pong" {
-            return socket;
-        }
-    }
-}
-
-/// The close code of `socket` within 5 s, skipping the messages before it.
-async fn closes(socket: &mut Socket, what: &str) -> u16 {
-    let closed = async {
-        loop {
-            if let Err(code) = next(socket).await {
-                return code;
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), closed)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: not closed within 5 s"))
-}
-
 #[tokio::test]
 async fn subscriptions_carry_its_customers_connection_and_sync_events_only() {
     let app = TestApp::spawn().await;
@@ -532,14 +498,14 @@ async fn subscriptions_carry_its_customers_connection_and_sync_events_only() {
     let other = app.create_customer(&key, "South Plant", None).await;
     let other = other["id"].as_str().unwrap().to_owned();
     let (_, token) = session(&app, &key, &customer, None).await;
-    let mut events = subscribed(
+    let mut events = running(
         &app,
         &token,
         "subscription { events { type customerId connection { id } } }",
         json!({}),
     )
     .await;
-    let mut statuses = subscribed(
+    let mut statuses = running(
         &app,
         &token,
         "subscription { connectionStatus { id status } }",
@@ -600,7 +566,7 @@ async fn subscriptions_carry_its_customers_connection_and_sync_events_only() {
         .as_str()
         .unwrap()
         .to_owned();
-    let mut watched = subscribed(
+    let mut watched = running(
         &app,
         &token,
         "subscription($id: ID!) { syncRun(id: $id) { status } }",
@@ -633,14 +599,14 @@ async fn revocation_ends_a_session_over_http_and_its_sockets_at_once() {
     let (_, kept) = session(&app, &key, &customer, None).await;
     let query = "{ portalSession { id } }";
     app.ok(&token, query, json!({})).await;
-    let mut socket = subscribed(
+    let mut socket = running(
         &app,
         &token,
         "subscription { connectionStatus { id } }",
         json!({}),
     )
     .await;
-    let mut other = subscribed(
+    let mut other = running(
         &app,
         &kept,
         "subscription { connectionStatus { id } }",
@@ -651,7 +617,7 @@ async fn revocation_ends_a_session_over_http_and_its_sockets_at_once() {
     let data = app.ok(&key, REVOKE, json!({ "id": id })).await;
     assert!(data["revokePortalSession"]["revokedAt"].is_string());
     assert_eq!(
-        closes(&mut socket, "the revoked session's socket").await,
+        closed_soon(&mut socket, "the revoked session's socket").await,
         4403
     );
     let (status, body) = app.post(Some(&token), json!({ "query": query })).await;
@@ -678,7 +644,7 @@ async fn revocation_ends_a_session_over_http_and_its_sockets_at_once() {
     )
     .await;
     assert_eq!(
-        closes(&mut other, "the deleted customer's session's socket").await,
+        closed_soon(&mut other, "the deleted customer's session's socket").await,
         4403
     );
     let (status, _) = app.post(Some(&kept), json!({ "query": query })).await;
@@ -702,7 +668,7 @@ async fn a_session_expires_on_its_own_over_http_and_on_open_sockets() {
         .unwrap();
     assert_eq!(moved.rows_affected, 1);
     db.close().await.ok();
-    let mut socket = subscribed(
+    let mut socket = running(
         &app,
         &token,
         "subscription { connectionStatus { id } }",

@@ -52,6 +52,44 @@ pub async fn next(socket: &mut Socket) -> Result<Value, u16> {
     }
 }
 
+/// A socket of `token` running the subscription `query` (id `s`), once the server runs it:
+/// the `pong` of a ping sent after the `subscribe` has come (results that came first, such as
+/// events of a new connection's first sync, are skipped). A refused subscription fails.
+pub async fn running(app: &TestApp, token: &str, query: &str, variables: Value) -> Socket {
+    let mut socket = open(app).await;
+    init(&mut socket, token).await;
+    let payload = json!({ "query": query, "variables": variables });
+    send(
+        &mut socket,
+        json!({ "id": "s", "type": "subscribe", "payload": payload }),
+    )
+    .await;
+    send(&mut socket, json!({ "type": "ping" })).await;
+    loop {
+        let message = next(&mut socket).await.unwrap();
+        if message["type"] == "pong" {
+            return socket;
+        }
+        assert_eq!(message["type"], "next", "{message}");
+    }
+}
+
+/// The close code the socket gets within 5 s (the promise is 2 s; the server pings only
+/// every 30 s, so the ping's re-check of the token cannot be what closes it).
+pub async fn closed_soon(socket: &mut Socket, what: &str) -> u16 {
+    let closed = async {
+        loop {
+            // Events committed with the revocation (`connection.disconnected`) may come first.
+            if let Err(code) = next(socket).await {
+                return code;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not closed within 5 s"))
+}
+
 pub async fn init(socket: &mut Socket, key: &str) {
     send(socket, json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {key}") } })).await;
     assert_eq!(next(socket).await.unwrap()["type"], "connection_ack");

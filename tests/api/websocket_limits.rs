@@ -12,7 +12,7 @@ use tokio_tungstenite::{
 
 use crate::{
     harness::{ADMIN_TOKEN, TestApp, connect, demo_input, log_end, setup, wait_until},
-    websocket::{Socket, init, next, open, second_key, send},
+    websocket::{Socket, closed_soon, init, next, open, running, second_key, send},
 };
 
 /// `connection_init` with `token`: the acknowledgement, or the close code.
@@ -42,36 +42,7 @@ fn subscribe(id: &str, query: &str, variables: Value) -> Value {
 
 /// Subscribes to the caller's events on a socket that nothing else will write to.
 async fn subscribed(app: &TestApp, token: &str) -> Socket {
-    let mut socket = open(app).await;
-    init(&mut socket, token).await;
-    let events = "subscription { events { type } }";
-    send(&mut socket, subscribe("e", events, json!({}))).await;
-    // The answer to a ping after the `subscribe`: the subscription is running (events of a
-    // new connection's first sync may come before it).
-    send(&mut socket, json!({ "type": "ping" })).await;
-    loop {
-        let message = next(&mut socket).await.unwrap();
-        if message["type"] != "next" {
-            assert_eq!(message, json!({ "type": "pong" }));
-            return socket;
-        }
-    }
-}
-
-/// The close code the socket gets within 5 s (the promise is 2 s; the server pings only
-/// every 30 s, so the ping's re-check of the token cannot be what closes it).
-async fn closed_soon(socket: &mut Socket, what: &str) -> u16 {
-    let closed = async {
-        loop {
-            // Events committed with the revocation (`connection.disconnected`) may come first.
-            if let Err(code) = next(socket).await {
-                return code;
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), closed)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: not closed within 5 s"))
+    running(app, token, "subscription { events { type } }", json!({})).await
 }
 
 async fn still_open(socket: &mut Socket) {
