@@ -63,7 +63,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     }
     Router::new()
         .merge(graphql)
-        .merge(ui::router())
+        .merge(ui::router(&state.config.http.cors_allowed_origins))
         .route("/graphql/ws", get(ws::upgrade))
         .route(graphiql::ASSETS_ROUTE, get(graphiql::asset))
         .route("/healthz", get(|| async { "ok" }))

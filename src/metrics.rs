@@ -31,6 +31,9 @@ pub const UNAUTHENTICATED: &str = "unauthenticated";
 pub const OTHER: &str = "other";
 /// The operation label of authenticated operations without a name.
 pub const ANONYMOUS: &str = "anonymous";
+/// The operation label of every operation of a portal session: the names browsers send must
+/// not use up the labels.
+pub const PORTAL: &str = "portal";
 
 /// Who ran an operation, as the metrics see it.
 #[derive(Clone, Copy, Debug)]
@@ -39,6 +42,19 @@ pub enum Caller<'a> {
     Authenticated(Option<&'a str>),
     /// No token, or a token that did not authenticate.
     Unauthenticated,
+    /// A portal session's token (a browser's).
+    Portal,
+}
+
+impl<'a> Caller<'a> {
+    /// `principal` running the operation named `name`, as the metrics see it.
+    pub fn of(principal: &crate::auth::Principal, name: Option<&'a str>) -> Self {
+        match principal {
+            crate::auth::Principal::Anonymous => Caller::Unauthenticated,
+            crate::auth::Principal::Portal(_) => Caller::Portal,
+            _ => Caller::Authenticated(name),
+        }
+    }
 }
 
 /// The names already labelled, at most `limit` of them.
@@ -51,6 +67,7 @@ impl OperationNames {
     fn label(&self, caller: Caller<'_>) -> String {
         let name = match caller {
             Caller::Unauthenticated => return UNAUTHENTICATED.to_owned(),
+            Caller::Portal => return PORTAL.to_owned(),
             Caller::Authenticated(name) => sanitize(name),
         };
         if name == ANONYMOUS

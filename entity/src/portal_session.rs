@@ -16,6 +16,9 @@ pub struct Model {
     pub token_prefix: String,
     /// The systems the session may see and connect (a JSON array of keys); null: all.
     pub allowed_systems: Option<Json>,
+    /// How many connections that are not disconnected its customer may have for a connect
+    /// through the session to go ahead.
+    pub max_connections: i32,
     pub created_at: DateTimeUtc,
     pub expires_at: DateTimeUtc,
     pub revoked_at: Option<DateTimeUtc>,

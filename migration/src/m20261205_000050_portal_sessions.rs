@@ -20,6 +20,7 @@ impl MigrationTrait for Migration {
                     .col(string(Col::TokenHash).unique_key())
                     .col(string(Col::TokenPrefix))
                     .col(json_null(Col::AllowedSystems))
+                    .col(integer(Col::MaxConnections))
                     .col(timestamp_with_time_zone(Col::CreatedAt))
                     .col(timestamp_with_time_zone(Col::ExpiresAt))
                     .col(timestamp_with_time_zone_null(Col::RevokedAt))
@@ -92,6 +93,7 @@ enum Col {
     TokenHash,
     TokenPrefix,
     AllowedSystems,
+    MaxConnections,
     CreatedAt,
     ExpiresAt,
     RevokedAt,

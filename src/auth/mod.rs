@@ -45,6 +45,8 @@ pub struct PortalGrant {
     pub customer_id: Uuid,
     /// The systems it may see and connect; `None`: every system.
     pub allowed_systems: Option<std::sync::Arc<[String]>>,
+    /// The most connections (not disconnected) its customer may have after a connect it makes.
+    pub max_connections: u32,
     pub expires_at: DateTime<Utc>,
 }
 
@@ -359,6 +361,7 @@ async fn authenticate_portal(db: &Db, hash: &str) -> Result<Principal, AppError>
         session_id: session.id,
         customer_id: session.customer_id,
         allowed_systems: crate::portal::allowed_systems(&session),
+        max_connections: session.max_connections.max(0) as u32,
         expires_at: session.expires_at,
     }))
 }

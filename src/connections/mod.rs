@@ -8,8 +8,8 @@ use chrono::Utc;
 use rand::Rng;
 use sea_orm::ActiveEnum as _;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
+    QueryFilter, QuerySelect,
 };
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -58,6 +58,9 @@ impl Scope {
 
 pub struct ConnectRequest {
     pub customer_id: Uuid,
+    /// The most connections (not disconnected) the customer may have with this one (a
+    /// portal session's `maxConnections`); `None`: no such limit.
+    pub max_live: Option<u32>,
     pub system_key: String,
     pub deployment: Deployment,
     pub label: Option<String>,
@@ -254,14 +257,26 @@ pub async fn connect(
     let cost = system.credit_cost(request.deployment);
     let now = Utc::now();
     let txn = db.begin_write().await?;
-    // The customer may have been deleted while the probe ran.
-    customers::find_locked(
-        &*txn,
-        account_id,
-        request.customer_id,
-        Some(sea_orm::sea_query::LockType::Share),
-    )
-    .await?;
+    // The customer may have been deleted while the probe ran. Under a limit of connections,
+    // connects of the customer take its row in turn, so that each counts the others'.
+    let lock = match request.max_live {
+        Some(_) => sea_orm::sea_query::LockType::Update,
+        None => sea_orm::sea_query::LockType::Share,
+    };
+    customers::find_locked(&*txn, account_id, request.customer_id, Some(lock)).await?;
+    if let Some(max) = request.max_live {
+        let live = connection::Entity::find()
+            .filter(connection::Column::CustomerId.eq(request.customer_id))
+            .filter(connection::Column::Status.ne(ConnectionStatus::Disconnected))
+            .count(&*txn)
+            .await?;
+        if live >= u64::from(max) {
+            return Err(AppError::Conflict(format!(
+                "the customer has {live} connections, as many as this portal session allows; \
+                 disconnect one first"
+            )));
+        }
+    }
     credits::consume(&*txn, account_id, cost, id, request.customer_id).await?;
     let model = connection::ActiveModel {
         id: Set(id),

@@ -213,12 +213,26 @@ impl BaseMutation {
                         input.system_key
                     )));
                 }
+                // What the vendor decides about a connection is not the browser's to set.
+                let vendors = [
+                    ("metadata", input.metadata.is_some()),
+                    ("webhookEventTypes", input.webhook_event_types.is_some()),
+                    ("syncIntervalMinutes", input.sync_interval_minutes.is_some()),
+                    ("validate", input.validate == Some(false)),
+                ];
+                if let Some((field, _)) = vendors.iter().find(|(_, given)| *given) {
+                    return Err(AppError::Forbidden(format!(
+                        "a portal session may not set `{field}` (nor skip validation); the \
+                         account sets it with `updateConnection`"
+                    )));
+                }
                 grant.account_id
             }
             None => principal.account_id()?,
         };
         let request = ConnectRequest {
             customer_id,
+            max_live: principal.portal().map(|grant| grant.max_connections),
             system_key: input.system_key,
             deployment: input.deployment.map_or(Deployment::Cloud, Into::into),
             label: input.label,

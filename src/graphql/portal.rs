@@ -57,6 +57,11 @@ impl PortalSession {
     async fn allowed_systems(&self) -> Option<Vec<String>> {
         portal::allowed_systems(&self.model).map(|keys| keys.to_vec())
     }
+    /// Its `connect` is refused once the customer has this many connections that are not
+    /// disconnected, however they were made.
+    async fn max_connections(&self) -> i32 {
+        self.model.max_connections
+    }
 }
 
 /// A new portal session.
@@ -69,6 +74,11 @@ pub struct CreatePortalSessionInput {
     /// Seconds until the token expires, 60 to 86,400.
     #[graphql(default = 900)]
     pub ttl_seconds: i32,
+    /// Its `connect` is refused once the customer has this many connections that are not
+    /// disconnected (however they were made), 1 to 1,000: a browser cannot spend the
+    /// account's credit pool beyond it.
+    #[graphql(default = 10)]
+    pub max_connections: i32,
 }
 
 #[derive(Default)]
@@ -127,6 +137,7 @@ impl PortalMutation {
             customer_id: ids::decode(ids::Kind::Customer, &input.customer_id)?,
             allowed_systems: input.allowed_systems,
             ttl_seconds: input.ttl_seconds,
+            max_connections: input.max_connections,
         };
         let (model, token) = portal::create(super::db(ctx), account_id, new).await?;
         Ok(PortalSession {

@@ -309,7 +309,7 @@ async fn graphql(state: &AppState, request: Request) -> Response {
     {
         Ok(principal) => principal,
         Err(AppError::Unauthenticated(message)) => {
-            count_refused(state, &batch, false);
+            count_refused(state, &batch, &Principal::Anonymous);
             if let Err(wait) = state.limits.admit_failed_auth(address) {
                 return too_many(answer, wait, None);
             }
@@ -354,10 +354,7 @@ async fn execute(
     principal: Principal,
 ) -> async_graphql::Response {
     let operation = name_of(&request);
-    let caller = match principal {
-        Principal::Anonymous => Caller::Unauthenticated,
-        _ => Caller::Authenticated(operation.as_deref()),
-    };
+    let caller = Caller::of(&principal, operation.as_deref());
     let started = std::time::Instant::now();
     let price = price(&mut request, &state.config.http);
     let response = match price.refusal() {

@@ -13,7 +13,7 @@
 //! names from one release to the next, so a longer cache would pair a new page with an old
 //! script, while a revalidation costs one 304.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, sync::Arc};
 
 use axum::{
     Router,
@@ -38,24 +38,32 @@ const CONSOLE: &str = "index.html";
 /// The connect portal, served at `/ui/connect`.
 const PORTAL: &str = "connect.html";
 
-/// The UI's routes; they need no state.
-pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+/// The UI's routes; they need no state. `embedders`: the origins whose pages may frame the
+/// connect portal (`MILLWRIGHT_CORS_ALLOWED_ORIGINS`); none listed, any page may.
+pub fn router<S: Clone + Send + Sync + 'static>(embedders: &[String]) -> Router<S> {
+    let ancestors: Arc<str> = if embedders.is_empty() {
+        "*".into()
+    } else {
+        format!("'self' {}", embedders.join(" ")).into()
+    };
+    let (console, portal, assets) = (ancestors.clone(), ancestors.clone(), ancestors);
     Router::new()
         // Relative, so that the pages' relative links work behind a proxy that adds a prefix.
         .route("/ui", get(|| async { Redirect::permanent("ui/") }))
         .route(
             "/ui/",
-            get(|headers: HeaderMap| async move { serve(CONSOLE, &headers) }),
+            get(|headers: HeaderMap| async move { serve(CONSOLE, &headers, &console) }),
         )
         .route(
             "/ui/connect",
-            get(|headers: HeaderMap| async move { serve(PORTAL, &headers) }),
+            get(|headers: HeaderMap| async move { serve(PORTAL, &headers, &portal) }),
         )
-        .route("/ui/{*path}", get(asset))
-}
-
-async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
-    serve(&path, &headers)
+        .route(
+            "/ui/{*path}",
+            get(|Path(path): Path<String>, headers: HeaderMap| async move {
+                serve(&path, &headers, &assets)
+            }),
+        )
 }
 
 /// The media type of a file served from `web/`, by its extension; `None` for a file that is
@@ -72,7 +80,8 @@ fn content_type(path: &str) -> Option<&'static str> {
     })
 }
 
-fn serve(path: &str, request: &HeaderMap) -> Response {
+/// `portal_ancestors`: the `frame-ancestors` of the connect portal (the console is never framed).
+fn serve(path: &str, request: &HeaderMap, portal_ancestors: &str) -> Response {
     let (Some(content_type), Some(file)) = (content_type(path), Assets::get(path)) else {
         return (StatusCode::NOT_FOUND, "no such file in the web UI").into_response();
     };
@@ -95,7 +104,8 @@ fn serve(path: &str, request: &HeaderMap) -> Response {
     }
     if path.ends_with(".html") {
         let framable = path == PORTAL;
-        if let Ok(policy) = HeaderValue::from_str(&policy(framable, request)) {
+        let ancestors = if framable { portal_ancestors } else { "'none'" };
+        if let Ok(policy) = HeaderValue::from_str(&policy(ancestors, request)) {
             headers.insert(header::CONTENT_SECURITY_POLICY, policy);
         }
         headers.insert(
@@ -134,7 +144,7 @@ fn matches(request: &HeaderMap, etag: &str) -> bool {
 /// covers `fetch`, and the WebSocket origins are named as well, for browsers that do not count
 /// `ws:`/`wss:` as `'self'`. They are built from `Host` when it is a plain host and port;
 /// without one the page still works wherever `'self'` covers WebSockets.
-fn policy(framable: bool, request: &HeaderMap) -> String {
+fn policy(ancestors: &str, request: &HeaderMap) -> String {
     let host = request
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -145,7 +155,6 @@ fn policy(framable: bool, request: &HeaderMap) -> String {
                     .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
         });
     let sockets = host.map_or(String::new(), |h| format!(" ws://{h} wss://{h}"));
-    let ancestors = if framable { "*" } else { "'none'" };
     format!(
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
          connect-src 'self'{sockets}; object-src 'none'; base-uri 'none'; form-action 'self'; \
@@ -187,14 +196,14 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::HOST, HeaderValue::from_static("a.example:8080"));
         assert!(
-            policy(false, &headers)
+            policy("'none'", &headers)
                 .contains("connect-src 'self' ws://a.example:8080 wss://a.example:8080;")
         );
         headers.insert(
             header::HOST,
             HeaderValue::from_static("a.example; script-src *"),
         );
-        assert!(policy(false, &headers).contains("connect-src 'self';"));
-        assert!(policy(true, &headers).ends_with("frame-ancestors *"));
+        assert!(policy("'none'", &headers).contains("connect-src 'self';"));
+        assert!(policy("*", &headers).ends_with("frame-ancestors *"));
     }
 }

@@ -31,6 +31,10 @@ pub const MAX_TTL_SECONDS: i32 = 86_400;
 pub const RETENTION: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 /// Sessions one pruning statement deletes at most.
 const PRUNE_BATCH: u64 = 1000;
+/// Connections its customer may have (not disconnected) for a session's connect to go ahead:
+/// 10 unless asked otherwise, 1 to 1,000.
+pub const DEFAULT_MAX_CONNECTIONS: i32 = 10;
+const MAX_MAX_CONNECTIONS: i32 = 1_000;
 /// More systems than the catalog holds is a mistake, not an allow-list.
 const MAX_ALLOWED_SYSTEMS: usize = 100;
 
@@ -38,6 +42,7 @@ pub struct NewSession {
     pub customer_id: Uuid,
     pub allowed_systems: Option<Vec<String>>,
     pub ttl_seconds: i32,
+    pub max_connections: i32,
 }
 
 /// Mints a session for one of the account's customers; returns it with its token, which is
@@ -52,6 +57,11 @@ pub async fn create(
             "ttlSeconds must be between {MIN_TTL_SECONDS} and {MAX_TTL_SECONDS}"
         )));
     }
+    if !(1..=MAX_MAX_CONNECTIONS).contains(&new.max_connections) {
+        return Err(AppError::bad_input(format!(
+            "maxConnections must be between 1 and {MAX_MAX_CONNECTIONS}"
+        )));
+    }
     let allowed = new.allowed_systems.map(allow_list).transpose()?;
     let txn = db.begin_write().await?;
     customers::find(&*txn, account_id, new.customer_id).await?;
@@ -64,6 +74,7 @@ pub async fn create(
         token_hash: Set(token.hash),
         token_prefix: Set(token.display_prefix),
         allowed_systems: Set(allowed.map(Value::from)),
+        max_connections: Set(new.max_connections),
         created_at: Set(now),
         expires_at: Set(now + Duration::seconds(i64::from(new.ttl_seconds))),
         revoked_at: Set(None),

@@ -853,3 +853,117 @@ async fn sessions_are_pruned_a_week_after_they_expired() {
         .collect();
     assert_eq!(left, [ids[1].as_str(), ids[2].as_str()]);
 }
+
+#[tokio::test]
+async fn a_portal_connect_sets_nothing_the_vendor_decides_and_stops_at_its_limit() {
+    let app = TestApp::spawn().await;
+    let (key, customer) = setup(&app, 20).await;
+    let data = app
+        .ok(
+            &key,
+            CREATE,
+            json!({ "i": { "customerId": customer, "maxConnections": 2 } }),
+        )
+        .await;
+    let token = data["createPortalSession"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (field, value) in [
+        ("metadata", json!({ "tenant": "someone-else" })),
+        ("webhookEventTypes", json!([])),
+        ("syncIntervalMinutes", json!(1)),
+        ("validate", json!(false)),
+    ] {
+        let mut input = demo_input(&customer, "none");
+        input[field] = value;
+        let body = app
+            .gql(&token, PORTAL_CONNECT, json!({ "input": input }))
+            .await;
+        assert_eq!(error_code(&body), "FORBIDDEN", "{field}: {body}");
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains(field),
+            "{body}"
+        );
+    }
+    // Nothing was connected meanwhile; `validate: true` and a label are the browser's to give.
+    let mut input = demo_input(&customer, "none");
+    input["validate"] = json!(true);
+    input["label"] = json!("Plant CMMS");
+    app.ok(&token, PORTAL_CONNECT, json!({ "input": input }))
+        .await;
+    // One made by the account counts too: the customer now has 2, the session's limit.
+    connect(&app, &key, demo_input(&customer, "none")).await;
+    let body = app
+        .gql(
+            &token,
+            PORTAL_CONNECT,
+            json!({ "input": demo_input(&customer, "none") }),
+        )
+        .await;
+    assert_eq!(error_code(&body), "CONFLICT", "{body}");
+    let used = app
+        .ok(
+            &key,
+            "{ viewer { account { credits { used } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(used["viewer"]["account"]["credits"]["used"], 2);
+    // The account itself is not held to the session's limit.
+    connect(&app, &key, demo_input(&customer, "none")).await;
+    // Concurrent connects stop at the limit exactly.
+    let data = app
+        .ok(
+            &key,
+            CREATE,
+            json!({ "i": { "customerId": customer, "maxConnections": 5 } }),
+        )
+        .await;
+    let five = data["createPortalSession"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let attempts = (0..6).map(|_| {
+        app.gql(
+            &five,
+            PORTAL_CONNECT,
+            json!({ "input": demo_input(&customer, "none") }),
+        )
+    });
+    let answers = futures_util::future::join_all(attempts).await;
+    let made = answers.iter().filter(|a| a.get("errors").is_none()).count();
+    assert_eq!(made, 2, "{answers:?}");
+    for refused in answers.iter().filter(|a| a.get("errors").is_some()) {
+        assert_eq!(error_code(refused), "CONFLICT", "{refused}");
+    }
+    for bad in [0, 1001] {
+        let input = json!({ "customerId": customer, "maxConnections": bad });
+        let body = app.gql(&key, CREATE, json!({ "i": input })).await;
+        assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+    }
+}
+
+#[tokio::test]
+async fn configured_origins_alone_may_frame_the_connect_portal_and_portal_calls_share_one_label() {
+    let origin = "https://app.example.com";
+    let app = TestApp::spawn_with(|c| c.http.cors_allowed_origins = vec![origin.into()]).await;
+    let page = reqwest::get(app.url("/ui/connect")).await.unwrap();
+    let policy = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        policy.ends_with(&format!("frame-ancestors 'self' {origin}")),
+        "{policy}"
+    );
+    let (key, customer) = setup(&app, 1).await;
+    let (_, token) = session(&app, &key, &customer, None).await;
+    for name in ["BrowserOne", "BrowserTwo"] {
+        let query = format!("query {name} {{ portalSession {{ id }} }}");
+        app.ok(&token, &query, json!({})).await;
+    }
+    let metrics = app.metrics().await;
+    assert!(metrics.contains("operation=\"portal\""), "{metrics}");
+    assert!(!metrics.contains("BrowserOne") && !metrics.contains("BrowserTwo"));
+}

@@ -54,6 +54,7 @@ impl Demo {
     async fn connect(&self, scale: u64, simulate: &str) -> (Uuid, DemoConnector) {
         let credentials = json!({ "api_key": "k", "scale": scale, "simulate": simulate });
         let request = ConnectRequest {
+            max_live: None,
             customer_id: self.customer_id,
             system_key: "demo".into(),
             deployment: Deployment::Cloud,

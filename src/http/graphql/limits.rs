@@ -61,7 +61,7 @@ pub(super) fn admit(
         return match state.limits.admit_failed_auth(address) {
             Ok(()) => Ok(None),
             Err(wait) => {
-                count_refused(state, batch, false);
+                count_refused(state, batch, principal);
                 Err(Refusal::Limited(wait, None))
             }
         };
@@ -71,7 +71,7 @@ pub(super) fn admit(
         None => Ok(None),
         Some(Ok(allowance)) => Ok(Some(allowance)),
         Some(Err(refused)) => {
-            count_refused(state, batch, true);
+            count_refused(state, batch, principal);
             Err(match refused {
                 Refused::Wait {
                     allowance,
@@ -84,17 +84,12 @@ pub(super) fn admit(
 }
 
 /// Counts each operation of a request that did not run, under its name if its token is valid.
-pub(super) fn count_refused(state: &AppState, batch: &BatchRequest, authenticated: bool) {
+pub(super) fn count_refused(state: &AppState, batch: &BatchRequest, principal: &Principal) {
     for request in batch.iter() {
-        match authenticated {
-            true => {
-                let name = name_of(request);
-                state
-                    .metrics
-                    .count_refused(Caller::Authenticated(name.as_deref()));
-            }
-            false => state.metrics.count_refused(Caller::Unauthenticated),
-        }
+        let name = name_of(request);
+        state
+            .metrics
+            .count_refused(Caller::of(principal, name.as_deref()));
     }
 }
 
