@@ -108,7 +108,8 @@ async function start() {
     return;
   }
   customer = portalSession.customer;
-  fill($('#portal-customer'), 'For ', h('strong', {}, customer.name));
+  // One element: the bar is a flex row, which would space a bare text node from its name.
+  fill($('#portal-customer'), h('span', {}, 'For ', h('strong', {}, customer.name)));
   fill($('#portal-expires'), 'Link valid until ', time(portalSession.expiresAt));
   const left = new Date(portalSession.expiresAt).getTime() - Date.now();
   // setTimeout takes at most 2^31-1 ms; sessions last a day at most.
