@@ -22,7 +22,7 @@ const CONNECTION = `fragment PortalConnection on Connection {
 
 const Q = {
   session: `query PortalSession { portalSession { id expiresAt allowedSystems customer { id name } } }`,
-  systems: `query PortalSystems { systems { key name vendor deployments credentialFields { name label secret required description } } }`,
+  systems: `query PortalSystems { systems { key name vendor deployments credentialFields { name label secret required kind min max choices } } }`,
   connections: `query PortalConnections($customerId: ID) {
     connections(first: 100, customerId: $customerId) { nodes { ...PortalConnection } }
   }
@@ -108,7 +108,8 @@ async function start() {
     return;
   }
   customer = portalSession.customer;
-  fill($('#portal-customer'), 'For ', h('strong', {}, customer.name));
+  // One element: the bar is a flex row, which would space a bare text node from its name.
+  fill($('#portal-customer'), h('span', {}, 'For ', h('strong', {}, customer.name)));
   fill($('#portal-expires'), 'Link valid until ', time(portalSession.expiresAt));
   const left = new Date(portalSession.expiresAt).getTime() - Date.now();
   // setTimeout takes at most 2^31-1 ms; sessions last a day at most.
@@ -171,12 +172,14 @@ async function submit(event) {
   event.preventDefault();
   const form = event.currentTarget;
   const error = $('[data-testid=portal-connect-error]', form);
+  const credentials = readCredentials();
+  if (!credentials) return; // Each wrong value says why under its input.
   const input = {
     customerId: customer.id,
     systemKey: form.elements.systemKey.value,
     deployment: form.elements.deployment.value,
     label: form.elements.label.value.trim() || null,
-    credentials: readCredentials(),
+    credentials,
   };
   try {
     const { connect } = await busy(form, () => api.request(Q.connect, { input }));

@@ -60,7 +60,7 @@ const Q = {
     systems {
       key name vendor tier deployments
       cloud: creditCost(deployment: CLOUD) onPremises: creditCost(deployment: ON_PREMISES)
-      credentialFields { name label secret required description }
+      credentialFields { name label secret required kind min max choices }
     }
   }`,
   connect: `mutation ConsoleConnect($input: ConnectInput!) { connect(input: $input) { token connection { ...Conn } } }
@@ -654,12 +654,14 @@ async function submitConnect(event) {
   const form = event.currentTarget;
   const error = $('[data-testid=connect-error]', form);
   const interval = form.elements.syncIntervalMinutes.value;
+  const credentials = readCredentials();
+  if (!credentials) return; // Each wrong value says why under its input.
   const input = {
     customerId: open.customer.id,
     systemKey: form.elements.systemKey.value,
     deployment: form.elements.deployment.value,
     label: form.elements.label.value.trim() || null,
-    credentials: readCredentials(),
+    credentials,
     syncIntervalMinutes: interval ? Number(interval) : null,
     validate: form.elements.validate.checked,
   };

@@ -185,43 +185,129 @@ export function confirmDialog(question, confirmLabel) {
   });
 }
 
+/** The input of one credential field, as its `kind` says (an unknown kind is typed as text). */
+function credentialControl(field, id, describedBy) {
+  const common = { id, name: field.name, required: field.required, 'aria-describedby': describedBy, testid: `credential-${field.name}` };
+  switch (field.kind) {
+    case 'INTEGER':
+      return h('input', { ...common, type: 'number', step: '1', min: field.min, max: field.max, inputmode: 'numeric', autocomplete: 'off' });
+    case 'ONE_OF':
+      // An optional field may be left unset (the system's default); a required one starts
+      // unchosen, so that the browser asks for a choice.
+      return h(
+        'select',
+        common,
+        h('option', { value: '' }, field.required ? 'Choose…' : 'Not set (the default)'),
+        (field.choices ?? []).map((choice) => h('option', { value: choice }, choice)),
+      );
+    case 'OBJECT':
+      return h('textarea', { ...common, rows: '4', spellcheck: 'false', autocomplete: 'off', placeholder: '{ }' });
+    default:
+      return h('input', {
+        ...common,
+        type: field.secret ? 'password' : 'text',
+        autocomplete: field.secret ? 'new-password' : 'off',
+        spellcheck: 'false',
+      });
+  }
+}
+
+const count = new Intl.NumberFormat();
+
+/** What a field of `kind` takes, said under its input (null: its input says it). */
+function credentialHint(field) {
+  if (field.kind === 'INTEGER') {
+    if (field.min !== null && field.max !== null) return `A whole number from ${count.format(field.min)} to ${count.format(field.max)}.`;
+    return 'A whole number.';
+  }
+  if (field.kind === 'OBJECT') return 'A JSON object, such as {"key": "value"}.';
+  return null;
+}
+
 /**
- * The inputs of a system's `credentialFields` into `container`: a password input for a
- * secret, `required` marked, each field's description as its hint. Returns a function that
- * reads the form's values as the `credentials` object (empty optional fields left out).
+ * The value of a field's input as the JSON the server wants (`undefined`: left empty), or
+ * throws an Error whose message says what is wrong with it.
+ */
+function credentialValue(field, raw) {
+  if (raw.trim() === '') return undefined;
+  if (field.kind === 'INTEGER') {
+    const number = Number(raw);
+    if (!Number.isInteger(number)) throw new Error('Must be a whole number.');
+    return number;
+  }
+  if (field.kind === 'OBJECT') {
+    let value;
+    try {
+      value = JSON.parse(raw);
+    } catch (e) {
+      throw new Error(`Not valid JSON: ${e.message}`);
+    }
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new Error('Must be a JSON object ({ … }).');
+    return value;
+  }
+  return raw;
+}
+
+/**
+ * The inputs of a system's `credentialFields` into `container`, each as its `kind` says: a
+ * text input (a password input for a secret), a number input within `min` and `max`, a
+ * select of `choices`, or a textarea for a JSON object; `required` marked. Returns a function
+ * that reads the form's values as the `credentials` object (empty optional fields left out,
+ * numbers and objects as JSON ones), or returns null after showing, under each input whose
+ * value is wrong, why (and focusing the first).
  */
 export function credentialInputs(container, fields, idPrefix) {
+  const errors = new Map();
   fill(
     container,
     fields.map((field) => {
       const id = `${idPrefix}-${field.name}`;
+      const hint = credentialHint(field);
       const hintId = `${id}-hint`;
+      const errorId = `${id}-error`;
+      const error = h('p', { class: 'error', id: errorId, testid: `credential-${field.name}-error`, hidden: true });
+      errors.set(field.name, error);
+      const control = credentialControl(field, id, [hint ? hintId : null, errorId].filter(Boolean).join(' '));
+      control.addEventListener('input', () => clearFieldError(control, error));
       return h(
         'div',
         { class: 'field' },
         h('label', { for: id }, field.label, field.required ? h('span', { class: 'required' }, ' (required)') : null),
-        h('input', {
-          id,
-          name: field.name,
-          type: field.secret ? 'password' : 'text',
-          required: field.required,
-          autocomplete: field.secret ? 'new-password' : 'off',
-          spellcheck: 'false',
-          'aria-describedby': field.description ? hintId : null,
-          testid: `credential-${field.name}`,
-        }),
-        field.description ? h('p', { class: 'hint', id: hintId }, field.description) : null,
+        control,
+        hint ? h('p', { class: 'hint', id: hintId }, hint) : null,
+        error,
       );
     }),
   );
   return () => {
     const credentials = {};
+    let firstWrong = null;
     for (const field of fields) {
-      const value = container.querySelector(`[name="${CSS.escape(field.name)}"]`).value;
-      if (value !== '') credentials[field.name] = value;
+      const control = container.querySelector(`[name="${CSS.escape(field.name)}"]`);
+      const error = errors.get(field.name);
+      try {
+        const value = credentialValue(field, control.value);
+        if (value !== undefined) credentials[field.name] = value;
+        clearFieldError(control, error);
+      } catch (e) {
+        control.setAttribute('aria-invalid', 'true');
+        error.textContent = e.message;
+        error.hidden = false;
+        firstWrong ??= control;
+      }
+    }
+    if (firstWrong) {
+      firstWrong.focus();
+      return null;
     }
     return credentials;
   };
+}
+
+function clearFieldError(control, error) {
+  control.removeAttribute('aria-invalid');
+  error.hidden = true;
+  error.textContent = '';
 }
 
 /** Disables a form's controls while `work` runs. */

@@ -4,6 +4,7 @@
 
 mod attacks;
 mod auth;
+mod browser_ui;
 mod bulk;
 mod cli;
 mod connections;

@@ -15,7 +15,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fantoccini::{Client, ClientBuilder, Locator, elements::Element, key::Key};
+use fantoccini::{
+    Client, ClientBuilder, Locator,
+    actions::{InputSource as _, KeyAction, KeyActions},
+    elements::Element,
+    key::Key,
+};
 use serde_json::{Value, json};
 
 /// How long [`Browser::wait_for`] and the other waits look before they give up.
@@ -205,6 +210,18 @@ impl Browser {
             .expect("resize the window");
     }
 
+    /// A window whose page area is `width`×`height`, the size of its screenshots: the
+    /// window is made larger by what its frame takes (headless Chromium keeps room for one).
+    pub async fn viewport(&self, width: u32, height: u32) {
+        self.resize((width, height)).await;
+        let inner = self
+            .eval("return [window.innerWidth, window.innerHeight]", vec![])
+            .await;
+        let inner: (u32, u32) = serde_json::from_value(inner).expect("the page's size");
+        self.resize((2 * width - inner.0, 2 * height - inner.1))
+            .await;
+    }
+
     /// A phone's window, 390×844.
     pub async fn phone(&self) {
         self.resize(PHONE).await;
@@ -321,6 +338,42 @@ impl Browser {
         let select_all = format!("{}a{}", Key::Control, Key::Null);
         self.type_into(selector, &format!("{select_all}{text}"))
             .await;
+    }
+
+    /// Presses `keys` one after the other on whatever has the focus, as a keyboard does:
+    /// text, and [`Key`]s such as `Key::Tab` (as chars). Unlike [`Browser::type_into`] it
+    /// focuses nothing first, so a test can move through a page with the keyboard alone.
+    pub async fn press(&self, keys: &str) {
+        let mut actions = KeyActions::new("keyboard".to_owned());
+        for key in keys.chars() {
+            actions = actions
+                .then(KeyAction::Down { value: key })
+                .then(KeyAction::Up { value: key });
+        }
+        self.client
+            .perform_actions(actions)
+            .await
+            .unwrap_or_else(|err| panic!("pressing {keys:?}: {err}"));
+    }
+
+    /// Presses one [`Key`] (Tab, Enter, Escape, …) on whatever has the focus.
+    pub async fn press_key(&self, key: Key) {
+        self.press(&char::from(key).to_string()).await;
+    }
+
+    /// Presses Shift+`key` on whatever has the focus (Shift+Tab moves the focus back).
+    pub async fn press_shifted(&self, key: Key) {
+        let shift = char::from(Key::Shift);
+        let key = char::from(key);
+        let actions = KeyActions::new("keyboard".to_owned())
+            .then(KeyAction::Down { value: shift })
+            .then(KeyAction::Down { value: key })
+            .then(KeyAction::Up { value: key })
+            .then(KeyAction::Up { value: shift });
+        self.client
+            .perform_actions(actions)
+            .await
+            .unwrap_or_else(|err| panic!("pressing Shift+{key:?}: {err}"));
     }
 
     /// Saves what the window shows as a PNG at `path` (its folder is made).
