@@ -313,6 +313,18 @@ async fn history(browser: &Browser) -> Vec<(String, String)> {
 }
 
 /// Mints a portal session of `customer` for the demo system: (session id, token).
+/// A server with the account `ACCOUNT` (`CREDITS` credits) and its customer `CUSTOMER`:
+/// (the server, the account's API key, the customer's id).
+async fn acme() -> (TestApp, String, String) {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.create_account(ACCOUNT, CREDITS).await;
+    let customer = app.create_customer(&key, CUSTOMER, None).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (app, key, customer)
+}
+
 async fn portal_session(app: &TestApp, key: &str, customer: &str) -> (String, String) {
     let data = app
         .ok(
@@ -504,12 +516,7 @@ async fn the_portal_connects_a_demo_system_watches_its_first_sync_and_disconnect
     let Some(browser) = Browser::start().await else {
         return;
     };
-    let app = TestApp::spawn().await;
-    let (_, key) = app.create_account(ACCOUNT, CREDITS).await;
-    let customer = app.create_customer(&key, CUSTOMER, None).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (app, key, customer) = acme().await;
     let (_, token) = portal_session(&app, &key, &customer).await;
 
     open_portal(&browser, &app, &token).await;
@@ -591,12 +598,7 @@ async fn a_portal_session_revoked_while_its_page_is_open_ends_the_page() {
     let Some(browser) = Browser::start().await else {
         return;
     };
-    let app = TestApp::spawn().await;
-    let (_, key) = app.create_account(ACCOUNT, CREDITS).await;
-    let customer = app.create_customer(&key, CUSTOMER, None).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (app, key, customer) = acme().await;
     let (session, token) = portal_session(&app, &key, &customer).await;
     open_portal(&browser, &app, &token).await;
     wait_not_shown(&browser, &tid("portal-error")).await;
@@ -629,12 +631,7 @@ async fn the_console_and_the_portal_fit_a_phone() {
     let Some(browser) = Browser::start().await else {
         return;
     };
-    let app = TestApp::spawn().await;
-    let (_, key) = app.create_account(ACCOUNT, CREDITS).await;
-    let customer = app.create_customer(&key, CUSTOMER, None).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (app, key, customer) = acme().await;
     crate::harness::connect(
         &app,
         &key,
@@ -748,12 +745,7 @@ async fn the_connect_dialog_works_with_the_keyboard_alone() {
     let Some(browser) = Browser::start().await else {
         return;
     };
-    let app = TestApp::spawn().await;
-    let (_, key) = app.create_account(ACCOUNT, CREDITS).await;
-    let customer = app.create_customer(&key, CUSTOMER, None).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (app, key, customer) = acme().await;
     sign_in(&browser, &app, &key).await;
     open_customer(&browser, CUSTOMER).await;
 
@@ -878,12 +870,7 @@ async fn the_credentials_form_offers_each_kind_of_field_its_input() {
     let Some(browser) = Browser::start().await else {
         return;
     };
-    let app = TestApp::spawn().await;
-    let (_, key) = app.create_account(ACCOUNT, CREDITS).await;
-    let customer = app.create_customer(&key, CUSTOMER, None).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (app, key, customer) = acme().await;
     let systems = app
         .ok(
             &key,

@@ -37,6 +37,12 @@ async fn session(
     )
 }
 
+/// Runs `query` as `token`, which must fail: the first error's code.
+async fn refusal(app: &TestApp, token: &str, query: &str, variables: Value) -> String {
+    let body = app.gql(token, query, variables).await;
+    error_code(&body).to_owned()
+}
+
 #[tokio::test]
 async fn only_an_account_key_mints_sessions_within_limits() {
     let app = TestApp::spawn().await;
@@ -229,22 +235,26 @@ async fn a_portal_session_sees_its_customer_and_the_catalog_only() {
             .len(),
         1
     );
-    let body = app
-        .gql(
+    assert_eq!(
+        refusal(
+            &app,
             &token,
             "query($id: ID!) { customer(id: $id) { externalId } }",
-            json!({ "id": customer }),
+            json!({ "id": customer })
         )
-        .await;
-    assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
-    let body = app
-        .gql(
+        .await,
+        "FORBIDDEN"
+    );
+    assert_eq!(
+        refusal(
+            &app,
             &token,
             "query($id: ID!) { customer(id: $id) { creditsInUse } }",
-            json!({ "id": customer }),
+            json!({ "id": customer })
         )
-        .await;
-    assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
+        .await,
+        "FORBIDDEN"
+    );
     // Another customer does not exist for it.
     let data = app
         .ok(
@@ -307,22 +317,26 @@ async fn a_portal_session_sees_its_customer_and_the_catalog_only() {
         let body = app.gql(&token, query, json!({})).await;
         assert_eq!(error_code(&body), "FORBIDDEN", "{query}: {body}");
     }
-    let body = app
-        .gql(
+    assert_eq!(
+        refusal(
+            &app,
             &token,
             "query($id: ID!) { node(id: $id) { id } }",
-            json!({ "id": mine }),
+            json!({ "id": mine })
         )
-        .await;
-    assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
-    let body = app
-        .gql(
+        .await,
+        "FORBIDDEN"
+    );
+    assert_eq!(
+        refusal(
+            &app,
             &token,
             "query($id: ID!) { syncRun(id: $id) { id } }",
-            json!({ "id": "run_00000000-0000-7000-8000-000000000000" }),
+            json!({ "id": "run_00000000-0000-7000-8000-000000000000" })
         )
-        .await;
-    assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
+        .await,
+        "FORBIDDEN"
+    );
     let mutations = [
         (
             "mutation { createCustomer(input: {name: \"X\"}) { id } }",

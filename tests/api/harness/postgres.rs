@@ -35,13 +35,23 @@ async fn template(base: &str) -> String {
     TEMPLATE.get_or_init(|| build_template(base)).await.clone()
 }
 
-/// Named by a hash of the migration names: a new migration gets a new template, and an
-/// existing one is reused as it stands.
+/// Named by a hash of the migrations, their names and their source: a new migration, or a
+/// change to one not yet released, gets a new template; otherwise one is reused as it stands.
 fn template_name() -> String {
     let mut hash = Sha256::new();
     for migration in migration::Migrator::migrations() {
         hash.update(migration.name());
         hash.update("\n");
+    }
+    let sources = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migration/src");
+    let mut files: Vec<_> = std::fs::read_dir(&sources)
+        .expect("migration/src is readable")
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    for file in files {
+        hash.update(file.file_name().unwrap().as_encoded_bytes());
+        hash.update(std::fs::read(&file).unwrap());
     }
     let digest: String = hash
         .finalize()
