@@ -329,8 +329,18 @@ async fn a_rate_limited_remote_is_waited_out() {
 
 #[tokio::test]
 async fn rejected_credentials_fail_the_operation_and_ask_for_new_ones() {
-    let app = app().await;
+    // One sync worker, kept busy by a large first sync: the rejected connection's own first
+    // sync waits behind it, so the write is what meets the rejection (a sync meeting it first
+    // would make the connection AUTH_REQUIRED and the write be refused before it is queued).
+    let app = TestApp::spawn_with(|config| {
+        config.sync.requests_per_second = 100_000;
+        config.sync.workers = 1;
+    })
+    .await;
     let (key, customer) = setup(&app, 10).await;
+    let mut blocker = demo_input(&customer, "none");
+    blocker["credentials"]["scale"] = json!(1_000_000);
+    connect(&app, &key, blocker).await;
     let mut connect_input = demo_input(&customer, "auth_expired");
     connect_input["validate"] = json!(false);
     let (connection, _) = connect(&app, &key, connect_input).await;
