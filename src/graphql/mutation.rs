@@ -202,32 +202,7 @@ impl BaseMutation {
         let principal = super::principal(ctx);
         let customer_id = customer_id(&input.customer_id)?;
         let account_id = match principal.portal() {
-            Some(grant) => {
-                // Its own customer only, and the systems it was allowed.
-                if grant.customer_id != customer_id {
-                    return Err(AppError::NotFound("customer"));
-                }
-                if !grant.allows(&input.system_key) {
-                    return Err(AppError::Forbidden(format!(
-                        "this portal session may not connect {:?}",
-                        input.system_key
-                    )));
-                }
-                // What the vendor decides about a connection is not the browser's to set.
-                let vendors = [
-                    ("metadata", input.metadata.is_some()),
-                    ("webhookEventTypes", input.webhook_event_types.is_some()),
-                    ("syncIntervalMinutes", input.sync_interval_minutes.is_some()),
-                    ("validate", input.validate == Some(false)),
-                ];
-                if let Some((field, _)) = vendors.iter().find(|(_, given)| *given) {
-                    return Err(AppError::Forbidden(format!(
-                        "a portal session may not set `{field}` (nor skip validation); the \
-                         account sets it with `updateConnection`"
-                    )));
-                }
-                grant.account_id
-            }
+            Some(grant) => portal_may_connect(grant, customer_id, &input)?,
             None => principal.account_id()?,
         };
         let request = ConnectRequest {
@@ -396,6 +371,38 @@ fn customer_id(id: &ID) -> AppResult<Uuid> {
 
 fn connection_id(id: &ID) -> AppResult<Uuid> {
     ids::decode(ids::Kind::Connection, id)
+}
+
+/// Whether a portal session may make the connection `input` asks for: for its own customer
+/// only, a system it was allowed, and nothing the vendor decides about a connection (set with
+/// `updateConnection`). Its account when it may.
+fn portal_may_connect(
+    grant: &crate::auth::PortalGrant,
+    customer_id: Uuid,
+    input: &ConnectInput,
+) -> AppResult<Uuid> {
+    if grant.customer_id != customer_id {
+        return Err(AppError::NotFound("customer"));
+    }
+    if !grant.allows(&input.system_key) {
+        return Err(AppError::Forbidden(format!(
+            "this portal session may not connect {:?}",
+            input.system_key
+        )));
+    }
+    let vendors = [
+        ("metadata", input.metadata.is_some()),
+        ("webhookEventTypes", input.webhook_event_types.is_some()),
+        ("syncIntervalMinutes", input.sync_interval_minutes.is_some()),
+        ("validate", input.validate == Some(false)),
+    ];
+    if let Some((field, _)) = vendors.iter().find(|(_, given)| *given) {
+        return Err(AppError::Forbidden(format!(
+            "a portal session may not set `{field}` (nor skip validation); the account sets it \
+             with `updateConnection`"
+        )));
+    }
+    Ok(grant.account_id)
 }
 
 /// The account and id of a connection the caller may manage; a portal session's customer's

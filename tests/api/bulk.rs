@@ -80,6 +80,16 @@ pub async fn finished(app: &TestApp, key: &str, id: &str) -> Value {
     .await
 }
 
+/// The operation `id` once it has ended, read from the server process `server` (a test that
+/// killed another one); `within`: how long it may take.
+async fn finished_on(server: &ServerProcess, key: &str, id: &str, within: Duration) -> Value {
+    wait_for(within, "the operation to end", async || {
+        let op = server.gql(key, OPERATION, json!({ "id": id })).await["bulkOperation"].clone();
+        (!matches!(op["status"].as_str(), Some("QUEUED" | "RUNNING"))).then_some(op)
+    })
+    .await
+}
+
 /// Every outcome of an operation, following the pages.
 async fn results(app: &TestApp, key: &str, id: &str, only_failed: bool) -> Vec<Value> {
     let mut all = Vec::new();
@@ -748,16 +758,7 @@ async fn a_server_killed_mid_operation_is_taken_over_and_nothing_is_written_twic
     first.kill();
 
     let second = ServerProcess::start(&db.url, &KILL_SETTINGS);
-    let done = wait_for(
-        Duration::from_secs(60),
-        "the operation to end",
-        async || {
-            let op =
-                second.gql(&key, OPERATION, json!({ "id": id })).await["bulkOperation"].clone();
-            (!matches!(op["status"].as_str(), Some("QUEUED" | "RUNNING"))).then_some(op)
-        },
-    )
-    .await;
+    let done = finished_on(&second, &key, &id, Duration::from_secs(60)).await;
     assert_eq!(done["status"], "PARTIALLY_FAILED", "{done}");
     assert_eq!(done["processed"], 600);
     assert_eq!(done["failed"], 12);
@@ -826,16 +827,7 @@ async fn a_server_killed_while_writing_to_maintainx_creates_each_work_order_once
     assert!(killed_at < 300, "killed before the end: {killed_at}");
 
     let second = ServerProcess::start(&db.url, &settings);
-    let done = wait_for(
-        Duration::from_secs(90),
-        "the operation to end",
-        async || {
-            let op =
-                second.gql(&key, OPERATION, json!({ "id": id })).await["bulkOperation"].clone();
-            (!matches!(op["status"].as_str(), Some("QUEUED" | "RUNNING"))).then_some(op)
-        },
-    )
-    .await;
+    let done = finished_on(&second, &key, &id, Duration::from_secs(90)).await;
     assert_eq!(done["status"], "SUCCEEDED", "{done}");
     assert_eq!(done["succeeded"], 300);
     let data = fixture.remote.data();
