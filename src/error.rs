@@ -26,6 +26,15 @@ pub enum AppError {
         problems: Vec<crate::bulk::fields::Problem>,
         count: usize,
     },
+    /// An expression (a flow's condition, a template) that does not compile or type-check:
+    /// the input field it came from and where in it the problem is (1-based).
+    #[error("`{field}`, line {line}, column {column}: {message}")]
+    InvalidExpression {
+        field: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("{0}")]
     Conflict(String),
     /// `available` is withheld (`None`) from a caller that may not know the pool's size.
@@ -51,7 +60,9 @@ impl AppError {
             AppError::Unauthenticated(_) => "UNAUTHENTICATED",
             AppError::Forbidden(_) => "FORBIDDEN",
             AppError::NotFound(_) => "NOT_FOUND",
-            AppError::BadUserInput(_) | AppError::InvalidRecords { .. } => "BAD_USER_INPUT",
+            AppError::BadUserInput(_)
+            | AppError::InvalidRecords { .. }
+            | AppError::InvalidExpression { .. } => "BAD_USER_INPUT",
             AppError::Conflict(_) => "CONFLICT",
             AppError::InsufficientCredits { .. } => "INSUFFICIENT_CREDITS",
             AppError::ConnectionFailed(_) => "CONNECTION_FAILED",

@@ -18,10 +18,11 @@ pub enum Kind {
     WebhookDelivery,
     BulkOperation,
     PortalSession,
+    Flow,
 }
 
 impl Kind {
-    const ALL: [Kind; 12] = [
+    const ALL: [Kind; 13] = [
         Kind::Account,
         Kind::ApiKey,
         Kind::Customer,
@@ -34,6 +35,7 @@ impl Kind {
         Kind::WebhookDelivery,
         Kind::BulkOperation,
         Kind::PortalSession,
+        Kind::Flow,
     ];
 
     pub fn prefix(self) -> &'static str {
@@ -50,6 +52,7 @@ impl Kind {
             Kind::WebhookDelivery => "whd",
             Kind::BulkOperation => "blk",
             Kind::PortalSession => "pts",
+            Kind::Flow => "flw",
         }
     }
 
@@ -67,6 +70,7 @@ impl Kind {
             Kind::WebhookDelivery => "webhook delivery",
             Kind::BulkOperation => "bulk operation",
             Kind::PortalSession => "portal session",
+            Kind::Flow => "flow",
         }
     }
 }

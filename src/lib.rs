@@ -16,6 +16,7 @@ pub mod customers;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod flows;
 pub mod graphql;
 pub mod guard;
 pub mod http;
@@ -75,6 +76,7 @@ pub async fn run(
             .with_request_rate(config.sync.requests_per_second),
         feed,
         limits,
+        flow_metrics: metrics.flows.clone(),
     };
     let workers = workers::start(
         &services,
@@ -132,6 +134,7 @@ fn api_state(
         outbound,
         feed,
         limits,
+        flow_metrics: _,
     } = services;
     let schema = graphql::build_schema(db.clone(), cipher, outbound, feed, &config);
     Arc::new(AppState {

@@ -22,7 +22,54 @@ pub struct Metrics {
     pub db_statements: IntCounter,
     /// Restarts of each background worker after it failed (`worker` label).
     pub worker_restarts: IntCounterVec,
+    /// Evaluations, matches and errors of each flow.
+    pub flows: FlowMetrics,
     operations: Arc<OperationNames>,
+}
+
+/// Per-flow counters (`flow` label: the flow's id). A flow's series lives as long as the
+/// process; an account has at most 100 flows.
+#[derive(Clone)]
+pub struct FlowMetrics {
+    evaluations: IntCounterVec,
+    matches: IntCounterVec,
+    errors: IntCounterVec,
+}
+
+impl FlowMetrics {
+    fn new() -> Self {
+        let counter = |name: &str, help: &str| {
+            IntCounterVec::new(Opts::new(name, help), &["flow"]).expect("valid metric")
+        };
+        FlowMetrics {
+            evaluations: counter(
+                "millwright_flow_evaluations_total",
+                "Flow conditions evaluated against a record change",
+            ),
+            matches: counter(
+                "millwright_flow_matches_total",
+                "Record changes a flow's condition held for",
+            ),
+            errors: counter(
+                "millwright_flow_errors_total",
+                "Flow evaluations and actions that failed",
+            ),
+        }
+    }
+
+    /// Adds one flow's counts.
+    pub fn add(&self, flow: uuid::Uuid, counts: &crate::flows::trigger::Counts) {
+        let label = crate::ids::encode(crate::ids::Kind::Flow, flow);
+        for (counter, n) in [
+            (&self.evaluations, counts.evaluations),
+            (&self.matches, counts.matches),
+            (&self.errors, counts.errors),
+        ] {
+            if n > 0 {
+                counter.with_label_values(&[label.as_str()]).inc_by(n as u64);
+            }
+        }
+    }
 }
 
 /// The operation label of requests that brought no valid token, whatever their names.
@@ -133,8 +180,12 @@ impl Metrics {
             &["worker"],
         )
         .expect("valid metric");
+        let flows = FlowMetrics::new();
         for collector in [
             Box::new(db_statements.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(flows.evaluations.clone()),
+            Box::new(flows.matches.clone()),
+            Box::new(flows.errors.clone()),
             Box::new(worker_restarts.clone()),
             Box::new(http_requests.clone()),
             Box::new(graphql_requests.clone()),
@@ -147,6 +198,7 @@ impl Metrics {
         Self {
             db_statements,
             worker_restarts,
+            flows,
             registry,
             http_requests,
             graphql_requests,

@@ -41,6 +41,8 @@ pub struct Model {
     pub rate_limited: i64,
     /// Why it ended `FAILED` before its end.
     pub error_message: Option<String>,
+    /// The flow whose `bulkWrite` action queued it; null for a `bulkWrite` request.
+    pub flow_id: Option<Uuid>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

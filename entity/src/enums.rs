@@ -195,6 +195,9 @@ pub enum EventType {
     RecordsChanged,
     #[sea_orm(string_value = "bulk_operation.completed")]
     BulkOperationCompleted,
+    /// A flow's condition held for a record change.
+    #[sea_orm(string_value = "flow.triggered")]
+    FlowTriggered,
     #[sea_orm(string_value = "credits.changed")]
     CreditsChanged,
     #[sea_orm(string_value = "webhook_endpoint.disabled")]
@@ -207,12 +210,24 @@ pub enum EventType {
 }
 
 /// What a write does to each record of its batch (`bulk_operations.operation`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    EnumIter,
+    DeriveActiveEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[sea_orm(
     rs_type = "String",
     db_type = "Text",
     rename_all = "SCREAMING_SNAKE_CASE"
 )]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum WriteOperation {
     /// Creates a record.
     Create,

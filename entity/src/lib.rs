@@ -13,6 +13,7 @@ pub mod demo_remote_write;
 pub mod enums;
 pub mod event;
 pub mod event_sequence;
+pub mod flow;
 pub mod portal_session;
 pub mod record;
 pub mod sync_cursor;

@@ -12,6 +12,9 @@ pub struct Model {
     pub description: Option<String>,
     /// Event types (wire names) it wants; empty = all.
     pub event_types: Json,
+    /// Of `flow.triggered` events, only those of these flows (a JSON array of their
+    /// `flw_…` ids, as the events' `data.flow_id` holds them); null: every flow's.
+    pub flow_ids: Option<Json>,
     pub enabled: bool,
     pub disabled_reason: Option<String>,
     /// The signing secret, encrypted.

@@ -18,6 +18,7 @@ mod m20261205_000020_retention;
 mod m20261205_000030_demo_remote;
 mod m20261205_000040_bulk_writes;
 mod m20261205_000050_portal_sessions;
+mod m20261205_000060_flows;
 
 pub struct Migrator;
 
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000030_demo_remote::Migration),
             Box::new(m20261205_000040_bulk_writes::Migration),
             Box::new(m20261205_000050_portal_sessions::Migration),
+            Box::new(m20261205_000060_flows::Migration),
         ]
     }
 }

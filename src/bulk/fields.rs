@@ -88,6 +88,20 @@ fn writable(entity: EntityType) -> &'static [Field] {
     }
 }
 
+/// The names of the fields a write of `entity` may set.
+pub fn writable_names(entity: EntityType) -> Vec<&'static str> {
+    writable(entity).iter().map(|f| f.name).collect()
+}
+
+/// The names of the fields a create of `entity` needs.
+pub fn required_names(entity: EntityType) -> Vec<&'static str> {
+    writable(entity)
+        .iter()
+        .filter(|f| f.required)
+        .map(|f| f.name)
+        .collect()
+}
+
 /// One thing wrong with one record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Problem {

@@ -445,6 +445,7 @@ mod tests {
             sending_since: sending.then(Utc::now),
             rate_limited: 0,
             error_message: None,
+            flow_id: None,
         }
     }
 

@@ -185,6 +185,50 @@ async fn insert(
     let scope = Scope::account(connection.account_id);
     let connection = connections::find_for_update(&*txn, scope, connection.id).await?;
     refuse_unwritable(&connection)?;
+    let op = store(&*txn, &connection, input, request_hash, None).await?;
+    txn.after_commit(Notice::BulkQueued);
+    txn.commit().await?;
+    Ok(op)
+}
+
+/// Queues the bulk write a flow's action asks for, inside the caller's transaction (the sync
+/// page whose change triggered it), on a connection whose row the caller has locked. The
+/// records are checked as `bulkWrite` checks them; the caller wakes the workers after commit
+/// ([`Notice::BulkQueued`]).
+pub async fn queue_for_flow(
+    txn: &impl ConnectionTrait,
+    connection: &entity::connection::Model,
+    input: NewBulk,
+    flow_id: Uuid,
+) -> AppResult<bulk_operation::Model> {
+    check_limits(&input)?;
+    let system = connections::system(connection)?;
+    if !system
+        .write_operations(input.entity)
+        .contains(&input.operation)
+    {
+        return Err(AppError::bad_input(format!(
+            "{} does not take {} writes of {}",
+            system.name, input.operation, input.entity
+        )));
+    }
+    let (problems, count) = fields::check(input.entity, input.operation, &input.records);
+    if count > 0 {
+        return Err(AppError::InvalidRecords { problems, count });
+    }
+    refuse_unwritable(connection)?;
+    let hash = request_hash(connection.id, &input);
+    store(txn, connection, input, hash, Some(flow_id)).await
+}
+
+/// Inserts an operation and its records.
+async fn store(
+    txn: &impl ConnectionTrait,
+    connection: &entity::connection::Model,
+    input: NewBulk,
+    request_hash: String,
+    flow_id: Option<Uuid>,
+) -> AppResult<bulk_operation::Model> {
     let now = Utc::now();
     let id = new_id();
     let op = bulk_operation::ActiveModel {
@@ -213,9 +257,10 @@ async fn insert(
         sending_since: Set(None),
         rate_limited: Set(0),
         error_message: Set(None),
+        flow_id: Set(flow_id),
     };
     let op = bulk_operation::Entity::insert(op)
-        .exec_with_returning(&*txn)
+        .exec_with_returning(txn)
         .await?;
     let rows = input
         .records
@@ -232,11 +277,9 @@ async fn insert(
         .collect::<Vec<_>>();
     for chunk in rows.chunks(INSERT_CHUNK) {
         bulk_record::Entity::insert_many(chunk.to_vec())
-            .exec_without_returning(&*txn)
+            .exec_without_returning(txn)
             .await?;
     }
-    txn.after_commit(Notice::BulkQueued);
-    txn.commit().await?;
     Ok(op)
 }
 

@@ -243,6 +243,21 @@ pub struct Filter {
     pub types: Option<Vec<EventType>>,
     pub customer_id: Option<Uuid>,
     pub connection_id: Option<Uuid>,
+    /// Of `flow.triggered` events, only those of these flows (their `flw_…` ids, as the
+    /// events' `data.flow_id` holds them); events of other types are not affected.
+    pub flow_ids: Option<Vec<String>>,
+}
+
+/// Whether a `flow.triggered` event is of one of `flows` (`None`: of any flow).
+pub fn of_flows(flows: Option<&[String]>, event: &event::Model) -> bool {
+    event.event_type != EventType::FlowTriggered
+        || flows.is_none_or(|flows| {
+            event
+                .data
+                .get("flow_id")
+                .and_then(Value::as_str)
+                .is_some_and(|id| flows.iter().any(|f| f == id))
+        })
 }
 
 impl Filter {
@@ -264,9 +279,14 @@ impl Filter {
                 .types
                 .as_ref()
                 .is_none_or(|types| types.contains(&event.event_type))
+            && of_flows(self.flow_ids.as_deref(), event)
     }
 
-    fn apply(&self, mut select: Select<event::Entity>) -> Select<event::Entity> {
+    fn apply(
+        &self,
+        backend: DbBackend,
+        mut select: Select<event::Entity>,
+    ) -> Select<event::Entity> {
         select = select.filter(event::Column::AccountId.eq(self.account_id));
         if let Some(id) = self.scope_connection_id {
             select = select.filter(event::Column::ConnectionId.eq(id));
@@ -283,6 +303,17 @@ impl Filter {
         if let Some(types) = &self.types {
             select =
                 select.filter(event::Column::EventType.is_in(types.iter().map(|t| t.to_value())));
+        }
+        if let Some(flows) = &self.flow_ids {
+            let flow_id = match backend {
+                DbBackend::Postgres => "(data->>'flow_id')",
+                _ => "json_extract(data, '$.flow_id')",
+            };
+            select = select.filter(
+                sea_orm::Condition::any()
+                    .add(event::Column::EventType.ne(EventType::FlowTriggered.to_value()))
+                    .add(Expr::cust(flow_id).is_in(flows.iter().cloned())),
+            );
         }
         select
     }
@@ -362,7 +393,7 @@ pub async fn read_after(
     limit: u64,
 ) -> AppResult<Vec<event::Model>> {
     let select = filter
-        .apply(event::Entity::find())
+        .apply(db.get_database_backend(), event::Entity::find())
         .filter(event::Column::Position.gt(after));
     Ok(select
         .order_by_asc(event::Column::Position)

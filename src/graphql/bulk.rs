@@ -84,6 +84,13 @@ impl BulkOperation {
     async fn error(&self) -> Option<&str> {
         self.0.error_message.as_deref()
     }
+    /// The flow whose `BULK_WRITE` action queued it (`flw_…`); null for a `bulkWrite`
+    /// request. The id stays after the flow is deleted.
+    async fn flow_id(&self) -> Option<ID> {
+        self.0
+            .flow_id
+            .map(|id| ID(ids::encode(ids::Kind::Flow, id)))
+    }
     /// When it was queued.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at

@@ -192,6 +192,8 @@ pub enum EventType {
     /// A bulk operation ended, whatever its status (`bulk_operation.completed`): its id,
     /// status and counts.
     BulkOperationCompleted,
+    /// A flow's condition held for a record change a sync made (`flow.triggered`).
+    FlowTriggered,
     /// The account's credit pool moved (`credits.changed`).
     CreditsChanged,
     /// A webhook endpoint was disabled: it answered 410 Gone or kept failing too long
@@ -238,4 +240,16 @@ pub enum WorkOrderStatus {
 /// Converts a list of domain values into their GraphQL mirrors, or back.
 pub fn all<T: Copy, U: From<T>>(values: &[T]) -> Vec<U> {
     values.iter().map(|v| U::from(*v)).collect()
+}
+
+/// What happened to a record.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "crate::flows::Change")]
+pub enum RecordChangeKind {
+    /// A sync stored a record it had not seen (or one it had seen deleted).
+    Created,
+    /// A sync stored a new version of a record whose unified fields changed.
+    Updated,
+    /// A sync found a record gone from the remote.
+    Deleted,
 }

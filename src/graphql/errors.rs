@@ -53,6 +53,17 @@ pub fn classify(error: &mut ServerError) {
                 set_extension(error, "problems", problems_value(problems));
                 set_extension(error, "problemCount", Value::from(*count as u64));
             }
+            if let AppError::InvalidExpression {
+                field,
+                line,
+                column,
+                ..
+            } = &app
+            {
+                set_extension(error, "field", Value::from(field.as_str()));
+                set_extension(error, "line", Value::from(*line as u64));
+                set_extension(error, "column", Value::from(*column as u64));
+            }
             app.code()
         }
         None => classify_library_error(error),

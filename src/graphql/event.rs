@@ -80,6 +80,10 @@ pub struct EventFilter {
     pub customer_id: Option<ID>,
     /// Only events about this connection.
     pub connection_id: Option<ID>,
+    /// Of `FLOW_TRIGGERED` events, only those of these flows (`flw_…`, at most 100);
+    /// events of other types are not affected.
+    #[graphql(validator(max_items = 100))]
+    pub flow_ids: Option<Vec<ID>>,
 }
 
 /// The events a portal session may receive: its customer's connections and their syncs,
@@ -140,6 +144,18 @@ pub fn filter_for(scope: Scope, filter: Option<EventFilter>) -> AppResult<Filter
         connection_id: filter
             .connection_id
             .map(|id| ids::decode(ids::Kind::Connection, &id))
+            .transpose()?,
+        flow_ids: filter
+            .flow_ids
+            .map(|flows| {
+                flows
+                    .iter()
+                    .map(|id| {
+                        let id = ids::decode(ids::Kind::Flow, id)?;
+                        Ok(ids::encode(ids::Kind::Flow, id))
+                    })
+                    .collect::<AppResult<Vec<_>>>()
+            })
             .transpose()?,
     })
 }
@@ -319,6 +335,7 @@ impl Subscription {
                 types: Some(types),
                 customer_id,
                 connection_id,
+                flow_ids: None,
             }),
         )?;
         let db = super::db(ctx).clone();

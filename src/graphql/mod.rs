@@ -11,6 +11,7 @@ mod customer;
 pub mod enums;
 mod errors;
 mod event;
+mod flows;
 mod loaders;
 mod mutation;
 mod node;
@@ -73,6 +74,7 @@ fn describe_library_types(
         .override_output_type_description::<Page<bulk::BulkRecordResult>>(
             "A page of a bulk operation's record outcomes.",
         )
+        .override_output_type_description::<Page<flows::Flow>>("A page of flows.")
         .override_output_type_description::<Page<portal::PortalSession>>(
             "A page of portal sessions.",
         )

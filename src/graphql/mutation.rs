@@ -38,6 +38,7 @@ pub struct Mutation(
     super::webhooks::WebhookMutation,
     super::bulk::BulkMutation,
     super::portal::PortalMutation,
+    super::flows::FlowMutation,
 );
 
 #[derive(Default)]

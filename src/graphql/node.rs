@@ -10,6 +10,7 @@ use super::{
     connection::{Connection, CreditLedgerEntry},
     customer::Customer,
     event::Event,
+    flows::Flow,
     portal::PortalSession,
     records::{Asset, Location, Part, PurchaseOrder, Site, UnifiedRecord, User, Vendor, WorkOrder},
     sync::SyncRun,
@@ -18,7 +19,7 @@ use super::{
 use crate::{
     accounts, bulk, connections, credits, customers,
     error::{AppError, AppResult},
-    events,
+    events, flows,
     ids::{self, Kind},
     portal, records, sync, webhooks,
 };
@@ -40,6 +41,7 @@ pub enum Node {
     BulkOperation(BulkOperation),
     Event(Event),
     PortalSession(PortalSession),
+    Flow(Flow),
     WebhookEndpoint(WebhookEndpoint),
     WebhookDelivery(WebhookDelivery),
     Site(Site),
@@ -110,6 +112,7 @@ async fn account_node(
             model: portal::find(db, account_id, id).await?,
             token: None,
         }),
+        Kind::Flow => Node::Flow(Flow(flows::find(db, account_id, id).await?)),
         _ => return Ok(None),
     }))
 }

@@ -35,6 +35,7 @@ pub struct Query(
     super::webhooks::WebhookQuery,
     super::bulk::BulkQuery,
     super::portal::PortalQuery,
+    super::flows::FlowQuery,
 );
 
 #[derive(Default)]

@@ -39,6 +39,11 @@ impl WebhookEndpoint {
     async fn event_types(&self) -> AppResult<Vec<EventType>> {
         Ok(enums::all(&webhooks::event_types(&self.0)?))
     }
+    /// Of `FLOW_TRIGGERED` events, only those of these flows; null: every flow's. Other
+    /// types are not affected.
+    async fn flow_ids(&self) -> Option<Vec<ID>> {
+        webhooks::flow_ids(&self.0).map(|ids| ids.into_iter().map(ID).collect())
+    }
     /// Whether events are delivered to it.
     async fn enabled(&self) -> bool {
         self.0.enabled
@@ -165,6 +170,11 @@ pub struct CreateWebhookEndpointInput {
     /// Empty or omitted = every event type; at most 100 entries, each counted once.
     #[graphql(validator(max_items = 100))]
     pub event_types: Option<Vec<EventType>>,
+    /// Of `FLOW_TRIGGERED` events, only those of these flows (`flw_…`, 1 to 100); omitted:
+    /// every flow's. Other types are not affected: with `eventTypes: [FLOW_TRIGGERED]` the
+    /// endpoint is the flows' custom webhook.
+    #[graphql(validator(max_items = 100))]
+    pub flow_ids: Option<Vec<ID>>,
 }
 
 /// Changes to a webhook endpoint; a field left out keeps its value.
@@ -180,6 +190,9 @@ pub struct UpdateWebhookEndpointInput {
     /// counted once.
     #[graphql(validator(max_items = 100))]
     pub event_types: Option<Vec<EventType>>,
+    /// The flows whose `FLOW_TRIGGERED` events it receives; `null` takes every flow's.
+    #[graphql(validator(max_items = 100))]
+    pub flow_ids: MaybeUndefined<Vec<ID>>,
     /// `false` stops deliveries, `true` resumes them (and clears `disabledReason`).
     pub enabled: Option<bool>,
 }
@@ -188,25 +201,36 @@ pub fn endpoint_id(id: &ID) -> AppResult<uuid::Uuid> {
     ids::decode(ids::Kind::WebhookEndpoint, id)
 }
 
-impl From<CreateWebhookEndpointInput> for EndpointInput {
-    fn from(input: CreateWebhookEndpointInput) -> Self {
-        Self {
+fn flow_ids(ids: Vec<ID>) -> AppResult<Vec<uuid::Uuid>> {
+    ids.iter().map(|id| ids::decode(ids::Kind::Flow, id)).collect()
+}
+
+impl TryFrom<CreateWebhookEndpointInput> for EndpointInput {
+    type Error = AppError;
+    fn try_from(input: CreateWebhookEndpointInput) -> AppResult<Self> {
+        Ok(Self {
             url: Some(input.url),
             description: Some(input.description),
             event_types: input.event_types.map(|t| enums::all(&t)),
+            flow_ids: Some(input.flow_ids.map(flow_ids).transpose()?),
             enabled: None,
-        }
+        })
     }
 }
 
-impl From<UpdateWebhookEndpointInput> for EndpointInput {
-    fn from(input: UpdateWebhookEndpointInput) -> Self {
-        Self {
+impl TryFrom<UpdateWebhookEndpointInput> for EndpointInput {
+    type Error = AppError;
+    fn try_from(input: UpdateWebhookEndpointInput) -> AppResult<Self> {
+        let flows = super::connection::change(input.flow_ids)
+            .map(|ids| ids.map(flow_ids).transpose())
+            .transpose()?;
+        Ok(Self {
             url: input.url,
             description: super::connection::change(input.description),
             event_types: input.event_types.map(|t| enums::all(&t)),
+            flow_ids: flows,
             enabled: input.enabled,
-        }
+        })
     }
 }
 
@@ -263,7 +287,7 @@ impl WebhookMutation {
             super::db(ctx),
             super::cipher(ctx),
             account_id,
-            input.into(),
+            input.try_into()?,
             allow_private,
         )
         .await?;
@@ -283,7 +307,8 @@ impl WebhookMutation {
         let id = endpoint_id(&input.id)?;
         let allow_private = super::config(ctx).webhooks.allow_private_targets;
         Ok(WebhookEndpoint(
-            webhooks::update(super::db(ctx), account_id, id, input.into(), allow_private).await?,
+            webhooks::update(super::db(ctx), account_id, id, input.try_into()?, allow_private)
+                .await?,
         ))
     }
 

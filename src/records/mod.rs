@@ -165,6 +165,98 @@ struct PreparedRow {
     remote_updated_at: Option<DateTime<Utc>>,
 }
 
+impl PreparedPage {
+    /// The unified fields of the page's live records, by key, read back from the text made
+    /// for the store (what the flows of a page see of each record).
+    pub fn unified(&self) -> HashMap<String, Value> {
+        self.rows
+            .iter()
+            .map(|row| {
+                let data = serde_json::from_str(&row.data).unwrap_or(Value::Null);
+                (row.key.clone(), data)
+            })
+            .collect()
+    }
+
+    /// The keys of the page: its live records and its tombstones.
+    pub fn keys(&self) -> Vec<String> {
+        self.rows
+            .iter()
+            .map(|row| row.key.clone())
+            .chain(self.gone.iter().cloned())
+            .collect()
+    }
+}
+
+/// A stored record's unified fields and whether it is deleted.
+pub struct Stored {
+    pub data: Value,
+    pub deleted: bool,
+}
+
+/// The stored records among `keys` (live or deleted), by key: what a page's flows compare
+/// the new version with.
+pub async fn stored(
+    txn: &impl ConnectionTrait,
+    connection_id: Uuid,
+    entity: EntityType,
+    keys: &[String],
+) -> AppResult<HashMap<String, Stored>> {
+    use sea_orm::QuerySelect;
+    let mut found = HashMap::with_capacity(keys.len());
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        let rows: Vec<(String, Value, Option<DateTime<Utc>>)> = record::Entity::find()
+            .select_only()
+            .column(record::Column::Key)
+            .column(record::Column::Data)
+            .column(record::Column::DeletedAt)
+            .filter(record::Column::ConnectionId.eq(connection_id))
+            .filter(record::Column::Entity.eq(entity))
+            .filter(record::Column::Key.is_in(chunk.iter().cloned()))
+            .into_tuple()
+            .all(txn)
+            .await?;
+        for (key, data, deleted_at) in rows {
+            let deleted = deleted_at.is_some();
+            found.insert(key, Stored { data, deleted });
+        }
+    }
+    Ok(found)
+}
+
+/// The live records of `entity` on a connection whose unified text field `field` holds one
+/// of `values` (the work orders of some assets, say). `field` must be a unified field name.
+pub async fn related(
+    txn: &impl ConnectionTrait,
+    connection_id: Uuid,
+    entity: EntityType,
+    field: &str,
+    values: &[String],
+) -> AppResult<Vec<record::Model>> {
+    if !field.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(AppError::internal(anyhow::anyhow!(
+            "not a unified field name: {field:?}"
+        )));
+    }
+    let extract = match txn.get_database_backend() {
+        DbBackend::Postgres => format!("(data->>'{field}')"),
+        _ => format!("json_extract(data, '$.{field}')"),
+    };
+    let mut found = Vec::new();
+    for chunk in values.chunks(ROWS_PER_STATEMENT) {
+        found.extend(
+            record::Entity::find()
+                .filter(record::Column::ConnectionId.eq(connection_id))
+                .filter(record::Column::Entity.eq(entity))
+                .filter(record::Column::DeletedAt.is_null())
+                .filter(Expr::cust(extract.clone()).is_in(chunk.iter().cloned()))
+                .all(txn)
+                .await?,
+        );
+    }
+    Ok(found)
+}
+
 /// Unifies, serializes and hashes one page of remote records.
 pub fn prepare_page(
     connector: &dyn Connector,

@@ -6,6 +6,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::catalog::EntityType;
+
 /// Where a work order stands, whatever the remote calls it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -36,6 +38,83 @@ pub enum WorkOrderPriority {
     High,
     /// The most urgent level.
     Urgent,
+}
+
+/// What a unified field holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldType {
+    Text,
+    /// A JSON number.
+    Number,
+    Boolean,
+    /// An RFC 3339 instant in UTC (see [`date`]).
+    Date,
+    /// A [`WorkOrderStatus`] word.
+    Status,
+    /// A [`WorkOrderPriority`] word.
+    Priority,
+}
+
+impl FieldType {
+    /// The words an enum field takes (none for other fields).
+    pub fn words(self) -> &'static [&'static str] {
+        match self {
+            FieldType::Status => &["OPEN", "IN_PROGRESS", "ON_HOLD", "COMPLETED", "CANCELLED"],
+            FieldType::Priority => &["NONE", "LOW", "MEDIUM", "HIGH", "URGENT"],
+            _ => &[],
+        }
+    }
+}
+
+/// The unified fields of each entity type, as every connector stores them in
+/// `records.data` (the GraphQL types `Asset`, `WorkOrder`, … read the same names). Every
+/// field may be null. The record's remote key is not among them (`Record.key`).
+pub fn fields(entity: EntityType) -> &'static [(&'static str, FieldType)] {
+    use FieldType::*;
+    match entity {
+        EntityType::Asset => &[
+            ("name", Text),
+            ("description", Text),
+            ("serialNumber", Text),
+            ("makeName", Text),
+            ("modelName", Text),
+            ("criticality", Text),
+            ("isActive", Boolean),
+            ("siteKey", Text),
+            ("locationKey", Text),
+            ("parentKey", Text),
+        ],
+        EntityType::WorkOrder => &[
+            ("title", Text),
+            ("instructions", Text),
+            ("status", Status),
+            ("remoteStatus", Text),
+            ("priority", Priority),
+            ("remotePriority", Text),
+            ("assetKey", Text),
+            ("locationKey", Text),
+            ("siteKey", Text),
+            ("dueAt", Date),
+            ("scheduledAt", Date),
+            ("completedAt", Date),
+        ],
+        EntityType::Site => &[("name", Text), ("code", Text), ("timezone", Text)],
+        EntityType::Location => &[("name", Text), ("siteKey", Text)],
+        EntityType::Part => &[
+            ("name", Text),
+            ("partNumber", Text),
+            ("unitCost", Number),
+            ("quantity", Number),
+        ],
+        EntityType::PurchaseOrder => &[
+            ("number", Text),
+            ("vendorKey", Text),
+            ("status", Text),
+            ("total", Number),
+        ],
+        EntityType::Vendor => &[("name", Text), ("email", Text)],
+        EntityType::User => &[("name", Text), ("email", Text), ("role", Text)],
+    }
 }
 
 /// A unified date: RFC 3339 in UTC, to the second unless the remote keeps milliseconds.

@@ -24,6 +24,9 @@ use crate::{
     db::Db,
     error::{AppError, AppResult},
     events::EventType,
+    flows::trigger::{self, FlowSet},
+    metrics::FlowMetrics,
+    notify::Notice,
     records::{self, PageOutcome},
 };
 use entity::{connection, sync_cursor, sync_run};
@@ -77,6 +80,8 @@ pub struct Engine<'a> {
     pub outbound: &'a Outbound,
     pub settings: &'a EngineSettings,
     pub worker: &'a str,
+    /// Counters of the flows evaluated against the runs' changes.
+    pub flow_metrics: &'a FlowMetrics,
 }
 
 /// Counts of one entity in one run (stored in `sync_runs.stats`).
@@ -155,6 +160,8 @@ struct PassState<'a> {
     cursor: &'a sync_cursor::Model,
     /// The pass mark of a full read (records it sees are kept; the rest are deleted at its end).
     seen: Option<Uuid>,
+    /// The flows that look at this pass's changes, if any.
+    flows: Option<Arc<FlowSet>>,
 }
 
 /// A page read from the remote, ready to store.
@@ -400,11 +407,15 @@ impl Engine<'_> {
         let (cursor, mut fetched) = self
             .open_pass(connection.id, connector, entity, kind, pacer, run_id)
             .await?;
+        let mut stats = trigger::Stats::new();
+        let flows = FlowSet::load(self.db.conn(), connection, entity, &mut stats).await?;
+        self.save_flow_stats(stats).await;
         let pass = PassState {
             entity,
             kind,
             cursor: &cursor,
             seen: full_read(&cursor, kind).then_some(cursor.pass_id).flatten(),
+            flows,
         };
         let mut request = self.first_request(&cursor, kind);
         let mut changed = records::Changed::default();
@@ -497,14 +508,43 @@ impl Engine<'_> {
         // The connection's row first: the page's records, the run's row and the event log
         // follow (docs/architecture.md, "Locks").
         connections::lock(&*txn, connection.id).await?;
+        // What the page's flows compare with: the stored versions of its records, and the
+        // new ones, read before the write replaces them.
+        let before = match &pass.flows {
+            Some(_) => Some((
+                records::stored(&*txn, connection.id, pass.entity, &page.records.keys()).await?,
+                page.records.unified(),
+            )),
+            None => None,
+        };
         let outcome =
             records::apply_page(&*txn, connection.id, pass.entity, page.records, pass.seen).await?;
+        let mut deleted: Vec<String> = outcome.deleted.clone();
         let stats = progress.stats.entry(pass.entity).or_default();
         count(stats, &outcome);
         if done && let Some(seen) = pass.seen {
             let gone = records::delete_unseen(&*txn, connection.id, pass.entity, seen).await?;
             stats.deleted += gone.len() as i64;
+            if pass.flows.is_some() {
+                deleted.extend(gone.iter().cloned());
+            }
             changed.deleted.add(gone);
+        }
+        let mut flow_stats = None;
+        if let (Some(flows), Some((before, after))) = (&pass.flows, before) {
+            let written: Vec<String> = outcome
+                .added
+                .iter()
+                .chain(&outcome.updated)
+                .cloned()
+                .collect();
+            let (counts, queued) = self
+                .run_flows(&*txn, flows, before, after, written, deleted)
+                .await?;
+            flow_stats = Some(counts);
+            if queued {
+                txn.after_commit(Notice::BulkQueued);
+            }
         }
         if done {
             stats.done = true;
@@ -535,7 +575,53 @@ impl Engine<'_> {
             .await?;
         }
         txn.commit().await?;
+        if let Some(counts) = flow_stats {
+            self.save_flow_stats(counts).await;
+        }
         Ok(())
+    }
+
+    /// Evaluates a page's flows against its changes and carries out their matches, in the
+    /// page's transaction; the flows' counts, and whether a bulk write was queued.
+    async fn run_flows(
+        &self,
+        txn: &impl ConnectionTrait,
+        flows: &Arc<FlowSet>,
+        before: std::collections::HashMap<String, records::Stored>,
+        mut after: std::collections::HashMap<String, Value>,
+        written: Vec<String>,
+        deleted: Vec<String>,
+    ) -> AppResult<(trigger::Stats, bool)> {
+        let entity = flows.entity;
+        let deleted = if deleted.is_empty() || !flows.wants(crate::flows::Change::Deleted) {
+            Default::default()
+        } else {
+            records::stored(txn, flows.connection_id(), entity, &deleted).await?
+        };
+        let changes = trigger::page_changes(entity, &before, &mut after, &written, deleted);
+        if changes.is_empty() {
+            return Ok((trigger::Stats::new(), false));
+        }
+        let now = Utc::now();
+        let set = Arc::clone(flows);
+        let (changes, mut evaluation) = tokio::task::spawn_blocking(move || {
+            let evaluation = trigger::evaluate(&set, &changes, now);
+            (changes, evaluation)
+        })
+        .await
+        .map_err(|err| AppError::internal(anyhow::anyhow!("evaluating flows: {err}")))?;
+        let queued = trigger::act(txn, flows, &changes, &mut evaluation, now).await?;
+        Ok((evaluation.stats, queued))
+    }
+
+    /// Saves flows' counts; a failure is logged, never fails the run (they are counters).
+    async fn save_flow_stats(&self, stats: trigger::Stats) {
+        if stats.is_empty() {
+            return;
+        }
+        if let Err(err) = trigger::save_stats(self.db, self.flow_metrics, stats).await {
+            tracing::warn!(error = %err.detail(), "saving flow counters failed");
+        }
     }
 
     /// The entity's pass (the one a failed or interrupted run left, or a new one) and its

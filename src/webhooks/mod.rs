@@ -38,7 +38,44 @@ pub struct EndpointInput {
     pub url: Option<String>,
     pub description: Option<Option<String>>,
     pub event_types: Option<Vec<EventType>>,
+    /// `Some(None)` clears the flow filter.
+    pub flow_ids: Option<Option<Vec<Uuid>>>,
     pub enabled: Option<bool>,
+}
+
+/// The flows whose `flow.triggered` events the endpoint wants (`flw_…` ids); `None`: all.
+pub fn flow_ids(endpoint: &webhook_endpoint::Model) -> Option<Vec<String>> {
+    endpoint.flow_ids.as_ref().map(|ids| {
+        ids.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|id| id.as_str().map(str::to_owned))
+            .collect()
+    })
+}
+
+/// Checks a flow filter's flows are the account's; the value to store.
+async fn flow_filter(
+    db: &impl ConnectionTrait,
+    account_id: Uuid,
+    ids: Option<Vec<Uuid>>,
+) -> AppResult<Option<serde_json::Value>> {
+    let Some(ids) = ids else {
+        return Ok(None);
+    };
+    if ids.is_empty() {
+        return Err(AppError::bad_input(
+            "`flowIds` must name at least one flow; null takes every flow's events",
+        ));
+    }
+    crate::flows::check_ids(db, account_id, &ids).await?;
+    let mut encoded: Vec<String> = ids
+        .into_iter()
+        .map(|id| crate::ids::encode(crate::ids::Kind::Flow, id))
+        .collect();
+    encoded.sort_unstable();
+    encoded.dedup();
+    Ok(Some(serde_json::Value::from(encoded)))
 }
 
 pub fn event_types(endpoint: &webhook_endpoint::Model) -> AppResult<Vec<EventType>> {
@@ -80,6 +117,7 @@ pub async fn create(
 ) -> AppResult<(webhook_endpoint::Model, String)> {
     let url = checked_url(input.url.as_deref().unwrap_or_default(), allow_private).await?;
     let description = validate_description(input.description.flatten())?;
+    let flow_ids = flow_filter(db.conn(), account_id, input.flow_ids.flatten()).await?;
     let id = new_id();
     let secret = sign::new_secret();
     let txn = db.begin_write().await?;
@@ -107,6 +145,7 @@ pub async fn create(
         event_types: Set(events::types_to_json(
             &input.event_types.unwrap_or_default(),
         )),
+        flow_ids: Set(flow_ids),
         enabled: Set(input.enabled.unwrap_or(true)),
         disabled_reason: Set(None),
         secret: Set(cipher.encrypt(secret.as_bytes(), id.as_bytes())),
@@ -155,6 +194,10 @@ pub async fn update(
         None => None,
     };
     let description = input.description.map(validate_description).transpose()?;
+    let flow_ids = match input.flow_ids {
+        Some(ids) => Some(flow_filter(db.conn(), account_id, ids).await?),
+        None => None,
+    };
     let txn = db.begin_write().await?;
     let mut active: webhook_endpoint::ActiveModel = find(&*txn, account_id, id).await?.into();
     if let Some(url) = url {
@@ -165,6 +208,9 @@ pub async fn update(
     }
     if let Some(types) = input.event_types {
         active.event_types = Set(events::types_to_json(&types));
+    }
+    if let Some(flow_ids) = flow_ids {
+        active.flow_ids = Set(flow_ids);
     }
     if let Some(enabled) = input.enabled {
         active.enabled = Set(enabled);

@@ -146,6 +146,7 @@ pub struct Services {
     pub outbound: Outbound,
     pub feed: EventFeed,
     pub limits: Arc<RateLimits>,
+    pub flow_metrics: crate::metrics::FlowMetrics,
 }
 
 /// Starts the workers `config` asks for, counting their restarts in `restarts`.
@@ -249,6 +250,7 @@ fn start_sync(workers: &mut Workers, services: &Services, config: &Config) {
         outbound: services.outbound.clone(),
         settings: config.engine_settings(),
         concurrency: config.sync.workers,
+        flow_metrics: services.flow_metrics.clone(),
     };
     workers.spawn("sync-runs", move |s| sync_runs.clone().run(s));
     let bulk = BulkWorkers {

@@ -12,6 +12,7 @@ use crate::{
     crypto::Cipher,
     db::Db,
     error::AppError,
+    metrics::FlowMetrics,
     sync::{
         self,
         engine::{Engine, EngineSettings},
@@ -27,6 +28,7 @@ pub struct SyncWorkers {
     pub outbound: Outbound,
     pub settings: EngineSettings,
     pub concurrency: usize,
+    pub flow_metrics: FlowMetrics,
 }
 
 impl SyncWorkers {
@@ -66,6 +68,7 @@ impl SyncWorkers {
                         outbound: &self.outbound,
                         settings: &self.settings,
                         worker: &name,
+                        flow_metrics: &self.flow_metrics,
                     };
                     tokio::select! {
                         () = shutdown.cancelled() => {

@@ -287,6 +287,7 @@ mod tests {
             url: "https://example.com/hook".into(),
             description: None,
             event_types: serde_json::json!([]),
+            flow_ids: None,
             enabled: true,
             disabled_reason: None,
             secret: Vec::new(),

@@ -1,0 +1,531 @@
+//! Flows at work in a sync: the flows that apply to one entity pass of a connection
+//! ([`FlowSet`]), evaluated against each page's changes inside the page's transaction, so a
+//! `flow.triggered` event and a flow's bulk write exist exactly when the change they report
+//! was committed. Evaluation never fails a sync: an error is counted on its flow.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ActiveEnum as _, ConnectionTrait, DbBackend, EntityTrait as _, Statement};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::{BulkAction, Change, CompiledBulk, CompiledFlow, FlowInput, expr};
+use crate::{
+    bulk::{self, NewBulk},
+    catalog::{EntityType, WriteOperation},
+    db::Db,
+    error::{AppError, AppResult},
+    events::{EventType, NewEvent},
+    ids::{self, Kind},
+    metrics::FlowMetrics,
+    records::{self, Stored, unified},
+};
+use entity::{connection, customer, flow};
+
+/// Whether a trigger's systems and connections include this connection.
+pub fn applies_to(input: &FlowInput, connection: &connection::Model) -> bool {
+    input
+        .system_keys
+        .as_ref()
+        .is_none_or(|keys| keys.contains(&connection.system_key))
+        && input
+            .connection_ids
+            .as_ref()
+            .is_none_or(|ids| ids.contains(&connection.id))
+}
+
+/// The variables every evaluation on one connection shares.
+pub struct Context {
+    connection: cel::Value,
+    customer: cel::Value,
+}
+
+impl Context {
+    pub fn new(connection: &connection::Model, customer: &customer::Model) -> Self {
+        Context {
+            connection: expr::connection_value(
+                &ids::encode(Kind::Connection, connection.id),
+                &connection.system_key,
+                connection.label.as_deref(),
+                connection.metadata.as_ref(),
+            ),
+            customer: expr::customer_value(
+                &ids::encode(Kind::Customer, customer.id),
+                customer.external_id.as_deref(),
+            ),
+        }
+    }
+
+    /// The variables of one change.
+    fn activation(
+        &self,
+        record: cel::Value,
+        previous: cel::Value,
+        changed: &[&str],
+        now: DateTime<Utc>,
+    ) -> expr::Activation {
+        expr::Activation {
+            record,
+            previous,
+            changed: expr::changed_value(changed),
+            connection: self.connection.clone(),
+            customer: self.customer.clone(),
+            now: expr::now_value(now),
+            target: None,
+        }
+    }
+
+    /// A stored record seen as just created (`testFlow`).
+    pub fn created(&self, entity: EntityType, key: &str, data: &Value) -> expr::Activation {
+        let changed = present_fields(entity, data);
+        self.activation(
+            expr::record_value(entity, key, data),
+            cel::Value::Null,
+            &changed,
+            Utc::now(),
+        )
+    }
+}
+
+/// The unified fields that hold a value: what a created record "changed".
+fn present_fields(entity: EntityType, data: &Value) -> Vec<&'static str> {
+    unified::fields(entity)
+        .iter()
+        .filter(|(name, _)| data.get(*name).is_some_and(|v| !v.is_null()))
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+/// The unified fields whose value differs between two versions of a record.
+fn changed_fields(entity: EntityType, before: &Value, after: &Value) -> Vec<&'static str> {
+    unified::fields(entity)
+        .iter()
+        .filter(|(name, _)| {
+            let old = before.get(*name).unwrap_or(&Value::Null);
+            let new = after.get(*name).unwrap_or(&Value::Null);
+            old != new
+        })
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+/// The enabled flows that apply to one entity pass of one connection, compiled.
+pub struct FlowSet {
+    pub entity: EntityType,
+    flows: Vec<CompiledFlow>,
+    context: Context,
+    connection: connection::Model,
+}
+
+/// What a flow's evaluations came to, since its counters were last saved.
+#[derive(Clone, Debug, Default)]
+pub struct Counts {
+    pub evaluations: i64,
+    pub matches: i64,
+    pub errors: i64,
+    pub last_error: Option<String>,
+}
+
+impl Counts {
+    fn error(&mut self, why: String) {
+        self.errors += 1;
+        self.last_error = Some(why);
+    }
+}
+
+/// Counts by flow.
+pub type Stats = BTreeMap<Uuid, Counts>;
+
+impl FlowSet {
+    /// The flows of `connection`'s account that apply to its `entity` pass, or `None` when
+    /// there are none (the pass then costs nothing extra). A stored flow that no longer
+    /// compiles is left out and its error counted.
+    pub async fn load(
+        db: &impl ConnectionTrait,
+        connection: &connection::Model,
+        entity: EntityType,
+        stats: &mut Stats,
+    ) -> AppResult<Option<Arc<FlowSet>>> {
+        let models = super::enabled_for(db, connection.account_id, entity).await?;
+        if models.is_empty() {
+            return Ok(None);
+        }
+        let mut flows = Vec::with_capacity(models.len());
+        for model in &models {
+            match compile_stored(model) {
+                Ok(Some(flow)) if applies_to(&super::input_of(model)?, connection) => {
+                    flows.push(flow);
+                }
+                Ok(_) => {}
+                Err(err) => stats.entry(model.id).or_default().error(err.to_string()),
+            }
+        }
+        if flows.is_empty() {
+            return Ok(None);
+        }
+        let customer = customer::Entity::find_by_id(connection.customer_id)
+            .one(db)
+            .await?
+            .ok_or(AppError::NotFound("customer"))?;
+        Ok(Some(Arc::new(FlowSet {
+            entity,
+            context: Context::new(connection, &customer),
+            flows,
+            connection: connection.clone(),
+        })))
+    }
+
+    pub fn connection_id(&self) -> Uuid {
+        self.connection.id
+    }
+
+    /// Whether any flow triggers on `change`.
+    pub fn wants(&self, change: Change) -> bool {
+        self.flows.iter().any(|f| f.triggers_on(change))
+    }
+}
+
+/// Compiles a stored flow (its connections were checked when it was saved).
+fn compile_stored(model: &flow::Model) -> AppResult<Option<CompiledFlow>> {
+    let input = super::input_of(model)?;
+    super::compile(model.id, &input).map(Some)
+}
+
+/// One record change of a page, as the flows see it.
+pub struct RecordChange {
+    pub key: String,
+    pub change: Change,
+    /// The record's unified fields now (for a deletion: the last ones stored).
+    pub data: Value,
+    /// Before the change (null for a creation).
+    pub previous: Option<Value>,
+    pub changed: Vec<&'static str>,
+}
+
+/// Works out a page's changes from the store's rows before it (`before`), the page's
+/// records (`after`) and what the write did.
+pub fn page_changes(
+    entity: EntityType,
+    before: &HashMap<String, Stored>,
+    after: &mut HashMap<String, Value>,
+    written: &[String],
+    deleted: HashMap<String, Stored>,
+) -> Vec<RecordChange> {
+    let mut changes = Vec::with_capacity(written.len() + deleted.len());
+    for key in written {
+        let Some(data) = after.remove(key) else {
+            continue;
+        };
+        match before.get(key) {
+            Some(stored) if !stored.deleted => {
+                let changed = changed_fields(entity, &stored.data, &data);
+                // A remote record that changed outside the unified fields changes nothing a
+                // flow can see.
+                if !changed.is_empty() {
+                    changes.push(RecordChange {
+                        key: key.clone(),
+                        change: Change::Updated,
+                        previous: Some(stored.data.clone()),
+                        changed,
+                        data,
+                    });
+                }
+            }
+            _ => changes.push(RecordChange {
+                key: key.clone(),
+                change: Change::Created,
+                changed: present_fields(entity, &data),
+                previous: None,
+                data,
+            }),
+        }
+    }
+    for (key, stored) in deleted {
+        changes.push(RecordChange {
+            key,
+            change: Change::Deleted,
+            previous: Some(stored.data.clone()),
+            changed: Vec::new(),
+            data: stored.data,
+        });
+    }
+    changes
+}
+
+/// A match: flow `flow` held for change `change`.
+pub struct Match {
+    flow: usize,
+    change: usize,
+}
+
+/// What evaluating a page's changes came to.
+pub struct Evaluation {
+    matches: Vec<Match>,
+    pub stats: Stats,
+}
+
+/// Evaluates every flow against every change it triggers on. CPU only: the engine runs it
+/// on a blocking thread.
+pub fn evaluate(set: &FlowSet, changes: &[RecordChange], now: DateTime<Utc>) -> Evaluation {
+    let evaluator = expr::Evaluator::new();
+    let mut evaluation = Evaluation {
+        matches: Vec::new(),
+        stats: Stats::new(),
+    };
+    for (c, change) in changes.iter().enumerate() {
+        let mut vars = None;
+        for (f, flow) in set.flows.iter().enumerate() {
+            if !flow.triggers_on(change.change) {
+                continue;
+            }
+            let vars = vars.get_or_insert_with(|| activation(set, change, now));
+            let counts = evaluation.stats.entry(flow.id).or_default();
+            counts.evaluations += 1;
+            match evaluator.matches(&flow.condition, vars) {
+                Ok(true) => {
+                    counts.matches += 1;
+                    evaluation.matches.push(Match { flow: f, change: c });
+                }
+                Ok(false) => {}
+                Err(why) => counts.error(format!("record `{}`: {why}", change.key)),
+            }
+        }
+    }
+    evaluation
+}
+
+fn activation(set: &FlowSet, change: &RecordChange, now: DateTime<Utc>) -> expr::Activation {
+    let previous = change.previous.as_ref().map_or(cel::Value::Null, |data| {
+        expr::record_value(set.entity, &change.key, data)
+    });
+    set.context.activation(
+        expr::record_value(set.entity, &change.key, &change.data),
+        previous,
+        &change.changed,
+        now,
+    )
+}
+
+/// Carries out a page's matches inside its transaction: each flow's bulk writes are
+/// queued, then its `flow.triggered` events are stored (naming the bulk operation a match
+/// queued). Whether anything was queued (the caller wakes the bulk workers after commit).
+pub async fn act(
+    txn: &impl ConnectionTrait,
+    set: &FlowSet,
+    changes: &[RecordChange],
+    evaluation: &mut Evaluation,
+    now: DateTime<Utc>,
+) -> AppResult<bool> {
+    let mut events = Vec::new();
+    let mut queued = false;
+    let related = related_records(txn, set, changes, &evaluation.matches).await?;
+    let evaluator = expr::Evaluator::new();
+    for m in &evaluation.matches {
+        let flow = &set.flows[m.flow];
+        let change = &changes[m.change];
+        let mut operations = Vec::new();
+        for (b, action) in flow.bulk.iter().enumerate() {
+            let vars = activation(set, change, now);
+            let candidates = related
+                .get(&(m.flow, b))
+                .and_then(|by_value| by_value.get(&change.key))
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let records = match bulk_records(action, change, &vars, candidates, &evaluator) {
+                Ok(records) => records,
+                Err(why) => {
+                    let counts = evaluation.stats.entry(flow.id).or_default();
+                    counts.error(format!("record `{}`: bulkWrite: {why}", change.key));
+                    continue;
+                }
+            };
+            if records.is_empty() {
+                continue;
+            }
+            let input = NewBulk {
+                connection_id: Some(set.connection.id),
+                entity: action.action.entity,
+                operation: action.action.operation,
+                records,
+                batch_size: action.action.batch_size,
+                delay_between_batches_ms: action.action.delay_between_batches_ms,
+                idempotency_key: None,
+            };
+            match bulk::queue_for_flow(txn, &set.connection, input, flow.id).await {
+                Ok(op) => {
+                    queued = true;
+                    operations.push(ids::encode(Kind::BulkOperation, op.id));
+                }
+                Err(err @ AppError::Internal(_)) => return Err(err),
+                Err(err) => {
+                    let counts = evaluation.stats.entry(flow.id).or_default();
+                    counts.error(format!("record `{}`: bulkWrite {b}: {err}", change.key));
+                }
+            }
+        }
+        if flow.emit {
+            events.push(NewEvent {
+                account_id: set.connection.account_id,
+                customer_id: Some(set.connection.customer_id),
+                connection_id: Some(set.connection.id),
+                event_type: EventType::FlowTriggered,
+                data: json!({
+                    "flow_id": ids::encode(Kind::Flow, flow.id),
+                    "flow_name": flow.name,
+                    "entity": set.entity.to_value(),
+                    "change": change.change.word(),
+                    "record_key": change.key,
+                    "record": change.data,
+                    "previous": change.previous,
+                    "changed": change.changed,
+                    "bulk_operation_ids": operations,
+                }),
+            });
+        }
+    }
+    crate::events::record(txn, events).await?;
+    Ok(queued)
+}
+
+/// Related records of the matches' bulk actions that select by `relatedBy`, by action
+/// (flow, action index) and then by the value of the relating field.
+type Related = HashMap<(usize, usize), HashMap<String, Vec<entity::record::Model>>>;
+
+async fn related_records(
+    txn: &impl ConnectionTrait,
+    set: &FlowSet,
+    changes: &[RecordChange],
+    matches: &[Match],
+) -> AppResult<Related> {
+    let mut wanted: HashMap<(usize, usize), Vec<String>> = HashMap::new();
+    for m in matches {
+        for (b, action) in set.flows[m.flow].bulk.iter().enumerate() {
+            if action.action.related_by.is_some() {
+                wanted
+                    .entry((m.flow, b))
+                    .or_default()
+                    .push(changes[m.change].key.clone());
+            }
+        }
+    }
+    let mut related = Related::new();
+    for ((f, b), mut keys) in wanted {
+        keys.sort_unstable();
+        keys.dedup();
+        let action = &set.flows[f].bulk[b].action;
+        let Some(field) = action.related_by.as_deref() else {
+            continue;
+        };
+        let rows =
+            records::related(txn, set.connection.id, action.entity, field, &keys).await?;
+        let by_value = related.entry((f, b)).or_default();
+        for row in rows {
+            if let Some(value) = row.data.get(field).and_then(Value::as_str) {
+                by_value.entry(value.to_owned()).or_default().push(row);
+            }
+        }
+    }
+    Ok(related)
+}
+
+/// The records one match's bulk action writes; `candidates` are the related records of the
+/// triggering one, for an action that selects by `relatedBy`.
+fn bulk_records(
+    action: &CompiledBulk,
+    change: &RecordChange,
+    vars: &expr::Activation,
+    candidates: &[entity::record::Model],
+    evaluator: &expr::Evaluator,
+) -> Result<Vec<Value>, String> {
+    let fields = |vars: &expr::Activation| -> Result<Map<String, Value>, String> {
+        let mut record = Map::new();
+        for (name, template) in &action.fields {
+            let value = evaluator
+                .value(template, vars)
+                .map_err(|why| format!("field `{name}`: {why}"))?;
+            let value = expr::to_json(&value).map_err(|why| format!("field `{name}`: {why}"))?;
+            record.insert(name.clone(), value);
+        }
+        Ok(record)
+    };
+    let BulkAction {
+        operation,
+        related_by,
+        ..
+    } = &action.action;
+    match (operation, related_by) {
+        (WriteOperation::Create, _) => Ok(vec![Value::Object(fields(vars)?)]),
+        (_, None) => {
+            let mut record = fields(vars)?;
+            record.insert("key".into(), Value::from(change.key.as_str()));
+            Ok(vec![Value::Object(record)])
+        }
+        (_, Some(_)) => {
+            let mut records = Vec::new();
+            for target in candidates {
+                let mut vars = vars.clone();
+                vars.target = Some(expr::record_value(
+                    action.action.entity,
+                    &target.key,
+                    &target.data,
+                ));
+                if let Some(filter) = &action.filter
+                    && !evaluator
+                        .matches(filter, &vars)
+                        .map_err(|why| format!("`where` on `{}`: {why}", target.key))?
+                {
+                    continue;
+                }
+                let mut record = fields(&vars)?;
+                record.insert("key".into(), Value::from(target.key.as_str()));
+                records.push(Value::Object(record));
+                if records.len() > bulk::MAX_RECORDS {
+                    return Err(format!(
+                        "it selects more than {} records, the most one bulk write takes",
+                        bulk::MAX_RECORDS
+                    ));
+                }
+            }
+            Ok(records)
+        }
+    }
+}
+
+/// Adds a page's counts to the flows' stored counters and to the metrics. Run after the
+/// page committed, one statement per flow: no flow row is held locked through a page.
+pub async fn save_stats(db: &Db, metrics: &FlowMetrics, stats: Stats) -> AppResult<()> {
+    let backend = db.conn().get_database_backend();
+    for (id, counts) in stats {
+        metrics.add(id, &counts);
+        let sql = match backend {
+            DbBackend::Postgres => {
+                "UPDATE flows SET evaluations = evaluations + $1, matches = matches + $2, \
+                 errors = errors + $3, last_error = COALESCE($4, last_error), \
+                 last_error_at = CASE WHEN $4 IS NULL THEN last_error_at ELSE $5 END WHERE id = $6"
+            }
+            _ => {
+                "UPDATE flows SET evaluations = evaluations + ?1, matches = matches + ?2, \
+                 errors = errors + ?3, last_error = COALESCE(?4, last_error), \
+                 last_error_at = CASE WHEN ?4 IS NULL THEN last_error_at ELSE ?5 END WHERE id = ?6"
+            }
+        };
+        let statement = Statement::from_sql_and_values(
+            backend,
+            sql,
+            [
+                counts.evaluations.into(),
+                counts.matches.into(),
+                counts.errors.into(),
+                counts.last_error.into(),
+                Utc::now().into(),
+                id.into(),
+            ],
+        );
+        db.conn().execute_raw(statement).await?;
+    }
+    Ok(())
+}
