@@ -22,6 +22,12 @@
 //! ceiling's rows/s. The same pass times the simulated remote alone (generating the pages,
 //! full and incremental) and the unify and hash work, which shows where the sync's time goes.
 //!
+//! Flows (issue #19): then 20 enabled flows are saved on WORK_ORDER (CREATED and UPDATED),
+//! half of them matching 1 % of the records (emitting a `flow.triggered` event each), and a
+//! second connection at the same scale runs its FULL sync with them in the same process:
+//! its records/s against the first full run's (no flows), the flows' counters checked
+//! (every work order evaluated by every flow, the matching ones matched, no error).
+//!
 //! Run with `cargo bench --bench sync_ingest`; everything is reported on stdout, only
 //! 127.0.0.1 is used, every wait has a deadline, and the process exits non-zero when a run
 //! fails or its counts are wrong. `SYNC_INGEST_SCALE` (both databases) and
@@ -88,6 +94,14 @@ const TARGET_CEILING_PERCENT: f64 = 50.0;
 /// With twice the changes on a store of the same size, the incremental run's own time (the
 /// simulated remote's taken out) grows at least this share of the changes' growth.
 const TARGET_CHANGE_FOLLOWING: f64 = 0.75;
+/// Ingest with 20 flows on the synced entity, as a share of ingest without.
+const TARGET_FLOWS_SHARE: f64 = 80.0;
+/// Flows in the flows pass, and how many of them match (1 % of the work orders each).
+const FLOWS: usize = 20;
+const MATCHING_FLOWS: usize = 10;
+const CREATE_FLOW: &str = "mutation($input: FlowInput!) { createFlow(input: $input) { id } }";
+const FLOW_COUNTS: &str =
+    "query($id: ID!) { flow(id: $id) { evaluations matches errors lastError } }";
 
 const CONNECT: &str = "mutation($input: ConnectInput!) {
     connect(input: $input) { connection { id lastSyncRun { id } } }
@@ -194,6 +208,8 @@ struct Summary {
     scale: u64,
     records_per_second: f64,
     ceiling_rows_per_second: f64,
+    /// The flows pass's records/s as a share of the full run's, in per cent.
+    flows_share: f64,
     counts_exact: bool,
 }
 
@@ -293,6 +309,7 @@ async fn measure(database_url: String, settings: &Settings) -> anyhow::Result<Su
         scale: settings.scale,
         records_per_second: synced.full.records_per_second(),
         ceiling_rows_per_second: ceiling.rows_per_second(),
+        flows_share: synced.flows.share,
         counts_exact: synced.counts_exact && ceiling.stored == ceiling.rows,
     })
 }
@@ -328,6 +345,7 @@ async fn connect(api: &Api, customer_id: &str, scale: u64) -> anyhow::Result<(St
 /// What the server part of one database produced.
 struct Synced {
     full: Run,
+    flows: FlowsPass,
     incremental: Run,
     /// The incremental run after the remote moved two generations.
     second: Run,
@@ -365,6 +383,8 @@ async fn run_syncs(
     let incremental_exact =
         check_incremental(name, &incremental) & check_incremental(name, &second);
 
+    let flows = run_with_flows(name, &api, &customer_id, settings, &full).await?;
+
     // The ceiling's rows go under a second connection that holds nothing.
     let (empty, empty_run) = connect(&api, &customer_id, 0).await?;
     let empty_run = wait_run(&api, &empty_run, EMPTY_RUN_DEADLINE).await?;
@@ -375,13 +395,102 @@ async fn run_syncs(
         empty_run.records()
     );
     Ok(Synced {
+        counts_exact: full_exact && incremental_exact && flows.exact,
+        flows,
         full,
         incremental,
         second,
         empty_connection: ids::decode(Kind::Connection, &empty)
             .map_err(|err| anyhow!("connection id {empty}: {err}"))?,
-        counts_exact: full_exact && incremental_exact,
     })
+}
+
+/// The flows pass: what it measured.
+struct FlowsPass {
+    /// Its records/s as a share of the full run without flows, in per cent.
+    share: f64,
+    exact: bool,
+}
+
+/// Saves the flows, connects a second demo connection at the same scale (its own simulated
+/// remote, at its first generation: the same records as the first full run) and waits for
+/// its FULL run, which the flows see.
+async fn run_with_flows(
+    name: &str,
+    api: &Api,
+    customer_id: &str,
+    settings: &Settings,
+    without: &Run,
+) -> anyhow::Result<FlowsPass> {
+    let mut ids = Vec::with_capacity(FLOWS);
+    for n in 0..FLOWS {
+        // Work order i is titled `Inspect asset {i}`: `endsWith("00")` holds for 1 % of them.
+        // The demo has no CANCELLED work order: the other half never matches, after looking
+        // at two fields of the urgent quarter.
+        let condition = if n < MATCHING_FLOWS {
+            format!(r#"record.title.endsWith("00") && record.priority != "NONE" && {n} >= 0"#)
+        } else {
+            format!(r#"record.priority == "URGENT" && record.status == "CANCELLED" && {n} >= 0"#)
+        };
+        let input = json!({ "name": format!("bench flow {n}"),
+            "trigger": { "entity": "WORK_ORDER", "changes": ["CREATED", "UPDATED"] },
+            "condition": condition, "actions": [{ "type": "EMIT_EVENT" }] });
+        let data = api
+            .data(CREATE_FLOW, json!({ "input": input }))
+            .await
+            .context("createFlow")?;
+        ids.push(text_at(&data, "/createFlow/id")?.to_owned());
+    }
+    let connected = Instant::now();
+    let (_, run_id) = connect(api, customer_id, settings.scale).await?;
+    let run = wait_run(api, &run_id, FULL_DEADLINE).await?;
+    let wall = connected.elapsed();
+    let mut exact = check_full(name, &run, settings);
+    let share = 100.0 * run.records_per_second() / without.records_per_second();
+    println!(
+        "{name}: flows: FULL run with {FLOWS} flows on WORK_ORDER ({MATCHING_FLOWS} matching 1 %): \
+         {} records in {:.2} s = {} records/s (wall {:.2} s); without flows {} records/s: {share:.1} %",
+        thousands(run.records()),
+        run.duration.as_secs_f64(),
+        thousands(run.records_per_second() as u64),
+        wall.as_secs_f64(),
+        thousands(without.records_per_second() as u64),
+    );
+    // Each flow's counters are saved after each page commits: they settle within moments.
+    let work_orders = settings.scale as i64;
+    let matching = (1..=work_orders).filter(|i| i % 100 == 0).count() as i64;
+    for (n, id) in ids.iter().enumerate() {
+        let expected_matches = if n < MATCHING_FLOWS { matching } else { 0 };
+        let mut counts = Value::Null;
+        for _ in 0..40 {
+            counts = api
+                .data(FLOW_COUNTS, json!({ "id": id }))
+                .await
+                .context("flow")?;
+            if counts["flow"]["evaluations"] == work_orders {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let flow = &counts["flow"];
+        if flow["evaluations"] != work_orders
+            || flow["matches"] != expected_matches
+            || flow["errors"] != 0
+        {
+            println!(
+                "{name}: flows: WRONG counters of flow {n}: {flow} (expected {work_orders} \
+                 evaluations, {expected_matches} matches, 0 errors)"
+            );
+            exact = false;
+        }
+    }
+    println!(
+        "{name}: flows: counters exact: {} ({} evaluations, {} matches in all)",
+        exact,
+        thousands(FLOWS as u64 * work_orders as u64),
+        thousands(MATCHING_FLOWS as u64 * matching as u64),
+    );
+    Ok(FlowsPass { share, exact })
 }
 
 async fn run_incremental(
@@ -852,6 +961,15 @@ fn report_targets(summaries: &[Summary]) {
             "target: sync at least {TARGET_CEILING_PERCENT:.0} % of the ceiling on {}: {share:.1} %, {}",
             s.name,
             verdict(share >= TARGET_CEILING_PERCENT)
+        );
+    }
+    for s in summaries {
+        println!(
+            "target: ingest with {FLOWS} flows at least {TARGET_FLOWS_SHARE:.0} % of the rate \
+             without on {}: {:.1} %, {}",
+            s.name,
+            s.flows_share,
+            verdict(s.flows_share >= TARGET_FLOWS_SHARE)
         );
     }
     match summaries.iter().find(|s| s.name == "sqlite") {

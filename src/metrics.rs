@@ -66,7 +66,9 @@ impl FlowMetrics {
             (&self.errors, counts.errors),
         ] {
             if n > 0 {
-                counter.with_label_values(&[label.as_str()]).inc_by(n as u64);
+                counter
+                    .with_label_values(&[label.as_str()])
+                    .inc_by(n as u64);
             }
         }
     }

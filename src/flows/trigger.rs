@@ -420,8 +420,7 @@ async fn related_records(
         let Some(field) = action.related_by.as_deref() else {
             continue;
         };
-        let rows =
-            records::related(txn, set.connection.id, action.entity, field, &keys).await?;
+        let rows = records::related(txn, set.connection.id, action.entity, field, &keys).await?;
         let by_value = related.entry((f, b)).or_default();
         for row in rows {
             if let Some(value) = row.data.get(field).and_then(Value::as_str) {

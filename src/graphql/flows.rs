@@ -277,31 +277,33 @@ fn actions(input: Vec<FlowActionInput>) -> AppResult<Vec<Action>> {
     input
         .into_iter()
         .enumerate()
-        .map(|(n, action)| match (action.action_type, action.bulk_write) {
-            (FlowActionType::EmitEvent, None) => Ok(Action::EmitEvent),
-            (FlowActionType::BulkWrite, Some(bulk)) => Ok(Action::BulkWrite(BulkAction {
-                entity: bulk.entity.into(),
-                operation: bulk.operation.into(),
-                related_by: bulk.related_by,
-                filter: bulk.filter,
-                fields: bulk
-                    .fields
-                    .into_iter()
-                    .map(|f| FieldTemplate {
-                        field: f.field,
-                        value: f.value,
-                    })
-                    .collect(),
-                batch_size: bulk.batch_size,
-                delay_between_batches_ms: bulk.delay_between_batches_ms,
-            })),
-            (FlowActionType::EmitEvent, Some(_)) => Err(AppError::bad_input(format!(
-                "`actions[{n}].bulkWrite` is only for BULK_WRITE"
-            ))),
-            (FlowActionType::BulkWrite, None) => Err(AppError::bad_input(format!(
-                "`actions[{n}].bulkWrite` is required with BULK_WRITE"
-            ))),
-        })
+        .map(
+            |(n, action)| match (action.action_type, action.bulk_write) {
+                (FlowActionType::EmitEvent, None) => Ok(Action::EmitEvent),
+                (FlowActionType::BulkWrite, Some(bulk)) => Ok(Action::BulkWrite(BulkAction {
+                    entity: bulk.entity.into(),
+                    operation: bulk.operation.into(),
+                    related_by: bulk.related_by,
+                    filter: bulk.filter,
+                    fields: bulk
+                        .fields
+                        .into_iter()
+                        .map(|f| FieldTemplate {
+                            field: f.field,
+                            value: f.value,
+                        })
+                        .collect(),
+                    batch_size: bulk.batch_size,
+                    delay_between_batches_ms: bulk.delay_between_batches_ms,
+                })),
+                (FlowActionType::EmitEvent, Some(_)) => Err(AppError::bad_input(format!(
+                    "`actions[{n}].bulkWrite` is only for BULK_WRITE"
+                ))),
+                (FlowActionType::BulkWrite, None) => Err(AppError::bad_input(format!(
+                    "`actions[{n}].bulkWrite` is required with BULK_WRITE"
+                ))),
+            },
+        )
         .collect()
 }
 
@@ -471,7 +473,9 @@ impl FlowMutation {
     ) -> AppResult<Flow> {
         let account_id = super::account_id(ctx)?;
         let input = flow_input(input)?;
-        Ok(Flow(flows::create(super::db(ctx), account_id, input).await?))
+        Ok(Flow(
+            flows::create(super::db(ctx), account_id, input).await?,
+        ))
     }
 
     /// Changes a flow; syncs use the new version from their next entity pass.

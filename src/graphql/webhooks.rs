@@ -202,7 +202,9 @@ pub fn endpoint_id(id: &ID) -> AppResult<uuid::Uuid> {
 }
 
 fn flow_ids(ids: Vec<ID>) -> AppResult<Vec<uuid::Uuid>> {
-    ids.iter().map(|id| ids::decode(ids::Kind::Flow, id)).collect()
+    ids.iter()
+        .map(|id| ids::decode(ids::Kind::Flow, id))
+        .collect()
 }
 
 impl TryFrom<CreateWebhookEndpointInput> for EndpointInput {
@@ -307,8 +309,14 @@ impl WebhookMutation {
         let id = endpoint_id(&input.id)?;
         let allow_private = super::config(ctx).webhooks.allow_private_targets;
         Ok(WebhookEndpoint(
-            webhooks::update(super::db(ctx), account_id, id, input.try_into()?, allow_private)
-                .await?,
+            webhooks::update(
+                super::db(ctx),
+                account_id,
+                id,
+                input.try_into()?,
+                allow_private,
+            )
+            .await?,
         ))
     }
 

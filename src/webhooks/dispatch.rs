@@ -86,9 +86,11 @@ fn accepted_type(endpoint: &webhook_endpoint::Model, event: &event::Model) -> Ap
         return Ok(false);
     }
     let accepted = event_types(endpoint)?;
-    Ok((accepted.is_empty() || accepted.contains(&event.event_type))
-        && (event.event_type != EventType::FlowTriggered
-            || crate::events::of_flows(super::flow_ids(endpoint).as_deref(), event)))
+    Ok(
+        (accepted.is_empty() || accepted.contains(&event.event_type))
+            && (event.event_type != EventType::FlowTriggered
+                || crate::events::of_flows(super::flow_ids(endpoint).as_deref(), event)),
+    )
 }
 
 /// Whether the endpoint wants this event, given the types of the event's connection.

@@ -15,6 +15,7 @@ mod demo;
 mod docs;
 mod edge;
 mod events;
+mod flows;
 mod graphiql;
 mod harness;
 mod hygiene;
