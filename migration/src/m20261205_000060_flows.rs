@@ -96,18 +96,56 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        send_added_types(manager).await
+        rewrite_types(manager, |names| {
+            if !EARLIER_TYPES.iter().all(|t| names.iter().any(|n| n == t))
+                || ADDED_TYPES.iter().all(|t| names.iter().any(|n| n == t))
+            {
+                return false;
+            }
+            names.extend(ADDED_TYPES.iter().map(|t| (*t).to_owned()));
+            names.sort_unstable();
+            names.dedup();
+            true
+        })
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
+            .alter_table(
+                Table::alter()
+                    .table(BulkOperations::Table)
+                    .drop_column(BulkOperations::FlowId)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(WebhookEndpoints::Table)
+                    .drop_column(WebhookEndpoints::FlowIds)
+                    .to_owned(),
+            )
+            .await?;
+        manager
             .drop_table(Table::drop().table(Flows::Table).to_owned())
-            .await
+            .await?;
+        // The previous release does not know `flow.triggered`.
+        rewrite_types(manager, |names| {
+            let before = names.len();
+            names.retain(|n| n != "flow.triggered");
+            names.len() != before
+        })
+        .await
     }
 }
 
-/// Adds [`ADDED_TYPES`] to every connection whose list holds all of [`EARLIER_TYPES`].
-async fn send_added_types(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
+/// Rewrites every connection's webhook event types with `change`, which says whether it
+/// changed them (up: adds [`ADDED_TYPES`] to lists holding all of [`EARLIER_TYPES`]).
+async fn rewrite_types(
+    manager: &SchemaManager<'_>,
+    change: impl Fn(&mut Vec<String>) -> bool,
+) -> Result<(), DbErr> {
     let db = manager.get_connection();
     let backend = manager.get_database_backend();
     let rows = db
@@ -127,14 +165,9 @@ async fn send_added_types(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
         }) else {
             continue;
         };
-        if !EARLIER_TYPES.iter().all(|t| names.iter().any(|n| n == t))
-            || ADDED_TYPES.iter().all(|t| names.iter().any(|n| n == t))
-        {
+        if !change(&mut names) {
             continue;
         }
-        names.extend(ADDED_TYPES.iter().map(|t| (*t).to_owned()));
-        names.sort_unstable();
-        names.dedup();
         let update = Query::update()
             .table(Connections::Table)
             .value(Connections::WebhookEventTypes, JsonValue::from(names))

@@ -38,7 +38,9 @@ pub const MAX_FLOWS_PER_ACCOUNT: u64 = 100;
 /// Longest flow name, in characters.
 const MAX_NAME: usize = 200;
 /// Actions a flow has at most.
-const MAX_ACTIONS: usize = 5;
+pub const MAX_ACTIONS: usize = 5;
+/// Fields a bulk action writes at most.
+pub const MAX_FIELDS: usize = 50;
 /// Connections or systems a trigger names at most.
 const MAX_TRIGGER_LIST: usize = 100;
 /// Records `testFlow` evaluates at most.
@@ -46,7 +48,7 @@ pub const TEST_LIMIT: u64 = 10_000;
 /// Matches `testFlow` returns at most.
 pub const MAX_TEST_MATCHES: i32 = 100;
 /// Evaluation errors `testFlow` returns at most (all are counted).
-const MAX_TEST_ERRORS: usize = 20;
+pub const MAX_TEST_ERRORS: usize = 20;
 
 /// What happened to a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -368,6 +370,12 @@ fn check_bulk(input: &FlowInput, n: usize, action: &BulkAction) -> AppResult<Com
             )));
         }
         _ => {}
+    }
+    if action.fields.len() > MAX_FIELDS {
+        return Err(AppError::bad_input(format!(
+            "`{}` takes at most {MAX_FIELDS} fields",
+            at("fields")
+        )));
     }
     let mut seen = HashSet::new();
     let mut fields = Vec::with_capacity(action.fields.len());

@@ -115,9 +115,9 @@ pub async fn create(
     input: EndpointInput,
     allow_private: bool,
 ) -> AppResult<(webhook_endpoint::Model, String)> {
+    let flow_ids = flow_filter(db.conn(), account_id, input.flow_ids.flatten()).await?;
     let url = checked_url(input.url.as_deref().unwrap_or_default(), allow_private).await?;
     let description = validate_description(input.description.flatten())?;
-    let flow_ids = flow_filter(db.conn(), account_id, input.flow_ids.flatten()).await?;
     let id = new_id();
     let secret = sign::new_secret();
     let txn = db.begin_write().await?;

@@ -95,10 +95,7 @@ async fn four_processes_started_at_once_on_an_empty_database_all_come_up() {
 
 /// The migrations this release added, newest first: a database of the previous release is
 /// one without them.
-const THIS_RELEASE: [&str; 2] = [
-    "m20261205_000050_portal_sessions",
-    "m20261205_000040_bulk_writes",
-];
+const THIS_RELEASE: [&str; 1] = ["m20261205_000060_flows"];
 
 /// The last sync run of `connection` once it has ended: its status.
 async fn ended_run(app: &TestApp, key: &str, connection: &str) -> String {
@@ -155,6 +152,14 @@ async fn a_database_of_the_previous_release_is_carried_forward() {
     // This release starts on it and migrates it.
     let upgraded = TestApp::on(db).await;
     assert_eq!(upgraded.ok(&key, read, on.clone()).await, before);
+    // A connection that sent every event type of the previous release sends the new ones.
+    let types = "query($c: ID!) { connection(id: $c) { webhookEventTypes } }";
+    let types =
+        upgraded.ok(&key, types, on.clone()).await["connection"]["webhookEventTypes"].clone();
+    assert!(
+        types.as_array().unwrap().contains(&json!("FLOW_TRIGGERED")),
+        "{types}"
+    );
     let sync = "mutation($id: ID!) { triggerSync(connectionId: $id, kind: FULL) { id } }";
     upgraded.ok(&key, sync, json!({ "id": live })).await;
     assert_eq!(ended_run(&upgraded, &key, &live).await, "SUCCEEDED");

@@ -57,6 +57,10 @@ fn cap(parent: &str, field: &str) -> Option<u64> {
             .unwrap_or(0),
         ("SyncRun", "entities") => entity_types,
         ("SyncRun", "recordErrors") => entity_types * MAX_RECORD_ERRORS as u64,
+        ("Flow", "actions") => crate::flows::MAX_ACTIONS as u64,
+        ("FlowBulkWrite", "fields") => crate::flows::MAX_FIELDS as u64,
+        ("FlowTestResult", "matches") => crate::flows::MAX_TEST_MATCHES as u64,
+        ("FlowTestResult", "evaluationErrors") => crate::flows::MAX_TEST_ERRORS as u64,
         _ => return None,
     })
 }
