@@ -45,6 +45,8 @@ pub const MAX_FIELDS: usize = 50;
 const MAX_TRIGGER_LIST: usize = 100;
 /// Records `testFlow` evaluates at most.
 pub const TEST_LIMIT: u64 = 10_000;
+/// How long `testFlow` evaluates at most; it reports what it evaluated by then.
+const TEST_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
 /// Matches `testFlow` returns at most.
 pub const MAX_TEST_MATCHES: i32 = 100;
 /// Evaluation errors `testFlow` returns at most (all are counted).
@@ -643,7 +645,8 @@ pub struct TestOutcome {
     pub evaluated: u64,
     pub matched: u64,
     pub errors: u64,
-    /// Whether the connection holds more records than were evaluated.
+    /// Whether the connection holds more records than were evaluated (past 10,000 records,
+    /// or 5 s of evaluation).
     pub truncated: bool,
     pub matches: Vec<TestMatch>,
     /// (record key, why) of the first evaluation errors.
@@ -692,6 +695,7 @@ pub async fn test(
         include_deleted: false,
     };
     let mut cursor = None;
+    let started = std::time::Instant::now();
     loop {
         let room = TEST_LIMIT - outcome.evaluated;
         let request = PageRequest {
@@ -702,9 +706,13 @@ pub async fn test(
         let page = records::list(db, &filter, request).await?;
         cursor = page.items.last().map(|r| r.id);
         for record in page.items {
+            if started.elapsed() > TEST_BUDGET {
+                outcome.truncated = true;
+                return Ok(outcome);
+            }
             outcome.evaluated += 1;
             let vars = context.created(input.entity, &record.key, &record.data);
-            match evaluator.matches(&flow.condition, &vars) {
+            match trigger::guarded(|| evaluator.matches(&flow.condition, &vars)) {
                 Ok(true) => {
                     outcome.matched += 1;
                     if outcome.matches.len() < first as usize {

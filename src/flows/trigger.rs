@@ -4,7 +4,7 @@
 //! was committed. Evaluation never fails a sync: an error is counted on its flow.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
 };
 
@@ -268,15 +268,26 @@ pub struct Evaluation {
     pub stats: Stats,
 }
 
-/// Evaluates every flow against every change it triggers on. CPU only: the engine runs it
-/// on a blocking thread.
+/// How long one page's evaluations may take in all. Every expression is bounded when it is
+/// saved, but a hundred flows of costly expressions over a thousand changes add up: past
+/// this, the page's remaining evaluations are skipped and counted as errors on their flows,
+/// and the sync goes on.
+pub const PAGE_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Evaluates every flow against every change it triggers on, within [`PAGE_BUDGET`]. CPU
+/// only: the engine runs it on a blocking thread.
 pub fn evaluate(set: &FlowSet, changes: &[RecordChange], now: DateTime<Utc>) -> Evaluation {
     let evaluator = expr::Evaluator::new();
     let mut evaluation = Evaluation {
         matches: Vec::new(),
         stats: Stats::new(),
     };
+    let started = std::time::Instant::now();
     for (c, change) in changes.iter().enumerate() {
+        if started.elapsed() > PAGE_BUDGET {
+            skip_rest(set, &changes[c..], &mut evaluation.stats);
+            break;
+        }
         let mut vars = None;
         for (f, flow) in set.flows.iter().enumerate() {
             if !flow.triggers_on(change.change) {
@@ -285,7 +296,7 @@ pub fn evaluate(set: &FlowSet, changes: &[RecordChange], now: DateTime<Utc>) -> 
             let vars = vars.get_or_insert_with(|| activation(set, change, now));
             let counts = evaluation.stats.entry(flow.id).or_default();
             counts.evaluations += 1;
-            match evaluator.matches(&flow.condition, vars) {
+            match guarded(|| evaluator.matches(&flow.condition, vars)) {
                 Ok(true) => {
                     counts.matches += 1;
                     evaluation.matches.push(Match { flow: f, change: c });
@@ -296,6 +307,29 @@ pub fn evaluate(set: &FlowSet, changes: &[RecordChange], now: DateTime<Utc>) -> 
         }
     }
     evaluation
+}
+
+/// Counts the evaluations a page had no time left for as errors.
+fn skip_rest(set: &FlowSet, rest: &[RecordChange], stats: &mut Stats) {
+    for flow in &set.flows {
+        let skipped = rest.iter().filter(|c| flow.triggers_on(c.change)).count() as i64;
+        if skipped > 0 {
+            let counts = stats.entry(flow.id).or_default();
+            counts.errors += skipped - 1;
+            counts.error(format!(
+                "{skipped} changes of one page were not evaluated: the page's flows took more \
+                 than {} s",
+                PAGE_BUDGET.as_secs()
+            ));
+        }
+    }
+}
+
+/// Runs an evaluation; a panic in the interpreter is an error of that record, not of the
+/// sync.
+pub fn guarded<T>(evaluate: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(evaluate))
+        .unwrap_or_else(|_| Err("the expression could not be evaluated (interpreter panic)".into()))
 }
 
 fn activation(set: &FlowSet, change: &RecordChange, now: DateTime<Utc>) -> expr::Activation {
@@ -310,9 +344,11 @@ fn activation(set: &FlowSet, change: &RecordChange, now: DateTime<Utc>) -> expr:
     )
 }
 
-/// Carries out a page's matches inside its transaction: each flow's bulk writes are
-/// queued, then its `flow.triggered` events are stored (naming the bulk operation a match
-/// queued). Whether anything was queued (the caller wakes the bulk workers after commit).
+/// Carries out a page's matches inside its transaction, after its records, cursor and run
+/// (docs/architecture.md, "Locks"): for each flow and bulk action, the records its matches
+/// write are queued as one bulk operation, then the `flow.triggered` events are stored
+/// (each naming the operations its match added records to). Whether anything was queued
+/// (the caller wakes the bulk workers after commit).
 pub async fn act(
     txn: &impl ConnectionTrait,
     set: &FlowSet,
@@ -320,87 +356,132 @@ pub async fn act(
     evaluation: &mut Evaluation,
     now: DateTime<Utc>,
 ) -> AppResult<bool> {
-    let mut events = Vec::new();
-    let mut queued = false;
-    let related = related_records(txn, set, changes, &evaluation.matches).await?;
+    let (related, overflowing) = related_records(txn, set, changes, &evaluation.matches).await?;
     let evaluator = expr::Evaluator::new();
-    for m in &evaluation.matches {
+    let mut writes: BTreeMap<(usize, usize), Writes> = BTreeMap::new();
+    for (n, m) in evaluation.matches.iter().enumerate() {
         let flow = &set.flows[m.flow];
         let change = &changes[m.change];
-        let mut operations = Vec::new();
         for (b, action) in flow.bulk.iter().enumerate() {
             let vars = activation(set, change, now);
+            if overflowing.contains(&(m.flow, b)) {
+                let counts = evaluation.stats.entry(flow.id).or_default();
+                counts.error(format!(
+                    "record `{}`: bulkWrite: the page's matches select more than {} related \
+                     records, the most one bulk write takes",
+                    change.key,
+                    bulk::MAX_RECORDS
+                ));
+                continue;
+            }
             let candidates = related
                 .get(&(m.flow, b))
                 .and_then(|by_value| by_value.get(&change.key))
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            let records = match bulk_records(action, change, &vars, candidates, &evaluator) {
-                Ok(records) => records,
+            match guarded(|| bulk_records(action, change, &vars, candidates, &evaluator)) {
+                Ok(records) if records.is_empty() => {}
+                Ok(records) => {
+                    let (queued, matches) = writes.entry((m.flow, b)).or_default();
+                    for (key, record) in records {
+                        match key.as_ref().and_then(|key| {
+                            queued.iter().position(|(k, _)| k.as_ref() == Some(key))
+                        }) {
+                            Some(at) => queued[at] = (key, record),
+                            None => queued.push((key, record)),
+                        }
+                    }
+                    matches.push(n);
+                }
                 Err(why) => {
                     let counts = evaluation.stats.entry(flow.id).or_default();
                     counts.error(format!("record `{}`: bulkWrite: {why}", change.key));
-                    continue;
                 }
-            };
-            if records.is_empty() {
-                continue;
             }
+        }
+    }
+    let mut operations: HashMap<usize, Vec<String>> = HashMap::new();
+    if !writes.is_empty() {
+        // The connection as it is now (a disconnect may have come since the pass began),
+        // its row already locked by the page.
+        let connection = crate::connections::find(
+            txn,
+            crate::connections::Scope::account(set.connection.account_id),
+            set.connection.id,
+        )
+        .await?;
+        for ((f, b), (records, matches)) in writes {
+            let flow = &set.flows[f];
+            let action = &flow.bulk[b].action;
             let input = NewBulk {
-                connection_id: Some(set.connection.id),
-                entity: action.action.entity,
-                operation: action.action.operation,
-                records,
-                batch_size: action.action.batch_size,
-                delay_between_batches_ms: action.action.delay_between_batches_ms,
+                connection_id: Some(connection.id),
+                entity: action.entity,
+                operation: action.operation,
+                records: records.into_iter().map(|(_, record)| record).collect(),
+                batch_size: action.batch_size,
+                delay_between_batches_ms: action.delay_between_batches_ms,
                 idempotency_key: None,
             };
-            match bulk::queue_for_flow(txn, &set.connection, input, flow.id).await {
+            match bulk::queue_for_flow(txn, &connection, input, flow.id).await {
                 Ok(op) => {
-                    queued = true;
-                    operations.push(ids::encode(Kind::BulkOperation, op.id));
+                    let id = ids::encode(Kind::BulkOperation, op.id);
+                    for n in matches {
+                        operations.entry(n).or_default().push(id.clone());
+                    }
                 }
                 Err(err @ AppError::Internal(_)) => return Err(err),
                 Err(err) => {
                     let counts = evaluation.stats.entry(flow.id).or_default();
-                    counts.error(format!("record `{}`: bulkWrite {b}: {err}", change.key));
+                    counts.error(format!("bulkWrite of {} matches: {err}", matches.len()));
                 }
             }
         }
-        if flow.emit {
-            events.push(NewEvent {
-                account_id: set.connection.account_id,
-                customer_id: Some(set.connection.customer_id),
-                connection_id: Some(set.connection.id),
-                event_type: EventType::FlowTriggered,
-                data: json!({
-                    "flow_id": ids::encode(Kind::Flow, flow.id),
-                    "flow_name": flow.name,
-                    "entity": set.entity.to_value(),
-                    "change": change.change.word(),
-                    "record_key": change.key,
-                    "record": change.data,
-                    "previous": change.previous,
-                    "changed": change.changed,
-                    "bulk_operation_ids": operations,
-                }),
-            });
+    }
+    let queued = !operations.is_empty();
+    let mut events = Vec::new();
+    for (n, m) in evaluation.matches.iter().enumerate() {
+        let flow = &set.flows[m.flow];
+        if !flow.emit {
+            continue;
         }
+        let change = &changes[m.change];
+        events.push(NewEvent {
+            account_id: set.connection.account_id,
+            customer_id: Some(set.connection.customer_id),
+            connection_id: Some(set.connection.id),
+            event_type: EventType::FlowTriggered,
+            data: json!({
+                "flow_id": ids::encode(Kind::Flow, flow.id),
+                "flow_name": flow.name,
+                "entity": set.entity.to_value(),
+                "change": change.change.word(),
+                "record_key": change.key,
+                "record": change.data,
+                "previous": change.previous,
+                "changed": change.changed,
+                "bulk_operation_ids": operations.remove(&n).unwrap_or_default(),
+            }),
+        });
     }
     crate::events::record(txn, events).await?;
     Ok(queued)
 }
 
+/// What one bulk action of a page writes: the records (with their keys for updates and
+/// deletes: two matches may select one record, and the later one's fields are written), and
+/// the matches that added to them.
+type Writes = (Vec<(Option<String>, Value)>, Vec<usize>);
+
 /// Related records of the matches' bulk actions that select by `relatedBy`, by action
-/// (flow, action index) and then by the value of the relating field.
-type Related = HashMap<(usize, usize), HashMap<String, Vec<entity::record::Model>>>;
+/// (flow, action index) and then by the value of the relating field: (key, unified fields).
+type Related = HashMap<(usize, usize), HashMap<String, Vec<(String, Value)>>>;
 
 async fn related_records(
     txn: &impl ConnectionTrait,
     set: &FlowSet,
     changes: &[RecordChange],
     matches: &[Match],
-) -> AppResult<Related> {
+) -> AppResult<(Related, HashSet<(usize, usize)>)> {
     let mut wanted: HashMap<(usize, usize), Vec<String>> = HashMap::new();
     for m in matches {
         for (b, action) in set.flows[m.flow].bulk.iter().enumerate() {
@@ -413,6 +494,7 @@ async fn related_records(
         }
     }
     let mut related = Related::new();
+    let mut overflowing = HashSet::new();
     for ((f, b), mut keys) in wanted {
         keys.sort_unstable();
         keys.dedup();
@@ -420,26 +502,42 @@ async fn related_records(
         let Some(field) = action.related_by.as_deref() else {
             continue;
         };
-        let rows = records::related(txn, set.connection.id, action.entity, field, &keys).await?;
+        let rows = records::related(
+            txn,
+            set.connection.id,
+            action.entity,
+            field,
+            &keys,
+            bulk::MAX_RECORDS as u64 + 1,
+        )
+        .await?;
+        if rows.len() > bulk::MAX_RECORDS {
+            overflowing.insert((f, b));
+            continue;
+        }
         let by_value = related.entry((f, b)).or_default();
-        for row in rows {
-            if let Some(value) = row.data.get(field).and_then(Value::as_str) {
-                by_value.entry(value.to_owned()).or_default().push(row);
+        for (key, data) in rows {
+            if let Some(value) = data.get(field).and_then(Value::as_str) {
+                by_value
+                    .entry(value.to_owned())
+                    .or_default()
+                    .push((key, data));
             }
         }
     }
-    Ok(related)
+    Ok((related, overflowing))
 }
 
-/// The records one match's bulk action writes; `candidates` are the related records of the
-/// triggering one, for an action that selects by `relatedBy`.
+/// The records one match's bulk action writes, each with its key (none for a creation);
+/// `candidates` are the related records of the triggering one, for an action that selects
+/// by `relatedBy`.
 fn bulk_records(
     action: &CompiledBulk,
     change: &RecordChange,
     vars: &expr::Activation,
-    candidates: &[entity::record::Model],
+    candidates: &[(String, Value)],
     evaluator: &expr::Evaluator,
-) -> Result<Vec<Value>, String> {
+) -> Result<Vec<(Option<String>, Value)>, String> {
     let fields = |vars: &expr::Activation| -> Result<Map<String, Value>, String> {
         let mut record = Map::new();
         for (name, template) in &action.fields {
@@ -451,67 +549,55 @@ fn bulk_records(
         }
         Ok(record)
     };
+    let keyed = |key: &str, mut record: Map<String, Value>| {
+        record.insert("key".into(), Value::from(key));
+        (Some(key.to_owned()), Value::Object(record))
+    };
     let BulkAction {
         operation,
         related_by,
         ..
     } = &action.action;
     match (operation, related_by) {
-        (WriteOperation::Create, _) => Ok(vec![Value::Object(fields(vars)?)]),
-        (_, None) => {
-            let mut record = fields(vars)?;
-            record.insert("key".into(), Value::from(change.key.as_str()));
-            Ok(vec![Value::Object(record)])
-        }
+        (WriteOperation::Create, _) => Ok(vec![(None, Value::Object(fields(vars)?))]),
+        (_, None) => Ok(vec![keyed(&change.key, fields(vars)?)]),
         (_, Some(_)) => {
             let mut records = Vec::new();
-            for target in candidates {
+            for (key, data) in candidates {
                 let mut vars = vars.clone();
-                vars.target = Some(expr::record_value(
-                    action.action.entity,
-                    &target.key,
-                    &target.data,
-                ));
+                vars.target = Some(expr::record_value(action.action.entity, key, data));
                 if let Some(filter) = &action.filter
                     && !evaluator
                         .matches(filter, &vars)
-                        .map_err(|why| format!("`where` on `{}`: {why}", target.key))?
+                        .map_err(|why| format!("`where` on `{key}`: {why}"))?
                 {
                     continue;
                 }
-                let mut record = fields(&vars)?;
-                record.insert("key".into(), Value::from(target.key.as_str()));
-                records.push(Value::Object(record));
-                if records.len() > bulk::MAX_RECORDS {
-                    return Err(format!(
-                        "it selects more than {} records, the most one bulk write takes",
-                        bulk::MAX_RECORDS
-                    ));
-                }
+                records.push(keyed(key, fields(&vars)?));
             }
             Ok(records)
         }
     }
 }
 
-/// Adds a page's counts to the flows' stored counters and to the metrics. Run after the
-/// page committed, one statement per flow: no flow row is held locked through a page.
+/// Adds a page's counts to the flows' stored counters and to the metrics, in one short
+/// transaction after the page committed: no flow row is held locked through a page.
 pub async fn save_stats(db: &Db, metrics: &FlowMetrics, stats: Stats) -> AppResult<()> {
     let backend = db.conn().get_database_backend();
-    for (id, counts) in stats {
-        metrics.add(id, &counts);
-        let sql = match backend {
-            DbBackend::Postgres => {
-                "UPDATE flows SET evaluations = evaluations + $1, matches = matches + $2, \
-                 errors = errors + $3, last_error = COALESCE($4, last_error), \
-                 last_error_at = CASE WHEN $4 IS NULL THEN last_error_at ELSE $5 END WHERE id = $6"
-            }
-            _ => {
-                "UPDATE flows SET evaluations = evaluations + ?1, matches = matches + ?2, \
-                 errors = errors + ?3, last_error = COALESCE(?4, last_error), \
-                 last_error_at = CASE WHEN ?4 IS NULL THEN last_error_at ELSE ?5 END WHERE id = ?6"
-            }
-        };
+    let sql = match backend {
+        DbBackend::Postgres => {
+            "UPDATE flows SET evaluations = evaluations + $1, matches = matches + $2, \
+             errors = errors + $3, last_error = COALESCE($4, last_error), \
+             last_error_at = CASE WHEN $4 IS NULL THEN last_error_at ELSE $5 END WHERE id = $6"
+        }
+        _ => {
+            "UPDATE flows SET evaluations = evaluations + ?1, matches = matches + ?2, \
+             errors = errors + ?3, last_error = COALESCE(?4, last_error), \
+             last_error_at = CASE WHEN ?4 IS NULL THEN last_error_at ELSE ?5 END WHERE id = ?6"
+        }
+    };
+    let txn = db.begin_write().await?;
+    for (id, counts) in &stats {
         let statement = Statement::from_sql_and_values(
             backend,
             sql,
@@ -519,12 +605,16 @@ pub async fn save_stats(db: &Db, metrics: &FlowMetrics, stats: Stats) -> AppResu
                 counts.evaluations.into(),
                 counts.matches.into(),
                 counts.errors.into(),
-                counts.last_error.into(),
+                counts.last_error.clone().into(),
                 Utc::now().into(),
-                id.into(),
+                (*id).into(),
             ],
         );
-        db.conn().execute_raw(statement).await?;
+        txn.execute_raw(statement).await?;
+    }
+    txn.commit().await?;
+    for (id, counts) in stats {
+        metrics.add(id, &counts);
     }
     Ok(())
 }

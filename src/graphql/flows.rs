@@ -361,7 +361,8 @@ pub struct FlowTestResult {
     pub matched: i32,
     /// Records whose evaluation failed.
     pub errors: i32,
-    /// Whether the connection holds more records of the entity than were evaluated.
+    /// Whether the connection holds more records of the entity than were evaluated (past
+    /// 10,000 records or 5 s of evaluation).
     pub truncated: bool,
     /// The first matching records (`first` of them).
     pub matches: Vec<UnifiedRecord>,

@@ -203,6 +203,11 @@ pub async fn stored(
     keys: &[String],
 ) -> AppResult<HashMap<String, Stored>> {
     use sea_orm::QuerySelect;
+    if txn.get_database_backend() == DbBackend::Postgres {
+        // A generic plan for a page-long `key IN (…)` scans the entity (see `mark_deleted`).
+        txn.execute_unprepared("SET LOCAL plan_cache_mode = force_custom_plan")
+            .await?;
+    }
     let mut found = HashMap::with_capacity(keys.len());
     for chunk in keys.chunks(ROWS_PER_STATEMENT) {
         let rows: Vec<(String, Value, Option<DateTime<Utc>>)> = record::Entity::find()
@@ -225,14 +230,17 @@ pub async fn stored(
 }
 
 /// The live records of `entity` on a connection whose unified text field `field` holds one
-/// of `values` (the work orders of some assets, say). `field` must be a unified field name.
+/// of `values` (the work orders of some assets, say), at most `limit`: (key, unified fields).
+/// `field` must be a unified field name.
 pub async fn related(
     txn: &impl ConnectionTrait,
     connection_id: Uuid,
     entity: EntityType,
     field: &str,
     values: &[String],
-) -> AppResult<Vec<record::Model>> {
+    limit: u64,
+) -> AppResult<Vec<(String, Value)>> {
+    use sea_orm::QuerySelect;
     if !field.chars().all(|c| c.is_ascii_alphanumeric()) {
         return Err(AppError::internal(anyhow::anyhow!(
             "not a unified field name: {field:?}"
@@ -244,15 +252,22 @@ pub async fn related(
     };
     let mut found = Vec::new();
     for chunk in values.chunks(ROWS_PER_STATEMENT) {
-        found.extend(
-            record::Entity::find()
-                .filter(record::Column::ConnectionId.eq(connection_id))
-                .filter(record::Column::Entity.eq(entity))
-                .filter(record::Column::DeletedAt.is_null())
-                .filter(Expr::cust(extract.clone()).is_in(chunk.iter().cloned()))
-                .all(txn)
-                .await?,
-        );
+        let rows: Vec<(String, Value)> = record::Entity::find()
+            .select_only()
+            .column(record::Column::Key)
+            .column(record::Column::Data)
+            .filter(record::Column::ConnectionId.eq(connection_id))
+            .filter(record::Column::Entity.eq(entity))
+            .filter(record::Column::DeletedAt.is_null())
+            .filter(Expr::cust(extract.clone()).is_in(chunk.iter().cloned()))
+            .limit(limit.saturating_sub(found.len() as u64))
+            .into_tuple()
+            .all(txn)
+            .await?;
+        found.extend(rows);
+        if found.len() as u64 >= limit {
+            break;
+        }
     }
     Ok(found)
 }

@@ -530,22 +530,15 @@ impl Engine<'_> {
             }
             changed.deleted.add(gone);
         }
-        let mut flow_stats = None;
-        if let (Some(flows), Some((before, after))) = (&pass.flows, before) {
-            let written: Vec<String> = outcome
+        let written: Vec<String> = match &pass.flows {
+            Some(_) => outcome
                 .added
                 .iter()
                 .chain(&outcome.updated)
                 .cloned()
-                .collect();
-            let (counts, queued) = self
-                .run_flows(&*txn, flows, before, after, written, deleted)
-                .await?;
-            flow_stats = Some(counts);
-            if queued {
-                txn.after_commit(Notice::BulkQueued);
-            }
-        }
+                .collect(),
+            None => Vec::new(),
+        };
         if done {
             stats.done = true;
         }
@@ -565,6 +558,18 @@ impl Engine<'_> {
         };
         cursor_row.update(&*txn).await?;
         self.save_progress(&*txn, progress, done).await?;
+        // The flows' bulk operations and events come after the records, the cursor and the
+        // run (docs/architecture.md, "Locks").
+        let mut flow_stats = None;
+        if let (Some(flows), Some((before, after))) = (&pass.flows, before) {
+            let (counts, queued) = self
+                .run_flows(&*txn, flows, before, after, written, deleted)
+                .await?;
+            flow_stats = Some(counts);
+            if queued {
+                txn.after_commit(Notice::BulkQueued);
+            }
+        }
         if done && !changed.is_empty() {
             record_run_event(
                 &*txn,
