@@ -2,10 +2,12 @@
 //! CEL condition, actions, and their counters); `webhook_endpoints.flow_ids`, an endpoint's
 //! optional choice of flows; `bulk_operations.flow_id`, the flow that queued an operation.
 //!
-//! Carried forward: a connection whose webhook event types are every type an earlier release
-//! knew (the default) also sends the types added since, `bulk_operation.completed` and
-//! `flow.triggered`, as a connection made today does. A connection narrowed on purpose keeps
-//! its list.
+//! Carried forward: a connection whose webhook event types are exactly the default of an
+//! earlier release (every type it knew) also sends the types added since,
+//! `bulk_operation.completed` and `flow.triggered`, as a connection made today does. A
+//! connection narrowed on purpose keeps its list. Reverted: `flow.triggered` events and their
+//! deliveries are deleted, no list names the type, and an endpoint that took only it is
+//! disabled.
 
 use sea_orm_migration::{
     prelude::*,
@@ -16,8 +18,8 @@ use sea_orm_migration::{
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-/// Every event type of the releases before bulk writes: a connection's list holding all of
-/// them was the default.
+/// Every event type of the releases before bulk writes: a connection's list of exactly these
+/// was the default then.
 const EARLIER_TYPES: [&str; 13] = [
     "connection.auth_required",
     "connection.created",
@@ -96,18 +98,32 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        rewrite_types(manager, |names| {
-            if !EARLIER_TYPES.iter().all(|t| names.iter().any(|n| n == t))
-                || ADDED_TYPES.iter().all(|t| names.iter().any(|n| n == t))
-            {
-                return false;
-            }
-            names.extend(ADDED_TYPES.iter().map(|t| (*t).to_owned()));
+        // Exactly the default of the release before bulk writes, or of the release before
+        // this one (which added `bulk_operation.completed`): a list narrowed on purpose is
+        // neither.
+        let mut earlier: Vec<String> = EARLIER_TYPES.iter().map(|t| (*t).to_owned()).collect();
+        earlier.sort_unstable();
+        let mut previous = earlier.clone();
+        previous.push(ADDED_TYPES[0].to_owned());
+        previous.sort_unstable();
+        let mut now = previous.clone();
+        now.push(ADDED_TYPES[1].to_owned());
+        now.sort_unstable();
+        let db = manager.get_connection();
+        for (id, mut names) in type_lists(manager, "connections", "webhook_event_types").await? {
             names.sort_unstable();
             names.dedup();
-            true
-        })
-        .await
+            if names != earlier && names != previous {
+                continue;
+            }
+            let update = Query::update()
+                .table(Connections::Table)
+                .value(Connections::WebhookEventTypes, JsonValue::from(now.clone()))
+                .and_where(Expr::col(Connections::Id).eq(id))
+                .to_owned();
+            db.execute(&update).await?;
+        }
+        Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -130,52 +146,82 @@ impl MigrationTrait for Migration {
         manager
             .drop_table(Table::drop().table(Flows::Table).to_owned())
             .await?;
-        // The previous release does not know `flow.triggered`.
-        rewrite_types(manager, |names| {
+        // The previous release does not know `flow.triggered`: its events and their
+        // deliveries go, connections stop naming it, and an endpoint that took only it is
+        // disabled (an empty list would mean every type).
+        let db = manager.get_connection();
+        for sql in [
+            "DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT d.id FROM \
+             webhook_deliveries d JOIN events e ON e.position = d.event_position \
+             WHERE e.event_type = 'flow.triggered')",
+            "DELETE FROM webhook_deliveries WHERE event_position IN \
+             (SELECT position FROM events WHERE event_type = 'flow.triggered')",
+            "DELETE FROM events WHERE event_type = 'flow.triggered'",
+        ] {
+            db.execute_unprepared(sql).await?;
+        }
+        let dropped = |names: &mut Vec<String>| {
             let before = names.len();
             names.retain(|n| n != "flow.triggered");
             names.len() != before
-        })
-        .await
+        };
+        for (id, mut names) in type_lists(manager, "connections", "webhook_event_types").await? {
+            if dropped(&mut names) {
+                let update = Query::update()
+                    .table(Connections::Table)
+                    .value(Connections::WebhookEventTypes, JsonValue::from(names))
+                    .and_where(Expr::col(Connections::Id).eq(id))
+                    .to_owned();
+                db.execute(&update).await?;
+            }
+        }
+        for (id, mut names) in type_lists(manager, "webhook_endpoints", "event_types").await? {
+            if !dropped(&mut names) {
+                continue;
+            }
+            let mut update = Query::update();
+            update
+                .table(WebhookEndpoints::Table)
+                .value(WebhookEndpoints::EventTypes, JsonValue::from(names.clone()))
+                .and_where(Expr::col(WebhookEndpoints::Id).eq(id));
+            if names.is_empty() {
+                update.value(WebhookEndpoints::Enabled, false).value(
+                    WebhookEndpoints::DisabledReason,
+                    "it received only flow.triggered events, which this release does not have",
+                );
+            }
+            db.execute(&update).await?;
+        }
+        Ok(())
     }
 }
 
-/// Rewrites every connection's webhook event types with `change`, which says whether it
-/// changed them (up: adds [`ADDED_TYPES`] to lists holding all of [`EARLIER_TYPES`]).
-async fn rewrite_types(
+/// Every row's list of event types in `table.column` (a JSON array of names): (id, names).
+async fn type_lists(
     manager: &SchemaManager<'_>,
-    change: impl Fn(&mut Vec<String>) -> bool,
-) -> Result<(), DbErr> {
-    let db = manager.get_connection();
-    let backend = manager.get_database_backend();
-    let rows = db
+    table: &str,
+    column: &str,
+) -> Result<Vec<(Uuid, Vec<String>)>, DbErr> {
+    let rows = manager
+        .get_connection()
         .query_all_raw(Statement::from_string(
-            backend,
-            "SELECT id, webhook_event_types FROM connections",
+            manager.get_database_backend(),
+            format!("SELECT id, {column} FROM {table}"),
         ))
         .await?;
+    let mut lists = Vec::with_capacity(rows.len());
     for row in rows {
         let id: Uuid = row.try_get("", "id")?;
-        let types: JsonValue = row.try_get("", "webhook_event_types")?;
-        let Some(mut names) = types.as_array().map(|names| {
-            names
+        let types: JsonValue = row.try_get("", column)?;
+        if let Some(names) = types.as_array() {
+            let names = names
                 .iter()
                 .filter_map(|n| n.as_str().map(str::to_owned))
-                .collect::<Vec<_>>()
-        }) else {
-            continue;
-        };
-        if !change(&mut names) {
-            continue;
+                .collect();
+            lists.push((id, names));
         }
-        let update = Query::update()
-            .table(Connections::Table)
-            .value(Connections::WebhookEventTypes, JsonValue::from(names))
-            .and_where(Expr::col(Connections::Id).eq(id))
-            .to_owned();
-        db.execute(&update).await?;
     }
-    Ok(())
+    Ok(lists)
 }
 
 #[derive(DeriveIden)]
@@ -194,6 +240,10 @@ enum Connections {
 #[derive(DeriveIden)]
 enum WebhookEndpoints {
     Table,
+    Id,
+    EventTypes,
+    Enabled,
+    DisabledReason,
     FlowIds,
 }
 

@@ -70,20 +70,7 @@ pub async fn create(db: &Db, scope: Scope, input: NewBulk) -> AppResult<bulk_ope
         }
     };
     let connection = connections::find(db.conn(), scope, connection_id).await?;
-    let system = connections::system(&connection)?;
-    if !system
-        .write_operations(input.entity)
-        .contains(&input.operation)
-    {
-        return Err(AppError::bad_input(format!(
-            "{} does not take {} writes of {} (see the system's `writableEntities`)",
-            system.name, input.operation, input.entity
-        )));
-    }
-    let (problems, count) = fields::check(input.entity, input.operation, &input.records);
-    if count > 0 {
-        return Err(AppError::InvalidRecords { problems, count });
-    }
+    check_records(&connection, &input)?;
     let hash = request_hash(connection_id, &input);
     let key = input.idempotency_key.clone();
     if let Some(existing) = same_request(db.conn(), scope.account_id, key.as_deref(), &hash).await?
@@ -107,6 +94,25 @@ pub async fn create(db: &Db, scope: Scope, input: NewBulk) -> AppResult<bulk_ope
         }
         other => other,
     }
+}
+
+/// The connection's system must take this write, and every record must be writable.
+fn check_records(connection: &entity::connection::Model, input: &NewBulk) -> AppResult<()> {
+    let system = connections::system(connection)?;
+    if !system
+        .write_operations(input.entity)
+        .contains(&input.operation)
+    {
+        return Err(AppError::bad_input(format!(
+            "{} does not take {} writes of {} (see the system's `writableEntities`)",
+            system.name, input.operation, input.entity
+        )));
+    }
+    let (problems, count) = fields::check(input.entity, input.operation, &input.records);
+    if count > 0 {
+        return Err(AppError::InvalidRecords { problems, count });
+    }
+    Ok(())
 }
 
 fn check_limits(input: &NewBulk) -> AppResult<()> {
@@ -202,20 +208,7 @@ pub async fn queue_for_flow(
     flow_id: Uuid,
 ) -> AppResult<bulk_operation::Model> {
     check_limits(&input)?;
-    let system = connections::system(connection)?;
-    if !system
-        .write_operations(input.entity)
-        .contains(&input.operation)
-    {
-        return Err(AppError::bad_input(format!(
-            "{} does not take {} writes of {}",
-            system.name, input.operation, input.entity
-        )));
-    }
-    let (problems, count) = fields::check(input.entity, input.operation, &input.records);
-    if count > 0 {
-        return Err(AppError::InvalidRecords { problems, count });
-    }
+    check_records(connection, &input)?;
     refuse_unwritable(connection)?;
     let hash = request_hash(connection.id, &input);
     store(txn, connection, input, hash, Some(flow_id)).await

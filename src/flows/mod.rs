@@ -191,12 +191,7 @@ pub async fn check(
 
 /// Checks and compiles what a flow says by itself (not whose its connections are).
 pub fn compile(id: Uuid, input: &FlowInput) -> AppResult<CompiledFlow> {
-    let name = input.name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
-        return Err(AppError::bad_input(format!(
-            "`name` must be 1 to {MAX_NAME} printable characters"
-        )));
-    }
+    let name = check_name(&input.name)?;
     if input.changes.is_empty() {
         return Err(AppError::bad_input(
             "`trigger.changes` must name at least one of CREATED, UPDATED, DELETED",
@@ -252,6 +247,16 @@ pub fn compile(id: Uuid, input: &FlowInput) -> AppResult<CompiledFlow> {
         emit,
         bulk,
     })
+}
+
+fn check_name(name: &str) -> AppResult<&str> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+        return Err(AppError::bad_input(format!(
+            "`name` must be 1 to {MAX_NAME} printable characters"
+        )));
+    }
+    Ok(name)
 }
 
 fn check_list_size(len: usize, field: &str) -> AppResult<()> {
@@ -544,6 +549,16 @@ pub async fn update(
 ) -> AppResult<flow::Model> {
     let current = find(db.conn(), account_id, id).await?;
     let mut input = input_of(&current)?;
+    // Renaming, disabling or enabling a flow checks only its name: a flow that names a
+    // connection deleted since, or that a later release's checks refuse, can still be
+    // switched off. Anything else is checked whole; the connections only when given anew.
+    let switches_only = changes.entity.is_none()
+        && changes.changes.is_none()
+        && changes.system_keys.is_none()
+        && changes.connection_ids.is_none()
+        && changes.condition.is_none()
+        && changes.actions.is_none();
+    let new_connections = changes.connection_ids.is_some();
     if let Some(name) = changes.name {
         input.name = name;
     }
@@ -568,7 +583,13 @@ pub async fn update(
     if let Some(actions) = changes.actions {
         input.actions = actions;
     }
-    check(db.conn(), account_id, id, &input).await?;
+    if switches_only {
+        check_name(&input.name)?;
+    } else if new_connections {
+        check(db.conn(), account_id, id, &input).await?;
+    } else {
+        compile(id, &input)?;
+    }
     let txn = db.begin_write().await?;
     let current = find(&*txn, account_id, id).await?;
     refuse_taken_name(&*txn, account_id, Some(id), input.name.trim()).await?;

@@ -274,9 +274,59 @@ pub struct Evaluation {
 /// and the sync goes on.
 pub const PAGE_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Evaluates every flow against every change it triggers on, within [`PAGE_BUDGET`]. CPU
-/// only: the engine runs it on a blocking thread.
-pub fn evaluate(set: &FlowSet, changes: &[RecordChange], now: DateTime<Utc>) -> Evaluation {
+/// A page's records evaluated by the flows that trigger on `CREATED`, as if each were new,
+/// while the page is prepared (before it is written, beside the previous page's write): a
+/// record the write then finds new needs no evaluation in the page's transaction. By key:
+/// each such flow's outcome, in the order of the set's flows.
+#[derive(Default)]
+pub struct Presumed {
+    by_key: HashMap<String, Vec<Result<bool, String>>>,
+}
+
+/// Evaluates a page's records as created ones, within [`PAGE_BUDGET`] (what is left over is
+/// evaluated in the page's transaction).
+pub fn presume_created(
+    set: &FlowSet,
+    records: &HashMap<String, Value>,
+    now: DateTime<Utc>,
+) -> Presumed {
+    let mut presumed = Presumed::default();
+    if !set.wants(Change::Created) {
+        return presumed;
+    }
+    let evaluator = expr::Evaluator::new();
+    let started = std::time::Instant::now();
+    for (key, data) in records {
+        if started.elapsed() > PAGE_BUDGET {
+            break;
+        }
+        let changed = present_fields(set.entity, data);
+        let vars = set.context.activation(
+            expr::record_value(set.entity, key, data),
+            cel::Value::Null,
+            &changed,
+            now,
+        );
+        let outcomes = set
+            .flows
+            .iter()
+            .filter(|flow| flow.triggers_on(Change::Created))
+            .map(|flow| guarded(|| evaluator.matches(&flow.condition, &vars)))
+            .collect();
+        presumed.by_key.insert(key.clone(), outcomes);
+    }
+    presumed
+}
+
+/// Evaluates every flow against every change it triggers on, within [`PAGE_BUDGET`], taking
+/// the outcomes of created records from `presumed` where it has them. CPU only: the engine
+/// runs it on a blocking thread.
+pub fn evaluate(
+    set: &FlowSet,
+    changes: &[RecordChange],
+    now: DateTime<Utc>,
+    presumed: Option<&Presumed>,
+) -> Evaluation {
     let evaluator = expr::Evaluator::new();
     let mut evaluation = Evaluation {
         matches: Vec::new(),
@@ -289,14 +339,26 @@ pub fn evaluate(set: &FlowSet, changes: &[RecordChange], now: DateTime<Utc>) -> 
             break;
         }
         let mut vars = None;
+        let mut known = match change.change {
+            Change::Created => presumed
+                .and_then(|p| p.by_key.get(&change.key))
+                .map(|outcomes| outcomes.iter()),
+            _ => None,
+        };
         for (f, flow) in set.flows.iter().enumerate() {
             if !flow.triggers_on(change.change) {
                 continue;
             }
-            let vars = vars.get_or_insert_with(|| activation(set, change, now));
             let counts = evaluation.stats.entry(flow.id).or_default();
             counts.evaluations += 1;
-            match guarded(|| evaluator.matches(&flow.condition, vars)) {
+            let outcome = match known.as_mut().and_then(Iterator::next) {
+                Some(outcome) => outcome.clone(),
+                None => {
+                    let vars = vars.get_or_insert_with(|| activation(set, change, now));
+                    guarded(|| evaluator.matches(&flow.condition, vars))
+                }
+            };
+            match outcome {
                 Ok(true) => {
                     counts.matches += 1;
                     evaluation.matches.push(Match { flow: f, change: c });

@@ -3,7 +3,11 @@
 //! anywhere (failure, cancel, crash) resumes after the last committed page.
 
 use sea_orm::ActiveEnum as _;
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
 
 use chrono::Utc;
 use sea_orm::{
@@ -145,6 +149,17 @@ impl Observed {
     }
 }
 
+/// What a page's flows look at: the stored versions of its records before the write, the
+/// new unified fields, the flows' evaluations of them as created records, the keys the write
+/// added or changed, and the keys it deleted.
+struct ChangesSeen {
+    before: HashMap<String, records::Stored>,
+    after: HashMap<String, Value>,
+    presumed: Option<trigger::Presumed>,
+    written: Vec<String>,
+    deleted: Vec<String>,
+}
+
 /// Paces a run's requests to the remote and counts the rate limits it met.
 struct Pacer {
     /// The connection's outbound rate limit, shared with its bulk writes.
@@ -164,9 +179,19 @@ struct PassState<'a> {
     flows: Option<Arc<FlowSet>>,
 }
 
+/// Where a pass reads from, and the flows that look at what it reads.
+struct Source<'a> {
+    connector: &'a Arc<dyn Connector>,
+    entity: EntityType,
+    flows: Option<Arc<FlowSet>>,
+}
+
 /// A page read from the remote, ready to store.
 struct FetchedPage {
     records: records::PreparedPage,
+    /// With flows: the records' unified fields by key, and the flows evaluated on them as
+    /// if each were created.
+    for_flows: Option<(HashMap<String, Value>, trigger::Presumed)>,
     next_cursor: Option<String>,
     high_water_mark: Option<String>,
 }
@@ -404,12 +429,17 @@ impl Engine<'_> {
         }
         let kind = progress.run.kind;
         let run_id = progress.run.id;
-        let (cursor, mut fetched) = self
-            .open_pass(connection.id, connector, entity, kind, pacer, run_id)
-            .await?;
         let mut stats = trigger::Stats::new();
         let flows = FlowSet::load(self.db.conn(), connection, entity, &mut stats).await?;
         self.save_flow_stats(stats).await;
+        let source = Source {
+            connector,
+            entity,
+            flows: flows.clone(),
+        };
+        let (cursor, mut fetched) = self
+            .open_pass(connection.id, &source, kind, pacer, run_id)
+            .await?;
         let pass = PassState {
             entity,
             kind,
@@ -437,11 +467,7 @@ impl Engine<'_> {
             request.cursor = Some(next_cursor);
             let write = self.write_page(connection, &pass, page, progress, &mut changed);
             // A failed write stops at once; a failed read waits for the write before it.
-            let read = async {
-                Ok(self
-                    .fetch_page(connector, entity, &request, pacer, run_id)
-                    .await)
-            };
+            let read = async { Ok(self.fetch_page(&source, &request, pacer, run_id).await) };
             let ((), next) = tokio::try_join!(write, read)?;
             fetched = next;
         }
@@ -452,12 +478,12 @@ impl Engine<'_> {
     /// on this task it would take turns with that write's own work.
     async fn fetch_page(
         &self,
-        connector: &Arc<dyn Connector>,
-        entity: EntityType,
+        source: &Source<'_>,
         request: &ReadRequest,
         pacer: &mut Pacer,
         run_id: Uuid,
     ) -> Result<FetchedPage, Stop> {
+        let (connector, entity) = (source.connector, source.entity);
         let mut page = self
             .fetch(connector.as_ref(), entity, request, pacer, run_id)
             .await?;
@@ -480,13 +506,24 @@ impl Engine<'_> {
             page.high_water_mark = more.high_water_mark;
         }
         let unifier = Arc::clone(connector);
-        let records = tokio::task::spawn_blocking(move || {
-            records::prepare_page(unifier.as_ref(), entity, page.records)
+        let flows = source.flows.clone();
+        let (records, for_flows) = tokio::task::spawn_blocking(move || {
+            let records = records::prepare_page(unifier.as_ref(), entity, page.records);
+            // The flows' work that needs no database, done here beside the previous page's
+            // write: the records' unified fields, and their evaluation as if each were new
+            // (most records of a first sync are).
+            let for_flows = flows.map(|set| {
+                let unified = records.unified();
+                let presumed = trigger::presume_created(&set, &unified, Utc::now());
+                (unified, presumed)
+            });
+            (records, for_flows)
         })
         .await
         .map_err(|err| AppError::internal(anyhow::anyhow!("preparing a page: {err}")))?;
         Ok(FetchedPage {
             records,
+            for_flows,
             next_cursor: page.next_cursor,
             high_water_mark: page.high_water_mark,
         })
@@ -511,10 +548,16 @@ impl Engine<'_> {
         // What the page's flows compare with: the stored versions of its records, and the
         // new ones, read before the write replaces them.
         let before = match &pass.flows {
-            Some(_) => Some((
-                records::stored(&*txn, connection.id, pass.entity, &page.records.keys()).await?,
-                page.records.unified(),
-            )),
+            Some(_) => {
+                let stored =
+                    records::stored(&*txn, connection.id, pass.entity, &page.records.keys())
+                        .await?;
+                let (unified, presumed) = match page.for_flows {
+                    Some((unified, presumed)) => (unified, Some(presumed)),
+                    None => (page.records.unified(), None),
+                };
+                Some((stored, unified, presumed))
+            }
             None => None,
         };
         let outcome =
@@ -561,10 +604,15 @@ impl Engine<'_> {
         // The flows' bulk operations and events come after the records, the cursor and the
         // run (docs/architecture.md, "Locks").
         let mut flow_stats = None;
-        if let (Some(flows), Some((before, after))) = (&pass.flows, before) {
-            let (counts, queued) = self
-                .run_flows(&*txn, flows, before, after, written, deleted)
-                .await?;
+        if let (Some(flows), Some((before, after, presumed))) = (&pass.flows, before) {
+            let changes = ChangesSeen {
+                before,
+                after,
+                presumed,
+                written,
+                deleted,
+            };
+            let (counts, queued) = self.run_flows(&*txn, flows, changes).await?;
             flow_stats = Some(counts);
             if queued {
                 txn.after_commit(Notice::BulkQueued);
@@ -592,11 +640,15 @@ impl Engine<'_> {
         &self,
         txn: &impl ConnectionTrait,
         flows: &Arc<FlowSet>,
-        before: std::collections::HashMap<String, records::Stored>,
-        mut after: std::collections::HashMap<String, Value>,
-        written: Vec<String>,
-        deleted: Vec<String>,
+        seen: ChangesSeen,
     ) -> AppResult<(trigger::Stats, bool)> {
+        let ChangesSeen {
+            before,
+            mut after,
+            presumed,
+            written,
+            deleted,
+        } = seen;
         let entity = flows.entity;
         let deleted = if deleted.is_empty() || !flows.wants(crate::flows::Change::Deleted) {
             Default::default()
@@ -610,7 +662,7 @@ impl Engine<'_> {
         let now = Utc::now();
         let set = Arc::clone(flows);
         let (changes, mut evaluation) = tokio::task::spawn_blocking(move || {
-            let evaluation = trigger::evaluate(&set, &changes, now);
+            let evaluation = trigger::evaluate(&set, &changes, now, presumed.as_ref());
             (changes, evaluation)
         })
         .await
@@ -635,25 +687,20 @@ impl Engine<'_> {
     async fn open_pass(
         &self,
         connection_id: Uuid,
-        connector: &Arc<dyn Connector>,
-        entity: EntityType,
+        source: &Source<'_>,
         kind: SyncKind,
         pacer: &mut Pacer,
         run_id: Uuid,
     ) -> Result<(sync_cursor::Model, Result<FetchedPage, Stop>), Stop> {
+        let entity = source.entity;
         let cursor = self.start_pass(connection_id, entity, kind, false).await?;
         let request = self.first_request(&cursor, kind);
-        match self
-            .fetch_page(connector, entity, &request, pacer, run_id)
-            .await
-        {
+        match self.fetch_page(source, &request, pacer, run_id).await {
             Err(Stop::CursorRejected(why)) if cursor.pass_cursor.is_some() => {
                 tracing::warn!(entity = entity.to_value(), reason = %why, "the remote refused the saved continuation token; the pass starts over");
                 let cursor = self.start_pass(connection_id, entity, kind, true).await?;
                 let request = self.first_request(&cursor, kind);
-                let fetched = self
-                    .fetch_page(connector, entity, &request, pacer, run_id)
-                    .await;
+                let fetched = self.fetch_page(source, &request, pacer, run_id).await;
                 Ok((cursor, fetched))
             }
             fetched => Ok((cursor, fetched)),

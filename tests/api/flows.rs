@@ -42,27 +42,33 @@ async fn create(app: &TestApp, key: &str, input: Value) -> String {
     data["createFlow"]["id"].as_str().unwrap().to_owned()
 }
 
-/// Every `flow.triggered` event of these flows, oldest first: their data.
-async fn flow_events(app: &TestApp, key: &str, flows: &[&str]) -> Vec<Value> {
+/// Every node of a paginated list `field`, following its pages: `query` takes `$after`.
+async fn all_pages(
+    app: &TestApp,
+    key: &str,
+    query: &str,
+    mut vars: Value,
+    field: &str,
+) -> Vec<Value> {
     let mut all = Vec::new();
-    let mut after = Value::Null;
     loop {
-        let data = app
-            .ok(key, FLOW_EVENTS, json!({ "flows": flows, "after": after }))
-            .await;
-        let page = &data["events"];
-        all.extend(
-            page["nodes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|n| n["data"].clone()),
-        );
+        let data = app.ok(key, query, vars.clone()).await;
+        let page = &data[field];
+        all.extend(page["nodes"].as_array().unwrap().iter().cloned());
         if page["pageInfo"]["hasNextPage"] != true {
             return all;
         }
-        after = page["pageInfo"]["endCursor"].clone();
+        vars["after"] = page["pageInfo"]["endCursor"].clone();
     }
+}
+
+/// Every `flow.triggered` event of these flows, oldest first: their data.
+async fn flow_events(app: &TestApp, key: &str, flows: &[&str]) -> Vec<Value> {
+    all_pages(app, key, FLOW_EVENTS, json!({ "flows": flows }), "events")
+        .await
+        .into_iter()
+        .map(|node| node["data"].clone())
+        .collect()
 }
 
 fn keys_of(events: &[Value]) -> BTreeSet<String> {
@@ -78,56 +84,37 @@ async fn work_orders(
     key: &str,
     connection: &str,
 ) -> BTreeMap<String, (Value, Value, bool)> {
-    let mut all = BTreeMap::new();
-    let mut after = Value::Null;
-    loop {
-        let data = app
-            .ok(key, WORK_ORDERS, json!({ "c": connection, "after": after }))
-            .await;
-        let page = &data["workOrders"];
-        for node in page["nodes"].as_array().unwrap() {
-            all.insert(
-                node["key"].as_str().unwrap().to_owned(),
-                (
-                    node["status"].clone(),
-                    node["priority"].clone(),
-                    !node["deletedAt"].is_null(),
-                ),
-            );
-        }
-        if page["pageInfo"]["hasNextPage"] != true {
-            return all;
-        }
-        after = page["pageInfo"]["endCursor"].clone();
-    }
+    all_pages(
+        app,
+        key,
+        WORK_ORDERS,
+        json!({ "c": connection }),
+        "workOrders",
+    )
+    .await
+    .into_iter()
+    .map(|node| {
+        let key = node["key"].as_str().unwrap().to_owned();
+        let gone = !node["deletedAt"].is_null();
+        (
+            key,
+            (node["status"].clone(), node["priority"].clone(), gone),
+        )
+    })
+    .collect()
 }
 
 /// Parts whose quantity is a multiple of 10: `100 / (int(record.quantity) % 10)` divides
 /// by zero for them.
 async fn parts_dividing_by_zero(app: &TestApp, key: &str, connection: &str) -> usize {
-    let mut zero = 0;
-    let mut after = Value::Null;
-    loop {
-        let data = app
-            .ok(
-                key,
-                "query($c: ID!, $after: String) { parts(connectionId: $c, first: 100, after: $after) {
-                    nodes { quantity } pageInfo { hasNextPage endCursor } } }",
-                json!({ "c": connection, "after": after }),
-            )
-            .await;
-        let page = &data["parts"];
-        zero += page["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|n| n["quantity"].as_f64().unwrap() as i64 % 10 == 0)
-            .count();
-        if page["pageInfo"]["hasNextPage"] != true {
-            return zero;
-        }
-        after = page["pageInfo"]["endCursor"].clone();
-    }
+    let query =
+        "query($c: ID!, $after: String) { parts(connectionId: $c, first: 100, after: $after) {
+        nodes { quantity } pageInfo { hasNextPage endCursor } } }";
+    all_pages(app, key, query, json!({ "c": connection }), "parts")
+        .await
+        .iter()
+        .filter(|n| n["quantity"].as_f64().unwrap() as i64 % 10 == 0)
+        .count()
 }
 
 async fn stats(app: &TestApp, key: &str, id: &str) -> Value {
