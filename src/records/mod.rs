@@ -150,6 +150,8 @@ pub struct PreparedPage {
     rows: Vec<PreparedRow>,
     gone: Vec<String>,
     skipped: Vec<(String, String)>,
+    /// The live records' unified fields by key, when they were kept.
+    unified: Option<HashMap<String, Value>>,
 }
 
 #[derive(Debug)]
@@ -166,9 +168,13 @@ struct PreparedRow {
 }
 
 impl PreparedPage {
-    /// The unified fields of the page's live records, by key, read back from the text made
-    /// for the store (what the flows of a page see of each record).
-    pub fn unified(&self) -> HashMap<String, Value> {
+    /// The unified fields of the page's live records, by key (what the flows of a page see
+    /// of each record): those [`prepare_page_keeping`] kept, or read back from the text made
+    /// for the store.
+    pub fn take_unified(&mut self) -> HashMap<String, Value> {
+        if let Some(kept) = self.unified.take() {
+            return kept;
+        }
         self.rows
             .iter()
             .map(|row| {
@@ -188,6 +194,25 @@ impl PreparedPage {
     }
 }
 
+/// Whether the connection has any record of `entity`, live or deleted.
+pub async fn any_stored(
+    db: &impl ConnectionTrait,
+    connection_id: Uuid,
+    entity: EntityType,
+) -> AppResult<bool> {
+    use sea_orm::QuerySelect;
+    let found: Option<Uuid> = record::Entity::find()
+        .select_only()
+        .column(record::Column::Id)
+        .filter(record::Column::ConnectionId.eq(connection_id))
+        .filter(record::Column::Entity.eq(entity))
+        .limit(1)
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(found.is_some())
+}
+
 /// A stored record's unified fields and whether it is deleted.
 pub struct Stored {
     pub data: Value,
@@ -203,6 +228,9 @@ pub async fn stored(
     keys: &[String],
 ) -> AppResult<HashMap<String, Stored>> {
     use sea_orm::QuerySelect;
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
     if txn.get_database_backend() == DbBackend::Postgres {
         // A generic plan for a page-long `key IN (…)` scans the entity (see `mark_deleted`).
         txn.execute_unprepared("SET LOCAL plan_cache_mode = force_custom_plan")
@@ -278,7 +306,26 @@ pub fn prepare_page(
     entity: EntityType,
     page: Vec<RemoteRecord>,
 ) -> PreparedPage {
+    prepare(connector, entity, page, false)
+}
+
+/// [`prepare_page`], keeping each record's unified fields as well (for the page's flows).
+pub fn prepare_page_keeping(
+    connector: &dyn Connector,
+    entity: EntityType,
+    page: Vec<RemoteRecord>,
+) -> PreparedPage {
+    prepare(connector, entity, page, true)
+}
+
+fn prepare(
+    connector: &dyn Connector,
+    entity: EntityType,
+    page: Vec<RemoteRecord>,
+    keep: bool,
+) -> PreparedPage {
     let mut prepared = PreparedPage::default();
+    let mut kept = HashMap::new();
     for remote in last_per_key(page) {
         if is_tombstone(&remote) {
             prepared.gone.push(remote.key);
@@ -287,11 +334,15 @@ pub fn prepare_page(
         match connector.unify(entity, &remote.data) {
             Ok(unified) => {
                 let text = remote.data.to_string();
+                let data = unified.to_string();
+                if keep {
+                    kept.insert(remote.key.clone(), unified);
+                }
                 prepared.rows.push(PreparedRow {
                     id: new_id(),
                     hash: content_hash(&text),
                     key: remote.key,
-                    data: unified.to_string(),
+                    data,
                     remote: text,
                     remote_created_at: remote.created_at,
                     remote_updated_at: remote.updated_at,
@@ -300,6 +351,7 @@ pub fn prepare_page(
             Err(why) => prepared.skipped.push((remote.key, why)),
         }
     }
+    prepared.unified = keep.then_some(kept);
     prepared
 }
 

@@ -4,7 +4,7 @@
 
 use sea_orm::ActiveEnum as _;
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
     time::Duration,
 };
@@ -177,6 +177,35 @@ struct PassState<'a> {
     seen: Option<Uuid>,
     /// The flows that look at this pass's changes, if any.
     flows: Option<Arc<FlowSet>>,
+    /// With flows, when the connection had no record of the entity as the pass began (its
+    /// first sync): hashes of the keys the pass has written since. A page's other keys are
+    /// not stored, so their stored versions are not looked up. (A bulk write's
+    /// write-through racing the first sync may store one meanwhile: that record is then
+    /// taken for created, which the flows did not see either.)
+    written: Option<std::sync::Mutex<HashSet<u64>>>,
+}
+
+impl PassState<'_> {
+    /// The keys of `page` whose stored versions the flows need.
+    fn may_be_stored(&self, page: &FetchedPage) -> Vec<String> {
+        let keys = page.records.keys();
+        let Some(written) = &self.written else {
+            return keys;
+        };
+        let mut written = written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (seen, new): (Vec<String>, Vec<String>) = keys
+            .into_iter()
+            .partition(|key| written.contains(&key_hash(key)));
+        written.extend(new.iter().map(|key| key_hash(key)));
+        seen
+    }
+}
+
+fn key_hash(key: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(key)
 }
 
 /// Where a pass reads from, and the flows that look at what it reads.
@@ -440,12 +469,19 @@ impl Engine<'_> {
         let (cursor, mut fetched) = self
             .open_pass(connection.id, &source, kind, pacer, run_id)
             .await?;
+        let written = match &flows {
+            Some(_) if !records::any_stored(self.db.conn(), connection.id, entity).await? => {
+                Some(std::sync::Mutex::default())
+            }
+            _ => None,
+        };
         let pass = PassState {
             entity,
             kind,
             cursor: &cursor,
             seen: full_read(&cursor, kind).then_some(cursor.pass_id).flatten(),
             flows,
+            written,
         };
         let mut request = self.first_request(&cursor, kind);
         let mut changed = records::Changed::default();
@@ -508,16 +544,17 @@ impl Engine<'_> {
         let unifier = Arc::clone(connector);
         let flows = source.flows.clone();
         let (records, for_flows) = tokio::task::spawn_blocking(move || {
-            let records = records::prepare_page(unifier.as_ref(), entity, page.records);
             // The flows' work that needs no database, done here beside the previous page's
             // write: the records' unified fields, and their evaluation as if each were new
             // (most records of a first sync are).
-            let for_flows = flows.map(|set| {
-                let unified = records.unified();
-                let presumed = trigger::presume_created(&set, &unified, Utc::now());
-                (unified, presumed)
-            });
-            (records, for_flows)
+            let Some(set) = flows else {
+                let records = records::prepare_page(unifier.as_ref(), entity, page.records);
+                return (records, None);
+            };
+            let mut records = records::prepare_page_keeping(unifier.as_ref(), entity, page.records);
+            let unified = records.take_unified();
+            let presumed = trigger::presume_created(&set, &unified, Utc::now());
+            (records, Some((unified, presumed)))
         })
         .await
         .map_err(|err| AppError::internal(anyhow::anyhow!("preparing a page: {err}")))?;
@@ -536,7 +573,7 @@ impl Engine<'_> {
         &self,
         connection: &connection::Model,
         pass: &PassState<'_>,
-        page: FetchedPage,
+        mut page: FetchedPage,
         progress: &mut Progress,
         changed: &mut records::Changed,
     ) -> Result<(), Stop> {
@@ -549,12 +586,16 @@ impl Engine<'_> {
         // new ones, read before the write replaces them.
         let before = match &pass.flows {
             Some(_) => {
-                let stored =
-                    records::stored(&*txn, connection.id, pass.entity, &page.records.keys())
-                        .await?;
+                let stored = records::stored(
+                    &*txn,
+                    connection.id,
+                    pass.entity,
+                    &pass.may_be_stored(&page),
+                )
+                .await?;
                 let (unified, presumed) = match page.for_flows {
                     Some((unified, presumed)) => (unified, Some(presumed)),
-                    None => (page.records.unified(), None),
+                    None => (page.records.take_unified(), None),
                 };
                 Some((stored, unified, presumed))
             }
