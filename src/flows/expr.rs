@@ -143,6 +143,8 @@ pub struct Compiled {
     expression: IdedExpr,
     source: String,
     cost: u64,
+    /// The condition's fast form, when it has one ([`super::fast`]).
+    fast: Option<super::fast::Fast>,
 }
 
 const _: () = {
@@ -160,6 +162,12 @@ impl Compiled {
     /// The static cost estimate (at most [`MAX_COST`]).
     pub fn cost(&self) -> u64 {
         self.cost
+    }
+
+    /// The condition's fast form, if it has one: it gives what the interpreter gives, and
+    /// where it fails the interpreter is asked (for its error).
+    pub fn fast(&self) -> Option<&super::fast::Fast> {
+        self.fast.as_ref()
     }
 
     /// The positions of the parts of the expression.
@@ -221,6 +229,10 @@ fn compile_here(source: &str, scope: &Scope, want: Want) -> Result<Compiled, Exp
         let message = format!("the expression may cost {cost} steps; the limit is {MAX_COST}");
         return Err(ExprError::new(message, (1, 1)));
     }
+    let fast = match want {
+        Want::Bool if scope.target.is_none() => super::fast::compile(root, scope.entity),
+        _ => None,
+    };
     let mut expression = root.clone();
     prepare(&mut expression);
     let source = source.to_owned();
@@ -229,6 +241,7 @@ fn compile_here(source: &str, scope: &Scope, want: Want) -> Result<Compiled, Exp
         expression,
         source,
         cost,
+        fast,
     })
 }
 

@@ -7,6 +7,7 @@
 //! docs/flows.md is the user's guide.
 
 pub mod expr;
+pub mod fast;
 pub mod trigger;
 
 use std::collections::HashSet;

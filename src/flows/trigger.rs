@@ -13,7 +13,7 @@ use sea_orm::{ActiveEnum as _, ConnectionTrait, DbBackend, EntityTrait as _, Sta
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::{BulkAction, Change, CompiledBulk, CompiledFlow, FlowInput, expr};
+use super::{BulkAction, Change, CompiledBulk, CompiledFlow, FlowInput, expr, fast::Facts};
 use crate::{
     bulk::{self, NewBulk},
     catalog::{EntityType, WriteOperation},
@@ -139,6 +139,19 @@ impl Counts {
 
 /// Counts by flow.
 pub type Stats = BTreeMap<Uuid, Counts>;
+
+/// Adds `more` to `stats` (the last error is the later one's).
+pub fn add_stats(stats: &mut Stats, more: Stats) {
+    for (id, counts) in more {
+        let total = stats.entry(id).or_default();
+        total.evaluations += counts.evaluations;
+        total.matches += counts.matches;
+        total.errors += counts.errors;
+        if counts.last_error.is_some() {
+            total.last_error = counts.last_error;
+        }
+    }
+}
 
 impl FlowSet {
     /// The flows of `connection`'s account that apply to its `entity` pass, or `None` when
@@ -301,17 +314,30 @@ pub fn presume_created(
             break;
         }
         let changed = present_fields(set.entity, data);
-        let vars = set.context.activation(
-            expr::record_value(set.entity, key, data),
-            cel::Value::Null,
-            &changed,
-            now,
-        );
+        let facts = Facts {
+            key,
+            record: data,
+            previous: None,
+            changed: &changed,
+        };
+        let mut vars = None;
         let outcomes = set
             .flows
             .iter()
             .filter(|flow| flow.triggers_on(Change::Created))
-            .map(|flow| guarded(|| evaluator.matches(&flow.condition, &vars)))
+            .map(|flow| {
+                outcome(&flow.condition, &facts, &evaluator, || {
+                    vars.get_or_insert_with(|| {
+                        set.context.activation(
+                            expr::record_value(set.entity, key, data),
+                            cel::Value::Null,
+                            &changed,
+                            now,
+                        )
+                    })
+                    .clone()
+                })
+            })
             .collect();
         presumed.by_key.insert(key.clone(), outcomes);
     }
@@ -328,14 +354,15 @@ pub fn evaluate(
     presumed: Option<&Presumed>,
 ) -> Evaluation {
     let evaluator = expr::Evaluator::new();
-    let mut evaluation = Evaluation {
-        matches: Vec::new(),
-        stats: Stats::new(),
-    };
+    let mut matches = Vec::new();
+    // By the flow's position in the set (a map lookup per evaluation would cost more than
+    // the evaluations taken from `presumed`).
+    let mut counts = vec![Counts::default(); set.flows.len()];
+    let mut skipped = Stats::new();
     let started = std::time::Instant::now();
     for (c, change) in changes.iter().enumerate() {
         if started.elapsed() > PAGE_BUDGET {
-            skip_rest(set, &changes[c..], &mut evaluation.stats);
+            skip_rest(set, &changes[c..], &mut skipped);
             break;
         }
         let mut vars = None;
@@ -349,26 +376,67 @@ pub fn evaluate(
             if !flow.triggers_on(change.change) {
                 continue;
             }
-            let counts = evaluation.stats.entry(flow.id).or_default();
+            let counts = &mut counts[f];
             counts.evaluations += 1;
             let outcome = match known.as_mut().and_then(Iterator::next) {
                 Some(outcome) => outcome.clone(),
                 None => {
-                    let vars = vars.get_or_insert_with(|| activation(set, change, now));
-                    guarded(|| evaluator.matches(&flow.condition, vars))
+                    let facts = Facts {
+                        key: &change.key,
+                        record: &change.data,
+                        previous: change.previous.as_ref(),
+                        changed: &change.changed,
+                    };
+                    outcome(&flow.condition, &facts, &evaluator, || {
+                        vars.get_or_insert_with(|| activation(set, change, now))
+                            .clone()
+                    })
                 }
             };
             match outcome {
                 Ok(true) => {
                     counts.matches += 1;
-                    evaluation.matches.push(Match { flow: f, change: c });
+                    matches.push(Match { flow: f, change: c });
                 }
                 Ok(false) => {}
                 Err(why) => counts.error(format!("record `{}`: {why}", change.key)),
             }
         }
     }
-    evaluation
+    let mut stats: Stats = set
+        .flows
+        .iter()
+        .zip(counts)
+        .filter(|(_, counts)| counts.evaluations > 0)
+        .map(|(flow, counts)| (flow.id, counts))
+        .collect();
+    add_stats(&mut stats, skipped);
+    Evaluation { matches, stats }
+}
+
+/// Whether evaluating `changes` is only looking up what `presumed` already holds (then it is
+/// cheap enough to do on the caller's thread).
+pub fn all_presumed(set: &FlowSet, changes: &[RecordChange], presumed: Option<&Presumed>) -> bool {
+    changes.iter().all(|change| match change.change {
+        Change::Created => presumed.is_some_and(|p| p.by_key.contains_key(&change.key)),
+        other => !set.wants(other),
+    })
+}
+
+/// A condition's outcome on one change: from its fast form where it has one, from the
+/// interpreter (given the variables `vars` makes) otherwise, and where the fast form fails
+/// (for the interpreter's error).
+fn outcome(
+    condition: &expr::Compiled,
+    facts: &Facts<'_>,
+    evaluator: &expr::Evaluator,
+    vars: impl FnOnce() -> expr::Activation,
+) -> Result<bool, String> {
+    if let Some(Ok(matched)) = condition.fast().map(|fast| fast.eval(facts)) {
+        return Ok(matched);
+    }
+    let vars = vars();
+    guarded(|| evaluator.matches(condition, &vars))
 }
 
 /// Counts the evaluations a page had no time left for as errors.

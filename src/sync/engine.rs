@@ -183,6 +183,9 @@ struct PassState<'a> {
     /// write-through racing the first sync may store one meanwhile: that record is then
     /// taken for created, which the flows did not see either.)
     written: Option<std::sync::Mutex<HashSet<u64>>>,
+    /// The flows' counts not saved yet, and when they were last saved: they are saved at
+    /// most once a second, and at the end of the pass.
+    unsaved: std::sync::Mutex<(trigger::Stats, Instant)>,
 }
 
 impl PassState<'_> {
@@ -207,6 +210,9 @@ fn key_hash(key: &str) -> u64 {
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
     BuildHasherDefault::<DefaultHasher>::default().hash_one(key)
 }
+
+/// How often a pass saves its flows' counters (and at its end).
+const FLOW_STATS_EVERY: Duration = Duration::from_secs(1);
 
 /// Where a pass reads from, and the flows that look at what it reads.
 struct Source<'a> {
@@ -466,7 +472,7 @@ impl Engine<'_> {
             entity,
             flows: flows.clone(),
         };
-        let (cursor, mut fetched) = self
+        let (cursor, fetched) = self
             .open_pass(connection.id, &source, kind, pacer, run_id)
             .await?;
         let written = match &flows {
@@ -482,8 +488,35 @@ impl Engine<'_> {
             seen: full_read(&cursor, kind).then_some(cursor.pass_id).flatten(),
             flows,
             written,
+            unsaved: std::sync::Mutex::new((trigger::Stats::new(), Instant::now())),
         };
-        let mut request = self.first_request(&cursor, kind);
+        let result = self
+            .read_pass(connection, &source, &pass, fetched, progress, pacer)
+            .await;
+        // What the flows counted since they were last saved.
+        let unsaved = std::mem::take(
+            &mut pass
+                .unsaved
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0,
+        );
+        self.save_flow_stats(unsaved).await;
+        result
+    }
+
+    /// Reads and writes a pass's pages, from its first (`fetched`) to its last.
+    async fn read_pass(
+        &self,
+        connection: &connection::Model,
+        source: &Source<'_>,
+        pass: &PassState<'_>,
+        mut fetched: Result<FetchedPage, Stop>,
+        progress: &mut Progress,
+        pacer: &mut Pacer,
+    ) -> Result<(), Stop> {
+        let (entity, run_id) = (pass.entity, progress.run.id);
+        let mut request = self.first_request(pass.cursor, pass.kind);
         let mut changed = records::Changed::default();
         loop {
             let page = fetched?;
@@ -492,7 +525,7 @@ impl Engine<'_> {
             self.check_cancel(&progress.run).await?;
             let Some(next_cursor) = page.next_cursor.clone() else {
                 return self
-                    .write_page(connection, &pass, page, progress, &mut changed)
+                    .write_page(connection, pass, page, progress, &mut changed)
                     .await;
             };
             if request.cursor.as_ref() == Some(&next_cursor) {
@@ -501,9 +534,9 @@ impl Engine<'_> {
                 return Err(repeated_token(entity));
             }
             request.cursor = Some(next_cursor);
-            let write = self.write_page(connection, &pass, page, progress, &mut changed);
+            let write = self.write_page(connection, pass, page, progress, &mut changed);
             // A failed write stops at once; a failed read waits for the write before it.
-            let read = async { Ok(self.fetch_page(&source, &request, pacer, run_id).await) };
+            let read = async { Ok(self.fetch_page(source, &request, pacer, run_id).await) };
             let ((), next) = tokio::try_join!(write, read)?;
             fetched = next;
         }
@@ -670,7 +703,20 @@ impl Engine<'_> {
         }
         txn.commit().await?;
         if let Some(counts) = flow_stats {
-            self.save_flow_stats(counts).await;
+            let due = {
+                let mut unsaved = pass
+                    .unsaved
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                trigger::add_stats(&mut unsaved.0, counts);
+                (unsaved.1.elapsed() >= FLOW_STATS_EVERY).then(|| {
+                    unsaved.1 = Instant::now();
+                    std::mem::take(&mut unsaved.0)
+                })
+            };
+            if let Some(due) = due {
+                self.save_flow_stats(due).await;
+            }
         }
         Ok(())
     }
@@ -701,13 +747,19 @@ impl Engine<'_> {
             return Ok((trigger::Stats::new(), false));
         }
         let now = Utc::now();
-        let set = Arc::clone(flows);
-        let (changes, mut evaluation) = tokio::task::spawn_blocking(move || {
-            let evaluation = trigger::evaluate(&set, &changes, now, presumed.as_ref());
+        let (changes, mut evaluation) = if trigger::all_presumed(flows, &changes, presumed.as_ref())
+        {
+            let evaluation = trigger::evaluate(flows, &changes, now, presumed.as_ref());
             (changes, evaluation)
-        })
-        .await
-        .map_err(|err| AppError::internal(anyhow::anyhow!("evaluating flows: {err}")))?;
+        } else {
+            let set = Arc::clone(flows);
+            tokio::task::spawn_blocking(move || {
+                let evaluation = trigger::evaluate(&set, &changes, now, presumed.as_ref());
+                (changes, evaluation)
+            })
+            .await
+            .map_err(|err| AppError::internal(anyhow::anyhow!("evaluating flows: {err}")))?
+        };
         let queued = trigger::act(txn, flows, &changes, &mut evaluation, now).await?;
         Ok((evaluation.stats, queued))
     }
