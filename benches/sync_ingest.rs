@@ -475,7 +475,7 @@ async fn run_with_flows(
         wall.as_secs_f64(),
         thousands(without.records_per_second() as u64),
     );
-    // Each flow's counters are saved after each page commits: they settle within moments.
+    // The flows' counters are saved at the end of each entity pass: they settle within moments.
     let work_orders = settings.scale as i64;
     let matching = (1..=work_orders).filter(|i| i % 100 == 0).count() as i64;
     for (n, id) in ids.iter().enumerate() {
