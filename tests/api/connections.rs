@@ -224,7 +224,7 @@ async fn connect_consumes_credits_and_disconnect_returns_them_once() {
     assert_eq!(connection["customer"]["id"], customer.as_str());
     assert_eq!(
         connection["webhookEventTypes"].as_array().unwrap().len(),
-        14,
+        15,
         "all event types by default"
     );
     assert_eq!(
