@@ -314,13 +314,24 @@ impl Browser {
         );
     }
 
-    /// Clicks the first element matching `selector`, once there is one.
+    /// Clicks the first element matching `selector`, once there is one. A live page may
+    /// render the element anew between finding and clicking it (a stale reference): it is
+    /// found again.
     pub async fn click(&self, selector: &str) {
-        let element = self.wait_for(selector).await;
-        element
-            .click()
-            .await
-            .unwrap_or_else(|err| panic!("clicking `{selector}`: {err}"));
+        let started = Instant::now();
+        loop {
+            let element = self.wait_for(selector).await;
+            match element.click().await {
+                Ok(()) => return,
+                Err(err)
+                    if err.to_string().contains("stale element")
+                        && started.elapsed() < DEADLINE =>
+                {
+                    tokio::time::sleep(POLL).await;
+                }
+                Err(err) => panic!("clicking `{selector}`: {err}"),
+            }
+        }
     }
 
     /// Types `text` into the first element matching `selector`, key by key, as a person does.
