@@ -733,8 +733,13 @@ pub async fn test(
                 return Ok(outcome);
             }
             outcome.evaluated += 1;
-            let vars = context.created(input.entity, &record.key, &record.data);
-            match trigger::guarded(|| evaluator.matches(&flow.condition, &vars)) {
+            match context.created_matches(
+                &flow.condition,
+                &evaluator,
+                input.entity,
+                &record.key,
+                &record.data,
+            ) {
                 Ok(true) => {
                     outcome.matched += 1;
                     if outcome.matches.len() < first as usize {

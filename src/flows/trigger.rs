@@ -24,7 +24,7 @@ use crate::{
     metrics::FlowMetrics,
     records::{self, Stored, unified},
 };
-use entity::{connection, customer, flow};
+use entity::{connection, customer};
 
 /// Whether a trigger's systems and connections include this connection.
 pub fn applies_to(input: &FlowInput, connection: &connection::Model) -> bool {
@@ -79,15 +79,31 @@ impl Context {
         }
     }
 
-    /// A stored record seen as just created (`testFlow`).
-    pub fn created(&self, entity: EntityType, key: &str, data: &Value) -> expr::Activation {
+    /// Whether `condition` holds for a stored record seen as just created (`testFlow`), as
+    /// a sync would evaluate it.
+    pub fn created_matches(
+        &self,
+        condition: &expr::Compiled,
+        evaluator: &expr::Evaluator,
+        entity: EntityType,
+        key: &str,
+        data: &Value,
+    ) -> Result<bool, String> {
         let changed = present_fields(entity, data);
-        self.activation(
-            expr::record_value(entity, key, data),
-            cel::Value::Null,
-            &changed,
-            Utc::now(),
-        )
+        let facts = Facts {
+            key,
+            record: data,
+            previous: None,
+            changed: &changed,
+        };
+        outcome(condition, &facts, evaluator, || {
+            self.activation(
+                expr::record_value(entity, key, data),
+                cel::Value::Null,
+                &changed,
+                Utc::now(),
+            )
+        })
     }
 }
 
@@ -169,11 +185,15 @@ impl FlowSet {
         }
         let mut flows = Vec::with_capacity(models.len());
         for model in &models {
-            match compile_stored(model) {
-                Ok(Some(flow)) if applies_to(&super::input_of(model)?, connection) => {
-                    flows.push(flow);
-                }
-                Ok(_) => {}
+            // Only the flows whose trigger takes this connection are compiled.
+            let compiled = super::input_of(model).and_then(|input| {
+                applies_to(&input, connection)
+                    .then(|| super::compile(model.id, &input))
+                    .transpose()
+            });
+            match compiled {
+                Ok(Some(flow)) => flows.push(flow),
+                Ok(None) => {}
                 Err(err) => stats.entry(model.id).or_default().error(err.to_string()),
             }
         }
@@ -200,12 +220,6 @@ impl FlowSet {
     pub fn wants(&self, change: Change) -> bool {
         self.flows.iter().any(|f| f.triggers_on(change))
     }
-}
-
-/// Compiles a stored flow (its connections were checked when it was saved).
-fn compile_stored(model: &flow::Model) -> AppResult<Option<CompiledFlow>> {
-    let input = super::input_of(model)?;
-    super::compile(model.id, &input).map(Some)
 }
 
 /// One record change of a page, as the flows see it.
