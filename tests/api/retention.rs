@@ -213,12 +213,24 @@ async fn records_of_a_disconnected_connection_go_after_the_grace_period() {
         records_of(&db, gone_id).await > 0,
         "within the grace period the records stay"
     );
+    // The records go in batches, then the cursors with the connection marked purged, in one
+    // transaction of their own: wait for that one.
+    let purged = async || {
+        entity::connection::Entity::find_by_id(gone_id)
+            .one(db.conn())
+            .await
+            .unwrap()
+            .unwrap()
+            .purged_at
+            .is_some()
+    };
     wait_until(
         Duration::from_secs(10),
-        "the disconnected connection's records to go",
-        async || records_of(&db, gone_id).await == 0,
+        "the disconnected connection to be purged",
+        purged,
     )
     .await;
+    assert_eq!(records_of(&db, gone_id).await, 0);
     let cursors = entity::sync_cursor::Entity::find()
         .filter(entity::sync_cursor::Column::ConnectionId.eq(gone_id))
         .count(db.conn())
