@@ -27,7 +27,20 @@
 //! workers (32), for 80,000 requests or 10 seconds; the median of 3 rounds. The live rate is
 //! reported as a share of it.
 //!
-//! Run with `cargo bench --bench webhooks` (about 3 minutes); everything is reported on
+//! Paced run (issue #20): on a fresh database, 16 clients send single `grantCredits`
+//! requests on a fixed schedule of 625 a second for 10 seconds (2,500 deliveries a second to
+//! the 4 endpoints); each delivery's latency is measured from its request's scheduled send
+//! time to its receipt (matched by the balance the request returned, which the event carries
+//! as `data.available`), so a server that falls behind is charged for the wait. The request's
+//! own time is reported beside it. Target on PostgreSQL: p99 at most 50 ms.
+//!
+//! All of it runs on SQLite (a fresh temp file) and then on PostgreSQL (a fresh database on
+//! `MILLWRIGHT_TEST_POSTGRES_URL` or `127.0.0.1:5432`); `WEBHOOKS_DATABASES=sqlite` (or
+//! `postgres`) measures one, and `WEBHOOKS_RUNS=paced` runs only the paced run (for
+//! exploring). Targets: SQLite at least 2,000 deliveries/s live; PostgreSQL
+//! paced p99 at most 50 ms and a backlog drain of at least 10,000 deliveries/s.
+//!
+//! Run with `cargo bench --bench webhooks` (about 6 minutes); everything is reported on
 //! stdout, only 127.0.0.1 is used, and the process exits non-zero when a delivery is missing
 //! or duplicated.
 
@@ -65,7 +78,7 @@ use tempfile::TempDir;
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
-use common::{Api, Server, create_account, pooled_http_client, server_config};
+use common::{Api, ScratchPostgres, Server, create_account, pooled_http_client, server_config};
 
 const ENDPOINTS: usize = 4;
 const BATCHES: usize = 200;
@@ -88,6 +101,13 @@ const CEILING_ROUNDS: usize = 3;
 
 const TARGET_DELIVERIES_PER_SECOND: f64 = 2_000.0;
 const TARGET_CEILING_PERCENT: f64 = 30.0;
+
+/// The paced run: single grants at this rate, from this many clients, for this long.
+const PACED_GRANTS_PER_SECOND: f64 = 625.0;
+const PACED_CLIENTS: usize = 16;
+const PACED_LENGTH: Duration = Duration::from_secs(10);
+const TARGET_POSTGRES_P99_MS: f64 = 50.0;
+const TARGET_POSTGRES_DRAIN: f64 = 10_000.0;
 
 const CREATE_ENDPOINT: &str = "mutation($input: CreateWebhookEndpointInput!) {
     createWebhookEndpoint(input: $input) { endpoint { id } } }";
@@ -117,16 +137,99 @@ async fn main() -> ExitCode {
 /// The whole bench; true when every delivery arrived exactly once.
 async fn run() -> anyhow::Result<bool> {
     let receiver = Receiver::start().await?;
-    report_config(&config(String::new()));
-    println!("-- live: events committed while the workers deliver");
-    let live = measure_live(&receiver).await?;
-    println!("-- backlog: the same events committed with the workers off, then delivered");
-    let (backlog, costs) = measure_backlog(&receiver).await?;
+    let only = std::env::var("WEBHOOKS_DATABASES").ok();
+    let wanted = |name: &str| only.as_deref().is_none_or(|only| only.contains(name));
+    let paced_only = std::env::var("WEBHOOKS_RUNS").is_ok_and(|runs| runs == "paced");
+    let mut results = Vec::new();
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        if !wanted(backend.name()) {
+            continue;
+        }
+        let name = backend.name();
+        report_config(backend, &config(String::new()));
+        if paced_only {
+            println!("-- {name} paced: single grants on a schedule, latency from each request");
+            measure_paced(backend, &receiver).await?;
+            continue;
+        }
+        println!("-- {name} live: events committed while the workers deliver");
+        let live = measure_live(backend, &receiver).await?;
+        println!("-- {name} paced: single grants on a schedule, latency from each request");
+        let paced = measure_paced(backend, &receiver).await?;
+        println!(
+            "-- {name} backlog: the same events committed with the workers off, then delivered"
+        );
+        let (backlog, costs) = measure_backlog(backend, &receiver).await?;
+        results.push((backend, live, paced, backlog, costs));
+    }
+    if paced_only {
+        return Ok(true);
+    }
     println!("-- ceiling: a plain reqwest loop to the same receiver");
     let ceiling = measure_ceiling(&receiver).await?;
-    report_cpu_bound(&costs, &ceiling);
-    report_targets(&live, &backlog, &ceiling);
-    Ok(live.exact() && backlog.exact())
+    let mut exact = true;
+    for (backend, live, paced, backlog, costs) in &results {
+        println!("-- {}", backend.name());
+        report_cpu_bound(costs, &ceiling);
+        report_targets(*backend, live, paced, backlog, &ceiling);
+        exact &= live.exact() && paced.figures.exact() && backlog.exact();
+    }
+    Ok(exact)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// A fresh database for one run, gone when [`FreshDatabase::drop`] is awaited.
+struct FreshDatabase {
+    url: String,
+    _dir: Option<TempDir>,
+    postgres: Option<ScratchPostgres>,
+}
+
+impl FreshDatabase {
+    async fn create(backend: Backend) -> anyhow::Result<Self> {
+        Ok(match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().context("temp dir for the database")?;
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("bench.db").display()
+                );
+                Self {
+                    url,
+                    _dir: Some(dir),
+                    postgres: None,
+                }
+            }
+            Backend::Postgres => {
+                let scratch = ScratchPostgres::create("mw_bench_webhooks").await?;
+                Self {
+                    url: scratch.url.clone(),
+                    _dir: None,
+                    postgres: Some(scratch),
+                }
+            }
+        })
+    }
+
+    async fn drop(self) {
+        if let Some(postgres) = self.postgres {
+            postgres.drop().await;
+        }
+    }
 }
 
 // --- server ------------------------------------------------------------------------------
@@ -136,22 +239,16 @@ fn config(database_url: String) -> Config {
     config.webhooks.allow_private_targets = true;
     config.http.max_batch_size = GRANTS_PER_BATCH;
     config.http.max_query_complexity = 5000;
+    if let Some(n) = std::env::var("WEBHOOKS_DB_CONNECTIONS").ok().and_then(|n| n.parse().ok()) {
+        config.database.max_connections = n;
+    }
     config
 }
 
-/// A fresh SQLite file in a temp dir that lives as long as the returned handle.
-fn fresh_database() -> anyhow::Result<(TempDir, String)> {
-    let dir = tempfile::tempdir().context("temp dir for the database")?;
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("bench.db").display()
-    );
-    Ok((dir, url))
-}
-
-fn report_config(config: &Config) {
+fn report_config(backend: Backend, config: &Config) {
     println!(
-        "server: SQLite, webhook_workers {}, webhook_max_in_flight_per_endpoint {}, database_max_connections {}, webhook_lease_secs {}",
+        "server: {}, webhook_workers {}, webhook_max_in_flight_per_endpoint {}, database_max_connections {}, webhook_lease_secs {}",
+        backend.name(),
         config.webhooks.workers,
         config.webhooks.max_in_flight_per_endpoint,
         config.database.max_connections,
@@ -167,7 +264,7 @@ struct Receipt {
     webhook_id: String,
     at: DateTime<Utc>,
     instant: Instant,
-    bytes: usize,
+    body: Bytes,
 }
 
 /// The loopback webhook receiver: `/hook/{n}` answers 200 and records the request.
@@ -233,7 +330,7 @@ async fn receive(
             webhook_id,
             at,
             instant,
-            bytes: body.len(),
+            body,
         });
     receiver.count.fetch_add(1, Ordering::SeqCst);
     StatusCode::OK
@@ -279,11 +376,17 @@ impl ServerFigures {
 }
 
 /// Events committed while the workers deliver: the headline figures.
-async fn measure_live(receiver: &Receiver) -> anyhow::Result<ServerFigures> {
-    let (_dir, database_url) = fresh_database()?;
-    let server = Server::start("server", config(database_url.clone())).await?;
-    let measured = live_run(server.addr, receiver, &database_url).await;
-    server.stop().await;
+async fn measure_live(backend: Backend, receiver: &Receiver) -> anyhow::Result<ServerFigures> {
+    let database = FreshDatabase::create(backend).await?;
+    let measured = match Server::start("server", config(database.url.clone())).await {
+        Ok(server) => {
+            let measured = live_run(server.addr, receiver, &database.url).await;
+            server.stop().await;
+            measured
+        }
+        Err(err) => Err(err),
+    };
+    database.drop().await;
     measured
 }
 
@@ -304,7 +407,7 @@ async fn live_run(
     let receipts = receiver.take();
     let occurred = read_events(&account).await?;
     let tally = Tally::of(&receipts, &occurred);
-    let figures = report_tally(&tally, &waited, grants.started, "the first grant sent");
+    let figures = report_tally(&tally, &waited, grants.started, "the first grant sent", EVENTS);
     report_overlap(&grants, &receipts, &waited, &tally);
     println!(
         "latency commit -> receipt: {} ({} deliveries)",
@@ -327,8 +430,21 @@ struct CpuCosts {
 
 /// The same events committed with the workers off, then a server with workers started on
 /// that database: how fast a backlog drains, without grants competing for the write lock.
-async fn measure_backlog(receiver: &Receiver) -> anyhow::Result<(ServerFigures, CpuCosts)> {
-    let (_dir, database_url) = fresh_database()?;
+async fn measure_backlog(
+    backend: Backend,
+    receiver: &Receiver,
+) -> anyhow::Result<(ServerFigures, CpuCosts)> {
+    let database = FreshDatabase::create(backend).await?;
+    let measured = backlog_run(&database.url, receiver).await;
+    database.drop().await;
+    measured
+}
+
+async fn backlog_run(
+    database_url: &str,
+    receiver: &Receiver,
+) -> anyhow::Result<(ServerFigures, CpuCosts)> {
+    let database_url = database_url.to_owned();
     let mut quiet = config(database_url.clone());
     quiet.process.workers = false;
     let server = Server::start("server", quiet).await?;
@@ -378,7 +494,7 @@ async fn drain_backlog(
     let account = Api::new(&client, addr, &key);
     let occurred = read_events(&account).await?;
     let tally = Tally::of(&receipts, &occurred);
-    let figures = report_tally(&tally, &waited, started, "the server's start");
+    let figures = report_tally(&tally, &waited, started, "the server's start", EVENTS);
     report_timeline(&receipts, started);
     report_statements(statements, tally.unique, "migration and dispatch included");
     Ok((figures, used))
@@ -437,11 +553,16 @@ struct Waited {
 
 /// Waits until `EXPECTED` requests arrived, nothing arrived for a while, or the deadline.
 async fn wait_for_deliveries(receiver: &Receiver, started: Instant) -> Waited {
+    wait_for(receiver, EXPECTED, started).await
+}
+
+/// Waits until `expected` requests arrived, nothing arrived for a while, or the deadline.
+async fn wait_for(receiver: &Receiver, expected: usize, started: Instant) -> Waited {
     let mut last_count = 0;
     let mut last_progress = Instant::now();
     loop {
         let count = receiver.count();
-        if count >= EXPECTED {
+        if count >= expected {
             return Waited {
                 complete: true,
                 elapsed: started.elapsed(),
@@ -572,14 +693,21 @@ fn spread(sorted: &[f64]) -> String {
 }
 
 /// Rate and correctness; the rate is over `from` to the last first receipt.
-fn report_tally(tally: &Tally, waited: &Waited, from: Instant, what: &str) -> ServerFigures {
+fn report_tally(
+    tally: &Tally,
+    waited: &Waited,
+    from: Instant,
+    what: &str,
+    events: usize,
+) -> ServerFigures {
+    let expected = events * ENDPOINTS;
     let span = match (waited.complete, tally.last) {
         (true, Some(last)) => last - from,
         _ => waited.elapsed,
     };
     let deliveries_per_second = tally.unique as f64 / span.as_secs_f64();
     println!(
-        "deliveries: {} of {EXPECTED} received in {:.2} s from {what}: {deliveries_per_second:.0} deliveries/s{}",
+        "deliveries: {} of {expected} received in {:.2} s from {what}: {deliveries_per_second:.0} deliveries/s{}",
         tally.unique,
         span.as_secs_f64(),
         if waited.complete {
@@ -594,7 +722,7 @@ fn report_tally(tally: &Tally, waited: &Waited, from: Instant, what: &str) -> Se
     );
     ServerFigures {
         deliveries_per_second,
-        missing: tally.missing + EVENTS.saturating_sub(tally.events) * ENDPOINTS,
+        missing: tally.missing + events.saturating_sub(tally.events) * ENDPOINTS,
         duplicates: tally.duplicates,
         unexpected: tally.unexpected,
     }
@@ -608,7 +736,7 @@ fn report_overlap(grants: &Grants, receipts: &[Receipt], waited: &Waited, tally:
         .count();
     let end = tally.last.unwrap_or(grants.started + waited.elapsed);
     let after = end.saturating_duration_since(grants.committed);
-    let body_bytes = receipts.iter().map(|r| r.bytes).sum::<usize>() / receipts.len().max(1);
+    let body_bytes = receipts.iter().map(|r| r.body.len()).sum::<usize>() / receipts.len().max(1);
     println!(
         "deliveries: {during} received while the grants were committing, {} in the {:.2} s after; body {body_bytes} bytes on average",
         receipts.len() - during,
@@ -962,19 +1090,170 @@ fn report_cpu_bound(costs: &CpuCosts, ceiling: &Ceiling) {
     );
 }
 
-/// Both targets, for the live run (bound by how fast the API commits the events) and for the
-/// backlog drain (the delivery pipeline alone).
-fn report_targets(live: &ServerFigures, backlog: &ServerFigures, ceiling: &Ceiling) {
+/// The targets: on SQLite the rate, for the live run (bound by how fast the API commits the
+/// events) and for the backlog drain (the delivery pipeline alone); on PostgreSQL (#20) the
+/// paced run's p99 and the drain.
+fn report_targets(
+    backend: Backend,
+    live: &ServerFigures,
+    paced: &Paced,
+    backlog: &ServerFigures,
+    ceiling: &Ceiling,
+) {
+    let name = backend.name();
     for (run, figures) in [("live", live), ("backlog drain", backlog)] {
         let rate = figures.deliveries_per_second;
         let share = 100.0 * rate / ceiling.per_second;
-        println!(
-            "target: at least {TARGET_DELIVERIES_PER_SECOND:.0} deliveries/s on SQLite ({run}): {rate:.0}/s, {}",
-            verdict(rate >= TARGET_DELIVERIES_PER_SECOND)
-        );
-        println!(
-            "target: at least {TARGET_CEILING_PERCENT:.0} % of the ceiling ({run}): {share:.1} %, {}",
-            verdict(share >= TARGET_CEILING_PERCENT)
-        );
+        println!("{name} {run}: {rate:.0} deliveries/s, {share:.1} % of the ceiling");
     }
+    let p99 = percentile(&paced.latencies_ms, 99);
+    println!(
+        "{name} paced: {:.0} deliveries/s, latency request -> receipt p50 {:.1} ms, p99 {p99:.1} ms",
+        paced.figures.deliveries_per_second,
+        percentile(&paced.latencies_ms, 50),
+    );
+    match backend {
+        Backend::Sqlite => {
+            for (run, figures) in [("live", live), ("backlog drain", backlog)] {
+                let rate = figures.deliveries_per_second;
+                let share = 100.0 * rate / ceiling.per_second;
+                println!(
+                    "target: at least {TARGET_DELIVERIES_PER_SECOND:.0} deliveries/s on SQLite ({run}): {rate:.0}/s, {}",
+                    verdict(rate >= TARGET_DELIVERIES_PER_SECOND)
+                );
+                println!(
+                    "target: at least {TARGET_CEILING_PERCENT:.0} % of the ceiling ({run}): {share:.1} %, {}",
+                    verdict(share >= TARGET_CEILING_PERCENT)
+                );
+            }
+        }
+        Backend::Postgres => {
+            let rate = PACED_GRANTS_PER_SECOND * ENDPOINTS as f64;
+            println!(
+                "target: p99 at most {TARGET_POSTGRES_P99_MS:.0} ms at {rate:.0} deliveries/s on PostgreSQL: {p99:.1} ms, {}",
+                verdict(p99 <= TARGET_POSTGRES_P99_MS)
+            );
+            let drain = backlog.deliveries_per_second;
+            println!(
+                "target: PostgreSQL drain at least {TARGET_POSTGRES_DRAIN:.0} deliveries/s: {drain:.0}/s, {}",
+                verdict(drain >= TARGET_POSTGRES_DRAIN)
+            );
+        }
+    }
+}
+
+// --- paced -------------------------------------------------------------------------------
+
+/// The paced run's figures.
+struct Paced {
+    figures: ServerFigures,
+    /// Scheduled send of the request -> receipt, per delivery, in ms, sorted.
+    latencies_ms: Vec<f64>,
+}
+
+/// One paced grant: when it was due, and the balance it answered (its event's `available`).
+struct Sent {
+    due: Instant,
+    answered: Instant,
+    balance: i64,
+}
+
+async fn measure_paced(backend: Backend, receiver: &Receiver) -> anyhow::Result<Paced> {
+    let database = FreshDatabase::create(backend).await?;
+    let measured = match Server::start("server", config(database.url.clone())).await {
+        Ok(server) => {
+            let measured = paced_run(server.addr, receiver, &database.url).await;
+            server.stop().await;
+            measured
+        }
+        Err(err) => Err(err),
+    };
+    database.drop().await;
+    measured
+}
+
+async fn paced_run(
+    addr: SocketAddr,
+    receiver: &Receiver,
+    database_url: &str,
+) -> anyhow::Result<Paced> {
+    let client = pooled_http_client(PACED_CLIENTS)?;
+    let (admin, account, account_id) = set_up(&client, addr, receiver).await?;
+    let grants = (PACED_GRANTS_PER_SECOND * PACED_LENGTH.as_secs_f64()) as usize;
+    let expected = grants * ENDPOINTS;
+    let next = Arc::new(AtomicUsize::new(0));
+    let cpu = CpuClock::now();
+    let started = Instant::now();
+    let clients: Vec<_> = (0..PACED_CLIENTS)
+        .map(|_| {
+            let (admin, account_id, next) = (admin.clone(), account_id.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut sent = Vec::new();
+                loop {
+                    let n = next.fetch_add(1, Ordering::SeqCst);
+                    if n >= grants {
+                        return anyhow::Ok(sent);
+                    }
+                    let due = started + Duration::from_secs_f64(n as f64 / PACED_GRANTS_PER_SECOND);
+                    tokio::time::sleep_until(due.into()).await;
+                    let data = admin.data(GRANT, json!({ "id": account_id })).await?;
+                    let balance = data["grantCredits"]["total"]
+                        .as_i64()
+                        .ok_or_else(|| anyhow!("a grant answered {data}"))?;
+                    sent.push(Sent {
+                        due,
+                        answered: Instant::now(),
+                        balance,
+                    });
+                }
+            })
+        })
+        .collect();
+    let mut sent = Vec::with_capacity(grants);
+    for client in clients {
+        sent.extend(client.await.context("paced client")??);
+    }
+    let waited = wait_for(receiver, expected, started).await;
+    cpu.report("paced grants and deliveries");
+    tokio::time::sleep(DUPLICATE_GRACE).await;
+    let receipts = receiver.take();
+    let occurred = read_events(&account).await?;
+    let tally = Tally::of(&receipts, &occurred);
+    let figures = report_tally(&tally, &waited, started, "the first grant due", grants);
+    let due: HashMap<i64, Instant> = sent.iter().map(|s| (s.balance, s.due)).collect();
+    let mut requests: Vec<f64> = sent
+        .iter()
+        .map(|s| (s.answered - s.due).as_secs_f64() * 1000.0)
+        .collect();
+    requests.sort_by(f64::total_cmp);
+    let mut seen = std::collections::HashSet::new();
+    let mut latencies_ms = Vec::with_capacity(expected);
+    for receipt in &receipts {
+        if !seen.insert((receipt.route, receipt.webhook_id.as_str())) {
+            continue;
+        }
+        let balance = serde_json::from_slice::<Value>(&receipt.body)
+            .ok()
+            .and_then(|body| body["data"]["available"].as_i64());
+        if let Some(due) = balance.and_then(|b| due.get(&b)) {
+            latencies_ms.push((receipt.instant - *due).as_secs_f64() * 1000.0);
+        }
+    }
+    latencies_ms.sort_by(f64::total_cmp);
+    println!(
+        "paced: {grants} grants due at {PACED_GRANTS_PER_SECOND:.0}/s from {PACED_CLIENTS} clients; request due -> answered: {}",
+        spread(&requests)
+    );
+    println!(
+        "paced: latency request due -> receipt: {} ({} deliveries matched)",
+        spread(&latencies_ms),
+        latencies_ms.len()
+    );
+    report_timeline(&receipts, started);
+    let stages = Stages::read(database_url, &receipts).await?;
+    stages.report();
+    Ok(Paced {
+        figures,
+        latencies_ms,
+    })
 }

@@ -97,6 +97,9 @@ pub struct Db {
     write_lock: Option<Arc<Mutex<()>>>,
     /// Signalled after every committed write transaction (the event feed listens).
     commits: Arc<CommitSignal>,
+    /// Signalled after every committed write transaction of this process only (not by
+    /// [`Db::wake_readers`]): what other processes are told of.
+    local_commits: Arc<Notify>,
     /// Acts on the notices a write transaction carries, once it commits.
     notifier: Notifier,
 }
@@ -127,6 +130,7 @@ impl Db {
             conn,
             write_lock: sqlite.then(|| Arc::new(Mutex::new(()))),
             commits: Arc::new(CommitSignal::default()),
+            local_commits: Arc::new(Notify::new()),
             notifier: Notifier::default(),
         })
     }
@@ -183,6 +187,7 @@ impl Db {
         Ok(WriteTxn {
             txn,
             commits: self.commits.clone(),
+            local_commits: self.local_commits.clone(),
             notifier: self.notifier.clone(),
             notices: std::sync::Mutex::new(Vec::new()),
             _guard: guard,
@@ -199,6 +204,34 @@ impl Db {
     /// A new listener, notified after each commit of a write transaction.
     pub fn commits(&self) -> Arc<Notify> {
         self.commits.subscribe()
+    }
+
+    /// Wakes the listeners of [`Db::commits`] as a commit of this process would: another
+    /// process committed (PostgreSQL `NOTIFY`, heard by the `event-listener` worker).
+    pub fn wake_readers(&self) {
+        self.commits.notify();
+    }
+
+    /// PostgreSQL: tells the other processes on the database of this process's commits, on
+    /// a connection of its own and outside every writer's transaction (a `NOTIFY` inside
+    /// one would serialize all commits on the server's notification queue lock): one
+    /// `NOTIFY` per burst of commits, until shutdown.
+    pub async fn announce_commits(self, channel: &'static str, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.local_commits.notified() => {}
+            }
+            let notify = sea_orm::Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_notify($1, '')",
+                [channel.into()],
+            );
+            if let Err(error) = self.conn.execute_raw(notify).await {
+                // Nothing is lost: the other processes read the table at least once a second.
+                tracing::warn!(%error, "telling other processes of new events failed");
+            }
+        }
     }
 
     /// SQLite: after each burst of commits, copies the committed pages from the write-ahead
@@ -243,6 +276,7 @@ impl Db {
 pub struct WriteTxn {
     txn: DatabaseTransaction,
     commits: Arc<CommitSignal>,
+    local_commits: Arc<Notify>,
     notifier: Notifier,
     notices: std::sync::Mutex<Vec<Notice>>,
     _guard: Option<OwnedMutexGuard<()>>,
@@ -260,6 +294,7 @@ impl WriteTxn {
     pub async fn commit(self) -> Result<(), DbErr> {
         self.txn.commit().await?;
         self.commits.notify();
+        self.local_commits.notify_one();
         let notices = self.notices.into_inner().unwrap_or_else(|e| e.into_inner());
         for notice in notices {
             self.notifier.notify(notice);

@@ -1,4 +1,4 @@
-//! `events`: the event log, ordered by a gapless position assigned at commit order.
+//! `events`: the event log, read in (`txid`, `position`) order (docs/events.md, "Ordering").
 
 use sea_orm::entity::prelude::*;
 
@@ -18,6 +18,9 @@ pub struct Model {
     pub event_type: EventType,
     pub data: Json,
     pub occurred_at: DateTimeUtc,
+    /// PostgreSQL: the id of the transaction that wrote the event (`pg_current_xact_id()`);
+    /// 0 on SQLite and for events written before the column existed.
+    pub txid: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,5 +1,6 @@
-//! `event_sequence`: one row holding the last event position. Taking the next position
-//! locks the row until commit, so positions become visible in order, without gaps.
+//! `event_sequence`: one row. On SQLite it holds the last event position (taken under the
+//! single write lock); on PostgreSQL positions come from the sequence `event_positions`.
+//! On both it holds the last event retention deleted (`pruned_txid`, `pruned_position`).
 
 use sea_orm::entity::prelude::*;
 
@@ -9,6 +10,8 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: i32,
     pub last_position: i64,
+    pub pruned_txid: i64,
+    pub pruned_position: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

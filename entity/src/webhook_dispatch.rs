@@ -1,4 +1,5 @@
-//! `webhook_dispatch`: one row, the last event position turned into deliveries.
+//! `webhook_dispatch`: one row, the last event (`last_txid`, `last_position`) turned into
+//! deliveries.
 
 use sea_orm::entity::prelude::*;
 
@@ -8,6 +9,7 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: i32,
     pub last_position: i64,
+    pub last_txid: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -19,6 +19,7 @@ mod m20261205_000030_demo_remote;
 mod m20261205_000040_bulk_writes;
 mod m20261205_000050_portal_sessions;
 mod m20261205_000060_flows;
+mod m20261206_000010_event_log_order;
 
 pub struct Migrator;
 
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000040_bulk_writes::Migration),
             Box::new(m20261205_000050_portal_sessions::Migration),
             Box::new(m20261205_000060_flows::Migration),
+            Box::new(m20261206_000010_event_log_order::Migration),
         ]
     }
 }

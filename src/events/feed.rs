@@ -5,23 +5,16 @@
 //! as a safety net, and always reads from its last position, so a missed wake-up loses
 //! nothing. A subscriber that falls behind the broadcast catches up from the table.
 
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc,
-        atomic::{AtomicI64, Ordering},
-    },
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures_util::Stream;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{EntityTrait, QuerySelect};
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::{Filter, read_after};
+use super::{Filter, LogPosition, after_in_order, end_of_log, read_after};
 use crate::{db::Db, error::AppResult};
-use entity::{event, event_sequence};
+use entity::event;
 use uuid::Uuid;
 
 pub const CHANNEL: &str = "millwright_events";
@@ -42,7 +35,7 @@ struct Inner {
     /// One broadcast per account with subscribers, so an event wakes only its account's.
     accounts: std::sync::Mutex<HashMap<Uuid, broadcast::Sender<Shared>>>,
     capacity: usize,
-    last: AtomicI64,
+    last: std::sync::Mutex<LogPosition>,
     /// Signalled by this process's commits and by the `event-listener` worker.
     wake: Arc<Notify>,
 }
@@ -50,15 +43,12 @@ struct Inner {
 impl EventFeed {
     /// Starts at the current end of the log: subscribers replay older events from the table.
     pub async fn new(db: Db, capacity: usize) -> AppResult<Self> {
-        let last = event_sequence::Entity::find_by_id(1)
-            .one(db.conn())
-            .await?
-            .map_or(0, |s| s.last_position);
+        let last = end_of_log(db.conn()).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 accounts: std::sync::Mutex::default(),
                 capacity: capacity.max(1),
-                last: AtomicI64::new(last),
+                last: std::sync::Mutex::new(last),
                 wake: db.commits(),
                 db,
             }),
@@ -112,7 +102,8 @@ impl EventFeed {
     pub async fn listen(self, url: String, shutdown: CancellationToken) -> Result<(), String> {
         let mut heard = crate::notify::listen(url, CHANNEL, shutdown.clone());
         while heard.recv().await.is_some() {
-            self.inner.wake.notify_one();
+            // Every reader of new events in this process (this feed, the webhook dispatcher).
+            self.inner.db.wake_readers();
         }
         if shutdown.is_cancelled() {
             Ok(())
@@ -122,19 +113,18 @@ impl EventFeed {
     }
 
     async fn dispatch(&self) -> AppResult<()> {
+        let db = self.inner.db.conn();
         loop {
-            let last = self.inner.last.load(Ordering::SeqCst);
-            let rows = event::Entity::find()
-                .filter(event::Column::Position.gt(last))
-                .order_by_asc(event::Column::Position)
+            let last = self.position();
+            let rows = after_in_order(db.get_database_backend(), event::Entity::find(), last)
                 .limit(READ_BATCH)
-                .all(self.inner.db.conn())
+                .all(db)
                 .await?;
             let done = (rows.len() as u64) < READ_BATCH;
             for row in rows {
                 // Stored before publishing: a subscriber that starts after this reads it as
                 // its starting point, one that started before receives the event.
-                self.inner.last.store(row.position, Ordering::SeqCst);
+                *self.last() = LogPosition::of(&row);
                 self.publish(Arc::new(row));
             }
             if done {
@@ -145,8 +135,12 @@ impl EventFeed {
 
     /// The position of the last event handed to subscribers: a reader that notes it before
     /// reading some state, then streams from it, misses no event committed in between.
-    pub fn position(&self) -> i64 {
-        self.inner.last.load(Ordering::SeqCst)
+    pub fn position(&self) -> LogPosition {
+        *self.last()
+    }
+
+    fn last(&self) -> std::sync::MutexGuard<'_, LogPosition> {
+        self.inner.last.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Events matching `filter`: those after `after` from the table first (when given), then
@@ -154,7 +148,7 @@ impl EventFeed {
     pub fn stream(
         &self,
         filter: Filter,
-        after: Option<i64>,
+        after: Option<LogPosition>,
     ) -> impl Stream<Item = AppResult<Shared>> + use<> {
         let (tx, mut rx) = mpsc::channel(SUBSCRIBER_BUFFER);
         tokio::spawn(pump(self.clone(), filter, after, tx));
@@ -166,11 +160,11 @@ type Outbox = mpsc::Sender<AppResult<Shared>>;
 
 /// Feeds one subscriber until it goes away (noticed at once, not at the next matching event:
 /// a subscription whose filter rarely matches would otherwise linger).
-async fn pump(feed: EventFeed, filter: Filter, after: Option<i64>, tx: Outbox) {
+async fn pump(feed: EventFeed, filter: Filter, after: Option<LogPosition>, tx: Outbox) {
     let mut live = feed.subscribe(filter.account_id);
     let mut last = match after {
         Some(after) => after,
-        None => feed.inner.last.load(Ordering::SeqCst),
+        None => feed.position(),
     };
     if after.is_some() && catch_up(&feed, &filter, &mut last, &tx).await.is_err() {
         return;
@@ -181,9 +175,9 @@ async fn pump(feed: EventFeed, filter: Filter, after: Option<i64>, tx: Outbox) {
             () = tx.closed() => return,
         };
         match received {
-            Ok(event) if event.position <= last => {}
+            Ok(event) if LogPosition::of(&event) <= last => {}
             Ok(event) => {
-                last = event.position;
+                last = LogPosition::of(&event);
                 if filter.matches(&event) && tx.send(Ok(event)).await.is_err() {
                     return;
                 }
@@ -203,7 +197,7 @@ async fn pump(feed: EventFeed, filter: Filter, after: Option<i64>, tx: Outbox) {
 async fn catch_up(
     feed: &EventFeed,
     filter: &Filter,
-    last: &mut i64,
+    last: &mut LogPosition,
     tx: &Outbox,
 ) -> Result<(), ()> {
     loop {
@@ -216,7 +210,7 @@ async fn catch_up(
         };
         let done = (rows.len() as u64) < READ_BATCH;
         for row in rows {
-            *last = row.position;
+            *last = LogPosition::of(&row);
             tx.send(Ok(Arc::new(row))).await.map_err(|_| ())?;
         }
         if done {

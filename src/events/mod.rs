@@ -1,6 +1,14 @@
-//! The event log. Events are stored in the same transaction as the change they report, with
-//! a position taken from a single counter row: the row lock orders positions by commit, so a
-//! reader that saw position N has seen everything before it.
+//! The event log. Events are stored in the same transaction as the change they report. Every
+//! reader goes through the log in one order, in which nothing ever appears behind what a
+//! reader has already passed (docs/events.md, "Ordering"):
+//!
+//! - SQLite has one writer at a time: positions come from the `event_sequence` row under
+//!   the write lock, so they become visible in commit order; readers go by position.
+//! - PostgreSQL has many writers and no row all of them lock: positions come from the
+//!   sequence `event_positions`, each event carries the id of the transaction that wrote it
+//!   (`txid`), and readers go in (`txid`, `position`) order up to the horizon: the oldest
+//!   transaction of this database still in flight ([`HORIZON`]). Everything before the
+//!   horizon is final, and everything written later sorts after it.
 
 pub mod feed;
 
@@ -60,6 +68,59 @@ pub struct NewEvent {
     pub data: Value,
 }
 
+/// Where a reader of the log stands: the last event it passed, in reading order (`txid`
+/// first; always 0 on SQLite, whose order is the position's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LogPosition {
+    pub txid: i64,
+    pub position: i64,
+}
+
+impl LogPosition {
+    pub fn of(event: &event::Model) -> Self {
+        Self {
+            txid: event.txid,
+            position: event.position,
+        }
+    }
+}
+
+/// PostgreSQL: the horizon of the statement's snapshot, as a transaction id. Every
+/// transaction with a smaller id has ended (it is not among the snapshot's in-flight
+/// transactions `xip`, nor at or past its `xmax`), so no event with a smaller `txid` can
+/// appear later. Transactions that pg_stat_activity shows running in another database are
+/// left out (they cannot write this database's events; one it does not show, or shows
+/// without its id, counts), and so is the reader's own (whose uncommitted events it sees).
+pub const HORIZON: &str = "(SELECT LEAST(\
+    pg_snapshot_xmax(s)::text::bigint, \
+    pg_current_xact_id_if_assigned()::text::bigint, \
+    (SELECT MIN(x::text::bigint) FROM pg_snapshot_xip(s) AS x \
+     WHERE x::text::bigint % 4294967296 NOT IN (\
+       SELECT a.backend_xid::text::bigint FROM pg_stat_activity a \
+       WHERE a.backend_xid IS NOT NULL AND a.datname <> current_database()))) \
+    FROM pg_current_snapshot() AS s)";
+
+/// `select` narrowed to the events after `after` that a reader may pass, in reading order.
+pub fn after_in_order(
+    backend: DbBackend,
+    select: Select<event::Entity>,
+    after: LogPosition,
+) -> Select<event::Entity> {
+    if backend != DbBackend::Postgres {
+        return select
+            .filter(event::Column::Position.gt(after.position))
+            .order_by_asc(event::Column::Position);
+    }
+    select
+        .filter(Expr::cust_with_values(
+            "(events.txid, events.position) > ($1, $2)",
+            [after.txid, after.position],
+        ))
+        .filter(Expr::cust(format!("events.txid < {HORIZON}")))
+        .order_by_asc(event::Column::Txid)
+        .order_by_asc(event::Column::Position)
+}
+
 /// Stores events inside the caller's transaction and returns their positions.
 pub async fn record(txn: &impl ConnectionTrait, events: Vec<NewEvent>) -> Result<Vec<i64>, DbErr> {
     record_after(txn, None, events).await
@@ -104,6 +165,9 @@ pub async fn record_after(
     if backend == DbBackend::Sqlite && !events.is_empty() && events.len() <= EVENTS_PER_ROUND_TRIP {
         return record_sqlite(txn, before, events).await;
     }
+    if backend == DbBackend::Postgres {
+        return record_postgres(txn, before, events).await;
+    }
     if let Some(before) = before {
         txn.execute_raw(before).await?;
     }
@@ -136,22 +200,86 @@ pub async fn record_after(
             event_type: Set(e.event_type),
             data: Set(e.data),
             occurred_at: Set(now),
+            txid: Set(0),
         })
         .collect();
-    // 8 bound values a row: SQLite takes at most 32,766 a statement, PostgreSQL 65,535.
+    // 9 bound values a row: SQLite takes at most 32,766 a statement.
     for chunk in rows.chunks(EVENTS_PER_ROUND_TRIP) {
         event::Entity::insert_many(chunk.to_vec())
             .exec_without_returning(txn)
             .await?;
     }
-    if backend == DbBackend::Postgres {
-        // Delivered at commit, to every process listening: carries only the position.
-        let notify = Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT pg_notify($1, $2)",
-            [feed::CHANNEL.into(), last.to_string().into()],
+    Ok(positions)
+}
+
+/// PostgreSQL: `before` and the event rows in one statement (a data-modifying `WITH`), so
+/// that a write holds its row locks for one round trip less. Positions come from the
+/// sequence and `txid` is the transaction's id: nothing every writer locks.
+async fn record_postgres(
+    txn: &impl ConnectionTrait,
+    before: Option<Statement>,
+    events: Vec<NewEvent>,
+) -> Result<Vec<i64>, DbErr> {
+    use std::fmt::Write as _;
+    if events.is_empty() {
+        if let Some(before) = before {
+            txn.execute_raw(before).await?;
+        }
+        return Ok(Vec::new());
+    }
+    let now = Utc::now();
+    let mut before = before;
+    let mut positions = Vec::with_capacity(events.len());
+    let mut events = events.into_iter().peekable();
+    while events.peek().is_some() {
+        let mut sql = String::from("WITH ");
+        let mut values: Vec<sea_orm::Value> = Vec::new();
+        if let Some(before) = before.take() {
+            let _ = write!(sql, "before AS ({}), ", before.sql);
+            values.extend(before.values.map(|v| v.0).unwrap_or_default());
+        }
+        sql.push_str(
+            "inserted AS (INSERT INTO events (position, id, account_id, customer_id, \
+             connection_id, event_type, data, occurred_at, txid) VALUES ",
         );
-        txn.execute_raw(notify).await?;
+        for (n, e) in events.by_ref().take(EVENTS_PER_ROUND_TRIP).enumerate() {
+            if n > 0 {
+                sql.push_str(", ");
+            }
+            let base = values.len();
+            let _ = write!(
+                sql,
+                "(nextval('event_positions'), ${}, ${}, ${}, ${}, ${}, ${}, ${}, \
+                 pg_current_xact_id()::text::bigint)",
+                base + 1,
+                base + 2,
+                base + 3,
+                base + 4,
+                base + 5,
+                base + 6,
+                base + 7,
+            );
+            values.extend([
+                new_id().into(),
+                e.account_id.into(),
+                e.customer_id.into(),
+                e.connection_id.into(),
+                e.event_type.to_value().into(),
+                e.data.into(),
+                now.into(),
+            ]);
+        }
+        sql.push_str(" RETURNING position) SELECT position FROM inserted ORDER BY position");
+        let rows = txn
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                sql,
+                values,
+            ))
+            .await?;
+        for row in rows {
+            positions.push(row.try_get_by_index::<i64>(0)?);
+        }
     }
     Ok(positions)
 }
@@ -210,13 +338,20 @@ async fn record_sqlite(
     Ok((last - count + 1..=last).collect())
 }
 
-/// Where a listener of the whole log resumes; encoded in `Event.cursor`.
-pub fn encode_cursor(position: i64) -> String {
+/// Where a listener of the whole log resumes; encoded in `Event.cursor`. A cursor of an
+/// earlier release (`e1:` and a position) reads as transaction 0, where every event it
+/// could name still is.
+pub fn encode_cursor(at: LogPosition) -> String {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("e1:{position}"))
+    let text = if at.txid == 0 {
+        format!("e1:{}", at.position)
+    } else {
+        format!("e2:{}:{}", at.txid, at.position)
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
 }
 
-pub fn decode_cursor(cursor: &str) -> Result<i64, AppError> {
+pub fn decode_cursor(cursor: &str) -> Result<LogPosition, AppError> {
     use base64::Engine;
     let invalid = || AppError::bad_input("malformed event cursor");
     if cursor.len() > 64 {
@@ -226,10 +361,20 @@ pub fn decode_cursor(cursor: &str) -> Result<i64, AppError> {
         .decode(cursor)
         .map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-    text.strip_prefix("e1:")
-        .and_then(|p| p.parse::<i64>().ok())
-        .filter(|p| *p >= 0)
-        .ok_or_else(invalid)
+    let number = |n: &str| n.parse::<i64>().ok().filter(|n| *n >= 0);
+    let at = if let Some(position) = text.strip_prefix("e1:") {
+        number(position).map(|position| LogPosition { txid: 0, position })
+    } else if let Some(rest) = text.strip_prefix("e2:") {
+        rest.split_once(':').and_then(|(txid, position)| {
+            Some(LogPosition {
+                txid: number(txid).filter(|t| *t > 0)?,
+                position: number(position)?,
+            })
+        })
+    } else {
+        None
+    };
+    at.ok_or_else(invalid)
 }
 
 /// Which events a reader wants, within what it may see.
@@ -354,30 +499,18 @@ pub async fn find_for_delivery(
         .ok_or(AppError::NotFound("event (pruned by retention)"))
 }
 
-pub async fn ensure_retained(db: &impl ConnectionTrait, after: i64) -> AppResult<()> {
-    // The last position first, then the oldest event: events committed between the two reads
-    // come after `last`, so they never make the log look pruned. (Read the other way round,
-    // an empty log that gets its first events in between looked pruned.)
-    let last = event_sequence::Entity::find_by_id(1)
-        .one(db)
-        .await?
-        .map_or(0, |s| s.last_position);
-    let oldest: Option<Option<i64>> = event::Entity::find()
-        .select_only()
-        .column_as(Expr::col(event::Column::Position).min(), "oldest")
-        .into_tuple()
-        .one(db)
-        .await?;
-    if after > last {
+pub async fn ensure_retained(db: &impl ConnectionTrait, after: LogPosition) -> AppResult<()> {
+    let log = event_sequence::Entity::find_by_id(1).one(db).await?;
+    let pruned = log.as_ref().map_or_else(LogPosition::default, |log| LogPosition {
+        txid: log.pruned_txid,
+        position: log.pruned_position,
+    });
+    if after.position > last_position(db).await? {
         return Err(AppError::bad_input(
             "the cursor is ahead of the event log: no event has that position yet",
         ));
     }
-    let pruned = match oldest.flatten() {
-        Some(oldest) => oldest > after.saturating_add(1),
-        None => last > after,
-    };
-    if pruned {
+    if after < pruned {
         return Err(AppError::bad_input(
             "the cursor is older than the event retention; events after it were pruned",
         ));
@@ -385,83 +518,176 @@ pub async fn ensure_retained(db: &impl ConnectionTrait, after: i64) -> AppResult
     Ok(())
 }
 
-/// Events matching the filter after a position, oldest first.
+/// The last position given to an event (0 before the first).
+async fn last_position(db: &impl ConnectionTrait) -> AppResult<i64> {
+    let backend = db.get_database_backend();
+    if backend == DbBackend::Postgres {
+        let row = db
+            .query_one_raw(Statement::from_string(
+                backend,
+                "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM event_positions",
+            ))
+            .await?;
+        return Ok(match row {
+            Some(row) => row.try_get_by_index::<i64>(0)?,
+            None => 0,
+        });
+    }
+    Ok(event_sequence::Entity::find_by_id(1)
+        .one(db)
+        .await?
+        .map_or(0, |s| s.last_position))
+}
+
+/// The last event a reader may pass now: where a reader that starts at the end of the log
+/// starts.
+pub async fn end_of_log(db: &impl ConnectionTrait) -> AppResult<LogPosition> {
+    let backend = db.get_database_backend();
+    if backend != DbBackend::Postgres {
+        return Ok(LogPosition {
+            txid: 0,
+            position: last_position(db).await?,
+        });
+    }
+    let last = event::Entity::find()
+        .filter(Expr::cust(format!("events.txid < {HORIZON}")))
+        .order_by_desc(event::Column::Txid)
+        .order_by_desc(event::Column::Position)
+        .one(db)
+        .await?;
+    Ok(last.as_ref().map(LogPosition::of).unwrap_or_default())
+}
+
+/// Events matching the filter after a position, in reading order.
 pub async fn read_after(
     db: &impl ConnectionTrait,
     filter: &Filter,
-    after: i64,
+    after: LogPosition,
     limit: u64,
 ) -> AppResult<Vec<event::Model>> {
-    let select = filter
-        .apply(db.get_database_backend(), event::Entity::find())
-        .filter(event::Column::Position.gt(after));
-    Ok(select
-        .order_by_asc(event::Column::Position)
-        .limit(limit)
-        .all(db)
-        .await?)
+    let backend = db.get_database_backend();
+    let select = after_in_order(backend, filter.apply(backend, event::Entity::find()), after);
+    Ok(select.limit(limit).all(db).await?)
 }
 
+/// How long a page of the `events` query waits for older transactions still in flight.
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// One page of the `events` query: `limit` events after the cursor, and whether more exist.
+/// On PostgreSQL it first waits (up to `SETTLE_WAIT`) until every event of the filter that
+/// is committed can be passed, so that a client reads its own writes: an event its request
+/// committed comes after the horizon while an older transaction is still in flight.
 pub async fn list(
     db: &impl ConnectionTrait,
     filter: &Filter,
-    after: Option<i64>,
+    after: Option<LogPosition>,
     limit: u64,
 ) -> AppResult<(Vec<event::Model>, bool)> {
     if let Some(after) = after {
         ensure_retained(db, after).await?;
     }
-    let mut rows = read_after(db, filter, after.unwrap_or(0), limit + 1).await?;
+    if db.get_database_backend() == DbBackend::Postgres {
+        wait_until_settled(db, filter).await?;
+    }
+    let mut rows = read_after(db, filter, after.unwrap_or_default(), limit + 1).await?;
     let more = rows.len() as u64 > limit;
     rows.truncate(limit as usize);
     Ok((rows, more))
 }
 
+/// Waits until no committed event of the filter is past the horizon, for `SETTLE_WAIT` at
+/// most (then the page holds what can be passed, and the rest comes on a later page).
+async fn wait_until_settled(db: &impl ConnectionTrait, filter: &Filter) -> AppResult<()> {
+    let backend = db.get_database_backend();
+    let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        let unsettled = filter
+            .apply(backend, event::Entity::find())
+            .filter(Expr::cust(format!("events.txid >= {HORIZON}")))
+            .one(db)
+            .await?;
+        if unsettled.is_none() || tokio::time::Instant::now() >= deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Events deleted per transaction by `prune`.
 const PRUNE_BATCH: u64 = 5000;
 
-/// Deletes events older than the retention; returns how many. Positions follow commit
-/// time, so the expired events are the oldest positions: found in position order (the
-/// primary key, no scan of the table) and deleted in short transactions, so that writers
-/// never wait long for the write lock.
+/// Deletes events older than the retention; returns how many. They are found in reading
+/// order up to the first event that stays (so a cursor is either before the pruning mark or
+/// sure to find every event after it) and deleted in short transactions, so that writers
+/// never wait long for the write lock; each moves the pruning mark to its last event.
 pub async fn prune(db: &Db, retention: std::time::Duration) -> AppResult<u64> {
     let horizon = crate::db::horizon(retention);
-    // The first position that stays; everything before it has expired.
-    let kept: Option<i64> = event::Entity::find()
-        .select_only()
-        .column(event::Column::Position)
-        .filter(event::Column::OccurredAt.gte(horizon))
-        .order_by_asc(event::Column::Position)
-        .limit(1)
-        .into_tuple()
-        .one(db.conn())
-        .await?;
+    let backend = db.conn().get_database_backend();
+    // The first event that stays; everything before it in reading order has expired.
+    let kept = after_in_order(
+        backend,
+        event::Entity::find().filter(event::Column::OccurredAt.gte(horizon)),
+        LogPosition::default(),
+    )
+    .one(db.conn())
+    .await?
+    .map(|e| LogPosition::of(&e));
     let mut deleted = 0;
+    let mut after = LogPosition::default();
     loop {
-        let mut expired = event::Entity::find()
-            .select_only()
-            .column(event::Column::Position)
-            .order_by_asc(event::Column::Position)
+        let mut expired = after_in_order(backend, event::Entity::find(), after)
+            .filter(event::Column::OccurredAt.lt(horizon))
             .limit(PRUNE_BATCH);
         if let Some(kept) = kept {
-            expired = expired.filter(event::Column::Position.lt(kept));
-        } else {
-            expired = expired.filter(event::Column::OccurredAt.lt(horizon));
+            let before_kept = match backend {
+                DbBackend::Postgres => "(events.txid, events.position) < ($1, $2)",
+                _ => "(events.txid, events.position) < (?, ?)",
+            };
+            expired = expired.filter(Expr::cust_with_values(
+                before_kept,
+                [kept.txid, kept.position],
+            ));
         }
-        let positions: Vec<i64> = expired.into_tuple().all(db.conn()).await?;
-        let Some(&newest) = positions.last() else {
+        let batch: Vec<LogPosition> = expired
+            .select_only()
+            .column(event::Column::Txid)
+            .column(event::Column::Position)
+            .into_tuple::<(i64, i64)>()
+            .all(db.conn())
+            .await?
+            .into_iter()
+            .map(|(txid, position)| LogPosition { txid, position })
+            .collect();
+        let Some(&last) = batch.last() else {
             return Ok(deleted);
         };
         let txn = db.begin_write().await?;
         let result = event::Entity::delete_many()
-            .filter(event::Column::Position.lte(newest))
-            .filter(event::Column::OccurredAt.lt(horizon))
+            .filter(event::Column::Position.is_in(batch.iter().map(|e| e.position)))
             .exec(&*txn)
             .await?;
+        // The mark only moves forward (a concurrent pruner may be ahead).
+        txn.execute_raw(Statement::from_sql_and_values(
+            backend,
+            match backend {
+                DbBackend::Postgres => {
+                    "UPDATE event_sequence SET pruned_txid = $1, pruned_position = $2 \
+                     WHERE id = 1 AND (pruned_txid, pruned_position) < ($1, $2)"
+                }
+                _ => {
+                    "UPDATE event_sequence SET pruned_txid = ?1, pruned_position = ?2 \
+                     WHERE id = 1 AND (pruned_txid < ?1 OR (pruned_txid = ?1 AND pruned_position < ?2))"
+                }
+            },
+            [last.txid.into(), last.position.into()],
+        ))
+        .await?;
         txn.commit().await?;
         deleted += result.rows_affected;
-        if (positions.len() as u64) < PRUNE_BATCH {
+        after = last;
+        if (batch.len() as u64) < PRUNE_BATCH {
             return Ok(deleted);
         }
     }

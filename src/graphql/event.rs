@@ -29,7 +29,7 @@ impl Event {
     }
     /// Resume point: pass it as `after` to `events` (query or subscription).
     async fn cursor(&self) -> String {
-        events::encode_cursor(self.0.position)
+        events::encode_cursor(events::LogPosition::of(&self.0))
     }
     /// What happened.
     #[graphql(name = "type")]

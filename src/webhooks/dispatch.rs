@@ -16,7 +16,7 @@ use std::{
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, QuerySelect, sea_query::Expr,
+    QuerySelect, sea_query::Expr,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -31,7 +31,7 @@ use crate::{
     connections,
     db::{Db, WriteTxn},
     error::AppResult,
-    events::EventType,
+    events::{EventType, LogPosition, after_in_order},
 };
 use entity::{connection, event, webhook_delivery, webhook_dispatch, webhook_endpoint};
 
@@ -191,9 +191,11 @@ impl Dispatcher {
         let last = webhook_dispatch::Entity::find_by_id(1)
             .one(db)
             .await?
-            .map_or(0, |row| row.last_position);
-        let next = event::Entity::find()
-            .filter(event::Column::Position.gt(last))
+            .map_or_else(LogPosition::default, |row| LogPosition {
+                txid: row.last_txid,
+                position: row.last_position,
+            });
+        let next = after_in_order(db.get_database_backend(), event::Entity::find(), last)
             .one(db)
             .await?;
         Ok(next.is_some())
@@ -206,16 +208,15 @@ impl Dispatcher {
         }
         let txn = self.db.begin_write().await?;
         let last = lock_position(&*txn).await?;
-        let events: Vec<Arc<event::Model>> = event::Entity::find()
-            .filter(event::Column::Position.gt(last))
-            .order_by_asc(event::Column::Position)
+        let events: Vec<Arc<event::Model>> =
+            after_in_order(txn.get_database_backend(), event::Entity::find(), last)
             .limit(BATCH)
             .all(&*txn)
             .await?
             .into_iter()
             .map(Arc::new)
             .collect();
-        let Some(newest) = events.last().map(|e| e.position) else {
+        let Some(newest) = events.last().map(|e| LogPosition::of(e)) else {
             return Ok(0);
         };
         let endpoints = enabled_endpoints(&*txn, &events).await?;
@@ -233,7 +234,12 @@ impl Dispatcher {
     /// Creates the routed deliveries and moves the position to `newest`, in the batch's
     /// transaction. First attempts this process has room for are created leased to its
     /// senders and passed to them after the commit; the claimer is woken for the others.
-    async fn persist(&self, txn: WriteTxn, routes: Vec<Route>, newest: i64) -> AppResult<()> {
+    async fn persist(
+        &self,
+        txn: WriteTxn,
+        routes: Vec<Route>,
+        newest: LogPosition,
+    ) -> AppResult<()> {
         let mut reservation = match &self.direct {
             Some(direct) => {
                 let deliveries_to = routes
@@ -268,7 +274,11 @@ impl Dispatcher {
                 .await?;
         }
         webhook_dispatch::Entity::update_many()
-            .col_expr(webhook_dispatch::Column::LastPosition, Expr::value(newest))
+            .col_expr(
+                webhook_dispatch::Column::LastPosition,
+                Expr::value(newest.position),
+            )
+            .col_expr(webhook_dispatch::Column::LastTxid, Expr::value(newest.txid))
             .filter(webhook_dispatch::Column::Id.eq(1))
             .exec(&*txn)
             .await?;
@@ -284,7 +294,7 @@ impl Dispatcher {
 }
 
 /// Locks the position row and reads it: one dispatcher at a time across processes.
-async fn lock_position(txn: &impl ConnectionTrait) -> AppResult<i64> {
+async fn lock_position(txn: &impl ConnectionTrait) -> AppResult<LogPosition> {
     Ok(webhook_dispatch::Entity::update_many()
         .col_expr(
             webhook_dispatch::Column::LastPosition,
@@ -294,7 +304,10 @@ async fn lock_position(txn: &impl ConnectionTrait) -> AppResult<i64> {
         .exec_with_returning(txn)
         .await?
         .first()
-        .map_or(0, |row| row.last_position))
+        .map_or_else(LogPosition::default, |row| LogPosition {
+            txid: row.last_txid,
+            position: row.last_position,
+        }))
 }
 
 /// The enabled endpoints of the events' accounts.
@@ -364,6 +377,7 @@ mod tests {
             event_type: sea_orm::ActiveEnum::try_from_value(&event_type.to_owned()).unwrap(),
             data: json!({}),
             occurred_at: Utc::now(),
+            txid: 0,
         })
     }
 

@@ -4,7 +4,8 @@
 //! | Worker | What it does | Where it runs |
 //! |---|---|---|
 //! | `event-feed` | Reads committed events and fans them out to subscriptions | always |
-//! | `event-listener` | LISTENs for other processes' commits and wakes the event feed | PostgreSQL |
+//! | `event-listener` | LISTENs for other processes' commits and wakes the event feed and the webhook dispatcher | PostgreSQL |
+//! | `event-announcer` | NOTIFYs other processes of this one's commits, outside the writers' transactions | PostgreSQL |
 //! | `revocations` | Closes the WebSockets of tokens other processes revoked (`NOTIFY` on PostgreSQL, a poll each second on SQLite) | always |
 //! | `rate-limits` | Drops idle rate-limit buckets; rereads accounts' limits (PostgreSQL) | always |
 //! | `sqlite-checkpoint` | Copies the SQLite log into the database file after writes | SQLite |
@@ -209,6 +210,10 @@ fn start_always(workers: &mut Workers, services: &Services, config: &Config) {
         let event_feed = feed.clone();
         workers.spawn("event-listener", move |s| {
             event_feed.clone().listen(url.clone(), s)
+        });
+        let announcer = db.clone();
+        workers.spawn("event-announcer", move |s| {
+            announcer.clone().announce_commits(crate::events::feed::CHANNEL, s)
         });
     }
     // Every process serves WebSockets, so every process closes those of revoked tokens.

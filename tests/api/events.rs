@@ -1,6 +1,7 @@
 //! The event log and its subscriptions: replay then live, scoping, slow readers, several
 //! server processes, retention.
 
+use millwright::events::LogPosition;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -24,16 +25,13 @@ async fn subscribe(socket: &mut Socket, id: &str, query: &str, variables: Value)
 const SUBSCRIBE_EVENTS: &str = "subscription($after: String, $filter: EventFilter) {
     events(after: $after, filter: $filter) { cursor type data } }";
 
-fn position(cursor: &str) -> i64 {
-    use base64::Engine;
-    let text = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .unwrap();
-    String::from_utf8(text).unwrap()[3..].parse().unwrap()
+/// Where an event's cursor places it in the log's reading order.
+fn position(cursor: &str) -> LogPosition {
+    millwright::events::decode_cursor(cursor).unwrap()
 }
 
 /// The next `count` events of subscription `id`, as (position, type).
-async fn receive(socket: &mut Socket, id: &str, count: usize) -> Vec<(i64, String)> {
+async fn receive(socket: &mut Socket, id: &str, count: usize) -> Vec<(LogPosition, String)> {
     let mut events = Vec::with_capacity(count);
     while events.len() < count {
         let message = next(socket)
@@ -50,7 +48,7 @@ async fn receive(socket: &mut Socket, id: &str, count: usize) -> Vec<(i64, Strin
     events
 }
 
-fn assert_strictly_increasing(events: &[(i64, String)]) {
+fn assert_strictly_increasing(events: &[(LogPosition, String)]) {
     assert!(
         events.windows(2).all(|w| w[0].0 < w[1].0),
         "positions strictly increase: {events:?}"
@@ -175,8 +173,8 @@ async fn replay_then_live_with_concurrent_writers_has_no_gap_or_duplicate() {
     writer.await.unwrap();
     assert_strictly_increasing(&events);
     assert_eq!(
-        events[0].0,
-        position(fifth.as_str().unwrap()) + 1,
+        events[0].0.position,
+        position(fifth.as_str().unwrap()).position + 1,
         "replay starts right after the cursor"
     );
     assert!(events.iter().all(|(_, t)| t == "CREDITS_CHANGED"));
@@ -265,7 +263,12 @@ async fn a_slow_subscriber_still_receives_every_event() {
         }
     }
     assert_strictly_increasing(&events);
-    assert_eq!(events.last().unwrap().0 - events[0].0, 299, "no gap");
+    // One writer at a time: consecutive positions.
+    assert_eq!(
+        events.last().unwrap().0.position - events[0].0.position,
+        299,
+        "no gap"
+    );
 }
 
 #[tokio::test]
@@ -300,8 +303,8 @@ async fn an_event_from_another_server_process_reaches_subscribers() {
     grant(&app, &account_id, 3).await;
     let more = receive(&mut socket, "s", 3).await;
     assert_eq!(
-        more[0].0,
-        events[2].0 + 1,
+        more[0].0.position,
+        events[2].0.position + 1,
         "no gap after the LISTEN connection dropped"
     );
 }
@@ -478,7 +481,10 @@ async fn cursors_past_the_end_of_the_log_are_refused() {
     let (account_id, key) = app.create_account("A", 0).await;
     grant(&app, &account_id, 2).await;
     for position in [1_000_000, i64::MAX] {
-        let after = millwright::events::encode_cursor(position);
+        let after = millwright::events::encode_cursor(millwright::events::LogPosition {
+            txid: 0,
+            position,
+        });
         let body = app.gql(&key, EVENTS, json!({ "after": after })).await;
         assert_eq!(error_code(&body), "BAD_USER_INPUT", "{position}: {body}");
         let mut socket = open(&app).await;

@@ -95,7 +95,10 @@ async fn four_processes_started_at_once_on_an_empty_database_all_come_up() {
 
 /// The migrations this release added, newest first: a database of the previous release is
 /// one without them.
-const THIS_RELEASE: [&str; 1] = ["m20261205_000060_flows"];
+const THIS_RELEASE: [&str; 2] = [
+    "m20261206_000010_event_log_order",
+    "m20261205_000060_flows",
+];
 
 /// The last sync run of `connection` once it has ended: its status.
 async fn ended_run(app: &TestApp, key: &str, connection: &str) -> String {
@@ -130,6 +133,18 @@ async fn a_database_of_the_previous_release_is_carried_forward() {
     let on = json!({ "c": live });
     let before = app.ok(&key, read, on.clone()).await;
     assert!(!before["assets"]["nodes"].as_array().unwrap().is_empty());
+    // A client's place in the event log, as the previous release gave it.
+    let events = "query($after: String) { events(first: 100, after: $after) {
+        edges { cursor node { id type } } } }";
+    let old = app.ok(&key, events, json!({ "after": null })).await["events"]["edges"].clone();
+    let old = old.as_array().unwrap().clone();
+    assert!(old.len() > 2);
+    // The previous release's cursors named a position only (`e1:`).
+    let cursor = millwright::events::decode_cursor(old[1]["cursor"].as_str().unwrap()).unwrap();
+    let cursor = millwright::events::encode_cursor(millwright::events::LogPosition {
+        txid: 0,
+        position: cursor.position,
+    });
 
     // The database as the previous release left it: this release's migrations reverted.
     let db = app.into_db().await;
@@ -152,6 +167,22 @@ async fn a_database_of_the_previous_release_is_carried_forward() {
     // This release starts on it and migrates it.
     let upgraded = TestApp::on(db).await;
     assert_eq!(upgraded.ok(&key, read, on.clone()).await, before);
+    // The old cursor still reads on: the old events after it, then the new ones.
+    let grant = "mutation($id: ID!) { grantCredits(accountId: $id, amount: 1) { total } }";
+    let account = upgraded.ok(&key, "{ viewer { account { id } } }", json!({})).await;
+    let account = account["viewer"]["account"]["id"].clone();
+    upgraded
+        .ok(crate::harness::ADMIN_TOKEN, grant, json!({ "id": account }))
+        .await;
+    let after = upgraded.ok(&key, events, json!({ "after": cursor })).await["events"]["edges"]
+        .clone();
+    let after = after.as_array().unwrap();
+    let ids = |edges: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        edges.iter().map(|e| e["node"]["id"].clone()).collect()
+    };
+    assert_eq!(ids(&after[..old.len() - 2]), ids(&old[2..]));
+    assert_eq!(after.len(), old.len() - 2 + 1, "the grant's event comes last");
+    assert_eq!(after.last().unwrap()["node"]["type"], "CREDITS_CHANGED");
     // A connection that sent every event type of the previous release sends the new ones.
     let types = "query($c: ID!) { connection(id: $c) { webhookEventTypes } }";
     let types =
@@ -165,5 +196,5 @@ async fn a_database_of_the_previous_release_is_carried_forward() {
     assert_eq!(ended_run(&upgraded, &key, &live).await, "SUCCEEDED");
     upgraded.ok(&key, disconnect, json!({ "id": live })).await;
     let credits = upgraded.ok(&key, read, on).await["viewer"]["account"]["credits"].clone();
-    assert_eq!(credits, json!({ "total": 10, "used": 0, "available": 10 }));
+    assert_eq!(credits, json!({ "total": 11, "used": 0, "available": 11 }));
 }

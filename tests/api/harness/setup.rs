@@ -48,9 +48,14 @@ pub async fn grant(app: &TestApp, account_id: &str, times: usize) {
 /// every event committed later, however long the server takes to start streaming.
 pub async fn log_end(app: &TestApp) -> String {
     let db = Database::connect(&app.db.url).await.unwrap();
-    let last = number(&db, "SELECT COALESCE(MAX(position), 0) AS n FROM events").await;
+    let txid = number(&db, "SELECT COALESCE(MAX(txid), 0) AS n FROM events").await;
+    let position = number(
+        &db,
+        &format!("SELECT COALESCE(MAX(position), 0) AS n FROM events WHERE txid = {txid}"),
+    )
+    .await;
     db.close().await.ok();
-    millwright::events::encode_cursor(last)
+    millwright::events::encode_cursor(millwright::events::LogPosition { txid, position })
 }
 
 /// Waits until the webhook dispatcher has routed every event committed so far and every
