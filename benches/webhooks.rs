@@ -239,7 +239,10 @@ fn config(database_url: String) -> Config {
     config.webhooks.allow_private_targets = true;
     config.http.max_batch_size = GRANTS_PER_BATCH;
     config.http.max_query_complexity = 5000;
-    if let Some(n) = std::env::var("WEBHOOKS_DB_CONNECTIONS").ok().and_then(|n| n.parse().ok()) {
+    if let Some(n) = std::env::var("WEBHOOKS_DB_CONNECTIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
         config.database.max_connections = n;
     }
     config
@@ -407,7 +410,13 @@ async fn live_run(
     let receipts = receiver.take();
     let occurred = read_events(&account).await?;
     let tally = Tally::of(&receipts, &occurred);
-    let figures = report_tally(&tally, &waited, grants.started, "the first grant sent", EVENTS);
+    let figures = report_tally(
+        &tally,
+        &waited,
+        grants.started,
+        "the first grant sent",
+        EVENTS,
+    );
     report_overlap(&grants, &receipts, &waited, &tally);
     println!(
         "latency commit -> receipt: {} ({} deliveries)",

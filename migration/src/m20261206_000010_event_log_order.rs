@@ -104,8 +104,12 @@ impl MigrationTrait for Migration {
                  WHERE id = 1",
             )
             .await?;
-            db.execute_unprepared("DROP SEQUENCE event_positions").await?;
-            for index in ["idx_events_txid_position", "idx_events_account_txid_position"] {
+            db.execute_unprepared("DROP SEQUENCE event_positions")
+                .await?;
+            for index in [
+                "idx_events_txid_position",
+                "idx_events_account_txid_position",
+            ] {
                 manager
                     .drop_index(Index::drop().name(index).table(Events::Table).to_owned())
                     .await?;

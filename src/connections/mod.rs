@@ -277,7 +277,6 @@ pub async fn connect(
             )));
         }
     }
-    credits::consume(&*txn, account_id, cost, id, request.customer_id).await?;
     let model = connection::ActiveModel {
         id: Set(id),
         account_id: Set(account_id),
@@ -300,9 +299,12 @@ pub async fn connect(
         metadata: Set(metadata),
         credentials: Set(Some(seal(cipher, id, &credentials))),
         purged_at: Set(None),
-    }
-    .insert(&*txn)
-    .await?;
+    };
+    let insert = sea_orm::QueryTrait::build(
+        &connection::Entity::insert(model.clone()),
+        txn.get_database_backend(),
+    );
+    let model = sea_orm::TryIntoModel::try_into_model(model)?;
     let created = NewEvent {
         account_id,
         customer_id: Some(model.customer_id),
@@ -311,7 +313,8 @@ pub async fn connect(
         data: json!({ "system": system.key, "deployment": request.deployment.to_value(),
                       "credit_cost": cost, "status": status.to_value() }),
     };
-    events::record(&*txn, vec![created]).await?;
+    // The row and its event in one round trip on either backend.
+    events::record_after(&*txn, Some(insert), vec![created]).await?;
     crate::sync::enqueue(
         &*txn,
         &model,
@@ -319,6 +322,9 @@ pub async fn connect(
         crate::sync::SyncTrigger::Connect,
     )
     .await?;
+    // Last: the account's row, which every credit movement of the account waits for, is
+    // locked from here to the commit only.
+    credits::consume(&*txn, account_id, cost, id, request.customer_id).await?;
     txn.after_commit(Notice::SyncQueued);
     txn.commit().await?;
     tracing::info!(connection.id = %id, credits = cost, "connection created");

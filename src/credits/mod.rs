@@ -1,12 +1,13 @@
 //! The credit pool of an account: grants, consumption on connect, refunds on disconnect.
 //! Every movement is one conditional UPDATE (never read-modify-write) plus a ledger row and
-//! a `credits.changed` event in the caller's transaction.
+//! a `credits.changed` event in the caller's transaction; on PostgreSQL the three are one
+//! statement ([`move_credits`]).
 
 use chrono::Utc;
 use sea_orm::ActiveEnum as _;
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, QueryTrait,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect, QueryTrait,
     sea_query::{Expr, ExprTrait},
 };
 use serde_json::json;
@@ -45,7 +46,7 @@ pub async fn consume(
     customer_id: Uuid,
 ) -> AppResult<()> {
     let cost = i64::from(cost);
-    let updated = account::Entity::update_many()
+    let update = account::Entity::update_many()
         .col_expr(
             account::Column::CreditsUsed,
             Expr::col(account::Column::CreditsUsed).add(cost),
@@ -55,16 +56,7 @@ pub async fn consume(
             Expr::col(account::Column::CreditsTotal)
                 .sub(Expr::col(account::Column::CreditsUsed))
                 .gte(cost),
-        )
-        .exec_with_returning(txn)
-        .await?;
-    let Some(account) = updated.into_iter().next() else {
-        let account = find_account(txn, account_id).await?;
-        return Err(AppError::InsufficientCredits {
-            needed: cost,
-            available: Some(account.credits_total - account.credits_used),
-        });
-    };
+        );
     let movement = Movement {
         account_id,
         kind: CreditEntryKind::Connect,
@@ -73,7 +65,14 @@ pub async fn consume(
         customer_id: Some(customer_id),
         note: None,
     };
-    book(txn, &account, movement).await
+    if move_credits(txn, update, movement).await?.is_none() {
+        let account = find_account(txn, account_id).await?;
+        return Err(AppError::InsufficientCredits {
+            needed: cost,
+            available: Some(account.credits_total - account.credits_used),
+        });
+    }
+    Ok(())
 }
 
 /// Returns a connection's credits to the pool.
@@ -85,17 +84,12 @@ pub async fn refund(
     customer_id: Uuid,
 ) -> AppResult<()> {
     let amount = i64::from(amount);
-    let account = account::Entity::update_many()
+    let update = account::Entity::update_many()
         .col_expr(
             account::Column::CreditsUsed,
             Expr::col(account::Column::CreditsUsed).sub(amount),
         )
-        .filter(account::Column::Id.eq(account_id))
-        .exec_with_returning(txn)
-        .await?
-        .into_iter()
-        .next()
-        .ok_or(AppError::NotFound("account"))?;
+        .filter(account::Column::Id.eq(account_id));
     let movement = Movement {
         account_id,
         kind: CreditEntryKind::Disconnect,
@@ -104,7 +98,10 @@ pub async fn refund(
         customer_id: Some(customer_id),
         note: None,
     };
-    book(txn, &account, movement).await
+    move_credits(txn, update, movement)
+        .await?
+        .ok_or(AppError::NotFound("account"))?;
+    Ok(())
 }
 
 /// Adds `amount` credits to the account's pool total.
@@ -132,21 +129,13 @@ pub async fn grant(
     let txn = db.begin_write().await?;
     // One conditional statement: concurrent grants add up and the total never overflows. It
     // returns the account as updated, so nothing is read back.
-    let updated = account::Entity::update_many()
+    let update = account::Entity::update_many()
         .col_expr(
             account::Column::CreditsTotal,
             Expr::col(account::Column::CreditsTotal).add(amount),
         )
         .filter(account::Column::Id.eq(account_id))
-        .filter(account::Column::CreditsTotal.lte(MAX_CREDITS - amount))
-        .exec_with_returning(&*txn)
-        .await?;
-    let Some(account) = updated.into_iter().next() else {
-        find_account(&*txn, account_id).await?;
-        return Err(AppError::bad_input(format!(
-            "the pool cannot exceed {MAX_CREDITS} credits"
-        )));
-    };
+        .filter(account::Column::CreditsTotal.lte(MAX_CREDITS - amount));
     let movement = Movement {
         account_id,
         kind: CreditEntryKind::Grant,
@@ -155,7 +144,12 @@ pub async fn grant(
         customer_id: None,
         note,
     };
-    book(&*txn, &account, movement).await?;
+    let Some(account) = move_credits(&*txn, update, movement).await? else {
+        find_account(&*txn, account_id).await?;
+        return Err(AppError::bad_input(format!(
+            "the pool cannot exceed {MAX_CREDITS} credits"
+        )));
+    };
     txn.commit().await?;
     Ok(account)
 }
@@ -177,6 +171,88 @@ pub async fn book_initial_grant(
         note,
     };
     book(txn, account, movement).await
+}
+
+/// PostgreSQL: a version 7 UUID of `clock.t`, the time the statement holds the account's
+/// row lock (milliseconds, then the microseconds within the millisecond in `rand_a`, then
+/// the random half of a version 4 UUID, whose variant bits it keeps). The ledger is paged
+/// by id: ids made under the lock follow the order in which the movements took place, as
+/// ids made by [`new_id`] after the lock was taken did (a movement waits for the commit of
+/// the one before it, far longer than a microsecond).
+const LEDGER_ID: &str = "encode(\
+    substring(int8send(floor(extract(epoch FROM clock.t) * 1000)::bigint) FROM 3 FOR 6) \
+    || int2send((28672 + floor(extract(epoch FROM clock.t) * 1000000)::bigint % 1000)::smallint) \
+    || substring(uuid_send(gen_random_uuid()) FROM 9 FOR 8), 'hex')::uuid";
+
+/// Applies `update` (a conditional UPDATE of one account's pool) and, when it matched,
+/// books `movement`: the ledger row and the `credits.changed` event. Returns the account as
+/// updated, `None` when the condition did not hold (nothing written).
+///
+/// On PostgreSQL all of it is one statement (data-modifying `WITH`): the account's row lock,
+/// which every movement of the account waits for, is then held for that statement and the
+/// commit only, not for three round trips.
+async fn move_credits(
+    txn: &impl ConnectionTrait,
+    update: sea_orm::UpdateMany<account::Entity>,
+    movement: Movement,
+) -> AppResult<Option<account::Model>> {
+    let backend = txn.get_database_backend();
+    if backend != DbBackend::Postgres {
+        let Some(account) = update.exec_with_returning(txn).await?.into_iter().next() else {
+            return Ok(None);
+        };
+        book(txn, &account, movement).await?;
+        return Ok(Some(account));
+    }
+    use std::fmt::Write as _;
+    let (update_sql, update_values) = update
+        .into_query()
+        .returning_all()
+        .build(sea_orm::sea_query::PostgresQueryBuilder);
+    let mut values: Vec<sea_orm::Value> = update_values.0;
+    let base = values.len();
+    let now = Utc::now();
+    values.extend([
+        movement.kind.to_value().into(),
+        movement.amount.into(),
+        movement.connection_id.into(),
+        movement.note.into(),
+        now.into(),
+        new_id().into(),
+        movement.customer_id.into(),
+        EventType::CreditsChanged.to_value().into(),
+    ]);
+    let p = |n: usize| format!("${}", base + n);
+    let mut sql = String::new();
+    let _ = write!(
+        sql,
+        "WITH acc AS ({update_sql}), \
+         clock AS (SELECT clock_timestamp() AS t FROM acc), \
+         ledger AS (INSERT INTO credit_ledger (id, account_id, kind, amount, balance_after, \
+           connection_id, note, created_at) \
+           SELECT {LEDGER_ID}, acc.id, {kind}, {amount}, acc.credits_total - acc.credits_used, \
+           {connection}, {note}, clock.t FROM acc, clock), \
+         inserted AS (INSERT INTO events (position, id, account_id, customer_id, \
+           connection_id, event_type, data, occurred_at, txid) \
+           SELECT nextval('event_positions'), {event_id}, acc.id, {customer}, {connection}, \
+           {event_type}, json_build_object('amount', {amount}::bigint, 'available', \
+           acc.credits_total - acc.credits_used, 'kind', {kind}::text), {now}, \
+           pg_current_xact_id()::text::bigint FROM acc) \
+         SELECT * FROM acc",
+        kind = p(1),
+        amount = p(2),
+        connection = p(3),
+        note = p(4),
+        now = p(5),
+        event_id = p(6),
+        customer = p(7),
+        event_type = p(8),
+    );
+    let statement = sea_orm::Statement::from_sql_and_values(backend, sql, values);
+    Ok(account::Entity::find()
+        .from_raw_sql(statement)
+        .one(txn)
+        .await?)
 }
 
 /// Writes the ledger row and the `credits.changed` event for a movement already applied to

@@ -501,10 +501,12 @@ pub async fn find_for_delivery(
 
 pub async fn ensure_retained(db: &impl ConnectionTrait, after: LogPosition) -> AppResult<()> {
     let log = event_sequence::Entity::find_by_id(1).one(db).await?;
-    let pruned = log.as_ref().map_or_else(LogPosition::default, |log| LogPosition {
-        txid: log.pruned_txid,
-        position: log.pruned_position,
-    });
+    let pruned = log
+        .as_ref()
+        .map_or_else(LogPosition::default, |log| LogPosition {
+            txid: log.pruned_txid,
+            position: log.pruned_position,
+        });
     if after.position > last_position(db).await? {
         return Err(AppError::bad_input(
             "the cursor is ahead of the event log: no event has that position yet",

@@ -176,7 +176,10 @@ impl BaseQuery {
         connection.edges = rows
             .into_iter()
             .map(|e| {
-                async_graphql::connection::Edge::new(events::encode_cursor(events::LogPosition::of(&e)), Event(e))
+                async_graphql::connection::Edge::new(
+                    events::encode_cursor(events::LogPosition::of(&e)),
+                    Event(e),
+                )
             })
             .collect();
         Ok(connection)

@@ -210,12 +210,12 @@ impl Dispatcher {
         let last = lock_position(&*txn).await?;
         let events: Vec<Arc<event::Model>> =
             after_in_order(txn.get_database_backend(), event::Entity::find(), last)
-            .limit(BATCH)
-            .all(&*txn)
-            .await?
-            .into_iter()
-            .map(Arc::new)
-            .collect();
+                .limit(BATCH)
+                .all(&*txn)
+                .await?
+                .into_iter()
+                .map(Arc::new)
+                .collect();
         let Some(newest) = events.last().map(|e| LogPosition::of(e)) else {
             return Ok(0);
         };

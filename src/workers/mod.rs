@@ -213,7 +213,9 @@ fn start_always(workers: &mut Workers, services: &Services, config: &Config) {
         });
         let announcer = db.clone();
         workers.spawn("event-announcer", move |s| {
-            announcer.clone().announce_commits(crate::events::feed::CHANNEL, s)
+            announcer
+                .clone()
+                .announce_commits(crate::events::feed::CHANNEL, s)
         });
     }
     // Every process serves WebSockets, so every process closes those of revoked tokens.

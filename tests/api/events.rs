@@ -81,13 +81,13 @@ async fn events_query_filters_and_paginates() {
         types,
         [
             "CREDITS_CHANGED",
-            "CREDITS_CHANGED",
             "CONNECTION_CREATED",
+            "CREDITS_CHANGED",
             "CREDITS_CHANGED",
             "CONNECTION_DISCONNECTED"
         ]
     );
-    let created = &all["events"]["edges"][2]["node"];
+    let created = &all["events"]["edges"][1]["node"];
     assert_eq!(created["data"]["credit_cost"], 1);
     assert_eq!(created["connectionId"], connection.as_str());
 

@@ -95,10 +95,7 @@ async fn four_processes_started_at_once_on_an_empty_database_all_come_up() {
 
 /// The migrations this release added, newest first: a database of the previous release is
 /// one without them.
-const THIS_RELEASE: [&str; 2] = [
-    "m20261206_000010_event_log_order",
-    "m20261205_000060_flows",
-];
+const THIS_RELEASE: [&str; 2] = ["m20261206_000010_event_log_order", "m20261205_000060_flows"];
 
 /// The last sync run of `connection` once it has ended: its status.
 async fn ended_run(app: &TestApp, key: &str, connection: &str) -> String {
@@ -169,19 +166,25 @@ async fn a_database_of_the_previous_release_is_carried_forward() {
     assert_eq!(upgraded.ok(&key, read, on.clone()).await, before);
     // The old cursor still reads on: the old events after it, then the new ones.
     let grant = "mutation($id: ID!) { grantCredits(accountId: $id, amount: 1) { total } }";
-    let account = upgraded.ok(&key, "{ viewer { account { id } } }", json!({})).await;
+    let account = upgraded
+        .ok(&key, "{ viewer { account { id } } }", json!({}))
+        .await;
     let account = account["viewer"]["account"]["id"].clone();
     upgraded
         .ok(crate::harness::ADMIN_TOKEN, grant, json!({ "id": account }))
         .await;
-    let after = upgraded.ok(&key, events, json!({ "after": cursor })).await["events"]["edges"]
-        .clone();
+    let after =
+        upgraded.ok(&key, events, json!({ "after": cursor })).await["events"]["edges"].clone();
     let after = after.as_array().unwrap();
     let ids = |edges: &[serde_json::Value]| -> Vec<serde_json::Value> {
         edges.iter().map(|e| e["node"]["id"].clone()).collect()
     };
     assert_eq!(ids(&after[..old.len() - 2]), ids(&old[2..]));
-    assert_eq!(after.len(), old.len() - 2 + 1, "the grant's event comes last");
+    assert_eq!(
+        after.len(),
+        old.len() - 2 + 1,
+        "the grant's event comes last"
+    );
     assert_eq!(after.last().unwrap()["node"]["type"], "CREDITS_CHANGED");
     // A connection that sent every event type of the previous release sends the new ones.
     let types = "query($c: ID!) { connection(id: $c) { webhookEventTypes } }";
