@@ -497,7 +497,6 @@ pub async fn disconnect(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<connec
         // burst of disconnects never waits for a second pooled connection.
         return find(&*txn, Scope::account(account_id), id).await;
     };
-    credits::refund(&*txn, account_id, model.credit_cost, id, model.customer_id).await?;
     // The connection's queued or running sync stops reading the customer's system: a worker
     // ends it CANCELLED with code DISCONNECTED, at its next page boundary if it is running.
     sync_run::Entity::update_many()
@@ -520,6 +519,8 @@ pub async fn disconnect(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<connec
     };
     events::record(&*txn, vec![disconnected]).await?;
     auth::sockets::announce(&txn, Notice::ConnectionTokenRevoked(id)).await?;
+    // Last: the account's row is held from here to the commit only.
+    credits::refund(&*txn, account_id, model.credit_cost, id, model.customer_id).await?;
     txn.commit().await?;
     tracing::info!(credits = model.credit_cost, "connection disconnected");
     Ok(model)

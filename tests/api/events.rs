@@ -83,8 +83,8 @@ async fn events_query_filters_and_paginates() {
             "CREDITS_CHANGED",
             "CONNECTION_CREATED",
             "CREDITS_CHANGED",
-            "CREDITS_CHANGED",
-            "CONNECTION_DISCONNECTED"
+            "CONNECTION_DISCONNECTED",
+            "CREDITS_CHANGED"
         ]
     );
     let created = &all["events"]["edges"][1]["node"];
