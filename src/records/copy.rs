@@ -8,8 +8,8 @@
 //! the server's; the JSON is still checked as a `json` value) and stored by one
 //! `INSERT INTO records … SELECT … FROM records_page ON CONFLICT …`, whose conflict handling
 //! and `RETURNING` are the SQLite statement's (`upsert_returning`): the same outcomes, the
-//! same keys added and updated, in the page's order (the table is read in the order the
-//! rows were copied), the same pass marks. Both run in the page's transaction, on its
+//! same keys added and updated, in the page's order (the table, emptied at every commit, is
+//! read in the order its rows were copied), the same pass marks. Both run in the page's transaction, on its
 //! connection ([`PgTxn::copy_in`]); the table is emptied at its commit.
 
 use chrono::{DateTime, Utc};
