@@ -13,6 +13,11 @@
 //!
 //! Migrations ([`Db::migrate`]) run under the SQLite write lock, and on PostgreSQL under an
 //! advisory lock, so that processes starting at once on one database migrate in turn.
+//!
+//! On PostgreSQL a write transaction is not sea-orm's but [`postgres::PgTxn`], which runs
+//! sea-orm's statements the same way and `COPY` as well (see that module for why).
+
+pub mod postgres;
 
 use std::{
     ops::Deref,
@@ -102,6 +107,8 @@ pub struct Db {
     local_commits: Arc<Notify>,
     /// Acts on the notices a write transaction carries, once it commits.
     notifier: Notifier,
+    /// Counts the statements of PostgreSQL write transactions, which sea-orm does not run.
+    statements: Option<prometheus::IntCounter>,
 }
 
 impl Db {
@@ -132,6 +139,7 @@ impl Db {
             commits: Arc::new(CommitSignal::default()),
             local_commits: Arc::new(Notify::new()),
             notifier: Notifier::default(),
+            statements: None,
         })
     }
 
@@ -142,6 +150,7 @@ impl Db {
 
     /// Counts every SQL statement (for `/metrics`); call before cloning the handle.
     pub fn count_statements(&mut self, counter: prometheus::IntCounter) {
+        self.statements = Some(counter.clone());
         self.conn.set_metric_callback(move |_| counter.inc());
     }
 
@@ -183,7 +192,12 @@ impl Db {
             sqlite_transaction_mode: guard.is_some().then_some(SqliteTransactionMode::Immediate),
             ..Default::default()
         };
-        let txn = self.conn.begin_with_options(options).await?;
+        let txn = if self.conn.get_database_backend() == DbBackend::Postgres {
+            let pool = self.conn.get_postgres_connection_pool();
+            TxnConn::Postgres(postgres::PgTxn::begin(pool, self.statements.clone()).await?)
+        } else {
+            TxnConn::SeaOrm(self.conn.begin_with_options(options).await?)
+        };
         Ok(WriteTxn {
             txn,
             commits: self.commits.clone(),
@@ -274,7 +288,7 @@ impl Db {
 
 /// A write transaction; on SQLite it holds the write lock until commit or drop.
 pub struct WriteTxn {
-    txn: DatabaseTransaction,
+    txn: TxnConn,
     commits: Arc<CommitSignal>,
     local_commits: Arc<Notify>,
     notifier: Notifier,
@@ -292,7 +306,10 @@ impl WriteTxn {
     }
 
     pub async fn commit(self) -> Result<(), DbErr> {
-        self.txn.commit().await?;
+        match self.txn {
+            TxnConn::SeaOrm(txn) => txn.commit().await?,
+            TxnConn::Postgres(txn) => txn.commit().await?,
+        }
         self.commits.notify();
         self.local_commits.notify_one();
         let notices = self.notices.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -304,9 +321,62 @@ impl WriteTxn {
 }
 
 impl Deref for WriteTxn {
-    type Target = DatabaseTransaction;
-    fn deref(&self) -> &DatabaseTransaction {
+    type Target = TxnConn;
+    fn deref(&self) -> &TxnConn {
         &self.txn
+    }
+}
+
+/// What a write transaction's statements run on. Dropped without a commit, either rolls
+/// back.
+pub enum TxnConn {
+    /// sea-orm's transaction (SQLite).
+    SeaOrm(DatabaseTransaction),
+    /// PostgreSQL: a transaction that can also `COPY`.
+    Postgres(postgres::PgTxn),
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for TxnConn {
+    fn get_database_backend(&self) -> DbBackend {
+        match self {
+            TxnConn::SeaOrm(txn) => txn.get_database_backend(),
+            TxnConn::Postgres(txn) => txn.get_database_backend(),
+        }
+    }
+
+    async fn execute_raw(&self, stmt: sea_orm::Statement) -> Result<sea_orm::ExecResult, DbErr> {
+        match self {
+            TxnConn::SeaOrm(txn) => txn.execute_raw(stmt).await,
+            TxnConn::Postgres(txn) => txn.execute_raw(stmt).await,
+        }
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<sea_orm::ExecResult, DbErr> {
+        match self {
+            TxnConn::SeaOrm(txn) => txn.execute_unprepared(sql).await,
+            TxnConn::Postgres(txn) => txn.execute_unprepared(sql).await,
+        }
+    }
+
+    async fn query_one_raw(
+        &self,
+        stmt: sea_orm::Statement,
+    ) -> Result<Option<sea_orm::QueryResult>, DbErr> {
+        match self {
+            TxnConn::SeaOrm(txn) => txn.query_one_raw(stmt).await,
+            TxnConn::Postgres(txn) => txn.query_one_raw(stmt).await,
+        }
+    }
+
+    async fn query_all_raw(
+        &self,
+        stmt: sea_orm::Statement,
+    ) -> Result<Vec<sea_orm::QueryResult>, DbErr> {
+        match self {
+            TxnConn::SeaOrm(txn) => txn.query_all_raw(stmt).await,
+            TxnConn::Postgres(txn) => txn.query_all_raw(stmt).await,
+        }
     }
 }
 

@@ -465,7 +465,7 @@ async fn write_through(
         HashMap::new()
     };
     let page = records::prepare_written(&existing, written);
-    let outcome = records::apply_page(&*txn, connection_id, entity, page, None).await?;
+    let outcome = records::apply_page(&txn, connection_id, entity, page, None).await?;
     let mut changed = records::Changed::default();
     changed.add(outcome);
     if !changed.is_empty() {

@@ -2,6 +2,7 @@
 //! fields, the remote's raw record and a content hash, so that an unchanged record is never
 //! rewritten. Reads are keyset-paginated by id, which is stable while syncs write.
 
+mod copy;
 pub mod unified;
 
 use sea_orm::ActiveEnum as _;
@@ -20,6 +21,7 @@ use crate::{
     catalog::EntityType,
     connections::{self, Scope},
     connectors::{Connector, RemoteRecord},
+    db::TxnConn,
     error::{AppError, AppResult},
     ids::new_id,
     pagination::{Page, PageRequest, fetch_page},
@@ -355,14 +357,16 @@ fn prepare(
     prepared
 }
 
-/// Writes one prepared page. `pass` marks the records a full pass has seen.
+/// Writes one prepared page in the write transaction `txn`. `pass` marks the records a full
+/// pass has seen.
 ///
 /// Two statements whatever the page holds: one upsert of the live records (new, changed
 /// and, in a full pass, seen) and one update of the tombstones. Neither looks keys up
 /// first: the unique index on (connection, entity, key) decides, on every backend and
-/// whatever the planner's statistics say.
+/// whatever the planner's statistics say. On PostgreSQL the live records reach the upsert
+/// by `COPY` (see `copy`); on SQLite they are bound to it, `ROWS_PER_STATEMENT` at a time.
 pub async fn apply_page(
-    txn: &impl ConnectionTrait,
+    txn: &TxnConn,
     connection_id: Uuid,
     entity: EntityType,
     page: PreparedPage,
@@ -373,11 +377,24 @@ pub async fn apply_page(
         skipped: page.skipped,
         ..PageOutcome::default()
     };
-    let mut rows = page.rows;
-    while !rows.is_empty() {
-        let rest = rows.split_off(rows.len().min(ROWS_PER_STATEMENT));
-        upsert(txn, connection_id, entity, rows, pass, now, &mut outcome).await?;
-        rows = rest;
+    match txn {
+        TxnConn::Postgres(pg) => {
+            let shared = copy::Shared {
+                connection_id,
+                entity,
+                pass,
+                now,
+            };
+            copy::upsert(pg, &shared, page.rows, &mut outcome).await?;
+        }
+        TxnConn::SeaOrm(sqlite) => {
+            let mut rows = page.rows;
+            while !rows.is_empty() {
+                let rest = rows.split_off(rows.len().min(ROWS_PER_STATEMENT));
+                upsert(sqlite, connection_id, entity, rows, pass, now, &mut outcome).await?;
+                rows = rest;
+            }
+        }
     }
     outcome.deleted = mark_deleted(txn, connection_id, entity, page.gone, now).await?;
     if let Some(pass) = pass {
@@ -434,23 +451,21 @@ fn last_per_key(page: Vec<RemoteRecord>) -> Vec<RemoteRecord> {
         .collect()
 }
 
-/// Rows per upsert statement: at 12 bound values a row and one more (SQLite) it stays
-/// under every backend's limit on bound values (SQLite 32,766, PostgreSQL 65,535).
+/// Rows per upsert statement on SQLite: at 12 bound values a row and one more it stays
+/// under SQLite's limit on bound values (32,766). Also the keys per statement of the
+/// `key IN (…)` lists, on both backends (PostgreSQL's limit is 65,535).
 const ROWS_PER_STATEMENT: usize = 2000;
 
-/// PostgreSQL binds what every row shares once: $1 connection, $2 entity, $3 write time,
-/// $4 pass, then 7 values a row. SQLite takes only anonymous `?` here, 12 a row: it looks a
-/// numbered or named parameter's name up in a list, once per parameter bound, which is
-/// quadratic in the parameters (it took 45 % of a sync's time at 7,000 a statement).
-const SHARED_VALUES: usize = 4;
-const VALUES_PER_ROW: usize = 7;
-
-/// Inserts new records, rewrites changed ones and marks the unchanged ones a full pass
-/// saw, in one statement that returns only each touched row's key and what happened to it
-/// (see `upsert_sql`), worked out by the database: no id or timestamp is decoded per row.
+/// SQLite: inserts new records, rewrites changed ones and marks the unchanged ones a full
+/// pass saw, in one statement that returns only each touched row's key and what happened
+/// to it (see `upsert_sql`), worked out by the database: no id or timestamp is decoded per
+/// row.
 ///
 /// The statement is written out here rather than built from active models: the JSON goes
-/// in as the text `prepare_page` already made (no tree is cloned or serialized again).
+/// in as the text `prepare_page` already made (no tree is cloned or serialized again). It
+/// takes only anonymous `?`, 12 a row (what every row shares is repeated): SQLite looks a
+/// numbered or named parameter's name up in a list, once per parameter bound, which is
+/// quadratic in the parameters (it took 45 % of a sync's time at 7,000 a statement).
 async fn upsert(
     txn: &impl ConnectionTrait,
     connection_id: Uuid,
@@ -464,31 +479,17 @@ async fn upsert(
         return Ok(());
     }
     let backend = txn.get_database_backend();
-    let numbered = backend == DbBackend::Postgres;
     let total = rows.len();
-    let counted = outcome.added.len() + outcome.updated.len();
-    let sql = upsert_sql(backend, rows.len());
-    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(12 * rows.len());
-    if numbered {
+    let sql = upsert_sql(rows.len());
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(12 * rows.len() + 1);
+    for row in rows {
         values.extend([
+            // connection_id, entity, first_seen_at, modified_at, seen_pass.
             connection_id.into(),
             entity.to_value().into(),
             now.into(),
+            now.into(),
             pass.into(),
-        ]);
-    }
-    for row in rows {
-        if !numbered {
-            // connection_id, entity, first_seen_at, modified_at, seen_pass.
-            values.extend([
-                connection_id.into(),
-                entity.to_value().into(),
-                now.into(),
-                now.into(),
-                pass.into(),
-            ]);
-        }
-        values.extend([
             row.id.into(),
             row.key.into(),
             row.data.into(),
@@ -498,19 +499,29 @@ async fn upsert(
             row.remote_updated_at.into(),
         ]);
     }
-    if !numbered {
-        // The write time the RETURNING clause compares with.
-        values.push(now.into());
-    }
+    // The write time the RETURNING clause compares with.
+    values.push(now.into());
     let statement = sea_orm::Statement::from_sql_and_values(backend, sql, values);
-    for row in txn.query_all_raw(statement).await? {
+    let rows = txn.query_all_raw(statement).await?;
+    count_outcomes(&rows, total, outcome)
+}
+
+/// Adds what an upsert of `total` rows returned to `outcome`: the rows it returned as added
+/// or updated (see `upsert_returning`), the rest unchanged.
+fn count_outcomes(
+    returned: &[sea_orm::QueryResult],
+    total: usize,
+    outcome: &mut PageOutcome,
+) -> AppResult<()> {
+    // This statement's rows only: `outcome` may hold the page's earlier statements.
+    let counted = outcome.added.len() + outcome.updated.len();
+    for row in returned {
         match row.try_get::<i32>("", "outcome")? {
             OUTCOME_ADDED => outcome.added.push(row.try_get("", "key")?),
             OUTCOME_UPDATED => outcome.updated.push(row.try_get("", "key")?),
             _ => {}
         }
     }
-    // This statement's rows only: `outcome` also holds the page's earlier statements.
     let changed = outcome.added.len() + outcome.updated.len() - counted;
     outcome.unchanged += (total - changed) as u64;
     Ok(())
@@ -521,44 +532,41 @@ const OUTCOME_UNCHANGED: i32 = 0;
 const OUTCOME_ADDED: i32 = 1;
 const OUTCOME_UPDATED: i32 = 2;
 
-/// `INSERT … ON CONFLICT (connection_id, entity, key) DO UPDATE … RETURNING` for `rows`
-/// rows. On a stored key: a changed (or previously deleted) record takes the new content;
-/// the pass mark moves either way; an unchanged record outside a full pass is left alone.
-///
-/// A returned row whose `modified_at` is not the page's write time was left unchanged; one
-/// whose `first_seen_at` is that time too was inserted (a row stored before keeps its
-/// first-seen time, and no two pages share a write time); any other was rewritten. SQLite
-/// binds the write time once more for this, at the end; PostgreSQL reuses `$3`.
-fn upsert_sql(backend: DbBackend, rows: usize) -> String {
-    use std::fmt::Write;
+/// The columns an upsert inserts, in the order of its values.
+const UPSERT_COLUMNS: &str = "connection_id, entity, first_seen_at, modified_at, seen_pass, \
+     deleted_at, id, key, data, remote_data, content_hash, remote_created_at, \
+     remote_updated_at";
+
+/// SQLite's `INSERT … VALUES … ON CONFLICT … RETURNING` for `rows` rows (see
+/// `upsert_returning`). It binds the write time once more for the RETURNING clause, at the
+/// end.
+fn upsert_sql(rows: usize) -> String {
     let mut sql = String::with_capacity(400 + rows * 100);
-    sql.push_str(
-        "INSERT INTO records (connection_id, entity, first_seen_at, modified_at, seen_pass, \
-         deleted_at, id, key, data, remote_data, content_hash, remote_created_at, \
-         remote_updated_at) VALUES ",
-    );
+    sql.push_str("INSERT INTO records (");
+    sql.push_str(UPSERT_COLUMNS);
+    sql.push_str(") VALUES ");
     for row in 0..rows {
         if row > 0 {
             sql.push(',');
         }
-        if backend == DbBackend::Postgres {
-            // PostgreSQL takes JSON text into a `json` column only cast to it.
-            let base = SHARED_VALUES + row * VALUES_PER_ROW;
-            let _ = write!(
-                sql,
-                "($1, $2, $3, $3, $4, NULL, ${}, ${}, CAST(${} AS json), CAST(${} AS json), ${}, ${}, ${})",
-                base + 1,
-                base + 2,
-                base + 3,
-                base + 4,
-                base + 5,
-                base + 6,
-                base + 7,
-            );
-        } else {
-            sql.push_str("(?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?)");
-        }
+        sql.push_str("(?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?)");
     }
+    sql.push_str(&upsert_returning("?"));
+    sql
+}
+
+/// What follows the rows of an upsert: `ON CONFLICT (connection_id, entity, key) DO UPDATE
+/// … RETURNING`. On a stored key: a changed (or previously deleted) record takes the new
+/// content; the pass mark moves either way; an unchanged record outside a full pass is left
+/// alone.
+///
+/// A returned row whose `modified_at` is not the page's write time (`now`, a placeholder)
+/// was left unchanged; one whose `first_seen_at` is that time too was inserted (a row stored
+/// before keeps its first-seen time, and no two pages share a write time); any other was
+/// rewritten.
+fn upsert_returning(now: &str) -> String {
+    use std::fmt::Write;
+    let mut sql = String::with_capacity(1200);
     let changed =
         "(records.content_hash <> excluded.content_hash OR records.deleted_at IS NOT NULL)";
     sql.push_str(" ON CONFLICT (connection_id, entity, key) DO UPDATE SET ");
@@ -582,11 +590,6 @@ fn upsert_sql(backend: DbBackend, rows: usize) -> String {
             "{column} = CASE WHEN {changed} THEN excluded.{column} ELSE records.{column} END"
         );
     }
-    let now = if backend == DbBackend::Postgres {
-        "$3"
-    } else {
-        "?"
-    };
     let _ = write!(
         sql,
         ", seen_pass = COALESCE(excluded.seen_pass, records.seen_pass) \

@@ -635,7 +635,7 @@ impl Engine<'_> {
             None => None,
         };
         let outcome =
-            records::apply_page(&*txn, connection.id, pass.entity, page.records, pass.seen).await?;
+            records::apply_page(&txn, connection.id, pass.entity, page.records, pass.seen).await?;
         let mut deleted: Vec<String> = outcome.deleted.clone();
         let stats = progress.stats.entry(pass.entity).or_default();
         count(stats, &outcome);

@@ -11,7 +11,7 @@ use millwright::{
     db::Db,
     ids, records,
 };
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -864,7 +864,7 @@ async fn apply(
 ) -> (Vec<String>, Vec<String>, Vec<String>, u64, Vec<String>) {
     let page = records::prepare_page(&NamedConnector, EntityType::Asset, page);
     let txn = db.begin_write().await.unwrap();
-    let outcome = records::apply_page(&*txn, connection, EntityType::Asset, page, pass)
+    let outcome = records::apply_page(&txn, connection, EntityType::Asset, page, pass)
         .await
         .unwrap();
     txn.commit().await.unwrap();
@@ -950,6 +950,233 @@ async fn a_page_longer_than_one_statement_is_counted_exactly() {
     let (_, _, deleted, unchanged, _) = apply(&db, connection, tombstones, None).await;
     assert_eq!((deleted.len(), unchanged), (2500, 0));
     db.close().await.unwrap();
+}
+
+/// Keys and values the database or the write could garble (on PostgreSQL they go through
+/// `COPY`): control characters, backslashes, quotes, non-ASCII text, JSON nulls and `\u0000`
+/// escapes, empty and very long strings (3 MiB, more than one chunk of the copy), timestamps
+/// before 2000 and far ahead, and none. They are stored as the remote sent them, byte for
+/// byte, and the same page again changes nothing.
+#[tokio::test]
+async fn awkward_keys_and_values_are_stored_byte_for_byte() {
+    let (_app, _, _, connection, db) = synced(0).await;
+    let long = "tab\there, line\nand \\ back ".repeat(120_000);
+    let names = [
+        ("tab\tkey", "tab\tvalue"),
+        ("line\nkey\r\n", "line\nvalue\r\n"),
+        ("back\\slash\\N\\.", "back\\slash \\N \\. \\\\"),
+        ("quote\"'key", "quote \" and ' value"),
+        ("ünïcödé 日本 🚀", "żółć 日本語 🚀 e\u{301}"),
+        ("nul escape", "a \u{0} inside JSON"),
+        ("empty", ""),
+        ("long", long.as_str()),
+    ];
+    let at = |text: &str| Some(text.parse::<DateTime<Utc>>().unwrap());
+    let times = [
+        (None, None),
+        (
+            at("1999-12-31T23:59:59.999999Z"),
+            at("2000-01-01T00:00:00Z"),
+        ),
+        (
+            at("1970-01-01T00:00:00.000001Z"),
+            at("9999-12-31T23:59:59.999999Z"),
+        ),
+        (at("2026-12-05T10:11:12.123456Z"), None),
+    ];
+    let page: Vec<RemoteRecord> = names
+        .iter()
+        .zip(times.iter().cycle())
+        .map(|(&(key, name), &(created_at, updated_at))| RemoteRecord {
+            key: key.into(),
+            created_at,
+            updated_at,
+            data: json!({ "id": key, "name": name, "nothing": null,
+                          "nested": { "list": [1, 2.5, null, "\t\\\"", -0.0] } }),
+        })
+        .collect();
+    let keys: Vec<String> = names.iter().map(|(key, _)| (*key).to_owned()).collect();
+    let outcome = apply(&db, connection, page.clone(), None).await;
+    assert_eq!(outcome, (keys.clone(), vec![], vec![], 0, vec![]));
+
+    let backend = db.conn().get_database_backend();
+    let sql = "SELECT key, CAST(data AS TEXT) AS data, CAST(remote_data AS TEXT) AS remote \
+               FROM records WHERE connection_id = ?";
+    let rows = db
+        .conn()
+        .query_all_raw(millwright::db::statement(backend, sql, [connection.into()]))
+        .await
+        .unwrap();
+    let text: BTreeMap<String, (String, String)> = rows
+        .iter()
+        .map(|row| {
+            let key: String = row.try_get("", "key").unwrap();
+            let data = row.try_get("", "data").unwrap();
+            (key, (data, row.try_get("", "remote").unwrap()))
+        })
+        .collect();
+    let models: BTreeMap<String, record::Model> = record::Entity::find()
+        .filter(record::Column::ConnectionId.eq(connection))
+        .all(db.conn())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|model| (model.key.clone(), model))
+        .collect();
+    assert_eq!(text.len(), page.len());
+    for (remote, (_, name)) in page.iter().zip(names) {
+        let (data, remote_text) = &text[&remote.key];
+        assert_eq!(
+            *data,
+            json!({ "name": name }).to_string(),
+            "{:?}",
+            remote.key
+        );
+        assert_eq!(*remote_text, remote.data.to_string(), "{:?}", remote.key);
+        let model = &models[&remote.key];
+        assert_eq!(model.remote_data.as_ref(), Some(&remote.data));
+        assert_eq!(
+            (model.remote_created_at, model.remote_updated_at),
+            (remote.created_at, remote.updated_at),
+            "{:?}",
+            remote.key
+        );
+    }
+
+    let again = apply(&db, connection, page, None).await;
+    assert_eq!(again, (vec![], vec![], vec![], keys.len() as u64, vec![]));
+    db.close().await.unwrap();
+}
+
+/// Three pages in one transaction: each is counted and stored for itself (on PostgreSQL
+/// the rows copied for an earlier page are not read again: they would bring back a record
+/// deleted since, and rewrite a changed one with its old version).
+#[tokio::test]
+async fn pages_in_one_transaction_are_each_counted() {
+    let (_app, _, _, connection, db) = synced(0).await;
+    let txn = db.begin_write().await.unwrap();
+    let apply_in_txn = async |page| {
+        let page = records::prepare_page(&NamedConnector, EntityType::Asset, page);
+        let outcome = records::apply_page(&txn, connection, EntityType::Asset, page, None)
+            .await
+            .unwrap();
+        (outcome.added, outcome.updated, outcome.deleted)
+    };
+    let first = apply_in_txn(vec![named("E1", "pump"), named("E2", "valve")]).await;
+    let page = vec![gone("E1"), named("E2", "valve v2"), named("E3", "fan")];
+    let second = apply_in_txn(page).await;
+    let third = apply_in_txn(vec![named("E4", "motor")]).await;
+    txn.commit().await.unwrap();
+    assert_eq!(first, (strings(&["E1", "E2"]), vec![], vec![]));
+    assert_eq!(
+        second,
+        (strings(&["E3"]), strings(&["E2"]), strings(&["E1"]))
+    );
+    assert_eq!(third, (strings(&["E4"]), vec![], vec![]));
+    let end: Vec<(String, String, bool)> = stored(&db, connection)
+        .await
+        .into_iter()
+        .map(|(key, (name, deleted, ..))| (key, name, deleted))
+        .collect();
+    let expected = [
+        ("E1", "pump", true),
+        ("E2", "valve v2", false),
+        ("E3", "fan", false),
+        ("E4", "motor", false),
+    ];
+    assert_eq!(end, expected.map(|(k, n, d)| (k.into(), n.into(), d)));
+    db.close().await.unwrap();
+}
+
+/// A key listed several times in a page, live and deleted in turn: the last word counts.
+#[tokio::test]
+async fn a_key_repeated_in_a_page_takes_its_last_version() {
+    let (_app, _, _, connection, db) = synced(0).await;
+    let page = vec![
+        named("R1", "first"),
+        gone("R1"),
+        named("R1", "third"),
+        named("R2", "kept"),
+        named("R2", "kept"),
+        named("R3", "first"),
+        gone("R3"),
+    ];
+    let outcome = apply(&db, connection, page, None).await;
+    // R3's tombstone is its last word, and there was no R3 to delete.
+    assert_eq!(outcome, (strings(&["R1", "R2"]), vec![], vec![], 0, vec![]));
+    let page = vec![named("R1", "fourth"), gone("R2"), named("R1", "fifth")];
+    let outcome = apply(&db, connection, page, None).await;
+    assert_eq!(
+        outcome,
+        (vec![], strings(&["R1"]), strings(&["R2"]), 0, vec![])
+    );
+    let end = stored(&db, connection).await;
+    assert_eq!(
+        (end["R1"].0.as_str(), end["R1"].1, end["R2"].1),
+        ("fifth", false, true)
+    );
+    assert!(!end.contains_key("R3"));
+    db.close().await.unwrap();
+}
+
+/// A page the database refuses leaves nothing behind, and the next page on the same
+/// pooled connection is counted and stored for itself alone (on PostgreSQL: the rows copied
+/// for the failed page are not read by the next one). Refused by the foreign key (after the
+/// copy, on PostgreSQL) and, on PostgreSQL, refused during the copy: a NUL character in a
+/// key, which PostgreSQL's text refuses as it refused a bound key.
+#[tokio::test]
+async fn a_refused_page_leaves_nothing_behind_on_its_connection() {
+    let (app, _, _, connection, _) = synced(0).await;
+    let mut config = test_config(&app.db);
+    config.database.max_connections = 1;
+    let db = Db::connect(&config).await.unwrap();
+    let postgres = db.conn().get_database_backend() == sea_orm::DbBackend::Postgres;
+    let try_apply = async |connection: Uuid, page: Vec<RemoteRecord>| {
+        let page = records::prepare_page(&NamedConnector, EntityType::Asset, page);
+        let txn = db.begin_write().await.unwrap();
+        let applied = records::apply_page(&txn, connection, EntityType::Asset, page, None).await;
+        if applied.is_ok() {
+            txn.commit().await.unwrap();
+        }
+        applied
+    };
+
+    let unknown = Uuid::now_v7();
+    let refused = try_apply(unknown, vec![named("B1", "pump"), named("B2", "valve")]).await;
+    let error = refused.expect_err("no such connection").detail();
+    assert!(error.to_lowercase().contains("foreign key"), "{error}");
+    let outcome = apply(&db, connection, vec![named("C1", "fan")], None).await;
+    assert_eq!(outcome, (strings(&["C1"]), vec![], vec![], 0, vec![]));
+
+    let page = vec![named("D1", "motor"), named("D\u{0}2", "nul")];
+    let applied = try_apply(connection, page).await;
+    if postgres {
+        let error = applied.expect_err("PostgreSQL text holds no NUL").detail();
+        assert!(error.contains("0x00"), "{error}");
+    } else {
+        assert_eq!(applied.unwrap().added, strings(&["D1", "D\u{0}2"]));
+    }
+    let outcome = apply(&db, connection, vec![named("C2", "fan")], None).await;
+    assert_eq!(outcome, (strings(&["C2"]), vec![], vec![], 0, vec![]));
+
+    let keys: Vec<String> = stored(&db, connection).await.into_keys().collect();
+    let expected: &[&str] = if postgres {
+        &["C1", "C2"]
+    } else {
+        &["C1", "C2", "D\u{0}2", "D1"]
+    };
+    assert_eq!(keys, strings(expected));
+    let elsewhere = record::Entity::find()
+        .filter(record::Column::ConnectionId.eq(unknown))
+        .all(db.conn())
+        .await
+        .unwrap();
+    assert!(elsewhere.is_empty());
+    db.close().await.unwrap();
+}
+
+fn strings(keys: &[&str]) -> Vec<String> {
+    keys.iter().map(|key| (*key).to_owned()).collect()
 }
 
 /// Every stored asset of the connection by key: (name, deleted, modified at, seen pass).
