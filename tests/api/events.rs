@@ -481,10 +481,7 @@ async fn cursors_past_the_end_of_the_log_are_refused() {
     let (account_id, key) = app.create_account("A", 0).await;
     grant(&app, &account_id, 2).await;
     for position in [1_000_000, i64::MAX] {
-        let after = millwright::events::encode_cursor(millwright::events::LogPosition {
-            txid: 0,
-            position,
-        });
+        let after = millwright::events::encode_cursor(LogPosition { txid: 0, position });
         let body = app.gql(&key, EVENTS, json!({ "after": after })).await;
         assert_eq!(error_code(&body), "BAD_USER_INPUT", "{position}: {body}");
         let mut socket = open(&app).await;
