@@ -259,15 +259,7 @@ async fn record_postgres(
                 base + 6,
                 base + 7,
             );
-            values.extend([
-                new_id().into(),
-                e.account_id.into(),
-                e.customer_id.into(),
-                e.connection_id.into(),
-                e.event_type.to_value().into(),
-                e.data.into(),
-                now.into(),
-            ]);
+            values.extend(row_values(e, now));
         }
         sql.push_str(" RETURNING position) SELECT position FROM inserted ORDER BY position");
         let rows = txn
@@ -282,6 +274,20 @@ async fn record_postgres(
         }
     }
     Ok(positions)
+}
+
+/// An event row's values after its position: id, account, customer, connection, type, data,
+/// time.
+fn row_values(e: NewEvent, now: chrono::DateTime<Utc>) -> [sea_orm::Value; 7] {
+    [
+        new_id().into(),
+        e.account_id.into(),
+        e.customer_id.into(),
+        e.connection_id.into(),
+        e.event_type.to_value().into(),
+        e.data.into(),
+        now.into(),
+    ]
 }
 
 /// `before`, the position counter and the event rows in one multi-statement query: the rows
@@ -313,16 +319,8 @@ async fn record_sqlite(
         sql.push_str(
             "((SELECT last_position FROM event_sequence WHERE id = 1) - ?, ?, ?, ?, ?, ?, ?, ?)",
         );
-        values.extend([
-            (count - 1 - n as i64).into(),
-            new_id().into(),
-            e.account_id.into(),
-            e.customer_id.into(),
-            e.connection_id.into(),
-            e.event_type.to_value().into(),
-            e.data.into(),
-            now.into(),
-        ]);
+        values.push((count - 1 - n as i64).into());
+        values.extend(row_values(e, now));
     }
     let rows = txn
         .query_all_raw(Statement::from_sql_and_values(
