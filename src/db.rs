@@ -105,11 +105,20 @@ pub struct Db {
     /// Signalled after every committed write transaction of this process only (not by
     /// [`Db::wake_readers`]): what other processes are told of.
     local_commits: Arc<Notify>,
+    /// PostgreSQL: what committed transactions of this process tell the other processes
+    /// (`NOTIFY` channel and payload), for [`Db::announce_commits`] to send.
+    outbox: Arc<Outbox>,
     /// Acts on the notices a write transaction carries, once it commits.
     notifier: Notifier,
     /// Counts the statements of PostgreSQL write transactions, which sea-orm does not run.
     statements: Option<prometheus::IntCounter>,
 }
+
+/// Notifications for the other processes, sent once their transactions committed.
+type Outbox = std::sync::Mutex<Vec<(&'static str, String)>>;
+/// Notifications waiting in the outbox at most: beyond it (the database unreachable for
+/// long), the oldest are dropped; the listeners' periodic reads find what they said.
+const OUTBOX_MAX: usize = 10_000;
 
 impl Db {
     pub async fn connect(config: &Config) -> Result<Self, DbErr> {
@@ -138,6 +147,7 @@ impl Db {
             write_lock: sqlite.then(|| Arc::new(Mutex::new(()))),
             commits: Arc::new(CommitSignal::default()),
             local_commits: Arc::new(Notify::new()),
+            outbox: Arc::default(),
             notifier: Notifier::default(),
             statements: None,
         })
@@ -202,8 +212,10 @@ impl Db {
             txn,
             commits: self.commits.clone(),
             local_commits: self.local_commits.clone(),
+            outbox: self.outbox.clone(),
             notifier: self.notifier.clone(),
             notices: std::sync::Mutex::new(Vec::new()),
+            announcements: std::sync::Mutex::new(Vec::new()),
             _guard: guard,
         })
     }
@@ -228,22 +240,40 @@ impl Db {
 
     /// PostgreSQL: tells the other processes on the database of this process's commits, on
     /// a connection of its own and outside every writer's transaction (a `NOTIFY` inside
-    /// one would serialize all commits on the server's notification queue lock): one
-    /// `NOTIFY` per burst of commits, until shutdown.
+    /// one holds a cluster-wide lock from its commit's start to its end, the WAL flush
+    /// included, so every such commit of every process waits for the one before): one
+    /// `NOTIFY` on `channel` per burst of commits, and with it, in the same statement, what
+    /// the committed transactions announced ([`WriteTxn::announce`]), until shutdown.
+    ///
+    /// A notification is sent after its commit, so a process that dies in between never
+    /// sends it: every listener also reads the tables it is about on a timer (the event
+    /// feed once a second, revocations every [`crate::auth::sockets`] sweep).
     pub async fn announce_commits(self, channel: &'static str, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = self.local_commits.notified() => {}
             }
+            let announced = std::mem::take(&mut *lock_outbox(&self.outbox));
+            let mut notices: Vec<[&str; 2]> =
+                announced.iter().map(|(c, p)| [*c, p.as_str()]).collect();
+            notices.push([channel, ""]);
+            let notices = serde_json::to_string(&notices).unwrap_or_default();
+            // In order, in one round trip: `[[channel, payload], …]`.
             let notify = sea_orm::Statement::from_sql_and_values(
                 DbBackend::Postgres,
-                "SELECT pg_notify($1, '')",
-                [channel.into()],
+                "SELECT pg_notify(n->>0, n->>1) FROM json_array_elements($1::text::json) AS n",
+                [notices.into()],
             );
             if let Err(error) = self.conn.execute_raw(notify).await {
-                // Nothing is lost: the other processes read the table at least once a second.
-                tracing::warn!(%error, "telling other processes of new events failed");
+                tracing::warn!(%error, "telling other processes of new commits failed");
+                // Tried again with the next burst; the listeners' timers find it meanwhile.
+                let mut outbox = lock_outbox(&self.outbox);
+                let mut kept = announced;
+                kept.append(&mut outbox);
+                let excess = kept.len().saturating_sub(OUTBOX_MAX);
+                kept.drain(..excess);
+                *outbox = kept;
             }
         }
     }
@@ -291,9 +321,16 @@ pub struct WriteTxn {
     txn: TxnConn,
     commits: Arc<CommitSignal>,
     local_commits: Arc<Notify>,
+    outbox: Arc<Outbox>,
     notifier: Notifier,
     notices: std::sync::Mutex<Vec<Notice>>,
+    /// PostgreSQL `NOTIFY`s for the other processes, sent once this transaction commits.
+    announcements: std::sync::Mutex<Vec<(&'static str, String)>>,
     _guard: Option<OwnedMutexGuard<()>>,
+}
+
+fn lock_outbox(outbox: &Outbox) -> std::sync::MutexGuard<'_, Vec<(&'static str, String)>> {
+    outbox.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl WriteTxn {
@@ -305,10 +342,30 @@ impl WriteTxn {
         }
     }
 
+    /// PostgreSQL: `NOTIFY channel, payload` to the other processes once this transaction
+    /// commits (sent by [`Db::announce_commits`], outside every writer's transaction); a
+    /// rollback drops it. Nothing is sent on SQLite, whose processes share no server.
+    pub fn announce(&self, channel: &'static str, payload: String) {
+        if self.txn.get_database_backend() == DbBackend::Postgres {
+            let mut announcements = self.announcements.lock().unwrap_or_else(|e| e.into_inner());
+            announcements.push((channel, payload));
+        }
+    }
+
     pub async fn commit(self) -> Result<(), DbErr> {
         match self.txn {
             TxnConn::SeaOrm(txn) => txn.commit().await?,
             TxnConn::Postgres(txn) => txn.commit().await?,
+        }
+        let announcements = self
+            .announcements
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        if !announcements.is_empty() {
+            let mut outbox = lock_outbox(&self.outbox);
+            outbox.extend(announcements);
+            let excess = outbox.len().saturating_sub(OUTBOX_MAX);
+            outbox.drain(..excess);
         }
         self.commits.notify();
         self.local_commits.notify_one();

@@ -137,7 +137,7 @@ pub async fn revoke_api_key(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<ap
     let mut active: api_key::ActiveModel = key.into();
     active.revoked_at = Set(Some(Utc::now()));
     let key = active.update(&*txn).await?;
-    auth::sockets::announce(&txn, Notice::ApiKeyRevoked(key.id)).await?;
+    auth::sockets::announce(&txn, Notice::ApiKeyRevoked(key.id));
     txn.commit().await?;
     Ok(key)
 }

@@ -7,9 +7,11 @@
 //! - in the revoking process, at once: the after-commit [`Notice`](crate::notify::Notice);
 //! - in the others, by [`sweep`]: which of the tokens held here still authenticate, read from
 //!   the database (not the authentication cache). On PostgreSQL a sweep runs on every
-//!   `NOTIFY` of a revocation ([`announce`] sends one in the revoking transaction, so only a
-//!   commit sends it) and after each (re)connection of the listener; on SQLite, whose
-//!   processes share a file and nothing else, once a second while sockets are open.
+//!   `NOTIFY` of a revocation ([`announce`] has one sent once the revoking transaction
+//!   committed), after each (re)connection of the listener, and every [`POLL`] while sockets
+//!   are open (a process that dies between its commit and its `NOTIFY` never sends it); on
+//!   SQLite, whose processes share a file and nothing else, every [`POLL`] while sockets are
+//!   open.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -20,10 +22,7 @@ use std::{
     time::Duration,
 };
 
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, QuerySelect,
-    Statement,
-};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -192,20 +191,13 @@ pub async fn sweep(db: &Db, sockets: &Sockets) -> AppResult<()> {
 }
 
 /// Acts on `notice` when `txn` commits, in this process and, on PostgreSQL, in every other
-/// (a `NOTIFY` sent with the commit and only then).
-pub async fn announce(txn: &WriteTxn, notice: Notice) -> Result<(), DbErr> {
+/// (a `NOTIFY` sent once the commit is done, outside the transaction: see
+/// [`Db::announce_commits`]).
+pub fn announce(txn: &WriteTxn, notice: Notice) {
     txn.after_commit(notice);
-    if txn.get_database_backend() == DbBackend::Postgres
-        && let Some(payload) = payload(notice)
-    {
-        let notify = Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT pg_notify($1, $2)",
-            [CHANNEL.into(), payload.into()],
-        );
-        txn.execute_raw(notify).await?;
+    if let Some(payload) = payload(notice) {
+        txn.announce(CHANNEL, payload);
     }
-    Ok(())
 }
 
 fn payload(notice: Notice) -> Option<String> {
@@ -262,11 +254,23 @@ async fn listen(db: Db, url: String, shutdown: CancellationToken) {
     let notifier = db.notifier().clone();
     let sockets = notifier.sockets();
     let mut heard = notify::listen(url, CHANNEL, shutdown);
-    while let Some(heard) = heard.recv().await {
-        if let Heard::Payload(payload) = heard
-            && let Some(notice) = parse(&payload)
-        {
-            notifier.revoked_elsewhere(notice);
+    let mut timer = tokio::time::interval(POLL);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            heard = heard.recv() => {
+                let Some(heard) = heard else { return };
+                if let Heard::Payload(payload) = heard
+                    && let Some(notice) = parse(&payload)
+                {
+                    notifier.revoked_elsewhere(notice);
+                }
+            }
+            _ = timer.tick() => {
+                if sockets.is_empty() {
+                    continue;
+                }
+            }
         }
         if let Err(err) = sweep(&db, &sockets).await {
             tracing::warn!(error = %err, "looking for revoked tokens failed");

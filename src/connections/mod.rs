@@ -518,7 +518,7 @@ pub async fn disconnect(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<connec
         data: json!({ "credits_returned": model.credit_cost }),
     };
     events::record(&*txn, vec![disconnected]).await?;
-    auth::sockets::announce(&txn, Notice::ConnectionTokenRevoked(id)).await?;
+    auth::sockets::announce(&txn, Notice::ConnectionTokenRevoked(id));
     // Last: the account's row is held from here to the commit only.
     credits::refund(&*txn, account_id, model.credit_cost, id, model.customer_id).await?;
     txn.commit().await?;
@@ -614,7 +614,7 @@ pub async fn rotate_token(
     active.token_prefix = Set(token.display_prefix);
     active.updated_at = Set(Utc::now());
     let model = active.update(&*txn).await?;
-    auth::sockets::announce(&txn, Notice::ConnectionTokenRevoked(model.id)).await?;
+    auth::sockets::announce(&txn, Notice::ConnectionTokenRevoked(model.id));
     txn.commit().await?;
     Ok((model, token.token))
 }

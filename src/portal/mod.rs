@@ -139,7 +139,7 @@ pub async fn revoke(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<portal_ses
     let mut active: portal_session::ActiveModel = session.into();
     active.revoked_at = Set(Some(Utc::now()));
     let session = active.update(&*txn).await?;
-    auth::sockets::announce(&txn, Notice::PortalSessionRevoked(session.id)).await?;
+    auth::sockets::announce(&txn, Notice::PortalSessionRevoked(session.id));
     txn.commit().await?;
     Ok(session)
 }
@@ -154,7 +154,7 @@ pub async fn revoke_customer(txn: &WriteTxn, customer_id: Uuid) -> AppResult<()>
         .exec_with_returning(&**txn)
         .await?;
     for session in revoked {
-        auth::sockets::announce(txn, Notice::PortalSessionRevoked(session.id)).await?;
+        auth::sockets::announce(txn, Notice::PortalSessionRevoked(session.id));
     }
     Ok(())
 }

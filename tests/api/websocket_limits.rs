@@ -242,3 +242,41 @@ async fn a_rotated_or_disconnected_connection_token_closes_its_sockets_on_every_
         4403
     );
 }
+
+/// PostgreSQL: a revocation reaches the other processes by a `NOTIFY` sent once its
+/// transaction committed (outside it: see `Db::announce_commits`), with the revoked key's id.
+#[tokio::test]
+async fn a_revocation_is_announced_to_other_processes_after_its_commit() {
+    let app = TestApp::spawn().await;
+    if !app.db.url.starts_with("postgres") {
+        // SQLite's processes share a file and nothing else: they look every second.
+        return;
+    }
+    let (_, key) = app.create_account("A", 0).await;
+    let (id, _) = second_key(&app, &key).await;
+    let mut listener = sea_orm::sqlx::postgres::PgListener::connect(&app.db.url)
+        .await
+        .expect("a LISTEN connection");
+    listener
+        .listen("millwright_revocations")
+        .await
+        .expect("LISTEN");
+
+    app.ok(
+        &key,
+        "mutation($id: ID!) { revokeApiKey(id: $id) { id } }",
+        json!({ "id": id }),
+    )
+    .await;
+    let heard = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .expect("a notification within 10 s")
+        .expect("the notification");
+    let (kind, uuid) = heard.payload().split_once(':').expect("kind:id");
+    assert_eq!(kind, "api_key");
+    let revoked = uuid::Uuid::parse_str(uuid).expect("a UUID");
+    assert_eq!(
+        millwright::ids::encode(millwright::ids::Kind::ApiKey, revoked),
+        id
+    );
+}
