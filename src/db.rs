@@ -353,27 +353,74 @@ impl WriteTxn {
     }
 
     pub async fn commit(self) -> Result<(), DbErr> {
-        match self.txn {
+        let (txn, committed) = self.split();
+        match txn {
             TxnConn::SeaOrm(txn) => txn.commit().await?,
             TxnConn::Postgres(txn) => txn.commit().await?,
         }
-        let announcements = self
-            .announcements
-            .into_inner()
-            .unwrap_or_else(|e| e.into_inner());
-        if !announcements.is_empty() {
+        committed.publish();
+        Ok(())
+    }
+
+    /// PostgreSQL: runs `sql` as the transaction's last statement and commits in the same
+    /// round trip ([`postgres::PgTxn::commit_after`]: values written into `sql`, no
+    /// parameters); the rows it returned. When `sql` fails nothing is committed (the
+    /// transaction rolls back). A lock `sql` takes is held for it and the commit only, not
+    /// also for the time this process takes to send the `COMMIT`. SQLite has no such
+    /// statement: `Err`.
+    pub async fn commit_after(self, sql: String) -> Result<Vec<sea_orm::QueryResult>, DbErr> {
+        let (txn, committed) = self.split();
+        let TxnConn::Postgres(txn) = txn else {
+            return Err(DbErr::Custom(
+                "commit_after runs on PostgreSQL only".to_owned(),
+            ));
+        };
+        let rows = txn.commit_after(sql).await?;
+        committed.publish();
+        Ok(rows)
+    }
+
+    fn split(self) -> (TxnConn, Committed) {
+        let committed = Committed {
+            commits: self.commits,
+            local_commits: self.local_commits,
+            outbox: self.outbox,
+            notifier: self.notifier,
+            notices: self.notices.into_inner().unwrap_or_else(|e| e.into_inner()),
+            announcements: self
+                .announcements
+                .into_inner()
+                .unwrap_or_else(|e| e.into_inner()),
+            _guard: self._guard,
+        };
+        (self.txn, committed)
+    }
+}
+
+/// What a write transaction does once committed (its SQLite write lock held until then).
+struct Committed {
+    commits: Arc<CommitSignal>,
+    local_commits: Arc<Notify>,
+    outbox: Arc<Outbox>,
+    notifier: Notifier,
+    notices: Vec<Notice>,
+    announcements: Vec<(&'static str, String)>,
+    _guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl Committed {
+    fn publish(self) {
+        if !self.announcements.is_empty() {
             let mut outbox = lock_outbox(&self.outbox);
-            outbox.extend(announcements);
+            outbox.extend(self.announcements);
             let excess = outbox.len().saturating_sub(OUTBOX_MAX);
             outbox.drain(..excess);
         }
         self.commits.notify();
         self.local_commits.notify_one();
-        let notices = self.notices.into_inner().unwrap_or_else(|e| e.into_inner());
-        for notice in notices {
+        for notice in self.notices {
             self.notifier.notify(notice);
         }
-        Ok(())
     }
 }
 

@@ -20,6 +20,7 @@ mod m20261205_000040_bulk_writes;
 mod m20261205_000050_portal_sessions;
 mod m20261205_000060_flows;
 mod m20261206_000010_event_log_order;
+mod m20261206_000020_credit_pool_check;
 
 pub struct Migrator;
 
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000050_portal_sessions::Migration),
             Box::new(m20261205_000060_flows::Migration),
             Box::new(m20261206_000010_event_log_order::Migration),
+            Box::new(m20261206_000020_credit_pool_check::Migration),
         ]
     }
 }

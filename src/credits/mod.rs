@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::{
     accounts::{MAX_CREDITS, find_account},
-    db::Db,
+    db::{Db, WriteTxn},
     error::{AppError, AppResult},
     events::{self, EventType, NewEvent},
     ids::new_id,
@@ -38,25 +38,17 @@ struct Movement {
 }
 
 /// Takes `cost` credits for a connection; `INSUFFICIENT_CREDITS` when the pool cannot pay.
-pub async fn consume(
-    txn: &impl ConnectionTrait,
+/// The last statement of `txn`, which it commits (on PostgreSQL in the same round trip: see
+/// [`move_credits_and_commit`]).
+pub async fn consume_and_commit(
+    db: &Db,
+    txn: WriteTxn,
     account_id: Uuid,
     cost: i32,
     connection_id: Uuid,
     customer_id: Uuid,
 ) -> AppResult<()> {
     let cost = i64::from(cost);
-    let update = account::Entity::update_many()
-        .col_expr(
-            account::Column::CreditsUsed,
-            Expr::col(account::Column::CreditsUsed).add(cost),
-        )
-        .filter(account::Column::Id.eq(account_id))
-        .filter(
-            Expr::col(account::Column::CreditsTotal)
-                .sub(Expr::col(account::Column::CreditsUsed))
-                .gte(cost),
-        );
     let movement = Movement {
         account_id,
         kind: CreditEntryKind::Connect,
@@ -65,19 +57,44 @@ pub async fn consume(
         customer_id: Some(customer_id),
         note: None,
     };
-    if move_credits(txn, update, movement).await?.is_none() {
-        let account = find_account(txn, account_id).await?;
-        return Err(AppError::InsufficientCredits {
+    let used = account::Entity::update_many()
+        .col_expr(
+            account::Column::CreditsUsed,
+            Expr::col(account::Column::CreditsUsed).add(cost),
+        )
+        .filter(account::Column::Id.eq(account_id));
+    let insufficient = async || {
+        let account = find_account(db.conn(), account_id).await?;
+        Err(AppError::InsufficientCredits {
             needed: cost,
             available: Some(account.credits_total - account.credits_used),
-        });
+        })
+    };
+    if txn.get_database_backend() == DbBackend::Postgres {
+        return match move_credits_and_commit(txn, used, movement).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(AppError::NotFound("account")),
+            Err(Refused::Pool) => insufficient().await,
+            Err(Refused::Db(err)) => Err(err.into()),
+        };
     }
+    let affordable = used.filter(
+        Expr::col(account::Column::CreditsTotal)
+            .sub(Expr::col(account::Column::CreditsUsed))
+            .gte(cost),
+    );
+    if move_credits(&*txn, affordable, movement).await?.is_none() {
+        drop(txn);
+        return insufficient().await;
+    }
+    txn.commit().await?;
     Ok(())
 }
 
-/// Returns a connection's credits to the pool.
-pub async fn refund(
-    txn: &impl ConnectionTrait,
+/// Returns a connection's credits to the pool. The last statement of `txn`, which it commits
+/// (on PostgreSQL in the same round trip).
+pub async fn refund_and_commit(
+    txn: WriteTxn,
     account_id: Uuid,
     amount: i32,
     connection_id: Uuid,
@@ -98,9 +115,21 @@ pub async fn refund(
         customer_id: Some(customer_id),
         note: None,
     };
-    move_credits(txn, update, movement)
+    if txn.get_database_backend() == DbBackend::Postgres {
+        return match move_credits_and_commit(txn, update, movement).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(AppError::NotFound("account")),
+            // Returning credits never breaks the pool unless the books were already wrong.
+            Err(Refused::Pool) => Err(AppError::internal(anyhow::anyhow!(
+                "returning credits would break the account's pool"
+            ))),
+            Err(Refused::Db(err)) => Err(err.into()),
+        };
+    }
+    move_credits(&*txn, update, movement)
         .await?
         .ok_or(AppError::NotFound("account"))?;
+    txn.commit().await?;
     Ok(())
 }
 
@@ -127,15 +156,14 @@ pub async fn grant(
         )));
     }
     let txn = db.begin_write().await?;
-    // One conditional statement: concurrent grants add up and the total never overflows. It
-    // returns the account as updated, so nothing is read back.
+    // One statement: concurrent grants add up and the total never overflows. It returns the
+    // account as updated, so nothing is read back.
     let update = account::Entity::update_many()
         .col_expr(
             account::Column::CreditsTotal,
             Expr::col(account::Column::CreditsTotal).add(amount),
         )
-        .filter(account::Column::Id.eq(account_id))
-        .filter(account::Column::CreditsTotal.lte(MAX_CREDITS - amount));
+        .filter(account::Column::Id.eq(account_id));
     let movement = Movement {
         account_id,
         kind: CreditEntryKind::Grant,
@@ -144,11 +172,19 @@ pub async fn grant(
         customer_id: None,
         note,
     };
+    let too_many = || AppError::bad_input(format!("the pool cannot exceed {MAX_CREDITS} credits"));
+    if txn.get_database_backend() == DbBackend::Postgres {
+        return match move_credits_and_commit(txn, update, movement).await {
+            Ok(Some(account)) => Ok(account),
+            Ok(None) => Err(AppError::NotFound("account")),
+            Err(Refused::Pool) => Err(too_many()),
+            Err(Refused::Db(err)) => Err(err.into()),
+        };
+    }
+    let update = update.filter(account::Column::CreditsTotal.lte(MAX_CREDITS - amount));
     let Some(account) = move_credits(&*txn, update, movement).await? else {
         find_account(&*txn, account_id).await?;
-        return Err(AppError::bad_input(format!(
-            "the pool cannot exceed {MAX_CREDITS} credits"
-        )));
+        return Err(too_many());
     };
     txn.commit().await?;
     Ok(account)
@@ -184,76 +220,108 @@ const LEDGER_ID: &str = "encode(\
     || int2send((28672 + floor(extract(epoch FROM clock.t) * 1000000)::bigint % 1000)::smallint) \
     || substring(uuid_send(gen_random_uuid()) FROM 9 FOR 8), 'hex')::uuid";
 
-/// Applies `update` (a conditional UPDATE of one account's pool) and, when it matched,
-/// books `movement`: the ledger row and the `credits.changed` event. Returns the account as
-/// updated, `None` when the condition did not hold (nothing written).
-///
-/// On PostgreSQL all of it is one statement (data-modifying `WITH`): the account's row lock,
-/// which every movement of the account waits for, is then held for that statement and the
-/// commit only, not for three round trips.
+/// SQLite: applies `update` (a conditional UPDATE of one account's pool) and, when it
+/// matched, books `movement`: the ledger row and the `credits.changed` event. Returns the
+/// account as updated, `None` when the condition did not hold (nothing written). (On
+/// PostgreSQL: [`move_credits_and_commit`].)
 async fn move_credits(
     txn: &impl ConnectionTrait,
     update: sea_orm::UpdateMany<account::Entity>,
     movement: Movement,
 ) -> AppResult<Option<account::Model>> {
-    let backend = txn.get_database_backend();
-    if backend != DbBackend::Postgres {
-        let Some(account) = update.exec_with_returning(txn).await?.into_iter().next() else {
-            return Ok(None);
-        };
-        book(txn, &account, movement).await?;
-        return Ok(Some(account));
-    }
-    use std::fmt::Write as _;
-    let (update_sql, update_values) = update
-        .into_query()
-        .returning_all()
-        .build(sea_orm::sea_query::PostgresQueryBuilder);
-    let mut values: Vec<sea_orm::Value> = update_values.0;
-    let base = values.len();
-    let now = Utc::now();
-    values.extend([
-        movement.kind.to_value().into(),
-        movement.amount.into(),
-        movement.connection_id.into(),
-        movement.note.into(),
-        now.into(),
-        new_id().into(),
-        movement.customer_id.into(),
-        EventType::CreditsChanged.to_value().into(),
-    ]);
-    let p = |n: usize| format!("${}", base + n);
-    let mut sql = String::new();
-    let _ = write!(
-        sql,
+    let Some(account) = update.exec_with_returning(txn).await?.into_iter().next() else {
+        return Ok(None);
+    };
+    book(txn, &account, movement).await?;
+    Ok(Some(account))
+}
+
+/// PostgreSQL: one statement (data-modifying `WITH`) that runs `update_sql` (of one
+/// account's row, returning it) and books `movement` from the row as updated: the ledger
+/// row, whose id is made under the row's lock, and the `credits.changed` event. Values are
+/// written in as literals, for [`WriteTxn::commit_after`].
+fn movement_sql(update_sql: &str, movement: Movement) -> String {
+    use sea_orm::sea_query::{PostgresQueryBuilder, QueryBuilder as _};
+    let literal = |value: sea_orm::Value| PostgresQueryBuilder.value_to_string(&value);
+    format!(
         "WITH acc AS ({update_sql}), \
          clock AS (SELECT clock_timestamp() AS t FROM acc), \
          ledger AS (INSERT INTO credit_ledger (id, account_id, kind, amount, balance_after, \
            connection_id, note, created_at) \
            SELECT {LEDGER_ID}, acc.id, {kind}, {amount}, acc.credits_total - acc.credits_used, \
-           {connection}, {note}, clock.t FROM acc, clock), \
+           {connection}::uuid, {note}::text, clock.t FROM acc, clock), \
          inserted AS (INSERT INTO events (position, id, account_id, customer_id, \
            connection_id, event_type, data, occurred_at, txid) \
-           SELECT nextval('event_positions'), {event_id}, acc.id, {customer}, {connection}, \
-           {event_type}, json_build_object('amount', {amount}::bigint, 'available', \
-           acc.credits_total - acc.credits_used, 'kind', {kind}::text), {now}, \
-           pg_current_xact_id()::text::bigint FROM acc) \
+           SELECT nextval('event_positions'), {event_id}::uuid, acc.id, {customer}::uuid, \
+           {connection}::uuid, {event_type}, json_build_object('amount', {amount}::bigint, \
+           'available', acc.credits_total - acc.credits_used, 'kind', {kind}::text), \
+           {now}::timestamptz, pg_current_xact_id()::text::bigint FROM acc) \
          SELECT * FROM acc",
-        kind = p(1),
-        amount = p(2),
-        connection = p(3),
-        note = p(4),
-        now = p(5),
-        event_id = p(6),
-        customer = p(7),
-        event_type = p(8),
-    );
-    let statement = sea_orm::Statement::from_sql_and_values(backend, sql, values);
-    Ok(account::Entity::find()
-        .from_raw_sql(statement)
-        .one(txn)
-        .await?)
+        kind = literal(movement.kind.to_value().into()),
+        amount = literal(movement.amount.into()),
+        connection = literal(movement.connection_id.into()),
+        note = literal(movement.note.into()),
+        now = literal(Utc::now().into()),
+        event_id = literal(new_id().into()),
+        customer = literal(movement.customer_id.into()),
+        event_type = literal(EventType::CreditsChanged.to_value().into()),
+    )
 }
+
+/// PostgreSQL: applies `update` and books `movement` as the last statement of `txn`, and
+/// commits, in one round trip ([`WriteTxn::commit_after`]): the account's row, which every
+/// movement of the account waits for, is held for that statement and the commit only. The
+/// update is unconditional: a movement the pool cannot take fails on the table's check
+/// (`accounts_credit_pool`: `0 <= used <= total <= 2^31 - 1`), and nothing is committed.
+/// Returns the account as updated, `None` when there is no such account.
+async fn move_credits_and_commit(
+    txn: WriteTxn,
+    update: sea_orm::UpdateMany<account::Entity>,
+    movement: Movement,
+) -> Result<Option<account::Model>, Refused> {
+    let update_sql = update
+        .into_query()
+        .returning_all()
+        .to_string(sea_orm::sea_query::PostgresQueryBuilder);
+    let sql = movement_sql(&update_sql, movement);
+    let rows = txn.commit_after(sql).await.map_err(|err| {
+        if breaks_pool(&err) {
+            Refused::Pool
+        } else {
+            Refused::Db(err)
+        }
+    })?;
+    let Some(row) = rows.into_iter().next() else {
+        return Ok(None);
+    };
+    Ok(Some(
+        <account::Model as sea_orm::FromQueryResult>::from_query_result(&row, "")
+            .map_err(Refused::Db)?,
+    ))
+}
+
+/// Why [`move_credits_and_commit`] committed nothing.
+enum Refused {
+    /// The pool's check refused the movement.
+    Pool,
+    Db(sea_orm::DbErr),
+}
+
+/// The error of a statement the pool's check refused (SQLSTATE 23514 on
+/// `accounts_credit_pool`).
+fn breaks_pool(err: &sea_orm::DbErr) -> bool {
+    let (sea_orm::DbErr::Query(sea_orm::RuntimeErr::SqlxError(err))
+    | sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(err))) = err
+    else {
+        return false;
+    };
+    err.as_database_error().is_some_and(|db| {
+        db.code().as_deref() == Some("23514") && db.constraint() == Some(POOL_CHECK)
+    })
+}
+
+/// The PostgreSQL check on an account's pool (migration `credit_pool_check`).
+const POOL_CHECK: &str = "accounts_credit_pool";
 
 /// Writes the ledger row and the `credits.changed` event for a movement already applied to
 /// `account` (the row as the movement left it).

@@ -59,6 +59,23 @@ impl PgTxn {
             .map_err(sqlx_error_to_query_err)
     }
 
+    /// Runs `sql` and commits in one round trip, `sql; COMMIT; BEGIN` in one simple query,
+    /// then commits the empty transaction that `BEGIN` opened (sqlx's transaction still
+    /// expects one to end; with nothing written, its commit waits for no WAL flush); the rows
+    /// `sql` returned. The simple protocol takes no parameters: the caller writes the values
+    /// into `sql` (`sea-query`'s literals). When `sql` fails the server runs nothing after
+    /// it, and the failed transaction rolls back as a dropped one does.
+    pub(super) async fn commit_after(self, sql: String) -> Result<Vec<QueryResult>, DbErr> {
+        self.count();
+        let mut txn = self.conn.into_inner();
+        let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{sql}; COMMIT; BEGIN")))
+            .fetch_all(&mut *txn)
+            .await
+            .map_err(sqlx_error_to_query_err)?;
+        txn.commit().await.map_err(sqlx_error_to_query_err)?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
     fn count(&self) {
         if let Some(counter) = &self.statements {
             counter.inc();

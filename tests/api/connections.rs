@@ -851,6 +851,57 @@ async fn grants_are_booked_with_their_note() {
     );
 }
 
+/// A note is stored exactly as given, whatever it holds (on PostgreSQL the movement's values
+/// are written into its statement as literals), and a grant past the pool's limit is refused
+/// with nothing booked.
+#[tokio::test]
+async fn a_grant_keeps_any_note_exactly_and_the_pool_its_limit() {
+    let app = TestApp::spawn().await;
+    let (account_id, key) = app.create_account("Acme", 0).await;
+    let grant = "mutation($id: ID!, $n: Int!, $note: String) { grantCredits(accountId: $id, amount: $n, note: $note) { total available } }";
+    let notes = [
+        "it's a 'quoted' \\ note; DROP TABLE accounts; --",
+        "$$ dollar $tag$ quotes $$ and E'\\x00' and \\' and \"double\"",
+        "ünïcödé 雪 🚀 and a\ttab\nand a newline",
+    ];
+    for note in notes {
+        app.ok(
+            ADMIN_TOKEN,
+            grant,
+            json!({ "id": account_id, "n": 1, "note": note }),
+        )
+        .await;
+    }
+    let big = app
+        .gql(
+            ADMIN_TOKEN,
+            grant,
+            json!({ "id": account_id, "n": i32::MAX, "note": "too many" }),
+        )
+        .await;
+    assert_eq!(error_code(&big), "BAD_USER_INPUT", "{big}");
+    let entries = ledger(&app, &key).await;
+    let booked: Vec<&str> = entries
+        .iter()
+        .map(|entry| entry["note"].as_str().unwrap())
+        .collect();
+    assert_eq!(booked.len(), notes.len(), "{entries:?}");
+    for note in notes {
+        assert!(booked.contains(&note), "{note:?} not in {booked:?}");
+    }
+    let balance = app
+        .ok(
+            &key,
+            "{ viewer { account { credits { total used available } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        balance["viewer"]["account"]["credits"],
+        json!({ "total": 3, "used": 0, "available": 3 })
+    );
+}
+
 /// A check (health check, `checkConnection`) whose write waits on a disconnect in progress
 /// sees the disconnect once it commits: the connection stays DISCONNECTED, and a second
 /// disconnect refunds nothing.
