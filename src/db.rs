@@ -518,8 +518,10 @@ impl CommitSignal {
 /// `run_after`, `started_at`, `attempts` and a lease) for `worker` under a lease of `lease`:
 /// one `queued` and due, or one `running` whose lease has expired (its process died, or it
 /// waits to be retried). Its attempt count goes up by one. Statuses are written in as
-/// literals, not bound: a partial index over queued and running jobs is used only for a
-/// literal match. On PostgreSQL concurrent claimers skip a row another one is taking.
+/// literals, not bound: the partial index of queued and running jobs in `run_after` order
+/// (`idx_…_due`) is used only for a literal match, and walked by a plain index scan, which
+/// skips the entries of dead rows once one scan met them (see the migration
+/// `job_claim_indexes`). On PostgreSQL concurrent claimers skip a row another one is taking.
 pub async fn claim<E: sea_orm::EntityTrait>(
     db: &Db,
     table: &str,
@@ -536,8 +538,9 @@ pub async fn claim<E: sea_orm::EntityTrait>(
     let sql = format!(
         "UPDATE {table} SET locked_by = ?, locked_until = ?, \
          started_at = COALESCE(started_at, ?), status = ?, attempts = attempts + 1 \
-         WHERE id = (SELECT id FROM {table} WHERE (status = '{queued}' AND run_after <= ?) \
-         OR (status = '{running}' AND locked_until < ?) ORDER BY run_after LIMIT 1{lock}) \
+         WHERE id = (SELECT id FROM {table} WHERE status IN ('{queued}', '{running}') \
+         AND ((status = '{queued}' AND run_after <= ?) OR (status = '{running}' AND locked_until < ?)) \
+         ORDER BY run_after LIMIT 1{lock}) \
          RETURNING *"
     );
     let now = chrono::Utc::now();
