@@ -516,12 +516,17 @@ impl CommitSignal {
 
 /// Claims the next due job of `table` (sync runs, bulk operations: rows of `E` with a status,
 /// `run_after`, `started_at`, `attempts` and a lease) for `worker` under a lease of `lease`:
-/// one `queued` and due, or one `running` whose lease has expired (its process died, or it
-/// waits to be retried). Its attempt count goes up by one. Statuses are written in as
-/// literals, not bound: the partial index of queued and running jobs in `run_after` order
-/// (`idx_…_due`) is used only for a literal match, and walked by a plain index scan, which
-/// skips the entries of dead rows once one scan met them (see the migration
-/// `job_claim_indexes`). On PostgreSQL concurrent claimers skip a row another one is taking.
+/// first one `running` whose lease has expired (its process died, or it waits to be
+/// retried: it has waited longest), then one `queued` and due, each the first in `run_after`
+/// order. Its attempt count goes up by one. On PostgreSQL concurrent claimers skip a row
+/// another one is taking.
+///
+/// Each of the two looks is an equality on the status and the `run_after` order, which the
+/// index on (`status`, `run_after`) serves as it stands: the scan stops at the first row
+/// it can take, however many are queued, and marks the entries of dead row versions it
+/// meets so that later scans skip them. (One statement with both conditions joined by `OR`
+/// had PostgreSQL read every queued row and sort them, and visit every row version a status
+/// change had left behind: 7 to 17 ms a claim with 12,000 runs queued.)
 pub async fn claim<E: sea_orm::EntityTrait>(
     db: &Db,
     table: &str,
@@ -535,31 +540,37 @@ pub async fn claim<E: sea_orm::EntityTrait>(
     } else {
         ""
     };
-    let sql = format!(
-        "UPDATE {table} SET locked_by = ?, locked_until = ?, \
-         started_at = COALESCE(started_at, ?), status = ?, attempts = attempts + 1 \
-         WHERE id = (SELECT id FROM {table} WHERE status IN ('{queued}', '{running}') \
-         AND ((status = '{queued}' AND run_after <= ?) OR (status = '{running}' AND locked_until < ?)) \
-         ORDER BY run_after LIMIT 1{lock}) \
-         RETURNING *"
-    );
     let now = chrono::Utc::now();
     let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
-    let values: [sea_orm::Value; 6] = [
-        worker.into(),
-        until.into(),
-        now.into(),
-        running.into(),
-        now.into(),
-        now.into(),
-    ];
     let txn = db.begin_write().await?;
-    let job = E::find()
-        .from_raw_sql(statement(backend, &sql, values))
-        .one(&*txn)
-        .await?;
+    for due in [
+        format!("status = '{running}' AND locked_until < ?"),
+        format!("status = '{queued}' AND run_after <= ?"),
+    ] {
+        let sql = format!(
+            "UPDATE {table} SET locked_by = ?, locked_until = ?, \
+             started_at = COALESCE(started_at, ?), status = ?, attempts = attempts + 1 \
+             WHERE id = (SELECT id FROM {table} WHERE {due} ORDER BY run_after LIMIT 1{lock}) \
+             RETURNING *"
+        );
+        let values: [sea_orm::Value; 5] = [
+            worker.into(),
+            until.into(),
+            now.into(),
+            running.into(),
+            now.into(),
+        ];
+        let job = E::find()
+            .from_raw_sql(statement(backend, &sql, values))
+            .one(&*txn)
+            .await?;
+        if job.is_some() {
+            txn.commit().await?;
+            return Ok(job);
+        }
+    }
     txn.commit().await?;
-    Ok(job)
+    Ok(None)
 }
 
 /// The instant `age` ago (the earliest instant there is when that is before it): the horizon

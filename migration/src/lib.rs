@@ -21,7 +21,6 @@ mod m20261205_000050_portal_sessions;
 mod m20261205_000060_flows;
 mod m20261206_000010_event_log_order;
 mod m20261206_000020_credit_pool_check;
-mod m20261206_000030_job_claim_indexes;
 
 pub struct Migrator;
 
@@ -44,7 +43,6 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000060_flows::Migration),
             Box::new(m20261206_000010_event_log_order::Migration),
             Box::new(m20261206_000020_credit_pool_check::Migration),
-            Box::new(m20261206_000030_job_claim_indexes::Migration),
         ]
     }
 }

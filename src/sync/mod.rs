@@ -409,23 +409,6 @@ mod tests {
 
     use super::retry_backoff;
 
-    /// The partial indexes the claims walk (migration `job_claim_indexes`) name the
-    /// statuses as stored.
-    #[test]
-    fn the_claim_indexes_name_the_stored_statuses() {
-        use entity::enums::BulkStatus;
-        use sea_orm::ActiveEnum as _;
-
-        use super::SyncStatus;
-        let stored = [
-            SyncStatus::Queued.to_value(),
-            SyncStatus::Running.to_value(),
-            BulkStatus::Queued.to_value(),
-            BulkStatus::Running.to_value(),
-        ];
-        assert_eq!(stored, ["QUEUED", "RUNNING", "QUEUED", "RUNNING"]);
-    }
-
     #[test]
     fn retries_back_off_doubling_within_the_lease() {
         let lease = Duration::from_secs(30);

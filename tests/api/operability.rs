@@ -95,8 +95,7 @@ async fn four_processes_started_at_once_on_an_empty_database_all_come_up() {
 
 /// The migrations this release added, newest first: a database of the previous release is
 /// one without them.
-const THIS_RELEASE: [&str; 4] = [
-    "m20261206_000030_job_claim_indexes",
+const THIS_RELEASE: [&str; 3] = [
     "m20261206_000020_credit_pool_check",
     "m20261206_000010_event_log_order",
     "m20261205_000060_flows",
