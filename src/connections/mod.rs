@@ -28,8 +28,8 @@ use crate::{
     notify::Notice,
     pagination::{Page, PageRequest, fetch_page},
 };
+use entity::connection;
 pub use entity::enums::ConnectionStatus;
-use entity::{connection, sync_run};
 
 const MAX_LABEL_LEN: usize = 200;
 const MAX_METADATA_BYTES: usize = 16 * 1024;
@@ -496,17 +496,9 @@ pub async fn disconnect(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<connec
         // burst of disconnects never waits for a second pooled connection.
         return find(&*txn, Scope::account(account_id), id).await;
     };
-    // The connection's queued or running sync stops reading the customer's system: a worker
-    // ends it CANCELLED with code DISCONNECTED, at its next page boundary if it is running.
-    sync_run::Entity::update_many()
-        .col_expr(sync_run::Column::CancelRequested, true.into())
-        .filter(sync_run::Column::ConnectionId.eq(id))
-        .filter(
-            sync_run::Column::Status
-                .is_in([sync_run::SyncStatus::Queued, sync_run::SyncStatus::Running]),
-        )
-        .exec(&*txn)
-        .await?;
+    // The connection's queued sync ends now, CANCELLED with code DISCONNECTED; a running one
+    // stops reading the customer's system at its next page boundary.
+    crate::sync::stop_for_disconnect(&*txn, id).await?;
     // A demo connection's simulated remote goes with it (other systems keep nothing here).
     connectors::demo::forget(&*txn, id).await?;
     let disconnected = NewEvent {

@@ -168,6 +168,32 @@ pub async fn cancel(db: &Db, scope: Scope, id: Uuid) -> AppResult<sync_run::Mode
     Ok(run)
 }
 
+/// In the transaction that disconnects `connection_id` (which has locked its row): its queued
+/// run, or a running one no worker holds, ends now `CANCELLED` with code `DISCONNECTED` (its
+/// `sync.failed` stored with it), rather than wait for a worker to claim it only to find
+/// that; one a worker holds is asked to stop, and its worker ends it so at its next page
+/// boundary.
+pub async fn stop_for_disconnect(txn: &impl ConnectionTrait, connection_id: Uuid) -> AppResult<()> {
+    let active = sync_run::Entity::find()
+        .filter(sync_run::Column::ConnectionId.eq(connection_id))
+        .filter(sync_run::Column::Status.is_in([SyncStatus::Queued, SyncStatus::Running]))
+        .lock_exclusive()
+        .all(txn)
+        .await?;
+    for run in active {
+        let id = run.id;
+        if (run.status == SyncStatus::Queued || !held(&run, Utc::now()))
+            && finish(txn, run, SyncStatus::Cancelled, Some(disconnected()))
+                .await?
+                .is_some()
+        {
+            continue;
+        }
+        request_cancel(txn, id).await?;
+    }
+    Ok(())
+}
+
 /// The run, its row locked for the rest of `txn` (on PostgreSQL).
 async fn locked(txn: &impl ConnectionTrait, id: Uuid) -> AppResult<sync_run::Model> {
     sync_run::Entity::find_by_id(id)
