@@ -494,6 +494,44 @@ async fn a_queued_run_cancelled_says_so_on_the_run_and_its_event() {
     assert_eq!(again, cancelled);
 }
 
+/// A disconnect ends the connection's queued run itself, at once: no worker has to claim it.
+#[tokio::test]
+async fn a_disconnect_ends_the_queued_run_at_once() {
+    let app = TestApp::spawn_with(|c| c.process.workers = false).await;
+    let (key, customer) = setup(&app, 10).await;
+    let (connection, _) = connect(&app, &key, input(&customer, 5, "none")).await;
+    let query =
+        format!("query($id: ID!) {{ connection(id: $id) {{ lastSyncRun {{ {RUN_FIELDS} }} }} }}");
+    let data = app.ok(&key, &query, json!({ "id": connection })).await;
+    assert_eq!(
+        data["connection"]["lastSyncRun"]["status"], "QUEUED",
+        "no workers: {data}"
+    );
+    app.ok(
+        &key,
+        "mutation($id: ID!) { disconnect(id: $id) { status } }",
+        json!({ "id": connection }),
+    )
+    .await;
+    let data = app.ok(&key, &query, json!({ "id": connection })).await;
+    let run = &data["connection"]["lastSyncRun"];
+    assert_eq!(run["status"], "CANCELLED", "{run}");
+    assert_eq!(run["error"]["code"], "DISCONNECTED", "{run}");
+    let events = app
+        .ok(
+            &key,
+            "{ events(first: 10, filter: {types: [SYNC_FAILED]}) { nodes { data } } }",
+            json!({}),
+        )
+        .await;
+    let nodes = events["events"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{events}");
+    assert_eq!(
+        nodes[0]["data"]["error"]["code"], "DISCONNECTED",
+        "{events}"
+    );
+}
+
 /// A run waiting out a remote's 429s (here 1 s each, as long as the lease) keeps its lease:
 /// no other worker takes it over, and it ends with exact counts in one attempt.
 #[tokio::test]
