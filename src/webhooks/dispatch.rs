@@ -207,7 +207,11 @@ impl Dispatcher {
             return Ok(0);
         }
         let txn = self.db.begin_write().await?;
-        let last = lock_position(&*txn).await?;
+        let Some(last) = lock_position(&*txn).await? else {
+            // Another process's dispatcher is at it: it reads on until it finds no more, and
+            // it is woken by every commit after its last read, as this one is.
+            return Ok(0);
+        };
         let events: Vec<Arc<event::Model>> =
             after_in_order(txn.get_database_backend(), event::Entity::find(), last)
                 .limit(BATCH)
@@ -293,21 +297,45 @@ impl Dispatcher {
     }
 }
 
-/// Locks the position row and reads it: one dispatcher at a time across processes.
-async fn lock_position(txn: &impl ConnectionTrait) -> AppResult<LogPosition> {
-    Ok(webhook_dispatch::Entity::update_many()
-        .col_expr(
-            webhook_dispatch::Column::LastPosition,
-            Expr::col(webhook_dispatch::Column::LastPosition),
-        )
-        .filter(webhook_dispatch::Column::Id.eq(1))
-        .exec_with_returning(txn)
-        .await?
-        .first()
-        .map_or_else(LogPosition::default, |row| LogPosition {
-            txid: row.last_txid,
-            position: row.last_position,
-        }))
+/// Locks the position row and reads it: one dispatcher at a time across processes. On
+/// PostgreSQL `None` when another process's dispatcher holds it: rather than wait for it
+/// (holding a connection) only to find the events it waited for routed, this one lets it be.
+async fn lock_position(txn: &impl ConnectionTrait) -> AppResult<Option<LogPosition>> {
+    let of = |row: &webhook_dispatch::Model| LogPosition {
+        txid: row.last_txid,
+        position: row.last_position,
+    };
+    if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+        let row = webhook_dispatch::Entity::find_by_id(1)
+            .lock_with_behavior(
+                sea_orm::sea_query::LockType::Update,
+                sea_orm::sea_query::LockBehavior::SkipLocked,
+            )
+            .one(txn)
+            .await?;
+        return match row {
+            Some(row) => Ok(Some(of(&row))),
+            // Missing (never on a migrated database) or locked: which, one more read tells.
+            None => Ok(webhook_dispatch::Entity::find_by_id(1)
+                .one(txn)
+                .await?
+                .is_none()
+                .then(LogPosition::default)),
+        };
+    }
+    // SQLite: the transaction already holds the database's write lock.
+    Ok(Some(
+        webhook_dispatch::Entity::update_many()
+            .col_expr(
+                webhook_dispatch::Column::LastPosition,
+                Expr::col(webhook_dispatch::Column::LastPosition),
+            )
+            .filter(webhook_dispatch::Column::Id.eq(1))
+            .exec_with_returning(txn)
+            .await?
+            .first()
+            .map_or_else(LogPosition::default, of),
+    ))
 }
 
 /// The enabled endpoints of the events' accounts.
