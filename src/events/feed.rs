@@ -3,7 +3,8 @@
 //! account (one channel per account, so an event wakes only those). It wakes
 //! on a commit in this process, on a PostgreSQL `NOTIFY` from any process, and once a second
 //! as a safety net, and always reads from its last position, so a missed wake-up loses
-//! nothing. A subscriber that falls behind the broadcast catches up from the table.
+//! nothing. A subscriber that falls behind the broadcast catches up from the table. While no
+//! one subscribes in the process, it only follows the end of the log (`skip_ahead`).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -113,6 +114,9 @@ impl EventFeed {
     }
 
     async fn dispatch(&self) -> AppResult<()> {
+        if self.skip_ahead().await? {
+            return Ok(());
+        }
         let db = self.inner.db.conn();
         loop {
             let last = self.position();
@@ -131,6 +135,40 @@ impl EventFeed {
                 return Ok(());
             }
         }
+    }
+
+    /// With nobody subscribed in this process, moves the position to the end of the log
+    /// without reading the events (one row, where the feed would read every event of every
+    /// account, only to hand them to no one); true when it did.
+    ///
+    /// Why no subscriber misses an event: a subscriber takes its channel (under the accounts'
+    /// lock) before it notes the position. One that took it before this looks at the
+    /// channels keeps the feed reading from where it stood. One that takes it after notes
+    /// the position set here, under the same lock, and every event after that is read and
+    /// handed on as usual; the events up to it were committed before the end of the log was
+    /// read, so before that subscriber came.
+    async fn skip_ahead(&self) -> AppResult<bool> {
+        if !self.unsubscribed() {
+            return Ok(false);
+        }
+        let end = end_of_log(self.inner.db.conn()).await?;
+        let mut accounts = self.accounts();
+        accounts.retain(|_, sender| sender.receiver_count() > 0);
+        if !accounts.is_empty() {
+            return Ok(false);
+        }
+        let mut last = self.last();
+        if end > *last {
+            *last = end;
+        }
+        Ok(true)
+    }
+
+    /// Whether no account has a subscriber here (forgetting the channels nobody holds).
+    fn unsubscribed(&self) -> bool {
+        let mut accounts = self.accounts();
+        accounts.retain(|_, sender| sender.receiver_count() > 0);
+        accounts.is_empty()
     }
 
     /// The position of the last event handed to subscribers: a reader that notes it before
@@ -260,5 +298,58 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(listeners(), 0, "the pump ended with its subscriber");
+    }
+
+    /// With nobody subscribed the feed only follows the end of the log; a subscriber that
+    /// comes later gets what is committed after it came, and nothing from before.
+    #[tokio::test]
+    async fn an_idle_feed_follows_the_end_and_a_later_subscriber_gets_what_follows() {
+        use futures_util::StreamExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.database.url = format!("sqlite://{}?mode=rwc", dir.path().join("idle.db").display());
+        let db = Db::connect(&config).await.unwrap();
+        db.migrate().await.unwrap();
+        let account = crate::accounts::create_account(&db, "A", 0)
+            .await
+            .unwrap()
+            .account;
+        let feed = EventFeed::new(db.clone(), 16).await.unwrap();
+        let record = async |n: u32| {
+            let txn = db.begin_write().await.unwrap();
+            let event = crate::events::NewEvent {
+                account_id: account.id,
+                customer_id: None,
+                connection_id: None,
+                event_type: EventType::SystemError,
+                data: serde_json::json!({ "n": n }),
+            };
+            crate::events::record(&*txn, vec![event]).await.unwrap();
+            txn.commit().await.unwrap();
+        };
+        record(1).await;
+        feed.dispatch().await.unwrap();
+        assert_eq!(feed.position(), end_of_log(db.conn()).await.unwrap());
+
+        let filter = Filter {
+            account_id: account.id,
+            ..Filter::default()
+        };
+        let mut stream = Box::pin(feed.stream(filter, None));
+        for _ in 0..100 {
+            if !feed.unsubscribed() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!feed.unsubscribed());
+        record(2).await;
+        feed.dispatch().await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("an event within 5 s")
+            .expect("the stream")
+            .expect("no error");
+        assert_eq!(got.data["n"], 2, "{got:?}");
     }
 }
