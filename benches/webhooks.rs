@@ -1340,23 +1340,21 @@ async fn start_processes(
 async fn measure_processes(receiver: &Receiver) -> anyhow::Result<Processes> {
     let mut exact = true;
     let mut rates = Vec::new();
-    for count in [1, 2] {
-        println!("-- postgres, {count} server process(es): live");
-        let database = FreshDatabase::create(Backend::Postgres).await?;
-        let live = processes_live(&database.url, count, receiver).await;
-        database.drop().await;
-        let live = live?;
-        exact &= live.exact();
-        rates.push(live.deliveries_per_second);
-    }
-    for count in [1, 2] {
-        println!("-- postgres, {count} server process(es): backlog drain");
-        let database = FreshDatabase::create(Backend::Postgres).await?;
-        let drained = processes_drain(&database.url, count, receiver).await;
-        database.drop().await;
-        let drained = drained?;
-        exact &= drained.exact();
-        rates.push(drained.deliveries_per_second);
+    for drain in [false, true] {
+        for count in [1, 2] {
+            let run = if drain { "backlog drain" } else { "live" };
+            println!("-- postgres, {count} server process(es): {run}");
+            let database = FreshDatabase::create(Backend::Postgres).await?;
+            let figures = if drain {
+                processes_drain(&database.url, count, receiver).await
+            } else {
+                processes_live(&database.url, count, receiver).await
+            };
+            database.drop().await;
+            let figures = figures?;
+            exact &= figures.exact();
+            rates.push(figures.deliveries_per_second);
+        }
     }
     Ok(Processes {
         live_one: rates[0],
