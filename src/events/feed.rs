@@ -262,13 +262,19 @@ mod tests {
     use super::*;
     use crate::{config::Config, events::EventType};
 
-    #[tokio::test]
-    async fn a_dropped_subscription_stops_listening_at_once() {
+    /// A migrated SQLite database in a temporary directory (gone with the directory).
+    async fn migrated_sqlite() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::default();
         config.database.url = format!("sqlite://{}?mode=rwc", dir.path().join("feed.db").display());
         let db = Db::connect(&config).await.unwrap();
         db.migrate().await.unwrap();
+        (dir, db)
+    }
+
+    #[tokio::test]
+    async fn a_dropped_subscription_stops_listening_at_once() {
+        let (_dir, db) = migrated_sqlite().await;
         let feed = EventFeed::new(db, 16).await.unwrap();
         let account_id = Uuid::now_v7();
         let listeners = || {
@@ -305,11 +311,7 @@ mod tests {
     #[tokio::test]
     async fn an_idle_feed_follows_the_end_and_a_later_subscriber_gets_what_follows() {
         use futures_util::StreamExt as _;
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.database.url = format!("sqlite://{}?mode=rwc", dir.path().join("idle.db").display());
-        let db = Db::connect(&config).await.unwrap();
-        db.migrate().await.unwrap();
+        let (_dir, db) = migrated_sqlite().await;
         let account = crate::accounts::create_account(&db, "A", 0)
             .await
             .unwrap()
