@@ -23,6 +23,8 @@ const READ_BATCH: u64 = 1000;
 /// Events queued for one subscriber; beyond that its reader waits (and may lag the broadcast).
 const SUBSCRIBER_BUFFER: usize = 64;
 const POLL: Duration = Duration::from_secs(1);
+/// How long the feed waits after a wake-up before it reads (as the webhook dispatcher does).
+const LINGER: Duration = Duration::from_millis(5);
 
 pub type Shared = Arc<event::Model>;
 
@@ -93,6 +95,12 @@ impl EventFeed {
                 () = shutdown.cancelled() => return,
                 () = wake.notified() => {}
                 () = tokio::time::sleep(POLL) => {}
+            }
+            // The commits of the next few milliseconds are read with this one's: under a
+            // burst of commits one read serves many, not one each.
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(LINGER) => {}
             }
         }
     }
