@@ -271,8 +271,7 @@ impl Db {
                 let mut outbox = lock_outbox(&self.outbox);
                 let mut kept = announced;
                 kept.append(&mut outbox);
-                let excess = kept.len().saturating_sub(OUTBOX_MAX);
-                kept.drain(..excess);
+                keep_newest(&mut kept);
                 *outbox = kept;
             }
         }
@@ -331,6 +330,12 @@ pub struct WriteTxn {
 
 fn lock_outbox(outbox: &Outbox) -> std::sync::MutexGuard<'_, Vec<(&'static str, String)>> {
     outbox.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Drops the oldest notifications beyond [`OUTBOX_MAX`].
+fn keep_newest(outbox: &mut Vec<(&'static str, String)>) {
+    let excess = outbox.len().saturating_sub(OUTBOX_MAX);
+    outbox.drain(..excess);
 }
 
 impl WriteTxn {
@@ -413,8 +418,7 @@ impl Committed {
         if !self.announcements.is_empty() {
             let mut outbox = lock_outbox(&self.outbox);
             outbox.extend(self.announcements);
-            let excess = outbox.len().saturating_sub(OUTBOX_MAX);
-            outbox.drain(..excess);
+            keep_newest(&mut outbox);
         }
         self.commits.notify();
         self.local_commits.notify_one();

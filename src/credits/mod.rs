@@ -71,11 +71,9 @@ pub async fn consume_and_commit(
         })
     };
     if txn.get_database_backend() == DbBackend::Postgres {
-        return match move_credits_and_commit(txn, used, movement).await {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(AppError::NotFound("account")),
-            Err(Refused::Pool) => insufficient().await,
-            Err(Refused::Db(err)) => Err(err.into()),
+        return match move_credits_and_commit(txn, used, movement).await? {
+            Ok(_) => Ok(()),
+            Err(PoolRefused) => insufficient().await,
         };
     }
     let affordable = used.filter(
@@ -116,14 +114,12 @@ pub async fn refund_and_commit(
         note: None,
     };
     if txn.get_database_backend() == DbBackend::Postgres {
-        return match move_credits_and_commit(txn, update, movement).await {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(AppError::NotFound("account")),
+        return match move_credits_and_commit(txn, update, movement).await? {
+            Ok(_) => Ok(()),
             // Returning credits never breaks the pool unless the books were already wrong.
-            Err(Refused::Pool) => Err(AppError::internal(anyhow::anyhow!(
+            Err(PoolRefused) => Err(AppError::internal(anyhow::anyhow!(
                 "returning credits would break the account's pool"
             ))),
-            Err(Refused::Db(err)) => Err(err.into()),
         };
     }
     move_credits(&*txn, update, movement)
@@ -174,12 +170,9 @@ pub async fn grant(
     };
     let too_many = || AppError::bad_input(format!("the pool cannot exceed {MAX_CREDITS} credits"));
     if txn.get_database_backend() == DbBackend::Postgres {
-        return match move_credits_and_commit(txn, update, movement).await {
-            Ok(Some(account)) => Ok(account),
-            Ok(None) => Err(AppError::NotFound("account")),
-            Err(Refused::Pool) => Err(too_many()),
-            Err(Refused::Db(err)) => Err(err.into()),
-        };
+        return move_credits_and_commit(txn, update, movement)
+            .await?
+            .map_err(|PoolRefused| too_many());
     }
     let update = update.filter(account::Column::CreditsTotal.lte(MAX_CREDITS - amount));
     let Some(account) = move_credits(&*txn, update, movement).await? else {
@@ -273,39 +266,31 @@ fn movement_sql(update_sql: &str, movement: Movement) -> String {
 /// movement of the account waits for, is held for that statement and the commit only. The
 /// update is unconditional: a movement the pool cannot take fails on the table's check
 /// (`accounts_credit_pool`: `0 <= used <= total <= 2^31 - 1`), and nothing is committed.
-/// Returns the account as updated, `None` when there is no such account.
+/// Returns the account as updated; `Err(PoolRefused)` inside when the check refused it,
+/// `NOT_FOUND` when there is no such account.
 async fn move_credits_and_commit(
     txn: WriteTxn,
     update: sea_orm::UpdateMany<account::Entity>,
     movement: Movement,
-) -> Result<Option<account::Model>, Refused> {
+) -> AppResult<Result<account::Model, PoolRefused>> {
     let update_sql = update
         .into_query()
         .returning_all()
         .to_string(sea_orm::sea_query::PostgresQueryBuilder);
     let sql = movement_sql(&update_sql, movement);
-    let rows = txn.commit_after(sql).await.map_err(|err| {
-        if breaks_pool(&err) {
-            Refused::Pool
-        } else {
-            Refused::Db(err)
-        }
-    })?;
-    let Some(row) = rows.into_iter().next() else {
-        return Ok(None);
+    let rows = match txn.commit_after(sql).await {
+        Ok(rows) => rows,
+        Err(err) if breaks_pool(&err) => return Ok(Err(PoolRefused)),
+        Err(err) => return Err(err.into()),
     };
-    Ok(Some(
-        <account::Model as sea_orm::FromQueryResult>::from_query_result(&row, "")
-            .map_err(Refused::Db)?,
+    let row = rows.first().ok_or(AppError::NotFound("account"))?;
+    Ok(Ok(
+        <account::Model as sea_orm::FromQueryResult>::from_query_result(row, "")?,
     ))
 }
 
-/// Why [`move_credits_and_commit`] committed nothing.
-enum Refused {
-    /// The pool's check refused the movement.
-    Pool,
-    Db(sea_orm::DbErr),
-}
+/// The pool's check refused a movement: nothing was committed.
+struct PoolRefused;
 
 /// The error of a statement the pool's check refused (SQLSTATE 23514 on
 /// `accounts_credit_pool`).

@@ -161,8 +161,7 @@ impl EventFeed {
         }
         let end = end_of_log(self.inner.db.conn()).await?;
         let mut accounts = self.accounts();
-        accounts.retain(|_, sender| sender.receiver_count() > 0);
-        if !accounts.is_empty() {
+        if !none_subscribed(&mut accounts) {
             return Ok(false);
         }
         let mut last = self.last();
@@ -174,9 +173,7 @@ impl EventFeed {
 
     /// Whether no account has a subscriber here (forgetting the channels nobody holds).
     fn unsubscribed(&self) -> bool {
-        let mut accounts = self.accounts();
-        accounts.retain(|_, sender| sender.receiver_count() > 0);
-        accounts.is_empty()
+        none_subscribed(&mut self.accounts())
     }
 
     /// The position of the last event handed to subscribers: a reader that notes it before
@@ -200,6 +197,12 @@ impl EventFeed {
         tokio::spawn(pump(self.clone(), filter, after, tx));
         futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
     }
+}
+
+/// Forgets the channels nobody holds; whether none is left.
+fn none_subscribed(accounts: &mut HashMap<Uuid, broadcast::Sender<Shared>>) -> bool {
+    accounts.retain(|_, sender| sender.receiver_count() > 0);
+    accounts.is_empty()
 }
 
 type Outbox = mpsc::Sender<AppResult<Shared>>;

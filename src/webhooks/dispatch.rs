@@ -313,15 +313,8 @@ async fn lock_position(txn: &impl ConnectionTrait) -> AppResult<Option<LogPositi
             )
             .one(txn)
             .await?;
-        return match row {
-            Some(row) => Ok(Some(of(&row))),
-            // Missing (never on a migrated database) or locked: which, one more read tells.
-            None => Ok(webhook_dispatch::Entity::find_by_id(1)
-                .one(txn)
-                .await?
-                .is_none()
-                .then(LogPosition::default)),
-        };
+        // The row exists from the first migration on: none here means another holds it.
+        return Ok(row.as_ref().map(of));
     }
     // SQLite: the transaction already holds the database's write lock.
     Ok(Some(
