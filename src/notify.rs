@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    auth::{AuthCache, Principal, sockets::Sockets},
+    auth::{AuthCache, Principal, TokenKind, sockets::Sockets},
     limits::{Overrides, RateLimit},
 };
 
@@ -44,6 +44,16 @@ pub enum Notice {
 }
 
 impl Notice {
+    /// The kind of token a revocation revokes; `None` for other notices.
+    pub fn revoked_kind(&self) -> Option<TokenKind> {
+        match self {
+            Notice::ApiKeyRevoked(_) => Some(TokenKind::ApiKey),
+            Notice::ConnectionTokenRevoked(_) => Some(TokenKind::Connection),
+            Notice::PortalSessionRevoked(_) => Some(TokenKind::Portal),
+            _ => None,
+        }
+    }
+
     /// Whether this notice revokes the token `principal` authenticated with.
     pub fn revokes(&self, principal: &Principal) -> bool {
         match (self, principal) {
@@ -88,7 +98,7 @@ impl Notifier {
             Notice::ApiKeyRevoked(_)
             | Notice::ConnectionTokenRevoked(_)
             | Notice::PortalSessionRevoked(_) => {
-                self.auth_cache.forget(|p| notice.revokes(p));
+                self.forget(notice);
                 self.sockets.close(|p| notice.revokes(p));
             }
             Notice::RateLimitChanged { account_id, limit } => {
@@ -101,7 +111,13 @@ impl Notifier {
     /// sockets here are closed by a sweep of the database, which tells a rotated connection
     /// token from the one that replaced it).
     pub fn revoked_elsewhere(&self, notice: Notice) {
-        self.auth_cache.forget(|p| notice.revokes(p));
+        self.forget(notice);
+    }
+
+    fn forget(&self, notice: Notice) {
+        if let Some(kind) = notice.revoked_kind() {
+            self.auth_cache.forget(kind, |p| notice.revokes(p));
+        }
     }
 
     /// What the sync workers wait on between polls.

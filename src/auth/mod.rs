@@ -187,9 +187,19 @@ fn unauthenticated(message: &str) -> AppError {
 #[derive(Default)]
 pub struct AuthCache {
     entries: Mutex<HashMap<String, (Principal, Instant)>>,
-    /// Moves on every `forget`: a lookup that began before a revocation does not cache
-    /// what it read.
-    revocations: std::sync::atomic::AtomicU64,
+    /// Each kind's count of `forget`s: a lookup that began before a revocation of its kind
+    /// does not cache what it read. By kind, as a revocation matches only principals of its
+    /// own (`Notice::revokes`): the disconnects of a busy account do not keep its API key
+    /// from being cached.
+    revocations: [std::sync::atomic::AtomicU64; 3],
+}
+
+fn kind_index(kind: TokenKind) -> usize {
+    match kind {
+        TokenKind::ApiKey => 0,
+        TokenKind::Connection => 1,
+        TokenKind::Portal => 2,
+    }
 }
 
 pub const AUTH_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
@@ -206,14 +216,23 @@ impl AuthCache {
 
     /// Moves on every revocation this process learns of (its own, or another's `NOTIFY`).
     pub fn revocations(&self) -> u64 {
-        self.revocations.load(std::sync::atomic::Ordering::SeqCst)
+        self.revocations
+            .iter()
+            .map(|n| n.load(std::sync::atomic::Ordering::SeqCst))
+            .sum()
     }
 
-    /// Caches a lookup that began when `revocations` read `seen`, unless a token was
-    /// revoked since: what the lookup read may be the revoked token.
-    fn put(&self, hash: String, principal: Principal, seen: u64) {
+    /// Moves on every revocation of a token of `kind` this process learns of.
+    pub fn revocations_of(&self, kind: TokenKind) -> u64 {
+        self.revocations[kind_index(kind)].load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Caches a lookup of a `kind` token that began when `revocations_of(kind)` read `seen`,
+    /// unless a token of that kind was revoked since: what the lookup read may be the
+    /// revoked token.
+    fn put(&self, hash: String, principal: Principal, kind: TokenKind, seen: u64) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if self.revocations() != seen {
+        if self.revocations_of(kind) != seen {
             return;
         }
         if entries.len() >= AUTH_CACHE_MAX {
@@ -225,12 +244,12 @@ impl AuthCache {
         entries.insert(hash, (principal, Instant::now()));
     }
 
-    /// Forgets the cached tokens of the principals that match; called whenever a key or
-    /// token is revoked or replaced, so no cached copy outlives it in this process.
-    pub fn forget(&self, revoked: impl Fn(&Principal) -> bool) {
+    /// Forgets the cached tokens of the principals that match, all of them authenticated by
+    /// tokens of `kind`; called whenever a key or token is revoked or replaced, so no cached
+    /// copy outlives it in this process.
+    pub fn forget(&self, kind: TokenKind, revoked: impl Fn(&Principal) -> bool) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        self.revocations
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.revocations[kind_index(kind)].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         entries.retain(|_, (principal, _)| !revoked(principal));
     }
 }
@@ -256,13 +275,13 @@ pub async fn authenticate(
     if let Some(principal) = cache.get(&hash) {
         return unexpired(principal);
     }
-    let seen = cache.revocations();
+    let seen = cache.revocations_of(kind);
     let principal = match kind {
         TokenKind::ApiKey => authenticate_api_key(db, &hash).await?,
         TokenKind::Connection => authenticate_connection(db, &hash).await?,
         TokenKind::Portal => authenticate_portal(db, &hash).await?,
     };
-    cache.put(hash, principal.clone(), seen);
+    cache.put(hash, principal.clone(), kind, seen);
     Ok(principal)
 }
 
@@ -413,13 +432,21 @@ mod tests {
             account_id: Uuid::now_v7(),
             api_key_id: Uuid::now_v7(),
         };
-        let seen = cache.revocations();
+        let seen = cache.revocations_of(TokenKind::ApiKey);
         // The key is revoked while the lookup that found it valid is still running.
-        cache.forget(|p| *p == key);
-        cache.put("h".into(), key.clone(), seen);
+        cache.forget(TokenKind::ApiKey, |p| *p == key);
+        cache.put("h".into(), key.clone(), TokenKind::ApiKey, seen);
         assert_eq!(cache.get("h"), None);
         // A lookup that began after it is cached.
-        cache.put("h".into(), key.clone(), cache.revocations());
-        assert_eq!(cache.get("h"), Some(key));
+        let seen = cache.revocations_of(TokenKind::ApiKey);
+        cache.put("h".into(), key.clone(), TokenKind::ApiKey, seen);
+        assert_eq!(cache.get("h"), Some(key.clone()));
+        // A connection token's revocation during a key's lookup does not stop its caching
+        // (it cannot revoke a key), and counts among all revocations.
+        let (seen, all) = (cache.revocations_of(TokenKind::ApiKey), cache.revocations());
+        cache.forget(TokenKind::Connection, |_| false);
+        cache.put("k".into(), key.clone(), TokenKind::ApiKey, seen);
+        assert_eq!(cache.get("k"), Some(key));
+        assert_eq!(cache.revocations(), all + 1);
     }
 }

@@ -242,7 +242,11 @@ pub async fn connect(
     let label = validate_label(request.label)?;
     let sync_interval = validate_interval(request.sync_interval_minutes)?;
     let metadata = validate_metadata(request.metadata)?;
-    customers::find(db.conn(), account_id, request.customer_id).await?;
+    if request.validate {
+        // Before the remote is probed; the transaction below reads the customer again (and,
+        // without a probe, is the only read).
+        customers::find(db.conn(), account_id, request.customer_id).await?;
+    }
 
     let id = new_id();
     let status = if request.validate {
@@ -498,17 +502,20 @@ pub async fn disconnect(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<connec
     };
     // The connection's queued sync ends now, CANCELLED with code DISCONNECTED; a running one
     // stops reading the customer's system at its next page boundary.
-    crate::sync::stop_for_disconnect(&*txn, id).await?;
+    let mut stored = crate::sync::stop_for_disconnect(&*txn, &model).await?;
     // A demo connection's simulated remote goes with it (other systems keep nothing here).
-    connectors::demo::forget(&*txn, id).await?;
-    let disconnected = NewEvent {
+    if model.system_key == catalog::DEMO.key {
+        connectors::demo::forget(&*txn, id).await?;
+    }
+    stored.push(NewEvent {
         account_id,
         customer_id: Some(model.customer_id),
         connection_id: Some(id),
         event_type: EventType::ConnectionDisconnected,
         data: json!({ "credits_returned": model.credit_cost }),
-    };
-    events::record(&*txn, vec![disconnected]).await?;
+    });
+    // The stopped run's `sync.failed` first, then `connection.disconnected`: one round trip.
+    events::record(&*txn, stored).await?;
     auth::sockets::announce(&txn, Notice::ConnectionTokenRevoked(id));
     // Last: the account's row is held from here to the commit only.
     credits::refund_and_commit(txn, account_id, model.credit_cost, id, model.customer_id).await?;

@@ -60,10 +60,26 @@ pub async fn enqueue(
         error_code: Set(None),
         error_message: Set(None),
     };
-    sync_run::Entity::insert(run)
-        .on_conflict(OnConflict::new().do_nothing().to_owned())
-        .exec_without_returning(txn)
+    // The connection's one active run (a unique index): the new one, or the one already
+    // queued or running. On PostgreSQL the insert returns the new one (a round trip less);
+    // sea-orm reads SQLite's back by row id, which would miss it after a conflict.
+    let insert =
+        sync_run::Entity::insert(run).on_conflict(OnConflict::new().do_nothing().to_owned());
+    let backend = txn.get_database_backend();
+    if backend == sea_orm::DbBackend::Postgres {
+        let mut statement = sea_orm::QueryTrait::into_query(insert);
+        statement.returning_all();
+        let inserted = <sync_run::Model as sea_orm::FromQueryResult>::find_by_statement(
+            backend.build(&statement),
+        )
+        .one(txn)
         .await?;
+        if let Some(run) = inserted {
+            return Ok(run);
+        }
+    } else {
+        insert.exec_without_returning(txn).await?;
+    }
     active_run(txn, connection.id)
         .await?
         .ok_or_else(|| AppError::internal(anyhow::anyhow!("queued run vanished")))
@@ -168,30 +184,89 @@ pub async fn cancel(db: &Db, scope: Scope, id: Uuid) -> AppResult<sync_run::Mode
     Ok(run)
 }
 
-/// In the transaction that disconnects `connection_id` (which has locked its row): its queued
-/// run, or a running one no worker holds, ends now `CANCELLED` with code `DISCONNECTED` (its
-/// `sync.failed` stored with it), rather than wait for a worker to claim it only to find
-/// that; one a worker holds is asked to stop, and its worker ends it so at its next page
-/// boundary.
-pub async fn stop_for_disconnect(txn: &impl ConnectionTrait, connection_id: Uuid) -> AppResult<()> {
-    let active = sync_run::Entity::find()
-        .filter(sync_run::Column::ConnectionId.eq(connection_id))
+/// In the transaction that disconnects `connection` (which has locked its row): its queued
+/// run, or a running one no worker holds, ends now `CANCELLED` with code `DISCONNECTED`,
+/// rather than wait for a worker to claim it only to find that; one a worker holds is asked
+/// to stop, and its worker ends it so at its next page boundary. One statement, which decides
+/// on the row as it is when it is locked (a worker's claim committed meanwhile makes the run
+/// held); returns the `sync.failed` events of the runs it ended, for the caller to store with
+/// its own.
+pub async fn stop_for_disconnect(
+    txn: &impl ConnectionTrait,
+    connection: &connection::Model,
+) -> AppResult<Vec<events::NewEvent>> {
+    use sea_orm::sea_query::Cond;
+    let now = Utc::now();
+    let (code, message) = disconnected();
+    // Queued, or running under no lease or an expired one: the negation of `held`.
+    let stoppable = || {
+        Cond::any()
+            .add(sync_run::Column::Status.eq(SyncStatus::Queued))
+            .add(sync_run::Column::LockedBy.is_null())
+            .add(sync_run::Column::LockedUntil.is_null())
+            .add(sync_run::Column::LockedUntil.lt(now))
+    };
+    let when_stoppable = |then: sea_orm::Value, otherwise: sync_run::Column| -> Expr {
+        Expr::case(stoppable(), then)
+            .finally(Expr::col(otherwise))
+            .into()
+    };
+    let stopped = sync_run::Entity::update_many()
+        .col_expr(
+            sync_run::Column::Status,
+            when_stoppable(
+                SyncStatus::Cancelled.to_value().into(),
+                sync_run::Column::Status,
+            ),
+        )
+        .col_expr(
+            sync_run::Column::FinishedAt,
+            when_stoppable(Some(now).into(), sync_run::Column::FinishedAt),
+        )
+        .col_expr(
+            sync_run::Column::LockedBy,
+            when_stoppable(Option::<String>::None.into(), sync_run::Column::LockedBy),
+        )
+        .col_expr(
+            sync_run::Column::LockedUntil,
+            when_stoppable(
+                Option::<chrono::DateTime<Utc>>::None.into(),
+                sync_run::Column::LockedUntil,
+            ),
+        )
+        .col_expr(
+            sync_run::Column::ErrorCode,
+            when_stoppable(code.to_value().into(), sync_run::Column::ErrorCode),
+        )
+        .col_expr(
+            sync_run::Column::ErrorMessage,
+            when_stoppable(message.clone().into(), sync_run::Column::ErrorMessage),
+        )
+        .col_expr(
+            sync_run::Column::CancelRequested,
+            Expr::case(stoppable(), Expr::col(sync_run::Column::CancelRequested))
+                .finally(true)
+                .into(),
+        )
+        .filter(sync_run::Column::ConnectionId.eq(connection.id))
         .filter(sync_run::Column::Status.is_in([SyncStatus::Queued, SyncStatus::Running]))
-        .lock_exclusive()
-        .all(txn)
+        .exec_with_returning(txn)
         .await?;
-    for run in active {
-        let id = run.id;
-        if (run.status == SyncStatus::Queued || !held(&run, Utc::now()))
-            && finish(txn, run, SyncStatus::Cancelled, Some(disconnected()))
-                .await?
-                .is_some()
-        {
-            continue;
-        }
-        request_cancel(txn, id).await?;
-    }
-    Ok(())
+    Ok(stopped
+        .into_iter()
+        .filter(|run| run.status == SyncStatus::Cancelled)
+        .map(|run| {
+            let mut data = run_summary(&run);
+            data["error"] = json!({ "code": code.to_value(), "message": message });
+            events::NewEvent {
+                account_id: run.account_id,
+                customer_id: Some(connection.customer_id),
+                connection_id: Some(run.connection_id),
+                event_type: EventType::SyncFailed,
+                data,
+            }
+        })
+        .collect())
 }
 
 /// The run, its row locked for the rest of `txn` (on PostgreSQL).

@@ -370,6 +370,20 @@ async fn add(
 /// Deletes a connection's simulated remote, inside the caller's transaction (the disconnect
 /// calls it; deleting the connection's row does the same through the foreign keys).
 pub async fn forget(txn: &impl ConnectionTrait, connection_id: Uuid) -> Result<(), DbErr> {
+    if txn.get_database_backend() == DbBackend::Postgres {
+        // One round trip: the three tables refer to the connection each, not to each other.
+        let sql = "WITH writes AS (DELETE FROM demo_remote_writes WHERE connection_id = $1), \
+                   records AS (DELETE FROM demo_remote_records WHERE connection_id = $1) \
+                   DELETE FROM demo_remotes WHERE connection_id = $1";
+        let values = [connection_id.into()];
+        txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await?;
+        return Ok(());
+    }
     demo_remote_write::Entity::delete_many()
         .filter(demo_remote_write::Column::ConnectionId.eq(connection_id))
         .exec(txn)
