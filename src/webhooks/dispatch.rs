@@ -31,7 +31,7 @@ use crate::{
     connections,
     db::{Db, WriteTxn},
     error::AppResult,
-    events::{EventType, LogPosition, after_in_order},
+    events::{EventType, HORIZON, LogPosition, after_in_order},
 };
 use entity::{connection, event, webhook_delivery, webhook_dispatch, webhook_endpoint};
 
@@ -155,6 +155,17 @@ pub fn route(
     Ok(routes)
 }
 
+/// What a dispatcher's turn came to.
+enum Batch {
+    /// It routed this many events (none: nothing new).
+    Read(usize),
+    /// Another process's dispatcher holds the position (PostgreSQL).
+    OtherAtWork,
+}
+
+/// How long a dispatcher that found another process's at work waits before it looks again.
+const STAND_BACK: Duration = Duration::from_millis(100);
+
 #[derive(Clone)]
 pub struct Dispatcher {
     pub db: Db,
@@ -168,9 +179,19 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub async fn run(self, commits: Arc<Notify>, shutdown: CancellationToken) {
         loop {
-            match self.dispatch_batch().await {
-                Ok(n) if n as u64 == BATCH => continue,
-                Ok(_) => {}
+            match self.dispatch().await {
+                Ok(Batch::Read(n)) if n as u64 == BATCH => continue,
+                Ok(Batch::Read(_)) => {}
+                Ok(Batch::OtherAtWork) => {
+                    // The other process's dispatcher reads on until it finds no more, and
+                    // wakes on every commit as this one does: this one stands back for a
+                    // while rather than try again on every commit (it takes over within
+                    // that while of the other's process ending, which releases the row).
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(STAND_BACK) => {}
+                    }
+                }
                 Err(err) => tracing::error!(error = %err, "webhook dispatch failed"),
             }
             tokio::select! {
@@ -185,32 +206,49 @@ impl Dispatcher {
         }
     }
 
-    /// A read without the write lock: most wake-ups (commits without events) need nothing.
+    /// A read without the write lock, one statement: most wake-ups (commits without events)
+    /// need nothing. Whether an event lies past the dispatcher's position that a reader may
+    /// pass (on PostgreSQL, below the horizon: as `after_in_order` reads).
     async fn has_new_events(&self) -> AppResult<bool> {
         let db = self.db.conn();
-        let last = webhook_dispatch::Entity::find_by_id(1)
-            .one(db)
-            .await?
-            .map_or_else(LogPosition::default, |row| LogPosition {
-                txid: row.last_txid,
-                position: row.last_position,
-            });
-        let next = after_in_order(db.get_database_backend(), event::Entity::find(), last)
-            .one(db)
+        let backend = db.get_database_backend();
+        let sql = match backend {
+            // `LATERAL … ORDER BY … LIMIT 1`: the position's values become the bounds of a
+            // scan of the (txid, position) index, which stops at the first event.
+            sea_orm::DbBackend::Postgres => format!(
+                "SELECT EXISTS (SELECT 1 FROM webhook_dispatch w, LATERAL (SELECT 1 FROM events \
+                 WHERE (events.txid, events.position) > (w.last_txid, w.last_position) \
+                 AND events.txid < {HORIZON} ORDER BY events.txid, events.position LIMIT 1) e \
+                 WHERE w.id = 1) AS new"
+            ),
+            _ => "SELECT EXISTS (SELECT 1 FROM events WHERE events.position > \
+                  (SELECT last_position FROM webhook_dispatch WHERE id = 1)) AS new"
+                .to_owned(),
+        };
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_string(backend, sql))
             .await?;
-        Ok(next.is_some())
+        Ok(row
+            .map(|row| row.try_get::<bool>("", "new"))
+            .transpose()?
+            .unwrap_or(false))
     }
 
     /// Routes the next batch of events; returns how many events it read.
     pub async fn dispatch_batch(&self) -> AppResult<usize> {
+        Ok(match self.dispatch().await? {
+            Batch::Read(n) => n,
+            Batch::OtherAtWork => 0,
+        })
+    }
+
+    async fn dispatch(&self) -> AppResult<Batch> {
         if !self.has_new_events().await? {
-            return Ok(0);
+            return Ok(Batch::Read(0));
         }
         let txn = self.db.begin_write().await?;
         let Some(last) = lock_position(&*txn).await? else {
-            // Another process's dispatcher is at it: it reads on until it finds no more, and
-            // it is woken by every commit after its last read, as this one is.
-            return Ok(0);
+            return Ok(Batch::OtherAtWork);
         };
         let events: Vec<Arc<event::Model>> =
             after_in_order(txn.get_database_backend(), event::Entity::find(), last)
@@ -221,7 +259,7 @@ impl Dispatcher {
                 .map(Arc::new)
                 .collect();
         let Some(newest) = events.last().map(|e| LogPosition::of(e)) else {
-            return Ok(0);
+            return Ok(Batch::Read(0));
         };
         let endpoints = enabled_endpoints(&*txn, &events).await?;
         let mut connections = ConnectionTypes::default();
@@ -232,7 +270,7 @@ impl Dispatcher {
         connections.load(&*txn, routed_connections).await?;
         let routes = route(&events, &endpoints, &connections)?;
         self.persist(txn, routes, newest).await?;
-        Ok(events.len())
+        Ok(Batch::Read(events.len()))
     }
 
     /// Creates the routed deliveries and moves the position to `newest`, in the batch's

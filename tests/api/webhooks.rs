@@ -615,3 +615,34 @@ async fn deliveries_survive_a_killed_process() {
     }
     assert!(delivered_before < 2000, "the kill interrupted the burst");
 }
+
+/// Two processes on one database: one dispatcher routes at a time (the other stands back
+/// while it is at work), each event of either process reaches the endpoint once, and the
+/// process left routes on by itself once the other has stopped.
+#[tokio::test]
+async fn two_processes_route_each_event_once_and_one_routes_on_when_the_other_stops() {
+    let first = TestApp::spawn_with(private_allowed).await;
+    let second = first.another_with(private_allowed).await;
+    let receiver = Receiver::start(&[]).await;
+    let (account_id, key) = first.create_account("A", 0).await;
+    create_endpoint(&first, &key, &receiver.url, json!([])).await;
+    tokio::join!(
+        grant(&first, &account_id, 30),
+        grant(&second, &account_id, 30)
+    );
+    receiver.wait_for(60).await;
+    first.stop().await;
+    grant(&second, &account_id, 5).await;
+    receiver.wait_for(65).await;
+    // Nothing more arrives: no event was routed by both.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ids: std::collections::HashSet<String> = receiver
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.headers["webhook-id"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(receiver.count(), 65, "one request per event");
+    assert_eq!(ids.len(), 65, "each event once");
+}
