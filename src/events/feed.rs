@@ -14,11 +14,16 @@ use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{Filter, LogPosition, after_in_order, end_of_log, read_after};
-use crate::{db::Db, error::AppResult};
+use crate::{db::Db, error::AppResult, notify::Notice};
 use entity::event;
 use uuid::Uuid;
 
 pub const CHANNEL: &str = "millwright_events";
+
+/// The payload on [`CHANNEL`] that says a dispatcher committed deliveries for the delivery
+/// workers to claim (rather than passing them to its own process's senders); an empty one
+/// says that events may have been committed.
+pub const DELIVERIES_QUEUED: &str = "deliveries";
 const READ_BATCH: u64 = 1000;
 /// Events queued for one subscriber; beyond that its reader waits (and may lag the broadcast).
 const SUBSCRIBER_BUFFER: usize = 64;
@@ -110,9 +115,21 @@ impl EventFeed {
     /// committed meanwhile from the table. Ends early only if the listening task died.
     pub async fn listen(self, url: String, shutdown: CancellationToken) -> Result<(), String> {
         let mut heard = crate::notify::listen(url, CHANNEL, shutdown.clone());
-        while heard.recv().await.is_some() {
-            // Every reader of new events in this process (this feed, the webhook dispatcher).
-            self.inner.db.wake_readers();
+        while let Some(heard) = heard.recv().await {
+            let notifier = self.inner.db.notifier();
+            match heard {
+                // Deliveries a dispatcher left to the claimers (of any process: this one's
+                // delivery workers may be the ones serving their endpoint).
+                crate::notify::Heard::Payload(payload) if payload == DELIVERIES_QUEUED => {
+                    notifier.notify(Notice::DeliveriesQueued);
+                }
+                crate::notify::Heard::Payload(_) => self.inner.db.wake_readers(),
+                crate::notify::Heard::Listening => {
+                    // Listening again: whatever was said meanwhile is looked for now.
+                    self.inner.db.wake_readers();
+                    notifier.notify(Notice::DeliveriesQueued);
+                }
+            }
         }
         if shutdown.is_cancelled() {
             Ok(())

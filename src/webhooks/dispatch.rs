@@ -315,6 +315,14 @@ impl Dispatcher {
                 .exec_without_returning(&*txn)
                 .await?;
         }
+        if unleased > 0 {
+            // The endpoint's deliveries may be served by another process's workers, which
+            // learn of these from this rather than from their next poll.
+            txn.announce(
+                crate::events::feed::CHANNEL,
+                crate::events::feed::DELIVERIES_QUEUED.to_owned(),
+            );
+        }
         webhook_dispatch::Entity::update_many()
             .col_expr(
                 webhook_dispatch::Column::LastPosition,
