@@ -539,49 +539,43 @@ pub async fn claim<E: sea_orm::EntityTrait>(
     lease: Duration,
 ) -> Result<Option<E::Model>, DbErr> {
     let backend = db.conn().get_database_backend();
-    let lock = if backend == DbBackend::Postgres {
-        " FOR UPDATE SKIP LOCKED"
-    } else {
-        ""
-    };
     let now = chrono::Utc::now();
     let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+    let (expired, due) = (
+        format!("status = '{running}' AND locked_until < ?"),
+        format!("status = '{queued}' AND run_after <= ?"),
+    );
+    let look = |condition: &str, lock: &str| {
+        format!("(SELECT id FROM {table} WHERE {condition} ORDER BY run_after LIMIT 1{lock})")
+    };
+    let take = |id: String| {
+        format!(
+            "UPDATE {table} SET locked_by = ?, locked_until = ?, \
+             started_at = COALESCE(started_at, ?), status = ?, attempts = attempts + 1 \
+             WHERE id = {id} RETURNING *"
+        )
+    };
+    let set: [sea_orm::Value; 4] = [worker.into(), until.into(), now.into(), running.into()];
     if backend == DbBackend::Postgres {
         // Both looks in one statement, outside any transaction (an idle claim was four round
         // trips): `COALESCE` evaluates its second argument only when the first is null, and
         // each sub-select is evaluated once, when first needed (an init plan).
-        let look = |due: &str| {
-            format!("(SELECT id FROM {table} WHERE {due} ORDER BY run_after LIMIT 1{lock})")
-        };
-        let sql = format!(
-            "UPDATE {table} SET locked_by = $1, locked_until = $2, \
-             started_at = COALESCE(started_at, $3), status = $4, attempts = attempts + 1 \
-             WHERE id = COALESCE({}, {}) RETURNING *",
-            look(&format!("status = '{running}' AND locked_until < $3")),
-            look(&format!("status = '{queued}' AND run_after <= $3")),
-        );
-        let values: [sea_orm::Value; 4] = [worker.into(), until.into(), now.into(), running.into()];
-        let statement = sea_orm::Statement::from_sql_and_values(backend, sql, values);
-        return E::find().from_raw_sql(statement).one(db.conn()).await;
+        const LOCK: &str = " FOR UPDATE SKIP LOCKED";
+        let sql = take(format!(
+            "COALESCE({}, {})",
+            look(&expired, LOCK),
+            look(&due, LOCK)
+        ));
+        let values = set.into_iter().chain([now.into(), now.into()]);
+        return E::find()
+            .from_raw_sql(statement(backend, &sql, values))
+            .one(db.conn())
+            .await;
     }
     let txn = db.begin_write().await?;
-    for due in [
-        format!("status = '{running}' AND locked_until < ?"),
-        format!("status = '{queued}' AND run_after <= ?"),
-    ] {
-        let sql = format!(
-            "UPDATE {table} SET locked_by = ?, locked_until = ?, \
-             started_at = COALESCE(started_at, ?), status = ?, attempts = attempts + 1 \
-             WHERE id = (SELECT id FROM {table} WHERE {due} ORDER BY run_after LIMIT 1{lock}) \
-             RETURNING *"
-        );
-        let values: [sea_orm::Value; 5] = [
-            worker.into(),
-            until.into(),
-            now.into(),
-            running.into(),
-            now.into(),
-        ];
+    for condition in [&expired, &due] {
+        let sql = take(look(condition, ""));
+        let values = set.iter().cloned().chain([now.into()]);
         let job = E::find()
             .from_raw_sql(statement(backend, &sql, values))
             .one(&*txn)

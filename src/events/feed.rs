@@ -115,8 +115,8 @@ impl EventFeed {
     /// committed meanwhile from the table. Ends early only if the listening task died.
     pub async fn listen(self, url: String, shutdown: CancellationToken) -> Result<(), String> {
         let mut heard = crate::notify::listen(url, CHANNEL, shutdown.clone());
+        let notifier = self.inner.db.notifier();
         while let Some(heard) = heard.recv().await {
-            let notifier = self.inner.db.notifier();
             match heard {
                 // Deliveries a dispatcher left to the claimers (of any process: this one's
                 // delivery workers may be the ones serving their endpoint).
