@@ -21,6 +21,8 @@ mod m20261205_000050_portal_sessions;
 mod m20261205_000060_flows;
 mod m20261206_000010_event_log_order;
 mod m20261206_000020_credit_pool_check;
+mod m20261206_000030_deferred_connection_account_fk;
+mod m20261206_000040_credit_movement_function;
 
 pub struct Migrator;
 
@@ -43,6 +45,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000060_flows::Migration),
             Box::new(m20261206_000010_event_log_order::Migration),
             Box::new(m20261206_000020_credit_pool_check::Migration),
+            Box::new(m20261206_000030_deferred_connection_account_fk::Migration),
+            Box::new(m20261206_000040_credit_movement_function::Migration),
         ]
     }
 }

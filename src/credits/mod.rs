@@ -57,12 +57,6 @@ pub async fn consume_and_commit(
         customer_id: Some(customer_id),
         note: None,
     };
-    let used = account::Entity::update_many()
-        .col_expr(
-            account::Column::CreditsUsed,
-            Expr::col(account::Column::CreditsUsed).add(cost),
-        )
-        .filter(account::Column::Id.eq(account_id));
     let insufficient = async || {
         let account = find_account(db.conn(), account_id).await?;
         Err(AppError::InsufficientCredits {
@@ -71,11 +65,21 @@ pub async fn consume_and_commit(
         })
     };
     if txn.get_database_backend() == DbBackend::Postgres {
-        return match move_credits_and_commit(txn, used, movement).await? {
+        let delta = PoolDelta {
+            total: 0,
+            used: cost,
+        };
+        return match move_credits_and_commit(txn, delta, movement).await? {
             Ok(_) => Ok(()),
             Err(PoolRefused) => insufficient().await,
         };
     }
+    let used = account::Entity::update_many()
+        .col_expr(
+            account::Column::CreditsUsed,
+            Expr::col(account::Column::CreditsUsed).add(cost),
+        )
+        .filter(account::Column::Id.eq(account_id));
     let affordable = used.filter(
         Expr::col(account::Column::CreditsTotal)
             .sub(Expr::col(account::Column::CreditsUsed))
@@ -99,12 +103,6 @@ pub async fn refund_and_commit(
     customer_id: Uuid,
 ) -> AppResult<()> {
     let amount = i64::from(amount);
-    let update = account::Entity::update_many()
-        .col_expr(
-            account::Column::CreditsUsed,
-            Expr::col(account::Column::CreditsUsed).sub(amount),
-        )
-        .filter(account::Column::Id.eq(account_id));
     let movement = Movement {
         account_id,
         kind: CreditEntryKind::Disconnect,
@@ -114,7 +112,11 @@ pub async fn refund_and_commit(
         note: None,
     };
     if txn.get_database_backend() == DbBackend::Postgres {
-        return match move_credits_and_commit(txn, update, movement).await? {
+        let delta = PoolDelta {
+            total: 0,
+            used: -amount,
+        };
+        return match move_credits_and_commit(txn, delta, movement).await? {
             Ok(_) => Ok(()),
             // Returning credits never breaks the pool unless the books were already wrong.
             Err(PoolRefused) => Err(AppError::internal(anyhow::anyhow!(
@@ -122,6 +124,12 @@ pub async fn refund_and_commit(
             ))),
         };
     }
+    let update = account::Entity::update_many()
+        .col_expr(
+            account::Column::CreditsUsed,
+            Expr::col(account::Column::CreditsUsed).sub(amount),
+        )
+        .filter(account::Column::Id.eq(account_id));
     move_credits(&*txn, update, movement)
         .await?
         .ok_or(AppError::NotFound("account"))?;
@@ -152,14 +160,6 @@ pub async fn grant(
         )));
     }
     let txn = db.begin_write().await?;
-    // One statement: concurrent grants add up and the total never overflows. It returns the
-    // account as updated, so nothing is read back.
-    let update = account::Entity::update_many()
-        .col_expr(
-            account::Column::CreditsTotal,
-            Expr::col(account::Column::CreditsTotal).add(amount),
-        )
-        .filter(account::Column::Id.eq(account_id));
     let movement = Movement {
         account_id,
         kind: CreditEntryKind::Grant,
@@ -170,11 +170,23 @@ pub async fn grant(
     };
     let too_many = || AppError::bad_input(format!("the pool cannot exceed {MAX_CREDITS} credits"));
     if txn.get_database_backend() == DbBackend::Postgres {
-        return move_credits_and_commit(txn, update, movement)
+        let delta = PoolDelta {
+            total: amount,
+            used: 0,
+        };
+        return move_credits_and_commit(txn, delta, movement)
             .await?
             .map_err(|PoolRefused| too_many());
     }
-    let update = update.filter(account::Column::CreditsTotal.lte(MAX_CREDITS - amount));
+    // One statement: concurrent grants add up and the total never overflows. It returns the
+    // account as updated, so nothing is read back.
+    let update = account::Entity::update_many()
+        .col_expr(
+            account::Column::CreditsTotal,
+            Expr::col(account::Column::CreditsTotal).add(amount),
+        )
+        .filter(account::Column::Id.eq(account_id))
+        .filter(account::Column::CreditsTotal.lte(MAX_CREDITS - amount));
     let Some(account) = move_credits(&*txn, update, movement).await? else {
         find_account(&*txn, account_id).await?;
         return Err(too_many());
@@ -202,17 +214,6 @@ pub async fn book_initial_grant(
     book(txn, account, movement).await
 }
 
-/// PostgreSQL: a version 7 UUID of `clock.t`, the time the statement holds the account's
-/// row lock (milliseconds, then the microseconds within the millisecond in `rand_a`, then
-/// the random half of a version 4 UUID, whose variant bits it keeps). The ledger is paged
-/// by id: ids made under the lock follow the order in which the movements took place, as
-/// ids made by [`new_id`] after the lock was taken did (a movement waits for the commit of
-/// the one before it, far longer than a microsecond).
-const LEDGER_ID: &str = "encode(\
-    substring(int8send(floor(extract(epoch FROM clock.t) * 1000)::bigint) FROM 3 FOR 6) \
-    || int2send((28672 + floor(extract(epoch FROM clock.t) * 1000000)::bigint % 1000)::smallint) \
-    || substring(uuid_send(gen_random_uuid()) FROM 9 FOR 8), 'hex')::uuid";
-
 /// SQLite: applies `update` (a conditional UPDATE of one account's pool) and, when it
 /// matched, books `movement`: the ledger row and the `credits.changed` event. Returns the
 /// account as updated, `None` when the condition did not hold (nothing written). (On
@@ -229,56 +230,53 @@ async fn move_credits(
     Ok(Some(account))
 }
 
-/// PostgreSQL: one statement (data-modifying `WITH`) that runs `update_sql` (of one
-/// account's row, returning it) and books `movement` from the row as updated: the ledger
-/// row, whose id is made under the row's lock, and the `credits.changed` event. Values are
-/// written in as literals, for [`WriteTxn::commit_after`].
-fn movement_sql(update_sql: &str, movement: Movement) -> String {
+/// What a movement adds to an account's pool on PostgreSQL (either may be negative).
+#[derive(Clone, Copy)]
+struct PoolDelta {
+    total: i64,
+    used: i64,
+}
+
+/// PostgreSQL: the call of `millwright_move_credits` (migration `credit_movement_function`)
+/// for `movement`: it applies `delta` to the account's row, returning it, and books the
+/// movement from the row as updated (the ledger row, whose id is made under the row's lock,
+/// and the `credits.changed` event). A function, so that the statement's plan is kept by the
+/// session instead of being parsed and planned at every movement; values are written in as
+/// literals, for [`WriteTxn::commit_after`].
+fn movement_sql(delta: PoolDelta, movement: Movement) -> String {
     use sea_orm::sea_query::{PostgresQueryBuilder, QueryBuilder as _};
     let literal = |value: sea_orm::Value| PostgresQueryBuilder.value_to_string(&value);
     format!(
-        "WITH acc AS ({update_sql}), \
-         clock AS (SELECT clock_timestamp() AS t FROM acc), \
-         ledger AS (INSERT INTO credit_ledger (id, account_id, kind, amount, balance_after, \
-           connection_id, note, created_at) \
-           SELECT {LEDGER_ID}, acc.id, {kind}, {amount}, acc.credits_total - acc.credits_used, \
-           {connection}::uuid, {note}::text, clock.t FROM acc, clock), \
-         inserted AS (INSERT INTO events (position, id, account_id, customer_id, \
-           connection_id, event_type, data, occurred_at, txid) \
-           SELECT nextval('event_positions'), {event_id}::uuid, acc.id, {customer}::uuid, \
-           {connection}::uuid, {event_type}, json_build_object('amount', {amount}::bigint, \
-           'available', acc.credits_total - acc.credits_used, 'kind', {kind}::text), \
-           {now}::timestamptz, pg_current_xact_id()::text::bigint FROM acc) \
-         SELECT * FROM acc",
+        "SELECT * FROM millwright_move_credits({account}::uuid, {total}::bigint, \
+         {used}::bigint, {kind}::text, {amount}::bigint, {connection}::uuid, {customer}::uuid, \
+         {note}::text, {event_id}::uuid, {event_type}::text, {now}::timestamptz)",
+        account = literal(movement.account_id.into()),
+        total = delta.total,
+        used = delta.used,
         kind = literal(movement.kind.to_value().into()),
-        amount = literal(movement.amount.into()),
+        amount = movement.amount,
         connection = literal(movement.connection_id.into()),
-        note = literal(movement.note.into()),
-        now = literal(Utc::now().into()),
-        event_id = literal(new_id().into()),
         customer = literal(movement.customer_id.into()),
+        note = literal(movement.note.into()),
+        event_id = literal(new_id().into()),
         event_type = literal(EventType::CreditsChanged.to_value().into()),
+        now = literal(Utc::now().into()),
     )
 }
 
-/// PostgreSQL: applies `update` and books `movement` as the last statement of `txn`, and
-/// commits, in one round trip ([`WriteTxn::commit_after`]): the account's row, which every
-/// movement of the account waits for, is held for that statement and the commit only. The
-/// update is unconditional: a movement the pool cannot take fails on the table's check
-/// (`accounts_credit_pool`: `0 <= used <= total <= 2^31 - 1`), and nothing is committed.
-/// Returns the account as updated; `Err(PoolRefused)` inside when the check refused it,
-/// `NOT_FOUND` when there is no such account.
+/// PostgreSQL: applies `delta` to the account's pool and books `movement` as the last
+/// statement of `txn`, and commits, in one round trip ([`WriteTxn::commit_after`]): the
+/// account's row, which every movement of the account waits for, is held for that statement
+/// and the commit only. The update is unconditional: a movement the pool cannot take fails
+/// on the table's check (`accounts_credit_pool`: `0 <= used <= total <= 2^31 - 1`), and
+/// nothing is committed. Returns the account as updated; `Err(PoolRefused)` inside when the
+/// check refused it, `NOT_FOUND` when there is no such account.
 async fn move_credits_and_commit(
     txn: WriteTxn,
-    update: sea_orm::UpdateMany<account::Entity>,
+    delta: PoolDelta,
     movement: Movement,
 ) -> AppResult<Result<account::Model, PoolRefused>> {
-    let update_sql = update
-        .into_query()
-        .returning_all()
-        .to_string(sea_orm::sea_query::PostgresQueryBuilder);
-    let sql = movement_sql(&update_sql, movement);
-    let rows = match txn.commit_after(sql).await {
+    let rows = match txn.commit_after(movement_sql(delta, movement)).await {
         Ok(rows) => rows,
         Err(err) if breaks_pool(&err) => return Ok(Err(PoolRefused)),
         Err(err) => return Err(err.into()),
