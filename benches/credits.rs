@@ -21,6 +21,8 @@
 //!
 //! Run with `cargo bench --bench credits`; everything is reported on stdout, only 127.0.0.1
 //! is used, and the process exits non-zero when the accounting is not exact.
+//! `CREDITS_DB_CONNECTIONS` overrides the in-process server's pool size (default: the
+//! server's own), for exploring.
 
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
@@ -258,7 +260,14 @@ async fn connect_postgres_admin() -> Option<DatabaseConnection> {
 
 /// One database: server up, account and customer, load, figures, accounting, server down.
 async fn measure(name: &'static str, database_url: String) -> anyhow::Result<Outcome> {
-    let server = Server::start(name, server_config(database_url)).await?;
+    let mut config = server_config(database_url);
+    if let Some(n) = std::env::var("CREDITS_DB_CONNECTIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        config.database.max_connections = n;
+    }
+    let server = Server::start(name, config).await?;
     let result = one_then_two(name, server.addr).await;
     server.stop().await;
     result

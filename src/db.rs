@@ -17,6 +17,7 @@
 //! On PostgreSQL a write transaction is not sea-orm's but [`postgres::PgTxn`], which runs
 //! sea-orm's statements the same way and `COPY` as well (see that module for why).
 
+mod hot_rows;
 pub mod postgres;
 
 use std::{
@@ -36,6 +37,7 @@ use sea_orm::{
 };
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::{
     config::Config,
@@ -112,6 +114,9 @@ pub struct Db {
     notifier: Notifier,
     /// Counts the statements of PostgreSQL write transactions, which sea-orm does not run.
     statements: Option<prometheus::IntCounter>,
+    /// PostgreSQL: the turns of this process's statements at hot rows
+    /// ([`WriteTxn::commit_after`]).
+    hot_rows: Arc<hot_rows::HotRows>,
 }
 
 /// Notifications for the other processes, sent once their transactions committed.
@@ -150,6 +155,7 @@ impl Db {
             outbox: Arc::default(),
             notifier: Notifier::default(),
             statements: None,
+            hot_rows: Arc::default(),
         })
     }
 
@@ -214,6 +220,7 @@ impl Db {
             local_commits: self.local_commits.clone(),
             outbox: self.outbox.clone(),
             notifier: self.notifier.clone(),
+            hot_rows: self.hot_rows.clone(),
             notices: std::sync::Mutex::new(Vec::new()),
             announcements: std::sync::Mutex::new(Vec::new()),
             _guard: guard,
@@ -322,6 +329,7 @@ pub struct WriteTxn {
     local_commits: Arc<Notify>,
     outbox: Arc<Outbox>,
     notifier: Notifier,
+    hot_rows: Arc<hot_rows::HotRows>,
     notices: std::sync::Mutex<Vec<Notice>>,
     /// PostgreSQL `NOTIFY`s for the other processes, sent once this transaction commits.
     announcements: std::sync::Mutex<Vec<(&'static str, String)>>,
@@ -371,16 +379,26 @@ impl WriteTxn {
     /// round trip ([`postgres::PgTxn::commit_after`]: values written into `sql`, no
     /// parameters); the rows it returned. When `sql` fails nothing is committed (the
     /// transaction rolls back). A lock `sql` takes is held for it and the commit only, not
-    /// also for the time this process takes to send the `COMMIT`. SQLite has no such
-    /// statement: `Err`.
-    pub async fn commit_after(self, sql: String) -> Result<Vec<sea_orm::QueryResult>, DbErr> {
+    /// also for the time this process takes to send the `COMMIT`. `hot_row` is the row whose
+    /// lock `sql` waits for: the statement waits for its turn at that row first
+    /// ([`hot_rows`]: at most two of this process at the database at once). SQLite has no
+    /// such statement: `Err`.
+    pub async fn commit_after(
+        self,
+        hot_row: Uuid,
+        sql: String,
+    ) -> Result<Vec<sea_orm::QueryResult>, DbErr> {
+        let hot_rows = self.hot_rows.clone();
         let (txn, committed) = self.split();
         let TxnConn::Postgres(txn) = txn else {
             return Err(DbErr::Custom(
                 "commit_after runs on PostgreSQL only".to_owned(),
             ));
         };
-        let rows = txn.commit_after(sql).await?;
+        let turn = hot_rows.turn(hot_row).await;
+        let rows = txn.commit_after(sql).await;
+        drop(turn);
+        let rows = rows?;
         committed.publish();
         Ok(rows)
     }

@@ -265,9 +265,9 @@ fn movement_sql(delta: PoolDelta, movement: Movement) -> String {
 }
 
 /// PostgreSQL: applies `delta` to the account's pool and books `movement` as the last
-/// statement of `txn`, and commits, in one round trip ([`WriteTxn::commit_after`]): the
-/// account's row, which every movement of the account waits for, is held for that statement
-/// and the commit only. The update is unconditional: a movement the pool cannot take fails
+/// statement of `txn`, and commits, in one round trip ([`WriteTxn::commit_after`], in its
+/// turn at the account's row): the account's row, which every movement of the account waits
+/// for, is held for that statement and the commit only. The update is unconditional: a movement the pool cannot take fails
 /// on the table's check (`accounts_credit_pool`: `0 <= used <= total <= 2^31 - 1`), and
 /// nothing is committed. Returns the account as updated; `Err(PoolRefused)` inside when the
 /// check refused it, `NOT_FOUND` when there is no such account.
@@ -276,7 +276,11 @@ async fn move_credits_and_commit(
     delta: PoolDelta,
     movement: Movement,
 ) -> AppResult<Result<account::Model, PoolRefused>> {
-    let rows = match txn.commit_after(movement_sql(delta, movement)).await {
+    let account_id = movement.account_id;
+    let rows = match txn
+        .commit_after(account_id, movement_sql(delta, movement))
+        .await
+    {
         Ok(rows) => rows,
         Err(err) if breaks_pool(&err) => return Ok(Err(PoolRefused)),
         Err(err) => return Err(err.into()),
