@@ -317,15 +317,9 @@ pub async fn connect(
         data: json!({ "system": system.key, "deployment": request.deployment.to_value(),
                       "credit_cost": cost, "status": status.to_value() }),
     };
-    // The row and its event in one round trip on either backend.
-    events::record_after(&*txn, Some(insert), vec![created]).await?;
-    crate::sync::enqueue(
-        &*txn,
-        &model,
-        crate::sync::SyncKind::Full,
-        crate::sync::SyncTrigger::Connect,
-    )
-    .await?;
+    // The row, its first run (FULL) and its event in one round trip on either backend.
+    let first_run = crate::sync::first_run(&model, txn.get_database_backend());
+    events::record_after(&*txn, vec![insert, first_run], vec![created]).await?;
     txn.after_commit(Notice::SyncQueued);
     // Last: the account's row, which every credit movement of the account waits for, is
     // locked from here to the commit only (on PostgreSQL the two go in one round trip).
@@ -503,10 +497,13 @@ pub async fn disconnect(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<connec
     // The connection's queued sync ends now, CANCELLED with code DISCONNECTED; a running one
     // stops reading the customer's system at its next page boundary.
     let mut stored = crate::sync::stop_for_disconnect(&*txn, &model).await?;
-    // A demo connection's simulated remote goes with it (other systems keep nothing here).
-    if model.system_key == catalog::DEMO.key {
-        connectors::demo::forget(&*txn, id).await?;
-    }
+    // A demo connection's simulated remote goes with it (other systems keep nothing here),
+    // in the events' round trip.
+    let forget = if model.system_key == catalog::DEMO.key {
+        connectors::demo::forget_statements(txn.get_database_backend(), id)
+    } else {
+        Vec::new()
+    };
     stored.push(NewEvent {
         account_id,
         customer_id: Some(model.customer_id),
@@ -515,7 +512,7 @@ pub async fn disconnect(db: &Db, account_id: Uuid, id: Uuid) -> AppResult<connec
         data: json!({ "credits_returned": model.credit_cost }),
     });
     // The stopped run's `sync.failed` first, then `connection.disconnected`: one round trip.
-    events::record(&*txn, stored).await?;
+    events::record_after(&*txn, forget, stored).await?;
     auth::sockets::announce(&txn, Notice::ConnectionTokenRevoked(id));
     // Last: the account's row is held from here to the commit only.
     credits::refund_and_commit(txn, account_id, model.credit_cost, id, model.customer_id).await?;

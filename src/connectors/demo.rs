@@ -38,8 +38,8 @@ use crate::{
     db::Db,
     records::unified::{WorkOrderPriority, WorkOrderStatus, known},
 };
-pub use remote::forget;
 use remote::{Remote, Written};
+pub use remote::{forget, forget_statements};
 use writes::Change;
 
 const DEFAULT_SCALE: u64 = 100;

@@ -337,7 +337,7 @@ async fn book(
         data: json!({ "amount": movement.amount, "available": available, "kind": movement.kind.to_value() }),
     };
     // The ledger row and the event in one round trip on SQLite.
-    events::record_after(txn, Some(entry), vec![event]).await?;
+    events::record_after(txn, vec![entry], vec![event]).await?;
     Ok(())
 }
 

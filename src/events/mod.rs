@@ -123,7 +123,7 @@ pub fn after_in_order(
 
 /// Stores events inside the caller's transaction and returns their positions.
 pub async fn record(txn: &impl ConnectionTrait, events: Vec<NewEvent>) -> Result<Vec<i64>, DbErr> {
-    record_after(txn, None, events).await
+    record_after(txn, Vec::new(), events).await
 }
 
 /// Events a single SQLite round trip stores at most (8 bound values each, far below SQLite's
@@ -152,13 +152,16 @@ pub async fn record_for_connection(
     record(txn, vec![event]).await
 }
 
-/// Runs `before` (a statement without results, such as the ledger row of the change the
-/// events report), then stores the events, inside the caller's transaction; returns their
-/// positions. On SQLite all of it is one round trip to the database thread: each statement
-/// is otherwise a round trip made while holding the single write lock.
+/// Runs `before` (statements without results, such as the row of the change the events
+/// report), then stores the events, inside the caller's transaction; returns their
+/// positions. All of it is one round trip: on SQLite to the database thread (each statement
+/// is otherwise a round trip made while holding the single write lock), on PostgreSQL one
+/// statement (a data-modifying `WITH`). The statements of `before` must not depend on each
+/// other's rows, as the parts of one such statement see none of each other's changes (a
+/// foreign key between them is checked at the statement's end, and holds).
 pub async fn record_after(
     txn: &impl ConnectionTrait,
-    before: Option<Statement>,
+    before: Vec<Statement>,
     events: Vec<NewEvent>,
 ) -> Result<Vec<i64>, DbErr> {
     let backend = txn.get_database_backend();
@@ -168,7 +171,7 @@ pub async fn record_after(
     if backend == DbBackend::Postgres {
         return record_postgres(txn, before, events).await;
     }
-    if let Some(before) = before {
+    for before in before {
         txn.execute_raw(before).await?;
     }
     if events.is_empty() {
@@ -213,29 +216,33 @@ pub async fn record_after(
 }
 
 /// PostgreSQL: `before` and the event rows in one statement (a data-modifying `WITH`), so
-/// that a write holds its row locks for one round trip less. Positions come from the
+/// that a write holds its row locks for fewer round trips. Positions come from the
 /// sequence and `txid` is the transaction's id: nothing every writer locks.
 async fn record_postgres(
     txn: &impl ConnectionTrait,
-    before: Option<Statement>,
+    before: Vec<Statement>,
     events: Vec<NewEvent>,
 ) -> Result<Vec<i64>, DbErr> {
     use std::fmt::Write as _;
     if events.is_empty() {
-        if let Some(before) = before {
+        for before in before {
             txn.execute_raw(before).await?;
         }
         return Ok(Vec::new());
     }
     let now = Utc::now();
-    let mut before = before;
+    let mut before = before.into_iter().peekable();
     let mut positions = Vec::with_capacity(events.len());
     let mut events = events.into_iter().peekable();
     while events.peek().is_some() {
         let mut sql = String::from("WITH ");
         let mut values: Vec<sea_orm::Value> = Vec::new();
-        if let Some(before) = before.take() {
-            let _ = write!(sql, "before AS ({}), ", before.sql);
+        for (n, before) in before.by_ref().enumerate() {
+            let _ = write!(
+                sql,
+                "before{n} AS ({}), ",
+                shift_placeholders(&before.sql, values.len())
+            );
             values.extend(before.values.map(|v| v.0).unwrap_or_default());
         }
         sql.push_str(
@@ -276,6 +283,36 @@ async fn record_postgres(
     Ok(positions)
 }
 
+/// PostgreSQL: `sql` with its placeholders `$1, $2, …` numbered from `offset + 1`, to follow
+/// `offset` values of other statements in one. Quoted text (`'…'`, `"…"`) is left as it is.
+fn shift_placeholders(sql: &str, offset: usize) -> String {
+    if offset == 0 {
+        return sql.to_owned();
+    }
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut quote: Option<char> = None;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '$') if chars.peek().is_some_and(char::is_ascii_digit) => {
+                let mut digits = String::new();
+                while let Some(d) = chars.next_if(char::is_ascii_digit) {
+                    digits.push(d);
+                }
+                let n: usize = digits.parse().unwrap_or(0);
+                out.push('$');
+                out.push_str(&(n + offset).to_string());
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// An event row's values after its position: id, account, customer, connection, type, data,
 /// time.
 fn row_values(e: NewEvent, now: chrono::DateTime<Utc>) -> [sea_orm::Value; 7] {
@@ -294,14 +331,14 @@ fn row_values(e: NewEvent, now: chrono::DateTime<Utc>) -> [sea_orm::Value; 7] {
 /// take their positions from the counter as just moved (the write lock is held throughout).
 async fn record_sqlite(
     txn: &impl ConnectionTrait,
-    before: Option<Statement>,
+    before: Vec<Statement>,
     events: Vec<NewEvent>,
 ) -> Result<Vec<i64>, DbErr> {
     let count = events.len() as i64;
     let now = Utc::now();
     let mut sql = String::new();
     let mut values: Vec<sea_orm::Value> = Vec::with_capacity(1 + 8 * events.len());
-    if let Some(before) = before {
+    for before in before {
         sql.push_str(&before.sql);
         sql.push_str(";\n");
         values.extend(before.values.map(|v| v.0).unwrap_or_default());
@@ -690,5 +727,24 @@ pub async fn prune(db: &Db, retention: std::time::Duration) -> AppResult<u64> {
         if (batch.len() as u64) < PRUNE_BATCH {
             return Ok(deleted);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shift_placeholders;
+
+    #[test]
+    fn placeholders_are_renumbered_outside_quoted_text() {
+        assert_eq!(
+            shift_placeholders("DELETE FROM t WHERE a = $1 AND b = $12", 3),
+            "DELETE FROM t WHERE a = $4 AND b = $15"
+        );
+        assert_eq!(
+            shift_placeholders(r#"SELECT '$1', "$2" FROM t WHERE c = $2"#, 10),
+            r#"SELECT '$1', "$2" FROM t WHERE c = $12"#
+        );
+        assert_eq!(shift_placeholders("SELECT $1", 0), "SELECT $1");
+        assert_eq!(shift_placeholders("SELECT $ 1, $a", 5), "SELECT $ 1, $a");
     }
 }

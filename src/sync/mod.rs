@@ -37,29 +37,7 @@ pub async fn enqueue(
     kind: SyncKind,
     trigger: SyncTrigger,
 ) -> AppResult<sync_run::Model> {
-    let now = Utc::now();
-    let run = sync_run::ActiveModel {
-        id: Set(new_id()),
-        account_id: Set(connection.account_id),
-        connection_id: Set(connection.id),
-        kind: Set(kind),
-        trigger: Set(trigger),
-        status: Set(SyncStatus::Queued),
-        queued_at: Set(now),
-        started_at: Set(None),
-        finished_at: Set(None),
-        run_after: Set(now),
-        locked_by: Set(None),
-        locked_until: Set(None),
-        attempts: Set(0),
-        cancel_requested: Set(false),
-        records_added: Set(0),
-        records_updated: Set(0),
-        records_deleted: Set(0),
-        stats: Set(json!({})),
-        error_code: Set(None),
-        error_message: Set(None),
-    };
+    let run = queued(connection, kind, trigger);
     // The connection's one active run (a unique index): the new one, or the one already
     // queued or running. On PostgreSQL the insert returns the new one (a round trip less);
     // sea-orm reads SQLite's back by row id, which would miss it after a conflict.
@@ -83,6 +61,48 @@ pub async fn enqueue(
     active_run(txn, connection.id)
         .await?
         .ok_or_else(|| AppError::internal(anyhow::anyhow!("queued run vanished")))
+}
+
+/// A run of `connection`, queued now.
+fn queued(
+    connection: &connection::Model,
+    kind: SyncKind,
+    trigger: SyncTrigger,
+) -> sync_run::ActiveModel {
+    let now = Utc::now();
+    sync_run::ActiveModel {
+        id: Set(new_id()),
+        account_id: Set(connection.account_id),
+        connection_id: Set(connection.id),
+        kind: Set(kind),
+        trigger: Set(trigger),
+        status: Set(SyncStatus::Queued),
+        queued_at: Set(now),
+        started_at: Set(None),
+        finished_at: Set(None),
+        run_after: Set(now),
+        locked_by: Set(None),
+        locked_until: Set(None),
+        attempts: Set(0),
+        cancel_requested: Set(false),
+        records_added: Set(0),
+        records_updated: Set(0),
+        records_deleted: Set(0),
+        stats: Set(json!({})),
+        error_code: Set(None),
+        error_message: Set(None),
+    }
+}
+
+/// The insert of a new connection's first run (FULL, on connect), for the caller to send
+/// with the connection's own insert ([`crate::events::record_after`]): a connection not yet
+/// written has no active run to conflict with.
+pub fn first_run(
+    connection: &connection::Model,
+    backend: sea_orm::DbBackend,
+) -> sea_orm::Statement {
+    let run = queued(connection, SyncKind::Full, SyncTrigger::Connect);
+    sea_orm::QueryTrait::build(&sync_run::Entity::insert(run), backend)
 }
 
 pub async fn active_run(

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use sea_orm::{
     ActiveEnum as _, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, sea_query::OnConflict,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait as _, sea_query::OnConflict,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -367,34 +367,27 @@ async fn add(
         .transpose()
 }
 
-/// Deletes a connection's simulated remote, inside the caller's transaction (the disconnect
-/// calls it; deleting the connection's row does the same through the foreign keys).
+/// Deletes a connection's simulated remote, inside the caller's transaction.
 pub async fn forget(txn: &impl ConnectionTrait, connection_id: Uuid) -> Result<(), DbErr> {
-    if txn.get_database_backend() == DbBackend::Postgres {
-        // One round trip: the three tables refer to the connection each, not to each other.
-        let sql = "WITH writes AS (DELETE FROM demo_remote_writes WHERE connection_id = $1), \
-                   records AS (DELETE FROM demo_remote_records WHERE connection_id = $1) \
-                   DELETE FROM demo_remotes WHERE connection_id = $1";
-        let values = [connection_id.into()];
-        txn.execute_raw(sea_orm::Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            sql,
-            values,
-        ))
-        .await?;
-        return Ok(());
+    for statement in forget_statements(txn.get_database_backend(), connection_id) {
+        txn.execute_raw(statement).await?;
     }
-    demo_remote_write::Entity::delete_many()
-        .filter(demo_remote_write::Column::ConnectionId.eq(connection_id))
-        .exec(txn)
-        .await?;
-    demo_remote_record::Entity::delete_many()
-        .filter(demo_remote_record::Column::ConnectionId.eq(connection_id))
-        .exec(txn)
-        .await?;
-    demo_remote::Entity::delete_many()
-        .filter(demo_remote::Column::ConnectionId.eq(connection_id))
-        .exec(txn)
-        .await?;
     Ok(())
+}
+
+/// The statements that delete a connection's simulated remote (the disconnect sends them
+/// with its events; deleting the connection's row does the same through the foreign keys).
+/// The three tables refer to the connection each, not to each other.
+pub fn forget_statements(backend: DbBackend, connection_id: Uuid) -> Vec<sea_orm::Statement> {
+    vec![
+        demo_remote_write::Entity::delete_many()
+            .filter(demo_remote_write::Column::ConnectionId.eq(connection_id))
+            .build(backend),
+        demo_remote_record::Entity::delete_many()
+            .filter(demo_remote_record::Column::ConnectionId.eq(connection_id))
+            .build(backend),
+        demo_remote::Entity::delete_many()
+            .filter(demo_remote::Column::ConnectionId.eq(connection_id))
+            .build(backend),
+    ]
 }
