@@ -6,6 +6,16 @@
 
 pub use sea_orm_migration::prelude::*;
 
+/// Runs `sql` on PostgreSQL only: the migrations that call it change what SQLite does not
+/// have (row locks, checks the server relies on, functions).
+async fn on_postgres(manager: &SchemaManager<'_>, sql: &str) -> Result<(), DbErr> {
+    if manager.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return Ok(());
+    }
+    manager.get_connection().execute_unprepared(sql).await?;
+    Ok(())
+}
+
 mod m20261127_000001_foundation;
 mod m20261127_000002_connections;
 mod m20261127_000003_sync;

@@ -6,7 +6,6 @@
 //! every account already meets (every movement kept it). SQLite keeps its conditional
 //! updates, and gets nothing here.
 
-use sea_orm::DbBackend;
 use sea_orm_migration::prelude::*;
 
 #[derive(DeriveMigrationName)]
@@ -18,30 +17,16 @@ const CONSTRAINT: &str = "accounts_credit_pool";
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        manager
-            .get_connection()
-            .execute_unprepared(&format!(
-                "ALTER TABLE accounts ADD CONSTRAINT {CONSTRAINT} CHECK \
-                 (credits_used >= 0 AND credits_used <= credits_total \
-                  AND credits_total <= 2147483647)"
-            ))
-            .await?;
-        Ok(())
+        let check = format!(
+            "ALTER TABLE accounts ADD CONSTRAINT {CONSTRAINT} CHECK \
+             (credits_used >= 0 AND credits_used <= credits_total \
+              AND credits_total <= 2147483647)"
+        );
+        crate::on_postgres(manager, &check).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        manager
-            .get_connection()
-            .execute_unprepared(&format!(
-                "ALTER TABLE accounts DROP CONSTRAINT IF EXISTS {CONSTRAINT}"
-            ))
-            .await?;
-        Ok(())
+        let drop = format!("ALTER TABLE accounts DROP CONSTRAINT IF EXISTS {CONSTRAINT}");
+        crate::on_postgres(manager, &drop).await
     }
 }

@@ -11,7 +11,6 @@
 //! account exists when the connection is committed; `ON DELETE CASCADE` still acts at once).
 //! SQLite gets nothing here (it has one writer and no row locks).
 
-use sea_orm::DbBackend;
 use sea_orm_migration::prelude::*;
 
 #[derive(DeriveMigrationName)]
@@ -34,24 +33,10 @@ fn alter(deferral: &str) -> String {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        manager
-            .get_connection()
-            .execute_unprepared(&alter("DEFERRABLE INITIALLY DEFERRED"))
-            .await?;
-        Ok(())
+        crate::on_postgres(manager, &alter("DEFERRABLE INITIALLY DEFERRED")).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        manager
-            .get_connection()
-            .execute_unprepared(&alter("NOT DEFERRABLE"))
-            .await?;
-        Ok(())
+        crate::on_postgres(manager, &alter("NOT DEFERRABLE")).await
     }
 }

@@ -18,7 +18,6 @@
 //! every event does on PostgreSQL. SQLite gets nothing here (the server books a movement
 //! there with a conditional update and two inserts, under its one writer).
 
-use sea_orm::DbBackend;
 use sea_orm_migration::prelude::*;
 
 #[derive(DeriveMigrationName)]
@@ -71,21 +70,10 @@ $body$";
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        manager.get_connection().execute_unprepared(CREATE).await?;
-        Ok(())
+        crate::on_postgres(manager, CREATE).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        manager
-            .get_connection()
-            .execute_unprepared(&format!("DROP FUNCTION IF EXISTS {SIGNATURE}"))
-            .await?;
-        Ok(())
+        crate::on_postgres(manager, &format!("DROP FUNCTION IF EXISTS {SIGNATURE}")).await
     }
 }
