@@ -7,8 +7,7 @@
 //! the holder's transaction, re-read the row as updated and check it again. Measured with
 //! `pgbench` on this statement alone (a credit movement and its commit, one account, the
 //! 2-core machine): one or two sessions at a time ran 2,600–4,300 movements a second, three
-//! or more 2,100–2,500, ten 2,300; with ten requests of one account in flight the server
-//! ran about 1,260. Waiting here costs a task switch instead, and the server keeps a short
+//! to ten 1,200–2,500. Waiting here costs a task switch instead, and the server keeps a short
 //! queue. Other processes have their own turns, so the bound is per process, not a lock:
 //! the row's lock in the database is still what orders the movements.
 
