@@ -154,9 +154,9 @@ pub async fn record_for_connection(
 
 /// Runs `before` (statements without results, such as the row of the change the events
 /// report), then stores the events, inside the caller's transaction; returns their
-/// positions. All of it is one round trip: on SQLite to the database thread (each statement
-/// is otherwise a round trip made while holding the single write lock), on PostgreSQL one
-/// statement (a data-modifying `WITH`). The statements of `before` must not depend on each
+/// positions. Up to `EVENTS_PER_ROUND_TRIP` events it is all one round trip: on SQLite to
+/// the database thread (each statement is otherwise a round trip made while holding the
+/// single write lock), on PostgreSQL one statement (a data-modifying `WITH`). The statements of `before` must not depend on each
 /// other's rows, as the parts of one such statement see none of each other's changes (a
 /// foreign key between them is checked at the statement's end, and holds).
 pub async fn record_after(
