@@ -39,7 +39,7 @@
 //! same events at once (160,000 deliveries); then the backlog drain with one process, and
 //! with two started together on the backlog (timed from the first delivery to the last). Deliveries/s of two against one: on 2 cores the
 //! two share the machine, so what is shown is that nothing serializes them (two not below
-//! one). `WEBHOOKS_RUNS=processes` runs only these.
+//! one). `WEBHOOKS_RUNS=processes` runs only these, `WEBHOOKS_RUNS=drains` only their drains.
 //!
 //! All of it runs on SQLite (a fresh temp file) and then on PostgreSQL (a fresh database on
 //! `MILLWRIGHT_TEST_POSTGRES_URL` or `127.0.0.1:5432`); `WEBHOOKS_DATABASES=sqlite` (or
@@ -150,8 +150,8 @@ async fn run() -> anyhow::Result<bool> {
     let wanted = |name: &str| only.as_deref().is_none_or(|only| only.contains(name));
     let runs = std::env::var("WEBHOOKS_RUNS").ok();
     let paced_only = runs.as_deref() == Some("paced");
-    if runs.as_deref() == Some("processes") {
-        let processes = measure_processes(&receiver).await?;
+    if let Some(which @ ("processes" | "drains")) = runs.as_deref() {
+        let processes = measure_processes(&receiver, which == "processes").await?;
         report_processes(&processes);
         return Ok(processes.exact);
     }
@@ -181,7 +181,7 @@ async fn run() -> anyhow::Result<bool> {
         return Ok(true);
     }
     let processes = if wanted(Backend::Postgres.name()) {
-        Some(measure_processes(&receiver).await?)
+        Some(measure_processes(&receiver, true).await?)
     } else {
         None
     };
@@ -1294,10 +1294,10 @@ async fn paced_run(
 
 /// Two-process figures (issue #20), deliveries/s: one process, then two on the database.
 struct Processes {
-    live_one: f64,
-    live_two: f64,
-    drain_one: f64,
-    drain_two: f64,
+    /// One process and two, live (`None`: not run).
+    live: Option<(f64, f64)>,
+    /// One process and two, draining a backlog.
+    drain: (f64, f64),
     exact: bool,
 }
 
@@ -1336,11 +1336,15 @@ async fn start_processes(
 }
 
 /// Live runs on fresh databases: an account on one process committing `EVENTS` events, then
-/// an account on each of two processes doing so at once; then the same as backlog drains.
-async fn measure_processes(receiver: &Receiver) -> anyhow::Result<Processes> {
+/// an account on each of two processes doing so at once; then the same as backlog drains
+/// (only these without `live`).
+async fn measure_processes(receiver: &Receiver, live: bool) -> anyhow::Result<Processes> {
     let mut exact = true;
     let mut rates = Vec::new();
     for drain in [false, true] {
+        if !drain && !live {
+            continue;
+        }
         for count in [1, 2] {
             let run = if drain { "backlog drain" } else { "live" };
             println!("-- postgres, {count} server process(es): {run}");
@@ -1356,11 +1360,10 @@ async fn measure_processes(receiver: &Receiver) -> anyhow::Result<Processes> {
             rates.push(figures.deliveries_per_second);
         }
     }
+    let drain = (rates[rates.len() - 2], rates[rates.len() - 1]);
     Ok(Processes {
-        live_one: rates[0],
-        live_two: rates[1],
-        drain_one: rates[2],
-        drain_two: rates[3],
+        live: live.then(|| (rates[0], rates[1])),
+        drain,
         exact,
     })
 }
@@ -1452,10 +1455,9 @@ async fn processes_drain(
 /// Issue #20: two processes on one database, against one (on this machine the two share its
 /// cores: what is shown is that nothing serializes them, the two together not below one).
 fn report_processes(processes: &Processes) {
-    for (run, one, two) in [
-        ("live", processes.live_one, processes.live_two),
-        ("backlog drain", processes.drain_one, processes.drain_two),
-    ] {
+    let live = processes.live.map(|(one, two)| ("live", one, two));
+    let (one, two) = processes.drain;
+    for (run, one, two) in live.into_iter().chain([("backlog drain", one, two)]) {
         println!(
             "target: PostgreSQL two processes not below one ({run}): {two:.0} vs {one:.0} deliveries/s = {:.2} x, {}",
             two / one,
