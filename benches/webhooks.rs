@@ -39,7 +39,8 @@
 //! same events at once (160,000 deliveries); then the backlog drain with one process, and
 //! with two started together on the backlog (timed from the first delivery to the last). Deliveries/s of two against one: on 2 cores the
 //! two share the machine, so what is shown is that nothing serializes them (two not below
-//! one). `WEBHOOKS_RUNS=processes` runs only these, `WEBHOOKS_RUNS=drains` only their drains.
+//! one). `WEBHOOKS_RUNS=processes` runs only these, `WEBHOOKS_RUNS=drains` only their drains;
+//! `WEBHOOKS_PROCESS_LOGS=DIR` writes each process's output to a file in `DIR`.
 //!
 //! All of it runs on SQLite (a fresh temp file) and then on PostgreSQL (a fresh database on
 //! `MILLWRIGHT_TEST_POSTGRES_URL` or `127.0.0.1:5432`); `WEBHOOKS_DATABASES=sqlite` (or
@@ -1325,8 +1326,16 @@ async fn start_processes(
         settings.push(("MILLWRIGHT_DATABASE_MAX_CONNECTIONS", connections.as_str()));
     }
     // Started together: a drain is timed from here, and neither process gets a head start.
+    // `WEBHOOKS_PROCESS_LOGS=DIR`: each process's output to a file there, for exploring.
+    let logs = std::env::var_os("WEBHOOKS_PROCESS_LOGS").map(std::path::PathBuf::from);
+    let log = |n: usize| {
+        logs.as_ref()
+            .map(|dir| dir.join(format!("process-{}-{n}.log", Utc::now().timestamp_millis())))
+    };
+    let logs: Vec<_> = (0..count).map(log).collect();
     let started = futures_util::future::join_all(
-        (0..count).map(|_| ServerProcess::start(client, database_url, &settings, None)),
+        logs.iter()
+            .map(|log| ServerProcess::start(client, database_url, &settings, log.as_deref())),
     )
     .await;
     started
