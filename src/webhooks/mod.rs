@@ -153,6 +153,8 @@ pub async fn create(
         previous_secret_until: Set(None),
         failing_since: Set(None),
         created_at: Set(Utc::now()),
+        served_by: Set(None),
+        served_until: Set(None),
     }
     .insert(&*txn)
     .await?;

@@ -646,3 +646,69 @@ async fn two_processes_route_each_event_once_and_one_routes_on_when_the_other_st
     assert_eq!(receiver.count(), 65, "one request per event");
     assert_eq!(ids.len(), 65, "each event once");
 }
+
+/// An endpoint another process holds (it claimed deliveries of it moments ago) is left to
+/// that process even while none of its deliveries is leased; once the hold has run out this
+/// process takes the endpoint over, writes its own hold, and gives it up when it stops.
+#[tokio::test]
+async fn an_endpoint_held_by_another_process_is_left_to_it_until_the_hold_runs_out() {
+    use entity::webhook_endpoint::{Column, Entity};
+    use sea_orm::{ColumnTrait, Database, EntityTrait, QueryFilter, sea_query::Expr};
+
+    let app = TestApp::spawn_with(private_allowed).await;
+    let receiver = Receiver::start(&[]).await;
+    let (account_id, key) = app.create_account("A", 0).await;
+    create_endpoint(&app, &key, &receiver.url, json!([])).await;
+    let db = Database::connect(&app.db.url).await.unwrap();
+    let hold = async |by: Option<&str>, until: Option<chrono::DateTime<chrono::Utc>>| {
+        Entity::update_many()
+            .col_expr(Column::ServedBy, Expr::value(by.map(str::to_owned)))
+            .col_expr(Column::ServedUntil, Expr::value(until))
+            .exec(&db)
+            .await
+            .unwrap();
+    };
+    let held_by = async || {
+        let row = Entity::find().one(&db).await.unwrap().unwrap();
+        (row.served_by, row.served_until)
+    };
+
+    hold(
+        Some("webhook-elsewhere"),
+        Some(chrono::Utc::now() + chrono::Duration::hours(1)),
+    )
+    .await;
+    grant(&app, &account_id, 3).await;
+    // Several claim rounds (a wake-up at each commit, a poll every half second): nothing.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        receiver.count(),
+        0,
+        "sent to an endpoint another process holds"
+    );
+    let held = Entity::find()
+        .filter(Column::ServedBy.eq("webhook-elsewhere"))
+        .all(&db)
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1, "the other process's hold is left as it was");
+
+    // That process's hold runs out: this one takes the endpoint over.
+    hold(
+        Some("webhook-elsewhere"),
+        Some(chrono::Utc::now() - chrono::Duration::seconds(1)),
+    )
+    .await;
+    receiver.wait_for(3).await;
+    let (by, until) = held_by().await;
+    let by = by.expect("a hold written by the process that took the endpoint over");
+    assert!(
+        by.starts_with("webhook-") && by != "webhook-elsewhere",
+        "{by}"
+    );
+    assert!(until.is_some_and(|until| until > chrono::Utc::now() - chrono::Duration::seconds(5)));
+
+    let _db = app.into_db().await;
+    assert_eq!(held_by().await, (None, None), "given up at shutdown");
+    assert_eq!(receiver.count(), 3, "each event once");
+}
