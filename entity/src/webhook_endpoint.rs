@@ -25,11 +25,6 @@ pub struct Model {
     /// Start of the current streak of failed attempts; null after a success.
     pub failing_since: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
-    /// The process (its delivery workers' name) that serves the endpoint's deliveries, and
-    /// until when it may keep it without claiming; another process takes it over only
-    /// after that (and when none of its pending deliveries is leased).
-    pub served_by: Option<String>,
-    pub served_until: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -426,8 +426,6 @@ mod tests {
             failing_since: None,
             // Before any event the tests make.
             created_at: Utc::now() - chrono::Duration::hours(1),
-            served_by: None,
-            served_until: None,
         })
     }
 

@@ -153,8 +153,6 @@ pub async fn create(
         previous_secret_until: Set(None),
         failing_since: Set(None),
         created_at: Set(Utc::now()),
-        served_by: Set(None),
-        served_until: Set(None),
     }
     .insert(&*txn)
     .await?;

@@ -11,7 +11,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::lease::{self, Capacity, Permits};
+use super::lease::{Capacity, Permits};
 use crate::{db, db::Db, error::AppResult};
 use entity::{event, webhook_delivery, webhook_endpoint};
 
@@ -69,8 +69,6 @@ impl Claimer {
             .from_raw_sql(db::statement(backend, &sql, values))
             .all(&*txn)
             .await?;
-        let served = rows.iter().map(|d| d.endpoint_id);
-        lease::hold(&*txn, &self.capacity.holds, &self.worker, served, now).await?;
         txn.commit().await?;
         rows.sort_by_key(|d| d.next_attempt_at);
         let mut by_endpoint: HashMap<Uuid, Vec<webhook_delivery::Model>> = HashMap::new();
@@ -91,12 +89,9 @@ impl Claimer {
     /// one has room for: a read without the write lock, since most rounds find nothing to do.
     async fn candidates(&self, now: DateTime<Utc>) -> AppResult<Vec<webhook_endpoint::Model>> {
         let backend = self.db.conn().get_database_backend();
-        // `due_unleased`, `leased_elsewhere`, `held_elsewhere`.
         let values = [
             now.into(),
             now.into(),
-            now.into(),
-            self.worker.clone().into(),
             now.into(),
             self.worker.clone().into(),
         ];
@@ -135,13 +130,10 @@ impl Claimer {
             total -= room;
             *account_room -= room;
             parts.push(format!("SELECT id FROM ({CLAIM_ONE}) AS c{}", parts.len()));
-            // The endpoint, `due_unleased`, `held_elsewhere`, `leased_elsewhere`, the limit.
             values.extend([
                 id.into(),
                 now.into(),
                 now.into(),
-                now.into(),
-                self.worker.clone().into(),
                 now.into(),
                 self.worker.clone().into(),
                 (room as i64).into(),
@@ -199,19 +191,15 @@ const CANDIDATES: &str = concat!(
      AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = e.id AND ",
     due_unleased!(),
     ") AND NOT ",
-    leased_elsewhere!("e.id"),
-    " AND NOT ",
-    held_elsewhere!("e.")
+    leased_elsewhere!("e.id")
 );
 
 /// Up to n due deliveries of one enabled endpoint, unless another process serves it.
 const CLAIM_ONE: &str = concat!(
     "SELECT d.id FROM webhook_deliveries d WHERE d.endpoint_id = ? AND ",
     due_unleased!(),
-    " AND EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id = d.endpoint_id AND e.enabled \
+    " AND EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id = d.endpoint_id AND e.enabled) \
      AND NOT ",
-    held_elsewhere!("e."),
-    ") AND NOT ",
     leased_elsewhere!("d.endpoint_id"),
     " ORDER BY d.next_attempt_at LIMIT ?"
 );

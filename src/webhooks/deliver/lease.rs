@@ -1,7 +1,7 @@
 //! Leases: how many claimed deliveries this process holds ([`Capacity`]), the dispatcher's
 //! direct line to its senders ([`DirectDispatch`]: first attempts created already leased to
-//! this process), the endpoints this process holds ([`Holds`]), how long a leased delivery
-//! may still be sent, and the release of every lease and hold at shutdown.
+//! this process), how long a leased delivery may still be sent, and the release of every
+//! lease at shutdown.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -24,90 +24,6 @@ const LEASE_MARGIN: Duration = Duration::from_millis(500);
 const MIN_REQUEST_TIME: Duration = Duration::from_secs(1);
 /// Endpoints one dispatch batch leases first attempts for (see `DirectDispatch::reserve`).
 const RESERVED_ENDPOINTS: usize = 1000;
-/// How long a process keeps an endpoint after it last claimed (or leased) deliveries of it:
-/// another process takes the endpoint over only after that. Long enough to bridge the
-/// moments between two claims when none of its deliveries is leased, short enough that an
-/// endpoint a busy process no longer claims for soon goes to another one. (A process that
-/// shuts down gives its endpoints up at once; one that dies leaves its leases, which last
-/// longer, and its holds to run out.)
-pub const HOLD: Duration = Duration::from_secs(2);
-
-/// The endpoints this process holds (see [`HOLD`]), as it last wrote them: their row is
-/// written again only once half of the hold has passed, so a busy endpoint costs one small
-/// write a second, not one a claim.
-#[derive(Default)]
-pub struct Holds {
-    until: Mutex<HashMap<Uuid, DateTime<Utc>>>,
-}
-
-impl Holds {
-    fn until(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, DateTime<Utc>>> {
-        self.until.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Of `endpoints`, those whose hold is to be written at `now`: not held by this process
-    /// as far as it knows, or with half of the hold left or less.
-    fn due(&self, endpoints: impl IntoIterator<Item = Uuid>, now: DateTime<Utc>) -> Vec<Uuid> {
-        let renew_before = now + half_hold();
-        let until = self.until();
-        let mut due: Vec<Uuid> = endpoints
-            .into_iter()
-            .filter(|id| until.get(id).is_none_or(|t| *t <= renew_before))
-            .collect();
-        due.sort_unstable();
-        due.dedup();
-        due
-    }
-
-    fn wrote(&self, endpoints: &[Uuid], until: DateTime<Utc>) {
-        let mut held = self.until();
-        held.retain(|_, t| *t > until - hold_length());
-        held.extend(endpoints.iter().map(|id| (*id, until)));
-    }
-
-    /// Forgets every hold: they were given up (or are about to be).
-    pub fn clear(&self) {
-        self.until().clear();
-    }
-}
-
-fn hold_length() -> chrono::Duration {
-    chrono::Duration::from_std(HOLD).unwrap_or_default()
-}
-
-fn half_hold() -> chrono::Duration {
-    hold_length() / 2
-}
-
-/// Writes this process's (`worker`'s) hold on `endpoints` in `txn` (the claim's, or the
-/// dispatcher's that leases first attempts): the caller has just claimed or leased
-/// deliveries of them, having found none held elsewhere. Only the rows whose hold is due
-/// (see [`Holds`]) are written, and none another process holds meanwhile.
-pub async fn hold(
-    txn: &impl ConnectionTrait,
-    holds: &Holds,
-    worker: &str,
-    endpoints: impl IntoIterator<Item = Uuid>,
-    now: DateTime<Utc>,
-) -> AppResult<()> {
-    let due = holds.due(endpoints, now);
-    if due.is_empty() {
-        return Ok(());
-    }
-    let until = now + hold_length();
-    let sql = format!(
-        "UPDATE webhook_endpoints SET served_by = ?, served_until = ? WHERE id IN ({}) AND NOT {}",
-        vec!["?"; due.len()].join(", "),
-        held_elsewhere!("")
-    );
-    let mut values: Vec<sea_orm::Value> = vec![worker.into(), until.into()];
-    values.extend(due.iter().map(|id| (*id).into()));
-    values.extend([now.into(), worker.into()]);
-    txn.execute_raw(db::statement(txn.get_database_backend(), &sql, values))
-        .await?;
-    holds.wrote(&due, until);
-    Ok(())
-}
 
 /// How long a request for a delivery leased until `locked_until` may take when it starts
 /// at `now`: it ends within the lease, since past it another claim may send the same
@@ -129,8 +45,6 @@ pub fn request_window(locked_until: Option<DateTime<Utc>>, now: DateTime<Utc>) -
 /// and sent at once even while the first one's receivers stall with a backlog.
 pub struct Capacity {
     slots: Mutex<Slots>,
-    /// The endpoints this process holds.
-    pub holds: Holds,
     /// Requests in flight over all endpoints.
     pub overall: Arc<Semaphore>,
     /// Signalled when sent deliveries free room for more claims.
@@ -173,7 +87,6 @@ impl Capacity {
         let total_depth = overall * settings.rounds_ahead();
         Self {
             slots: Mutex::default(),
-            holds: Holds::default(),
             overall: Arc::new(Semaphore::new(overall)),
             freed: Notify::new(),
             per_endpoint,
@@ -240,7 +153,6 @@ impl Capacity {
     /// workers failed and before they start again): what their sends held is not coming back.
     pub fn clear(&self) {
         *self.slots() = Slots::default();
-        self.holds.clear();
         self.freed.notify_one();
     }
 
@@ -352,8 +264,6 @@ impl DirectDispatch {
                 reservation.rooms.insert(id, room);
             }
         }
-        let reserved = reservation.rooms.keys().copied().collect::<Vec<_>>();
-        hold(txn, &self.capacity.holds, &self.worker, reserved, now).await?;
         Ok(reservation)
     }
 
@@ -373,13 +283,7 @@ impl DirectDispatch {
             sql.push_str(" FOR NO KEY UPDATE SKIP LOCKED");
         }
         let mut values: Vec<sea_orm::Value> = candidates.iter().map(|id| (*id).into()).collect();
-        // `FREE`: the leases' check, then the hold's.
-        values.extend([
-            now.into(),
-            self.worker.clone().into(),
-            now.into(),
-            self.worker.clone().into(),
-        ]);
+        values.extend([now.into(), self.worker.clone().into()]);
         Ok(txn
             .query_all_raw(db::statement(backend, &sql, values))
             .await?
@@ -443,17 +347,17 @@ impl Drop for Reservation<'_> {
     }
 }
 
-/// Gives up every pending delivery and every endpoint this process (`worker`) holds, for
-/// the next process rather than left to their leases and holds.
-pub async fn release_all(db: &Db, worker: &str, holds: &Holds) -> AppResult<()> {
+/// Gives up every pending delivery this process (`worker`) holds, for the next process
+/// rather than left to their leases.
+pub async fn release_all(db: &Db, worker: &str) -> AppResult<()> {
     let txn = db.begin_write().await?;
-    let backend = txn.get_database_backend();
-    for sql in [RELEASE, RELEASE_HOLDS] {
-        txn.execute_raw(db::statement(backend, sql, [worker.into()]))
-            .await?;
-    }
+    txn.execute_raw(db::statement(
+        txn.get_database_backend(),
+        RELEASE,
+        [worker.into()],
+    ))
+    .await?;
     txn.commit().await?;
-    holds.clear();
     Ok(())
 }
 
@@ -462,18 +366,10 @@ pub async fn release_all(db: &Db, worker: &str, holds: &Holds) -> AppResult<()> 
 /// the same room. (They once did, to send the waiting ones first; under a steady stream one
 /// delivery created unleased then sent every later one of the endpoint through the claimer,
 /// which never caught up: webhooks a few hundred milliseconds late on PostgreSQL, #20.)
-const FREE: &str = concat!(
-    "e.enabled AND NOT ",
-    leased_elsewhere!("e.id"),
-    " AND NOT ",
-    held_elsewhere!("e.")
-);
+const FREE: &str = concat!("e.enabled AND NOT ", leased_elsewhere!("e.id"));
 
 const RELEASE: &str = "UPDATE webhook_deliveries SET locked_by = NULL, locked_until = NULL \
     WHERE locked_by = ? AND status = 'PENDING'";
-
-const RELEASE_HOLDS: &str =
-    "UPDATE webhook_endpoints SET served_by = NULL, served_until = NULL WHERE served_by = ?";
 
 #[cfg(test)]
 mod tests {
@@ -482,7 +378,7 @@ mod tests {
     use chrono::Utc;
     use uuid::Uuid;
 
-    use super::{Capacity, HOLD, Holds, request_window, share};
+    use super::{Capacity, request_window, share};
     use crate::webhooks::deliver::DeliverySettings;
 
     #[test]
@@ -502,29 +398,6 @@ mod tests {
             Some(Duration::from_secs(15)),
             "unleased"
         );
-    }
-
-    #[test]
-    fn a_hold_is_written_again_only_once_half_of_it_has_passed() {
-        let holds = Holds::default();
-        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        let now = Utc::now();
-        let hold = chrono::Duration::from_std(HOLD).unwrap();
-        assert_eq!(holds.due([a, a], now), vec![a], "unknown: due, once");
-        holds.wrote(&[a], now + hold);
-        assert!(holds.due([a], now).is_empty(), "just written");
-        assert!(
-            holds
-                .due([a], now + hold / 2 - chrono::Duration::milliseconds(1))
-                .is_empty()
-        );
-        assert_eq!(holds.due([a], now + hold / 2), vec![a], "half of it passed");
-        assert_eq!(holds.due([a, b], now).len(), 1, "only the unknown one");
-        // Writing later forgets the holds that ran out meanwhile.
-        holds.wrote(&[b], now + hold * 3);
-        assert_eq!(holds.due([a], now), vec![a], "a ran out before b's write");
-        holds.clear();
-        assert_eq!(holds.due([b], now), vec![b], "given up");
     }
 
     #[test]

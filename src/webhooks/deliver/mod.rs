@@ -8,10 +8,7 @@
 //! of which one account holds at most seven eighths (as of the deliveries claimed ahead), so
 //! that one account's stalled backlog never keeps another's deliveries waiting.
 //! Across processes an endpoint is served by one process at a time: a process claims an
-//! endpoint's deliveries only while no other process holds a lease on any of them, nor a
-//! hold on the endpoint (the process that last claimed its deliveries keeps it for
-//! [`lease::HOLD`] after that, so that it does not change hands whenever that process's
-//! leases of it run out for a moment). Each
+//! endpoint's deliveries only while no other process holds a lease on any of them. Each
 //! process keeps at most `lease ÷ 15 s` rounds of requests claimed ahead, so a claimed
 //! delivery is sent before its lease runs out even when every request takes the full 15 s
 //! timeout. A process killed mid-delivery leaves its leases to expire and those deliveries
@@ -34,20 +31,6 @@ macro_rules! leased_elsewhere {
             "EXISTS (SELECT 1 FROM webhook_deliveries x WHERE x.endpoint_id = ",
             $endpoint,
             " AND x.status = 'PENDING' AND x.locked_until >= ? AND x.locked_by <> ?)"
-        )
-    };
-}
-
-/// SQL: another process holds the endpoint whose columns are prefixed with `$prefix` (its
-/// hold has not run out; see [`lease::Holds`]). Binds `now`, then this process's name.
-macro_rules! held_elsewhere {
-    ($prefix:literal) => {
-        concat!(
-            "COALESCE(",
-            $prefix,
-            "served_until >= ? AND ",
-            $prefix,
-            "served_by <> ?, FALSE)"
         )
     };
 }
@@ -219,7 +202,7 @@ impl DeliveryWorkers {
         if let Err(err) = recorder.await {
             failure = Some(format!("the webhook recorder failed: {err}"));
         }
-        if let Err(err) = lease::release_all(&self.db, &self.worker, &self.capacity.holds).await {
+        if let Err(err) = lease::release_all(&self.db, &self.worker).await {
             tracing::warn!(error = %err, "releasing webhook delivery leases failed");
         }
         match failure {

@@ -295,8 +295,6 @@ mod tests {
             previous_secret_until: None,
             failing_since: None,
             created_at: Utc::now(),
-            served_by: None,
-            served_until: None,
         };
         let mut delivery = pending_delivery(&endpoint, 1, Utc::now());
         delivery.attempt_count = attempts_before;
