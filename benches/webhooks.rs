@@ -1350,10 +1350,7 @@ async fn start_processes(
 async fn measure_processes(receiver: &Receiver, live: bool) -> anyhow::Result<Processes> {
     let mut exact = true;
     let mut rates = Vec::new();
-    for drain in [false, true] {
-        if !drain && !live {
-            continue;
-        }
+    for drain in [false, true].into_iter().filter(|drain| *drain || live) {
         for count in [1, 2] {
             let run = if drain { "backlog drain" } else { "live" };
             println!("-- postgres, {count} server process(es): {run}");
