@@ -22,6 +22,7 @@ pub mod webhook_attempt;
 pub mod webhook_delivery;
 pub mod webhook_dispatch;
 pub mod webhook_endpoint;
+pub mod webhook_worker;
 
 #[cfg(test)]
 mod tests {

@@ -33,6 +33,7 @@ mod m20261206_000010_event_log_order;
 mod m20261206_000020_credit_pool_check;
 mod m20261206_000030_deferred_connection_account_fk;
 mod m20261206_000040_credit_movement_function;
+mod m20261206_000050_webhook_workers;
 
 pub struct Migrator;
 
@@ -57,6 +58,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000020_credit_pool_check::Migration),
             Box::new(m20261206_000030_deferred_connection_account_fk::Migration),
             Box::new(m20261206_000040_credit_movement_function::Migration),
+            Box::new(m20261206_000050_webhook_workers::Migration),
         ]
     }
 }

@@ -95,7 +95,8 @@ async fn four_processes_started_at_once_on_an_empty_database_all_come_up() {
 
 /// The migrations this release added, newest first: a database of the previous release is
 /// one without them.
-const THIS_RELEASE: [&str; 5] = [
+const THIS_RELEASE: [&str; 6] = [
+    "m20261206_000050_webhook_workers",
     "m20261206_000040_credit_movement_function",
     "m20261206_000030_deferred_connection_account_fk",
     "m20261206_000020_credit_pool_check",

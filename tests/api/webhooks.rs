@@ -646,3 +646,120 @@ async fn two_processes_route_each_event_once_and_one_routes_on_when_the_other_st
     assert_eq!(receiver.count(), 65, "one request per event");
     assert_eq!(ids.len(), 65, "each event once");
 }
+
+/// The endpoint a process serves among `workers` (names as in `webhook_workers`): the one
+/// with the highest weight, SHA-256 of the name, a zero byte and the endpoint's id (as the
+/// delivery workers rank them; restated here so that the test checks the exact split).
+fn owner_of(workers: &[String], endpoint: uuid::Uuid) -> String {
+    use sha2::{Digest, Sha256};
+    let weight = |worker: &String| {
+        let digest = Sha256::new()
+            .chain_update(worker.as_bytes())
+            .chain_update([0])
+            .chain_update(endpoint.as_bytes())
+            .finalize();
+        u64::from_be_bytes(digest[..8].try_into().unwrap())
+    };
+    workers
+        .iter()
+        .max_by_key(|worker| (weight(worker), (*worker).clone()))
+        .unwrap()
+        .clone()
+}
+
+/// Two processes on one database know of each other (a row each in `webhook_workers`) and
+/// split the endpoints: every delivery of an endpoint is leased by the process whose share
+/// it is, never by the other. When one stops, its row goes and the other serves them all.
+#[tokio::test]
+async fn two_processes_split_the_endpoints_and_one_takes_all_when_the_other_stops() {
+    use sea_orm::{ConnectionTrait, Database, Statement};
+    use std::collections::{HashMap, HashSet};
+
+    let first = TestApp::spawn_with(private_allowed).await;
+    let second = first.another_with(private_allowed).await;
+    // Each request takes 500 ms: a delivery stays leased that long, for the samples below.
+    let (slow, url) = SlowReceiver::start(Duration::from_millis(500)).await;
+    let (account_id, key) = first.create_account("A", 0).await;
+    let mut endpoints = Vec::new();
+    for _ in 0..12 {
+        let (id, _) = create_endpoint(&first, &key, &url, json!([])).await;
+        endpoints.push(uuid::Uuid::parse_str(&id).unwrap());
+    }
+    let db = Database::connect(&first.db.url).await.unwrap();
+    let backend = db.get_database_backend();
+    let names = async || -> Vec<String> {
+        db.query_all_raw(Statement::from_string(
+            backend,
+            "SELECT name FROM webhook_workers ORDER BY name",
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get::<String>("", "name").unwrap())
+        .collect()
+    };
+    let workers = wait_for(Duration::from_secs(10), "both processes' rows", async || {
+        let names = names().await;
+        (names.len() == 2).then_some(names)
+    })
+    .await;
+    // A heartbeat and more: each has read the other's row.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Which process leased which endpoint's deliveries, sampled until all were sent.
+    let sample = async |expected: usize| -> HashMap<uuid::Uuid, HashSet<String>> {
+        let mut seen: HashMap<uuid::Uuid, HashSet<String>> = HashMap::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while slow.done.load(SeqCst) < expected {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {expected} deliveries sent",
+                slow.done.load(SeqCst)
+            );
+            for row in db
+                .query_all_raw(Statement::from_string(
+                    backend,
+                    "SELECT endpoint_id, locked_by FROM webhook_deliveries \
+                     WHERE status = 'PENDING' AND locked_by IS NOT NULL",
+                ))
+                .await
+                .unwrap()
+            {
+                seen.entry(row.try_get("", "endpoint_id").unwrap())
+                    .or_default()
+                    .insert(row.try_get("", "locked_by").unwrap());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        seen
+    };
+    let ((), (), seen) = tokio::join!(
+        grant(&first, &account_id, 2),
+        grant(&second, &account_id, 2),
+        sample(4 * endpoints.len())
+    );
+    assert_eq!(seen.len(), endpoints.len(), "every endpoint's deliveries seen leased");
+    for endpoint in &endpoints {
+        let expected = HashSet::from([owner_of(&workers, *endpoint)]);
+        assert_eq!(seen[endpoint], expected, "leased by its process only");
+    }
+    let shares: HashSet<String> = endpoints.iter().map(|e| owner_of(&workers, *e)).collect();
+
+    first.stop().await;
+    let left = names().await;
+    assert_eq!(left.len(), 1, "the stopped process removed its row");
+    let last = left[0].clone();
+    // The other process learns of it at its next heartbeat.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, seen) = tokio::join!(
+        grant(&second, &account_id, 1),
+        sample(5 * endpoints.len())
+    );
+    assert_eq!(seen.len(), endpoints.len());
+    assert!(
+        seen.values().all(|by| by == &HashSet::from([last.clone()])),
+        "the process left serves every endpoint: {seen:?} (shares before: {shares:?})"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(slow.started.load(SeqCst), 5 * endpoints.len(), "each delivery once");
+}

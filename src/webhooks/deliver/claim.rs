@@ -11,7 +11,10 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::lease::{Capacity, Permits};
+use super::{
+    lease::{Capacity, Permits},
+    peers::Peers,
+};
 use crate::{db, db::Db, error::AppResult};
 use entity::{event, webhook_delivery, webhook_endpoint};
 
@@ -29,6 +32,8 @@ pub struct Claimed {
 pub struct Claimer {
     pub db: Db,
     pub worker: String,
+    /// Which endpoints are this process's share.
+    pub peers: Arc<Peers>,
     pub lease: Duration,
     pub capacity: Arc<Capacity>,
 }
@@ -85,8 +90,8 @@ impl Claimer {
         self.with_events(claimed).await
     }
 
-    /// Enabled endpoints with due, unleased deliveries that no other process serves and this
-    /// one has room for: a read without the write lock, since most rounds find nothing to do.
+    /// Enabled endpoints of this process's share with due, unleased deliveries that no other
+    /// process serves and this one has room for: a read without the write lock, since most rounds find nothing to do.
     async fn candidates(&self, now: DateTime<Utc>) -> AppResult<Vec<webhook_endpoint::Model>> {
         let backend = self.db.conn().get_database_backend();
         let values = [
@@ -100,7 +105,7 @@ impl Claimer {
             .all(self.db.conn())
             .await?
             .into_iter()
-            .filter(|e| self.capacity.room(e.id, e.account_id) > 0)
+            .filter(|e| self.peers.serves(e.id) && self.capacity.room(e.id, e.account_id) > 0)
             .collect())
     }
 

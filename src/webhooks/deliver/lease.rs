@@ -14,7 +14,7 @@ use sea_orm::{ConnectionTrait, DbBackend};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use uuid::Uuid;
 
-use super::{DeliverySettings, claim::Claimed, send::REQUEST_TIMEOUT};
+use super::{DeliverySettings, claim::Claimed, peers::Peers, send::REQUEST_TIMEOUT};
 use crate::{db, db::Db, error::AppResult};
 use entity::{event, webhook_delivery, webhook_endpoint};
 
@@ -181,6 +181,7 @@ impl Capacity {
 #[derive(Clone)]
 pub struct DirectDispatch {
     pub(super) worker: String,
+    pub(super) peers: Arc<Peers>,
     pub(super) capacity: Arc<Capacity>,
     pub(super) lease: Duration,
     pub(super) senders: mpsc::UnboundedSender<Vec<Claimed>>,
@@ -213,7 +214,8 @@ struct Room {
 impl DirectDispatch {
     /// Takes room for new deliveries (one endpoint id and its account's per delivery, in the
     /// order they are created), within the dispatcher's write transaction. An endpoint gets
-    /// none when another process serves it ([`FREE`]). On PostgreSQL the endpoint rows are
+    /// none when it is another process's share (their claimers take its new deliveries) or
+    /// another process serves it ([`FREE`]). On PostgreSQL the endpoint rows are
     /// locked as the claimer locks them.
     pub async fn reserve(
         &self,
@@ -240,7 +242,7 @@ impl DirectDispatch {
         // new deliveries are created unleased and go through the claimer, as any backlog.
         let candidates: Vec<Uuid> = wanted
             .iter()
-            .filter(|(id, account, _)| self.capacity.room(*id, *account) > 0)
+            .filter(|(id, account, _)| self.peers.serves(*id) && self.capacity.room(*id, *account) > 0)
             .map(|(id, _, _)| *id)
             .take(RESERVED_ENDPOINTS)
             .collect();

@@ -8,7 +8,10 @@
 //! of which one account holds at most seven eighths (as of the deliveries claimed ahead), so
 //! that one account's stalled backlog never keeps another's deliveries waiting.
 //! Across processes an endpoint is served by one process at a time: a process claims an
-//! endpoint's deliveries only while no other process holds a lease on any of them. Each
+//! endpoint's deliveries only while no other process holds a lease on any of them. The
+//! processes know of each other (`peers`: a row each, written about once a second) and split
+//! the endpoints between them, each claiming only for its own share, so that an endpoint does
+//! not change hands whenever one process's leases of it run out for a moment. Each
 //! process keeps at most `lease ÷ 15 s` rounds of requests claimed ahead, so a claimed
 //! delivery is sent before its lease runs out even when every request takes the full 15 s
 //! timeout. A process killed mid-delivery leaves its leases to expire and those deliveries
@@ -38,6 +41,7 @@ macro_rules! leased_elsewhere {
 mod claim;
 mod health;
 mod lease;
+mod peers;
 mod record;
 mod send;
 
@@ -55,6 +59,7 @@ pub use lease::{DirectDispatch, LeasedDelivery, Reservation};
 use self::{
     claim::{Claimed, Claimer},
     lease::Capacity,
+    peers::Peers,
     send::{REQUEST_TIMEOUT, Sender},
 };
 use super::LINGER;
@@ -90,6 +95,8 @@ pub struct DeliveryWorkers {
     wake: Arc<Notify>,
     /// This process's name on its leases.
     worker: String,
+    /// The processes whose delivery workers run: which endpoints are this one's to serve.
+    peers: Arc<Peers>,
     capacity: Arc<Capacity>,
     sender: Arc<Sender>,
     /// Deliveries the dispatcher created already leased to this process; each run (a
@@ -116,6 +123,7 @@ impl DeliveryWorkers {
             db,
             settings,
             wake,
+            peers: Arc::new(Peers::new(worker.clone())),
             worker,
             capacity,
             sender,
@@ -128,6 +136,7 @@ impl DeliveryWorkers {
     pub fn direct_dispatch(&self) -> DirectDispatch {
         DirectDispatch {
             worker: self.worker.clone(),
+            peers: self.peers.clone(),
             capacity: self.capacity.clone(),
             lease: self.settings.lease,
             senders: self.to_senders.clone(),
@@ -142,6 +151,7 @@ impl DeliveryWorkers {
         let claimer = Claimer {
             db: self.db.clone(),
             worker: self.worker.clone(),
+            peers: self.peers.clone(),
             lease: self.settings.lease,
             capacity: self.capacity.clone(),
         };
@@ -165,6 +175,13 @@ impl DeliveryWorkers {
             }
             while let Ok(jobs) = dispatched.try_recv() {
                 send_all(&mut sends, jobs);
+            }
+            // From the claim loop: a process whose loop is stuck stops counting as alive, and
+            // the others take its endpoints up.
+            if self.peers.due()
+                && let Err(err) = self.peers.beat(&self.db).await
+            {
+                tracing::warn!(error = %err, "writing this process's webhook worker row failed");
             }
             let jobs = claimer.claim().await.unwrap_or_else(|err| {
                 tracing::error!(error = %err, "claiming webhook deliveries failed");
@@ -204,6 +221,9 @@ impl DeliveryWorkers {
         }
         if let Err(err) = lease::release_all(&self.db, &self.worker).await {
             tracing::warn!(error = %err, "releasing webhook delivery leases failed");
+        }
+        if let Err(err) = self.peers.leave(&self.db).await {
+            tracing::warn!(error = %err, "removing this process's webhook worker row failed");
         }
         match failure {
             None => Ok(()),
