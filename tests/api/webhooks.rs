@@ -680,13 +680,22 @@ async fn two_processes_split_the_endpoints_and_one_takes_all_when_the_other_stop
     // Each request takes 500 ms: a delivery stays leased that long, for the samples below.
     let (slow, url) = SlowReceiver::start(Duration::from_millis(500)).await;
     let (account_id, key) = first.create_account("A", 0).await;
-    let mut endpoints = Vec::new();
     for _ in 0..12 {
-        let (id, _) = create_endpoint(&first, &key, &url, json!([])).await;
-        endpoints.push(uuid::Uuid::parse_str(&id).unwrap());
+        create_endpoint(&first, &key, &url, json!([])).await;
     }
     let db = Database::connect(&first.db.url).await.unwrap();
     let backend = db.get_database_backend();
+    let endpoints: Vec<uuid::Uuid> = db
+        .query_all_raw(Statement::from_string(
+            backend,
+            "SELECT id FROM webhook_endpoints",
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get("", "id").unwrap())
+        .collect();
+    assert_eq!(endpoints.len(), 12);
     let names = async || -> Vec<String> {
         db.query_all_raw(Statement::from_string(
             backend,
@@ -698,10 +707,14 @@ async fn two_processes_split_the_endpoints_and_one_takes_all_when_the_other_stop
         .map(|row| row.try_get::<String>("", "name").unwrap())
         .collect()
     };
-    let workers = wait_for(Duration::from_secs(10), "both processes' rows", async || {
-        let names = names().await;
-        (names.len() == 2).then_some(names)
-    })
+    let workers = wait_for(
+        Duration::from_secs(10),
+        "both processes' rows",
+        async || {
+            let names = names().await;
+            (names.len() == 2).then_some(names)
+        },
+    )
     .await;
     // A heartbeat and more: each has read the other's row.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -738,7 +751,11 @@ async fn two_processes_split_the_endpoints_and_one_takes_all_when_the_other_stop
         grant(&second, &account_id, 2),
         sample(4 * endpoints.len())
     );
-    assert_eq!(seen.len(), endpoints.len(), "every endpoint's deliveries seen leased");
+    assert_eq!(
+        seen.len(),
+        endpoints.len(),
+        "every endpoint's deliveries seen leased"
+    );
     for endpoint in &endpoints {
         let expected = HashSet::from([owner_of(&workers, *endpoint)]);
         assert_eq!(seen[endpoint], expected, "leased by its process only");
@@ -751,15 +768,16 @@ async fn two_processes_split_the_endpoints_and_one_takes_all_when_the_other_stop
     let last = left[0].clone();
     // The other process learns of it at its next heartbeat.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (_, seen) = tokio::join!(
-        grant(&second, &account_id, 1),
-        sample(5 * endpoints.len())
-    );
+    let (_, seen) = tokio::join!(grant(&second, &account_id, 1), sample(5 * endpoints.len()));
     assert_eq!(seen.len(), endpoints.len());
     assert!(
         seen.values().all(|by| by == &HashSet::from([last.clone()])),
         "the process left serves every endpoint: {seen:?} (shares before: {shares:?})"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(slow.started.load(SeqCst), 5 * endpoints.len(), "each delivery once");
+    assert_eq!(
+        slow.started.load(SeqCst),
+        5 * endpoints.len(),
+        "each delivery once"
+    );
 }

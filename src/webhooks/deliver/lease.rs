@@ -242,7 +242,9 @@ impl DirectDispatch {
         // new deliveries are created unleased and go through the claimer, as any backlog.
         let candidates: Vec<Uuid> = wanted
             .iter()
-            .filter(|(id, account, _)| self.peers.serves(*id) && self.capacity.room(*id, *account) > 0)
+            .filter(|(id, account, _)| {
+                self.peers.serves(*id) && self.capacity.room(*id, *account) > 0
+            })
             .map(|(id, _, _)| *id)
             .take(RESERVED_ENDPOINTS)
             .collect();

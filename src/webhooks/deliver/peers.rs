@@ -24,7 +24,9 @@ use std::{
 };
 
 use chrono::Utc;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::OnConflict};
+use sea_orm::{
+    ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::OnConflict,
+};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -216,7 +218,10 @@ mod tests {
         }
         for i in 0..3 {
             let share = shares.get(&i).copied().unwrap_or_default();
-            assert!((800..1200).contains(&share), "process {i} serves {share} of 3000");
+            assert!(
+                (800..1200).contains(&share),
+                "process {i} serves {share} of 3000"
+            );
         }
     }
 
