@@ -667,6 +667,27 @@ fn owner_of(workers: &[String], endpoint: uuid::Uuid) -> String {
         .clone()
 }
 
+/// Waits until the process named `worker` has written its row again after `since`: that
+/// heartbeat also read which other processes were alive then.
+async fn beaten_after(
+    db: &sea_orm::DatabaseConnection,
+    worker: &str,
+    since: chrono::DateTime<chrono::Utc>,
+) {
+    use entity::webhook_worker::Entity;
+    use sea_orm::EntityTrait;
+    // A heartbeat marks the process alive for 5 s from its write.
+    let written_after = since + chrono::Duration::seconds(5);
+    wait_for(Duration::from_secs(15), "a heartbeat", async || {
+        let row = Entity::find_by_id(worker.to_owned())
+            .one(db)
+            .await
+            .unwrap()?;
+        (row.alive_until > written_after).then_some(())
+    })
+    .await;
+}
+
 /// Two processes on one database know of each other (a row each in `webhook_workers`) and
 /// split the endpoints: every delivery of an endpoint is leased by the process whose share
 /// it is, never by the other. When one stops, its row goes and the other serves them all.
@@ -716,8 +737,11 @@ async fn two_processes_split_the_endpoints_and_one_takes_all_when_the_other_stop
         },
     )
     .await;
-    // A heartbeat and more: each has read the other's row.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Each has read the other's row.
+    let both = chrono::Utc::now();
+    for worker in &workers {
+        beaten_after(&db, worker, both).await;
+    }
 
     // Which process leased which endpoint's deliveries, sampled until all were sent.
     let sample = async |expected: usize| -> HashMap<uuid::Uuid, HashSet<String>> {
@@ -767,7 +791,7 @@ async fn two_processes_split_the_endpoints_and_one_takes_all_when_the_other_stop
     assert_eq!(left.len(), 1, "the stopped process removed its row");
     let last = left[0].clone();
     // The other process learns of it at its next heartbeat.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    beaten_after(&db, &last, chrono::Utc::now()).await;
     let (_, seen) = tokio::join!(grant(&second, &account_id, 1), sample(5 * endpoints.len()));
     assert_eq!(seen.len(), endpoints.len());
     assert!(
@@ -779,5 +803,93 @@ async fn two_processes_split_the_endpoints_and_one_takes_all_when_the_other_stop
         slow.started.load(SeqCst),
         5 * endpoints.len(),
         "each delivery once"
+    );
+}
+
+/// A process that stops writing its row (its delivery loop stuck, or the process dead) keeps
+/// its share of the endpoints only until its row runs out: then the others send what waits
+/// there. Rows of processes gone for an hour are deleted.
+#[tokio::test]
+async fn a_process_that_stops_beating_has_its_endpoints_taken_over() {
+    use entity::webhook_worker::{ActiveModel, Column, Entity};
+    use sea_orm::{ActiveModelTrait, ColumnTrait, Database, EntityTrait, QueryFilter, Set};
+
+    let app = TestApp::spawn_with(private_allowed).await;
+    let receiver = Receiver::start(&[]).await;
+    let (account_id, key) = app.create_account("A", 0).await;
+    let db = Database::connect(&app.db.url).await.unwrap();
+    let now = chrono::Utc::now();
+    let row = |name: &str, alive_until| ActiveModel {
+        name: Set(name.to_owned()),
+        started_at: Set(now - chrono::Duration::hours(3)),
+        alive_until: Set(alive_until),
+    };
+    row("webhook-gone", now - chrono::Duration::hours(2))
+        .insert(&db)
+        .await
+        .unwrap();
+    row("webhook-stuck", now + chrono::Duration::hours(1))
+        .insert(&db)
+        .await
+        .unwrap();
+    let mine = wait_for(Duration::from_secs(10), "this process's row", async || {
+        Entity::find()
+            .filter(Column::Name.is_not_in(["webhook-gone", "webhook-stuck"]))
+            .one(&db)
+            .await
+            .unwrap()
+            .map(|row| row.name)
+    })
+    .await;
+    let workers = vec![mine.clone(), "webhook-stuck".to_owned()];
+    // Endpoints until each of the two has a share.
+    let (mut ours, mut theirs) = (0, 0);
+    while ours == 0 || theirs == 0 {
+        create_endpoint(&app, &key, &receiver.url, json!([])).await;
+        let endpoints = entity::webhook_endpoint::Entity::find()
+            .all(&db)
+            .await
+            .unwrap();
+        assert!(endpoints.len() < 60, "two shares out of 60 endpoints");
+        ours = endpoints
+            .iter()
+            .filter(|e| owner_of(&workers, e.id) == mine)
+            .count();
+        theirs = endpoints.len() - ours;
+    }
+    // This process has read the other row, and forgotten the old one.
+    beaten_after(&db, &mine, chrono::Utc::now()).await;
+    assert!(
+        Entity::find_by_id("webhook-gone")
+            .one(&db)
+            .await
+            .unwrap()
+            .is_none(),
+        "a row gone for an hour is deleted"
+    );
+
+    grant(&app, &account_id, 1).await;
+    receiver.wait_for(ours).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        receiver.count(),
+        ours,
+        "the stuck process's share waits for it"
+    );
+
+    // Its row runs out: this process takes its endpoints up.
+    let mut stuck = row("webhook-stuck", chrono::Utc::now());
+    stuck.started_at = sea_orm::ActiveValue::NotSet;
+    stuck.update(&db).await.unwrap();
+    receiver.wait_for(ours + theirs).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.count(), ours + theirs, "each delivery once");
+    assert!(
+        Entity::find_by_id("webhook-stuck")
+            .one(&db)
+            .await
+            .unwrap()
+            .is_some(),
+        "a row that ran out moments ago is kept"
     );
 }
