@@ -40,7 +40,9 @@
 //! with two started together on the backlog (timed from the first delivery to the last). Deliveries/s of two against one: on 2 cores the
 //! two share the machine, so what is shown is that nothing serializes them (two not below
 //! one). `WEBHOOKS_RUNS=processes` runs only these, `WEBHOOKS_RUNS=drains` only their drains;
-//! `WEBHOOKS_PROCESS_LOGS=DIR` writes each process's output to a file in `DIR`.
+//! `WEBHOOKS_PROCESS_LOGS=DIR` writes each process's output to a file in `DIR`, and
+//! `BENCH_SERVER_BIN=PATH` runs another build of the server in them (to compare two builds
+//! on the same machine in one session).
 //!
 //! All of it runs on SQLite (a fresh temp file) and then on PostgreSQL (a fresh database on
 //! `MILLWRIGHT_TEST_POSTGRES_URL` or `127.0.0.1:5432`); `WEBHOOKS_DATABASES=sqlite` (or

@@ -147,9 +147,9 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Spawns the binary on `database_url` with the bench secrets and the extra `settings`
-    /// (`MILLWRIGHT_*` variables), its output to `log` (or nowhere); returns it once ready,
-    /// with the time from spawn to ready.
+    /// Spawns the server binary (`BENCH_SERVER_BIN`, or this build's) on `database_url` with
+    /// the bench secrets and the extra `settings` (`MILLWRIGHT_*` variables), its output to
+    /// `log` (or nowhere); returns it once ready, with the time from spawn to ready.
     pub async fn start(
         client: &Client,
         database_url: &str,
@@ -164,7 +164,11 @@ impl ServerProcess {
             }
             None => (Stdio::null(), Stdio::null()),
         };
-        let mut command = Command::new(env!("CARGO_BIN_EXE_millwright"));
+        // `BENCH_SERVER_BIN`: another build of the server (say, the previous commit's), to
+        // compare two builds in one session on the same machine.
+        let binary = std::env::var_os("BENCH_SERVER_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_millwright").into());
+        let mut command = Command::new(binary);
         command
             .arg("serve")
             .env("MILLWRIGHT_DATABASE_URL", database_url)

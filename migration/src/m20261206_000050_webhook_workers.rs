@@ -4,7 +4,7 @@
 //! Across processes an endpoint is served by one process at a time, which rested on the
 //! leases alone: in a backlog drain an endpoint's leases of one process ran out for a moment
 //! between two of its claims, the other process took the endpoint, and it changed hands
-//! about once a second, two processes draining slower than one. Each process now writes its
+//! about once a second. Each process now writes its
 //! row here about once a second; knowing the others, each one serves its own share of the
 //! endpoints (see the delivery module), and an endpoint changes hands only when a process
 //! starts or stops.
