@@ -91,7 +91,8 @@ impl Claimer {
     }
 
     /// Enabled endpoints of this process's share with due, unleased deliveries that no other
-    /// process serves and this one has room for: a read without the write lock, since most rounds find nothing to do.
+    /// process serves and this one has room for: a read without the write lock, since most
+    /// rounds find nothing to do.
     async fn candidates(&self, now: DateTime<Utc>) -> AppResult<Vec<webhook_endpoint::Model>> {
         let backend = self.db.conn().get_database_backend();
         let values = [

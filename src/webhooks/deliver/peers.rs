@@ -41,6 +41,8 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 pub const ALIVE: Duration = Duration::from_secs(5);
 /// Rows of processes that died without removing theirs are deleted after this.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
+/// Endpoints whose share is remembered, at most (then the memory starts again).
+const REMEMBERED: usize = 65_536;
 
 /// This process and the others whose delivery workers are alive, as last read.
 pub struct Peers {
@@ -81,6 +83,9 @@ impl Peers {
         }
         let workers = state.others.iter().map(String::as_str);
         let mine = owner(workers.chain([self.me.as_str()]), endpoint) == self.me;
+        if state.mine.len() >= REMEMBERED {
+            state.mine.clear();
+        }
         state.mine.insert(endpoint, mine);
         mine
     }
