@@ -18,7 +18,6 @@
 //! read the list, serves every endpoint, as a single process does.
 
 use std::{
-    collections::HashMap,
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -35,14 +34,12 @@ use entity::webhook_worker;
 
 /// How often a process writes its row (at most; from its claim loop, which turns at least
 /// every `IDLE_POLL` and linger).
-pub const HEARTBEAT: Duration = Duration::from_secs(1);
+const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long a process counts as alive after it last wrote its row: several heartbeats, so
 /// that a claim loop slowed by a busy database does not hand its endpoints over.
-pub const ALIVE: Duration = Duration::from_secs(5);
+const ALIVE: Duration = Duration::from_secs(5);
 /// Rows of processes that died without removing theirs are deleted after this.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
-/// Endpoints whose share is remembered, at most (then the memory starts again).
-const REMEMBERED: usize = 65_536;
 
 /// This process and the others whose delivery workers are alive, as last read.
 pub struct Peers {
@@ -56,8 +53,6 @@ struct State {
     others: Vec<String>,
     /// When this process last wrote its row.
     beat_at: Option<Instant>,
-    /// Whether this process serves an endpoint, for the list as it is.
-    mine: HashMap<Uuid, bool>,
 }
 
 impl Peers {
@@ -72,22 +67,12 @@ impl Peers {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether the endpoint is in this process's share.
+    /// Whether the endpoint is in this process's share (a hash per live process: cheap
+    /// beside the claim or dispatch it is asked for).
     pub fn serves(&self, endpoint: Uuid) -> bool {
-        let mut state = self.state();
-        if state.others.is_empty() {
-            return true;
-        }
-        if let Some(mine) = state.mine.get(&endpoint) {
-            return *mine;
-        }
+        let state = self.state();
         let workers = state.others.iter().map(String::as_str);
-        let mine = owner(workers.chain([self.me.as_str()]), endpoint) == self.me;
-        if state.mine.len() >= REMEMBERED {
-            state.mine.clear();
-        }
-        state.mine.insert(endpoint, mine);
-        mine
+        state.others.is_empty() || owner(workers.chain([self.me.as_str()]), endpoint) == self.me
     }
 
     /// Whether this process's row is to be written again.
@@ -133,14 +118,11 @@ impl Peers {
         let mut state = self.state();
         state.beat_at = Some(Instant::now());
         if state.others != others {
-            if !state.others.is_empty() || !others.is_empty() {
-                tracing::info!(
-                    others = others.len(),
-                    "webhook delivery processes changed: endpoints split anew"
-                );
-            }
+            tracing::info!(
+                others = others.len(),
+                "webhook delivery processes changed: endpoints split anew"
+            );
             state.others = others;
-            state.mine.clear();
         }
         Ok(())
     }
@@ -218,7 +200,7 @@ mod tests {
             let serving: Vec<usize> = (0..3).filter(|i| processes[*i].serves(endpoint)).collect();
             assert_eq!(serving.len(), 1, "one process for {endpoint}");
             *shares.entry(serving[0]).or_default() += 1;
-            // Asked again (from the cache), the same answer.
+            // Asked again, the same answer.
             assert!(processes[serving[0]].serves(endpoint));
         }
         for i in 0..3 {
