@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use super::{
     LINGER,
-    deliver::{DirectDispatch, LeasedDelivery},
+    deliver::{DirectDispatch, HoldBack, LeasedDelivery, Reservation},
     event_types, pending_delivery,
 };
 use crate::{
@@ -159,6 +159,9 @@ pub fn route(
 enum Batch {
     /// It routed this many events (none: nothing new).
     Read(usize),
+    /// It routed this many events and stopped before the others for this account's room,
+    /// which its process's senders will free (`Pacing`).
+    HeldBack(usize, Uuid),
     /// Another process's dispatcher holds the position (PostgreSQL).
     OtherAtWork,
 }
@@ -182,6 +185,15 @@ impl Dispatcher {
             match self.dispatch().await {
                 Ok(Batch::Read(n)) if n as u64 == BATCH => continue,
                 Ok(Batch::Read(_)) => {}
+                Ok(Batch::HeldBack(_, account)) => {
+                    if let Some(direct) = &self.direct {
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = direct.room_for(account) => {}
+                        }
+                    }
+                    continue;
+                }
                 Ok(Batch::OtherAtWork) => {
                     // The other process's dispatcher reads on until it finds no more, and
                     // wakes on every commit as this one does: this one stands back for a
@@ -237,7 +249,7 @@ impl Dispatcher {
     /// Routes the next batch of events; returns how many events it read.
     pub async fn dispatch_batch(&self) -> AppResult<usize> {
         Ok(match self.dispatch().await? {
-            Batch::Read(n) => n,
+            Batch::Read(n) | Batch::HeldBack(n, _) => n,
             Batch::OtherAtWork => 0,
         })
     }
@@ -268,9 +280,33 @@ impl Dispatcher {
             .filter(|e| endpoints.contains_key(&e.account_id))
             .filter_map(|e| e.connection_id);
         connections.load(&*txn, routed_connections).await?;
-        let routes = route(&events, &endpoints, &connections)?;
-        self.persist(txn, routes, newest).await?;
-        Ok(Batch::Read(events.len()))
+        let mut routes = route(&events, &endpoints, &connections)?;
+        let reservation = match &self.direct {
+            Some(direct) => {
+                let deliveries_to: Vec<(Uuid, Uuid)> = routes
+                    .iter()
+                    .map(|r| (r.endpoint.id, r.endpoint.account_id))
+                    .collect();
+                Some(direct.reserve(&*txn, &deliveries_to).await?)
+            }
+            None => None,
+        };
+        let mut read = events.len();
+        let mut newest = newest;
+        let mut held_back_for = None;
+        if let Some(hold) = reservation.as_ref().and_then(Reservation::hold_back)
+            && let Some(kept) = held_back(&events, &routes, hold)
+        {
+            routes.truncate(kept.routes);
+            newest = LogPosition::of(&events[kept.events - 1]);
+            read = kept.events;
+            held_back_for = Some(hold.account);
+        }
+        self.persist(txn, routes, reservation, newest).await?;
+        Ok(match held_back_for {
+            Some(account) => Batch::HeldBack(read, account),
+            None => Batch::Read(read),
+        })
     }
 
     /// Creates the routed deliveries and moves the position to `newest`, in the batch's
@@ -280,17 +316,9 @@ impl Dispatcher {
         &self,
         txn: WriteTxn,
         routes: Vec<Route>,
+        mut reservation: Option<Reservation<'_>>,
         newest: LogPosition,
     ) -> AppResult<()> {
-        let mut reservation = match &self.direct {
-            Some(direct) => {
-                let deliveries_to = routes
-                    .iter()
-                    .map(|r| (r.endpoint.id, r.endpoint.account_id));
-                Some(direct.reserve(&*txn, deliveries_to).await?)
-            }
-            None => None,
-        };
         let now = Utc::now();
         let (mut leased, mut unleased) = (Vec::new(), 0);
         let mut rows = Vec::with_capacity(routes.len());
@@ -341,6 +369,37 @@ impl Dispatcher {
         }
         Ok(())
     }
+}
+
+/// How much of a batch a dispatcher keeps when it holds back: events and routes.
+struct Kept {
+    events: usize,
+    routes: usize,
+}
+
+/// What of the batch comes before the event of the delivery held back (`hold.at`, an index
+/// into `routes`), or the first event alone when it is that one: `None` when that is the
+/// whole batch.
+fn held_back(events: &[Arc<event::Model>], routes: &[Route], hold: HoldBack) -> Option<Kept> {
+    let index: HashMap<i64, usize> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.position, i))
+        .collect();
+    let event_of = |route: &Route| index.get(&route.event.position).copied();
+    let kept = event_of(routes.get(hold.at)?)?.max(1);
+    if kept >= events.len() {
+        return None;
+    }
+    // The routes are in event order: those of the kept events come first.
+    let routes_kept = routes
+        .iter()
+        .take_while(|r| event_of(r).is_some_and(|i| i < kept))
+        .count();
+    Some(Kept {
+        events: kept,
+        routes: routes_kept,
+    })
 }
 
 /// Locks the position row and reads it: one dispatcher at a time across processes. On
@@ -406,7 +465,7 @@ mod tests {
     use serde_json::json;
     use uuid::Uuid;
 
-    use super::{ConnectionTypes, EndpointsByAccount, route};
+    use super::{ConnectionTypes, EndpointsByAccount, HoldBack, held_back, route};
     use crate::events::EventType;
     use entity::{event, webhook_endpoint};
 
@@ -566,6 +625,39 @@ mod tests {
         assert_eq!(
             routed(&events, &endpoints, &connections),
             [(2, all.id), (5, all.id)]
+        );
+    }
+
+    #[test]
+    fn a_batch_held_back_keeps_the_events_before_the_one_held_or_the_first_alone() {
+        let account = Uuid::new_v4();
+        let (a, b) = (endpoint(account, &["sync.failed"]), endpoint(account, &[]));
+        let endpoints = by_account(&[&a, &b]);
+        // Routes: 1→a, 1→b, 2→b, 3→a, 3→b (event 2 goes to b alone).
+        let events = [
+            event(1, account, "sync.failed", None),
+            event(2, account, "credits.changed", None),
+            event(3, account, "sync.failed", None),
+        ];
+        let connections = ConnectionTypes::default();
+        let routes = route(&events, &endpoints, &connections).unwrap();
+        assert_eq!(routes.len(), 5);
+        let kept = |at: usize| {
+            held_back(&events, &routes, HoldBack { at, account }).map(|k| (k.events, k.routes))
+        };
+        assert_eq!(kept(3), Some((2, 3)), "before event 3");
+        assert_eq!(
+            kept(4),
+            Some((2, 3)),
+            "event 3's second delivery: all of it goes"
+        );
+        assert_eq!(kept(2), Some((1, 2)), "before event 2");
+        assert_eq!(kept(1), Some((1, 2)), "the first event goes whole");
+        let one = &events[..1];
+        let its_routes = route(one, &endpoints, &connections).unwrap();
+        assert!(
+            held_back(one, &its_routes, HoldBack { at: 1, account }).is_none(),
+            "a batch of one event is kept whole"
         );
     }
 }

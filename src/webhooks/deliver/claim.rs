@@ -38,13 +38,25 @@ pub struct Claimer {
     pub capacity: Arc<Capacity>,
 }
 
+/// What a claim came to: the jobs, and whether this process's room kept it from claiming
+/// more (then room freed by a send may let the next claim take more; otherwise only new or
+/// newly due deliveries can).
+pub struct Claims {
+    pub jobs: Vec<Claimed>,
+    pub held_by_room: bool,
+}
+
 impl Claimer {
     /// Claims due deliveries for every endpoint with room, in one write transaction.
-    pub async fn claim(&self) -> AppResult<Vec<Claimed>> {
+    pub async fn claim(&self) -> AppResult<Claims> {
         let now = Utc::now();
-        let endpoints = self.candidates(now).await?;
+        let (endpoints, mut held_by_room) = self.candidates(now).await?;
+        let none = |held_by_room| Claims {
+            jobs: Vec::new(),
+            held_by_room,
+        };
         if endpoints.is_empty() {
-            return Ok(Vec::new());
+            return Ok(none(held_by_room));
         }
         let mut candidates: Vec<(Uuid, Uuid)> =
             endpoints.iter().map(|e| (e.id, e.account_id)).collect();
@@ -67,8 +79,8 @@ impl Claimer {
                 .await?;
             candidates.retain(|(id, _)| locked.contains(id));
         }
-        let Some((sql, values)) = self.claim_statement(candidates, now, until) else {
-            return Ok(Vec::new());
+        let Some((sql, values, rooms)) = self.claim_statement(candidates, now, until) else {
+            return Ok(none(true));
         };
         let mut rows = webhook_delivery::Entity::find()
             .from_raw_sql(db::statement(backend, &sql, values))
@@ -80,6 +92,10 @@ impl Claimer {
         for row in rows {
             by_endpoint.entry(row.endpoint_id).or_default().push(row);
         }
+        // An endpoint that filled its room may have more waiting; one short of it does not.
+        held_by_room |= rooms
+            .iter()
+            .any(|(id, room)| by_endpoint.get(id).map_or(0, Vec::len) >= *room);
         let claimed = endpoints
             .into_iter()
             .filter_map(|e| {
@@ -87,13 +103,19 @@ impl Claimer {
                 Some((Arc::new(e), rows))
             })
             .collect();
-        self.with_events(claimed).await
+        Ok(Claims {
+            jobs: self.with_events(claimed).await?,
+            held_by_room,
+        })
     }
 
     /// Enabled endpoints of this process's share with due, unleased deliveries that no other
     /// process serves and this one has room for: a read without the write lock, since most
-    /// rounds find nothing to do.
-    async fn candidates(&self, now: DateTime<Utc>) -> AppResult<Vec<webhook_endpoint::Model>> {
+    /// rounds find nothing to do. And whether any of its share had no room.
+    async fn candidates(
+        &self,
+        now: DateTime<Utc>,
+    ) -> AppResult<(Vec<webhook_endpoint::Model>, bool)> {
         let backend = self.db.conn().get_database_backend();
         let values = [
             now.into(),
@@ -101,26 +123,34 @@ impl Claimer {
             now.into(),
             self.worker.clone().into(),
         ];
-        Ok(webhook_endpoint::Entity::find()
+        let mut held_by_room = false;
+        let endpoints = webhook_endpoint::Entity::find()
             .from_raw_sql(db::statement(backend, CANDIDATES, values))
             .all(self.db.conn())
             .await?
             .into_iter()
-            .filter(|e| self.peers.serves(e.id) && self.capacity.room(e.id, e.account_id) > 0)
-            .collect())
+            .filter(|e| self.peers.serves(e.id))
+            .filter(|e| {
+                let room = self.capacity.room(e.id, e.account_id) > 0;
+                held_by_room |= !room;
+                room
+            })
+            .collect();
+        Ok((endpoints, held_by_room))
     }
 
     /// One statement leasing each endpoint's share of the room left (`candidates`: endpoint
-    /// and account ids), or `None` when no endpoint has room.
+    /// and account ids), and how many it may lease of each; `None` when no endpoint has room.
     fn claim_statement(
         &self,
         candidates: Vec<(Uuid, Uuid)>,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
-    ) -> Option<(String, Vec<sea_orm::Value>)> {
+    ) -> Option<(String, Vec<sea_orm::Value>, Vec<(Uuid, usize)>)> {
         let mut total = self.capacity.total_room();
         let (mut parts, mut values) = (Vec::new(), vec![self.worker.clone().into(), until.into()]);
         let mut accounts: HashMap<Uuid, usize> = HashMap::new();
+        let mut rooms = Vec::new();
         for (id, account) in candidates {
             let account_room = accounts
                 .entry(account)
@@ -135,6 +165,7 @@ impl Claimer {
             }
             total -= room;
             *account_room -= room;
+            rooms.push((id, room));
             parts.push(format!("SELECT id FROM ({CLAIM_ONE}) AS c{}", parts.len()));
             values.extend([
                 id.into(),
@@ -153,7 +184,7 @@ impl Claimer {
              RETURNING *",
             parts.join(" UNION ALL ")
         );
-        Some((sql, values))
+        Some((sql, values, rooms))
     }
 
     /// Loads the claimed deliveries' events and takes their room.

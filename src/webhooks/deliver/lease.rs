@@ -6,7 +6,7 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use chrono::{DateTime, Utc};
@@ -49,8 +49,12 @@ pub struct Capacity {
     pub overall: Arc<Semaphore>,
     /// Signalled when sent deliveries free room for more claims.
     pub freed: Notify,
+    /// The same, for the dispatcher when it waits for room (see [`Pacing`]).
+    freed_for_dispatch: Notify,
     per_endpoint: usize,
     per_account: usize,
+    /// Room for one round of requests of an account (what the dispatcher waits for).
+    round: usize,
     endpoint_depth: usize,
     account_depth: usize,
     total_depth: usize,
@@ -89,8 +93,10 @@ impl Capacity {
             slots: Mutex::default(),
             overall: Arc::new(Semaphore::new(overall)),
             freed: Notify::new(),
+            freed_for_dispatch: Notify::new(),
             per_endpoint,
             per_account: share(overall),
+            round: share(overall),
             endpoint_depth: per_endpoint * settings.rounds_ahead(),
             account_depth: share(total_depth),
             total_depth,
@@ -112,6 +118,17 @@ impl Capacity {
                     .saturating_sub(taken(&slots.accounts, account)),
             )
             .min(self.total_depth.saturating_sub(slots.outstanding))
+    }
+
+    /// How many more deliveries of this endpoint may be claimed now, as far as its own
+    /// depth goes (its account's and the process's aside).
+    pub fn endpoint_room(&self, endpoint: Uuid) -> usize {
+        let taken = self
+            .slots()
+            .endpoints
+            .get(&endpoint)
+            .map_or(0, |s| s.outstanding);
+        self.endpoint_depth.saturating_sub(taken)
     }
 
     /// How many more deliveries this process may claim now, over all endpoints.
@@ -154,6 +171,7 @@ impl Capacity {
     pub fn clear(&self) {
         *self.slots() = Slots::default();
         self.freed.notify_one();
+        self.freed_for_dispatch.notify_one();
     }
 
     /// Frees room taken for `n` deliveries of an endpoint of `account`.
@@ -172,6 +190,7 @@ impl Capacity {
         free(&mut slots.accounts, account);
         drop(slots);
         self.freed.notify_one();
+        self.freed_for_dispatch.notify_one();
     }
 }
 
@@ -185,6 +204,113 @@ pub struct DirectDispatch {
     pub(super) capacity: Arc<Capacity>,
     pub(super) lease: Duration,
     pub(super) senders: mpsc::UnboundedSender<Vec<Claimed>>,
+    pub(super) pacing: Arc<Pacing>,
+}
+
+/// How long the dispatcher waits for an account's room after it stopped for it.
+const PACE_WAIT: Duration = Duration::from_millis(50);
+/// How long an account whose room did not come back within [`PACE_WAIT`] holds nothing back.
+const PACE_PAUSE: Duration = Duration::from_secs(5);
+
+/// The dispatcher reads on only as far as this process has room for.
+///
+/// In a backlog the dispatcher reads a batch of events (500, two thousand deliveries for four
+/// endpoints) where the process has room to send a couple of hundred. Those it has no room
+/// for were created unleased, and claimed later: one more write of each delivery row than a
+/// delivery created leased. So, while the process is alone (another would wait for this one's
+/// room), a batch stops before the first event with a delivery this process would lease but
+/// for its account's or its own room; the dispatcher waits for a round's room and reads on
+/// from there. It never stops for an endpoint without room (a slow receiver would pace every
+/// other), nor when it leased nothing (the process may be stalled: the batch is created
+/// unleased as before); and an account whose room does not come back within [`PACE_WAIT`]
+/// (its receivers are slow) holds nothing back for [`PACE_PAUSE`], so that another account's
+/// events are not kept waiting behind it.
+#[derive(Default)]
+pub struct Pacing {
+    /// Accounts that hold nothing back, until when.
+    paused: Mutex<HashMap<Uuid, Instant>>,
+}
+
+impl Pacing {
+    fn paused(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Instant>> {
+        self.paused.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the account's deliveries may hold the dispatcher back now.
+    fn paces(&self, account: Uuid) -> bool {
+        let mut paused = self.paused();
+        let now = Instant::now();
+        paused.retain(|_, until| *until > now);
+        !paused.contains_key(&account)
+    }
+
+    fn pause(&self, account: Uuid) {
+        tracing::debug!(%account, "webhook dispatch no longer waits for the account's room for a while");
+        self.paused().insert(account, Instant::now() + PACE_PAUSE);
+    }
+}
+
+/// Which new deliveries a dispatch batch leases, and where it stops.
+#[derive(Debug, Default)]
+struct Plan {
+    /// Per endpoint: its account and how many of its first deliveries are leased.
+    leased: HashMap<Uuid, (Uuid, usize)>,
+    hold_back: Option<HoldBack>,
+}
+
+/// Leases new deliveries (endpoint and account ids, in the order they are created) to the
+/// endpoints in `free` while the endpoint, its account and the process have room, and finds
+/// the first one that would be leased but for its account's or the process's room, once
+/// something was leased, when its account `may_hold_back` (see [`Pacing`]): the plan ends
+/// there.
+fn plan(
+    capacity: &Capacity,
+    deliveries_to: &[(Uuid, Uuid)],
+    free: &HashSet<Uuid>,
+    may_hold_back: impl Fn(Uuid) -> bool,
+) -> Plan {
+    let mut plan = Plan::default();
+    let mut total = capacity.total_room();
+    let mut endpoint_room: HashMap<Uuid, usize> = HashMap::new();
+    let mut account_room: HashMap<Uuid, usize> = HashMap::new();
+    for (at, (id, account)) in deliveries_to.iter().enumerate() {
+        if !free.contains(id) {
+            continue;
+        }
+        let endpoint_left = endpoint_room
+            .entry(*id)
+            .or_insert_with(|| capacity.endpoint_room(*id));
+        if *endpoint_left == 0 {
+            // An endpoint without room holds nothing back: a slow receiver must not pace
+            // the others.
+            continue;
+        }
+        let account_left = account_room
+            .entry(*account)
+            .or_insert_with(|| capacity.account_room(*account));
+        if *account_left > 0 && total > 0 {
+            *endpoint_left -= 1;
+            *account_left -= 1;
+            total -= 1;
+            plan.leased.entry(*id).or_insert((*account, 0)).1 += 1;
+        } else if !plan.leased.is_empty() && may_hold_back(*account) {
+            // Nothing after it is created in this batch (but the rest of its event when that
+            // is the batch's first, whose deliveries find no room either).
+            plan.hold_back = Some(HoldBack {
+                at,
+                account: *account,
+            });
+            break;
+        }
+    }
+    plan
+}
+
+/// Where a dispatch batch stops: the index of the first delivery held back, and its account.
+#[derive(Clone, Copy, Debug)]
+pub struct HoldBack {
+    pub at: usize,
+    pub account: Uuid,
 }
 
 /// A new delivery created leased to this process, with what sending it needs.
@@ -199,6 +325,7 @@ pub struct Reservation<'a> {
     direct: &'a DirectDispatch,
     rooms: HashMap<Uuid, Room>,
     locked_until: DateTime<Utc>,
+    hold_back: Option<HoldBack>,
 }
 
 /// One endpoint's reserved room.
@@ -213,62 +340,76 @@ struct Room {
 
 impl DirectDispatch {
     /// Takes room for new deliveries (one endpoint id and its account's per delivery, in the
-    /// order they are created), within the dispatcher's write transaction. An endpoint gets
+    /// order they are created), within the dispatcher's write transaction, and leases them in
+    /// that order while the endpoint, its account and the process have room. An endpoint gets
     /// none when it is another process's share (their claimers take its new deliveries) or
-    /// another process serves it ([`FREE`]). On PostgreSQL the endpoint rows are
-    /// locked as the claimer locks them.
+    /// another process serves it ([`FREE`]). On PostgreSQL the endpoint rows are locked as
+    /// the claimer locks them.
+    ///
+    /// It also finds where the dispatcher is to stop reading on (see [`Pacing`]): the first
+    /// delivery that would be leased but for its account's or the process's room, when
+    /// something before it was leased.
     pub async fn reserve(
         &self,
         txn: &impl ConnectionTrait,
-        deliveries_to: impl IntoIterator<Item = (Uuid, Uuid)>,
+        deliveries_to: &[(Uuid, Uuid)],
     ) -> AppResult<Reservation<'_>> {
         let now = Utc::now();
         let mut reservation = Reservation {
             direct: self,
             rooms: HashMap::new(),
             locked_until: now + chrono::Duration::from_std(self.lease).unwrap_or_default(),
+            hold_back: None,
         };
-        // Deliveries per endpoint, in the order the endpoints first appear.
-        let mut wanted: Vec<(Uuid, Uuid, usize)> = Vec::new();
-        let mut at: HashMap<Uuid, usize> = HashMap::new();
-        for (endpoint, account) in deliveries_to {
-            let i = *at.entry(endpoint).or_insert_with(|| {
-                wanted.push((endpoint, account, 0));
-                wanted.len() - 1
-            });
-            wanted[i].2 += 1;
-        }
         // At most RESERVED_ENDPOINTS endpoints a batch (one bound value each): the others'
         // new deliveries are created unleased and go through the claimer, as any backlog.
-        let candidates: Vec<Uuid> = wanted
+        let mut seen = HashSet::new();
+        let candidates: Vec<Uuid> = deliveries_to
             .iter()
-            .filter(|(id, account, _)| {
-                self.peers.serves(*id) && self.capacity.room(*id, *account) > 0
-            })
-            .map(|(id, _, _)| *id)
+            .map(|(id, _)| *id)
+            .filter(|id| seen.insert(*id))
+            .filter(|id| self.peers.serves(*id) && self.capacity.endpoint_room(*id) > 0)
             .take(RESERVED_ENDPOINTS)
             .collect();
         if candidates.is_empty() {
             return Ok(reservation);
         }
         let free = self.free_endpoints(txn, &candidates, now).await?;
-        for (id, account, n) in wanted {
-            if !free.contains(&id) {
-                continue;
-            }
-            let n = n.min(self.capacity.room(id, account));
-            if n > 0 {
-                let permits = self.capacity.take(id, account, n);
-                let room = Room {
-                    account,
-                    reserved: n,
-                    leased: 0,
-                    permits,
-                };
-                reservation.rooms.insert(id, room);
-            }
+        let pace = self.peers.alone();
+        let plan = plan(&self.capacity, deliveries_to, &free, |account| {
+            pace && self.pacing.paces(account)
+        });
+        reservation.hold_back = plan.hold_back;
+        for (id, (account, n)) in plan.leased {
+            let permits = self.capacity.take(id, account, n);
+            let room = Room {
+                account,
+                reserved: n,
+                leased: 0,
+                permits,
+            };
+            reservation.rooms.insert(id, room);
         }
         Ok(reservation)
+    }
+
+    /// Waits until `account` and the process have room for a round of requests again after
+    /// the dispatcher stopped for it, or [`PACE_WAIT`]; then the account's deliveries stop
+    /// holding the dispatcher back for [`PACE_PAUSE`].
+    pub async fn room_for(&self, account: Uuid) {
+        let capacity = &self.capacity;
+        let enough = capacity.round;
+        let deadline = tokio::time::Instant::now() + PACE_WAIT;
+        loop {
+            if capacity.account_room(account) >= enough && capacity.total_room() >= enough {
+                return;
+            }
+            let freed = capacity.freed_for_dispatch.notified();
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                self.pacing.pause(account);
+                return;
+            }
+        }
     }
 
     /// The candidates no other process serves.
@@ -298,6 +439,11 @@ impl DirectDispatch {
 }
 
 impl Reservation<'_> {
+    /// Where the batch is to stop, if anywhere (see [`Pacing`]).
+    pub fn hold_back(&self) -> Option<HoldBack> {
+        self.hold_back
+    }
+
     /// Leases a new delivery to this process's senders if its endpoint has reserved room
     /// left; returns whether it did.
     pub fn try_lease(&mut self, delivery: &mut webhook_delivery::Model) -> bool {
@@ -382,8 +528,97 @@ mod tests {
     use chrono::Utc;
     use uuid::Uuid;
 
-    use super::{Capacity, request_window, share};
+    use std::collections::HashSet;
+
+    use super::{Capacity, plan, request_window, share};
     use crate::webhooks::deliver::DeliverySettings;
+
+    /// 2 requests per endpoint and 4 overall, 8 rounds ahead: 16 claimed per endpoint, 32 in
+    /// all, 28 of them by one account.
+    fn small() -> Capacity {
+        Capacity::new(&DeliverySettings {
+            schedule: vec![5],
+            allow_private: false,
+            disable_after: Duration::from_secs(60),
+            per_endpoint: 2,
+            concurrency: 4,
+            lease: Duration::from_secs(120),
+        })
+    }
+
+    #[test]
+    fn a_batch_leases_in_order_and_stops_where_its_account_runs_out_of_room() {
+        let capacity = small();
+        let account = Uuid::new_v4();
+        let endpoints: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+        // 10 events to each of the 4 endpoints: 40 deliveries, room for 28.
+        let deliveries: Vec<(Uuid, Uuid)> = (0..10)
+            .flat_map(|_| endpoints.iter().map(|e| (*e, account)))
+            .collect();
+        let free: HashSet<Uuid> = endpoints.iter().copied().collect();
+        let planned = plan(&capacity, &deliveries, &free, |_| true);
+        let leased: usize = planned.leased.values().map(|(_, n)| n).sum();
+        assert_eq!(leased, 28);
+        let hold = planned.hold_back.expect("held back");
+        assert_eq!((hold.at, hold.account), (28, account));
+        let unpaced = plan(&capacity, &deliveries, &free, |_| false);
+        assert!(
+            unpaced.hold_back.is_none(),
+            "a paused account holds nothing back"
+        );
+        assert_eq!(unpaced.leased.values().map(|(_, n)| n).sum::<usize>(), 28);
+    }
+
+    #[test]
+    fn an_endpoint_without_room_or_a_process_without_any_holds_nothing_back() {
+        let capacity = small();
+        let (account, full, other) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        capacity.take(full, account, 16);
+        let deliveries = [(full, account), (other, account), (full, account)];
+        let free = HashSet::from([full, other]);
+        let planned = plan(&capacity, &deliveries, &free, |_| true);
+        assert!(
+            planned.hold_back.is_none(),
+            "a slow receiver paces no other"
+        );
+        assert_eq!(planned.leased.get(&other), Some(&(account, 1)));
+        assert!(!planned.leased.contains_key(&full));
+        // All the account's room taken: nothing leased, so nothing held back either (the
+        // process may be stalled; the batch goes unleased to the claimer).
+        capacity.take(other, account, 12);
+        let planned = plan(&capacity, &deliveries, &free, |_| true);
+        assert!(planned.leased.is_empty() && planned.hold_back.is_none());
+    }
+
+    #[test]
+    fn another_account_is_leased_before_the_batch_stops_for_one_without_room() {
+        let capacity = small();
+        let (busy, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let (busy_endpoint, other_endpoint) = (Uuid::new_v4(), Uuid::new_v4());
+        capacity.take(Uuid::new_v4(), busy, 16);
+        capacity.take(Uuid::new_v4(), busy, 12);
+        let deliveries = [
+            (other_endpoint, other),
+            (busy_endpoint, busy),
+            (other_endpoint, other),
+        ];
+        let free = HashSet::from([busy_endpoint, other_endpoint]);
+        let planned = plan(&capacity, &deliveries, &free, |_| true);
+        assert_eq!(planned.leased.get(&other_endpoint), Some(&(other, 1)));
+        let hold = planned.hold_back.expect("held back");
+        assert_eq!((hold.at, hold.account), (1, busy));
+        let elsewhere = plan(
+            &capacity,
+            &deliveries,
+            &HashSet::from([other_endpoint]),
+            |_| true,
+        );
+        assert!(
+            elsewhere.hold_back.is_none(),
+            "an endpoint another process serves holds nothing back"
+        );
+        assert_eq!(elsewhere.leased.get(&other_endpoint), Some(&(other, 2)));
+    }
 
     #[test]
     fn a_request_ends_within_its_lease_or_is_not_sent() {

@@ -54,10 +54,10 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use lease::{DirectDispatch, LeasedDelivery, Reservation};
+pub use lease::{DirectDispatch, HoldBack, LeasedDelivery, Reservation};
 
 use self::{
-    claim::{Claimed, Claimer},
+    claim::{Claimed, Claimer, Claims},
     lease::Capacity,
     peers::Peers,
     send::{REQUEST_TIMEOUT, Sender},
@@ -98,6 +98,8 @@ pub struct DeliveryWorkers {
     /// The processes whose delivery workers run: which endpoints are this one's to serve.
     peers: Arc<Peers>,
     capacity: Arc<Capacity>,
+    /// Where the dispatcher waits for this process's room (see `lease::Pacing`).
+    pacing: Arc<lease::Pacing>,
     sender: Arc<Sender>,
     /// Deliveries the dispatcher created already leased to this process; each run (a
     /// restart after a failure is another run) takes it in turn.
@@ -126,6 +128,7 @@ impl DeliveryWorkers {
             peers: Arc::new(Peers::new(worker.clone())),
             worker,
             capacity,
+            pacing: Arc::default(),
             sender,
             from_dispatcher: Mutex::new(from_dispatcher),
             to_senders,
@@ -140,6 +143,7 @@ impl DeliveryWorkers {
             capacity: self.capacity.clone(),
             lease: self.settings.lease,
             senders: self.to_senders.clone(),
+            pacing: self.pacing.clone(),
         }
     }
 
@@ -183,18 +187,25 @@ impl DeliveryWorkers {
             {
                 tracing::warn!(error = %err, "writing this process's webhook worker row failed");
             }
-            let jobs = claimer.claim().await.unwrap_or_else(|err| {
+            let claims = claimer.claim().await.unwrap_or_else(|err| {
                 tracing::error!(error = %err, "claiming webhook deliveries failed");
-                Vec::new()
+                Claims {
+                    jobs: Vec::new(),
+                    held_by_room: true,
+                }
             });
-            if !jobs.is_empty() {
-                send_all(&mut sends, jobs);
+            if !claims.jobs.is_empty() {
+                send_all(&mut sends, claims.jobs);
                 continue;
             }
+            // Room freed by a send matters only to a claim that room held back: otherwise
+            // the loop waits for new deliveries (the dispatcher's or another process's
+            // announcement) or the poll (retries coming due, leases running out). In a backlog
+            // the dispatcher leases itself, and a claim on every send would only read.
             tokio::select! {
                 () = shutdown.cancelled() => {}
                 () = self.wake.notified() => {}
-                () = self.capacity.freed.notified() => {}
+                () = self.capacity.freed.notified(), if claims.held_by_room => {}
                 () = tokio::time::sleep(IDLE_POLL) => {}
                 Some(jobs) = dispatched.recv() => {
                     send_all(&mut sends, jobs);

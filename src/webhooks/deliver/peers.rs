@@ -75,6 +75,11 @@ impl Peers {
         state.others.is_empty() || owner(workers.chain([self.me.as_str()]), endpoint) == self.me
     }
 
+    /// Whether this process knows of no other live one (it serves every endpoint).
+    pub fn alone(&self) -> bool {
+        self.state().others.is_empty()
+    }
+
     /// Whether this process's row is to be written again.
     pub fn due(&self) -> bool {
         self.state()
