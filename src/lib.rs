@@ -77,6 +77,7 @@ pub async fn run(
         feed,
         limits,
         flow_metrics: metrics.flows.clone(),
+        webhook_metrics: metrics.webhooks.clone(),
     };
     let workers = workers::start(
         &services,
@@ -135,6 +136,7 @@ fn api_state(
         feed,
         limits,
         flow_metrics: _,
+        webhook_metrics: _,
     } = services;
     let schema = graphql::build_schema(db.clone(), cipher, outbound, feed, &config);
     Arc::new(AppState {

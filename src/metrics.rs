@@ -24,6 +24,7 @@ pub struct Metrics {
     pub worker_restarts: IntCounterVec,
     /// Evaluations, matches and errors of each flow.
     pub flows: FlowMetrics,
+    pub webhooks: WebhookMetrics,
     operations: Arc<OperationNames>,
 }
 
@@ -71,6 +72,74 @@ impl FlowMetrics {
                     .inc_by(n as u64);
             }
         }
+    }
+}
+
+/// Counters of this process's webhook delivery: how its deliveries came to be leased to it,
+/// and how often its dispatcher stopped for room (see `webhooks::deliver::lease::Pacing`).
+#[derive(Clone)]
+pub struct WebhookMetrics {
+    leased: IntCounterVec,
+    held_back: IntCounter,
+    paused: IntCounter,
+}
+
+impl Default for WebhookMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WebhookMetrics {
+    pub fn new() -> Self {
+        WebhookMetrics {
+            leased: IntCounterVec::new(
+                Opts::new(
+                    "millwright_webhook_deliveries_leased_total",
+                    "Deliveries this process leased to send: by=\"dispatcher\" created leased, by=\"claim\" claimed after they were created",
+                ),
+                &["by"],
+            )
+            .expect("valid metric"),
+            held_back: IntCounter::new(
+                "millwright_webhook_dispatch_held_back_total",
+                "Times the webhook dispatcher stopped reading events until this process had room to send more",
+            )
+            .expect("valid metric"),
+            paused: IntCounter::new(
+                "millwright_webhook_dispatch_paused_accounts_total",
+                "Times an account's room did not come back soon enough and it stopped holding the dispatcher back for a while",
+            )
+            .expect("valid metric"),
+        }
+    }
+
+    fn collectors(&self) -> [Box<dyn prometheus::core::Collector>; 3] {
+        [
+            Box::new(self.leased.clone()),
+            Box::new(self.held_back.clone()),
+            Box::new(self.paused.clone()),
+        ]
+    }
+
+    /// `n` new deliveries created leased to this process by its dispatcher.
+    pub fn leased_by_dispatcher(&self, n: usize) {
+        self.leased
+            .with_label_values(&["dispatcher"])
+            .inc_by(n as u64);
+    }
+
+    /// `n` deliveries claimed by this process.
+    pub fn leased_by_claim(&self, n: usize) {
+        self.leased.with_label_values(&["claim"]).inc_by(n as u64);
+    }
+
+    pub fn held_back(&self) {
+        self.held_back.inc();
+    }
+
+    pub fn paused(&self) {
+        self.paused.inc();
     }
 }
 
@@ -183,7 +252,8 @@ impl Metrics {
         )
         .expect("valid metric");
         let flows = FlowMetrics::new();
-        for collector in [
+        let webhooks = WebhookMetrics::new();
+        for collector in webhooks.collectors().into_iter().chain([
             Box::new(db_statements.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(flows.evaluations.clone()),
             Box::new(flows.matches.clone()),
@@ -192,7 +262,7 @@ impl Metrics {
             Box::new(http_requests.clone()),
             Box::new(graphql_requests.clone()),
             Box::new(graphql_duration.clone()),
-        ] {
+        ]) {
             registry
                 .register(collector)
                 .expect("metric registered once");
@@ -201,6 +271,7 @@ impl Metrics {
             db_statements,
             worker_restarts,
             flows,
+            webhooks,
             registry,
             http_requests,
             graphql_requests,

@@ -661,3 +661,124 @@ mod tests {
         );
     }
 }
+
+/// The dispatcher against a database, with this process's delivery workers' room (their
+/// senders not running: room is freed by hand).
+#[cfg(test)]
+mod pacing_tests {
+    use std::{sync::Arc, time::Duration};
+
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    use serde_json::json;
+
+    use super::Dispatcher;
+    use crate::{
+        accounts,
+        config::Config,
+        crypto::Cipher,
+        db::Db,
+        events::{self, EventType, NewEvent},
+        webhooks::{
+            self, EndpointInput,
+            deliver::{DeliverySettings, DeliveryWorkers},
+        },
+    };
+    use entity::webhook_delivery;
+
+    async fn migrated_sqlite() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        let file = dir.path().join("pacing.db");
+        config.database.url = format!("sqlite://{}?mode=rwc", file.display());
+        let db = Db::connect(&config).await.unwrap();
+        db.migrate().await.unwrap();
+        (dir, db)
+    }
+
+    /// Deliveries created leased to a process, and unleased.
+    async fn deliveries(db: &Db) -> (u64, u64) {
+        let count = |leased: bool| {
+            let column = webhook_delivery::Column::LockedBy;
+            let filter = if leased {
+                column.is_not_null()
+            } else {
+                column.is_null()
+            };
+            webhook_delivery::Entity::find()
+                .filter(filter)
+                .count(db.conn())
+        };
+        (count(true).await.unwrap(), count(false).await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_backlog_is_read_as_far_as_there_is_room_and_a_stalled_account_holds_back_nothing() {
+        let (_dir, db) = migrated_sqlite().await;
+        let cipher = Cipher::new(&[7u8; 32]);
+        let account = accounts::create_account(&db, "pacing", 0)
+            .await
+            .unwrap()
+            .account
+            .id;
+        let mut endpoints = Vec::new();
+        for i in 0..3 {
+            let input = EndpointInput {
+                url: Some(format!("http://127.0.0.1:9/hook/{i}")),
+                description: None,
+                event_types: None,
+                flow_ids: None,
+                enabled: None,
+            };
+            let (endpoint, _) = webhooks::create(&db, &cipher, account, input, true)
+                .await
+                .unwrap();
+            endpoints.push(endpoint.id);
+        }
+        let txn = db.begin_write().await.unwrap();
+        let backlog = (0..100).map(|_| NewEvent {
+            account_id: account,
+            customer_id: None,
+            connection_id: None,
+            event_type: EventType::CreditsChanged,
+            data: json!({}),
+        });
+        events::record(&*txn, backlog.collect()).await.unwrap();
+        txn.commit().await.unwrap();
+        // 2 requests per endpoint and 4 overall, 8 rounds ahead: room for 16 deliveries per
+        // endpoint and 28 of one account; a round is 3.
+        let settings = DeliverySettings {
+            schedule: vec![5],
+            allow_private: true,
+            disable_after: Duration::from_secs(60),
+            per_endpoint: 2,
+            concurrency: 4,
+            lease: Duration::from_secs(120),
+        };
+        let metrics = crate::metrics::WebhookMetrics::new();
+        let workers = DeliveryWorkers::new(db.clone(), cipher, settings, Arc::default(), metrics);
+        let direct = workers.direct_dispatch();
+        let dispatcher = Dispatcher {
+            db: db.clone(),
+            deliveries: Arc::default(),
+            direct: Some(direct.clone()),
+        };
+
+        // Room for 28: nine events of three deliveries (the tenth's would not all fit).
+        assert_eq!(dispatcher.dispatch_batch().await.unwrap(), 9);
+        assert_eq!(deliveries(&db).await, (27, 0), "all created leased");
+        // Three of each endpoint's sent: room for 10 more, three events' worth.
+        for endpoint in &endpoints {
+            direct.sent(*endpoint, account, 3);
+        }
+        assert_eq!(dispatcher.dispatch_batch().await.unwrap(), 3);
+        assert_eq!(deliveries(&db).await, (36, 0));
+        // Nothing more is sent: the account's room does not come back, and then it holds
+        // nothing back (its receivers may have stalled; another account's events must not
+        // wait behind its): the rest is created at once, unleased but for the room left.
+        let waited = std::time::Instant::now();
+        direct.room_for(account).await;
+        assert!(waited.elapsed() >= Duration::from_millis(50));
+        assert_eq!(dispatcher.dispatch_batch().await.unwrap(), 88);
+        assert_eq!(deliveries(&db).await, (37, 263));
+    }
+}

@@ -148,6 +148,7 @@ pub struct Services {
     pub feed: EventFeed,
     pub limits: Arc<RateLimits>,
     pub flow_metrics: crate::metrics::FlowMetrics,
+    pub webhook_metrics: crate::metrics::WebhookMetrics,
 }
 
 /// Starts the workers `config` asks for, counting their restarts in `restarts`.
@@ -279,6 +280,7 @@ fn start_webhooks(workers: &mut Workers, services: &Services, config: &Config) {
         services.cipher.clone(),
         config.delivery_settings(),
         db.notifier().deliveries_queued(),
+        services.webhook_metrics.clone(),
     ));
     let dispatcher = webhooks::dispatch::Dispatcher {
         db: db.clone(),

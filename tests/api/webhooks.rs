@@ -247,6 +247,73 @@ async fn continuous_failure_for_the_window_disables_the_endpoint() {
     assert!(receiver.count() >= 2, "failed more than once before");
 }
 
+/// A counter's value on a `/metrics` page (0 when it has no series yet).
+fn counter(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A backlog larger than the process's room (events stored while no process delivered):
+/// its dispatcher creates the deliveries leased to the process as room frees, rather than
+/// all at once unleased for claims to take, and every event reaches every endpoint once.
+#[tokio::test]
+async fn a_backlog_is_dispatched_as_room_frees_and_each_event_delivered_once() {
+    let quiet = TestApp::spawn_with(|c| {
+        private_allowed(c);
+        c.process.workers = false;
+    })
+    .await;
+    let receivers = [
+        Receiver::start(&[]).await,
+        Receiver::start(&[]).await,
+        Receiver::start(&[]).await,
+    ];
+    let (account_id, key) = quiet.create_account("A", 0).await;
+    for receiver in &receivers {
+        create_endpoint(&quiet, &key, &receiver.url, json!([])).await;
+    }
+    grant(&quiet, &account_id, 100).await;
+    // 2 requests in flight per endpoint and 4 in all, 8 rounds ahead: room for 28 of the
+    // account's 300 deliveries.
+    let app = quiet
+        .another_with(|c| {
+            private_allowed(c);
+            c.webhooks.max_in_flight_per_endpoint = 2;
+            c.webhooks.workers = 4;
+        })
+        .await;
+    for receiver in &receivers {
+        let received = receiver.wait_for(100).await;
+        let ids: std::collections::HashSet<&str> = received
+            .iter()
+            .map(|r| r.headers["webhook-id"].to_str().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 100, "each event once");
+    }
+    webhooks_settled(&app).await;
+    for receiver in &receivers {
+        assert_eq!(receiver.count(), 100, "one request per event and endpoint");
+    }
+    let metrics = app.metrics().await;
+    let leased = |by: &str| {
+        counter(
+            &metrics,
+            &format!("millwright_webhook_deliveries_leased_total{{by=\"{by}\"}}"),
+        )
+    };
+    assert_eq!(leased("dispatcher") + leased("claim"), 300, "{metrics}");
+    // The first batch stops where the room does (nine events: the tenth's three would not
+    // all fit); later ones as the sends free room, unless a round's room takes longer than
+    // the dispatcher waits for it.
+    assert!(leased("dispatcher") >= 27, "{metrics}");
+    assert!(
+        counter(&metrics, "millwright_webhook_dispatch_held_back_total") >= 1,
+        "{metrics}"
+    );
+}
+
 #[tokio::test]
 async fn a_slow_endpoint_gets_its_limit_in_flight_and_does_not_hold_up_others() {
     let app = TestApp::spawn_with(|c| {

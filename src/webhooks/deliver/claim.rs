@@ -15,7 +15,7 @@ use super::{
     lease::{Capacity, Permits},
     peers::Peers,
 };
-use crate::{db, db::Db, error::AppResult};
+use crate::{db, db::Db, error::AppResult, metrics::WebhookMetrics};
 use entity::{event, webhook_delivery, webhook_endpoint};
 
 /// A delivery leased to this process, ready to send.
@@ -36,7 +36,11 @@ pub struct Claimer {
     pub peers: Arc<Peers>,
     pub lease: Duration,
     pub capacity: Arc<Capacity>,
+    pub metrics: WebhookMetrics,
 }
+
+/// A claim's SQL and values, and how many deliveries of each endpoint it may lease.
+type ClaimStatement = (String, Vec<sea_orm::Value>, Vec<(Uuid, usize)>);
 
 /// What a claim came to: the jobs, and whether this process's room kept it from claiming
 /// more (then room freed by a send may let the next claim take more; otherwise only new or
@@ -103,10 +107,9 @@ impl Claimer {
                 Some((Arc::new(e), rows))
             })
             .collect();
-        Ok(Claims {
-            jobs: self.with_events(claimed).await?,
-            held_by_room,
-        })
+        let jobs = self.with_events(claimed).await?;
+        self.metrics.leased_by_claim(jobs.len());
+        Ok(Claims { jobs, held_by_room })
     }
 
     /// Enabled endpoints of this process's share with due, unleased deliveries that no other
@@ -146,7 +149,7 @@ impl Claimer {
         candidates: Vec<(Uuid, Uuid)>,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
-    ) -> Option<(String, Vec<sea_orm::Value>, Vec<(Uuid, usize)>)> {
+    ) -> Option<ClaimStatement> {
         let mut total = self.capacity.total_room();
         let (mut parts, mut values) = (Vec::new(), vec![self.worker.clone().into(), until.into()]);
         let mut accounts: HashMap<Uuid, usize> = HashMap::new();

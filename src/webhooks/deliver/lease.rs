@@ -15,7 +15,7 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use uuid::Uuid;
 
 use super::{DeliverySettings, claim::Claimed, peers::Peers, send::REQUEST_TIMEOUT};
-use crate::{db, db::Db, error::AppResult};
+use crate::{db, db::Db, error::AppResult, metrics::WebhookMetrics};
 use entity::{event, webhook_delivery, webhook_endpoint};
 
 /// Time kept between a request's end and its lease's (clocks, the recorder's pick-up).
@@ -205,6 +205,7 @@ pub struct DirectDispatch {
     pub(super) lease: Duration,
     pub(super) senders: mpsc::UnboundedSender<Vec<Claimed>>,
     pub(super) pacing: Arc<Pacing>,
+    pub(super) metrics: WebhookMetrics,
 }
 
 /// How long the dispatcher waits for an account's room after it stopped for it.
@@ -393,10 +394,17 @@ impl DirectDispatch {
         Ok(reservation)
     }
 
+    /// As if `n` deliveries of the endpoint (of `account`) this process held were sent.
+    #[cfg(test)]
+    pub fn sent(&self, endpoint: Uuid, account: Uuid, n: usize) {
+        self.capacity.give_back(endpoint, account, n);
+    }
+
     /// Waits until `account` and the process have room for a round of requests again after
     /// the dispatcher stopped for it, or [`PACE_WAIT`]; then the account's deliveries stop
     /// holding the dispatcher back for [`PACE_PAUSE`].
     pub async fn room_for(&self, account: Uuid) {
+        self.metrics.held_back();
         let capacity = &self.capacity;
         let enough = capacity.round;
         let deadline = tokio::time::Instant::now() + PACE_WAIT;
@@ -407,6 +415,7 @@ impl DirectDispatch {
             let freed = capacity.freed_for_dispatch.notified();
             if tokio::time::timeout_at(deadline, freed).await.is_err() {
                 self.pacing.pause(account);
+                self.metrics.paused();
                 return;
             }
         }
@@ -479,6 +488,7 @@ impl Reservation<'_> {
                 delivery,
             });
         }
+        self.direct.metrics.leased_by_dispatcher(jobs.len());
         // Jobs the senders are gone for stay leased to this process: the workers release
         // their leases at shutdown, and a lease that outlives them expires.
         let _ = self.direct.senders.send(jobs);

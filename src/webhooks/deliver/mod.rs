@@ -63,7 +63,7 @@ use self::{
     send::{REQUEST_TIMEOUT, Sender},
 };
 use super::LINGER;
-use crate::{crypto::Cipher, db::Db};
+use crate::{crypto::Cipher, db::Db, metrics::WebhookMetrics};
 
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
@@ -100,6 +100,7 @@ pub struct DeliveryWorkers {
     capacity: Arc<Capacity>,
     /// Where the dispatcher waits for this process's room (see `lease::Pacing`).
     pacing: Arc<lease::Pacing>,
+    metrics: WebhookMetrics,
     sender: Arc<Sender>,
     /// Deliveries the dispatcher created already leased to this process; each run (a
     /// restart after a failure is another run) takes it in turn.
@@ -108,7 +109,13 @@ pub struct DeliveryWorkers {
 }
 
 impl DeliveryWorkers {
-    pub fn new(db: Db, cipher: Cipher, settings: DeliverySettings, wake: Arc<Notify>) -> Self {
+    pub fn new(
+        db: Db,
+        cipher: Cipher,
+        settings: DeliverySettings,
+        wake: Arc<Notify>,
+        metrics: WebhookMetrics,
+    ) -> Self {
         let worker = format!(
             "webhook-{}-{}",
             std::process::id(),
@@ -129,6 +136,7 @@ impl DeliveryWorkers {
             worker,
             capacity,
             pacing: Arc::default(),
+            metrics,
             sender,
             from_dispatcher: Mutex::new(from_dispatcher),
             to_senders,
@@ -144,6 +152,7 @@ impl DeliveryWorkers {
             lease: self.settings.lease,
             senders: self.to_senders.clone(),
             pacing: self.pacing.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -158,6 +167,7 @@ impl DeliveryWorkers {
             peers: self.peers.clone(),
             lease: self.settings.lease,
             capacity: self.capacity.clone(),
+            metrics: self.metrics.clone(),
         };
         let (done, sent) = mpsc::unbounded_channel();
         let recorder = tokio::spawn(record::record_sent(
