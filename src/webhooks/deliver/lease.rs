@@ -53,8 +53,6 @@ pub struct Capacity {
     freed_for_dispatch: Notify,
     per_endpoint: usize,
     per_account: usize,
-    /// Room for one round of requests of an account (what the dispatcher waits for).
-    round: usize,
     endpoint_depth: usize,
     account_depth: usize,
     total_depth: usize,
@@ -96,7 +94,6 @@ impl Capacity {
             freed_for_dispatch: Notify::new(),
             per_endpoint,
             per_account: share(overall),
-            round: share(overall),
             endpoint_depth: per_endpoint * settings.rounds_ahead(),
             account_depth: share(total_depth),
             total_depth,
@@ -372,7 +369,8 @@ impl DirectDispatch {
             .filter(|id| self.peers.serves(*id) && self.capacity.endpoint_room(*id) > 0)
             .take(RESERVED_ENDPOINTS)
             .collect();
-        if candidates.is_empty() {
+        // Without any room nothing is leased, and so nothing held back either.
+        if candidates.is_empty() || self.capacity.total_room() == 0 {
             return Ok(reservation);
         }
         let free = self.free_endpoints(txn, &candidates, now).await?;
@@ -406,7 +404,8 @@ impl DirectDispatch {
     pub async fn room_for(&self, account: Uuid) {
         self.metrics.held_back();
         let capacity = &self.capacity;
-        let enough = capacity.round;
+        // A round: the account's share of the requests in flight.
+        let enough = capacity.per_account;
         let deadline = tokio::time::Instant::now() + PACE_WAIT;
         loop {
             if capacity.account_room(account) >= enough && capacity.total_room() >= enough {
