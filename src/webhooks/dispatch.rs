@@ -270,7 +270,7 @@ impl Dispatcher {
                 .into_iter()
                 .map(Arc::new)
                 .collect();
-        let Some(newest) = events.last().map(|e| LogPosition::of(e)) else {
+        let Some(mut newest) = events.last().map(|e| LogPosition::of(e)) else {
             return Ok(Batch::Read(0));
         };
         let endpoints = enabled_endpoints(&*txn, &events).await?;
@@ -292,7 +292,6 @@ impl Dispatcher {
             None => None,
         };
         let mut read = events.len();
-        let mut newest = newest;
         let mut held_back_for = None;
         if let Some(hold) = reservation.as_ref().and_then(Reservation::hold_back)
             && let Some(kept) = held_back(&events, &routes, hold)

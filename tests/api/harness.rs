@@ -458,6 +458,13 @@ pub async fn metrics_at(http: &reqwest::Client, addr: &str) -> String {
         .expect("metrics text")
 }
 
+/// The value of one series (its name and labels, as printed) on a `/metrics` page.
+pub fn metric_value(metrics: &str, series: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
 /// The distinct values of the `operation` label of `millwright_graphql_requests_total`.
 pub fn operation_labels(metrics: &str) -> std::collections::BTreeSet<String> {
     metrics

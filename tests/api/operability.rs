@@ -12,11 +12,8 @@ use crate::harness::{ServerProcess, TestApp, TestDb, connect, demo_input, setup,
 
 /// The value of `millwright_worker_restarts_total` for `worker` on a `/metrics` page.
 fn restarts(metrics: &str, worker: &str) -> Option<u64> {
-    let series = format!("millwright_worker_restarts_total{{worker=\"{worker}\"}} ");
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(&series))
-        .and_then(|value| value.parse().ok())
+    let series = format!("millwright_worker_restarts_total{{worker=\"{worker}\"}}");
+    crate::harness::metric_value(metrics, &series)
 }
 
 #[tokio::test]

@@ -249,10 +249,7 @@ async fn continuous_failure_for_the_window_disables_the_endpoint() {
 
 /// A counter's value on a `/metrics` page (0 when it has no series yet).
 fn counter(metrics: &str, series: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0)
+    crate::harness::metric_value(metrics, series).unwrap_or(0)
 }
 
 /// A backlog larger than the process's room (events stored while no process delivered):

@@ -50,17 +50,23 @@ pub struct Claims {
     pub held_by_room: bool,
 }
 
+impl Claims {
+    /// No jobs; `held_by_room` as found.
+    pub fn nothing(held_by_room: bool) -> Self {
+        Claims {
+            jobs: Vec::new(),
+            held_by_room,
+        }
+    }
+}
+
 impl Claimer {
     /// Claims due deliveries for every endpoint with room, in one write transaction.
     pub async fn claim(&self) -> AppResult<Claims> {
         let now = Utc::now();
         let (endpoints, mut held_by_room) = self.candidates(now).await?;
-        let none = |held_by_room| Claims {
-            jobs: Vec::new(),
-            held_by_room,
-        };
         if endpoints.is_empty() {
-            return Ok(none(held_by_room));
+            return Ok(Claims::nothing(held_by_room));
         }
         let mut candidates: Vec<(Uuid, Uuid)> =
             endpoints.iter().map(|e| (e.id, e.account_id)).collect();
@@ -84,7 +90,7 @@ impl Claimer {
             candidates.retain(|(id, _)| locked.contains(id));
         }
         let Some((sql, values, rooms)) = self.claim_statement(candidates, now, until) else {
-            return Ok(none(true));
+            return Ok(Claims::nothing(true));
         };
         let mut rows = webhook_delivery::Entity::find()
             .from_raw_sql(db::statement(backend, &sql, values))

@@ -106,15 +106,9 @@ impl Capacity {
 
     /// How many more deliveries of this endpoint (of `account`) may be claimed now.
     pub fn room(&self, endpoint: Uuid, account: Uuid) -> usize {
-        let slots = self.slots();
-        let taken = |slots: &HashMap<Uuid, Slot>, id| slots.get(&id).map_or(0, |s| s.outstanding);
-        self.endpoint_depth
-            .saturating_sub(taken(&slots.endpoints, endpoint))
-            .min(
-                self.account_depth
-                    .saturating_sub(taken(&slots.accounts, account)),
-            )
-            .min(self.total_depth.saturating_sub(slots.outstanding))
+        self.endpoint_room(endpoint)
+            .min(self.account_room(account))
+            .min(self.total_room())
     }
 
     /// How many more deliveries of this endpoint may be claimed now, as far as its own

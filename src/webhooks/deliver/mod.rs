@@ -98,8 +98,6 @@ pub struct DeliveryWorkers {
     /// The processes whose delivery workers run: which endpoints are this one's to serve.
     peers: Arc<Peers>,
     capacity: Arc<Capacity>,
-    /// Where the dispatcher waits for this process's room (see `lease::Pacing`).
-    pacing: Arc<lease::Pacing>,
     metrics: WebhookMetrics,
     sender: Arc<Sender>,
     /// Deliveries the dispatcher created already leased to this process; each run (a
@@ -135,7 +133,6 @@ impl DeliveryWorkers {
             peers: Arc::new(Peers::new(worker.clone())),
             worker,
             capacity,
-            pacing: Arc::default(),
             metrics,
             sender,
             from_dispatcher: Mutex::new(from_dispatcher),
@@ -143,7 +140,7 @@ impl DeliveryWorkers {
         }
     }
 
-    /// For the dispatcher of this process.
+    /// For the dispatcher of this process (one: it keeps the dispatcher's pacing).
     pub fn direct_dispatch(&self) -> DirectDispatch {
         DirectDispatch {
             worker: self.worker.clone(),
@@ -151,7 +148,7 @@ impl DeliveryWorkers {
             capacity: self.capacity.clone(),
             lease: self.settings.lease,
             senders: self.to_senders.clone(),
-            pacing: self.pacing.clone(),
+            pacing: Arc::default(),
             metrics: self.metrics.clone(),
         }
     }
@@ -199,10 +196,7 @@ impl DeliveryWorkers {
             }
             let claims = claimer.claim().await.unwrap_or_else(|err| {
                 tracing::error!(error = %err, "claiming webhook deliveries failed");
-                Claims {
-                    jobs: Vec::new(),
-                    held_by_room: true,
-                }
+                Claims::nothing(true)
             });
             if !claims.jobs.is_empty() {
                 send_all(&mut sends, claims.jobs);
